@@ -1,0 +1,422 @@
+//! Request and response bodies of every endpoint (PROTOCOL §8). Requests
+//! reject unknown fields so a typo is an error, not a silent default.
+
+use crate::view::{Lock, Message, Order, Session, View};
+use crate::{Event, LockMode, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use ulid::Ulid;
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The id to register.
+    pub session_id: String,
+    /// Free-form role.
+    #[serde(default)]
+    pub role: String,
+    /// Its task.
+    #[serde(default)]
+    pub task: String,
+    /// Free JSON (default `{}`).
+    #[serde(default)]
+    pub blob: Option<Value>,
+    /// Initial phase (default `starting`).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Process to watch.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Parent session.
+    #[serde(default)]
+    pub parent_session: Option<String>,
+    /// Lease, ms (default 30,000).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// Token chosen by the client (32–128 of `A-Za-z0-9_-`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time (default: now).
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// Answer to a register.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisterResponse {
+    /// The id.
+    pub session_id: String,
+    /// The session token: send it as `Authorization: Bearer`.
+    pub token: String,
+    /// Seq of the `session.register`.
+    pub seq: u64,
+    /// The lease, ms.
+    pub ttl_ms: u64,
+}
+
+/// `POST /v1/sessions/{id}/heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// New phase, if it changed.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatResponse {
+    /// Seq of the `session.heartbeat`, if one was appended.
+    pub seq: Option<u64>,
+    /// The renewed lease, ms.
+    pub ttl_ms: u64,
+}
+
+/// `POST /v1/sessions/{id}/dereg`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeregRequest {
+    /// Exit status of the session's process.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Admin override (needs `Coord-Admin-Token`).
+    #[serde(default)]
+    pub force: bool,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// The answer of most writes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WriteResponse {
+    /// Seq of the last appended event; `None` if nothing was appended.
+    pub seq: Option<u64>,
+}
+
+/// `POST /v1/locks/acquire`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// The acting session.
+    pub session_id: String,
+    /// The resource.
+    pub resource: String,
+    /// Exclusive (default) or shared.
+    #[serde(default)]
+    pub mode: LockMode,
+    /// Expiry after the grant, ms.
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// How long to wait in the queue, ms (0: fail at once).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// Answer to a successful acquire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AcquireResponse {
+    /// Seq of the `lock.acquire` (or of the existing grant if already held).
+    pub seq: u64,
+    /// The resource.
+    pub resource: String,
+    /// The granted mode.
+    pub mode: LockMode,
+    /// The session held it already; nothing was appended.
+    pub already_held: bool,
+    /// Time spent in the queue, ms.
+    pub waited_ms: u64,
+}
+
+/// `POST /v1/locks/release`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The acting session (the holder, or any with `force`).
+    pub session_id: String,
+    /// The resource.
+    pub resource: String,
+    /// Admin override.
+    #[serde(default)]
+    pub force: bool,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `POST /v1/inbox/{to_session}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Sender session (needs its token).
+    #[serde(default)]
+    pub from_session: Option<String>,
+    /// Message kind (default `message`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The body, at most 64 KiB.
+    pub body: String,
+    /// Message id (default: a new ULID).
+    #[serde(default)]
+    pub msg_id: Option<String>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// Answer to a send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendResponse {
+    /// Seq of the `inbox.deliver`.
+    pub seq: u64,
+    /// The message id.
+    pub msg_id: String,
+}
+
+/// `POST /v1/inbox/{session}/{msg_id}/ack` and dispatch ack bodies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `POST /v1/dispatch`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// Order id (default: a new ULID).
+    #[serde(default)]
+    pub order_id: Option<String>,
+    /// The session that must do it.
+    pub assignee: String,
+    /// The ticket.
+    #[serde(default)]
+    pub ticket: String,
+    /// Issuing session (needs its token).
+    #[serde(default)]
+    pub from_session: Option<String>,
+    /// Free JSON.
+    #[serde(default)]
+    pub payload: Option<Value>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// Answer to an issue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IssueResponse {
+    /// Seq of the `dispatch.issue`.
+    pub seq: u64,
+    /// The order id.
+    pub order_id: String,
+}
+
+/// `POST /v1/dispatch/{order_id}/complete`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// Free JSON result.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `POST /v1/events`: an `x.*` event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomEventRequest {
+    /// The kind, `x.…`.
+    pub tx_kind: String,
+    /// A JSON object (default `{}`).
+    #[serde(default)]
+    pub payload: Option<Value>,
+    /// The session it is about (needs its token).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The resource it is about.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusResponse {
+    /// Daemon version.
+    pub version: String,
+    /// Protocol version.
+    pub protocol: u32,
+    /// Daemon pid.
+    pub pid: u32,
+    /// Socket path.
+    pub socket: String,
+    /// Store facts.
+    pub store: StoreStatus,
+    /// Last seq in the log (0 when empty).
+    pub head_seq: u64,
+    /// Oldest retained seq (head+1 when empty).
+    pub oldest_seq: u64,
+    /// Time since start, ms.
+    pub uptime_ms: u64,
+    /// Open event streams.
+    pub subscribers: u64,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Held or awaited locks.
+    pub locks: u64,
+    /// Events appended since start, by kind.
+    pub events_by_kind: BTreeMap<String, u64>,
+}
+
+/// Store part of the status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoreStatus {
+    /// Path of the store file.
+    pub path: String,
+    /// Size on disk (database and WAL), bytes.
+    pub bytes: u64,
+    /// `normal` or `full`.
+    pub sync: String,
+}
+
+/// `GET /v1/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionsResponse {
+    /// Seq the list reflects.
+    pub seq: u64,
+    /// Sessions by id.
+    pub sessions: Vec<Session>,
+}
+
+/// `GET /v1/sessions/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionDetail {
+    /// The session.
+    #[serde(flatten)]
+    pub session: Session,
+    /// Resources it holds.
+    pub locks: Vec<String>,
+}
+
+/// `GET /v1/locks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LocksResponse {
+    /// Seq the list reflects.
+    pub seq: u64,
+    /// Locks by resource.
+    pub locks: Vec<Lock>,
+}
+
+/// `GET /v1/inbox/{session}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InboxResponse {
+    /// Seq the list reflects.
+    pub seq: u64,
+    /// Unacked messages, oldest first, without bodies.
+    pub messages: Vec<Message>,
+}
+
+/// `GET /v1/dispatch`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrdersResponse {
+    /// Seq the list reflects.
+    pub seq: u64,
+    /// Open orders by id.
+    pub orders: Vec<Order>,
+}
+
+/// `GET /v1/snapshot`, and the first line of a stream with `snapshot=true`
+/// (wrapped as `{"snapshot": …}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// The view is the state after this seq.
+    pub seq: u64,
+    /// The view.
+    pub view: View,
+}
+
+/// One line of an NDJSON events stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// The snapshot that opens a `snapshot=true` stream.
+    Snapshot(Snapshot),
+    /// An event.
+    Event(Event),
+}
+
+impl StreamItem {
+    /// Decodes one NDJSON line.
+    ///
+    /// # Errors
+    /// The decode error, for a line that is neither a snapshot nor an event.
+    pub fn from_line(line: &str) -> Result<Self, crate::EventDecodeError> {
+        #[derive(Deserialize)]
+        struct Wrapped {
+            snapshot: Snapshot,
+        }
+        if line.starts_with("{\"snapshot\"") {
+            let w: Wrapped = serde_json::from_str(line)?;
+            return Ok(StreamItem::Snapshot(w.snapshot));
+        }
+        Event::from_json(line).map(StreamItem::Event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<AcquireRequest>(
+            r#"{"session_id":"a","resource":"r","wiat_ms":5}"#,
+        )
+        .expect_err("typo must fail");
+        assert!(err.to_string().contains("wiat_ms"), "{err}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The error vocabulary (PROTOCOL §3): stable codes with their HTTP status,
+//! and the JSON body `{"error":{"code":…,"message":…,…}}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = ($name:literal, $status:literal),)*) => {
+        /// A stable, machine-readable error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// The code as on the wire (`lock_held`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// The HTTP status that goes with it.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// Parses a wire code; `None` for codes this version does not know.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($name => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+codes! {
+    /// The body is not JSON or not an object.
+    BadJson = ("bad_json", 400),
+    /// A field the endpoint does not know.
+    UnknownField = ("unknown_field", 400),
+    /// A field has the wrong type or an out-of-range value.
+    InvalidField = ("invalid_field", 400),
+    /// An identifier breaks the rules of PROTOCOL §2.
+    InvalidId = ("invalid_id", 400),
+    /// A custom event kind outside `x.*`.
+    UnknownKind = ("unknown_kind", 400),
+    /// A cursor that is not a number, `start` or `now`.
+    BadCursor = ("bad_cursor", 400),
+    /// Client and daemon speak different protocol versions.
+    ProtocolMismatch = ("protocol_mismatch", 400),
+    /// The call acts for a session and carries no token.
+    TokenRequired = ("token_required", 401),
+    /// The token is not the session's.
+    BadToken = ("bad_token", 403),
+    /// `force` without the admin token.
+    AdminRequired = ("admin_required", 403),
+    /// Releasing a lock held by another session.
+    NotOwner = ("not_owner", 403),
+    /// Acting on an order assigned to another session.
+    NotAssignee = ("not_assignee", 403),
+    /// No such endpoint.
+    NotFound = ("not_found", 404),
+    /// No such session.
+    SessionNotFound = ("session_not_found", 404),
+    /// No such message.
+    MessageNotFound = ("message_not_found", 404),
+    /// No such order.
+    OrderNotFound = ("order_not_found", 404),
+    /// Known path, wrong method.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// A wait ran out.
+    Timeout = ("timeout", 408),
+    /// Registering a live session id.
+    SessionExists = ("session_exists", 409),
+    /// The lock is held in a conflicting mode.
+    LockHeld = ("lock_held", 409),
+    /// Releasing a lock nobody holds.
+    LockNotHeld = ("lock_not_held", 409),
+    /// A message id already in the inbox.
+    MessageExists = ("message_exists", 409),
+    /// An order id that exists.
+    OrderExists = ("order_exists", 409),
+    /// An order in the wrong state for the transition.
+    OrderState = ("order_state", 409),
+    /// The cursor is older than the retained history.
+    Compacted = ("compacted", 410),
+    /// The request body is over 1 MiB.
+    BodyTooLarge = ("body_too_large", 413),
+    /// The message body is over 64 KiB.
+    MessageTooLarge = ("message_too_large", 413),
+    /// The body is not `application/json`.
+    UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// The registered pid does not exist.
+    NoSuchProcess = ("no_such_process", 422),
+    /// A bug in the daemon.
+    Internal = ("internal", 500),
+    /// The store refused the write.
+    StoreUnavailable = ("store_unavailable", 503),
+    /// The daemon is stopping.
+    ShuttingDown = ("shutting_down", 503),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The inside of an error body: code, message and code-specific fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The wire code (kept as a string so newer codes still decode).
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// Code-specific fields (`field`, `holders`, `oldest_seq`, …).
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+/// `{"error": ErrorDetail}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// An error with a code and a message and no other fields.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.as_str().to_string(),
+                message: message.into(),
+                fields: Map::new(),
+            },
+        }
+    }
+
+    /// Adds a code-specific field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.error.fields.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// The typed code, if this version knows it.
+    pub fn code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.error.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape() {
+        let b = ErrorBody::new(ErrorCode::LockHeld, "held").with("resource", "a");
+        let json = serde_json::to_string(&b).expect("encode");
+        assert_eq!(
+            json,
+            r#"{"error":{"code":"lock_held","message":"held","resource":"a"}}"#
+        );
+        let back: ErrorBody = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back.code(), Some(ErrorCode::LockHeld));
+        assert_eq!(ErrorCode::LockHeld.status(), 409);
+    }
+}

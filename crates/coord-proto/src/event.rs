@@ -1,0 +1,627 @@
+//! The event envelope (DESIGN §3, PROTOCOL §5) and its typed payloads.
+//!
+//! On the wire `tx_kind` sits beside `payload`; in Rust the kind *is* the
+//! [`Payload`] variant, so an event cannot carry a payload of the wrong
+//! shape. `x.*` kinds carry free JSON in [`Payload::Custom`].
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use ulid::Ulid;
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the log: starts at 1, +1 per event, never reused.
+    pub seq: u64,
+    /// ULID chosen by the source; `(source, tx_id)` is unique in the log.
+    pub tx_id: Ulid,
+    /// When it happened, by the source's clock.
+    pub ts: Timestamp,
+    /// When the log accepted it.
+    pub ingress_ts: Timestamp,
+    /// Who produced it: `api`, `lifecycle`, `fs-watch`, …
+    pub source: String,
+    /// The session the event is about, if any.
+    pub session_id: Option<String>,
+    /// The lock resource the event is about, if any.
+    pub resource: Option<String>,
+    /// The typed body; its variant decides `tx_kind`.
+    pub payload: Payload,
+}
+
+/// An event before the log has placed it: what the state machine decides.
+///
+/// The writer turns a draft into an [`Event`] by giving it a `seq`, a
+/// `tx_id`, a source and timestamps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    /// See [`Event::session_id`].
+    pub session_id: Option<String>,
+    /// See [`Event::resource`].
+    pub resource: Option<String>,
+    /// See [`Event::payload`].
+    pub payload: Payload,
+}
+
+/// Every `tx_kind` coord itself defines, in documentation order.
+pub const KNOWN_KINDS: &[&str] = &[
+    "session.register",
+    "session.heartbeat",
+    "session.dereg",
+    "session.state",
+    "lock.acquire",
+    "lock.wait",
+    "lock.wait_cancel",
+    "lock.release",
+    "inbox.deliver",
+    "inbox.ack",
+    "dispatch.issue",
+    "dispatch.ack",
+    "dispatch.complete",
+];
+
+/// `session.register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRegister {
+    /// Free-form role (`worker`, `reviewer`, …).
+    #[serde(default)]
+    pub role: String,
+    /// The task the session works on.
+    #[serde(default)]
+    pub task: String,
+    /// Free JSON the session wants others to see.
+    #[serde(default)]
+    pub blob: Value,
+    /// Initial phase.
+    #[serde(default)]
+    pub phase: String,
+    /// OS process id, watched with a pidfd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The session that spawned this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_session: Option<String>,
+    /// Lease length, ms.
+    pub ttl_ms: u64,
+}
+
+/// `session.heartbeat`: appended when the phase changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionHeartbeat {
+    /// Time of the heartbeat.
+    pub last_heartbeat: Timestamp,
+    /// The phase after it.
+    pub phase: String,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeregReason {
+    /// The session asked.
+    Explicit,
+    /// Its lease ran out.
+    Expired,
+    /// Its process exited (pidfd).
+    ProcessExited,
+    /// Its legacy session file disappeared.
+    Removed,
+    /// An admin forced it.
+    Forced,
+}
+
+/// `session.dereg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDereg {
+    /// Why the session ended.
+    pub reason: DeregReason,
+    /// Exit status of its process, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// `session.state` (written by the lifecycle manager).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// State before.
+    pub from: String,
+    /// State after.
+    pub to: String,
+    /// Why it changed.
+    pub reason: String,
+}
+
+/// Exclusive or shared hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    /// One holder at a time.
+    #[default]
+    Exclusive,
+    /// Any number of shared holders, no exclusive one.
+    Shared,
+}
+
+impl LockMode {
+    /// Lower-case name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
+}
+
+/// `lock.acquire`: a grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockAcquire {
+    /// The resource.
+    pub resource: String,
+    /// The new holder.
+    pub owner_session: String,
+    /// Exclusive or shared.
+    pub mode: LockMode,
+    /// The lock expires this many ms after the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `lock.wait`: a session joins the FIFO queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockWait {
+    /// The resource.
+    pub resource: String,
+    /// The waiting session.
+    pub owner_session: String,
+    /// The mode it waits for.
+    pub mode: LockMode,
+    /// TTL to apply once granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// Why a waiter left the queue without the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitCancelReason {
+    /// Its `wait_ms` ran out or the client went away.
+    Timeout,
+    /// The waiting session ended.
+    OwnerGone,
+    /// The daemon restarted; nobody was left to answer.
+    Restart,
+}
+
+/// `lock.wait_cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockWaitCancel {
+    /// The resource.
+    pub resource: String,
+    /// The session that stopped waiting.
+    pub owner_session: String,
+    /// Why.
+    pub reason: WaitCancelReason,
+}
+
+/// Why a holder let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    /// The holder released it.
+    Released,
+    /// The holder's session ended.
+    OwnerGone,
+    /// Its TTL ran out.
+    Expired,
+    /// An admin forced it.
+    Forced,
+}
+
+/// `lock.release`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockRelease {
+    /// The resource.
+    pub resource: String,
+    /// The former holder.
+    pub owner_session: String,
+    /// Why.
+    pub reason: ReleaseReason,
+}
+
+/// `inbox.deliver`: the envelope of a message (the body is fetched by id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxDeliver {
+    /// Recipient.
+    pub to_session: String,
+    /// Message id, unique within the recipient's inbox.
+    pub msg_id: String,
+    /// Message kind (`review-request`, `status`, …).
+    pub kind: String,
+    /// Sender, if a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_session: Option<String>,
+    /// Body length in bytes.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// `inbox.ack`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxAck {
+    /// Recipient.
+    pub to_session: String,
+    /// The acked message.
+    pub msg_id: String,
+}
+
+/// `dispatch.issue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchIssue {
+    /// Order id.
+    pub order_id: String,
+    /// The session that must do it.
+    pub assignee: String,
+    /// The ticket it refers to.
+    pub ticket: String,
+    /// The issuing session, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_session: Option<String>,
+    /// Free JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+}
+
+/// `dispatch.ack`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchAck {
+    /// Order id.
+    pub order_id: String,
+    /// Its assignee.
+    pub assignee: String,
+}
+
+/// `dispatch.complete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchComplete {
+    /// Order id.
+    pub order_id: String,
+    /// Its assignee.
+    pub assignee: String,
+    /// Free JSON result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+/// The typed body of an event; the variant decides `tx_kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// `session.register`
+    SessionRegister(SessionRegister),
+    /// `session.heartbeat`
+    SessionHeartbeat(SessionHeartbeat),
+    /// `session.dereg`
+    SessionDereg(SessionDereg),
+    /// `session.state`
+    SessionState(SessionState),
+    /// `lock.acquire`
+    LockAcquire(LockAcquire),
+    /// `lock.wait`
+    LockWait(LockWait),
+    /// `lock.wait_cancel`
+    LockWaitCancel(LockWaitCancel),
+    /// `lock.release`
+    LockRelease(LockRelease),
+    /// `inbox.deliver`
+    InboxDeliver(InboxDeliver),
+    /// `inbox.ack`
+    InboxAck(InboxAck),
+    /// `dispatch.issue`
+    DispatchIssue(DispatchIssue),
+    /// `dispatch.ack`
+    DispatchAck(DispatchAck),
+    /// `dispatch.complete`
+    DispatchComplete(DispatchComplete),
+    /// `x.*`: an integrator's kind with a free JSON object.
+    Custom {
+        /// The kind, starting with `x.`.
+        kind: String,
+        /// The payload object.
+        body: Map<String, Value>,
+    },
+}
+
+/// Why a stored or received event could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    /// The JSON itself is malformed or misses envelope fields.
+    #[error("malformed event: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `tx_kind` is neither a known kind nor `x.*`.
+    #[error("unknown tx_kind {0:?}")]
+    UnknownKind(String),
+    /// The payload does not fit its kind.
+    #[error("payload of {kind} does not fit: {source}")]
+    Payload {
+        /// The kind.
+        kind: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+}
+
+impl Payload {
+    /// The `tx_kind` string.
+    pub fn kind(&self) -> &str {
+        match self {
+            Payload::SessionRegister(_) => "session.register",
+            Payload::SessionHeartbeat(_) => "session.heartbeat",
+            Payload::SessionDereg(_) => "session.dereg",
+            Payload::SessionState(_) => "session.state",
+            Payload::LockAcquire(_) => "lock.acquire",
+            Payload::LockWait(_) => "lock.wait",
+            Payload::LockWaitCancel(_) => "lock.wait_cancel",
+            Payload::LockRelease(_) => "lock.release",
+            Payload::InboxDeliver(_) => "inbox.deliver",
+            Payload::InboxAck(_) => "inbox.ack",
+            Payload::DispatchIssue(_) => "dispatch.issue",
+            Payload::DispatchAck(_) => "dispatch.ack",
+            Payload::DispatchComplete(_) => "dispatch.complete",
+            Payload::Custom { kind, .. } => kind,
+        }
+    }
+
+    /// Builds a payload from its kind and JSON body.
+    ///
+    /// # Errors
+    /// [`EventDecodeError::UnknownKind`] for a kind that is neither known nor
+    /// `x.*`; [`EventDecodeError::Payload`] when the body does not fit.
+    pub fn from_parts(kind: &str, body: Value) -> Result<Self, EventDecodeError> {
+        fn typed<T: serde::de::DeserializeOwned>(
+            kind: &str,
+            body: Value,
+        ) -> Result<T, EventDecodeError> {
+            serde_json::from_value(body).map_err(|source| EventDecodeError::Payload {
+                kind: kind.to_string(),
+                source,
+            })
+        }
+        Ok(match kind {
+            "session.register" => Payload::SessionRegister(typed(kind, body)?),
+            "session.heartbeat" => Payload::SessionHeartbeat(typed(kind, body)?),
+            "session.dereg" => Payload::SessionDereg(typed(kind, body)?),
+            "session.state" => Payload::SessionState(typed(kind, body)?),
+            "lock.acquire" => Payload::LockAcquire(typed(kind, body)?),
+            "lock.wait" => Payload::LockWait(typed(kind, body)?),
+            "lock.wait_cancel" => Payload::LockWaitCancel(typed(kind, body)?),
+            "lock.release" => Payload::LockRelease(typed(kind, body)?),
+            "inbox.deliver" => Payload::InboxDeliver(typed(kind, body)?),
+            "inbox.ack" => Payload::InboxAck(typed(kind, body)?),
+            "dispatch.issue" => Payload::DispatchIssue(typed(kind, body)?),
+            "dispatch.ack" => Payload::DispatchAck(typed(kind, body)?),
+            "dispatch.complete" => Payload::DispatchComplete(typed(kind, body)?),
+            k if crate::ids::check_custom_kind(k).is_ok() => match body {
+                Value::Object(body) => Payload::Custom {
+                    kind: k.to_string(),
+                    body,
+                },
+                other => {
+                    return Err(EventDecodeError::Payload {
+                        kind: k.to_string(),
+                        source: serde::de::Error::custom(format!(
+                            "x.* payload must be an object, got {other}"
+                        )),
+                    })
+                }
+            },
+            k => return Err(EventDecodeError::UnknownKind(k.to_string())),
+        })
+    }
+
+    /// Every session id the payload names (owner, sender, recipient,
+    /// assignee), for the `session` filter of the events stream.
+    pub fn sessions(&self) -> impl Iterator<Item = &str> {
+        let (a, b): (Option<&str>, Option<&str>) = match self {
+            Payload::LockAcquire(p) => (Some(&p.owner_session), None),
+            Payload::LockWait(p) => (Some(&p.owner_session), None),
+            Payload::LockWaitCancel(p) => (Some(&p.owner_session), None),
+            Payload::LockRelease(p) => (Some(&p.owner_session), None),
+            Payload::InboxDeliver(p) => (Some(&p.to_session), p.from_session.as_deref()),
+            Payload::InboxAck(p) => (Some(&p.to_session), None),
+            Payload::DispatchIssue(p) => (Some(&p.assignee), p.from_session.as_deref()),
+            Payload::DispatchAck(p) => (Some(&p.assignee), None),
+            Payload::DispatchComplete(p) => (Some(&p.assignee), None),
+            Payload::SessionRegister(p) => (p.parent_session.as_deref(), None),
+            _ => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+struct PayloadRef<'a>(&'a Payload);
+
+impl Serialize for PayloadRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Payload::SessionRegister(p) => p.serialize(s),
+            Payload::SessionHeartbeat(p) => p.serialize(s),
+            Payload::SessionDereg(p) => p.serialize(s),
+            Payload::SessionState(p) => p.serialize(s),
+            Payload::LockAcquire(p) => p.serialize(s),
+            Payload::LockWait(p) => p.serialize(s),
+            Payload::LockWaitCancel(p) => p.serialize(s),
+            Payload::LockRelease(p) => p.serialize(s),
+            Payload::InboxDeliver(p) => p.serialize(s),
+            Payload::InboxAck(p) => p.serialize(s),
+            Payload::DispatchIssue(p) => p.serialize(s),
+            Payload::DispatchAck(p) => p.serialize(s),
+            Payload::DispatchComplete(p) => p.serialize(s),
+            Payload::Custom { body, .. } => body.serialize(s),
+        }
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PayloadRef(self).serialize(s)
+    }
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    seq: u64,
+    tx_id: Ulid,
+    tx_kind: &'a str,
+    ts: Timestamp,
+    ingress_ts: Timestamp,
+    source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a str>,
+    payload: PayloadRef<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    seq: u64,
+    tx_id: Ulid,
+    tx_kind: String,
+    ts: Timestamp,
+    ingress_ts: Timestamp,
+    source: String,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    payload: Value,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireOut {
+            seq: self.seq,
+            tx_id: self.tx_id,
+            tx_kind: self.payload.kind(),
+            ts: self.ts,
+            ingress_ts: self.ingress_ts,
+            source: &self.source,
+            session_id: self.session_id.as_deref(),
+            resource: self.resource.as_deref(),
+            payload: PayloadRef(&self.payload),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        let payload = Payload::from_parts(&w.tx_kind, w.payload).map_err(serde::de::Error::custom)?;
+        Ok(Event {
+            seq: w.seq,
+            tx_id: w.tx_id,
+            ts: w.ts,
+            ingress_ts: w.ingress_ts,
+            source: w.source,
+            session_id: w.session_id,
+            resource: w.resource,
+            payload,
+        })
+    }
+}
+
+impl Event {
+    /// Encodes the event as one line of JSON (no trailing newline).
+    pub fn to_json(&self) -> String {
+        // Serializing owned strings and numbers into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Decodes one event from JSON.
+    ///
+    /// # Errors
+    /// [`EventDecodeError`] naming what is wrong.
+    pub fn from_json(s: &str) -> Result<Self, EventDecodeError> {
+        let w: WireIn = serde_json::from_str(s)?;
+        let payload = Payload::from_parts(&w.tx_kind, w.payload)?;
+        Ok(Event {
+            seq: w.seq,
+            tx_id: w.tx_id,
+            ts: w.ts,
+            ingress_ts: w.ingress_ts,
+            source: w.source,
+            session_id: w.session_id,
+            resource: w.resource,
+            payload,
+        })
+    }
+
+    /// The `tx_kind` string.
+    pub fn kind(&self) -> &str {
+        self.payload.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(payload: Payload) -> Event {
+        Event {
+            seq: 1042,
+            tx_id: Ulid::from_string("01JABCDEF0TXIDXXXXXXXXXXXX").unwrap_or_default(),
+            ts: Timestamp(1_775_596_425_123),
+            ingress_ts: Timestamp(1_775_596_425_125),
+            source: "api".into(),
+            session_id: Some("claude-pid-91952".into()),
+            resource: Some("src/main.rs".into()),
+            payload,
+        }
+    }
+
+    #[test]
+    fn envelope_matches_the_design_example() {
+        let e = sample(Payload::LockAcquire(LockAcquire {
+            resource: "src/main.rs".into(),
+            owner_session: "claude-pid-91952".into(),
+            mode: LockMode::Exclusive,
+            ttl_ms: None,
+        }));
+        let json = e.to_json();
+        assert!(json.starts_with(r#"{"seq":1042,"tx_id":"#), "{json}");
+        assert!(json.contains(r#""tx_kind":"lock.acquire""#), "{json}");
+        assert!(json.contains(r#""payload":{"resource":"src/main.rs","owner_session":"claude-pid-91952","mode":"exclusive"}"#), "{json}");
+        assert_eq!(Event::from_json(&json).expect("decode"), e);
+    }
+
+    #[test]
+    fn custom_kinds_round_trip_and_unknown_kinds_fail() {
+        let mut body = Map::new();
+        body.insert("n".into(), Value::from(3));
+        let e = sample(Payload::Custom {
+            kind: "x.deploy.started".into(),
+            body,
+        });
+        assert_eq!(Event::from_json(&e.to_json()).expect("decode"), e);
+        let bad = e.to_json().replace("x.deploy.started", "deploy.started");
+        assert!(matches!(
+            Event::from_json(&bad),
+            Err(EventDecodeError::UnknownKind(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_payload_shape_is_a_payload_error() {
+        let e = sample(Payload::SessionDereg(SessionDereg {
+            reason: DeregReason::Expired,
+            exit_code: None,
+        }));
+        let bad = e.to_json().replace("expired", "bored");
+        assert!(matches!(
+            Event::from_json(&bad),
+            Err(EventDecodeError::Payload { .. })
+        ));
+    }
+}

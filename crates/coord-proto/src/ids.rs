@@ -1,0 +1,161 @@
+//! Validation of identifiers before they touch the log or a path
+//! (PROTOCOL §2). Each check returns a human reason on failure; the caller
+//! attaches the field name.
+
+/// Longest session, message or order id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+/// Longest resource, in bytes.
+pub const MAX_RESOURCE_BYTES: usize = 1024;
+/// Longest short text field (role, task, phase, kind, ticket), in bytes.
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// Checks a `session_id`, `msg_id` or `order_id`: 1–128 bytes of
+/// `A-Z a-z 0-9 . _ - : @`, not `.` or `..`.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!("is {} bytes, at most {MAX_ID_BYTES}", id.len()));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("{id:?} is not allowed"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
+    {
+        return Err(format!(
+            "contains {c:?}; allowed are A-Z a-z 0-9 . _ - : @"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a lock `resource`: 1–1024 bytes of UTF-8, no control characters,
+/// no leading `/`, no empty, `.` or `..` segment.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn check_resource(r: &str) -> Result<(), String> {
+    if r.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if r.len() > MAX_RESOURCE_BYTES {
+        return Err(format!("is {} bytes, at most {MAX_RESOURCE_BYTES}", r.len()));
+    }
+    if r.chars().any(char::is_control) {
+        return Err("contains a control character (NUL, newline, …)".into());
+    }
+    if r.starts_with('/') {
+        return Err("must not start with '/'".into());
+    }
+    if r.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return Err("has an empty, '.' or '..' path segment".into());
+    }
+    Ok(())
+}
+
+/// Checks a custom kind: `x.` then 1–64 bytes of `a-z 0-9 . _ -`.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn check_custom_kind(kind: &str) -> Result<(), String> {
+    let Some(rest) = kind.strip_prefix("x.") else {
+        return Err("custom kinds start with \"x.\"".into());
+    };
+    if rest.is_empty() || rest.len() > 64 {
+        return Err("needs 1-64 characters after \"x.\"".into());
+    }
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("allowed after \"x.\" are a-z 0-9 . _ -".into());
+    }
+    Ok(())
+}
+
+/// Checks a short text field: at most 256 bytes, no control characters.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn check_text(s: &str) -> Result<(), String> {
+    if s.len() > MAX_TEXT_BYTES {
+        return Err(format!("is {} bytes, at most {MAX_TEXT_BYTES}", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    Ok(())
+}
+
+/// Matches `text` against a glob where `*` stands for any run of characters
+/// (including none) and every other character for itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    // Iterative wildcard matching with one backtrack point: linear in
+    // practice, no allocation.
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(check_id("claude-pid-91952").is_ok());
+        assert!(check_id("a@b:c.d_e").is_ok());
+        for bad in ["", ".", "..", "a/b", "a\0b", "a b", &"x".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resources() {
+        assert!(check_resource("src/main.rs").is_ok());
+        assert!(check_resource("db/schema.sql").is_ok());
+        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a\0b", "a/./b", "a/"] {
+            assert!(check_resource(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(check_custom_kind("x.deploy.started").is_ok());
+        for bad in ["deploy", "x.", "x.UP", "lock.acquire"] {
+            assert!(check_custom_kind(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("lock.*", "lock.acquire"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("*.ack", "inbox.ack"));
+        assert!(glob_match("x.*.started", "x.deploy.started"));
+        assert!(!glob_match("lock.*", "session.register"));
+        assert!(!glob_match("lock", "lock.acquire"));
+    }
+}

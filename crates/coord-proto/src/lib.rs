@@ -1,0 +1,54 @@
+//! Wire types of coord: everything that crosses a process boundary.
+//!
+//! This crate owns the shapes that clients and the daemon agree on
+//! (`docs/PROTOCOL.md` is their contract):
+//!
+//! * [`Event`] — the envelope of one log entry, with a typed [`Payload`] per
+//!   `tx_kind`;
+//! * [`Timestamp`] — milliseconds since the Unix epoch, RFC 3339 on the wire;
+//! * [`ids`] — the validation rules for session ids, resources, kinds;
+//! * [`view`] — the state objects (sessions, locks, messages, orders);
+//! * [`api`] — request and response bodies of every endpoint;
+//! * [`ErrorCode`] and [`ErrorBody`] — the error vocabulary.
+//!
+//! It must not do I/O, read clocks other than through [`Timestamp::now`], or
+//! hold any logic beyond encoding, decoding and validating single values.
+#![deny(missing_docs)]
+
+pub mod api;
+mod error;
+mod event;
+pub mod ids;
+mod timestamp;
+pub mod view;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::{
+    DeregReason, DispatchAck, DispatchComplete, DispatchIssue, Draft, Event, EventDecodeError,
+    InboxAck, InboxDeliver, LockAcquire, LockMode, LockRelease, LockWait, LockWaitCancel, Payload,
+    ReleaseReason, SessionDereg, SessionHeartbeat, SessionRegister, SessionState, WaitCancelReason,
+    KNOWN_KINDS,
+};
+pub use timestamp::Timestamp;
+
+/// The protocol version this crate describes; sent as the `Coord-Protocol`
+/// header by clients and the daemon alike.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The version of the coord crates, sent as `Coord-Version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest request body the daemon accepts, in bytes (1 MiB).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Largest inbox message body, in bytes (64 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// Default session lease, in ms.
+pub const DEFAULT_SESSION_TTL_MS: u64 = 30_000;
+
+/// Shortest session lease accepted, in ms.
+pub const MIN_SESSION_TTL_MS: u64 = 1_000;
+
+/// Longest lease, lock TTL or wait accepted, in ms (one day).
+pub const MAX_DURATION_MS: u64 = 86_400_000;

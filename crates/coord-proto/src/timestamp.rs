@@ -1,0 +1,97 @@
+//! Timestamps: integer milliseconds inside, RFC 3339 UTC with milliseconds
+//! on the wire (`2026-04-07T21:13:45.123Z`).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A point in time, in milliseconds since the Unix epoch (UTC).
+///
+/// Serializes as an RFC 3339 string with millisecond precision and a `Z`
+/// suffix; deserializes from any RFC 3339 string (other offsets are
+/// converted to UTC, finer precision is truncated to ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time. The only clock read in this crate; the
+    /// pure core never calls it (the daemon passes `now` in).
+    pub fn now() -> Self {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Timestamp((nanos / 1_000_000) as i64)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// This timestamp plus `ms` milliseconds (saturating).
+    pub fn plus_ms(self, ms: u64) -> Self {
+        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
+    /// Parses an RFC 3339 string.
+    pub fn parse(s: &str) -> Result<Self, time::error::Parse> {
+        let t = OffsetDateTime::parse(s, &Rfc3339)?;
+        Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_with_millis() {
+        let t = Timestamp::parse("2026-04-07T21:13:45.123Z").expect("parse");
+        assert_eq!(t.to_string(), "2026-04-07T21:13:45.123Z");
+        let t = Timestamp::parse("2026-04-07T23:13:45.5+02:00").expect("parse");
+        assert_eq!(t.to_string(), "2026-04-07T21:13:45.500Z");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn round_trips(ms in 0i64..4_102_444_800_000) {
+            let t = Timestamp(ms);
+            proptest::prop_assert_eq!(Timestamp::parse(&t.to_string()).expect("parse"), t);
+        }
+    }
+}

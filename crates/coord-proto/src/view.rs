@@ -1,0 +1,153 @@
+//! The state objects of the view (PROTOCOL §6) as they appear in API
+//! answers and snapshots. The logic that changes them lives in coord-core;
+//! this module only gives them a shape.
+
+use crate::{LockMode, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A registered session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Its id.
+    pub session_id: String,
+    /// Free-form role.
+    pub role: String,
+    /// Its task.
+    pub task: String,
+    /// Free JSON.
+    pub blob: Value,
+    /// Current phase.
+    pub phase: String,
+    /// Watched process, if any.
+    pub pid: Option<u32>,
+    /// The session that spawned it.
+    pub parent_session: Option<String>,
+    /// Lease length, ms.
+    pub ttl_ms: u64,
+    /// Seq of its `session.register`.
+    pub registered_seq: u64,
+    /// When it registered.
+    pub registered_at: Timestamp,
+    /// Last logged heartbeat (registration time until one is logged).
+    pub last_heartbeat: Timestamp,
+}
+
+/// One holder of a lock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The holding session.
+    pub session_id: String,
+    /// Seq of the `lock.acquire` that granted it.
+    pub acquired_seq: u64,
+    /// When it was granted.
+    pub acquired_at: Timestamp,
+    /// Expiry after the grant, ms.
+    pub ttl_ms: Option<u64>,
+}
+
+/// One waiter in a lock's FIFO queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// The waiting session.
+    pub session_id: String,
+    /// The mode it wants.
+    pub mode: LockMode,
+    /// Seq of its `lock.wait`.
+    pub since_seq: u64,
+    /// TTL to apply once granted.
+    pub ttl_ms: Option<u64>,
+}
+
+/// A lock: its holders (one if exclusive) and its queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The resource.
+    pub resource: String,
+    /// Mode of the current holders.
+    pub mode: LockMode,
+    /// Current holders, in grant order.
+    pub holders: Vec<Holder>,
+    /// Waiters, first in line first.
+    pub waiters: Vec<Waiter>,
+}
+
+/// An inbox message's envelope (plus its body when read by id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Message id.
+    pub msg_id: String,
+    /// Recipient.
+    pub to_session: String,
+    /// Sender, if a session.
+    pub from_session: Option<String>,
+    /// Message kind.
+    pub kind: String,
+    /// Body length, bytes.
+    pub size: u64,
+    /// Seq of its `inbox.deliver`.
+    pub seq: u64,
+    /// When it was sent.
+    pub sent_at: Timestamp,
+    /// The body, only in answers to a read by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Where a dispatch order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Issued, not yet taken.
+    Issued,
+    /// Taken by the assignee.
+    Acked,
+    /// Done (only seen in the event; the view drops completed orders).
+    Completed,
+}
+
+impl OrderState {
+    /// Lower-case name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Issued => "issued",
+            OrderState::Acked => "acked",
+            OrderState::Completed => "completed",
+        }
+    }
+}
+
+/// A dispatch order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// Order id.
+    pub order_id: String,
+    /// The session that must do it.
+    pub assignee: String,
+    /// The ticket.
+    pub ticket: String,
+    /// The issuing session.
+    pub from_session: Option<String>,
+    /// Free JSON.
+    pub payload: Option<Value>,
+    /// Where it stands.
+    pub state: OrderState,
+    /// Seq of its `dispatch.issue`.
+    pub issued_seq: u64,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+}
+
+/// The whole view: what the log says is true after some seq.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct View {
+    /// Live sessions by id.
+    pub sessions: BTreeMap<String, Session>,
+    /// Held or awaited locks by resource.
+    pub locks: BTreeMap<String, Lock>,
+    /// Unacked messages per recipient, in delivery order.
+    pub inboxes: BTreeMap<String, Vec<Message>>,
+    /// Open (issued or acked) orders by id.
+    pub orders: BTreeMap<String, Order>,
+}
