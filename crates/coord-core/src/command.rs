@@ -1,0 +1,223 @@
+//! Commands (what writers ask for), their answers and their rejections.
+
+use coord_proto::{DeregReason, ErrorBody, ErrorCode, LockMode, Timestamp, WaitCancelReason};
+use coord_proto::Draft;
+use serde_json::{Map, Value};
+
+/// One request to change the state. Auth has happened before a command is
+/// built; the state machine only checks what the view can decide.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Register a new session.
+    Register {
+        /// Id.
+        session_id: String,
+        /// Role.
+        role: String,
+        /// Task.
+        task: String,
+        /// Free JSON.
+        blob: Value,
+        /// Initial phase.
+        phase: String,
+        /// Process to watch.
+        pid: Option<u32>,
+        /// Parent session.
+        parent_session: Option<String>,
+        /// Lease, ms.
+        ttl_ms: u64,
+    },
+    /// Renew a lease; logged when the phase changes (or always with
+    /// `log_always`).
+    Heartbeat {
+        /// Id.
+        session_id: String,
+        /// New phase.
+        phase: Option<String>,
+        /// Time of the heartbeat.
+        at: Timestamp,
+        /// Log even a bare renewal.
+        log_always: bool,
+    },
+    /// End a session: release its locks, cancel its waits, drop its inbox.
+    Dereg {
+        /// Id.
+        session_id: String,
+        /// Why (`explicit`, `forced`, `removed`).
+        reason: DeregReason,
+        /// Exit status of its process.
+        exit_code: Option<i32>,
+    },
+    /// A lease deadline passed (sent by the daemon's timer).
+    ExpireLease {
+        /// Id.
+        session_id: String,
+        /// Which registration the timer was for.
+        registered_seq: u64,
+    },
+    /// A watched process exited (sent by the pidfd watcher).
+    ProcessExited {
+        /// Id.
+        session_id: String,
+        /// Which registration the watch was for.
+        registered_seq: u64,
+        /// Exit status, when known.
+        exit_code: Option<i32>,
+    },
+    /// Take a lock, or queue for it with `wait`.
+    Acquire {
+        /// Acting session.
+        session_id: String,
+        /// Resource.
+        resource: String,
+        /// Mode.
+        mode: LockMode,
+        /// Expiry after the grant, ms.
+        ttl_ms: Option<u64>,
+        /// Queue instead of failing.
+        wait: bool,
+    },
+    /// Let go of a lock (`force`: on behalf of an admin).
+    Release {
+        /// The holder.
+        session_id: String,
+        /// Resource.
+        resource: String,
+        /// Admin release.
+        force: bool,
+    },
+    /// A lock TTL passed (sent by the daemon's timer).
+    ExpireLock {
+        /// Resource.
+        resource: String,
+        /// The holder the timer was for.
+        session_id: String,
+        /// Which grant the timer was for.
+        acquired_seq: u64,
+    },
+    /// Leave a lock's queue.
+    CancelWait {
+        /// Resource.
+        resource: String,
+        /// Waiting session.
+        session_id: String,
+        /// Why.
+        reason: WaitCancelReason,
+    },
+    /// Cancel every wait (daemon start: no waiter survives a restart).
+    CancelAllWaits,
+    /// Deliver a message (the body is stored beside the log).
+    Deliver {
+        /// Recipient.
+        to_session: String,
+        /// Message id.
+        msg_id: String,
+        /// Kind.
+        kind: String,
+        /// Sender.
+        from_session: Option<String>,
+        /// Body length, bytes.
+        size: u64,
+    },
+    /// Ack a message.
+    AckMessage {
+        /// Recipient.
+        session_id: String,
+        /// Message id.
+        msg_id: String,
+    },
+    /// Issue a dispatch order.
+    Issue {
+        /// Order id.
+        order_id: String,
+        /// Assignee.
+        assignee: String,
+        /// Ticket.
+        ticket: String,
+        /// Issuer.
+        from_session: Option<String>,
+        /// Free JSON.
+        payload: Option<Value>,
+    },
+    /// The assignee takes an order.
+    AckOrder {
+        /// Order id.
+        order_id: String,
+        /// Acting session.
+        session_id: String,
+    },
+    /// The assignee finishes an order.
+    Complete {
+        /// Order id.
+        order_id: String,
+        /// Acting session.
+        session_id: String,
+        /// Free JSON.
+        result: Option<Value>,
+    },
+    /// Publish an `x.*` event.
+    Custom {
+        /// Kind.
+        kind: String,
+        /// Object payload.
+        body: Map<String, Value>,
+        /// Session it is about.
+        session_id: Option<String>,
+        /// Resource it is about.
+        resource: Option<String>,
+    },
+}
+
+/// What the writer should answer, beyond the events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Events were produced; the answer is their seq.
+    Done,
+    /// Nothing changed (a bare heartbeat, a timer that lost a race).
+    NoChange,
+    /// The lock was granted by this command.
+    Granted,
+    /// The session already held the lock in that mode (grant seq).
+    AlreadyHeld {
+        /// Seq of the existing grant.
+        acquired_seq: u64,
+    },
+    /// The session joined the queue.
+    Waiting,
+    /// The session was already in the queue.
+    AlreadyWaiting,
+    /// A cancel found the session not waiting.
+    NotWaiting {
+        /// Grant seq if it holds the lock (it was granted before the cancel).
+        held_seq: Option<u64>,
+    },
+}
+
+/// The result of a valid command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The events to append, in order (may be empty).
+    pub drafts: Vec<Draft>,
+    /// What to answer.
+    pub reply: Reply,
+}
+
+/// Why a command was refused: an error code plus details, ready to send.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {}", .0.error.code, .0.error.message)]
+pub struct Rejection(pub ErrorBody);
+
+impl Rejection {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection(ErrorBody::new(code, message))
+    }
+
+    pub(crate) fn with(self, key: &str, value: impl Into<Value>) -> Self {
+        Rejection(self.0.with(key, value))
+    }
+
+    /// The error code.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.0.code()
+    }
+}

@@ -1,0 +1,227 @@
+//! The state and the fold: [`apply`] is the only function that changes it.
+
+use coord_proto::view::{Holder, Lock, Message, Order, OrderState, Session, View, Waiter};
+use coord_proto::{Draft, Event, LockMode, Payload};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The view plus what the log needs to know about it.
+///
+/// Serializable so the store can snapshot it; the API shows only `view`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct State {
+    /// The view clients see.
+    pub view: View,
+    /// Seq of the last applied event (0 for an empty log).
+    pub head: u64,
+    /// Last seq per consistency key (see [`keys`]); the expectations of a
+    /// conditional append are read from here.
+    #[serde(default)]
+    pub key_heads: BTreeMap<String, u64>,
+}
+
+/// The consistency keys an event touches: `session/<id>`, `lock/<resource>`,
+/// `order/<id>`. A conditional append expects each key's last seq to be
+/// what this state says; a backend shared by several writers (JetStream)
+/// enforces it, so two daemons cannot both take one lock.
+///
+/// Only keys of live objects are tracked: when a session, lock or order
+/// disappears its key is dropped, so the table stays as small as the view.
+pub fn keys(draft: &Draft) -> Vec<String> {
+    keys_of(
+        draft.session_id.as_deref(),
+        draft.resource.as_deref(),
+        &draft.payload,
+    )
+}
+
+fn keys_of(session_id: Option<&str>, resource: Option<&str>, payload: &Payload) -> Vec<String> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(s) = session_id {
+        out.push(format!("session/{s}"));
+    }
+    if let Some(r) = resource {
+        out.push(format!("lock/{r}"));
+    }
+    match payload {
+        Payload::DispatchIssue(p) => out.push(format!("order/{}", p.order_id)),
+        Payload::DispatchAck(p) => out.push(format!("order/{}", p.order_id)),
+        Payload::DispatchComplete(p) => out.push(format!("order/{}", p.order_id)),
+        _ => {}
+    }
+    out
+}
+
+/// Folds one committed event into the state.
+///
+/// Total: an event that refers to something absent changes nothing rather
+/// than failing, so a log written by an older version still folds.
+pub fn apply(state: &mut State, event: &Event) {
+    let view = &mut state.view;
+    match &event.payload {
+        Payload::SessionRegister(p) => {
+            if let Some(id) = &event.session_id {
+                view.sessions.insert(
+                    id.clone(),
+                    Session {
+                        session_id: id.clone(),
+                        role: p.role.clone(),
+                        task: p.task.clone(),
+                        blob: p.blob.clone(),
+                        phase: p.phase.clone(),
+                        pid: p.pid,
+                        parent_session: p.parent_session.clone(),
+                        ttl_ms: p.ttl_ms,
+                        registered_seq: event.seq,
+                        registered_at: event.ts,
+                        last_heartbeat: event.ts,
+                    },
+                );
+            }
+        }
+        Payload::SessionHeartbeat(p) => {
+            if let Some(s) = event.session_id.as_ref().and_then(|id| view.sessions.get_mut(id)) {
+                s.phase = p.phase.clone();
+                s.last_heartbeat = p.last_heartbeat;
+            }
+        }
+        Payload::SessionDereg(_) => {
+            if let Some(id) = &event.session_id {
+                view.sessions.remove(id);
+                view.inboxes.remove(id);
+                // Validate releases locks and waits first; this keeps the fold
+                // total for logs that do not.
+                view.locks.retain(|_, lock| {
+                    lock.holders.retain(|h| &h.session_id != id);
+                    lock.waiters.retain(|w| &w.session_id != id);
+                    !(lock.holders.is_empty() && lock.waiters.is_empty())
+                });
+            }
+        }
+        Payload::SessionState(_) | Payload::Custom { .. } => {}
+        Payload::LockAcquire(p) => {
+            let lock = view
+                .locks
+                .entry(p.resource.clone())
+                .or_insert_with(|| Lock {
+                    resource: p.resource.clone(),
+                    mode: p.mode,
+                    holders: Vec::new(),
+                    waiters: Vec::new(),
+                });
+            lock.waiters.retain(|w| w.session_id != p.owner_session);
+            lock.holders.retain(|h| h.session_id != p.owner_session);
+            lock.mode = p.mode;
+            lock.holders.push(Holder {
+                session_id: p.owner_session.clone(),
+                acquired_seq: event.seq,
+                acquired_at: event.ts,
+                ttl_ms: p.ttl_ms,
+            });
+        }
+        Payload::LockWait(p) => {
+            let lock = view
+                .locks
+                .entry(p.resource.clone())
+                .or_insert_with(|| Lock {
+                    resource: p.resource.clone(),
+                    mode: LockMode::Exclusive,
+                    holders: Vec::new(),
+                    waiters: Vec::new(),
+                });
+            lock.waiters.retain(|w| w.session_id != p.owner_session);
+            lock.waiters.push(Waiter {
+                session_id: p.owner_session.clone(),
+                mode: p.mode,
+                since_seq: event.seq,
+                ttl_ms: p.ttl_ms,
+            });
+        }
+        Payload::LockWaitCancel(p) => {
+            if let Some(lock) = view.locks.get_mut(&p.resource) {
+                lock.waiters.retain(|w| w.session_id != p.owner_session);
+                if lock.holders.is_empty() && lock.waiters.is_empty() {
+                    view.locks.remove(&p.resource);
+                }
+            }
+        }
+        Payload::LockRelease(p) => {
+            if let Some(lock) = view.locks.get_mut(&p.resource) {
+                lock.holders.retain(|h| h.session_id != p.owner_session);
+                if lock.holders.is_empty() && lock.waiters.is_empty() {
+                    view.locks.remove(&p.resource);
+                }
+            }
+        }
+        Payload::InboxDeliver(p) => {
+            view.inboxes
+                .entry(p.to_session.clone())
+                .or_default()
+                .push(Message {
+                    msg_id: p.msg_id.clone(),
+                    to_session: p.to_session.clone(),
+                    from_session: p.from_session.clone(),
+                    kind: p.kind.clone(),
+                    size: p.size,
+                    seq: event.seq,
+                    sent_at: event.ts,
+                    body: None,
+                });
+        }
+        Payload::InboxAck(p) => {
+            if let Some(inbox) = view.inboxes.get_mut(&p.to_session) {
+                inbox.retain(|m| m.msg_id != p.msg_id);
+                if inbox.is_empty() {
+                    view.inboxes.remove(&p.to_session);
+                }
+            }
+        }
+        Payload::DispatchIssue(p) => {
+            view.orders.insert(
+                p.order_id.clone(),
+                Order {
+                    order_id: p.order_id.clone(),
+                    assignee: p.assignee.clone(),
+                    ticket: p.ticket.clone(),
+                    from_session: p.from_session.clone(),
+                    payload: p.payload.clone(),
+                    state: OrderState::Issued,
+                    issued_seq: event.seq,
+                    issued_at: event.ts,
+                },
+            );
+        }
+        Payload::DispatchAck(p) => {
+            if let Some(o) = view.orders.get_mut(&p.order_id) {
+                o.state = OrderState::Acked;
+            }
+        }
+        Payload::DispatchComplete(p) => {
+            view.orders.remove(&p.order_id);
+        }
+    }
+    for k in keys_of(
+        event.session_id.as_deref(),
+        event.resource.as_deref(),
+        &event.payload,
+    ) {
+        if live(&state.view, &k) {
+            state.key_heads.insert(k, event.seq);
+        } else {
+            state.key_heads.remove(&k);
+        }
+    }
+    state.head = event.seq;
+}
+
+fn live(view: &View, key: &str) -> bool {
+    if let Some(id) = key.strip_prefix("session/") {
+        view.sessions.contains_key(id)
+    } else if let Some(r) = key.strip_prefix("lock/") {
+        view.locks.contains_key(r)
+    } else if let Some(id) = key.strip_prefix("order/") {
+        view.orders.contains_key(id)
+    } else {
+        false
+    }
+}
