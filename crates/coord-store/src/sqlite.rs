@@ -1,0 +1,610 @@
+//! [`SqliteLog`]: the embedded default backend (WAL, versioned migrations,
+//! one writer connection, a small pool of reader connections).
+
+use crate::log::{
+    AttachmentOp, Batch, CompactReport, EventLog, Retention, StoreError, StoredEvent, SyncMode,
+    TxnRecord,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i+1`.
+/// Never edit an entry once released: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the log and what commits with it.
+    "CREATE TABLE events (
+        seq        INTEGER PRIMARY KEY,
+        source     TEXT    NOT NULL,
+        tx_id      TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,
+        ingress_ms INTEGER NOT NULL,
+        body       TEXT    NOT NULL,
+        UNIQUE (source, tx_id)
+     );
+     CREATE TABLE key_heads (key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE txns (
+        source   TEXT    NOT NULL,
+        tx_id    TEXT    NOT NULL,
+        seq      INTEGER NOT NULL,
+        response TEXT    NOT NULL,
+        PRIMARY KEY (source, tx_id)
+     ) WITHOUT ROWID;
+     CREATE INDEX txns_by_seq ON txns (seq);
+     CREATE TABLE attachments (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, taken_ms INTEGER NOT NULL, state BLOB NOT NULL);
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+];
+
+/// Readers kept open for reuse; more may be opened under load.
+const READER_POOL: usize = 8;
+
+/// The SQLite event log. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct SqliteLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Held for the life of the log so a second daemon cannot open it.
+    _lock: File,
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the store at `path`, takes its lock file
+    /// (`<path>.lock`), runs pending migrations and sets the sync mode.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds the store;
+    /// [`StoreError::TooNew`] for a store from a newer coord; I/O errors.
+    pub fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        let lock_path = lock_path(path);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                context: format!("opening {}", lock_path.display()),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(path.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    context: format!("locking {}", lock_path.display()),
+                    source,
+                })
+            }
+        }
+        let mut writer = Connection::open(path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                SyncMode::Normal => "NORMAL",
+                SyncMode::Full => "FULL",
+            },
+        )?;
+        writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut writer)?;
+        set_private(path);
+        Ok(SqliteLog {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` with the writer connection on the blocking pool.
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Worker("writer connection poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            if let Ok(mut pool) = inner.readers.lock() {
+                if pool.len() < READER_POOL {
+                    pool.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// The store holds token hashes and message bodies: owner-only.
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+fn bounds(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    let (min, max): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    // After compaction the log may be empty while seq numbers were used:
+    // the head is remembered in meta so it never goes back.
+    let floor: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0))
+        .optional()?;
+    let head = max.or(floor).unwrap_or(0).max(floor.unwrap_or(0)) as u64;
+    let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
+    Ok((oldest, head))
+}
+
+fn append_blocking(conn: &mut Connection, batch: Batch) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(first) = batch.records.first() {
+        let (_, head) = bounds(&tx)?;
+        if first.seq != head + 1 {
+            return Err(StoreError::SeqGap {
+                expected: head + 1,
+                got: first.seq,
+            });
+        }
+    }
+    {
+        let mut get_key = tx.prepare_cached("SELECT seq FROM key_heads WHERE key = ?1")?;
+        for e in &batch.expect {
+            let found: Option<i64> = get_key
+                .query_row([&e.key], |r| r.get(0))
+                .optional()?;
+            let found = found.map(|s| s as u64);
+            if found != e.last_seq {
+                return Err(StoreError::Conflict {
+                    key: e.key.clone(),
+                    expected: e.last_seq,
+                    found,
+                });
+            }
+        }
+    }
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO events (seq, source, tx_id, kind, ingress_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut prev: Option<u64> = None;
+        for r in &batch.records {
+            if let Some(p) = prev {
+                if r.seq != p + 1 {
+                    return Err(StoreError::SeqGap {
+                        expected: p + 1,
+                        got: r.seq,
+                    });
+                }
+            }
+            prev = Some(r.seq);
+            ins.execute(params![
+                r.seq as i64,
+                r.source,
+                r.tx_id,
+                r.kind,
+                r.ingress_ms,
+                r.json
+            ])?;
+        }
+    }
+    {
+        let mut set = tx.prepare_cached(
+            "INSERT INTO key_heads (key, seq) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET seq = excluded.seq",
+        )?;
+        let mut del = tx.prepare_cached("DELETE FROM key_heads WHERE key = ?1")?;
+        for (key, seq) in &batch.key_updates {
+            match seq {
+                Some(s) => set.execute(params![key, *s as i64])?,
+                None => del.execute([key])?,
+            };
+        }
+    }
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR IGNORE INTO txns (source, tx_id, seq, response) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for t in &batch.txns {
+            ins.execute(params![t.source, t.tx_id, t.seq as i64, t.response])?;
+        }
+    }
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT INTO attachments (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?;
+        let mut del = tx.prepare_cached("DELETE FROM attachments WHERE key = ?1")?;
+        for a in &batch.attachments {
+            match a {
+                AttachmentOp::Put { key, value } => put.execute(params![key, value])?,
+                AttachmentOp::Delete { key } => del.execute([key])?,
+            };
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl EventLog for SqliteLog {
+    async fn append(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.records.is_empty() && batch.attachments.is_empty() && batch.txns.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(move |conn| append_blocking(conn, batch)).await
+    }
+
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+                Ok(StoredEvent {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    json: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn bounds(&self) -> Result<(u64, u64), StoreError> {
+        self.with_reader(|conn| bounds(conn)).await
+    }
+
+    async fn txn(&self, source: &str, tx_id: &str) -> Result<Option<TxnRecord>, StoreError> {
+        let (source, tx_id) = (source.to_string(), tx_id.to_string());
+        self.with_reader(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq, response FROM txns WHERE source = ?1 AND tx_id = ?2")?
+                .query_row(params![source, tx_id], |r| {
+                    Ok(TxnRecord {
+                        source: source.clone(),
+                        tx_id: tx_id.clone(),
+                        seq: r.get::<_, i64>(0)? as u64,
+                        response: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn attachment(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_string();
+        self.with_reader(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM attachments WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn save_snapshot(&self, seq: u64, state: Vec<u8>) -> Result<(), StoreError> {
+        let now = time_ms();
+        self.with_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO snapshots (seq, taken_ms, state) VALUES (?1, ?2, ?3)",
+                params![seq as i64, now, state],
+            )?;
+            tx.execute("DELETE FROM snapshots WHERE seq < ?1", [seq as i64])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT seq, state FROM snapshots ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn compact(&self, retention: Retention, now_ms: i64) -> Result<CompactReport, StoreError> {
+        self.with_writer(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (oldest, head) = bounds(&tx)?;
+            let snap: Option<i64> =
+                tx.query_row("SELECT MAX(seq) FROM snapshots", [], |r| r.get(0))?;
+            let (Some(snap), false) = (snap, retention.keeps_everything()) else {
+                return Ok(CompactReport { deleted: 0, oldest_seq: oldest });
+            };
+            // Everything at or below `cut` may go: covered by the snapshot,
+            // outside the last N, and older than D days.
+            let mut cut = snap as u64;
+            if let Some(n) = retention.keep_events {
+                cut = cut.min(head.saturating_sub(n));
+            }
+            if let Some(ms) = retention.keep_ms {
+                let since = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+                let first_recent: Option<i64> = tx.query_row(
+                    "SELECT MIN(seq) FROM events WHERE ingress_ms >= ?1",
+                    [since],
+                    |r| r.get(0),
+                )?;
+                let bound = first_recent.map(|s| s as u64 - 1).unwrap_or(head);
+                cut = cut.min(bound);
+            }
+            if cut < oldest {
+                return Ok(CompactReport { deleted: 0, oldest_seq: oldest });
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('head', ?1) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                [head as i64],
+            )?;
+            let deleted = tx.execute("DELETE FROM events WHERE seq <= ?1", [cut as i64])?;
+            tx.execute("DELETE FROM txns WHERE seq <= ?1", [cut as i64])?;
+            let (oldest_seq, _) = bounds(&tx)?;
+            tx.commit()?;
+            Ok(CompactReport { deleted: deleted as u64, oldest_seq })
+        })
+        .await
+    }
+
+    fn size_bytes(&self) -> u64 {
+        let mut wal = self.inner.path.as_os_str().to_owned();
+        wal.push("-wal");
+        [self.inner.path.clone(), PathBuf::from(wal)]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+fn time_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Expectation, Record};
+
+    fn rec(seq: u64) -> Record {
+        Record {
+            seq,
+            source: "api".into(),
+            tx_id: format!("TX{seq:024}"),
+            kind: "x.test".into(),
+            ingress_ms: seq as i64 * 1000,
+            json: format!("{{\"seq\":{seq}}}"),
+        }
+    }
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Batch {
+        Batch {
+            records: seqs.map(rec).collect(),
+            ..Batch::default()
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SqliteLog {
+        SqliteLog::open(&dir.path().join("coord.db"), SyncMode::Normal).expect("open")
+    }
+
+    #[tokio::test]
+    async fn appends_reads_and_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        assert_eq!(log.bounds().await.expect("bounds"), (1, 0));
+        log.append(batch(1..=3)).await.expect("append");
+        log.append(batch(4..=5)).await.expect("append");
+        let got = log.read(2, 10).await.expect("read");
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(log.bounds().await.expect("bounds"), (1, 5));
+        assert_eq!(log.read(0, 2).await.expect("read").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gap_or_a_reused_seq_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        log.append(batch(1..=2)).await.expect("append");
+        assert!(matches!(
+            log.append(batch(4..=4)).await,
+            Err(StoreError::SeqGap { expected: 3, got: 4 })
+        ));
+        assert!(matches!(
+            log.append(batch(2..=3)).await,
+            Err(StoreError::SeqGap { .. })
+        ));
+        assert_eq!(log.bounds().await.expect("bounds"), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn duplicate_source_tx_id_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        log.append(batch(1..=1)).await.expect("append");
+        let mut dup = rec(2);
+        dup.tx_id = rec(1).tx_id;
+        let err = log
+            .append(Batch {
+                records: vec![dup],
+                ..Batch::default()
+            })
+            .await
+            .expect_err("duplicate");
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn expectations_guard_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        let mut b = batch(1..=1);
+        b.expect = vec![Expectation { key: "lock/a".into(), last_seq: None }];
+        b.key_updates = vec![("lock/a".into(), Some(1))];
+        log.append(b).await.expect("first take");
+        // A second writer that still believes the lock is free loses.
+        let mut b = batch(2..=2);
+        b.expect = vec![Expectation { key: "lock/a".into(), last_seq: None }];
+        assert!(matches!(
+            log.append(b).await,
+            Err(StoreError::Conflict { found: Some(1), .. })
+        ));
+        let mut b = batch(2..=2);
+        b.expect = vec![Expectation { key: "lock/a".into(), last_seq: Some(1) }];
+        b.key_updates = vec![("lock/a".into(), None)];
+        log.append(b).await.expect("release");
+    }
+
+    #[tokio::test]
+    async fn txns_attachments_and_snapshots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        let mut b = batch(1..=1);
+        b.txns = vec![TxnRecord {
+            source: "api".into(),
+            tx_id: "T1".into(),
+            seq: 1,
+            response: "{\"seq\":1}".into(),
+        }];
+        b.attachments = vec![AttachmentOp::Put { key: "body/a/1".into(), value: b"hi".to_vec() }];
+        log.append(b).await.expect("append");
+        assert_eq!(log.txn("api", "T1").await.expect("txn").map(|t| t.seq), Some(1));
+        assert_eq!(log.txn("other", "T1").await.expect("txn"), None);
+        assert_eq!(log.attachment("body/a/1").await.expect("att"), Some(b"hi".to_vec()));
+        log.save_snapshot(1, b"state".to_vec()).await.expect("snap");
+        assert_eq!(log.load_snapshot().await.expect("load"), Some((1, b"state".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_the_last_n_and_never_passes_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        log.append(batch(1..=100)).await.expect("append");
+        let keep10 = Retention { keep_events: Some(10), keep_ms: None };
+        // No snapshot yet: nothing may go.
+        assert_eq!(log.compact(keep10, 0).await.expect("compact").deleted, 0);
+        log.save_snapshot(50, b"s".to_vec()).await.expect("snap");
+        let r = log.compact(keep10, 0).await.expect("compact");
+        assert_eq!((r.deleted, r.oldest_seq), (50, 51));
+        log.save_snapshot(100, b"s".to_vec()).await.expect("snap");
+        let r = log.compact(keep10, 0).await.expect("compact");
+        assert_eq!((r.deleted, r.oldest_seq), (40, 91));
+        assert_eq!(log.bounds().await.expect("bounds"), (91, 100));
+        // Day-based: events 91..=100 have ingress 91s..100s.
+        let r = log
+            .compact(Retention { keep_events: None, keep_ms: Some(5_000) }, 100_000)
+            .await
+            .expect("compact");
+        assert_eq!(r.oldest_seq, 95);
+    }
+
+    #[tokio::test]
+    async fn the_head_survives_compacting_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let log = open(&dir);
+            log.append(batch(1..=5)).await.expect("append");
+            log.save_snapshot(5, b"s".to_vec()).await.expect("snap");
+            log.compact(Retention { keep_events: Some(0), keep_ms: None }, 0)
+                .await
+                .expect("compact");
+            assert_eq!(log.bounds().await.expect("bounds"), (6, 5));
+        }
+        let log = open(&dir);
+        assert_eq!(log.bounds().await.expect("bounds"), (6, 5));
+        log.append(batch(6..=6)).await.expect("seq continues");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_is_refused_while_the_first_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = open(&dir);
+        let second = SqliteLog::open(&dir.path().join("coord.db"), SyncMode::Full);
+        assert!(matches!(second, Err(StoreError::Locked(_))));
+        drop(first);
+        SqliteLog::open(&dir.path().join("coord.db"), SyncMode::Full).expect("reopen");
+    }
+}
