@@ -1,1 +1,37 @@
-//! placeholder
+//! The coord daemon: owns the event log and serves it on a Unix socket.
+//!
+//! Parts, each in its own module:
+//!
+//! * `writer` — the single writer task: owns the [`coord_core::State`],
+//!   drains commands in batches (group commit), validates, appends, applies,
+//!   answers, publishes; also owns the timer queue (leases, lock TTLs) and
+//!   the pidfd watches, so nothing polls;
+//! * `hub` — fan-out: a bounded ring of recent events and per-subscriber
+//!   cursors that fall back to the store, so no subscriber is dropped or
+//!   slows a writer;
+//! * `api` — the HTTP handlers of `docs/PROTOCOL.md`;
+//! * `http` — request extraction (JSON bodies, tokens) and error answers;
+//! * `server` — the socket (permissions, peer uid, stale files), the accept
+//!   loop and graceful shutdown;
+//! * `pidfd`, `tokens` — process-exit notification and session tokens.
+//!
+//! The crate must not decide what is valid (that is coord-core) or how
+//! bytes reach the disk (that is coord-store).
+#![deny(missing_docs)]
+
+mod api;
+mod config;
+mod http;
+mod hub;
+mod pidfd;
+mod server;
+mod tokens;
+mod writer;
+
+pub use config::{default_socket_path, default_store_path, Config};
+pub use server::{run, ServeError};
+
+/// Resolves once the shutdown watch is true (or its sender is gone).
+async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -1,0 +1,67 @@
+//! Daemon settings and the default paths (PROTOCOL §1).
+
+use coord_store::{Retention, SyncMode};
+use std::path::PathBuf;
+
+/// Everything `coord daemon` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The SQLite store file.
+    pub store: PathBuf,
+    /// The Unix socket to serve on.
+    pub socket: PathBuf,
+    /// Commit durability.
+    pub sync: SyncMode,
+    /// What compaction keeps.
+    pub retention: Retention,
+    /// Take a snapshot (and compact) every this many events.
+    pub snapshot_every: u64,
+    /// Log every heartbeat, not only phase changes.
+    pub log_heartbeats: bool,
+    /// Events kept in memory for live subscribers.
+    pub ring_capacity: usize,
+}
+
+impl Config {
+    /// Defaults for a store and a socket.
+    pub fn new(store: PathBuf, socket: PathBuf) -> Self {
+        Config {
+            store,
+            socket,
+            sync: SyncMode::Normal,
+            retention: Retention::default(),
+            snapshot_every: 10_000,
+            log_heartbeats: false,
+            ring_capacity: 8_192,
+        }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/coord/coord.sock`, else `$TMPDIR/coord-$UID/coord.sock`.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("coord").join("coord.sock"),
+        None => {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            std::env::temp_dir()
+                .join(format!("coord-{uid}"))
+                .join("coord.sock")
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/coord/coord.db`, else `~/.local/share/coord/coord.db`.
+pub fn default_store_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("coord").join("coord.db");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home)
+            .join(".local")
+            .join("share")
+            .join("coord")
+            .join("coord.db"),
+        None => std::env::temp_dir().join("coord").join("coord.db"),
+    }
+}

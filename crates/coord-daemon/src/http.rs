@@ -1,0 +1,235 @@
+//! The HTTP edge: JSON bodies with precise errors, tokens, and error
+//! answers. Everything a request carries is checked here or in coord-core
+//! before it reaches the writer.
+
+use crate::api::App;
+use crate::tokens;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use coord_proto::{ErrorBody, ErrorCode, MAX_REQUEST_BYTES};
+use coord_store::EventLog;
+use serde::de::DeserializeOwned;
+
+/// An error answer: `{"error":{…}}` with the status of its code.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorBody);
+
+impl From<ErrorBody> for ApiError {
+    fn from(b: ErrorBody) -> Self {
+        ApiError(b)
+    }
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError(ErrorBody::new(code, message))
+    }
+
+    /// Adds a code-specific field.
+    pub fn with(self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        ApiError(self.0.with(key, value))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self
+            .0
+            .code()
+            .map(|c| c.status())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &self.0)
+    }
+}
+
+/// A JSON answer with a status.
+pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON request body, parsed with coord's error codes: `bad_json`,
+/// `unknown_field`, `invalid_field`, `body_too_large`,
+/// `unsupported_media_type`. An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            // curl -d sends a form type by default; a JSON body under it is
+            // still accepted so the documented one-liners work.
+            let ok = ct.starts_with("application/json")
+                || ct.starts_with("application/x-www-form-urlencoded")
+                || ct.is_empty();
+            if !ok {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("content-type {ct:?}: send application/json"),
+                ));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BodyTooLarge,
+                    format!("request body is over {MAX_REQUEST_BYTES} bytes"),
+                )
+                .with("limit", MAX_REQUEST_BYTES)
+            })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        parse_json(bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON into `T` with coord's error codes.
+///
+/// # Errors
+/// `bad_json`, `unknown_field` or `invalid_field`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::new(ErrorCode::BadJson, format!("body is not valid JSON: {msg}"))
+            }
+            _ if msg.starts_with("unknown field") => {
+                let field = backticked(&msg).unwrap_or_default();
+                ApiError::new(ErrorCode::UnknownField, msg.clone()).with("field", field)
+            }
+            _ if msg.starts_with("invalid type: map") || msg.contains("expected struct") => {
+                ApiError::new(ErrorCode::BadJson, format!("body must be a JSON object: {msg}"))
+            }
+            _ => {
+                let field = backticked(&msg).unwrap_or_default();
+                ApiError::new(ErrorCode::InvalidField, msg.clone()).with("field", field)
+            }
+        }
+    })
+}
+
+fn backticked(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_string())
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    Some(t.trim())
+}
+
+/// Checks that the request carries `session_id`'s token.
+///
+/// # Errors
+/// `invalid_id`, `token_required`, `session_not_found`, `bad_token`.
+pub async fn require_session<L: EventLog + Clone>(
+    app: &App<L>,
+    headers: &HeaderMap,
+    session_id: &str,
+) -> Result<(), ApiError> {
+    coord_proto::ids::check_id(session_id).map_err(|why| {
+        ApiError::new(ErrorCode::InvalidId, format!("session_id {session_id:?} {why}"))
+            .with("field", "session_id")
+    })?;
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::new(
+            ErrorCode::TokenRequired,
+            format!(
+                "acting for session {session_id} needs its token: send Authorization: Bearer <token> (the CLI reads COORD_SESSION_TOKEN)"
+            ),
+        ));
+    };
+    let stored = match app.tokens.get(session_id) {
+        Some(h) => Some(h),
+        None => {
+            let loaded = app
+                .store
+                .attachment(&format!("token/{session_id}"))
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some(h) = &loaded {
+                app.tokens.put(session_id, h.clone());
+            }
+            loaded
+        }
+    };
+    let Some(stored) = stored else {
+        return Err(ApiError::new(
+            ErrorCode::SessionNotFound,
+            format!("no live session {session_id}"),
+        )
+        .with("session_id", session_id));
+    };
+    if !tokens::same(&tokens::hash(token), &stored) {
+        return Err(ApiError::new(
+            ErrorCode::BadToken,
+            format!("the token is not session {session_id}'s"),
+        )
+        .with("session_id", session_id));
+    }
+    Ok(())
+}
+
+/// Checks the admin token (`Coord-Admin-Token`).
+///
+/// # Errors
+/// `admin_required`.
+pub fn require_admin<L: EventLog + Clone>(app: &App<L>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get("coord-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if given.is_empty() || !tokens::same(given, &app.admin_token) {
+        return Err(ApiError::new(
+            ErrorCode::AdminRequired,
+            format!(
+                "force needs the admin token: send Coord-Admin-Token with the contents of {}",
+                app.admin_token_path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coord_proto::api::AcquireRequest;
+
+    fn code(r: Result<AcquireRequest, ApiError>) -> String {
+        r.err().map(|e| e.0.error.code).unwrap_or_default()
+    }
+
+    #[test]
+    fn json_errors_are_precise() {
+        assert_eq!(code(parse_json(b"{")), "bad_json");
+        assert_eq!(code(parse_json(b"[1]")), "bad_json");
+        assert_eq!(code(parse_json(br#"{"session_id":"a","resource":"r","x":1}"#)), "unknown_field");
+        assert_eq!(code(parse_json(br#"{"session_id":5,"resource":"r"}"#)), "invalid_field");
+        assert_eq!(code(parse_json(br#"{"resource":"r"}"#)), "invalid_field");
+        let e = parse_json::<AcquireRequest>(br#"{"session_id":"a","resource":"r","wiat_ms":1}"#)
+            .err()
+            .map(|e| e.0);
+        assert_eq!(e.and_then(|e| e.error.fields.get("field").cloned()), Some("wiat_ms".into()));
+    }
+}

@@ -1,0 +1,172 @@
+//! The fan-out hub (DESIGN §5, guarantee 3).
+//!
+//! The writer pushes every committed event, serialized once, into a bounded
+//! ring and bumps a `watch` of the head seq. Subscribers are pull-based:
+//! each keeps only its cursor, wakes on the watch, and copies the next batch
+//! out of the ring, or, when it has fallen behind the ring, out of the
+//! store. So the writer never waits for a subscriber, a slow subscriber is
+//! never dropped, and a subscriber holds at most one batch
+//! ([`BATCH`] events) in memory.
+
+use bytes::Bytes;
+use coord_proto::{Event, ErrorCode};
+use coord_store::EventLog;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+/// Most events one subscriber takes per wake-up.
+pub const BATCH: usize = 1024;
+
+/// A committed event and its wire form, shared by every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    /// The decoded event, for filtering.
+    pub event: Event,
+    /// Its JSON, without a newline.
+    pub json: Bytes,
+}
+
+/// See the module docs.
+pub struct Hub {
+    ring: RwLock<VecDeque<Arc<Published>>>,
+    capacity: usize,
+    head: watch::Sender<u64>,
+    subscribers: AtomicU64,
+}
+
+/// Why a subscriber cannot go on.
+#[derive(Debug)]
+pub enum HubError {
+    /// Its cursor fell below the retained history while it lagged.
+    Compacted {
+        /// Oldest seq the store still has.
+        oldest: u64,
+    },
+    /// The store failed or holds an undecodable event.
+    Store(String),
+}
+
+impl HubError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::Compacted { .. } => ErrorCode::Compacted,
+            HubError::Store(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+}
+
+/// Counts a subscriber for `/v1/status` while alive.
+pub struct SubscriberGuard(Arc<Hub>);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    /// A hub whose log ends at `head`.
+    pub fn new(head: u64, capacity: usize) -> Arc<Self> {
+        Arc::new(Hub {
+            ring: RwLock::new(VecDeque::with_capacity(capacity.min(1 << 16))),
+            capacity: capacity.max(1),
+            head: watch::Sender::new(head),
+            subscribers: AtomicU64::new(0),
+        })
+    }
+
+    /// Publishes committed events (in seq order, continuing the head).
+    pub fn publish(&self, events: Vec<Arc<Published>>) {
+        let Some(last) = events.last().map(|p| p.event.seq) else {
+            return;
+        };
+        if let Ok(mut ring) = self.ring.write() {
+            for p in events {
+                if ring.len() == self.capacity {
+                    ring.pop_front();
+                }
+                ring.push_back(p);
+            }
+        }
+        self.head.send_replace(last);
+    }
+
+    /// The seq of the last published event.
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// Registers a subscriber for the status counter.
+    pub fn subscriber(self: &Arc<Self>) -> SubscriberGuard {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberGuard(self.clone())
+    }
+
+    /// Open subscribers.
+    pub fn subscriber_count(&self) -> u64 {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Up to [`BATCH`] events after `cursor` and at most `upto`, from the
+    /// ring if it still holds `cursor + 1`, else from the store. Returns an
+    /// empty batch only when `cursor >= upto`.
+    ///
+    /// # Errors
+    /// [`HubError::Compacted`] if the store no longer has `cursor + 1`.
+    pub async fn read_after<L: EventLog>(
+        &self,
+        store: &L,
+        cursor: u64,
+        upto: u64,
+    ) -> Result<Vec<Arc<Published>>, HubError> {
+        if cursor >= upto {
+            return Ok(Vec::new());
+        }
+        let want = ((upto - cursor) as usize).min(BATCH);
+        if let Ok(ring) = self.ring.read() {
+            if let Some(front) = ring.front() {
+                let first = front.event.seq;
+                if first <= cursor + 1 {
+                    let start = (cursor + 1 - first) as usize;
+                    if start < ring.len() {
+                        return Ok(ring.range(start..).take(want).cloned().collect());
+                    }
+                }
+            }
+        }
+        let stored = store
+            .read(cursor, want)
+            .await
+            .map_err(|e| HubError::Store(e.to_string()))?;
+        match stored.first() {
+            Some(e) if e.seq == cursor + 1 => {}
+            _ => {
+                let (oldest, _) = store
+                    .bounds()
+                    .await
+                    .map_err(|e| HubError::Store(e.to_string()))?;
+                return Err(HubError::Compacted { oldest });
+            }
+        }
+        stored
+            .into_iter()
+            .take_while(|e| e.seq <= upto)
+            .map(|e| {
+                let event = Event::from_json(&e.json)
+                    .map_err(|err| HubError::Store(format!("event {}: {err}", e.seq)))?;
+                Ok(Arc::new(Published {
+                    event,
+                    json: Bytes::from(e.json),
+                }))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,265 @@
+//! The socket and the life of the daemon: start-up checks, the accept loop
+//! and graceful shutdown.
+//!
+//! Start: refuse a live daemon on the socket, open the store (its lock file
+//! keeps a second daemon out), fold the log, remove a stale socket file,
+//! bind with mode 0600 in a 0700 directory.
+//!
+//! Shutdown, when the `shutdown` future resolves: stop accepting, flip the
+//! shutdown watch (streams end at an event boundary, waits are answered
+//! `shutting_down`), let every connection finish its in-flight request
+//! (bounded by [`DRAIN`]), then stop the writer once its queue is drained
+//! (it leaves a snapshot), and remove the socket and admin-token files.
+
+use crate::api::{self, App};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::tokens;
+use crate::writer::{self, Stats, TokenCache, WriterConfig};
+use coord_store::{SqliteLog, StoreError};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Most connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long shutdown waits for open connections.
+const DRAIN: Duration = Duration::from_secs(10);
+/// Longest Unix socket path (sun_path holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A daemon already answers on the socket.
+    #[error("a coord daemon is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    /// The socket's directory is open to other users.
+    #[error("socket directory {dir} has mode {mode:o}; it must be 0700 (chmod 700 it, or pick another --socket)")]
+    SocketDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The socket path does not fit in `sun_path`.
+    #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes; pick a shorter --socket")]
+    SocketPathTooLong(PathBuf),
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log could not be folded.
+    #[error("cannot rebuild the state from the log: {0}")]
+    Fold(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let context = context.into();
+    move |source| ServeError::Io { context, source }
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops gracefully.
+///
+/// # Errors
+/// [`ServeError`] when start-up fails; after start-up, problems are logged
+/// and the daemon keeps serving.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let socket = config.socket.clone();
+    check_socket(&socket)?;
+    let store = SqliteLog::open(&config.store, config.sync)?;
+    let state = writer::load_state(&store).await.map_err(ServeError::Fold)?;
+    tracing::info!(head = state.head, sessions = state.view.sessions.len(), store = %config.store.display(), "state loaded");
+
+    let hub = Hub::new(state.head, config.ring_capacity);
+    let stats = Arc::new(Stats::default());
+    let token_cache = Arc::new(TokenCache::default());
+    let (writer, writer_join, writer_stop) = writer::spawn(
+        state,
+        store.clone(),
+        hub.clone(),
+        stats.clone(),
+        token_cache.clone(),
+        WriterConfig {
+            snapshot_every: config.snapshot_every.max(1),
+            retention: config.retention,
+        },
+    );
+
+    let admin_token = tokens::generate();
+    let admin_token_path = admin_token_path(&socket);
+    write_private(&admin_token_path, &admin_token)?;
+
+    if socket.exists() {
+        std::fs::remove_file(&socket).map_err(io(format!("removing stale socket {}", socket.display())))?;
+    }
+    let listener = UnixListener::bind(&socket).map_err(io(format!("binding {}", socket.display())))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod 600 {}", socket.display())))?;
+    tracing::info!(socket = %socket.display(), "listening");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let app = Arc::new(App {
+        writer,
+        hub,
+        store: store.clone(),
+        tokens: token_cache,
+        admin_token,
+        admin_token_path: admin_token_path.clone(),
+        shutdown: shutdown_rx.clone(),
+        started: Instant::now(),
+        socket: socket.clone(),
+        store_path: config.store.clone(),
+        sync: config.sync,
+        stats,
+        log_heartbeats: config.log_heartbeats,
+    });
+    let router = api::router(app.clone());
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        while conns.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == uid => {}
+            Ok(cred) => {
+                tracing::warn!(peer_uid = cred.uid(), "refused a peer of another uid");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read peer credentials; refused");
+                continue;
+            }
+        }
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stop = shutdown_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = crate::until_shutdown(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+
+    tracing::info!("shutting down");
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(left = conns.len(), "connections still open after the drain window; closing them");
+        conns.abort_all();
+    }
+    drop(router);
+    drop(app);
+    let _ = writer_stop.send(());
+    if let Err(e) = writer_join.await {
+        tracing::error!(error = %e, "writer task failed");
+    }
+    let _ = std::fs::remove_file(&admin_token_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `<socket>.admin-token`.
+fn admin_token_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".admin-token");
+    PathBuf::from(p)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("writing {}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .map_err(io(format!("writing {}", path.display())))
+}
+
+/// Creates the socket directory (0700) or checks its mode, and refuses to
+/// start if a live daemon answers on the socket.
+fn check_socket(socket: &Path) -> Result<(), ServeError> {
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(ServeError::SocketPathTooLong(socket.to_path_buf()));
+    }
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("chmod 700 {}", dir.display())))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .map_err(io(format!("reading {}", dir.display())))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ServeError::SocketDir {
+            dir: dir.to_path_buf(),
+            mode,
+        });
+    }
+    if socket.exists() && std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err(ServeError::AlreadyRunning(socket.to_path_buf()));
+    }
+    Ok(())
+}
