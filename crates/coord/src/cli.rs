@@ -1,0 +1,951 @@
+//! Arguments and the commands behind them.
+
+use crate::output::{self, code, Exit};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use coord_client::{enc, Client};
+use coord_proto::api::*;
+use coord_proto::api::StreamItem;
+use coord_proto::{LockMode, Payload};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// coord: a durable, ordered event log for coordinating agent sessions.
+#[derive(Parser, Debug)]
+#[command(name = "coord", version, about, long_about = None)]
+pub struct Cli {
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/coord/coord.sock].
+    #[arg(long, global = true, env = "COORD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Acting for a session: its id and token (set by `coord session run`).
+#[derive(Args, Debug, Clone)]
+pub struct Acting {
+    /// The session to act for.
+    #[arg(long, env = "COORD_SESSION")]
+    session: Option<String>,
+    /// Its token.
+    #[arg(long, env = "COORD_SESSION_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Acting {
+    fn id(&self) -> Result<String> {
+        self.session.clone().ok_or_else(|| {
+            anyhow!(Exit(
+                code::INVALID,
+                "no session: pass --session ID or run inside `coord session run` (COORD_SESSION)".into()
+            ))
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon in the foreground.
+    Daemon(DaemonArgs),
+    /// Show the daemon's status and counters.
+    Status,
+    /// Register, renew, end and list sessions.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Take, release and list locks.
+    #[command(subcommand)]
+    Lock(LockCmd),
+    /// Send a message to a session's inbox.
+    Send {
+        /// Recipient session.
+        to: String,
+        /// The body ("-" reads standard input).
+        body: String,
+        /// Message kind.
+        #[arg(long, default_value = "message")]
+        kind: String,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// List, read and ack your inbox.
+    #[command(subcommand)]
+    Inbox(InboxCmd),
+    /// Issue, take and complete dispatch orders.
+    #[command(subcommand)]
+    Dispatch(DispatchCmd),
+    /// Follow the event log.
+    Events(EventsArgs),
+    /// Publish a custom x.* event.
+    Publish {
+        /// The kind, x.something.
+        kind: String,
+        /// A JSON object.
+        #[arg(long)]
+        payload: Option<String>,
+        /// A resource the event is about.
+        #[arg(long)]
+        resource: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
+    },
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    /// The SQLite store [default: $XDG_DATA_HOME/coord/coord.db].
+    #[arg(long, env = "COORD_STORE")]
+    store: Option<PathBuf>,
+    /// Commit durability: normal (survives a crash of the daemon) or full (fsync every commit).
+    #[arg(long, default_value = "normal")]
+    sync: String,
+    /// Keep at least the last N events when compacting.
+    #[arg(long)]
+    keep_events: Option<u64>,
+    /// Keep at least the events of the last D days when compacting.
+    #[arg(long)]
+    keep_days: Option<u64>,
+    /// Snapshot (and compact) every N events.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Append a session.heartbeat for every renewal, not only phase changes.
+    #[arg(long)]
+    log_heartbeats: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionCmd {
+    /// Register a session; prints its token.
+    Register {
+        /// Session id.
+        #[arg(long = "id")]
+        id: String,
+        #[arg(long, default_value = "")]
+        role: String,
+        #[arg(long, default_value = "")]
+        task: String,
+        #[arg(long)]
+        phase: Option<String>,
+        /// Process to watch: its exit ends the session.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Parent session.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Lease, e.g. 30s.
+        #[arg(long, value_parser = duration)]
+        ttl: Option<Duration>,
+        /// Free JSON shown to others.
+        #[arg(long)]
+        blob: Option<String>,
+    },
+    /// Renew the lease (and change the phase).
+    Heartbeat {
+        #[arg(long)]
+        phase: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// End the session.
+    Dereg {
+        /// Record this exit status.
+        #[arg(long)]
+        exit_code: Option<i32>,
+        /// End another session with the admin token.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// List live sessions.
+    List,
+    /// Show one session and its locks.
+    Show {
+        /// Session id.
+        id: String,
+    },
+    /// Run a command as a session: registers with its pid, exports
+    /// COORD_SESSION and COORD_SESSION_TOKEN to it, heartbeats while it
+    /// runs, deregisters with its exit status and exits with its code.
+    Run(crate::run::RunArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCmd {
+    /// Take a lock (exit 4 if held, 5 if --wait ran out).
+    Acquire {
+        resource: String,
+        /// Wait in the FIFO queue this long, e.g. 10s.
+        #[arg(long, value_parser = duration)]
+        wait: Option<Duration>,
+        /// Release automatically this long after the grant.
+        #[arg(long, value_parser = duration)]
+        ttl: Option<Duration>,
+        /// Shared instead of exclusive.
+        #[arg(long)]
+        shared: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Release a lock.
+    Release {
+        resource: String,
+        /// Release another session's hold with the admin token.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// List held and awaited locks.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum InboxCmd {
+    /// List unacked messages.
+    List {
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Print a message with its body; with --follow, every message now and to come.
+    Read {
+        /// Message id (all unacked messages when omitted).
+        msg_id: Option<String>,
+        /// Keep printing new messages as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// Ack each message after printing it.
+        #[arg(long)]
+        ack: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Ack a message.
+    Ack {
+        msg_id: String,
+        #[command(flatten)]
+        acting: Acting,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DispatchCmd {
+    /// Issue an order to a session.
+    Issue {
+        assignee: String,
+        ticket: String,
+        /// Order id [default: a new ULID].
+        #[arg(long = "id")]
+        id: Option<String>,
+        /// Free JSON.
+        #[arg(long)]
+        payload: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// List open orders.
+    List {
+        #[arg(long)]
+        assignee: Option<String>,
+        /// issued or acked.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Take an order.
+    Ack {
+        order_id: String,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Complete an order.
+    Complete {
+        order_id: String,
+        /// Free JSON result.
+        #[arg(long)]
+        result: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Wait for the next order issued to this session and print it.
+    Wait {
+        /// Give up after this long (exit 5).
+        #[arg(long, value_parser = duration)]
+        timeout: Option<Duration>,
+        /// Ack it once received.
+        #[arg(long)]
+        ack: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+}
+
+#[derive(Args, Debug)]
+struct EventsArgs {
+    /// Where to start: a seq (events after it), start, or now.
+    #[arg(long, default_value = "now")]
+    since: String,
+    /// Only kinds matching these globs (repeatable): --kind 'lock.*'.
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// Only events about this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Only events about this resource.
+    #[arg(long)]
+    resource: Option<String>,
+    /// Start with a snapshot of the view.
+    #[arg(long)]
+    snapshot: bool,
+    /// json (one event per line) or text.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// Stop at the current head instead of following.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+impl Cli {
+    /// True for `coord daemon`.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.cmd, Cmd::Daemon(_))
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (try 500ms, 10s, 2m)"))
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(coord_proto::MAX_DURATION_MS)) as u64
+}
+
+fn parse_json_arg(name: &str, v: Option<String>) -> Result<Option<serde_json::Value>> {
+    v.map(|s| {
+        serde_json::from_str(&s)
+            .map_err(|e| anyhow!(Exit(code::INVALID, format!("--{name} is not JSON: {e}"))))
+    })
+    .transpose()
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(coord_daemon::default_socket_path);
+    let json = cli.json;
+    let base = Client::new(socket.clone());
+    let client = |a: &Acting| base.clone().with_token(a.token.clone());
+    match cli.cmd {
+        Cmd::Daemon(args) => daemon(socket, args).await,
+        Cmd::Status => {
+            let s = base.status().await?;
+            if json {
+                output::json(&s)?;
+            } else {
+                output::line(&format!(
+                    "coord {} (protocol {}) pid {} up {}\nsocket  {}\nstore   {} ({} bytes, sync {})\nlog     seq {}..={}  sessions {}  locks {}  subscribers {}",
+                    s.version,
+                    s.protocol,
+                    s.pid,
+                    humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)),
+                    s.socket,
+                    s.store.path,
+                    s.store.bytes,
+                    s.store.sync,
+                    s.oldest_seq,
+                    s.head_seq,
+                    s.sessions,
+                    s.locks,
+                    s.subscribers
+                ))?;
+                for (k, n) in &s.events_by_kind {
+                    output::line(&format!("  {k:<18} {n}"))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Session(cmd) => session(&base, cmd, json, &socket).await,
+        Cmd::Lock(cmd) => lock(&base, cmd, json).await,
+        Cmd::Send {
+            to,
+            body,
+            kind,
+            acting,
+        } => {
+            let body = if body == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .context("reading the body from standard input")?;
+                s
+            } else {
+                body
+            };
+            let a = client(&acting)
+                .send_message(
+                    &to,
+                    &SendRequest {
+                        from_session: acting.session.clone(),
+                        kind: Some(kind),
+                        body,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if json {
+                output::json(&a.body)?;
+            } else {
+                output::line(&format!("sent {} to {} (seq {})", a.body.msg_id, to, a.body.seq))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Inbox(cmd) => inbox(&base, cmd, json).await,
+        Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
+        Cmd::Events(args) => events(&base, args).await,
+        Cmd::Publish {
+            kind,
+            payload,
+            resource,
+            acting,
+        } => {
+            let a = client(&acting)
+                .publish(&CustomEventRequest {
+                    tx_kind: kind,
+                    payload: parse_json_arg("payload", payload)?,
+                    session_id: acting.session.clone(),
+                    resource,
+                    ..Default::default()
+                })
+                .await?;
+            print_write(json, &a.body, "published")
+        }
+    }
+}
+
+fn print_write(json: bool, w: &WriteResponse, what: &str) -> Result<ExitCode> {
+    if json {
+        output::json(w)?;
+    } else {
+        match w.seq {
+            Some(seq) => output::line(&format!("{what} (seq {seq})"))?,
+            None => output::line(&format!("{what} (nothing to append)"))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let store = args.store.unwrap_or_else(coord_daemon::default_store_path);
+    let mut config = coord_daemon::Config::new(store, socket);
+    config.sync = args
+        .sync
+        .parse()
+        .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?;
+    config.retention = coord_store::Retention {
+        keep_events: args.keep_events,
+        keep_ms: args.keep_days.map(|d| d.saturating_mul(86_400_000)),
+    };
+    config.snapshot_every = args.snapshot_every;
+    config.log_heartbeats = args.log_heartbeats;
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    coord_daemon::run(config, shutdown)
+        .await
+        .context("the daemon could not start")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh token: 52 characters from two ULIDs' randomness.
+pub fn new_token() -> String {
+    format!("{}{}", ulid::Ulid::new(), ulid::Ulid::new()).to_lowercase()
+}
+
+async fn session(base: &Client, cmd: SessionCmd, json: bool, socket: &std::path::Path) -> Result<ExitCode> {
+    match cmd {
+        SessionCmd::Register {
+            id,
+            role,
+            task,
+            phase,
+            pid,
+            parent,
+            ttl,
+            blob,
+        } => {
+            let a = base
+                .register(&RegisterRequest {
+                    session_id: id,
+                    role,
+                    task,
+                    blob: parse_json_arg("blob", blob)?,
+                    phase,
+                    pid,
+                    parent_session: parent,
+                    ttl_ms: ttl.map(ms),
+                    token: Some(new_token()),
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                output::json(&a.body)?;
+            } else {
+                output::line(&format!(
+                    "registered {} (seq {}, lease {} ms)\nexport COORD_SESSION={} COORD_SESSION_TOKEN={}",
+                    a.body.session_id, a.body.seq, a.body.ttl_ms, a.body.session_id, a.body.token
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCmd::Heartbeat { phase, acting } => {
+            let id = acting.id()?;
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .heartbeat(&id, &HeartbeatRequest { phase, ..Default::default() })
+                .await?;
+            if json {
+                output::json(&a.body)?;
+            } else {
+                output::line(&format!("lease of {id} renewed for {} ms", a.body.ttl_ms))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCmd::Dereg {
+            exit_code,
+            force,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let mut c = base.clone().with_token(acting.token);
+            if force {
+                c = c.with_admin_token(Some(admin_token(socket)?));
+            }
+            let a = c
+                .dereg(&id, &DeregRequest { exit_code, force, ..Default::default() })
+                .await?;
+            print_write(json, &a.body, &format!("deregistered {id}"))
+        }
+        SessionCmd::List => {
+            let r = base.sessions().await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .sessions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.session_id.clone(),
+                            s.role.clone(),
+                            s.task.clone(),
+                            s.phase.clone(),
+                            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                            s.last_heartbeat.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["SESSION", "ROLE", "TASK", "PHASE", "PID", "LAST HEARTBEAT"], &rows)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCmd::Show { id } => {
+            let s = base.session(&id).await?;
+            if json {
+                output::json(&s)?;
+            } else {
+                output::line(&serde_json::to_string_pretty(&s)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCmd::Run(args) => crate::run::run(base, args).await,
+    }
+}
+
+fn admin_token(socket: &std::path::Path) -> Result<String> {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".admin-token");
+    let p = PathBuf::from(p);
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .with_context(|| format!("--force needs the admin token in {}", p.display()))
+}
+
+async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        LockCmd::Acquire {
+            resource,
+            wait,
+            ttl,
+            shared,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .acquire(&AcquireRequest {
+                    session_id: id.clone(),
+                    resource,
+                    mode: if shared { LockMode::Shared } else { LockMode::Exclusive },
+                    ttl_ms: ttl.map(ms),
+                    wait_ms: wait.map(ms).unwrap_or(0),
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                output::json(&a.body)?;
+            } else {
+                let b = &a.body;
+                output::line(&if b.already_held {
+                    format!("{id} already holds {} ({})", b.resource, b.mode.as_str())
+                } else {
+                    format!(
+                        "{id} holds {} ({}, seq {}, waited {} ms)",
+                        b.resource,
+                        b.mode.as_str(),
+                        b.seq,
+                        b.waited_ms
+                    )
+                })?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LockCmd::Release {
+            resource,
+            force,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let mut c = base.clone().with_token(acting.token);
+            if force {
+                c = c.with_admin_token(Some(admin_token(base.socket())?));
+            }
+            let a = c
+                .release(&ReleaseRequest {
+                    session_id: id.clone(),
+                    resource: resource.clone(),
+                    force,
+                    ..Default::default()
+                })
+                .await?;
+            print_write(json, &a.body, &format!("{id} released {resource}"))
+        }
+        LockCmd::List => {
+            let r = base.locks().await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .locks
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.resource.clone(),
+                            l.mode.as_str().to_string(),
+                            l.holders.iter().map(|h| h.session_id.as_str()).collect::<Vec<_>>().join(","),
+                            l.waiters.iter().map(|w| w.session_id.as_str()).collect::<Vec<_>>().join(","),
+                        ]
+                    })
+                    .collect();
+                output::table(&["RESOURCE", "MODE", "HOLDERS", "WAITERS"], &rows)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        InboxCmd::List { acting } => {
+            let id = acting.id()?;
+            let r = base.clone().with_token(acting.token).inbox(&id).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.msg_id.clone(),
+                            m.from_session.clone().unwrap_or_else(|| "-".into()),
+                            m.kind.clone(),
+                            m.size.to_string(),
+                            m.sent_at.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["MSG", "FROM", "KIND", "BYTES", "SENT"], &rows)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        InboxCmd::Read {
+            msg_id,
+            follow,
+            ack,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let c = base.clone().with_token(acting.token);
+            let print = |m: &coord_proto::view::Message| -> Result<()> {
+                if json {
+                    output::json(m)
+                } else {
+                    output::line(&format!(
+                        "[{}] {} from {}: {}",
+                        m.msg_id,
+                        m.kind,
+                        m.from_session.as_deref().unwrap_or("-"),
+                        m.body.as_deref().unwrap_or("")
+                    ))
+                }
+            };
+            if let Some(msg) = msg_id {
+                let m = c.read_message(&id, &msg).await?;
+                print(&m)?;
+                if ack {
+                    c.ack_message(&id, &msg).await?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let listed = c.inbox(&id).await?;
+            for m in &listed.messages {
+                let m = c.read_message(&id, &m.msg_id).await?;
+                print(&m)?;
+                if ack {
+                    c.ack_message(&id, &m.msg_id).await?;
+                }
+            }
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Everything after the listed state, so nothing is missed or doubled.
+            let mut stream = c
+                .events(&format!("since={}&kinds=inbox.deliver&session={}", listed.seq, enc(&id)))
+                .await?;
+            while let Some(line) = stream.next().await? {
+                match line.item {
+                    Ok(StreamItem::Event(e)) => {
+                        if let Payload::InboxDeliver(d) = &e.payload {
+                            if d.to_session != id {
+                                continue;
+                            }
+                            match c.read_message(&id, &d.msg_id).await {
+                                Ok(m) => {
+                                    print(&m)?;
+                                    if ack {
+                                        c.ack_message(&id, &m.msg_id).await?;
+                                    }
+                                }
+                                // Acked elsewhere in the meantime.
+                                Err(e) if e.code() == Some(coord_proto::ErrorCode::MessageNotFound) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    Ok(StreamItem::Snapshot(_)) => {}
+                    Err(body) => bail!("{}: {}", body.error.code, body.error.message),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        InboxCmd::Ack { msg_id, acting } => {
+            let id = acting.id()?;
+            let a = base.clone().with_token(acting.token).ack_message(&id, &msg_id).await?;
+            print_write(json, &a.body, &format!("acked {msg_id}"))
+        }
+    }
+}
+
+async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCode> {
+    let print_order = |o: &coord_proto::view::Order| -> Result<()> {
+        if json {
+            output::json(o)
+        } else {
+            output::line(&format!(
+                "order {} ({}) for {}: {}{}",
+                o.order_id,
+                o.ticket,
+                o.assignee,
+                o.state.as_str(),
+                o.payload.as_ref().map(|p| format!(" {p}")).unwrap_or_default()
+            ))
+        }
+    };
+    match cmd {
+        DispatchCmd::Issue {
+            assignee,
+            ticket,
+            id,
+            payload,
+            acting,
+        } => {
+            let a = base
+                .clone()
+                .with_token(acting.token.clone())
+                .issue(&IssueRequest {
+                    order_id: id,
+                    assignee: assignee.clone(),
+                    ticket,
+                    from_session: acting.session.clone(),
+                    payload: parse_json_arg("payload", payload)?,
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                output::json(&a.body)?;
+            } else {
+                output::line(&format!("issued {} to {assignee} (seq {})", a.body.order_id, a.body.seq))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DispatchCmd::List { assignee, state } => {
+            let r = base.orders(assignee.as_deref(), state.as_deref()).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .orders
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.order_id.clone(),
+                            o.assignee.clone(),
+                            o.ticket.clone(),
+                            o.state.as_str().to_string(),
+                            o.issued_at.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ORDER", "ASSIGNEE", "TICKET", "STATE", "ISSUED"], &rows)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DispatchCmd::Ack { order_id, acting } => {
+            let a = base.clone().with_token(acting.token).ack_order(&order_id).await?;
+            print_write(json, &a.body, &format!("took {order_id}"))
+        }
+        DispatchCmd::Complete {
+            order_id,
+            result,
+            acting,
+        } => {
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .complete_order(
+                    &order_id,
+                    &CompleteRequest {
+                        result: parse_json_arg("result", result)?,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            print_write(json, &a.body, &format!("completed {order_id}"))
+        }
+        DispatchCmd::Wait {
+            timeout,
+            ack,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let c = base.clone().with_token(acting.token);
+            let deadline = timeout.map(|t| std::time::Instant::now() + t);
+            let order = loop {
+                let left = match deadline {
+                    Some(d) => ms(d.saturating_duration_since(std::time::Instant::now())),
+                    None => 3_600_000,
+                };
+                match c.next_order(&id, left).await {
+                    Ok(o) => break o,
+                    Err(e)
+                        if e.code() == Some(coord_proto::ErrorCode::Timeout) && deadline.is_none() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if ack {
+                c.ack_order(&order.order_id).await?;
+            }
+            print_order(&order)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn events(base: &Client, args: EventsArgs) -> Result<ExitCode> {
+    let text = match args.format.as_str() {
+        "text" => true,
+        "json" => false,
+        other => {
+            return Err(anyhow!(Exit(
+                code::INVALID,
+                format!("--format {other}: expected json or text")
+            )))
+        }
+    };
+    let mut q = vec![format!("since={}", enc(&args.since))];
+    if !args.kinds.is_empty() {
+        q.push(format!("kinds={}", enc(&args.kinds.join(","))));
+    }
+    if let Some(s) = &args.session {
+        q.push(format!("session={}", enc(s)));
+    }
+    if let Some(r) = &args.resource {
+        q.push(format!("resource={}", enc(r)));
+    }
+    if args.snapshot {
+        q.push("snapshot=true".into());
+    }
+    if args.no_follow {
+        q.push("follow=false".into());
+    }
+    let mut stream = base.events(&q.join("&")).await?;
+    while let Some(line) = stream.next().await? {
+        match line.item {
+            Err(body) => {
+                return Err(anyhow!(Exit(
+                    if body.error.code == "compacted" { code::COMPACTED } else { code::ERROR },
+                    format!("{}: {}", body.error.code, body.error.message)
+                )))
+            }
+            Ok(item) if !text => {
+                let _ = item;
+                output::line(std::str::from_utf8(&line.raw).unwrap_or_default())?;
+            }
+            Ok(StreamItem::Event(e)) => output::line(&output::render(&e))?,
+            Ok(StreamItem::Snapshot(s)) => output::line(&format!(
+                "snapshot at seq {}: {} sessions, {} locks, {} open orders",
+                s.seq,
+                s.view.sessions.len(),
+                s.view.locks.len(),
+                s.view.orders.len()
+            ))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

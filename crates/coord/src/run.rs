@@ -1,0 +1,227 @@
+//! `coord session run -- CMD…`: run a command as a session.
+//!
+//! The session must carry CMD's own pid (so the daemon's pidfd sees CMD
+//! exit) and CMD must already have `COORD_SESSION_TOKEN` in its
+//! environment when it starts. The token is therefore made here, CMD is
+//! forked with it, and the forked child waits on a pipe (before `exec`)
+//! until the registration with its pid has been answered. On exit the
+//! child is observed with `waitid(WNOWAIT)` so it stays a zombie, and
+//! readable, while the session is deregistered with its exit status; only
+//! then is it reaped.
+
+use crate::cli::new_token;
+use crate::output::{code, Exit};
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use coord_client::Client;
+use coord_proto::api::{DeregRequest, HeartbeatRequest, RegisterRequest};
+use coord_proto::ErrorCode;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `coord session run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Session id [default: <command name>-<ulid>].
+    #[arg(long = "id")]
+    id: Option<String>,
+    #[arg(long, default_value = "")]
+    role: String,
+    #[arg(long, default_value = "")]
+    task: String,
+    /// Parent session.
+    #[arg(long)]
+    parent: Option<String>,
+    /// Lease; heartbeats go out every third of it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into the array or fails.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the start gate pipe");
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits (on a blocking thread) until `pid` exits, without reaping it.
+/// Returns the exit code, or 128 + signal.
+async fn wait_exit(pid: u32) -> Result<i32> {
+    tokio::task::spawn_blocking(move || loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PID with our own child's pid and a valid siginfo pointer.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            // SAFETY: after a successful waitid with WEXITED the status is set.
+            let status = unsafe { info.si_status() };
+            return Ok(if info.si_code == libc::CLD_EXITED {
+                status
+            } else {
+                128 + status
+            });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(anyhow!(err).context("waiting for the command"));
+        }
+    })
+    .await
+    .context("waiter thread")?
+}
+
+/// Runs the command as a session; returns its exit code.
+pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
+    let program = args.command.first().cloned().unwrap_or_default();
+    let id = args.id.clone().unwrap_or_else(|| {
+        let name: String = std::path::Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(32)
+            .collect();
+        format!("{}-{}", if name.is_empty() { "run" } else { &name }, ulid::Ulid::new())
+    });
+    let token = new_token();
+    let (gate_r, gate_w) = pipe()?;
+    let (raw_r, raw_w) = (gate_r.as_raw_fd(), gate_w.as_raw_fd());
+
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&args.command[1..])
+        .env("COORD_SESSION", &id)
+        .env("COORD_SESSION_TOKEN", &token)
+        .env("COORD_SOCKET", base.socket());
+    // SAFETY: only async-signal-safe calls (close, read, _exit) run between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::close(raw_w);
+            let mut b = 0u8;
+            loop {
+                let n = libc::read(raw_r, (&mut b as *mut u8).cast(), 1);
+                if n == 1 {
+                    return Ok(());
+                }
+                if n == 0 {
+                    // The parent gave up (registration failed): never exec.
+                    libc::_exit(127);
+                }
+                if *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(127);
+                }
+            }
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    drop(gate_r);
+    let pid = child.id();
+
+    let registered = base
+        .register(&RegisterRequest {
+            session_id: id.clone(),
+            role: args.role.clone(),
+            task: args.task.clone(),
+            pid: Some(pid),
+            parent_session: args.parent.clone(),
+            ttl_ms: Some(args.ttl.as_millis() as u64),
+            token: Some(token.clone()),
+            phase: Some("running".into()),
+            ..Default::default()
+        })
+        .await;
+    if let Err(e) = registered {
+        drop(gate_w);
+        let _ = child.wait();
+        return Err(anyhow!(e).context(format!("registering session {id}")));
+    }
+    // Open the gate: CMD execs now, already registered.
+    // SAFETY: writing one byte from a valid buffer to our own pipe.
+    let wrote = unsafe { libc::write(gate_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    drop(gate_w);
+    if wrote != 1 {
+        return Err(anyhow!(Exit(code::ERROR, "could not release the command".into())));
+    }
+
+    let client = base.clone().with_token(Some(token));
+    let beat = (args.ttl / 3).max(Duration::from_millis(200));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    let exit = wait_exit(pid);
+    tokio::pin!(exit);
+    let mut signals = Signals::new()?;
+    let mut beating = true;
+    let status = loop {
+        tokio::select! {
+            r = &mut exit => break r?,
+            _ = ticker.tick(), if beating => {
+                match client.heartbeat(&id, &HeartbeatRequest::default()).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(ErrorCode::SessionNotFound) => {
+                        eprintln!("coord: session {id} is no longer registered; heartbeats stop");
+                        beating = false;
+                    }
+                    Err(e) => eprintln!("coord: heartbeat failed: {e}"),
+                }
+            }
+            sig = signals.next() => {
+                // Pass INT/TERM/HUP on to the command; its exit ends the run.
+                // SAFETY: kill with our child's pid and a valid signal number.
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+            }
+        }
+    };
+    match client
+        .dereg(&id, &DeregRequest { exit_code: Some(status), ..Default::default() })
+        .await
+    {
+        Ok(_) => {}
+        // The daemon saw the exit first through the pidfd.
+        Err(e) if e.code() == Some(ErrorCode::SessionNotFound) => {}
+        Err(e) => eprintln!("coord: deregistering {id} failed: {e}"),
+    }
+    let _ = child.wait();
+    Ok(ExitCode::from(status.clamp(0, 255) as u8))
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+        }
+    }
+}
