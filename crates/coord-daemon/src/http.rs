@@ -103,6 +103,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// # Errors
 /// `bad_json`, `unknown_field` or `invalid_field`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would accept a struct written as an array; the protocol does not.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let valid = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        return Err(ApiError::new(
+            ErrorCode::BadJson,
+            if valid {
+                "body must be a JSON object".to_string()
+            } else {
+                format!(
+                    "body is not valid JSON: {}",
+                    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                )
+            },
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         let msg = e.to_string();
         match e.classify() {

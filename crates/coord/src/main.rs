@@ -12,6 +12,10 @@ mod run;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(run::GATE) {
+        return run::gate(&argv[2..]);
+    }
     let args = <cli::Cli as clap::Parser>::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(if args.is_daemon() { 2 } else { 1 })

@@ -21,6 +21,44 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The hidden subcommand that waits on the start gate, then execs CMD.
+pub const GATE: &str = "__gate";
+
+/// `coord __gate FD -- CMD…`: blocks until one byte arrives on FD (the
+/// session is registered), then replaces itself with CMD. If the pipe closes
+/// without that byte the registration failed, and CMD never runs.
+pub fn gate(args: &[String]) -> ExitCode {
+    let (Some(fd), Some(cmd)) = (
+        args.first().and_then(|s| s.parse::<i32>().ok()),
+        args.iter().position(|a| a == "--").map(|i| &args[i + 1..]),
+    ) else {
+        eprintln!("coord: {GATE} FD -- CMD...");
+        return ExitCode::from(2);
+    };
+    let Some(program) = cmd.first() else {
+        eprintln!("coord: {GATE}: no command");
+        return ExitCode::from(2);
+    };
+    let mut b = 0u8;
+    loop {
+        // SAFETY: reading one byte into a valid buffer from an inherited fd.
+        let n = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
+        if n == 1 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if n < 0 && err.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return ExitCode::from(127);
+    }
+    // SAFETY: closing the gate fd we own before exec.
+    unsafe { libc::close(fd) };
+    let err = std::process::Command::new(program).args(&cmd[1..]).exec();
+    eprintln!("coord: cannot run {program}: {err}");
+    ExitCode::from(127)
+}
+
 /// Arguments of `coord session run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -103,30 +141,30 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     let (gate_r, gate_w) = pipe()?;
     let (raw_r, raw_w) = (gate_r.as_raw_fd(), gate_w.as_raw_fd());
 
-    let mut cmd = std::process::Command::new(&program);
-    cmd.args(&args.command[1..])
+    // CMD is started through `coord __gate FD -- CMD…`: the gate process
+    // waits on the pipe and then execs CMD in place, so CMD keeps the pid
+    // that was registered. (std's spawn waits for the exec, so the wait
+    // cannot happen before the exec in the child itself.)
+    let me = std::env::current_exe().context("locating the coord binary")?;
+    let mut cmd = std::process::Command::new(me);
+    cmd.arg(GATE)
+        .arg(raw_r.to_string())
+        .arg("--")
+        .args(&args.command)
         .env("COORD_SESSION", &id)
         .env("COORD_SESSION_TOKEN", &token)
         .env("COORD_SOCKET", base.socket());
-    // SAFETY: only async-signal-safe calls (close, read, _exit) run between
-    // fork and exec.
+    // SAFETY: only async-signal-safe calls (close, fcntl) run between fork
+    // and exec.
     unsafe {
         cmd.pre_exec(move || {
             libc::close(raw_w);
-            let mut b = 0u8;
-            loop {
-                let n = libc::read(raw_r, (&mut b as *mut u8).cast(), 1);
-                if n == 1 {
-                    return Ok(());
-                }
-                if n == 0 {
-                    // The parent gave up (registration failed): never exec.
-                    libc::_exit(127);
-                }
-                if *libc::__errno_location() != libc::EINTR {
-                    libc::_exit(127);
-                }
+            // Let the read end survive the exec into the gate.
+            let flags = libc::fcntl(raw_r, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(raw_r, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
+            Ok(())
         });
     }
     let mut child = cmd

@@ -1,0 +1,217 @@
+//! Sessions, leases, pidfd, inbox, dispatch, SSE and the daemon's life
+//! cycle, each through the real CLI or raw HTTP.
+
+use crate::support::{bin, post, Daemon, Follower};
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn kinds_of(d: &Daemon, session: &str) -> Vec<String> {
+    d.all_events()
+        .iter()
+        .filter(|e| e["session_id"] == session)
+        .map(|e| e["tx_kind"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn an_expired_lease_deregisters_and_releases_and_heartbeats_keep_it() {
+    let d = Daemon::start(&[]);
+    let out = d.ok(&["--json", "session", "register", "--id", "lazy", "--ttl", "1s"]);
+    let tok: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let tok = tok["token"].as_str().expect("token").to_string();
+    let env = [("COORD_SESSION", "lazy"), ("COORD_SESSION_TOKEN", tok.as_str())];
+    assert!(d.coord_env(&["lock", "acquire", "db"], &env).status.success());
+    let busy = d.register("busy");
+    let benv = [("COORD_SESSION", "busy"), ("COORD_SESSION_TOKEN", busy.as_str())];
+    let out = d.ok(&["--json", "session", "register", "--id", "alive", "--ttl", "1s"]);
+    let alive: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let alive = alive["token"].as_str().expect("token").to_string();
+    let aenv = [("COORD_SESSION", "alive"), ("COORD_SESSION_TOKEN", alive.as_str())];
+    // busy queues for the lock; the lease timer frees it, no polling.
+    let waiter = std::thread::scope(|s| {
+        let h = s.spawn(|| d.coord_env(&["lock", "acquire", "db", "--wait", "20s"], &benv));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1800) {
+            assert!(d.coord_env(&["session", "heartbeat"], &aenv).status.success());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        h.join().expect("join")
+    });
+    assert!(waiter.status.success(), "{}", String::from_utf8_lossy(&waiter.stderr));
+    assert_eq!(d.coord(&["session", "show", "lazy"]).status.code(), Some(6));
+    assert!(d.coord(&["session", "show", "alive"]).status.success(), "heartbeats did not keep the lease");
+    let events = d.all_events();
+    let dereg = events
+        .iter()
+        .find(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == "lazy")
+        .expect("dereg");
+    assert_eq!(dereg["payload"]["reason"], "expired");
+    assert_eq!(dereg["source"], "lifecycle");
+    let release = events
+        .iter()
+        .find(|e| e["tx_kind"] == "lock.release")
+        .expect("release");
+    assert_eq!(release["payload"]["reason"], "owner_gone");
+}
+
+#[test]
+fn a_watched_process_exit_deregisters_at_once_through_the_pidfd() {
+    let d = Daemon::start(&[]);
+    let mut child = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = child.id().to_string();
+    d.ok(&["session", "register", "--id", "proc", "--pid", &pid, "--ttl", "1h"]);
+    child.kill().expect("kill");
+    wait_until("process_exited dereg", Duration::from_secs(10), || {
+        d.coord(&["session", "show", "proc"]).status.code() == Some(6)
+    });
+    let _ = child.wait();
+    let dereg = d
+        .all_events()
+        .into_iter()
+        .find(|e| e["tx_kind"] == "session.dereg")
+        .expect("dereg");
+    assert_eq!(dereg["payload"]["reason"], "process_exited");
+}
+
+#[test]
+fn session_run_exports_the_session_and_exits_with_the_command_code() {
+    let d = Daemon::start(&[]);
+    let script = format!(
+        "{bin} lock acquire build && {bin} send $COORD_SESSION hello-self && exit 3",
+        bin = bin()
+    );
+    let out = d.coord(&["session", "run", "--id", "runner", "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = d.all_events();
+    let kinds = kinds_of(&d, "runner");
+    assert_eq!(
+        kinds,
+        ["session.register", "lock.acquire", "inbox.deliver", "lock.release", "session.dereg"],
+        "{events:?}"
+    );
+    let reg = &events[0];
+    assert!(reg["payload"]["pid"].as_u64().is_some());
+    let dereg = events.last().expect("dereg");
+    assert_eq!(dereg["payload"]["exit_code"], 3, "{dereg}");
+}
+
+#[test]
+fn inbox_and_dispatch_round_trip() {
+    let d = Daemon::start(&[]);
+    let boss = d.register("boss");
+    let w = d.register("worker");
+    let wenv = [("COORD_SESSION", "worker"), ("COORD_SESSION_TOKEN", w.as_str())];
+    let benv = [("COORD_SESSION", "boss"), ("COORD_SESSION_TOKEN", boss.as_str())];
+    assert!(d.coord_env(&["send", "worker", "please review", "--kind", "review-request"], &benv).status.success());
+    let listed = d.coord_env(&["--json", "inbox", "list"], &wenv);
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let msg = v["messages"][0]["msg_id"].as_str().expect("msg").to_string();
+    assert_eq!(v["messages"][0]["from_session"], "boss");
+    let read = d.coord_env(&["inbox", "read", &msg, "--ack"], &wenv);
+    assert!(String::from_utf8_lossy(&read.stdout).contains("please review"));
+    assert_eq!(d.coord_env(&["inbox", "ack", &msg], &wenv).status.code(), Some(6));
+
+    // The worker waits; the order arrives; ack and complete.
+    let waiter = std::thread::scope(|s| {
+        let h = s.spawn(|| d.coord_env(&["--json", "dispatch", "wait", "--timeout", "20s", "--ack"], &wenv));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(d.coord_env(&["dispatch", "issue", "worker", "TOD-9", "--id", "ord-9"], &benv).status.success());
+        h.join().expect("join")
+    });
+    assert!(waiter.status.success(), "{}", String::from_utf8_lossy(&waiter.stderr));
+    let o: serde_json::Value = serde_json::from_slice(&waiter.stdout).expect("order");
+    assert_eq!(o["order_id"], "ord-9");
+    // Only the assignee may complete it.
+    assert_eq!(d.coord_env(&["dispatch", "complete", "ord-9"], &benv).status.code(), Some(4));
+    assert!(d.coord_env(&["dispatch", "complete", "ord-9", "--result", "{\"ok\":true}"], &wenv).status.success());
+    let timeout = d.coord_env(&["dispatch", "wait", "--timeout", "200ms"], &wenv);
+    assert_eq!(timeout.status.code(), Some(5));
+    let kinds: Vec<String> = d.all_events().iter().map(|e| e["tx_kind"].as_str().unwrap_or("").to_string()).collect();
+    assert!(kinds.ends_with(&["dispatch.issue".into(), "dispatch.ack".into(), "dispatch.complete".into()]), "{kinds:?}");
+}
+
+#[test]
+fn sse_carries_seq_as_id_and_resumes_from_last_event_id() {
+    let d = Daemon::start(&[]);
+    for i in 0..3 {
+        post(&d, "/v1/events", None, &json!({"tx_kind":"x.n","payload":{"i":i}}));
+    }
+    let r = d.http("GET", "/v1/events?since=0&follow=false", &[("Accept", "text/event-stream")], None);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(body.starts_with("id: 1\nevent: x.n\ndata: {\"seq\":1,"), "{body}");
+    assert_eq!(body.matches("\n\n").count(), 3);
+    let r = d.http(
+        "GET",
+        "/v1/events?follow=false",
+        &[("Accept", "text/event-stream"), ("Last-Event-ID", "2")],
+        None,
+    );
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(body.starts_with("id: 3\n"), "{body}");
+    // Filters: kinds globs, session, resource.
+    let tok = d.register("f");
+    post(&d, "/v1/locks/acquire", Some(&tok), &json!({"session_id":"f","resource":"a/b"}));
+    let r = d.http("GET", "/v1/events?since=0&follow=false&kinds=lock.*,session.*&resource=a/b", &[], None);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&r.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["tx_kind"], "lock.acquire");
+}
+
+#[test]
+fn sigterm_ends_streams_cleanly_and_removes_the_socket() {
+    let mut d = Daemon::start(&[]);
+    let mut f = Follower::start(&d, &["--since", "start"]);
+    post(&d, "/v1/events", None, &json!({"tx_kind":"x.one"}));
+    f.wait_for_seq(1, Duration::from_secs(10));
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}: {}", d.log());
+    let st = f.child.wait().expect("follower");
+    assert!(st.success(), "the stream did not end cleanly: {st}");
+    assert!(!d.socket.exists(), "socket left behind");
+    // A stale socket file (from a SIGKILLed daemon) does not stop a restart.
+    d.restart();
+    d.kill9();
+    assert!(d.socket.exists());
+    d.restart();
+    assert_eq!(d.head(), 1);
+}
+
+#[test]
+fn a_second_daemon_is_refused_on_the_socket_and_on_the_store() {
+    let d = Daemon::start(&[]);
+    let out = Command::new(bin())
+        .args(["daemon", "--store"])
+        .arg(d.dir.path().join("other.db"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args(["daemon", "--store"])
+        .arg(&d.store)
+        .arg("--socket")
+        .arg(d.dir.path().join("s").join("other.sock"))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another coord daemon"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The first one still serves.
+    assert!(d.coord(&["status"]).status.success());
+}

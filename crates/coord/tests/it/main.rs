@@ -1,0 +1,10 @@
+//! Integration tests: a real daemon process on a temporary socket, driven by
+//! the real CLI (and by raw HTTP where a request must be malformed on
+//! purpose). One test binary, so the suite links once.
+
+mod support;
+
+mod bad_input;
+mod basics;
+mod compaction;
+mod idempotency;

@@ -1,0 +1,414 @@
+//! Test support: a real `coord daemon` process on a socket in a temp dir,
+//! the real CLI, and a raw HTTP/1.1 client for requests the typed client
+//! would never send. Everything is torn down on `Drop`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `coord` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_coord")
+}
+
+/// A daemon process and its files.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    pub child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh temp dir and waits until it answers.
+    pub fn start(extra: &[&str]) -> Daemon {
+        // Short paths: sun_path holds 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("cd")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let socket = dir.path().join("s").join("coord.sock");
+        let store = dir.path().join("coord.db");
+        let mut d = Daemon {
+            dir,
+            socket,
+            store,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.restart();
+        d
+    }
+
+    /// (Re)starts the daemon process on the same store and socket.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(bin())
+            .arg("daemon")
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.extra)
+            .env("COORD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.try_http("GET", "/v1/status", &[], None) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("daemon exited at start with {status}: {}", self.log());
+                }
+            }
+            assert!(Instant::now() < deadline, "daemon did not answer: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILLs the daemon (no shutdown at all) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs the daemon and waits for it to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        // SAFETY: kill with our child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait daemon")
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn coord(&self, args: &[&str]) -> Output {
+        self.coord_env(args, &[])
+    }
+
+    /// Runs the CLI with extra environment.
+    pub fn coord_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("COORD_SOCKET", &self.socket)
+            .env_remove("COORD_SESSION")
+            .env_remove("COORD_SESSION_TOKEN")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run coord")
+    }
+
+    /// Runs the CLI and returns stdout, panicking with stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.coord(args);
+        assert!(
+            out.status.success(),
+            "coord {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Registers a session through the CLI; returns its token.
+    pub fn register(&self, id: &str) -> String {
+        let out = self.ok(&["--json", "session", "register", "--id", id]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// A raw HTTP request; panics if the daemon cannot be reached.
+    pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+        self.try_http(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
+    }
+
+    /// A raw HTTP request.
+    pub fn try_http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> std::io::Result<Resp> {
+        raw_http(&self.socket, method, path, headers, body)
+    }
+
+    /// The head seq from `/v1/status`.
+    pub fn head(&self) -> u64 {
+        self.http("GET", "/v1/status", &[], None).json()["head_seq"]
+            .as_u64()
+            .expect("head_seq")
+    }
+
+    /// Every event in the log, as JSON lines, via the CLI.
+    pub fn all_events(&self) -> Vec<serde_json::Value> {
+        self.ok(&["events", "--since", "start", "--no-follow", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event json"))
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill with our child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, read to the end.
+pub fn raw_http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Resp> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or(b"");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: coord\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    // A body the daemon refuses part-way may be cut off: that is fine.
+    let _ = s.write_all(body);
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut hdrs = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            hdrs.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let chunked = hdrs
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(Resp {
+        status,
+        headers: hdrs,
+        body,
+    })
+}
+
+/// A JSON POST with an optional bearer token.
+pub fn post(d: &Daemon, path: &str, token: Option<&str>, body: &serde_json::Value) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    d.http("POST", path, &headers, Some(body.to_string().as_bytes()))
+}
+
+/// A process that follows the events stream (`coord events … --format json`)
+/// and collects its lines on a thread.
+pub struct Follower {
+    pub child: Child,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    pub fn start(d: &Daemon, args: &[&str]) -> Follower {
+        let mut child = Command::new(bin())
+            .arg("events")
+            .args(["--format", "json"])
+            .args(args)
+            .env("COORD_SOCKET", &d.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn follower");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => l2.lock().expect("lock").push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        Follower {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits until a line with `seq >= head` arrived (or panics after `within`).
+    pub fn wait_for_seq(&self, head: u64, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let lines = self.lines.lock().expect("lock").clone();
+            let last = lines
+                .last()
+                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .and_then(|v| v["seq"].as_u64())
+                .unwrap_or(0);
+            if last >= head {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "follower reached seq {last}, wanted {head}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.lines.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Folds events (as JSON) with the real state machine.
+pub fn fold(events: &[serde_json::Value]) -> coord_core::State {
+    let mut s = coord_core::State::default();
+    for e in events {
+        let e = coord_proto::Event::from_json(&e.to_string()).expect("decode event");
+        coord_core::apply(&mut s, &e);
+    }
+    s
+}
+
+/// Asserts seqs are exactly `from..=to` in order.
+pub fn assert_gap_free(events: &[serde_json::Value], from: u64) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e["seq"].as_u64(),
+            Some(from + i as u64),
+            "gap or disorder at index {i}: {e}"
+        );
+    }
+}
+
+impl Follower {
+    /// Waits for the first line (the snapshot of a `--snapshot` stream).
+    pub fn wait_for_snapshot(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.lines.lock().expect("lock").first() {
+                return l.clone();
+            }
+            assert!(Instant::now() < deadline, "no snapshot line");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
