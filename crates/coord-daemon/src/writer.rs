@@ -518,11 +518,14 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
             }
             let first_seq = (!outcome.drafts.is_empty()).then_some(self.state.head + 1);
-            let mut tx_id = w.tx_id.unwrap_or_else(|| self.next_id());
             for (i, d) in outcome.drafts.into_iter().enumerate() {
-                if i > 0 {
-                    tx_id = tx_id.increment().unwrap_or_else(Ulid::new);
-                }
+                // The first event carries the request's tx_id (the
+                // idempotency key); follow-on events get fresh ULIDs, never
+                // `tx_id + 1`, which a monotonic source may use next.
+                let tx_id = match (i, w.tx_id) {
+                    (0, Some(t)) => t,
+                    _ => self.next_id(),
+                };
                 self.attachments_for(&d.payload, d.session_id.as_deref(), &w, &mut batch);
                 let event = Event {
                     seq: self.state.head + 1,

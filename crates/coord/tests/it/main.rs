@@ -8,3 +8,4 @@ mod bad_input;
 mod basics;
 mod compaction;
 mod idempotency;
+mod main_job;
