@@ -199,14 +199,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn bounds(conn: &Connection) -> Result<(u64, u64), StoreError> {
-    let (min, max): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    // Two queries on purpose: SQLite answers a lone MIN or MAX of the
+    // primary key from the b-tree's edge, but `SELECT MIN(seq), MAX(seq)`
+    // scans the whole table.
+    let min: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM events ORDER BY seq ASC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
     // After compaction the log may be empty while seq numbers were used:
     // the head is remembered in meta so it never goes back.
     let floor: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = 'head'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     let head = max.or(floor).unwrap_or(0).max(floor.unwrap_or(0)) as u64;
     let oldest = min.map(|m| m as u64).unwrap_or(head + 1);

@@ -7,5 +7,7 @@ mod support;
 mod bad_input;
 mod basics;
 mod compaction;
+mod crash;
 mod idempotency;
 mod main_job;
+mod slow_subscriber;

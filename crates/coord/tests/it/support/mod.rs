@@ -412,3 +412,58 @@ impl Follower {
         }
     }
 }
+
+/// A `coord events` process whose stdout nobody reads until asked.
+pub struct Unread {
+    child: Child,
+}
+
+impl Follower {
+    /// Starts `coord events --format json ARGS` and leaves its pipe unread.
+    pub fn start_unread(d: &Daemon, args: &[&str]) -> Unread {
+        let child = Command::new(bin())
+            .arg("events")
+            .args(["--format", "json"])
+            .args(args)
+            .env("COORD_SOCKET", &d.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn subscriber");
+        Unread { child }
+    }
+}
+
+impl Unread {
+    /// Reads lines until one has `seq >= head`; returns them all.
+    pub fn drain_until(mut self, head: u64, within: Duration) -> Vec<String> {
+        let out = self.child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(out).lines() {
+                let Ok(l) = line else { break };
+                let seq = serde_json::from_str::<serde_json::Value>(&l)
+                    .ok()
+                    .and_then(|v| v["seq"].as_u64())
+                    .unwrap_or(0);
+                lines.push(l);
+                if seq >= head {
+                    break;
+                }
+            }
+            let _ = tx.send(lines);
+        });
+        let lines = rx.recv_timeout(within).expect("subscriber caught up in time");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        lines
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
