@@ -111,7 +111,13 @@ impl Client {
         &self.socket
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, accept: Option<&str>) -> Result<hyper::Response<Incoming>> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        accept: Option<&str>,
+    ) -> Result<hyper::Response<Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect {
@@ -151,13 +157,20 @@ impl Client {
         if let Some(v) = resp.headers().get("coord-protocol") {
             let v = v.to_str().unwrap_or("?");
             if v != PROTOCOL_VERSION.to_string() {
-                return Err(ClientError::Protocol { daemon: v.to_string() });
+                return Err(ClientError::Protocol {
+                    daemon: v.to_string(),
+                });
             }
         }
         Ok(resp)
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer<T>> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer<T>> {
         let resp = self.send(method, path, body, None).await?;
         let status = resp.status();
         let replayed = resp
@@ -190,7 +203,11 @@ impl Client {
         Ok(self.call(Method::GET, path, None).await?.body)
     }
 
-    async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<Answer<T>> {
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Answer<T>> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ClientError::Transport(format!("encoding request: {e}")))?;
         self.call(Method::POST, path, Some(bytes)).await
@@ -232,8 +249,13 @@ impl Client {
     ///
     /// # Errors
     /// See [`ClientError`].
-    pub async fn heartbeat(&self, id: &str, req: &HeartbeatRequest) -> Result<Answer<HeartbeatResponse>> {
-        self.post(&format!("/v1/sessions/{}/heartbeat", enc(id)), req).await
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        req: &HeartbeatRequest,
+    ) -> Result<Answer<HeartbeatResponse>> {
+        self.post(&format!("/v1/sessions/{}/heartbeat", enc(id)), req)
+            .await
     }
 
     /// `POST /v1/sessions/{id}/dereg` (token, or admin with `force`).
@@ -241,7 +263,8 @@ impl Client {
     /// # Errors
     /// See [`ClientError`].
     pub async fn dereg(&self, id: &str, req: &DeregRequest) -> Result<Answer<WriteResponse>> {
-        self.post(&format!("/v1/sessions/{}/dereg", enc(id)), req).await
+        self.post(&format!("/v1/sessions/{}/dereg", enc(id)), req)
+            .await
     }
 
     /// `POST /v1/locks/acquire` (token). Waits up to `req.wait_ms`.
@@ -289,7 +312,8 @@ impl Client {
     /// # Errors
     /// See [`ClientError`]; `message_not_found`.
     pub async fn read_message(&self, id: &str, msg: &str) -> Result<Message> {
-        self.get(&format!("/v1/inbox/{}/{}", enc(id), enc(msg))).await
+        self.get(&format!("/v1/inbox/{}/{}", enc(id), enc(msg)))
+            .await
     }
 
     /// `POST /v1/inbox/{id}/{msg}/ack` (token).
@@ -297,7 +321,11 @@ impl Client {
     /// # Errors
     /// See [`ClientError`]; `message_not_found`.
     pub async fn ack_message(&self, id: &str, msg: &str) -> Result<Answer<WriteResponse>> {
-        self.post(&format!("/v1/inbox/{}/{}/ack", enc(id), enc(msg)), &AckRequest::default()).await
+        self.post(
+            &format!("/v1/inbox/{}/{}/ack", enc(id), enc(msg)),
+            &AckRequest::default(),
+        )
+        .await
     }
 
     /// `POST /v1/dispatch`.
@@ -312,7 +340,11 @@ impl Client {
     ///
     /// # Errors
     /// See [`ClientError`].
-    pub async fn orders(&self, assignee: Option<&str>, state: Option<&str>) -> Result<OrdersResponse> {
+    pub async fn orders(
+        &self,
+        assignee: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<OrdersResponse> {
         let mut q = Vec::new();
         if let Some(a) = assignee {
             q.push(format!("assignee={}", enc(a)));
@@ -336,7 +368,11 @@ impl Client {
     /// # Errors
     /// See [`ClientError`]; `timeout`.
     pub async fn next_order(&self, assignee: &str, wait_ms: u64) -> Result<Order> {
-        self.get(&format!("/v1/dispatch/next?assignee={}&wait_ms={wait_ms}", enc(assignee))).await
+        self.get(&format!(
+            "/v1/dispatch/next?assignee={}&wait_ms={wait_ms}",
+            enc(assignee)
+        ))
+        .await
     }
 
     /// `POST /v1/dispatch/{id}/ack` (assignee's token).
@@ -344,15 +380,24 @@ impl Client {
     /// # Errors
     /// See [`ClientError`]; `order_state`, `not_assignee`.
     pub async fn ack_order(&self, id: &str) -> Result<Answer<WriteResponse>> {
-        self.post(&format!("/v1/dispatch/{}/ack", enc(id)), &AckRequest::default()).await
+        self.post(
+            &format!("/v1/dispatch/{}/ack", enc(id)),
+            &AckRequest::default(),
+        )
+        .await
     }
 
     /// `POST /v1/dispatch/{id}/complete` (assignee's token).
     ///
     /// # Errors
     /// See [`ClientError`].
-    pub async fn complete_order(&self, id: &str, req: &CompleteRequest) -> Result<Answer<WriteResponse>> {
-        self.post(&format!("/v1/dispatch/{}/complete", enc(id)), req).await
+    pub async fn complete_order(
+        &self,
+        id: &str,
+        req: &CompleteRequest,
+    ) -> Result<Answer<WriteResponse>> {
+        self.post(&format!("/v1/dispatch/{}/complete", enc(id)), req)
+            .await
     }
 
     /// `POST /v1/events`: publish an `x.*` event.
@@ -414,7 +459,9 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
 pub fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@' | b'*' | b',') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@' | b'*' | b',')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -448,16 +495,23 @@ impl EventStream {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let raw = self.buf.split_to(pos + 1).freeze().slice(..pos);
-                let text = std::str::from_utf8(&raw)
-                    .map_err(|e| ClientError::Transport(format!("stream line is not UTF-8: {e}")))?;
+                let text = std::str::from_utf8(&raw).map_err(|e| {
+                    ClientError::Transport(format!("stream line is not UTF-8: {e}"))
+                })?;
                 if text.starts_with("{\"error\"") {
                     let body: ErrorBody = serde_json::from_str(text)
                         .map_err(|e| ClientError::Transport(format!("bad error line: {e}")))?;
-                    return Ok(Some(Line { raw, item: Err(body) }));
+                    return Ok(Some(Line {
+                        raw,
+                        item: Err(body),
+                    }));
                 }
                 let item = StreamItem::from_line(text)
                     .map_err(|e| ClientError::Transport(format!("bad stream line: {e}")))?;
-                return Ok(Some(Line { raw, item: Ok(item) }));
+                return Ok(Some(Line {
+                    raw,
+                    item: Ok(item),
+                }));
             }
             match self.body.frame().await {
                 None => return Ok(None),

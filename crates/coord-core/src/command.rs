@@ -1,7 +1,7 @@
 //! Commands (what writers ask for), their answers and their rejections.
 
-use coord_proto::{DeregReason, ErrorBody, ErrorCode, LockMode, Timestamp, WaitCancelReason};
 use coord_proto::Draft;
+use coord_proto::{DeregReason, ErrorBody, ErrorCode, LockMode, Timestamp, WaitCancelReason};
 use serde_json::{Map, Value};
 
 /// One request to change the state. Auth has happened before a command is

@@ -10,7 +10,6 @@ use coord_proto::{
     SessionDereg, SessionHeartbeat, SessionRegister, WaitCancelReason,
 };
 
-
 type Result<T> = std::result::Result<T, Rejection>;
 
 /// Decides what `cmd` does to `state`: the events to append and the answer,
@@ -104,12 +103,9 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             session_id,
             registered_seq,
         } => Ok(match view.sessions.get(session_id) {
-            Some(s) if s.registered_seq == *registered_seq => done(dereg_cascade(
-                view,
-                session_id,
-                DeregReason::Expired,
-                None,
-            )),
+            Some(s) if s.registered_seq == *registered_seq => {
+                done(dereg_cascade(view, session_id, DeregReason::Expired, None))
+            }
             _ => no_change(),
         }),
         Command::ProcessExited {
@@ -403,7 +399,10 @@ fn acquire(
     res(resource)?;
     if let Some(t) = ttl_ms {
         if !(1..=MAX_DURATION_MS).contains(&t) {
-            return Err(invalid("ttl_ms", format!("must be 1..={MAX_DURATION_MS} ms")));
+            return Err(invalid(
+                "ttl_ms",
+                format!("must be 1..={MAX_DURATION_MS} ms"),
+            ));
         }
     }
     let lock = view.locks.get(resource);
@@ -662,7 +661,7 @@ fn res(value: &str) -> Result<()> {
 }
 
 fn text(field: &str, value: &str) -> Result<()> {
-    ids::check_text(value).map_err(|why| invalid(field, format!("{why}")))
+    ids::check_text(value).map_err(|why| invalid(field, why))
 }
 
 fn invalid(field: &str, why: String) -> Rejection {
@@ -682,4 +681,3 @@ fn no_change() -> Outcome {
         reply: Reply::NoChange,
     }
 }
-

@@ -80,7 +80,11 @@ pub fn apply(state: &mut State, event: &Event) {
             }
         }
         Payload::SessionHeartbeat(p) => {
-            if let Some(s) = event.session_id.as_ref().and_then(|id| view.sessions.get_mut(id)) {
+            if let Some(s) = event
+                .session_id
+                .as_ref()
+                .and_then(|id| view.sessions.get_mut(id))
+            {
                 s.phase = p.phase.clone();
                 s.last_heartbeat = p.last_heartbeat;
             }

@@ -5,9 +5,7 @@
 //! after every command.
 
 use coord_core::{apply, validate, Command, State};
-use coord_proto::{
-    DeregReason, Event, LockMode, Payload, Timestamp, WaitCancelReason,
-};
+use coord_proto::{DeregReason, Event, LockMode, Payload, Timestamp, WaitCancelReason};
 use proptest::prelude::*;
 use ulid::Ulid;
 
@@ -64,15 +62,20 @@ fn command() -> impl Strategy<Value = Command> {
             registered_seq: seq,
             exit_code: Some(9)
         }),
-        (sid(), resource(), mode(), any::<bool>(), proptest::option::of(1u64..10)).prop_map(
-            |(s, r, m, wait, ttl)| Command::Acquire {
+        (
+            sid(),
+            resource(),
+            mode(),
+            any::<bool>(),
+            proptest::option::of(1u64..10)
+        )
+            .prop_map(|(s, r, m, wait, ttl)| Command::Acquire {
                 session_id: s,
                 resource: r,
                 mode: m,
                 ttl_ms: ttl,
                 wait
-            }
-        ),
+            }),
         (sid(), resource(), any::<bool>()).prop_map(|(s, r, force)| Command::Release {
             session_id: s,
             resource: r,
@@ -167,26 +170,41 @@ fn check_invariants(state: &State) {
             "empty lock {r} kept"
         );
         if lock.mode == LockMode::Exclusive {
-            assert!(lock.holders.len() <= 1, "two exclusive holders of {r}: {lock:?}");
+            assert!(
+                lock.holders.len() <= 1,
+                "two exclusive holders of {r}: {lock:?}"
+            );
         }
         for h in &lock.holders {
-            assert!(state.view.sessions.contains_key(&h.session_id), "orphan holder {h:?}");
+            assert!(
+                state.view.sessions.contains_key(&h.session_id),
+                "orphan holder {h:?}"
+            );
             assert!(
                 !lock.waiters.iter().any(|w| w.session_id == h.session_id),
                 "holder also waits: {lock:?}"
             );
         }
         for w in &lock.waiters {
-            assert!(state.view.sessions.contains_key(&w.session_id), "orphan waiter {w:?}");
+            assert!(
+                state.view.sessions.contains_key(&w.session_id),
+                "orphan waiter {w:?}"
+            );
         }
         if lock.holders.is_empty() {
             assert!(lock.waiters.is_empty(), "free lock with waiters: {lock:?}");
         }
         // FIFO: the queue is ordered by when each waiter joined.
-        assert!(lock.waiters.windows(2).all(|w| w[0].since_seq < w[1].since_seq));
+        assert!(lock
+            .waiters
+            .windows(2)
+            .all(|w| w[0].since_seq < w[1].since_seq));
     }
     for id in state.view.inboxes.keys() {
-        assert!(state.view.sessions.contains_key(id), "inbox of a dead session {id}");
+        assert!(
+            state.view.sessions.contains_key(id),
+            "inbox of a dead session {id}"
+        );
     }
 }
 
@@ -268,7 +286,11 @@ fn grants_go_to_waiters_in_fifo_order_when_the_holder_dies() {
             exit_code: Some(137),
         },
     ]);
-    let holders: Vec<_> = state.view.locks["db"].holders.iter().map(|h| h.session_id.as_str()).collect();
+    let holders: Vec<_> = state.view.locks["db"]
+        .holders
+        .iter()
+        .map(|h| h.session_id.as_str())
+        .collect();
     assert_eq!(holders, ["c"]);
     let kinds: Vec<_> = log.iter().skip(6).map(|e| e.kind().to_string()).collect();
     assert_eq!(kinds, ["lock.release", "lock.acquire", "session.dereg"]);

@@ -6,7 +6,9 @@ use crate::http::{json_response, require_admin, require_session, ApiError, JsonB
 use crate::hub::{Hub, HubError, Published};
 use crate::pidfd;
 use crate::tokens;
-use crate::writer::{body_key, Committed, Extras, ReplyRecord, Stats, TokenCache, WaitNotice, Write, WriterHandle};
+use crate::writer::{
+    body_key, Committed, Extras, ReplyRecord, Stats, TokenCache, WaitNotice, Write, WriterHandle,
+};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -83,10 +85,16 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))
         .fallback(|| async {
-            ApiError::new(ErrorCode::NotFound, "no such endpoint; see docs/PROTOCOL.md")
+            ApiError::new(
+                ErrorCode::NotFound,
+                "no such endpoint; see docs/PROTOCOL.md",
+            )
         })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this path")
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this path",
+            )
         })
         .layer(axum::middleware::from_fn(versions))
         .with_state(app)
@@ -310,7 +318,8 @@ async fn get_session<L: EventLog + Clone>(
 }
 
 fn session_not_found(id: &str) -> ApiError {
-    ApiError::new(ErrorCode::SessionNotFound, format!("no live session {id}")).with("session_id", id)
+    ApiError::new(ErrorCode::SessionNotFound, format!("no live session {id}"))
+        .with("session_id", id)
 }
 
 async fn heartbeat<L: EventLog + Clone>(
@@ -339,7 +348,11 @@ async fn heartbeat<L: EventLog + Clone>(
         .read(move |s| s.view.sessions.get(&id).map(|s| s.ttl_ms))
         .await?
         .unwrap_or(0);
-    Ok(written(&c, false, &HeartbeatResponse { seq: c.seq, ttl_ms }))
+    Ok(written(
+        &c,
+        false,
+        &HeartbeatResponse { seq: c.seq, ttl_ms },
+    ))
 }
 
 async fn dereg<L: EventLog + Clone>(
@@ -478,7 +491,10 @@ async fn acquire<L: EventLog + Clone>(
         Some(Ok(WaitNotice::Granted(seq))) => Ok(granted(seq, false)),
         Some(Ok(WaitNotice::Cancelled(WaitCancelReason::OwnerGone))) => Err(ApiError::new(
             ErrorCode::SessionNotFound,
-            format!("session {} ended while waiting for {}", req.session_id, req.resource),
+            format!(
+                "session {} ended while waiting for {}",
+                req.session_id, req.resource
+            ),
         )
         .with("session_id", req.session_id.as_str())),
         Some(Ok(WaitNotice::Cancelled(_))) => Err(timeout(&req.resource, started)),
@@ -504,7 +520,9 @@ async fn acquire<L: EventLog + Clone>(
                 ))
                 .await?;
             match c.reply {
-                ReplyRecord::NotWaiting { held_seq: Some(seq) } => Ok(granted(seq, false)),
+                ReplyRecord::NotWaiting {
+                    held_seq: Some(seq),
+                } => Ok(granted(seq, false)),
                 _ => Err(timeout(&req.resource, started)),
             }
         }
@@ -700,18 +718,19 @@ async fn list_orders<L: EventLog + Clone>(
     State(app): AppState<L>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let state = match q.get("state").map(String::as_str) {
-        None | Some("") => None,
-        Some("issued") => Some(OrderState::Issued),
-        Some("acked") => Some(OrderState::Acked),
-        Some(other) => {
-            return Err(ApiError::new(
+    let state =
+        match q.get("state").map(String::as_str) {
+            None | Some("") => None,
+            Some("issued") => Some(OrderState::Issued),
+            Some("acked") => Some(OrderState::Acked),
+            Some(other) => return Err(ApiError::new(
                 ErrorCode::InvalidField,
-                format!("state {other:?}: expected issued or acked (completed orders leave the view)"),
+                format!(
+                    "state {other:?}: expected issued or acked (completed orders leave the view)"
+                ),
             )
-            .with("field", "state"))
-        }
-    };
+            .with("field", "state")),
+        };
     let assignee = q.get("assignee").cloned().filter(|a| !a.is_empty());
     let r = app
         .writer
@@ -736,7 +755,11 @@ async fn get_order<L: EventLog + Clone>(
 ) -> ApiResult {
     check_id("order_id", &id)?;
     let oid = id.clone();
-    match app.writer.read(move |s| s.view.orders.get(&oid).cloned()).await? {
+    match app
+        .writer
+        .read(move |s| s.view.orders.get(&oid).cloned())
+        .await?
+    {
         Some(o) => ok(&o),
         None => Err(order_not_found(&id)),
     }
@@ -755,8 +778,11 @@ async fn dispatch_next<L: EventLog + Clone>(
     let wait_ms = match q.get("wait_ms") {
         None => 0,
         Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::new(ErrorCode::InvalidField, format!("wait_ms {v:?} is not a number"))
-                .with("field", "wait_ms")
+            ApiError::new(
+                ErrorCode::InvalidField,
+                format!("wait_ms {v:?} is not a number"),
+            )
+            .with("field", "wait_ms")
         })?,
     };
     duration("wait_ms", wait_ms)?;
@@ -802,9 +828,9 @@ async fn dispatch_next<L: EventLog + Clone>(
                 .map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?;
             let Some(last) = batch.last() else { break };
             cursor = last.event.seq;
-            if batch.iter().any(|p| {
-                matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee)
-            }) {
+            if batch.iter().any(
+                |p| matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee),
+            ) {
                 break;
             }
         }
@@ -867,17 +893,19 @@ async fn assignee_of<L: EventLog + Clone>(
         .read(move |s| s.view.orders.get(&oid).map(|o| o.assignee.clone()))
         .await?
         .ok_or_else(|| order_not_found(order_id))?;
-    require_session(app, headers, &assignee).await.map_err(|e| {
-        if e.0.code() == Some(ErrorCode::BadToken) {
-            ApiError::new(
-                ErrorCode::NotAssignee,
-                format!("order {order_id} is assigned to {assignee}; the token is not its"),
-            )
-            .with("assignee", assignee.as_str())
-        } else {
-            e
-        }
-    })?;
+    require_session(app, headers, &assignee)
+        .await
+        .map_err(|e| {
+            if e.0.code() == Some(ErrorCode::BadToken) {
+                ApiError::new(
+                    ErrorCode::NotAssignee,
+                    format!("order {order_id} is assigned to {assignee}; the token is not its"),
+                )
+                .with("assignee", assignee.as_str())
+            } else {
+                e
+            }
+        })?;
     Ok(assignee)
 }
 
@@ -893,11 +921,10 @@ async fn custom_event<L: EventLog + Clone>(
         None => serde_json::Map::new(),
         Some(serde_json::Value::Object(m)) => m,
         Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "payload must be a JSON object",
+            return Err(
+                ApiError::new(ErrorCode::InvalidField, "payload must be a JSON object")
+                    .with("field", "payload"),
             )
-            .with("field", "payload"))
         }
     };
     let c = app
@@ -1029,8 +1056,8 @@ async fn events<L: EventLog + Clone>(
                 view: s.view.clone(),
             })
             .await?;
-        let json = serde_json::to_string(&serde_json::json!({ "snapshot": &snap }))
-            .unwrap_or_default();
+        let json =
+            serde_json::to_string(&serde_json::json!({ "snapshot": &snap })).unwrap_or_default();
         first = Some(if sse {
             Bytes::from(format!("event: snapshot\ndata: {json}\n\n"))
         } else {
@@ -1084,8 +1111,10 @@ async fn events<L: EventLog + Clone>(
     } else {
         "application/x-ndjson"
     };
-    resp.headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static(ct),
+    );
     resp.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache"),
@@ -1133,7 +1162,12 @@ impl<L: EventLog + Clone> Subscription<L> {
                 }
                 continue;
             }
-            match self.app.hub.read_after(&self.app.store, self.cursor, limit).await {
+            match self
+                .app
+                .hub
+                .read_after(&self.app.store, self.cursor, limit)
+                .await
+            {
                 Ok(batch) => {
                     let mut buf = BytesMut::new();
                     for p in &batch {

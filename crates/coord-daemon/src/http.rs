@@ -132,7 +132,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ApiError::new(ErrorCode::UnknownField, msg.clone()).with("field", field)
             }
             _ if msg.starts_with("invalid type: map") || msg.contains("expected struct") => {
-                ApiError::new(ErrorCode::BadJson, format!("body must be a JSON object: {msg}"))
+                ApiError::new(
+                    ErrorCode::BadJson,
+                    format!("body must be a JSON object: {msg}"),
+                )
             }
             _ => {
                 let field = backticked(&msg).unwrap_or_default();
@@ -150,8 +153,13 @@ fn backticked(msg: &str) -> Option<String> {
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
     Some(t.trim())
 }
 
@@ -165,8 +173,11 @@ pub async fn require_session<L: EventLog + Clone>(
     session_id: &str,
 ) -> Result<(), ApiError> {
     coord_proto::ids::check_id(session_id).map_err(|why| {
-        ApiError::new(ErrorCode::InvalidId, format!("session_id {session_id:?} {why}"))
-            .with("field", "session_id")
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("session_id {session_id:?} {why}"),
+        )
+        .with("field", "session_id")
     })?;
     let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
@@ -212,7 +223,10 @@ pub async fn require_session<L: EventLog + Clone>(
 ///
 /// # Errors
 /// `admin_required`.
-pub fn require_admin<L: EventLog + Clone>(app: &App<L>, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn require_admin<L: EventLog + Clone>(
+    app: &App<L>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let given = headers
         .get("coord-admin-token")
         .and_then(|v| v.to_str().ok())
@@ -242,12 +256,21 @@ mod tests {
     fn json_errors_are_precise() {
         assert_eq!(code(parse_json(b"{")), "bad_json");
         assert_eq!(code(parse_json(b"[1]")), "bad_json");
-        assert_eq!(code(parse_json(br#"{"session_id":"a","resource":"r","x":1}"#)), "unknown_field");
-        assert_eq!(code(parse_json(br#"{"session_id":5,"resource":"r"}"#)), "invalid_field");
+        assert_eq!(
+            code(parse_json(br#"{"session_id":"a","resource":"r","x":1}"#)),
+            "unknown_field"
+        );
+        assert_eq!(
+            code(parse_json(br#"{"session_id":5,"resource":"r"}"#)),
+            "invalid_field"
+        );
         assert_eq!(code(parse_json(br#"{"resource":"r"}"#)), "invalid_field");
         let e = parse_json::<AcquireRequest>(br#"{"session_id":"a","resource":"r","wiat_ms":1}"#)
             .err()
             .map(|e| e.0);
-        assert_eq!(e.and_then(|e| e.error.fields.get("field").cloned()), Some("wiat_ms".into()));
+        assert_eq!(
+            e.and_then(|e| e.error.fields.get("field").cloned()),
+            Some("wiat_ms".into())
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! ([`BATCH`] events) in memory.
 
 use bytes::Bytes;
-use coord_proto::{Event, ErrorCode};
+use coord_proto::{ErrorCode, Event};
 use coord_store::EventLog;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

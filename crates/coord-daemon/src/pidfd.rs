@@ -12,8 +12,7 @@ use tokio::io::unix::AsyncFd;
 /// `ESRCH` (io::ErrorKind::NotFound is not used by the kernel) when no
 /// such process exists; other OS errors (e.g. `ENOSYS` before Linux 5.3).
 pub fn open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -69,7 +68,11 @@ mod tests {
             .expect("spawn");
         let fd = open(child.id()).expect("pidfd");
         let code = exited(fd, child.id()).await.expect("wait");
-        assert_eq!(code, Some(7), "the zombie's status is readable before reaping");
+        assert_eq!(
+            code,
+            Some(7),
+            "the zombie's status is readable before reaping"
+        );
         child.wait().expect("reap");
     }
 

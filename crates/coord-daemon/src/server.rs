@@ -105,9 +105,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     write_private(&admin_token_path, &admin_token)?;
 
     if socket.exists() {
-        std::fs::remove_file(&socket).map_err(io(format!("removing stale socket {}", socket.display())))?;
+        std::fs::remove_file(&socket)
+            .map_err(io(format!("removing stale socket {}", socket.display())))?;
     }
-    let listener = UnixListener::bind(&socket).map_err(io(format!("binding {}", socket.display())))?;
+    let listener =
+        UnixListener::bind(&socket).map_err(io(format!("binding {}", socket.display())))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io(format!("chmod 600 {}", socket.display())))?;
     tracing::info!(socket = %socket.display(), "listening");
@@ -192,12 +194,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(listener);
     let _ = std::fs::remove_file(&socket);
     let _ = shutdown_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(left = conns.len(), "connections still open after the drain window; closing them");
+        tracing::warn!(
+            left = conns.len(),
+            "connections still open after the drain window; closing them"
+        );
         conns.abort_all();
     }
     drop(router);

@@ -235,8 +235,15 @@ pub fn internal(cmd: Command) -> Write {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum TimerKey {
-    Lease { session_id: String, registered_seq: u64 },
-    LockTtl { resource: String, session_id: String, acquired_seq: u64 },
+    Lease {
+        session_id: String,
+        registered_seq: u64,
+    },
+    LockTtl {
+        resource: String,
+        session_id: String,
+        acquired_seq: u64,
+    },
 }
 
 /// Deadlines, earliest first, with an index to move or drop one.
@@ -336,7 +343,10 @@ pub async fn load_state<L: EventLog>(store: &L) -> Result<State, String> {
     }
     let (_, head) = store.bounds().await.map_err(|e| e.to_string())?;
     if head > state.head {
-        return Err(format!("log head {head} is past the folded state {}", state.head));
+        return Err(format!(
+            "log head {head} is past the folded state {}",
+            state.head
+        ));
     }
     // Compaction can leave an empty log whose head is past the snapshot's
     // seq only if the snapshot was lost; keep numbering from the log's head.
@@ -357,7 +367,11 @@ pub fn spawn<L: EventLog + Clone>(
     stats: Arc<Stats>,
     tokens: Arc<TokenCache>,
     config: WriterConfig,
-) -> (WriterHandle, tokio::task::JoinHandle<()>, oneshot::Sender<()>) {
+) -> (
+    WriterHandle,
+    tokio::task::JoinHandle<()>,
+    oneshot::Sender<()>,
+) {
     let (stop_tx, stop_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(QUEUE);
     let handle = WriterHandle { tx };
@@ -404,13 +418,13 @@ impl<L: EventLog + Clone> Writer<L> {
             };
             let mut writes = Vec::new();
             for key in self.timers.pop_due(Instant::now()) {
-                writes.push(Box::new(self.timer_write(key)));
+                writes.push(self.timer_write(key));
             }
             if let Some(r) = first {
                 let mut pending = Some(r);
                 while let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) {
                     match r {
-                        Request::Write(w) => writes.push(w),
+                        Request::Write(w) => writes.push(*w),
                         // A read must see every write queued before it, so
                         // the batch so far is committed first.
                         Request::Read(f) => {
@@ -459,7 +473,7 @@ impl<L: EventLog + Clone> Writer<L> {
     }
 
     /// Validates, appends and applies a batch; answers every caller.
-    async fn commit(&mut self, writes: Vec<Box<Write>>) {
+    async fn commit(&mut self, writes: Vec<Write>) {
         if writes.is_empty() {
             return;
         }
@@ -467,9 +481,9 @@ impl<L: EventLog + Clone> Writer<L> {
         let mut batch = Batch::default();
         let mut events: Vec<Event> = Vec::new();
         let mut expected: HashMap<String, Option<u64>> = HashMap::new();
-        let mut answers: Vec<(Box<Write>, Result<Committed, ErrorBody>)> = Vec::new();
+        let mut answers: Vec<(Write, Result<Committed, ErrorBody>)> = Vec::new();
         let mut seen: HashSet<(String, Ulid)> = HashSet::new();
-        let mut deferred: Vec<Box<Write>> = Vec::new();
+        let mut deferred: Vec<Write> = Vec::new();
         let ingress = Timestamp::now();
 
         for w in writes {
@@ -701,7 +715,9 @@ impl<L: EventLog + Clone> Writer<L> {
                     .timers
                     .index
                     .keys()
-                    .filter(|k| matches!(k, TimerKey::Lease { session_id, .. } if *session_id == sid))
+                    .filter(
+                        |k| matches!(k, TimerKey::Lease { session_id, .. } if *session_id == sid),
+                    )
                     .cloned()
                     .collect();
                 for k in stale {
@@ -748,7 +764,9 @@ impl<L: EventLog + Clone> Writer<L> {
     /// token caching, queued-wait registration.
     fn after_answer(&mut self, w: &mut Write, c: &Committed) {
         match &w.cmd {
-            Command::Register { session_id, pid, .. } => {
+            Command::Register {
+                session_id, pid, ..
+            } => {
                 if let Some(seq) = c.first_seq {
                     if let Some(hash) = w.extras.token_hash.take() {
                         self.tokens.put(session_id, hash);
@@ -786,7 +804,13 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 
-    fn watch_pid(&mut self, session_id: String, registered_seq: u64, pid: u32, fd: Option<OwnedFd>) {
+    fn watch_pid(
+        &mut self,
+        session_id: String,
+        registered_seq: u64,
+        pid: u32,
+        fd: Option<OwnedFd>,
+    ) {
         let handle = self.handle.clone();
         let sid = session_id.clone();
         let exited = move |exit_code| {
@@ -839,7 +863,11 @@ impl<L: EventLog + Clone> Writer<L> {
             .view
             .locks
             .values()
-            .flat_map(|l| l.holders.iter().map(move |h| (l.resource.clone(), h.clone())))
+            .flat_map(|l| {
+                l.holders
+                    .iter()
+                    .map(move |h| (l.resource.clone(), h.clone()))
+            })
             .collect();
         for (resource, h) in holds {
             if let Some(ttl) = h.ttl_ms {

@@ -518,7 +518,8 @@ impl Serialize for Event {
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = WireIn::deserialize(d)?;
-        let payload = Payload::from_parts(&w.tx_kind, w.payload).map_err(serde::de::Error::custom)?;
+        let payload =
+            Payload::from_parts(&w.tx_kind, w.payload).map_err(serde::de::Error::custom)?;
         Ok(Event {
             seq: w.seq,
             tx_id: w.tx_id,

@@ -28,9 +28,7 @@ pub fn check_id(id: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
     {
-        return Err(format!(
-            "contains {c:?}; allowed are A-Z a-z 0-9 . _ - : @"
-        ));
+        return Err(format!("contains {c:?}; allowed are A-Z a-z 0-9 . _ - : @"));
     }
     Ok(())
 }
@@ -45,7 +43,10 @@ pub fn check_resource(r: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if r.len() > MAX_RESOURCE_BYTES {
-        return Err(format!("is {} bytes, at most {MAX_RESOURCE_BYTES}", r.len()));
+        return Err(format!(
+            "is {} bytes, at most {MAX_RESOURCE_BYTES}",
+            r.len()
+        ));
     }
     if r.chars().any(char::is_control) {
         return Err("contains a control character (NUL, newline, …)".into());
@@ -53,7 +54,9 @@ pub fn check_resource(r: &str) -> Result<(), String> {
     if r.starts_with('/') {
         return Err("must not start with '/'".into());
     }
-    if r.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if r.split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err("has an empty, '.' or '..' path segment".into());
     }
     Ok(())
@@ -136,7 +139,16 @@ mod tests {
     fn resources() {
         assert!(check_resource("src/main.rs").is_ok());
         assert!(check_resource("db/schema.sql").is_ok());
-        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a\0b", "a/./b", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a//b",
+            "a\0b",
+            "a/./b",
+            "a/",
+        ] {
             assert!(check_resource(bad).is_err(), "{bad:?}");
         }
     }

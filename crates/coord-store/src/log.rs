@@ -252,8 +252,9 @@ pub trait EventLog: Send + Sync + 'static {
     ///
     /// # Errors
     /// I/O errors.
-    fn load_snapshot(&self)
-        -> impl Future<Output = Result<Option<(u64, Vec<u8>)>, StoreError>> + Send;
+    fn load_snapshot(
+        &self,
+    ) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>, StoreError>> + Send;
 
     /// Drops events the retention lets go (never above the latest
     /// snapshot), with their idempotency records. `now_ms` is the wall

@@ -235,9 +235,7 @@ fn append_blocking(conn: &mut Connection, batch: Batch) -> Result<(), StoreError
     {
         let mut get_key = tx.prepare_cached("SELECT seq FROM key_heads WHERE key = ?1")?;
         for e in &batch.expect {
-            let found: Option<i64> = get_key
-                .query_row([&e.key], |r| r.get(0))
-                .optional()?;
+            let found: Option<i64> = get_key.query_row([&e.key], |r| r.get(0)).optional()?;
             let found = found.map(|s| s as u64);
             if found != e.last_seq {
                 return Err(StoreError::Conflict {
@@ -314,13 +312,15 @@ impl EventLog for SqliteLog {
         if batch.records.is_empty() && batch.attachments.is_empty() && batch.txns.is_empty() {
             return Ok(());
         }
-        self.with_writer(move |conn| append_blocking(conn, batch)).await
+        self.with_writer(move |conn| append_blocking(conn, batch))
+            .await
     }
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.with_reader(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
             let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
                 Ok(StoredEvent {
                     seq: r.get::<_, i64>(0)? as u64,
@@ -333,7 +333,7 @@ impl EventLog for SqliteLog {
     }
 
     async fn bounds(&self) -> Result<(u64, u64), StoreError> {
-        self.with_reader(|conn| bounds(conn)).await
+        self.with_reader(bounds).await
     }
 
     async fn txn(&self, source: &str, tx_id: &str) -> Result<Option<TxnRecord>, StoreError> {
@@ -393,7 +393,11 @@ impl EventLog for SqliteLog {
         .await
     }
 
-    async fn compact(&self, retention: Retention, now_ms: i64) -> Result<CompactReport, StoreError> {
+    async fn compact(
+        &self,
+        retention: Retention,
+        now_ms: i64,
+    ) -> Result<CompactReport, StoreError> {
         self.with_writer(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (oldest, head) = bounds(&tx)?;
@@ -499,7 +503,10 @@ mod tests {
         log.append(batch(1..=2)).await.expect("append");
         assert!(matches!(
             log.append(batch(4..=4)).await,
-            Err(StoreError::SeqGap { expected: 3, got: 4 })
+            Err(StoreError::SeqGap {
+                expected: 3,
+                got: 4
+            })
         ));
         assert!(matches!(
             log.append(batch(2..=3)).await,
@@ -530,18 +537,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = open(&dir);
         let mut b = batch(1..=1);
-        b.expect = vec![Expectation { key: "lock/a".into(), last_seq: None }];
+        b.expect = vec![Expectation {
+            key: "lock/a".into(),
+            last_seq: None,
+        }];
         b.key_updates = vec![("lock/a".into(), Some(1))];
         log.append(b).await.expect("first take");
         // A second writer that still believes the lock is free loses.
         let mut b = batch(2..=2);
-        b.expect = vec![Expectation { key: "lock/a".into(), last_seq: None }];
+        b.expect = vec![Expectation {
+            key: "lock/a".into(),
+            last_seq: None,
+        }];
         assert!(matches!(
             log.append(b).await,
             Err(StoreError::Conflict { found: Some(1), .. })
         ));
         let mut b = batch(2..=2);
-        b.expect = vec![Expectation { key: "lock/a".into(), last_seq: Some(1) }];
+        b.expect = vec![Expectation {
+            key: "lock/a".into(),
+            last_seq: Some(1),
+        }];
         b.key_updates = vec![("lock/a".into(), None)];
         log.append(b).await.expect("release");
     }
@@ -557,13 +573,25 @@ mod tests {
             seq: 1,
             response: "{\"seq\":1}".into(),
         }];
-        b.attachments = vec![AttachmentOp::Put { key: "body/a/1".into(), value: b"hi".to_vec() }];
+        b.attachments = vec![AttachmentOp::Put {
+            key: "body/a/1".into(),
+            value: b"hi".to_vec(),
+        }];
         log.append(b).await.expect("append");
-        assert_eq!(log.txn("api", "T1").await.expect("txn").map(|t| t.seq), Some(1));
+        assert_eq!(
+            log.txn("api", "T1").await.expect("txn").map(|t| t.seq),
+            Some(1)
+        );
         assert_eq!(log.txn("other", "T1").await.expect("txn"), None);
-        assert_eq!(log.attachment("body/a/1").await.expect("att"), Some(b"hi".to_vec()));
+        assert_eq!(
+            log.attachment("body/a/1").await.expect("att"),
+            Some(b"hi".to_vec())
+        );
         log.save_snapshot(1, b"state".to_vec()).await.expect("snap");
-        assert_eq!(log.load_snapshot().await.expect("load"), Some((1, b"state".to_vec())));
+        assert_eq!(
+            log.load_snapshot().await.expect("load"),
+            Some((1, b"state".to_vec()))
+        );
     }
 
     #[tokio::test]
@@ -571,7 +599,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = open(&dir);
         log.append(batch(1..=100)).await.expect("append");
-        let keep10 = Retention { keep_events: Some(10), keep_ms: None };
+        let keep10 = Retention {
+            keep_events: Some(10),
+            keep_ms: None,
+        };
         // No snapshot yet: nothing may go.
         assert_eq!(log.compact(keep10, 0).await.expect("compact").deleted, 0);
         log.save_snapshot(50, b"s".to_vec()).await.expect("snap");
@@ -583,7 +614,13 @@ mod tests {
         assert_eq!(log.bounds().await.expect("bounds"), (91, 100));
         // Day-based: events 91..=100 have ingress 91s..100s.
         let r = log
-            .compact(Retention { keep_events: None, keep_ms: Some(5_000) }, 100_000)
+            .compact(
+                Retention {
+                    keep_events: None,
+                    keep_ms: Some(5_000),
+                },
+                100_000,
+            )
             .await
             .expect("compact");
         assert_eq!(r.oldest_seq, 95);
@@ -596,9 +633,15 @@ mod tests {
             let log = open(&dir);
             log.append(batch(1..=5)).await.expect("append");
             log.save_snapshot(5, b"s".to_vec()).await.expect("snap");
-            log.compact(Retention { keep_events: Some(0), keep_ms: None }, 0)
-                .await
-                .expect("compact");
+            log.compact(
+                Retention {
+                    keep_events: Some(0),
+                    keep_ms: None,
+                },
+                0,
+            )
+            .await
+            .expect("compact");
             assert_eq!(log.bounds().await.expect("bounds"), (6, 5));
         }
         let log = open(&dir);

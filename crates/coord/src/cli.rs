@@ -4,8 +4,8 @@ use crate::output::{self, code, Exit};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use coord_client::{enc, Client};
-use coord_proto::api::*;
 use coord_proto::api::StreamItem;
+use coord_proto::api::*;
 use coord_proto::{LockMode, Payload};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +41,8 @@ impl Acting {
         self.session.clone().ok_or_else(|| {
             anyhow!(Exit(
                 code::INVALID,
-                "no session: pass --session ID or run inside `coord session run` (COORD_SESSION)".into()
+                "no session: pass --session ID or run inside `coord session run` (COORD_SESSION)"
+                    .into()
             ))
         })
     }
@@ -401,7 +402,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 output::json(&a.body)?;
             } else {
-                output::line(&format!("sent {} to {} (seq {})", a.body.msg_id, to, a.body.seq))?;
+                output::line(&format!(
+                    "sent {} to {} (seq {})",
+                    a.body.msg_id, to, a.body.seq
+                ))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -462,13 +466,14 @@ async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -485,7 +490,12 @@ pub fn new_token() -> String {
     format!("{}{}", ulid::Ulid::new(), ulid::Ulid::new()).to_lowercase()
 }
 
-async fn session(base: &Client, cmd: SessionCmd, json: bool, socket: &std::path::Path) -> Result<ExitCode> {
+async fn session(
+    base: &Client,
+    cmd: SessionCmd,
+    json: bool,
+    socket: &std::path::Path,
+) -> Result<ExitCode> {
     match cmd {
         SessionCmd::Register {
             id,
@@ -526,7 +536,13 @@ async fn session(base: &Client, cmd: SessionCmd, json: bool, socket: &std::path:
             let a = base
                 .clone()
                 .with_token(acting.token)
-                .heartbeat(&id, &HeartbeatRequest { phase, ..Default::default() })
+                .heartbeat(
+                    &id,
+                    &HeartbeatRequest {
+                        phase,
+                        ..Default::default()
+                    },
+                )
                 .await?;
             if json {
                 output::json(&a.body)?;
@@ -546,7 +562,14 @@ async fn session(base: &Client, cmd: SessionCmd, json: bool, socket: &std::path:
                 c = c.with_admin_token(Some(admin_token(socket)?));
             }
             let a = c
-                .dereg(&id, &DeregRequest { exit_code, force, ..Default::default() })
+                .dereg(
+                    &id,
+                    &DeregRequest {
+                        exit_code,
+                        force,
+                        ..Default::default()
+                    },
+                )
                 .await?;
             print_write(json, &a.body, &format!("deregistered {id}"))
         }
@@ -569,7 +592,10 @@ async fn session(base: &Client, cmd: SessionCmd, json: bool, socket: &std::path:
                         ]
                     })
                     .collect();
-                output::table(&["SESSION", "ROLE", "TASK", "PHASE", "PID", "LAST HEARTBEAT"], &rows)?;
+                output::table(
+                    &["SESSION", "ROLE", "TASK", "PHASE", "PID", "LAST HEARTBEAT"],
+                    &rows,
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -611,7 +637,11 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
                 .acquire(&AcquireRequest {
                     session_id: id.clone(),
                     resource,
-                    mode: if shared { LockMode::Shared } else { LockMode::Exclusive },
+                    mode: if shared {
+                        LockMode::Shared
+                    } else {
+                        LockMode::Exclusive
+                    },
                     ttl_ms: ttl.map(ms),
                     wait_ms: wait.map(ms).unwrap_or(0),
                     ..Default::default()
@@ -667,8 +697,16 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
                         vec![
                             l.resource.clone(),
                             l.mode.as_str().to_string(),
-                            l.holders.iter().map(|h| h.session_id.as_str()).collect::<Vec<_>>().join(","),
-                            l.waiters.iter().map(|w| w.session_id.as_str()).collect::<Vec<_>>().join(","),
+                            l.holders
+                                .iter()
+                                .map(|h| h.session_id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            l.waiters
+                                .iter()
+                                .map(|w| w.session_id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
                         ]
                     })
                     .collect();
@@ -746,7 +784,11 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
             }
             // Everything after the listed state, so nothing is missed or doubled.
             let mut stream = c
-                .events(&format!("since={}&kinds=inbox.deliver&session={}", listed.seq, enc(&id)))
+                .events(&format!(
+                    "since={}&kinds=inbox.deliver&session={}",
+                    listed.seq,
+                    enc(&id)
+                ))
                 .await?;
             while let Some(line) = stream.next().await? {
                 match line.item {
@@ -763,7 +805,9 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                                     }
                                 }
                                 // Acked elsewhere in the meantime.
-                                Err(e) if e.code() == Some(coord_proto::ErrorCode::MessageNotFound) => {}
+                                Err(e)
+                                    if e.code()
+                                        == Some(coord_proto::ErrorCode::MessageNotFound) => {}
                                 Err(e) => return Err(e.into()),
                             }
                         }
@@ -776,7 +820,11 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
         }
         InboxCmd::Ack { msg_id, acting } => {
             let id = acting.id()?;
-            let a = base.clone().with_token(acting.token).ack_message(&id, &msg_id).await?;
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .ack_message(&id, &msg_id)
+                .await?;
             print_write(json, &a.body, &format!("acked {msg_id}"))
         }
     }
@@ -793,7 +841,10 @@ async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCod
                 o.ticket,
                 o.assignee,
                 o.state.as_str(),
-                o.payload.as_ref().map(|p| format!(" {p}")).unwrap_or_default()
+                o.payload
+                    .as_ref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default()
             ))
         }
     };
@@ -820,7 +871,10 @@ async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCod
             if json {
                 output::json(&a.body)?;
             } else {
-                output::line(&format!("issued {} to {assignee} (seq {})", a.body.order_id, a.body.seq))?;
+                output::line(&format!(
+                    "issued {} to {assignee} (seq {})",
+                    a.body.order_id, a.body.seq
+                ))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -847,7 +901,11 @@ async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         DispatchCmd::Ack { order_id, acting } => {
-            let a = base.clone().with_token(acting.token).ack_order(&order_id).await?;
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .ack_order(&order_id)
+                .await?;
             print_write(json, &a.body, &format!("took {order_id}"))
         }
         DispatchCmd::Complete {
@@ -884,7 +942,8 @@ async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCod
                 match c.next_order(&id, left).await {
                     Ok(o) => break o,
                     Err(e)
-                        if e.code() == Some(coord_proto::ErrorCode::Timeout) && deadline.is_none() => {}
+                        if e.code() == Some(coord_proto::ErrorCode::Timeout)
+                            && deadline.is_none() => {}
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -929,7 +988,11 @@ async fn events(base: &Client, args: EventsArgs) -> Result<ExitCode> {
         match line.item {
             Err(body) => {
                 return Err(anyhow!(Exit(
-                    if body.error.code == "compacted" { code::COMPACTED } else { code::ERROR },
+                    if body.error.code == "compacted" {
+                        code::COMPACTED
+                    } else {
+                        code::ERROR
+                    },
                     format!("{}: {}", body.error.code, body.error.message)
                 )))
             }

@@ -148,7 +148,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
             .join("  ")
     };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", fmt(header.iter().map(|h| h.to_string()).collect()))?;
+    writeln!(
+        out,
+        "{}",
+        fmt(header.iter().map(|h| h.to_string()).collect())
+    )?;
     for r in rows {
         writeln!(out, "{}", fmt(r.clone()))?;
     }
@@ -169,7 +173,9 @@ pub fn render(e: &Event) -> String {
         Payload::SessionDereg(p) => format!(
             "{who} deregistered ({:?}{})",
             p.reason,
-            p.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default()
+            p.exit_code
+                .map(|c| format!(", exit {c}"))
+                .unwrap_or_default()
         )
         .to_lowercase(),
         Payload::SessionState(p) => format!("{who}: {} -> {} ({})", p.from, p.to, p.reason),
@@ -198,14 +204,16 @@ pub fn render(e: &Event) -> String {
         ),
         Payload::InboxAck(p) => format!("{} acked {}", p.to_session, p.msg_id),
         Payload::DispatchIssue(p) => {
-            format!("order {} ({}) issued to {}", p.order_id, p.ticket, p.assignee)
+            format!(
+                "order {} ({}) issued to {}",
+                p.order_id, p.ticket, p.assignee
+            )
         }
         Payload::DispatchAck(p) => format!("{} took order {}", p.assignee, p.order_id),
         Payload::DispatchComplete(p) => format!("{} completed order {}", p.assignee, p.order_id),
-        Payload::Custom { kind, body } => format!(
-            "{kind} {}",
-            serde_json::Value::Object(body.clone())
-        ),
+        Payload::Custom { kind, body } => {
+            format!("{kind} {}", serde_json::Value::Object(body.clone()))
+        }
     };
     format!("{:>6}  {}  {:<17}  {}", e.seq, e.ts, e.kind(), what)
 }

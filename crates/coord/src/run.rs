@@ -135,7 +135,11 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             .take(32)
             .collect();
-        format!("{}-{}", if name.is_empty() { "run" } else { &name }, ulid::Ulid::new())
+        format!(
+            "{}-{}",
+            if name.is_empty() { "run" } else { &name },
+            ulid::Ulid::new()
+        )
     });
     let token = new_token();
     let (gate_r, gate_w) = pipe()?;
@@ -167,9 +171,7 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
     drop(gate_r);
     let pid = child.id();
 
@@ -196,7 +198,10 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     let wrote = unsafe { libc::write(gate_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
     drop(gate_w);
     if wrote != 1 {
-        return Err(anyhow!(Exit(code::ERROR, "could not release the command".into())));
+        return Err(anyhow!(Exit(
+            code::ERROR,
+            "could not release the command".into()
+        )));
     }
 
     let client = base.clone().with_token(Some(token));
@@ -227,7 +232,13 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
         }
     };
     match client
-        .dereg(&id, &DeregRequest { exit_code: Some(status), ..Default::default() })
+        .dereg(
+            &id,
+            &DeregRequest {
+                exit_code: Some(status),
+                ..Default::default()
+            },
+        )
         .await
     {
         Ok(_) => {}

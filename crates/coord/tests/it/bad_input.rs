@@ -9,65 +9,248 @@ fn every_bad_request_gets_its_code_and_appends_nothing() {
     let d = Daemon::start(&[]);
     let a = d.register("agent-a");
     let b = d.register("agent-b");
-    let r = post(&d, "/v1/locks/acquire", Some(&a), &json!({"session_id":"agent-a","resource":"src/main.rs"}));
+    let r = post(
+        &d,
+        "/v1/locks/acquire",
+        Some(&a),
+        &json!({"session_id":"agent-a","resource":"src/main.rs"}),
+    );
     assert_eq!(r.status, 200, "{:?}", r.json());
     let head = d.head();
 
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
-        ("malformed JSON", "/v1/sessions", None, b"{\"session_id\":".to_vec(), 400, "bad_json"),
-        ("not an object", "/v1/sessions", None, b"[1,2]".to_vec(), 400, "bad_json"),
-        ("unknown field", "/v1/sessions", None, br#"{"session_id":"x","rolle":"w"}"#.to_vec(), 400, "unknown_field"),
-        ("wrong type", "/v1/sessions", None, br#"{"session_id":42}"#.to_vec(), 400, "invalid_field"),
-        ("ttl out of range", "/v1/sessions", None, br#"{"session_id":"x","ttl_ms":5}"#.to_vec(), 400, "invalid_field"),
-        ("unknown kind", "/v1/events", None, br#"{"tx_kind":"deploy.started"}"#.to_vec(), 400, "unknown_kind"),
-        ("core kind posted as custom", "/v1/events", None, br#"{"tx_kind":"lock.acquire"}"#.to_vec(), 400, "unknown_kind"),
-        ("id with slash", "/v1/sessions", None, br#"{"session_id":"a/b"}"#.to_vec(), 400, "invalid_id"),
-        ("id dot-dot", "/v1/sessions", None, br#"{"session_id":".."}"#.to_vec(), 400, "invalid_id"),
-        ("id with NUL", "/v1/sessions", None, b"{\"session_id\":\"a\\u0000b\"}".to_vec(), 400, "invalid_id"),
-        ("resource escaping", "/v1/locks/acquire", Some(&a), br#"{"session_id":"agent-a","resource":"../etc/passwd"}"#.to_vec(), 400, "invalid_id"),
-        ("resource with NUL", "/v1/locks/acquire", Some(&a), b"{\"session_id\":\"agent-a\",\"resource\":\"a\\u0000\"}".to_vec(), 400, "invalid_id"),
-        ("missing token", "/v1/locks/acquire", None, br#"{"session_id":"agent-a","resource":"r"}"#.to_vec(), 401, "token_required"),
-        ("wrong token", "/v1/locks/acquire", Some(&b), br#"{"session_id":"agent-a","resource":"r"}"#.to_vec(), 403, "bad_token"),
-        ("release another's lock", "/v1/locks/release", Some(&b), br#"{"session_id":"agent-b","resource":"src/main.rs"}"#.to_vec(), 403, "not_owner"),
-        ("force without admin", "/v1/locks/release", Some(&b), br#"{"session_id":"agent-a","resource":"src/main.rs","force":true}"#.to_vec(), 403, "admin_required"),
-        ("lock held", "/v1/locks/acquire", Some(&b), br#"{"session_id":"agent-b","resource":"src/main.rs"}"#.to_vec(), 409, "lock_held"),
-        ("message to nobody", "/v1/inbox/ghost", None, br#"{"body":"hi"}"#.to_vec(), 404, "session_not_found"),
-        ("duplicate session", "/v1/sessions", None, br#"{"session_id":"agent-a"}"#.to_vec(), 409, "session_exists"),
-        ("dead pid", "/v1/sessions", None, br#"{"session_id":"x","pid":2147483646}"#.to_vec(), 422, "no_such_process"),
+    // (what, path, token, body, status, code)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            "/v1/sessions",
+            None,
+            b"{\"session_id\":".to_vec(),
+            400,
+            "bad_json",
+        ),
+        (
+            "not an object",
+            "/v1/sessions",
+            None,
+            b"[1,2]".to_vec(),
+            400,
+            "bad_json",
+        ),
+        (
+            "unknown field",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":"x","rolle":"w"}"#.to_vec(),
+            400,
+            "unknown_field",
+        ),
+        (
+            "wrong type",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":42}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "ttl out of range",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":"x","ttl_ms":5}"#.to_vec(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "unknown kind",
+            "/v1/events",
+            None,
+            br#"{"tx_kind":"deploy.started"}"#.to_vec(),
+            400,
+            "unknown_kind",
+        ),
+        (
+            "core kind posted as custom",
+            "/v1/events",
+            None,
+            br#"{"tx_kind":"lock.acquire"}"#.to_vec(),
+            400,
+            "unknown_kind",
+        ),
+        (
+            "id with slash",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":"a/b"}"#.to_vec(),
+            400,
+            "invalid_id",
+        ),
+        (
+            "id dot-dot",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":".."}"#.to_vec(),
+            400,
+            "invalid_id",
+        ),
+        (
+            "id with NUL",
+            "/v1/sessions",
+            None,
+            b"{\"session_id\":\"a\\u0000b\"}".to_vec(),
+            400,
+            "invalid_id",
+        ),
+        (
+            "resource escaping",
+            "/v1/locks/acquire",
+            Some(&a),
+            br#"{"session_id":"agent-a","resource":"../etc/passwd"}"#.to_vec(),
+            400,
+            "invalid_id",
+        ),
+        (
+            "resource with NUL",
+            "/v1/locks/acquire",
+            Some(&a),
+            b"{\"session_id\":\"agent-a\",\"resource\":\"a\\u0000\"}".to_vec(),
+            400,
+            "invalid_id",
+        ),
+        (
+            "missing token",
+            "/v1/locks/acquire",
+            None,
+            br#"{"session_id":"agent-a","resource":"r"}"#.to_vec(),
+            401,
+            "token_required",
+        ),
+        (
+            "wrong token",
+            "/v1/locks/acquire",
+            Some(&b),
+            br#"{"session_id":"agent-a","resource":"r"}"#.to_vec(),
+            403,
+            "bad_token",
+        ),
+        (
+            "release another's lock",
+            "/v1/locks/release",
+            Some(&b),
+            br#"{"session_id":"agent-b","resource":"src/main.rs"}"#.to_vec(),
+            403,
+            "not_owner",
+        ),
+        (
+            "force without admin",
+            "/v1/locks/release",
+            Some(&b),
+            br#"{"session_id":"agent-a","resource":"src/main.rs","force":true}"#.to_vec(),
+            403,
+            "admin_required",
+        ),
+        (
+            "lock held",
+            "/v1/locks/acquire",
+            Some(&b),
+            br#"{"session_id":"agent-b","resource":"src/main.rs"}"#.to_vec(),
+            409,
+            "lock_held",
+        ),
+        (
+            "message to nobody",
+            "/v1/inbox/ghost",
+            None,
+            br#"{"body":"hi"}"#.to_vec(),
+            404,
+            "session_not_found",
+        ),
+        (
+            "duplicate session",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":"agent-a"}"#.to_vec(),
+            409,
+            "session_exists",
+        ),
+        (
+            "dead pid",
+            "/v1/sessions",
+            None,
+            br#"{"session_id":"x","pid":2147483646}"#.to_vec(),
+            422,
+            "no_such_process",
+        ),
     ];
     for (what, path, token, body, status, code) in cases {
         let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
         let r = d.http("POST", path, &headers, Some(&body));
-        assert_eq!((r.status, r.code().as_str()), (status, code), "{what}: {}", String::from_utf8_lossy(&r.body));
-        assert!(!r.json()["error"]["message"].as_str().unwrap_or("").is_empty(), "{what}: no message");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            !r.json()["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty(),
+            "{what}: no message"
+        );
         assert_eq!(d.head(), head, "{what} appended something");
     }
 
     // Path ids are checked too: %2F decodes to '/', %00 to NUL.
-    for path in ["/v1/sessions/a%2Fb", "/v1/sessions/..%00", "/v1/dispatch/a%2F..%2Fb"] {
+    for path in [
+        "/v1/sessions/a%2Fb",
+        "/v1/sessions/..%00",
+        "/v1/dispatch/a%2F..%2Fb",
+    ] {
         let r = d.http("GET", path, &[], None);
         assert_eq!((r.status, r.code().as_str()), (400, "invalid_id"), "{path}");
     }
 
     // A 10 MB body is refused without being buffered whole.
-    let big = format!("{{\"session_id\":\"x\",\"role\":\"{}\"}}", "y".repeat(10 << 20));
+    let big = format!(
+        "{{\"session_id\":\"x\",\"role\":\"{}\"}}",
+        "y".repeat(10 << 20)
+    );
     let r = d.http("POST", "/v1/sessions", &[], Some(big.as_bytes()));
     assert_eq!((r.status, r.code().as_str()), (413, "body_too_large"));
     // A message body over 64 KiB.
-    let r = post(&d, "/v1/inbox/agent-b", None, &json!({"body": "z".repeat(65_537)}));
+    let r = post(
+        &d,
+        "/v1/inbox/agent-b",
+        None,
+        &json!({"body": "z".repeat(65_537)}),
+    );
     assert_eq!((r.status, r.code().as_str()), (413, "message_too_large"));
 
     // Unknown endpoint, wrong method, bad cursor, other protocol version.
     assert_eq!(d.http("GET", "/v1/nope", &[], None).code(), "not_found");
-    assert_eq!(d.http("DELETE", "/v1/status", &[], None).code(), "method_not_allowed");
-    assert_eq!(d.http("GET", "/v1/events?since=yesterday", &[], None).code(), "bad_cursor");
+    assert_eq!(
+        d.http("DELETE", "/v1/status", &[], None).code(),
+        "method_not_allowed"
+    );
+    assert_eq!(
+        d.http("GET", "/v1/events?since=yesterday", &[], None)
+            .code(),
+        "bad_cursor"
+    );
     let r = d.http("GET", "/v1/status", &[("Coord-Protocol", "2")], None);
     assert_eq!((r.status, r.code().as_str()), (400, "protocol_mismatch"));
 
     assert_eq!(d.head(), head, "bad input appended something");
     // Still serving.
-    let r = post(&d, "/v1/locks/release", Some(&a), &json!({"session_id":"agent-a","resource":"src/main.rs"}));
+    let r = post(
+        &d,
+        "/v1/locks/release",
+        Some(&a),
+        &json!({"session_id":"agent-a","resource":"src/main.rs"}),
+    );
     assert_eq!(r.status, 200, "{:?}", r.json());
     assert_eq!(d.head(), head + 1);
 }
@@ -77,20 +260,43 @@ fn the_cli_reports_errors_with_documented_exit_codes() {
     let d = Daemon::start(&[]);
     let a = d.register("cli-a");
     let b = d.register("cli-b");
-    let env_a = [("COORD_SESSION", "cli-a"), ("COORD_SESSION_TOKEN", a.as_str())];
-    let env_b = [("COORD_SESSION", "cli-b"), ("COORD_SESSION_TOKEN", b.as_str())];
-    assert!(d.coord_env(&["lock", "acquire", "db"], &env_a).status.success());
+    let env_a = [
+        ("COORD_SESSION", "cli-a"),
+        ("COORD_SESSION_TOKEN", a.as_str()),
+    ];
+    let env_b = [
+        ("COORD_SESSION", "cli-b"),
+        ("COORD_SESSION_TOKEN", b.as_str()),
+    ];
+    assert!(d
+        .coord_env(&["lock", "acquire", "db"], &env_a)
+        .status
+        .success());
     let held = d.coord_env(&["lock", "acquire", "db"], &env_b);
     assert_eq!(held.status.code(), Some(4));
     let err = String::from_utf8_lossy(&held.stderr);
     assert!(err.contains("lock_held") && err.contains("cli-a"), "{err}");
     let timeout = d.coord_env(&["lock", "acquire", "db", "--wait", "300ms"], &env_b);
-    assert_eq!(timeout.status.code(), Some(5), "{}", String::from_utf8_lossy(&timeout.stderr));
-    let wrong = d.coord_env(&["lock", "release", "db"], &[("COORD_SESSION", "cli-a"), ("COORD_SESSION_TOKEN", "nope")]);
+    assert_eq!(
+        timeout.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&timeout.stderr)
+    );
+    let wrong = d.coord_env(
+        &["lock", "release", "db"],
+        &[("COORD_SESSION", "cli-a"), ("COORD_SESSION_TOKEN", "nope")],
+    );
     assert_eq!(wrong.status.code(), Some(7));
-    assert_eq!(d.coord(&["session", "show", "ghost"]).status.code(), Some(6));
+    assert_eq!(
+        d.coord(&["session", "show", "ghost"]).status.code(),
+        Some(6)
+    );
     assert_eq!(d.coord(&["session", "show", "a/b"]).status.code(), Some(10));
-    let gone = d.coord_env(&["status"], &[("COORD_SOCKET", "/tmp/definitely-not-a-coord.sock")]);
+    let gone = d.coord_env(
+        &["status"],
+        &[("COORD_SOCKET", "/tmp/definitely-not-a-coord.sock")],
+    );
     assert_eq!(gone.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("coord daemon"));
     // The timed-out waiter left the queue: the lock has no waiters.

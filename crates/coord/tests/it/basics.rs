@@ -25,30 +25,56 @@ fn kinds_of(d: &Daemon, session: &str) -> Vec<String> {
 #[test]
 fn an_expired_lease_deregisters_and_releases_and_heartbeats_keep_it() {
     let d = Daemon::start(&[]);
-    let out = d.ok(&["--json", "session", "register", "--id", "lazy", "--ttl", "1s"]);
+    let out = d.ok(&[
+        "--json", "session", "register", "--id", "lazy", "--ttl", "1s",
+    ]);
     let tok: serde_json::Value = serde_json::from_str(&out).expect("json");
     let tok = tok["token"].as_str().expect("token").to_string();
-    let env = [("COORD_SESSION", "lazy"), ("COORD_SESSION_TOKEN", tok.as_str())];
-    assert!(d.coord_env(&["lock", "acquire", "db"], &env).status.success());
+    let env = [
+        ("COORD_SESSION", "lazy"),
+        ("COORD_SESSION_TOKEN", tok.as_str()),
+    ];
+    assert!(d
+        .coord_env(&["lock", "acquire", "db"], &env)
+        .status
+        .success());
     let busy = d.register("busy");
-    let benv = [("COORD_SESSION", "busy"), ("COORD_SESSION_TOKEN", busy.as_str())];
-    let out = d.ok(&["--json", "session", "register", "--id", "alive", "--ttl", "1s"]);
+    let benv = [
+        ("COORD_SESSION", "busy"),
+        ("COORD_SESSION_TOKEN", busy.as_str()),
+    ];
+    let out = d.ok(&[
+        "--json", "session", "register", "--id", "alive", "--ttl", "1s",
+    ]);
     let alive: serde_json::Value = serde_json::from_str(&out).expect("json");
     let alive = alive["token"].as_str().expect("token").to_string();
-    let aenv = [("COORD_SESSION", "alive"), ("COORD_SESSION_TOKEN", alive.as_str())];
+    let aenv = [
+        ("COORD_SESSION", "alive"),
+        ("COORD_SESSION_TOKEN", alive.as_str()),
+    ];
     // busy queues for the lock; the lease timer frees it, no polling.
     let waiter = std::thread::scope(|s| {
         let h = s.spawn(|| d.coord_env(&["lock", "acquire", "db", "--wait", "20s"], &benv));
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1800) {
-            assert!(d.coord_env(&["session", "heartbeat"], &aenv).status.success());
+            assert!(d
+                .coord_env(&["session", "heartbeat"], &aenv)
+                .status
+                .success());
             std::thread::sleep(Duration::from_millis(200));
         }
         h.join().expect("join")
     });
-    assert!(waiter.status.success(), "{}", String::from_utf8_lossy(&waiter.stderr));
+    assert!(
+        waiter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waiter.stderr)
+    );
     assert_eq!(d.coord(&["session", "show", "lazy"]).status.code(), Some(6));
-    assert!(d.coord(&["session", "show", "alive"]).status.success(), "heartbeats did not keep the lease");
+    assert!(
+        d.coord(&["session", "show", "alive"]).status.success(),
+        "heartbeats did not keep the lease"
+    );
     let events = d.all_events();
     let dereg = events
         .iter()
@@ -68,7 +94,9 @@ fn a_watched_process_exit_deregisters_at_once_through_the_pidfd() {
     let d = Daemon::start(&[]);
     let mut child = Command::new("sleep").arg("60").spawn().expect("sleep");
     let pid = child.id().to_string();
-    d.ok(&["session", "register", "--id", "proc", "--pid", &pid, "--ttl", "1h"]);
+    d.ok(&[
+        "session", "register", "--id", "proc", "--pid", &pid, "--ttl", "1h",
+    ]);
     child.kill().expect("kill");
     wait_until("process_exited dereg", Duration::from_secs(10), || {
         d.coord(&["session", "show", "proc"]).status.code() == Some(6)
@@ -89,13 +117,26 @@ fn session_run_exports_the_session_and_exits_with_the_command_code() {
         "{bin} lock acquire build && {bin} send $COORD_SESSION hello-self && exit 3",
         bin = bin()
     );
-    let out = d.coord(&["session", "run", "--id", "runner", "--", "sh", "-c", &script]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = d.coord(&[
+        "session", "run", "--id", "runner", "--", "sh", "-c", &script,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = d.all_events();
     let kinds = kinds_of(&d, "runner");
     assert_eq!(
         kinds,
-        ["session.register", "lock.acquire", "inbox.deliver", "lock.release", "session.dereg"],
+        [
+            "session.register",
+            "lock.acquire",
+            "inbox.deliver",
+            "lock.release",
+            "session.dereg"
+        ],
         "{events:?}"
     );
     let reg = &events[0];
@@ -109,46 +150,120 @@ fn inbox_and_dispatch_round_trip() {
     let d = Daemon::start(&[]);
     let boss = d.register("boss");
     let w = d.register("worker");
-    let wenv = [("COORD_SESSION", "worker"), ("COORD_SESSION_TOKEN", w.as_str())];
-    let benv = [("COORD_SESSION", "boss"), ("COORD_SESSION_TOKEN", boss.as_str())];
-    assert!(d.coord_env(&["send", "worker", "please review", "--kind", "review-request"], &benv).status.success());
+    let wenv = [
+        ("COORD_SESSION", "worker"),
+        ("COORD_SESSION_TOKEN", w.as_str()),
+    ];
+    let benv = [
+        ("COORD_SESSION", "boss"),
+        ("COORD_SESSION_TOKEN", boss.as_str()),
+    ];
+    assert!(d
+        .coord_env(
+            &[
+                "send",
+                "worker",
+                "please review",
+                "--kind",
+                "review-request"
+            ],
+            &benv
+        )
+        .status
+        .success());
     let listed = d.coord_env(&["--json", "inbox", "list"], &wenv);
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
-    let msg = v["messages"][0]["msg_id"].as_str().expect("msg").to_string();
+    let msg = v["messages"][0]["msg_id"]
+        .as_str()
+        .expect("msg")
+        .to_string();
     assert_eq!(v["messages"][0]["from_session"], "boss");
     let read = d.coord_env(&["inbox", "read", &msg, "--ack"], &wenv);
     assert!(String::from_utf8_lossy(&read.stdout).contains("please review"));
-    assert_eq!(d.coord_env(&["inbox", "ack", &msg], &wenv).status.code(), Some(6));
+    assert_eq!(
+        d.coord_env(&["inbox", "ack", &msg], &wenv).status.code(),
+        Some(6)
+    );
 
     // The worker waits; the order arrives; ack and complete.
     let waiter = std::thread::scope(|s| {
-        let h = s.spawn(|| d.coord_env(&["--json", "dispatch", "wait", "--timeout", "20s", "--ack"], &wenv));
+        let h = s.spawn(|| {
+            d.coord_env(
+                &["--json", "dispatch", "wait", "--timeout", "20s", "--ack"],
+                &wenv,
+            )
+        });
         std::thread::sleep(Duration::from_millis(300));
-        assert!(d.coord_env(&["dispatch", "issue", "worker", "TOD-9", "--id", "ord-9"], &benv).status.success());
+        assert!(d
+            .coord_env(
+                &["dispatch", "issue", "worker", "TOD-9", "--id", "ord-9"],
+                &benv
+            )
+            .status
+            .success());
         h.join().expect("join")
     });
-    assert!(waiter.status.success(), "{}", String::from_utf8_lossy(&waiter.stderr));
+    assert!(
+        waiter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waiter.stderr)
+    );
     let o: serde_json::Value = serde_json::from_slice(&waiter.stdout).expect("order");
     assert_eq!(o["order_id"], "ord-9");
     // Only the assignee may complete it.
-    assert_eq!(d.coord_env(&["dispatch", "complete", "ord-9"], &benv).status.code(), Some(4));
-    assert!(d.coord_env(&["dispatch", "complete", "ord-9", "--result", "{\"ok\":true}"], &wenv).status.success());
+    assert_eq!(
+        d.coord_env(&["dispatch", "complete", "ord-9"], &benv)
+            .status
+            .code(),
+        Some(4)
+    );
+    assert!(d
+        .coord_env(
+            &["dispatch", "complete", "ord-9", "--result", "{\"ok\":true}"],
+            &wenv
+        )
+        .status
+        .success());
     let timeout = d.coord_env(&["dispatch", "wait", "--timeout", "200ms"], &wenv);
     assert_eq!(timeout.status.code(), Some(5));
-    let kinds: Vec<String> = d.all_events().iter().map(|e| e["tx_kind"].as_str().unwrap_or("").to_string()).collect();
-    assert!(kinds.ends_with(&["dispatch.issue".into(), "dispatch.ack".into(), "dispatch.complete".into()]), "{kinds:?}");
+    let kinds: Vec<String> = d
+        .all_events()
+        .iter()
+        .map(|e| e["tx_kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        kinds.ends_with(&[
+            "dispatch.issue".into(),
+            "dispatch.ack".into(),
+            "dispatch.complete".into()
+        ]),
+        "{kinds:?}"
+    );
 }
 
 #[test]
 fn sse_carries_seq_as_id_and_resumes_from_last_event_id() {
     let d = Daemon::start(&[]);
     for i in 0..3 {
-        post(&d, "/v1/events", None, &json!({"tx_kind":"x.n","payload":{"i":i}}));
+        post(
+            &d,
+            "/v1/events",
+            None,
+            &json!({"tx_kind":"x.n","payload":{"i":i}}),
+        );
     }
-    let r = d.http("GET", "/v1/events?since=0&follow=false", &[("Accept", "text/event-stream")], None);
+    let r = d.http(
+        "GET",
+        "/v1/events?since=0&follow=false",
+        &[("Accept", "text/event-stream")],
+        None,
+    );
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     let body = String::from_utf8_lossy(&r.body).into_owned();
-    assert!(body.starts_with("id: 1\nevent: x.n\ndata: {\"seq\":1,"), "{body}");
+    assert!(
+        body.starts_with("id: 1\nevent: x.n\ndata: {\"seq\":1,"),
+        "{body}"
+    );
     assert_eq!(body.matches("\n\n").count(), 3);
     let r = d.http(
         "GET",
@@ -160,8 +275,18 @@ fn sse_carries_seq_as_id_and_resumes_from_last_event_id() {
     assert!(body.starts_with("id: 3\n"), "{body}");
     // Filters: kinds globs, session, resource.
     let tok = d.register("f");
-    post(&d, "/v1/locks/acquire", Some(&tok), &json!({"session_id":"f","resource":"a/b"}));
-    let r = d.http("GET", "/v1/events?since=0&follow=false&kinds=lock.*,session.*&resource=a/b", &[], None);
+    post(
+        &d,
+        "/v1/locks/acquire",
+        Some(&tok),
+        &json!({"session_id":"f","resource":"a/b"}),
+    );
+    let r = d.http(
+        "GET",
+        "/v1/events?since=0&follow=false&kinds=lock.*,session.*&resource=a/b",
+        &[],
+        None,
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&r.body)
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -201,7 +326,11 @@ fn a_second_daemon_is_refused_on_the_socket_and_on_the_store() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(bin())
         .args(["daemon", "--store"])
         .arg(&d.store)
@@ -211,7 +340,11 @@ fn a_second_daemon_is_refused_on_the_socket_and_on_the_store() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another coord daemon"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another coord daemon"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The first one still serves.
     assert!(d.coord(&["status"]).status.success());
 }

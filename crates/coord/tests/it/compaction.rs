@@ -10,7 +10,12 @@ fn an_old_cursor_is_compacted_and_snapshot_plus_watch_resyncs() {
     let d = Daemon::start(&["--keep-events", "10", "--snapshot-every", "50"]);
     let tok = d.register("c1");
     for i in 0..120 {
-        let r = post(&d, "/v1/events", Some(&tok), &json!({"tx_kind":"x.tick","payload":{"i":i},"session_id":"c1"}));
+        let r = post(
+            &d,
+            "/v1/events",
+            Some(&tok),
+            &json!({"tx_kind":"x.tick","payload":{"i":i},"session_id":"c1"}),
+        );
         assert_eq!(r.status, 201);
     }
     let status = d.http("GET", "/v1/status", &[], None).json();
@@ -21,9 +26,19 @@ fn an_old_cursor_is_compacted_and_snapshot_plus_watch_resyncs() {
     assert_eq!((r.status, r.code().as_str()), (410, "compacted"));
     assert_eq!(r.json()["error"]["oldest_seq"].as_u64(), Some(oldest));
     let cli = d.coord(&["events", "--since", "1", "--no-follow"]);
-    assert_eq!(cli.status.code(), Some(9), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(
+        cli.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     // A cursor at the edge is fine: events after oldest-1 are all retained.
-    let r = d.http("GET", &format!("/v1/events?since={}&follow=false", oldest - 1), &[], None);
+    let r = d.http(
+        "GET",
+        &format!("/v1/events?since={}&follow=false", oldest - 1),
+        &[],
+        None,
+    );
     assert_eq!(r.status, 200);
 
     // Snapshot + watch: the snapshot's seq, then exactly the events after it.
@@ -31,13 +46,25 @@ fn an_old_cursor_is_compacted_and_snapshot_plus_watch_resyncs() {
     let first = f.wait_for_snapshot();
     let snap: serde_json::Value = serde_json::from_str(&first).expect("snapshot line");
     let s = snap["snapshot"]["seq"].as_u64().expect("seq");
-    assert!(snap["snapshot"]["view"]["sessions"]["c1"].is_object(), "{snap}");
-    let r = post(&d, "/v1/events", Some(&tok), &json!({"tx_kind":"x.after","session_id":"c1"}));
+    assert!(
+        snap["snapshot"]["view"]["sessions"]["c1"].is_object(),
+        "{snap}"
+    );
+    let r = post(
+        &d,
+        "/v1/events",
+        Some(&tok),
+        &json!({"tx_kind":"x.after","session_id":"c1"}),
+    );
     let after = r.json()["seq"].as_u64().expect("seq");
     let lines = f.wait_for_seq(after, Duration::from_secs(10));
     let seqs: Vec<u64> = lines[1..]
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"].as_u64().unwrap_or(0))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"]
+                .as_u64()
+                .unwrap_or(0)
+        })
         .collect();
     assert_eq!(seqs, (s + 1..=after).collect::<Vec<_>>());
     f.stop();

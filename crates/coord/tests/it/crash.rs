@@ -18,7 +18,8 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
     let socket = d.socket.clone();
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (acked, stop, socket, tok) = (acked.clone(), stop.clone(), socket.clone(), tok.clone());
+            let (acked, stop, socket, tok) =
+                (acked.clone(), stop.clone(), socket.clone(), tok.clone());
             std::thread::spawn(move || {
                 let auth = format!("Bearer {tok}");
                 for i in 0u64.. {
@@ -28,20 +29,39 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
                     let tx = ulid_for(w, i);
                     // Writer 0 also churns a lock so the view is not trivial.
                     let (path, body) = if w == 0 && i % 2 == 0 {
-                        ("/v1/locks/acquire", json!({"session_id":"loader","resource":"hot","tx_id":tx}))
+                        (
+                            "/v1/locks/acquire",
+                            json!({"session_id":"loader","resource":"hot","tx_id":tx}),
+                        )
                     } else if w == 0 {
-                        ("/v1/locks/release", json!({"session_id":"loader","resource":"hot","tx_id":tx}))
+                        (
+                            "/v1/locks/release",
+                            json!({"session_id":"loader","resource":"hot","tx_id":tx}),
+                        )
                     } else {
-                        ("/v1/events", json!({"tx_kind":"x.load","payload":{"w":w,"i":i},"tx_id":tx}))
+                        (
+                            "/v1/events",
+                            json!({"tx_kind":"x.load","payload":{"w":w,"i":i},"tx_id":tx}),
+                        )
                     };
                     let headers = [("Authorization", auth.as_str())];
-                    match raw_http(&socket, "POST", path, &headers, Some(body.to_string().as_bytes())) {
+                    match raw_http(
+                        &socket,
+                        "POST",
+                        path,
+                        &headers,
+                        Some(body.to_string().as_bytes()),
+                    ) {
                         Ok(r) if r.status < 300 => {
                             if let Some(seq) = r.json()["seq"].as_u64() {
                                 acked.lock().expect("lock").push((tx, seq));
                             }
                         }
-                        Ok(r) => panic!("write refused: {} {}", r.status, String::from_utf8_lossy(&r.body)),
+                        Ok(r) => panic!(
+                            "write refused: {} {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ),
                         Err(_) => break, // the daemon is gone
                     }
                 }
@@ -66,10 +86,17 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
     assert!(acked.len() >= 400);
     for (tx, seq) in &acked {
         let e = &events[(*seq - 1) as usize];
-        assert_eq!(e["tx_id"].as_str(), Some(tx.as_str()), "acknowledged write {tx} at seq {seq} is not in the log");
+        assert_eq!(
+            e["tx_id"].as_str(),
+            Some(tx.as_str()),
+            "acknowledged write {tx} at seq {seq} is not in the log"
+        );
     }
     let snap = d.http("GET", "/v1/snapshot", &[], None).json();
-    assert_eq!(serde_json::to_value(fold(&events).view).expect("view"), snap["view"]);
+    assert_eq!(
+        serde_json::to_value(fold(&events).view).expect("view"),
+        snap["view"]
+    );
 
     // Resume from the last seq the live subscriber saw.
     let last = seen_before
@@ -78,7 +105,14 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         .and_then(|v| v["seq"].as_u64())
         .unwrap_or(0);
     let resumed: Vec<Value> = d
-        .ok(&["events", "--since", &last.to_string(), "--no-follow", "--format", "json"])
+        .ok(&[
+            "events",
+            "--since",
+            &last.to_string(),
+            "--no-follow",
+            "--format",
+            "json",
+        ])
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();

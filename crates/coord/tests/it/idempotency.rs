@@ -33,7 +33,13 @@ fn a_retried_write_appends_once() {
     let head = d.head();
     let seqs: Vec<u64> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| post(&d, "/v1/events", None, &body).json()["seq"].as_u64().unwrap_or(0)))
+            .map(|_| {
+                s.spawn(|| {
+                    post(&d, "/v1/events", None, &body).json()["seq"]
+                        .as_u64()
+                        .unwrap_or(0)
+                })
+            })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap_or(0)).collect()
     });

@@ -82,40 +82,68 @@ fn twenty_agents_coordinate_and_a_killed_one_hands_its_locks_on() {
         v["sessions"].as_array().map_or(0, Vec::len) == AGENTS
     });
     for n in 1..AGENTS {
-        d.ok(&["dispatch", "issue", &format!("agent-{n:02}"), &format!("TOD-{n}"), "--id", &format!("ord-{n:02}")]);
+        d.ok(&[
+            "dispatch",
+            "issue",
+            &format!("agent-{n:02}"),
+            &format!("TOD-{n}"),
+            "--id",
+            &format!("ord-{n:02}"),
+        ]);
     }
     std::fs::write(d.dir.path().join("go"), "").expect("go");
     // Let agents queue behind the victim on res-0, then kill it.
     wait_until("waiters on res-0", Duration::from_secs(30), || {
         let v: Value = serde_json::from_str(&d.ok(&["--json", "lock", "list"])).expect("json");
-        v["locks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|l| l["resource"] == "res-0" && l["waiters"].as_array().is_some_and(|w| !w.is_empty()))
+        v["locks"].as_array().into_iter().flatten().any(|l| {
+            l["resource"] == "res-0" && l["waiters"].as_array().is_some_and(|w| !w.is_empty())
+        })
     });
-    let show: Value = serde_json::from_str(&d.ok(&["--json", "session", "show", "agent-00"])).expect("json");
+    let show: Value =
+        serde_json::from_str(&d.ok(&["--json", "session", "show", "agent-00"])).expect("json");
     let pid = show["pid"].as_i64().expect("victim pid") as i32;
     // SAFETY: the pid is the victim's command, a process this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
 
     wait_until("all work orders completed", Duration::from_secs(60), || {
-        d.all_events().iter().filter(|e| e["tx_kind"] == "dispatch.complete").count() == AGENTS - 1
+        d.all_events()
+            .iter()
+            .filter(|e| e["tx_kind"] == "dispatch.complete")
+            .count()
+            == AGENTS - 1
     });
     for n in 1..AGENTS {
-        d.ok(&["dispatch", "issue", &format!("agent-{n:02}"), "leave", "--id", &format!("leave-{n:02}")]);
+        d.ok(&[
+            "dispatch",
+            "issue",
+            &format!("agent-{n:02}"),
+            "leave",
+            "--id",
+            &format!("leave-{n:02}"),
+        ]);
     }
     for (i, a) in agents.iter_mut().enumerate() {
         let st = a.wait().expect("agent");
         assert!(st.success(), "agent-{:02} failed: {st}\n{}", i + 1, d.log());
     }
     let st = victim.wait().expect("victim");
-    assert_eq!(st.code(), Some(137), "the victim's session run passes SIGKILL on as 128+9");
+    assert_eq!(
+        st.code(),
+        Some(137),
+        "the victim's session run passes SIGKILL on as 128+9"
+    );
 
     let head = d.head();
     let live_lines = live.wait_for_seq(head, Duration::from_secs(30));
     live.stop();
-    let replay = d.ok(&["events", "--since", "start", "--no-follow", "--format", "json"]);
+    let replay = d.ok(&[
+        "events",
+        "--since",
+        "start",
+        "--no-follow",
+        "--format",
+        "json",
+    ]);
     let replay_lines: Vec<String> = replay.lines().map(str::to_string).collect();
     assert_eq!(live_lines, replay_lines, "live and replayed streams differ");
     let events: Vec<Value> = replay_lines
@@ -132,14 +160,24 @@ fn twenty_agents_coordinate_and_a_killed_one_hands_its_locks_on() {
         .iter()
         .position(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == "agent-00")
         .expect("victim dereg");
-    assert_eq!(events[dereg]["payload"]["reason"], "process_exited", "{}", events[dereg]);
+    assert_eq!(
+        events[dereg]["payload"]["reason"], "process_exited",
+        "{}",
+        events[dereg]
+    );
     assert_eq!(events[dereg]["source"], "lifecycle");
     let rel = events[..dereg]
         .iter()
-        .rposition(|e| e["tx_kind"] == "lock.release" && e["payload"]["owner_session"] == "agent-00")
+        .rposition(|e| {
+            e["tx_kind"] == "lock.release" && e["payload"]["owner_session"] == "agent-00"
+        })
         .expect("victim release");
     assert_eq!(events[rel]["payload"]["reason"], "owner_gone");
-    assert_eq!(events[rel + 1]["tx_kind"], "lock.acquire", "no grant followed the release");
+    assert_eq!(
+        events[rel + 1]["tx_kind"],
+        "lock.acquire",
+        "no grant followed the release"
+    );
     assert_eq!(events[rel + 1]["resource"], "res-0");
 
     let count = |k: &str| events.iter().filter(|e| e["tx_kind"] == k).count();
@@ -152,7 +190,10 @@ fn twenty_agents_coordinate_and_a_killed_one_hands_its_locks_on() {
     // The view is the fold of the log.
     let snap = d.http("GET", "/v1/snapshot", &[], None).json();
     let folded = fold(&events);
-    assert_eq!(serde_json::to_value(&folded.view).expect("view"), snap["view"]);
+    assert_eq!(
+        serde_json::to_value(&folded.view).expect("view"),
+        snap["view"]
+    );
     assert_eq!(snap["seq"].as_u64(), Some(head));
 }
 
@@ -176,13 +217,23 @@ fn check_locks_over_the_log(events: &[Value]) {
                 }
                 let q = queue.entry(r.clone()).or_default();
                 if q.contains(&who) {
-                    assert_eq!(q.front(), Some(&who), "seq {}: grant of {r} skipped the queue {q:?}", e["seq"]);
+                    assert_eq!(
+                        q.front(),
+                        Some(&who),
+                        "seq {}: grant of {r} skipped the queue {q:?}",
+                        e["seq"]
+                    );
                     q.pop_front();
                 }
                 holder.insert(r, who);
             }
             "lock.release" => {
-                assert_eq!(holder.remove(&r).as_deref(), Some(who.as_str()), "seq {}: release by a non-holder", e["seq"]);
+                assert_eq!(
+                    holder.remove(&r).as_deref(),
+                    Some(who.as_str()),
+                    "seq {}: release by a non-holder",
+                    e["seq"]
+                );
             }
             _ => {}
         }

@@ -87,7 +87,11 @@ fn a_subscriber_that_reads_nothing_loses_nothing_and_costs_bounded_memory() {
     // subscriber would grow by that much. The ring (8192 events) and SQLite
     // caches are what may grow.
     let grown_mib = peak.saturating_sub(base) / 1024;
-    assert!(grown_mib < 48, "daemon RSS grew by {grown_mib} MiB (from {} MiB)", base / 1024);
+    assert!(
+        grown_mib < 48,
+        "daemon RSS grew by {grown_mib} MiB (from {} MiB)",
+        base / 1024
+    );
 
     let lines = slow.drain_until(start + EVENTS, Duration::from_secs(120));
     assert_eq!(lines.len() as u64, EVENTS);

@@ -77,7 +77,11 @@ impl Daemon {
                     panic!("daemon exited at start with {status}: {}", self.log());
                 }
             }
-            assert!(Instant::now() < deadline, "daemon did not answer: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -147,7 +151,13 @@ impl Daemon {
     }
 
     /// A raw HTTP request; panics if the daemon cannot be reached.
-    pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
         self.try_http(method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
     }
@@ -172,10 +182,17 @@ impl Daemon {
 
     /// Every event in the log, as JSON lines, via the CLI.
     pub fn all_events(&self) -> Vec<serde_json::Value> {
-        self.ok(&["events", "--since", "start", "--no-follow", "--format", "json"])
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("event json"))
-            .collect()
+        self.ok(&[
+            "events",
+            "--since",
+            "start",
+            "--no-follow",
+            "--format",
+            "json",
+        ])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect()
     }
 }
 
@@ -207,12 +224,14 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -454,7 +473,9 @@ impl Unread {
             }
             let _ = tx.send(lines);
         });
-        let lines = rx.recv_timeout(within).expect("subscriber caught up in time");
+        let lines = rx
+            .recv_timeout(within)
+            .expect("subscriber caught up in time");
         let _ = self.child.kill();
         let _ = self.child.wait();
         lines
