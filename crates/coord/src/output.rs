@@ -171,13 +171,12 @@ pub fn render(e: &Event) -> String {
         ),
         Payload::SessionHeartbeat(p) => format!("{who} is now {}", p.phase),
         Payload::SessionDereg(p) => format!(
-            "{who} deregistered ({:?}{})",
-            p.reason,
+            "{who} deregistered ({}{})",
+            name(&p.reason),
             p.exit_code
                 .map(|c| format!(", exit {c}"))
                 .unwrap_or_default()
-        )
-        .to_lowercase(),
+        ),
         Payload::SessionState(p) => format!("{who}: {} -> {} ({})", p.from, p.to, p.reason),
         Payload::LockAcquire(p) => format!(
             "{} took {} ({})",
@@ -187,12 +186,16 @@ pub fn render(e: &Event) -> String {
         ),
         Payload::LockWait(p) => format!("{} waits for {}", p.owner_session, p.resource),
         Payload::LockWaitCancel(p) => format!(
-            "{} stopped waiting for {} ({:?})",
-            p.owner_session, p.resource, p.reason
+            "{} stopped waiting for {} ({})",
+            p.owner_session,
+            p.resource,
+            name(&p.reason)
         ),
         Payload::LockRelease(p) => format!(
-            "{} released {} ({:?})",
-            p.owner_session, p.resource, p.reason
+            "{} released {} ({})",
+            p.owner_session,
+            p.resource,
+            name(&p.reason)
         ),
         Payload::InboxDeliver(p) => format!(
             "{} -> {}: {} message {} ({} bytes)",
@@ -216,6 +219,14 @@ pub fn render(e: &Event) -> String {
         }
     };
     format!("{:>6}  {}  {:<17}  {}", e.seq, e.ts, e.kind(), what)
+}
+
+/// The wire name of a reason enum (`owner_gone`).
+fn name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
 }
 
 fn or_dash(s: &str) -> &str {
