@@ -718,19 +718,20 @@ async fn list_orders<L: EventLog + Clone>(
     State(app): AppState<L>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let state =
-        match q.get("state").map(String::as_str) {
-            None | Some("") => None,
-            Some("issued") => Some(OrderState::Issued),
-            Some("acked") => Some(OrderState::Acked),
-            Some(other) => return Err(ApiError::new(
+    let state = match q.get("state").map(String::as_str) {
+        None | Some("") => None,
+        Some("issued") => Some(OrderState::Issued),
+        Some("acked") => Some(OrderState::Acked),
+        Some(other) => {
+            return Err(ApiError::new(
                 ErrorCode::InvalidField,
                 format!(
                     "state {other:?}: expected issued or acked (completed orders leave the view)"
                 ),
             )
-            .with("field", "state")),
-        };
+            .with("field", "state"))
+        }
+    };
     let assignee = q.get("assignee").cloned().filter(|a| !a.is_empty());
     let r = app
         .writer
@@ -1169,22 +1170,27 @@ impl<L: EventLog + Clone> Subscription<L> {
                 .await
             {
                 Ok(batch) => {
+                    let matching: Vec<&Arc<Published>> =
+                        batch.iter().filter(|p| self.filter.matches(p)).collect();
+                    if let Some(last) = batch.last() {
+                        self.cursor = last.event.seq;
+                    }
+                    // The common live case, one NDJSON event: send the shared
+                    // line itself, no copy.
+                    if let ([one], false) = (matching.as_slice(), self.sse) {
+                        return Some(one.line.clone());
+                    }
                     let mut buf = BytesMut::new();
-                    for p in &batch {
-                        self.cursor = p.event.seq;
-                        if !self.filter.matches(p) {
-                            continue;
-                        }
+                    for p in matching {
                         if self.sse {
                             buf.put_slice(
                                 format!("id: {}\nevent: {}\ndata: ", p.event.seq, p.event.kind())
                                     .as_bytes(),
                             );
-                            buf.put_slice(&p.json);
+                            buf.put_slice(&p.json());
                             buf.put_slice(b"\n\n");
                         } else {
-                            buf.put_slice(&p.json);
-                            buf.put_u8(b'\n');
+                            buf.put_slice(&p.line);
                         }
                     }
                     if !buf.is_empty() {

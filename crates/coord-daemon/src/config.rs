@@ -20,6 +20,9 @@ pub struct Config {
     pub log_heartbeats: bool,
     /// Events kept in memory for live subscribers.
     pub ring_capacity: usize,
+    /// Most connections served at once (streams included); more wait in
+    /// the accept queue.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -33,6 +36,7 @@ impl Config {
             snapshot_every: 10_000,
             log_heartbeats: false,
             ring_capacity: 8_192,
+            max_connections: 16_384,
         }
     }
 }

@@ -24,8 +24,25 @@ pub const BATCH: usize = 1024;
 pub struct Published {
     /// The decoded event, for filtering.
     pub event: Event,
-    /// Its JSON, without a newline.
-    pub json: Bytes,
+    /// Its JSON followed by a newline: an NDJSON line ready to send, shared
+    /// by every subscriber without a copy.
+    pub line: Bytes,
+}
+
+impl Published {
+    /// Wraps an event and its JSON (without newline).
+    pub fn new(event: Event, mut json: String) -> Self {
+        json.push('\n');
+        Published {
+            event,
+            line: Bytes::from(json),
+        }
+    }
+
+    /// The JSON without the newline.
+    pub fn json(&self) -> Bytes {
+        self.line.slice(..self.line.len().saturating_sub(1))
+    }
 }
 
 /// See the module docs.
@@ -162,10 +179,7 @@ impl Hub {
             .map(|e| {
                 let event = Event::from_json(&e.json)
                     .map_err(|err| HubError::Store(format!("event {}: {err}", e.seq)))?;
-                Ok(Arc::new(Published {
-                    event,
-                    json: Bytes::from(e.json),
-                }))
+                Ok(Arc::new(Published::new(event, e.json)))
             })
             .collect()
     }

@@ -27,8 +27,6 @@ use tokio::net::UnixListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-/// Most connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 4096;
 /// How long shutdown waits for open connections.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Longest Unix socket path (sun_path holds 108 bytes with the NUL).
@@ -133,7 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let router = api::router(app.clone());
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
 

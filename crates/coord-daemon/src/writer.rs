@@ -16,7 +16,6 @@
 
 use crate::hub::{Hub, Published};
 use crate::pidfd;
-use bytes::Bytes;
 use coord_core::{apply, keys, validate, Command, Reply, State};
 use coord_proto::{ErrorBody, ErrorCode, Event, Payload, Timestamp, WaitCancelReason};
 use coord_store::{AttachmentOp, Batch, EventLog, Expectation, Record, Retention, TxnRecord};
@@ -583,10 +582,7 @@ impl<L: EventLog + Clone> Writer<L> {
                     ingress_ms: e.ingress_ts.as_millis(),
                     json: json.clone(),
                 });
-                Arc::new(Published {
-                    event: e.clone(),
-                    json: Bytes::from(json),
-                })
+                Arc::new(Published::new(e.clone(), json))
             })
             .collect();
         batch.key_updates = expected

@@ -115,6 +115,9 @@ struct DaemonArgs {
     /// Append a session.heartbeat for every renewal, not only phase changes.
     #[arg(long)]
     log_heartbeats: bool,
+    /// Most connections (event streams included) served at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -465,6 +468,7 @@ async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
     };
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
+    config.max_connections = args.max_connections;
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -348,3 +348,70 @@ fn a_second_daemon_is_refused_on_the_socket_and_on_the_store() {
     // The first one still serves.
     assert!(d.coord(&["status"]).status.success());
 }
+
+#[test]
+fn lock_ttls_expire_on_a_timer_and_shared_holders_coexist() {
+    let d = Daemon::start(&[]);
+    let a = d.register("ttl-a");
+    let b = d.register("ttl-b");
+    let c = d.register("ttl-c");
+    let env = |id: &'static str, tok: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("COORD_SESSION", id.to_string()),
+            ("COORD_SESSION_TOKEN", tok.to_string()),
+        ]
+    };
+    let run = |args: &[&str], e: &[(&'static str, String)]| {
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        d.coord_env(args, &e)
+    };
+    assert!(run(
+        &["lock", "acquire", "cache", "--ttl", "300ms"],
+        &env("ttl-a", &a)
+    )
+    .status
+    .success());
+    // b waits; the TTL timer releases a's hold and b gets it.
+    let got = run(
+        &["lock", "acquire", "cache", "--wait", "20s"],
+        &env("ttl-b", &b),
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let release = d
+        .all_events()
+        .into_iter()
+        .find(|e| e["tx_kind"] == "lock.release")
+        .expect("release");
+    assert_eq!(release["payload"]["reason"], "expired");
+    assert_eq!(release["payload"]["owner_session"], "ttl-a");
+
+    // Shared holders coexist; an exclusive request is refused meanwhile.
+    assert!(
+        run(&["lock", "acquire", "docs", "--shared"], &env("ttl-a", &a))
+            .status
+            .success()
+    );
+    assert!(
+        run(&["lock", "acquire", "docs", "--shared"], &env("ttl-c", &c))
+            .status
+            .success()
+    );
+    assert_eq!(
+        run(&["lock", "acquire", "docs"], &env("ttl-b", &b))
+            .status
+            .code(),
+        Some(4)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["--json", "lock", "list"])).expect("json");
+    let docs = v["locks"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["resource"] == "docs"))
+        .expect("docs lock");
+    assert_eq!(docs["mode"], "shared");
+    assert_eq!(docs["holders"].as_array().map(Vec::len), Some(2));
+}

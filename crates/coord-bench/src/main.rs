@@ -1,0 +1,463 @@
+//! `coord-bench`: measures a real `coord daemon` process over its socket.
+//!
+//! Each scenario starts its own daemon (the `coord` binary next to this one,
+//! or `--coord PATH`) on a fresh store in a temp dir, drives it over
+//! keep-alive HTTP connections, prints one result line, and stops it.
+//! Figures go to `docs/BENCHMARKS.md` with the command that produced them.
+//! This is a harness, not a test: it asserts nothing and never fails
+//! because the machine is slow.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks a coord daemon")]
+struct Args {
+    /// The coord binary [default: the one next to this binary].
+    #[arg(long, global = true)]
+    coord: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Write-sent to subscriber-received latency at a fixed rate.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Sustained write throughput with N concurrent writers.
+    Throughput {
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
+        #[arg(long, default_value = "normal")]
+        sync: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Time to fan one event out to N subscribers.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
+    /// Daemon CPU while idle with N sessions registered.
+    IdleCpu {
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Time from start to first answer with N events in the log.
+    ColdStart {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    raise_nofile();
+    let coord = match args.coord {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary dir")?
+            .join("coord"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.cmd {
+            Bench::Latency { rate, seconds } => latency(&coord, rate, seconds).await,
+            Bench::Throughput {
+                writers,
+                sync,
+                seconds,
+            } => throughput(&coord, writers, &sync, seconds).await,
+            Bench::Fanout {
+                subscribers,
+                rounds,
+            } => fanout(&coord, subscribers, rounds).await,
+            Bench::IdleCpu { sessions, seconds } => idle_cpu(&coord, sessions, seconds).await,
+            Bench::ColdStart { events } => cold_start(&coord, events).await,
+        }
+    })
+}
+
+/// Lifts the soft open-files limit to the hard one (10k subscribers).
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit with a valid struct pointer.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+struct Daemon {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    store: PathBuf,
+    child: Option<Child>,
+    coord: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    async fn start(coord: &Path, extra: &[&str]) -> Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("cb").tempdir_in("/tmp")?;
+        let mut d = Daemon {
+            socket: dir.path().join("s").join("coord.sock"),
+            store: dir.path().join("coord.db"),
+            _dir: dir,
+            child: None,
+            coord: coord.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn().await?;
+        Ok(d)
+    }
+
+    /// Starts the process; returns the time until it first answered.
+    async fn spawn(&mut self) -> Result<Duration> {
+        let t0 = Instant::now();
+        let child = Command::new(&self.coord)
+            .arg("daemon")
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.extra)
+            .env("COORD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.coord.display()))?;
+        self.child = Some(child);
+        loop {
+            if let Ok(mut c) = Conn::open(&self.socket).await {
+                if matches!(c.get("/v1/status").await, Ok((200, _))) {
+                    return Ok(t0.elapsed());
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                bail!("daemon did not answer");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn stop(&mut self, signal: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(socket: &Path) -> Result<Conn> {
+        let s = tokio::net::UnixStream::connect(socket).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn { sender })
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.sender.ready().await?;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "coord")
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
+        Ok(self.sender.send_request(req).await?)
+    }
+
+    async fn post(&mut self, path: &str, body: String) -> Result<(u16, Bytes)> {
+        let r = self.send("POST", path, Bytes::from(body)).await?;
+        let status = r.status().as_u16();
+        Ok((status, r.into_body().collect().await?.to_bytes()))
+    }
+
+    async fn get(&mut self, path: &str) -> Result<(u16, Bytes)> {
+        let r = self.send("GET", path, Bytes::new()).await?;
+        let status = r.status().as_u16();
+        Ok((status, r.into_body().collect().await?.to_bytes()))
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn latency(coord: &Path, rate: u64, seconds: u64) -> Result<()> {
+    let d = Daemon::start(coord, &[]).await?;
+    let mut sub = Conn::open(&d.socket).await?;
+    let resp = sub
+        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
+        .await?;
+    let mut body = resp.into_body();
+    let total = rate * seconds;
+    let reader = tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(total as usize);
+        let mut buf = Vec::new();
+        while samples.len() < total as usize {
+            let Some(Ok(frame)) = body.frame().await else {
+                break;
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let got = now_ns();
+            buf.extend_from_slice(&data);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+                    if let Some(t) = v["payload"]["t_ns"].as_u64() {
+                        samples.push(got.saturating_sub(t) as f64 / 1e6);
+                    }
+                }
+            }
+        }
+        samples
+    });
+    let mut w = Conn::open(&d.socket).await?;
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    for _ in 0..total {
+        tick.tick().await;
+        let body = format!(r#"{{"tx_kind":"x.lat","payload":{{"t_ns":{}}}}}"#, now_ns());
+        w.post("/v1/events", body).await?;
+    }
+    let mut samples = tokio::time::timeout(Duration::from_secs(30), reader).await??;
+    samples.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "latency write-sent→subscriber-received at {rate}/s for {seconds}s: n={} p50={:.3} ms p99={:.3} ms max={:.3} ms",
+        samples.len(),
+        pct(&samples, 0.5),
+        pct(&samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+async fn throughput(coord: &Path, writers: usize, sync: &str, seconds: u64) -> Result<()> {
+    let d = Daemon::start(coord, &["--sync", sync]).await?;
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut c = Conn::open(&d.socket).await?;
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let body = format!(r#"{{"tx_kind":"x.tp","payload":{{"w":{w},"i":{i}}}}}"#);
+                match c.post("/v1/events", body).await {
+                    Ok((201, _)) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((s, b)) => eprintln!("write refused {s}: {}", String::from_utf8_lossy(&b)),
+                    Err(e) => {
+                        eprintln!("write failed: {e}");
+                        break;
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    for t in tasks {
+        t.await?;
+    }
+    let n = count.load(Ordering::Relaxed);
+    println!(
+        "throughput writers={writers} sync={sync}: {n} events in {:.1}s = {:.0} events/s",
+        t0.elapsed().as_secs_f64(),
+        n as f64 / t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn fanout(coord: &Path, subscribers: usize, rounds: usize) -> Result<()> {
+    let d = Daemon::start(coord, &["--max-connections", "20000"]).await?;
+    let received = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    for _ in 0..subscribers {
+        let mut c = Conn::open(&d.socket).await?;
+        let resp = c
+            .send("GET", "/v1/events?since=now&kinds=x.fan", Bytes::new())
+            .await?;
+        let mut body = resp.into_body();
+        let (received, notify) = (received.clone(), notify.clone());
+        tokio::spawn(async move {
+            let _keep = c;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    let lines = data.iter().filter(|b| **b == b'\n').count();
+                    received.fetch_add(lines, Ordering::AcqRel);
+                    notify.notify_one();
+                }
+            }
+        });
+    }
+    // Every stream is open once the daemon counts it.
+    let mut c = Conn::open(&d.socket).await?;
+    loop {
+        let (_, b) = c.get("/v1/status").await?;
+        let v: serde_json::Value = serde_json::from_slice(&b)?;
+        if v["subscribers"].as_u64() == Some(subscribers as u64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut samples = Vec::new();
+    for r in 0..rounds {
+        let target = subscribers * (r + 1);
+        let t0 = Instant::now();
+        c.post("/v1/events", r#"{"tx_kind":"x.fan"}"#.to_string())
+            .await?;
+        while received.load(Ordering::Acquire) < target {
+            let _ = tokio::time::timeout(Duration::from_millis(50), notify.notified()).await;
+        }
+        samples.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "fan-out to {subscribers} subscribers ({rounds} rounds): p50={:.2} ms p99={:.2} ms max={:.2} ms",
+        pct(&samples, 0.5),
+        pct(&samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("stat")? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+async fn idle_cpu(coord: &Path, sessions: usize, seconds: u64) -> Result<()> {
+    let d = Daemon::start(coord, &[]).await?;
+    let mut c = Conn::open(&d.socket).await?;
+    for i in 0..sessions {
+        let (s, b) = c
+            .post(
+                "/v1/sessions",
+                format!(r#"{{"session_id":"idle-{i}","ttl_ms":86400000}}"#),
+            )
+            .await?;
+        if s != 201 {
+            bail!("register: {s} {}", String::from_utf8_lossy(&b));
+        }
+    }
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let before = cpu_ticks(d.pid())?;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let used = (cpu_ticks(d.pid())? - before) as f64 / hz;
+    println!(
+        "idle CPU with {sessions} sessions over {seconds}s: {used:.3} s CPU = {:.4} % of one core",
+        used / seconds as f64 * 100.0
+    );
+    Ok(())
+}
+
+async fn cold_start(coord: &Path, events: u64) -> Result<()> {
+    let mut d = Daemon::start(coord, &[]).await?;
+    let written = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let t0 = Instant::now();
+    for w in 0..16u64 {
+        let mut c = Conn::open(&d.socket).await?;
+        let written = written.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = written.fetch_add(1, Ordering::Relaxed);
+                if i >= events {
+                    break;
+                }
+                let body = format!(r#"{{"tx_kind":"x.fill","payload":{{"w":{w},"i":{i}}}}}"#);
+                if c.post("/v1/events", body).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    eprintln!(
+        "filled {events} events in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let size = std::fs::metadata(&d.store).map(|m| m.len()).unwrap_or(0);
+    d.stop(libc::SIGTERM);
+    let graceful = d.spawn().await?;
+    d.stop(libc::SIGKILL);
+    let after_kill = d.spawn().await?;
+    println!(
+        "cold start with {events} events ({} MiB store): after SIGTERM {:.0} ms, after SIGKILL {:.0} ms",
+        size >> 20,
+        graceful.as_secs_f64() * 1e3,
+        after_kill.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
