@@ -168,8 +168,10 @@ pub enum Command {
     },
 }
 
-/// What the writer should answer, beyond the events.
-#[derive(Debug, Clone, PartialEq)]
+/// What the writer should answer, beyond the events. Serializable because
+/// the daemon keeps it in idempotency records.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
     /// Events were produced; the answer is their seq.
     Done,

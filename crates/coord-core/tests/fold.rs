@@ -254,9 +254,8 @@ proptest! {
     }
 }
 
-#[test]
-fn grants_go_to_waiters_in_fifo_order_when_the_holder_dies() {
-    let reg = |s: &str| Command::Register {
+fn reg(s: &str) -> Command {
+    Command::Register {
         session_id: s.into(),
         role: String::new(),
         task: String::new(),
@@ -265,21 +264,28 @@ fn grants_go_to_waiters_in_fifo_order_when_the_holder_dies() {
         pid: None,
         parent_session: None,
         ttl_ms: 30_000,
-    };
-    let acq = |s: &str| Command::Acquire {
+    }
+}
+
+fn acq(s: &str, mode: LockMode) -> Command {
+    Command::Acquire {
         session_id: s.into(),
         resource: "db".into(),
-        mode: LockMode::Exclusive,
+        mode,
         ttl_ms: None,
         wait: true,
-    };
+    }
+}
+
+#[test]
+fn grants_go_to_waiters_in_fifo_order_when_the_holder_dies() {
     let (state, log) = run(&[
         reg("a"),
         reg("b"),
         reg("c"),
-        acq("a"),
-        acq("c"),
-        acq("b"),
+        acq("a", LockMode::Exclusive),
+        acq("c", LockMode::Exclusive),
+        acq("b", LockMode::Exclusive),
         Command::ProcessExited {
             session_id: "a".into(),
             registered_seq: 1,
@@ -302,23 +308,6 @@ fn grants_go_to_waiters_in_fifo_order_when_the_holder_dies() {
 
 #[test]
 fn shared_waiters_behind_an_exclusive_one_wait_for_it() {
-    let reg = |s: &str| Command::Register {
-        session_id: s.into(),
-        role: String::new(),
-        task: String::new(),
-        blob: serde_json::Value::Null,
-        phase: String::new(),
-        pid: None,
-        parent_session: None,
-        ttl_ms: 30_000,
-    };
-    let acq = |s: &str, mode| Command::Acquire {
-        session_id: s.into(),
-        resource: "db".into(),
-        mode,
-        ttl_ms: None,
-        wait: true,
-    };
     let (state, _) = run(&[
         reg("a"),
         reg("b"),

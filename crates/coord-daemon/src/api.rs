@@ -7,7 +7,7 @@ use crate::hub::{Hub, HubError, Published};
 use crate::pidfd;
 use crate::tokens;
 use crate::writer::{
-    body_key, Committed, Extras, ReplyRecord, Stats, TokenCache, WaitNotice, Write, WriterHandle,
+    body_key, Committed, Extras, Stats, TokenCache, WaitNotice, Write, WriterHandle,
 };
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::{BufMut, Bytes, BytesMut};
-use coord_core::Command;
+use coord_core::{Command, Reply};
 use coord_proto::api::*;
 use coord_proto::view::{Message, OrderState};
 use coord_proto::{
@@ -438,7 +438,7 @@ async fn acquire<L: EventLog + Clone>(
     let mut w = write(cmd.clone(), req.tx_id, req.ts);
     w.extras.wait = Some(tx);
     let mut c = app.writer.write(w).await?;
-    if c.replayed && matches!(c.reply, ReplyRecord::Waiting) {
+    if c.replayed && matches!(c.reply, Reply::Waiting) {
         // The original request waited and is gone; ask afresh so this
         // request is the one told of the grant.
         let (tx, rx2) = oneshot::channel();
@@ -461,9 +461,9 @@ async fn acquire<L: EventLog + Clone>(
         )
     };
     match c.reply {
-        ReplyRecord::Granted => return Ok(granted(c.seq.unwrap_or(0), false)),
-        ReplyRecord::AlreadyHeld { acquired_seq } => return Ok(granted(acquired_seq, true)),
-        ReplyRecord::Waiting | ReplyRecord::AlreadyWaiting => {}
+        Reply::Granted => return Ok(granted(c.seq.unwrap_or(0), false)),
+        Reply::AlreadyHeld { acquired_seq } => return Ok(granted(acquired_seq, true)),
+        Reply::Waiting | Reply::AlreadyWaiting => {}
         other => {
             return Err(ApiError::new(
                 ErrorCode::Internal,
@@ -520,7 +520,7 @@ async fn acquire<L: EventLog + Clone>(
                 ))
                 .await?;
             match c.reply {
-                ReplyRecord::NotWaiting {
+                Reply::NotWaiting {
                     held_seq: Some(seq),
                 } => Ok(granted(seq, false)),
                 _ => Err(timeout(&req.resource, started)),

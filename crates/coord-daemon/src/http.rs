@@ -80,15 +80,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ));
             }
         }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::BodyTooLarge,
-                    format!("request body is over {MAX_REQUEST_BYTES} bytes"),
-                )
-                .with("limit", MAX_REQUEST_BYTES)
-            })?;
+        let bytes = read_body(req.into_body()).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -96,6 +88,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         };
         parse_json(bytes).map(JsonBody)
     }
+}
+
+/// Most bytes of an oversized body read (and dropped) before answering 413.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// Reads a body of at most [`MAX_REQUEST_BYTES`]. A larger one is read on
+/// and dropped, up to [`DRAIN_LIMIT`], before the 413 is answered: closing
+/// a Unix socket with unread data resets it, and the client would see
+/// `ECONNRESET` instead of the error.
+async fn read_body(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("request body is over {MAX_REQUEST_BYTES} bytes"),
+        )
+        .with("limit", MAX_REQUEST_BYTES)
+    };
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(ErrorCode::BadJson, format!("reading the body failed: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+        if seen <= MAX_REQUEST_BYTES {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_REQUEST_BYTES {
+        return Err(too_large());
+    }
+    Ok(buf)
 }
 
 /// Parses JSON into `T` with coord's error codes.

@@ -45,50 +45,10 @@ pub struct Committed {
     /// Seq of the last event appended, if any.
     pub seq: Option<u64>,
     /// What the state machine answered.
-    pub reply: ReplyRecord,
+    pub reply: Reply,
     /// The answer comes from an earlier identical write.
     #[serde(skip)]
     pub replayed: bool,
-}
-
-/// A serializable copy of [`Reply`], kept in idempotency records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ReplyRecord {
-    /// See [`Reply::Done`].
-    Done,
-    /// See [`Reply::NoChange`].
-    NoChange,
-    /// See [`Reply::Granted`].
-    Granted,
-    /// See [`Reply::AlreadyHeld`].
-    AlreadyHeld {
-        /// Grant seq.
-        acquired_seq: u64,
-    },
-    /// See [`Reply::Waiting`].
-    Waiting,
-    /// See [`Reply::AlreadyWaiting`].
-    AlreadyWaiting,
-    /// See [`Reply::NotWaiting`].
-    NotWaiting {
-        /// Grant seq if held.
-        held_seq: Option<u64>,
-    },
-}
-
-impl From<Reply> for ReplyRecord {
-    fn from(r: Reply) -> Self {
-        match r {
-            Reply::Done => ReplyRecord::Done,
-            Reply::NoChange => ReplyRecord::NoChange,
-            Reply::Granted => ReplyRecord::Granted,
-            Reply::AlreadyHeld { acquired_seq } => ReplyRecord::AlreadyHeld { acquired_seq },
-            Reply::Waiting => ReplyRecord::Waiting,
-            Reply::AlreadyWaiting => ReplyRecord::AlreadyWaiting,
-            Reply::NotWaiting { held_seq } => ReplyRecord::NotWaiting { held_seq },
-        }
-    }
 }
 
 /// The outcome of a queued wait on a lock.
@@ -556,7 +516,7 @@ impl<L: EventLog + Clone> Writer<L> {
             let committed = Committed {
                 first_seq,
                 seq: first_seq.map(|_| self.state.head),
-                reply: outcome.reply.into(),
+                reply: outcome.reply,
                 replayed: false,
             };
             if let (Some(client_tx), Some(seq)) = (w.tx_id, committed.seq) {
@@ -789,7 +749,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 resource,
                 ..
             } => {
-                if matches!(c.reply, ReplyRecord::Waiting | ReplyRecord::AlreadyWaiting) {
+                if matches!(c.reply, Reply::Waiting | Reply::AlreadyWaiting) {
                     if let Some(tx) = w.extras.wait.take() {
                         self.waits
                             .insert((resource.clone(), session_id.clone()), tx);

@@ -118,6 +118,10 @@ struct DaemonArgs {
     /// Most connections (event streams included) served at once.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Recent events kept in memory for live subscribers; slower ones read
+    /// the store.
+    #[arg(long, default_value_t = 8_192)]
+    ring_events: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -469,6 +473,7 @@ async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
+    config.ring_capacity = args.ring_events.max(1);
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
