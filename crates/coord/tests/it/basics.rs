@@ -415,3 +415,44 @@ fn lock_ttls_expire_on_a_timer_and_shared_holders_coexist() {
     assert_eq!(docs["mode"], "shared");
     assert_eq!(docs["holders"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn inbox_read_follow_prints_old_and_new_mail_once() {
+    use std::io::{BufRead, BufReader};
+    let d = Daemon::start(&[]);
+    let tok = d.register("reader");
+    d.register("writer");
+    assert!(d.ok(&["send", "reader", "before"]).contains("sent"));
+    let mut child = Command::new(bin())
+        .args(["inbox", "read", "--follow", "--ack"])
+        .env("COORD_SOCKET", &d.socket)
+        .env("COORD_SESSION", "reader")
+        .env("COORD_SESSION_TOKEN", &tok)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn reader");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("old mail");
+    assert!(first.ends_with(": before"), "{first}");
+    d.ok(&["send", "reader", "after", "--kind", "note"]);
+    let second = rx.recv_timeout(Duration::from_secs(10)).expect("new mail");
+    assert!(second.contains("note from -: after"), "{second}");
+    // Both are acked right after they are printed.
+    let env = [
+        ("COORD_SESSION", "reader"),
+        ("COORD_SESSION_TOKEN", tok.as_str()),
+    ];
+    wait_until("both acks", Duration::from_secs(10), || {
+        let out = d.coord_env(&["--json", "inbox", "list"], &env);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|v| v["messages"] == json!([]))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
