@@ -11,6 +11,8 @@
 //! It must not interpret the view or retry writes on its own.
 #![deny(missing_docs)]
 
+pub mod render;
+
 use bytes::{Buf, Bytes, BytesMut};
 use coord_proto::api::*;
 use coord_proto::view::{Message, Order};

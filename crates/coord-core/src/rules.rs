@@ -65,6 +65,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     pid: *pid,
                     parent_session: parent_session.clone(),
                     ttl_ms: *ttl_ms,
+                    extra: Default::default(),
                 }),
             }]))
         }
@@ -263,6 +264,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     kind: kind.clone(),
                     from_session: from_session.clone(),
                     size: *size,
+                    extra: Default::default(),
                 }),
             }]))
         }
@@ -318,6 +320,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     ticket: ticket.clone(),
                     from_session: from_session.clone(),
                     payload: payload.clone(),
+                    extra: Default::default(),
                 }),
             }]))
         }
@@ -455,6 +458,7 @@ fn acquire(
                 owner_session: session_id.to_string(),
                 mode,
                 ttl_ms,
+                extra: Default::default(),
             }))],
             reply: Reply::Granted,
         });
@@ -573,6 +577,7 @@ fn grant_into(lock: &mut Lock, out: &mut Vec<Draft>) {
                 owner_session: w.session_id,
                 mode: w.mode,
                 ttl_ms: w.ttl_ms,
+                extra: Default::default(),
             }),
         });
     }

@@ -84,6 +84,10 @@ pub struct SessionRegister {
     pub parent_session: Option<String>,
     /// Lease length, ms.
     pub ttl_ms: u64,
+    /// Fields a legacy file carried that coord does not model (kept, not
+    /// interpreted).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 /// `session.heartbeat`: appended when the phase changes.
@@ -165,6 +169,10 @@ pub struct LockAcquire {
     /// The lock expires this many ms after the grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// Fields a legacy file carried that coord does not model (kept, not
+    /// interpreted).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 /// `lock.wait`: a session joins the FIFO queue.
@@ -244,6 +252,10 @@ pub struct InboxDeliver {
     /// Body length in bytes.
     #[serde(default)]
     pub size: u64,
+    /// Fields a legacy file carried that coord does not model (kept, not
+    /// interpreted).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 /// `inbox.ack`.
@@ -270,6 +282,10 @@ pub struct DispatchIssue {
     /// Free JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// Fields a legacy file carried that coord does not model (kept, not
+    /// interpreted).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 /// `dispatch.ack`.
@@ -589,6 +605,7 @@ mod tests {
             owner_session: "claude-pid-91952".into(),
             mode: LockMode::Exclusive,
             ttl_ms: None,
+            extra: Map::new(),
         }));
         let json = e.to_json();
         assert!(json.starts_with(r#"{"seq":1042,"tx_id":"#), "{json}");

@@ -2,7 +2,7 @@
 //! documented exit codes of PROTOCOL §10.
 
 use coord_client::ClientError;
-use coord_proto::{ErrorCode, Event, Payload};
+use coord_proto::{ErrorCode, Event};
 use std::io::Write;
 
 /// Exit codes (PROTOCOL §10).
@@ -159,80 +159,14 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One short human line for an event (`coord events --format text`).
+/// One human line for an event (`coord events --format text`): seq, time,
+/// kind and the summary.
 pub fn render(e: &Event) -> String {
-    let who = e.session_id.as_deref().unwrap_or("-");
-    let what = match &e.payload {
-        Payload::SessionRegister(p) => format!(
-            "{who} registered (role {}, task {}{})",
-            or_dash(&p.role),
-            or_dash(&p.task),
-            p.pid.map(|pid| format!(", pid {pid}")).unwrap_or_default()
-        ),
-        Payload::SessionHeartbeat(p) => format!("{who} is now {}", p.phase),
-        Payload::SessionDereg(p) => format!(
-            "{who} deregistered ({}{})",
-            name(&p.reason),
-            p.exit_code
-                .map(|c| format!(", exit {c}"))
-                .unwrap_or_default()
-        ),
-        Payload::SessionState(p) => format!("{who}: {} -> {} ({})", p.from, p.to, p.reason),
-        Payload::LockAcquire(p) => format!(
-            "{} took {} ({})",
-            p.owner_session,
-            p.resource,
-            p.mode.as_str()
-        ),
-        Payload::LockWait(p) => format!("{} waits for {}", p.owner_session, p.resource),
-        Payload::LockWaitCancel(p) => format!(
-            "{} stopped waiting for {} ({})",
-            p.owner_session,
-            p.resource,
-            name(&p.reason)
-        ),
-        Payload::LockRelease(p) => format!(
-            "{} released {} ({})",
-            p.owner_session,
-            p.resource,
-            name(&p.reason)
-        ),
-        Payload::InboxDeliver(p) => format!(
-            "{} -> {}: {} message {} ({} bytes)",
-            p.from_session.as_deref().unwrap_or("-"),
-            p.to_session,
-            p.kind,
-            p.msg_id,
-            p.size
-        ),
-        Payload::InboxAck(p) => format!("{} acked {}", p.to_session, p.msg_id),
-        Payload::DispatchIssue(p) => {
-            format!(
-                "order {} ({}) issued to {}",
-                p.order_id, p.ticket, p.assignee
-            )
-        }
-        Payload::DispatchAck(p) => format!("{} took order {}", p.assignee, p.order_id),
-        Payload::DispatchComplete(p) => format!("{} completed order {}", p.assignee, p.order_id),
-        Payload::Custom { kind, body } => {
-            format!("{kind} {}", serde_json::Value::Object(body.clone()))
-        }
-    };
-    format!("{:>6}  {}  {:<17}  {}", e.seq, e.ts, e.kind(), what)
-}
-
-/// The wire name of a reason enum (`owner_gone`).
-fn name<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "?".into(),
-    }
-}
-
-fn or_dash(s: &str) -> &str {
-    if s.is_empty() {
-        "-"
-    } else {
-        s
-    }
+    format!(
+        "{:>6}  {}  {:<17}  {}",
+        e.seq,
+        e.ts,
+        e.kind(),
+        coord_client::render::summary(e)
+    )
 }
