@@ -1,0 +1,150 @@
+//! [`EventManagerSource`]: follow the daemon's log from a saved cursor.
+
+use crate::source::{SentinelEventSource, SourceError};
+use coord_client::Client;
+use coord_proto::api::StreamItem;
+use coord_proto::Event;
+use std::path::{Path, PathBuf};
+
+/// Reads the daemon's events after a cursor that survives restarts.
+///
+/// The cursor lives in a state file (`{"cursor":N}`, written atomically).
+/// It is saved at the start of the *next* poll, when the caller has shown
+/// it handled the previous batch by asking again; so a sentinel that
+/// crashes re-reads at most its last batch, and one that restarts cleanly
+/// resumes exactly where it stopped. A new state file starts from the
+/// beginning of the retained log.
+///
+/// Cancel-safe: the in-memory cursor moves only when `poll` returns; a
+/// dropped poll leaves it where it was and the daemon serves the same
+/// events again.
+pub struct EventManagerSource {
+    client: Client,
+    name: String,
+    state_file: PathBuf,
+    /// Seq of the last event returned.
+    cursor: u64,
+    /// Seq last written to the state file.
+    saved: u64,
+    /// Extra query (`kinds=…`) passed to the stream.
+    filter: String,
+    max_batch: usize,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct State {
+    cursor: u64,
+}
+
+impl EventManagerSource {
+    /// A source reading through `client`, its cursor kept in `state_file`.
+    ///
+    /// # Errors
+    /// [`SourceError::State`] if the state file exists but cannot be read.
+    pub fn new(client: Client, state_file: impl Into<PathBuf>) -> Result<Self, SourceError> {
+        let state_file = state_file.into();
+        let cursor = match std::fs::read(&state_file) {
+            Ok(bytes) => {
+                serde_json::from_slice::<State>(&bytes)
+                    .map_err(|e| SourceError::State {
+                        path: state_file.display().to_string(),
+                        reason: format!("not a cursor file: {e}"),
+                    })?
+                    .cursor
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                return Err(SourceError::State {
+                    path: state_file.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        Ok(EventManagerSource {
+            name: format!("event-manager:{}", client.socket().display()),
+            client,
+            state_file,
+            cursor,
+            saved: cursor,
+            filter: String::new(),
+            max_batch: 1024,
+        })
+    }
+
+    /// Only kinds matching these globs (`lock.*`).
+    pub fn with_kinds(mut self, kinds: &[&str]) -> Self {
+        self.filter = format!("&kinds={}", coord_client::enc(&kinds.join(",")));
+        self
+    }
+
+    /// Bounds one poll to `n` events (default 1,024).
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// The seq of the last event returned.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Writes the cursor to the state file now (e.g. at shutdown, after the
+    /// last batch was handled).
+    ///
+    /// # Errors
+    /// [`SourceError::State`].
+    pub fn save(&mut self) -> Result<(), SourceError> {
+        if self.saved != self.cursor {
+            save(&self.state_file, self.cursor)?;
+            self.saved = self.cursor;
+        }
+        Ok(())
+    }
+}
+
+fn save(path: &Path, cursor: u64) -> Result<(), SourceError> {
+    let err = |e: std::io::Error| SourceError::State {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{{\"cursor\":{cursor}}}\n")).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+impl SentinelEventSource for EventManagerSource {
+    async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
+        // The caller asking again acknowledges the previous batch.
+        self.save()?;
+        let query = format!("since={}&follow=false{}", self.cursor, self.filter);
+        let mut stream = self.client.events(&query).await?;
+        let mut out = Vec::new();
+        while out.len() < self.max_batch {
+            let Some(line) = stream.next().await? else { break };
+            match line.item {
+                Ok(StreamItem::Event(e)) => out.push(e),
+                Ok(StreamItem::Snapshot(_)) => {}
+                Err(body) => {
+                    return Err(SourceError::Stream {
+                        code: body.error.code,
+                        message: body.error.message,
+                    })
+                }
+            }
+        }
+        // Commit: no await from here on.
+        if let Some(last) = out.last() {
+            self.cursor = last.seq;
+        }
+        Ok(out)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,34 @@
+//! The sentinel side of coord: where events come from, and what a sentinel
+//! does with them.
+//!
+//! * [`SentinelEventSource`] — the one interface a sentinel reads through:
+//!   `poll()` returns every event since the previous successful call and is
+//!   cancel-safe; `name()` is stable across restarts.
+//! * Sources: [`FsPollSource`] scans a legacy coord root
+//!   (`LEGACY_LAYOUT.md`) and diffs it with the previous scan;
+//!   [`EventManagerSource`] follows the daemon's log from a cursor kept in a
+//!   state file; `InMemorySource` (feature `testing`) is a test double.
+//! * [`legacy`] — the legacy file formats, parsed leniently (unknown fields
+//!   kept as `extra`, half-written files reported as "not yet").
+//! * [`sentinel`] — [`Observation`]s, [`handle_event`] and the sinks
+//!   (`jsonl:PATH`, `stdout`, `exec:CMD`), and the loop that only calls
+//!   `poll()` and `handle_event`.
+//!
+//! Business logic (what an observation says) never touches the file
+//! system; only the sources do.
+#![deny(missing_docs)]
+
+mod event_manager;
+mod fs_poll;
+pub mod legacy;
+#[cfg(feature = "testing")]
+mod memory;
+pub mod sentinel;
+mod source;
+
+pub use event_manager::EventManagerSource;
+pub use fs_poll::FsPollSource;
+#[cfg(feature = "testing")]
+pub use memory::{InMemoryHandle, InMemorySource};
+pub use sentinel::{handle_event, observe, Observation, Sink, SinkSpec};
+pub use source::{SentinelEventSource, SourceError};
