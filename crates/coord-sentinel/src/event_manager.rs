@@ -125,7 +125,9 @@ impl SentinelEventSource for EventManagerSource {
         let mut stream = self.client.events(&query).await?;
         let mut out = Vec::new();
         while out.len() < self.max_batch {
-            let Some(line) = stream.next().await? else { break };
+            let Some(line) = stream.next().await? else {
+                break;
+            };
             match line.item {
                 Ok(StreamItem::Event(e)) => out.push(e),
                 Ok(StreamItem::Snapshot(_)) => {}

@@ -45,8 +45,8 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<(Option<Timestamp>, Draft)> {
                     }),
                 ),
             )),
-            (Some(a), Some(b)) if a.last_heartbeat != b.last_heartbeat || a.phase != b.phase => {
-                out.push((
+            (Some(a), Some(b)) if a.last_heartbeat != b.last_heartbeat || a.phase != b.phase => out
+                .push((
                     b.last_heartbeat,
                     draft(
                         id,
@@ -56,8 +56,7 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<(Option<Timestamp>, Draft)> {
                             phase: b.phase.clone(),
                         }),
                     ),
-                ))
-            }
+                )),
             (Some(_), None) => out.push((
                 None,
                 draft(
@@ -267,25 +266,44 @@ mod tests {
     async fn session_register_heartbeat_and_dereg() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut src = FsPollSource::new(dir.path());
-        assert!(src.poll().await.expect("poll").is_empty(), "an empty root emits nothing");
+        assert!(
+            src.poll().await.expect("poll").is_empty(),
+            "an empty root emits nothing"
+        );
         write(dir.path(), "sessions/s1.json", S1);
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["session.register"]);
         match &e[0].payload {
             Payload::SessionRegister(p) => {
-                assert_eq!((p.role.as_str(), p.task.as_str(), p.pid), ("worker", "T1", Some(7)));
-                assert_eq!(p.extra.get("model"), Some(&serde_json::json!("opus")), "unknown fields ride in extra");
+                assert_eq!(
+                    (p.role.as_str(), p.task.as_str(), p.pid),
+                    ("worker", "T1", Some(7))
+                );
+                assert_eq!(
+                    p.extra.get("model"),
+                    Some(&serde_json::json!("opus")),
+                    "unknown fields ride in extra"
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert!(src.poll().await.expect("poll").is_empty(), "no change, no event");
-        write(dir.path(), "sessions/s1.json", &S1.replace("\"phase\":\"planning\"", "\"phase\":\"editing\""));
+        assert!(
+            src.poll().await.expect("poll").is_empty(),
+            "no change, no event"
+        );
+        write(
+            dir.path(),
+            "sessions/s1.json",
+            &S1.replace("\"phase\":\"planning\"", "\"phase\":\"editing\""),
+        );
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["session.heartbeat"]);
         std::fs::remove_file(dir.path().join("sessions/s1.json")).expect("rm");
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["session.dereg"]);
-        assert!(matches!(&e[0].payload, Payload::SessionDereg(d) if d.reason == DeregReason::Removed));
+        assert!(
+            matches!(&e[0].payload, Payload::SessionDereg(d) if d.reason == DeregReason::Removed)
+        );
         // seq and tx_id are monotonic within the source.
         assert!(e[0].seq == 3);
     }
@@ -294,11 +312,19 @@ mod tests {
     async fn lock_acquire_owner_change_and_release_with_decoded_resource() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut src = FsPollSource::new(dir.path());
-        write(dir.path(), "locks/src%2Fmain.rs/record.json", r#"{"resource":"src/main.rs","owner_session":"a","acquired_at":"2026-04-07T21:11:00.000Z"}"#);
+        write(
+            dir.path(),
+            "locks/src%2Fmain.rs/record.json",
+            r#"{"resource":"src/main.rs","owner_session":"a","acquired_at":"2026-04-07T21:11:00.000Z"}"#,
+        );
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["lock.acquire"]);
         assert_eq!(e[0].resource.as_deref(), Some("src/main.rs"));
-        write(dir.path(), "locks/src%2Fmain.rs/record.json", r#"{"resource":"src/main.rs","owner_session":"b"}"#);
+        write(
+            dir.path(),
+            "locks/src%2Fmain.rs/record.json",
+            r#"{"resource":"src/main.rs","owner_session":"b"}"#,
+        );
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["lock.release", "lock.acquire"]);
         assert_eq!(e[0].session_id.as_deref(), Some("a"));
@@ -307,7 +333,11 @@ mod tests {
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["lock.release"]);
         // A weird resource round-trips through percent-decoding.
-        write(dir.path(), "locks/ci%2Frun%25weird/record.json", r#"{"resource":"ci/run%weird","owner_session":"a"}"#);
+        write(
+            dir.path(),
+            "locks/ci%2Frun%25weird/record.json",
+            r#"{"resource":"ci/run%weird","owner_session":"a"}"#,
+        );
         let e = src.poll().await.expect("poll");
         assert_eq!(e[0].resource.as_deref(), Some("ci/run%weird"));
     }
@@ -316,11 +346,21 @@ mod tests {
     async fn inbox_deliver_and_dispatch_issue() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut src = FsPollSource::new(dir.path());
-        write(dir.path(), "messages/inbox-s1/M1.json", r#"{"msg_id":"M1","from_session":"s2","kind":"status","body":"hello","sent_at":"2026-04-07T21:12:00.000Z"}"#);
-        write(dir.path(), "dispatch-orders/ord-1.json", r#"{"order_id":"ord-1","assignee":"s1","ticket":"TOD-1","payload":{"priority":"high"}}"#);
+        write(
+            dir.path(),
+            "messages/inbox-s1/M1.json",
+            r#"{"msg_id":"M1","from_session":"s2","kind":"status","body":"hello","sent_at":"2026-04-07T21:12:00.000Z"}"#,
+        );
+        write(
+            dir.path(),
+            "dispatch-orders/ord-1.json",
+            r#"{"order_id":"ord-1","assignee":"s1","ticket":"TOD-1","payload":{"priority":"high"}}"#,
+        );
         let e = src.poll().await.expect("poll");
         assert_eq!(kinds(&e), ["inbox.deliver", "dispatch.issue"]);
-        assert!(matches!(&e[0].payload, Payload::InboxDeliver(d) if d.to_session == "s1" && d.size == 5 && d.from_session.as_deref() == Some("s2")));
+        assert!(
+            matches!(&e[0].payload, Payload::InboxDeliver(d) if d.to_session == "s1" && d.size == 5 && d.from_session.as_deref() == Some("s2"))
+        );
         assert!(matches!(&e[1].payload, Payload::DispatchIssue(d) if d.ticket == "TOD-1"));
         // Consuming a message (deleting it) emits nothing.
         std::fs::remove_file(dir.path().join("messages/inbox-s1/M1.json")).expect("rm");
@@ -340,7 +380,10 @@ mod tests {
         assert!(src.poll().await.expect("poll").is_empty());
         // Finished writing: now it appears, once.
         write(dir.path(), "sessions/s1.json", S1);
-        assert_eq!(kinds(&src.poll().await.expect("poll")), ["session.register"]);
+        assert_eq!(
+            kinds(&src.poll().await.expect("poll")),
+            ["session.register"]
+        );
         // Rewritten in place, caught half-way: not a removal, not a change.
         write(dir.path(), "sessions/s1.json", &S1[..10]);
         assert!(src.poll().await.expect("poll").is_empty());
@@ -350,7 +393,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_fixture_root_in_fixed_order() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root");
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root");
         if !root.exists() {
             // The fixture lives beside the repository in the shared folder.
             panic!("fixture root missing at {}", root.display());
@@ -359,7 +403,12 @@ mod tests {
         let e = src.poll().await.expect("poll");
         let got: Vec<(String, String)> = e
             .iter()
-            .map(|e| (e.kind().to_string(), e.session_id.clone().unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.kind().to_string(),
+                    e.session_id.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         let want = [
             ("session.register", "claude-pid-1"),
@@ -377,7 +426,8 @@ mod tests {
 
     #[tokio::test]
     async fn max_batch_bounds_a_poll_and_the_rest_follows() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root");
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root");
         let mut src = FsPollSource::new(&root).with_max_batch(3);
         let mut all = Vec::new();
         for _ in 0..3 {
@@ -386,7 +436,10 @@ mod tests {
             all.extend(e);
         }
         assert_eq!(all.len(), 8);
-        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
@@ -402,6 +455,10 @@ mod tests {
             let _ = fut.as_mut().poll(&mut cx);
         }
         let e = src.poll().await.expect("poll");
-        assert_eq!(kinds(&e), ["session.register"], "the dropped poll's events come now");
+        assert_eq!(
+            kinds(&e),
+            ["session.register"],
+            "the dropped poll's events come now"
+        );
     }
 }

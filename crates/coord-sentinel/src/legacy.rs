@@ -151,7 +151,9 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 pub fn scan(root: &Path, prev: &Root) -> Root {
     let mut out = Root::default();
     for (name, path) in entries(&root.join("sessions")) {
-        let Some(stem) = json_stem(&name) else { continue };
+        let Some(stem) = json_stem(&name) else {
+            continue;
+        };
         match read::<SessionFile>(&path) {
             Some(s) if s.session_id == stem => {
                 out.sessions.insert(stem.to_string(), s);
@@ -191,7 +193,9 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
             continue;
         };
         for (name, file) in entries(&path) {
-            let Some(stem) = json_stem(&name) else { continue };
+            let Some(stem) = json_stem(&name) else {
+                continue;
+            };
             let key = (to.to_string(), stem.to_string());
             match read::<MessageFile>(&file) {
                 Some(m) if m.msg_id == stem => {
@@ -206,7 +210,9 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
         }
     }
     for (name, path) in entries(&root.join("dispatch-orders")) {
-        let Some(stem) = json_stem(&name) else { continue };
+        let Some(stem) = json_stem(&name) else {
+            continue;
+        };
         match read::<OrderFile>(&path) {
             Some(o) if o.order_id == stem => {
                 out.orders.insert(stem.to_string(), o);

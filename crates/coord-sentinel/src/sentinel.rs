@@ -57,7 +57,9 @@ impl std::str::FromStr for SinkSpec {
         } else if let Some(c) = s.strip_prefix("exec:").filter(|c| !c.is_empty()) {
             Ok(SinkSpec::Exec(c.to_string()))
         } else {
-            Err(format!("sink {s:?}: expected jsonl:PATH, stdout or exec:CMD"))
+            Err(format!(
+                "sink {s:?}: expected jsonl:PATH, stdout or exec:CMD"
+            ))
         }
     }
 }

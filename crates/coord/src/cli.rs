@@ -80,6 +80,8 @@ enum Cmd {
     Dispatch(DispatchCmd),
     /// Follow the event log.
     Events(EventsArgs),
+    /// Watch coordination through a source and write one observation per event.
+    Sentinel(SentinelArgs),
     /// Publish a custom x.* event.
     Publish {
         /// The kind, x.something.
@@ -93,6 +95,31 @@ enum Cmd {
         #[command(flatten)]
         acting: Acting,
     },
+}
+
+#[derive(Args, Debug)]
+struct SentinelArgs {
+    /// Where events come from: fs-poll (scan a legacy root) or
+    /// event-manager (the daemon's log).
+    #[arg(long, env = "SENTINEL_SOURCE", default_value = "event-manager",
+          value_parser = ["fs-poll", "event-manager"])]
+    source: String,
+    /// The legacy coord root (fs-poll).
+    #[arg(long)]
+    coord_root: Option<PathBuf>,
+    /// jsonl:PATH, stdout or exec:CMD.
+    #[arg(long, default_value = "stdout")]
+    sink: String,
+    /// Pause between polls that found nothing [default: 2s for fs-poll, 200ms for event-manager].
+    #[arg(long, value_parser = duration)]
+    interval: Option<Duration>,
+    /// Cursor file of the event-manager source
+    /// [default: $XDG_STATE_HOME/coord/sentinel.cursor].
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Most events taken per poll.
+    #[arg(long)]
+    max_batch: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -419,6 +446,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Inbox(cmd) => inbox(&base, cmd, json).await,
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
         Cmd::Events(args) => events(&base, args).await,
+        Cmd::Sentinel(args) => sentinel(base, args).await,
         Cmd::Publish {
             kind,
             payload,
@@ -1017,6 +1045,81 @@ async fn events(base: &Client, args: EventsArgs) -> Result<ExitCode> {
                 s.view.locks.len(),
                 s.view.orders.len()
             ))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_state_file() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local").join("state"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("coord").join("sentinel.cursor")
+}
+
+async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
+    use coord_sentinel::sentinel::run;
+    use coord_sentinel::{EventManagerSource, FsPollSource, Sink, SinkSpec};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let spec: SinkSpec = args
+        .sink
+        .parse()
+        .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?;
+    let mut sink = Sink::open(&spec)
+        .await
+        .with_context(|| format!("opening the sink {}", args.sink))?;
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match args.source.as_str() {
+        "fs-poll" => {
+            let root = args.coord_root.ok_or_else(|| {
+                anyhow!(Exit(
+                    code::INVALID,
+                    "--source fs-poll needs --coord-root DIR".into()
+                ))
+            })?;
+            let mut src = FsPollSource::new(root);
+            if let Some(n) = args.max_batch {
+                src = src.with_max_batch(n);
+            }
+            let interval = args.interval.unwrap_or(Duration::from_secs(2));
+            run(&mut src, &mut sink, interval, shutdown).await?;
+        }
+        _ => {
+            let state = args.state_file.unwrap_or_else(default_state_file);
+            let mut src = EventManagerSource::new(base, &state)?;
+            if let Some(n) = args.max_batch {
+                src = src.with_max_batch(n);
+            }
+            let interval = args.interval.unwrap_or(Duration::from_millis(200));
+            run(&mut src, &mut sink, interval, shutdown).await?;
+            // Everything returned was handled: remember it.
+            src.save()?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,4 +10,5 @@ mod compaction;
 mod crash;
 mod idempotency;
 mod main_job;
+mod sentinel;
 mod slow_subscriber;
