@@ -157,59 +157,48 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<(Option<Timestamp>, Draft)> {
     out
 }
 
-/// Scans a legacy coord root on every `poll()` and returns what changed
-/// since the previous scan.
-///
-/// A new source has seen nothing, so its first poll emits the whole
-/// current state as appearances (as the legacy poller did). Events carry
-/// the source's own `seq` (1, 2, … per process) and a `tx_id` that is a
-/// ULID monotonic within the source.
-///
-/// Cancel-safe: the scan runs on the blocking pool against a copy of the
-/// previous scan, and the result is committed only when `poll` returns.
-pub struct FsPollSource {
-    root: PathBuf,
-    name: String,
+/// The scan-and-diff engine shared by [`FsPollSource`] and
+/// `FsWatchSource`: the last scan, the events not yet returned, the source's
+/// own seq and its monotonic ULID generator.
+pub(crate) struct Scanner {
+    pub(crate) root: PathBuf,
+    source: &'static str,
     known: Root,
     pending: VecDeque<Event>,
     seq: u64,
     ids: ulid::Generator,
-    max_batch: Option<usize>,
+    pub(crate) max_batch: Option<usize>,
+    pub(crate) scanned: bool,
 }
 
-impl FsPollSource {
-    /// A source for the root at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        FsPollSource {
-            name: format!("{SOURCE}:{}", root.display()),
+impl Scanner {
+    pub(crate) fn new(root: PathBuf, source: &'static str) -> Self {
+        Scanner {
             root,
+            source,
             known: Root::default(),
             pending: VecDeque::new(),
             seq: 0,
             ids: ulid::Generator::new(),
             max_batch: None,
+            scanned: false,
         }
     }
 
-    /// Bounds one poll to `n` events (the rest come with the next polls,
-    /// before any new scan).
-    pub fn with_max_batch(mut self, n: usize) -> Self {
-        self.max_batch = Some(n.max(1));
-        self
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
-    fn take(&mut self) -> Vec<Event> {
+    /// Up to `max_batch` pending events.
+    pub(crate) fn take(&mut self) -> Vec<Event> {
         let n = self.max_batch.unwrap_or(usize::MAX).min(self.pending.len());
         self.pending.drain(..n).collect()
     }
-}
 
-impl SentinelEventSource for FsPollSource {
-    async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
-        if !self.pending.is_empty() {
-            return Ok(self.take());
-        }
+    /// Scans the root and queues the difference. Cancel-safe: the scan runs
+    /// on the blocking pool against a copy of the last one, and its result
+    /// is committed after the only await.
+    pub(crate) async fn rescan(&mut self) -> Result<(), SourceError> {
         let root = self.root.clone();
         let prev = self.known.clone();
         let (next, drafts) = tokio::task::spawn_blocking(move || {
@@ -219,8 +208,9 @@ impl SentinelEventSource for FsPollSource {
         })
         .await
         .map_err(|e| SourceError::Worker(e.to_string()))?;
-        // Commit: from here to the return there is no await.
+        // Commit: from here on there is no await.
         self.known = next;
+        self.scanned = true;
         let now = Timestamp::now();
         for (ts, d) in drafts {
             self.seq += 1;
@@ -230,13 +220,55 @@ impl SentinelEventSource for FsPollSource {
                 tx_id,
                 ts: ts.unwrap_or(now),
                 ingress_ts: now,
-                source: SOURCE.to_string(),
+                source: self.source.to_string(),
                 session_id: d.session_id,
                 resource: d.resource,
                 payload: d.payload,
             });
         }
-        Ok(self.take())
+        Ok(())
+    }
+}
+
+/// Scans a legacy coord root on every `poll()` and returns what changed
+/// since the previous scan.
+///
+/// A new source has seen nothing, so its first poll emits the whole
+/// current state as appearances (as the legacy poller did). Events carry
+/// the source's own `seq` (1, 2, … per process) and a `tx_id` that is a
+/// ULID monotonic within the source.
+///
+/// Cancel-safe: see `Scanner::rescan`; events leave the pending queue only
+/// when `poll` returns them.
+pub struct FsPollSource {
+    scanner: Scanner,
+    name: String,
+}
+
+impl FsPollSource {
+    /// A source for the root at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        FsPollSource {
+            name: format!("{SOURCE}:{}", root.display()),
+            scanner: Scanner::new(root, SOURCE),
+        }
+    }
+
+    /// Bounds one poll to `n` events (the rest come with the next polls,
+    /// before any new scan).
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.scanner.max_batch = Some(n.max(1));
+        self
+    }
+}
+
+impl SentinelEventSource for FsPollSource {
+    async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
+        if !self.scanner.has_pending() {
+            self.scanner.rescan().await?;
+        }
+        Ok(self.scanner.take())
     }
 
     fn name(&self) -> &str {

@@ -6,6 +6,7 @@
 //!   cancel-safe; `name()` is stable across restarts.
 //! * Sources: [`FsPollSource`] scans a legacy coord root
 //!   (`LEGACY_LAYOUT.md`) and diffs it with the previous scan;
+//!   [`FsWatchSource`] does the same when inotify says something changed;
 //!   [`EventManagerSource`] follows the daemon's log from a cursor kept in a
 //!   state file; `InMemorySource` (feature `testing`) is a test double.
 //! * [`legacy`] — the legacy file formats, parsed leniently (unknown fields
@@ -20,6 +21,7 @@
 
 mod event_manager;
 mod fs_poll;
+mod fs_watch;
 pub mod legacy;
 #[cfg(feature = "testing")]
 mod memory;
@@ -28,6 +30,7 @@ mod source;
 
 pub use event_manager::EventManagerSource;
 pub use fs_poll::FsPollSource;
+pub use fs_watch::FsWatchSource;
 #[cfg(feature = "testing")]
 pub use memory::{InMemoryHandle, InMemorySource};
 pub use sentinel::{handle_event, observe, Observation, Sink, SinkSpec};

@@ -99,10 +99,11 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct SentinelArgs {
-    /// Where events come from: fs-poll (scan a legacy root) or
-    /// event-manager (the daemon's log).
+    /// Where events come from: fs-poll (scan a legacy root on a timer),
+    /// fs-watch (rescan it when inotify reports a change) or event-manager
+    /// (the daemon's log).
     #[arg(long, env = "SENTINEL_SOURCE", default_value = "event-manager",
-          value_parser = ["fs-poll", "event-manager"])]
+          value_parser = ["fs-poll", "fs-watch", "event-manager"])]
     source: String,
     /// The legacy coord root (fs-poll).
     #[arg(long)]
@@ -110,7 +111,9 @@ struct SentinelArgs {
     /// jsonl:PATH, stdout or exec:CMD.
     #[arg(long, default_value = "stdout")]
     sink: String,
-    /// Pause between polls that found nothing [default: 2s for fs-poll, 200ms for event-manager].
+    /// Pause between polls that found nothing [default: 2s for fs-poll,
+    /// 200ms for event-manager; fs-watch waits for changes and also uses it
+    /// as its fallback polling interval].
     #[arg(long, value_parser = duration)]
     interval: Option<Duration>,
     /// Cursor file of the event-manager source
@@ -1065,7 +1068,7 @@ fn default_state_file() -> PathBuf {
 
 async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
     use coord_sentinel::sentinel::run;
-    use coord_sentinel::{EventManagerSource, FsPollSource, Sink, SinkSpec};
+    use coord_sentinel::{EventManagerSource, FsPollSource, FsWatchSource, Sink, SinkSpec};
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
