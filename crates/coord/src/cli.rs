@@ -1098,15 +1098,25 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
+    let root = || {
+        args.coord_root.clone().ok_or_else(|| {
+            anyhow!(Exit(
+                code::INVALID,
+                format!("--source {} needs --coord-root DIR", args.source)
+            ))
+        })
+    };
     match args.source.as_str() {
+        "fs-watch" => {
+            let mut src = FsWatchSource::new(root()?)
+                .with_poll_interval(args.interval.unwrap_or(Duration::from_secs(2)));
+            if let Some(n) = args.max_batch {
+                src = src.with_max_batch(n);
+            }
+            run(&mut src, &mut sink, Duration::ZERO, shutdown).await?;
+        }
         "fs-poll" => {
-            let root = args.coord_root.ok_or_else(|| {
-                anyhow!(Exit(
-                    code::INVALID,
-                    "--source fs-poll needs --coord-root DIR".into()
-                ))
-            })?;
-            let mut src = FsPollSource::new(root);
+            let mut src = FsPollSource::new(root()?);
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
