@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 /// resumes exactly where it stopped. A new state file starts from the
 /// beginning of the retained log.
 ///
+/// A poll holds a stream open until the first new event arrives (at most
+/// `idle_wait`), so an idle sentinel costs one parked connection, not a
+/// request loop, and a new event reaches it as soon as it commits.
+///
 /// Cancel-safe: the in-memory cursor moves only when `poll` returns; a
 /// dropped poll leaves it where it was and the daemon serves the same
 /// events again.
@@ -29,6 +33,8 @@ pub struct EventManagerSource {
     /// Extra query (`kinds=…`) passed to the stream.
     filter: String,
     max_batch: usize,
+    /// How long a poll waits for the first new event.
+    idle_wait: std::time::Duration,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -68,6 +74,7 @@ impl EventManagerSource {
             saved: cursor,
             filter: String::new(),
             max_batch: 1024,
+            idle_wait: std::time::Duration::from_secs(30),
         })
     }
 
@@ -80,6 +87,13 @@ impl EventManagerSource {
     /// Bounds one poll to `n` events (default 1,024).
     pub fn with_max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
+        self
+    }
+
+    /// How long a poll waits for a new event before answering "nothing
+    /// new" (default 30 s; the wait is a held-open stream, not a loop).
+    pub fn with_idle_wait(mut self, wait: std::time::Duration) -> Self {
+        self.idle_wait = wait;
         self
     }
 
@@ -121,13 +135,19 @@ impl SentinelEventSource for EventManagerSource {
     async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
         // The caller asking again acknowledges the previous batch.
         self.save()?;
-        let query = format!("since={}&follow=false{}", self.cursor, self.filter);
+        // Follow from the cursor: the first event may take up to
+        // `idle_wait` to come; whatever arrives right behind it joins the
+        // batch. The stream is dropped when the poll returns.
+        let query = format!("since={}{}", self.cursor, self.filter);
         let mut stream = self.client.events(&query).await?;
         let mut out = Vec::new();
+        let mut wait = self.idle_wait;
         while out.len() < self.max_batch {
-            let Some(line) = stream.next().await? else {
-                break;
+            let line = match tokio::time::timeout(wait, stream.next()).await {
+                Err(_) => break,
+                Ok(line) => line?,
             };
+            let Some(line) = line else { break };
             match line.item {
                 Ok(StreamItem::Event(e)) => out.push(e),
                 Ok(StreamItem::Snapshot(_)) => {}
@@ -138,6 +158,7 @@ impl SentinelEventSource for EventManagerSource {
                     })
                 }
             }
+            wait = std::time::Duration::from_millis(2);
         }
         // Commit: no await from here on.
         if let Some(last) = out.last() {

@@ -93,7 +93,7 @@ impl FsWatchSource {
             seen: 0,
             mode: Mode::Idle(Box::new(default_watcher)),
             settle: DEFAULT_SETTLE,
-            idle_wait: Duration::from_secs(1),
+            idle_wait: Duration::from_secs(30),
             poll_interval: Duration::from_secs(2),
         }
     }
@@ -105,7 +105,7 @@ impl FsWatchSource {
     }
 
     /// How long a poll waits for a change before answering "nothing new"
-    /// (default 1 s).
+    /// (default 30 s; it sleeps on the notification, it does not poll).
     pub fn with_idle_wait(mut self, wait: Duration) -> Self {
         self.idle_wait = wait;
         self

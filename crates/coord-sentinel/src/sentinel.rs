@@ -178,7 +178,10 @@ pub async fn run<S: SentinelEventSource>(
             }
             Err(e) => {
                 tracing::warn!(source = source.name(), error = %e, "poll failed; retrying");
-                backoff = (backoff * 2).clamp(interval, Duration::from_secs(30));
+                backoff = (backoff * 2).clamp(
+                    interval.max(Duration::from_millis(100)),
+                    Duration::from_secs(30),
+                );
                 backoff
             }
         };

@@ -111,9 +111,9 @@ struct SentinelArgs {
     /// jsonl:PATH, stdout or exec:CMD.
     #[arg(long, default_value = "stdout")]
     sink: String,
-    /// Pause between polls that found nothing [default: 2s for fs-poll,
-    /// 200ms for event-manager; fs-watch waits for changes and also uses it
-    /// as its fallback polling interval].
+    /// Pause between polls that found nothing [default: 2s for fs-poll].
+    /// fs-watch and event-manager wait for changes instead; fs-watch uses
+    /// it as its fallback polling interval.
     #[arg(long, value_parser = duration)]
     interval: Option<Duration>,
     /// Cursor file of the event-manager source
@@ -1129,8 +1129,7 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
-            let interval = args.interval.unwrap_or(Duration::from_millis(200));
-            run(&mut src, &mut sink, interval, shutdown).await?;
+            run(&mut src, &mut sink, Duration::ZERO, shutdown).await?;
             // Everything returned was handled: remember it.
             src.save()?;
         }

@@ -191,7 +191,9 @@ async fn every_source_loses_nothing_when_a_poll_is_dropped() {
         );
     }
     let client = coord_client::Client::new(d.socket.clone());
-    let mut em = EventManagerSource::new(client, d.dir.path().join("c")).expect("source");
+    let mut em = EventManagerSource::new(client, d.dir.path().join("c"))
+        .expect("source")
+        .with_idle_wait(Duration::from_millis(200));
     assert!(
         poll_once_and_drop(em.poll()).is_none(),
         "the first poll must wait for the socket"
