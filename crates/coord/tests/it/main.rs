@@ -10,5 +10,6 @@ mod compaction;
 mod crash;
 mod idempotency;
 mod main_job;
+mod parity;
 mod sentinel;
 mod slow_subscriber;
