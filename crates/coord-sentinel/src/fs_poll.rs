@@ -1,232 +1,53 @@
-//! [`FsPollSource`]: scan a legacy root, diff with the previous scan.
+//! [`FsPollSource`]: scan a legacy root on every poll, diff with the last
+//! scan. The scanning itself is `coord_legacy::Feed`; this module stamps
+//! its changes as events.
 
-use crate::legacy::{self, Root};
 use crate::source::{SentinelEventSource, SourceError};
-use coord_proto::{
-    DeregReason, DispatchIssue, Draft, Event, InboxDeliver, LockAcquire, LockMode, LockRelease,
-    Payload, ReleaseReason, SessionDereg, SessionHeartbeat, SessionRegister, Timestamp,
-    DEFAULT_SESSION_TTL_MS,
-};
-use std::collections::VecDeque;
+use coord_legacy::{Change, Feed};
+use coord_proto::{Event, Payload, Timestamp};
 use std::path::PathBuf;
 
 /// Source name of events derived by scanning.
 pub const SOURCE: &str = "fs-poll";
 
-/// The events that turn `prev` into `next`, in LEGACY_LAYOUT's fixed order:
-/// sessions, locks, inboxes, dispatch orders; by name within each. Each
-/// draft comes with the time it happened by the file's own clock, if the
-/// file says.
-pub fn diff(prev: &Root, next: &Root) -> Vec<(Option<Timestamp>, Draft)> {
-    let mut out = Vec::new();
-    let draft = |session: &str, resource: Option<&str>, payload| Draft {
-        session_id: Some(session.to_string()),
-        resource: resource.map(str::to_string),
-        payload,
-    };
-    let names: std::collections::BTreeSet<&String> =
-        prev.sessions.keys().chain(next.sessions.keys()).collect();
-    for id in names {
-        match (prev.sessions.get(id), next.sessions.get(id)) {
-            (None, Some(s)) => out.push((
-                s.started_at.or(s.last_heartbeat),
-                draft(
-                    id,
-                    None,
-                    Payload::SessionRegister(SessionRegister {
-                        role: s.role.clone(),
-                        task: s.task.clone(),
-                        blob: s.blob.clone(),
-                        phase: s.phase.clone(),
-                        pid: s.pid,
-                        parent_session: None,
-                        ttl_ms: DEFAULT_SESSION_TTL_MS,
-                        extra: s.extra.clone(),
-                    }),
-                ),
-            )),
-            (Some(a), Some(b)) if a.last_heartbeat != b.last_heartbeat || a.phase != b.phase => out
-                .push((
-                    b.last_heartbeat,
-                    draft(
-                        id,
-                        None,
-                        Payload::SessionHeartbeat(SessionHeartbeat {
-                            last_heartbeat: b.last_heartbeat.unwrap_or_default(),
-                            phase: b.phase.clone(),
-                        }),
-                    ),
-                )),
-            (Some(_), None) => out.push((
-                None,
-                draft(
-                    id,
-                    None,
-                    Payload::SessionDereg(SessionDereg {
-                        reason: DeregReason::Removed,
-                        exit_code: None,
-                    }),
-                ),
-            )),
-            _ => {}
-        }
-    }
-    let release = |l: &legacy::LockFile| {
-        (
-            None,
-            draft(
-                &l.owner_session,
-                Some(&l.resource),
-                Payload::LockRelease(LockRelease {
-                    resource: l.resource.clone(),
-                    owner_session: l.owner_session.clone(),
-                    reason: ReleaseReason::Released,
-                }),
-            ),
-        )
-    };
-    let acquire = |l: &legacy::LockFile| {
-        (
-            l.acquired_at,
-            draft(
-                &l.owner_session,
-                Some(&l.resource),
-                Payload::LockAcquire(LockAcquire {
-                    resource: l.resource.clone(),
-                    owner_session: l.owner_session.clone(),
-                    mode: LockMode::Exclusive,
-                    ttl_ms: None,
-                    extra: l.extra.clone(),
-                }),
-            ),
-        )
-    };
-    let dirs: std::collections::BTreeSet<&String> =
-        prev.locks.keys().chain(next.locks.keys()).collect();
-    for dir in dirs {
-        match (prev.locks.get(dir), next.locks.get(dir)) {
-            (None, Some(l)) => out.push(acquire(l)),
-            (Some(a), Some(b)) if a.owner_session != b.owner_session => {
-                out.push(release(a));
-                out.push(acquire(b));
-            }
-            (Some(a), None) => out.push(release(a)),
-            _ => {}
-        }
-    }
-    for ((to, msg_id), m) in &next.messages {
-        if prev.messages.contains_key(&(to.clone(), msg_id.clone())) {
-            continue;
-        }
-        out.push((
-            m.sent_at,
-            draft(
-                to,
-                None,
-                Payload::InboxDeliver(InboxDeliver {
-                    to_session: to.clone(),
-                    msg_id: msg_id.clone(),
-                    kind: m.kind.clone(),
-                    from_session: m.from_session.clone(),
-                    size: m.body.len() as u64,
-                    extra: m.extra.clone(),
-                }),
-            ),
-        ));
-    }
-    for (id, o) in &next.orders {
-        if prev.orders.contains_key(id) {
-            continue;
-        }
-        out.push((
-            o.issued_at,
-            draft(
-                &o.assignee,
-                None,
-                Payload::DispatchIssue(DispatchIssue {
-                    order_id: id.clone(),
-                    assignee: o.assignee.clone(),
-                    ticket: o.ticket.clone(),
-                    from_session: None,
-                    payload: o.payload.clone(),
-                    extra: o.extra.clone(),
-                }),
-            ),
-        ));
-    }
-    out
-}
-
-/// The scan-and-diff engine shared by [`FsPollSource`] and
-/// `FsWatchSource`: the last scan, the events not yet returned, the source's
-/// own seq and its monotonic ULID generator.
-pub(crate) struct Scanner {
-    pub(crate) root: PathBuf,
+/// Gives changes the envelope of events: the source's own `seq` (1, 2, …
+/// per process) and a `tx_id` that is a ULID monotonic within the source.
+pub(crate) struct Stamper {
     source: &'static str,
-    known: Root,
-    pending: VecDeque<Event>,
     seq: u64,
     ids: ulid::Generator,
-    pub(crate) max_batch: Option<usize>,
-    pub(crate) scanned: bool,
 }
 
-impl Scanner {
-    pub(crate) fn new(root: PathBuf, source: &'static str) -> Self {
-        Scanner {
-            root,
+impl Stamper {
+    pub(crate) fn new(source: &'static str) -> Self {
+        Stamper {
             source,
-            known: Root::default(),
-            pending: VecDeque::new(),
             seq: 0,
             ids: ulid::Generator::new(),
-            max_batch: None,
-            scanned: false,
         }
     }
 
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Up to `max_batch` pending events.
-    pub(crate) fn take(&mut self) -> Vec<Event> {
-        let n = self.max_batch.unwrap_or(usize::MAX).min(self.pending.len());
-        self.pending.drain(..n).collect()
-    }
-
-    /// Scans the root and queues the difference. Cancel-safe: the scan runs
-    /// on the blocking pool against a copy of the last one, and its result
-    /// is committed after the only await.
-    pub(crate) async fn rescan(&mut self) -> Result<(), SourceError> {
-        let root = self.root.clone();
-        let prev = self.known.clone();
-        let (next, drafts) = tokio::task::spawn_blocking(move || {
-            let next = legacy::scan(&root, &prev);
-            let drafts = diff(&prev, &next);
-            (next, drafts)
-        })
-        .await
-        .map_err(|e| SourceError::Worker(e.to_string()))?;
-        // Commit: from here on there is no await.
-        self.known = next;
-        self.scanned = true;
+    /// Stamps changes as events. A consumed message is dropped: the legacy
+    /// poller emitted nothing for it (only the daemon's bridge records it).
+    pub(crate) fn stamp(&mut self, changes: Vec<Change>) -> Vec<Event> {
         let now = Timestamp::now();
-        for (ts, d) in drafts {
-            self.seq += 1;
-            let tx_id = self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new());
-            self.pending.push_back(Event {
-                seq: self.seq,
-                tx_id,
-                ts: ts.unwrap_or(now),
-                ingress_ts: now,
-                source: self.source.to_string(),
-                session_id: d.session_id,
-                resource: d.resource,
-                payload: d.payload,
-            });
-        }
-        Ok(())
+        changes
+            .into_iter()
+            .filter(|c| !matches!(c.draft.payload, Payload::InboxAck(_)))
+            .map(|c| {
+                self.seq += 1;
+                Event {
+                    seq: self.seq,
+                    tx_id: self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new()),
+                    ts: c.ts.unwrap_or(now),
+                    ingress_ts: now,
+                    source: self.source.to_string(),
+                    session_id: c.draft.session_id,
+                    resource: c.draft.resource,
+                    payload: c.draft.payload,
+                }
+            })
+            .collect()
     }
 }
 
@@ -234,14 +55,13 @@ impl Scanner {
 /// since the previous scan.
 ///
 /// A new source has seen nothing, so its first poll emits the whole
-/// current state as appearances (as the legacy poller did). Events carry
-/// the source's own `seq` (1, 2, … per process) and a `tx_id` that is a
-/// ULID monotonic within the source.
+/// current state as appearances (as the legacy poller did).
 ///
-/// Cancel-safe: see `Scanner::rescan`; events leave the pending queue only
-/// when `poll` returns them.
+/// Cancel-safe: the feed commits a scan only after its last await, and
+/// stamping is synchronous.
 pub struct FsPollSource {
-    scanner: Scanner,
+    feed: Feed,
+    stamper: Stamper,
     name: String,
 }
 
@@ -251,24 +71,27 @@ impl FsPollSource {
         let root = root.into();
         FsPollSource {
             name: format!("{SOURCE}:{}", root.display()),
-            scanner: Scanner::new(root, SOURCE),
+            feed: Feed::polling(root),
+            stamper: Stamper::new(SOURCE),
         }
     }
 
     /// Bounds one poll to `n` events (the rest come with the next polls,
     /// before any new scan).
     pub fn with_max_batch(mut self, n: usize) -> Self {
-        self.scanner.max_batch = Some(n.max(1));
+        self.feed = self.feed.with_max_batch(n);
         self
     }
 }
 
 impl SentinelEventSource for FsPollSource {
     async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
-        if !self.scanner.has_pending() {
-            self.scanner.rescan().await?;
-        }
-        Ok(self.scanner.take())
+        let changes = self
+            .feed
+            .next()
+            .await
+            .map_err(|e| SourceError::Worker(e.to_string()))?;
+        Ok(self.stamper.stamp(changes))
     }
 
     fn name(&self) -> &str {
@@ -279,6 +102,7 @@ impl SentinelEventSource for FsPollSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coord_proto::DeregReason;
     use std::future::Future;
     use std::path::Path;
 

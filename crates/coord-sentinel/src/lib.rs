@@ -9,8 +9,6 @@
 //!   [`FsWatchSource`] does the same when inotify says something changed;
 //!   [`EventManagerSource`] follows the daemon's log from a cursor kept in a
 //!   state file; `InMemorySource` (feature `testing`) is a test double.
-//! * [`legacy`] — the legacy file formats, parsed leniently (unknown fields
-//!   kept as `extra`, half-written files reported as "not yet").
 //! * [`sentinel`] — [`Observation`]s, [`handle_event`] and the sinks
 //!   (`jsonl:PATH`, `stdout`, `exec:CMD`), and the loop that only calls
 //!   `poll()` and `handle_event`.
@@ -22,7 +20,6 @@
 mod event_manager;
 mod fs_poll;
 mod fs_watch;
-pub mod legacy;
 #[cfg(feature = "testing")]
 mod memory;
 pub mod sentinel;
