@@ -150,7 +150,7 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<Change> {
             ),
         });
     }
-    for ((to, msg_id), _) in &prev.messages {
+    for (to, msg_id) in prev.messages.keys() {
         if next.messages.contains_key(&(to.clone(), msg_id.clone())) {
             continue;
         }
