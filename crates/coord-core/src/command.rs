@@ -26,6 +26,8 @@ pub enum Command {
         parent_session: Option<String>,
         /// Lease, ms.
         ttl_ms: u64,
+        /// Legacy fields carried along (see the payload's `extra`).
+        extra: Map<String, Value>,
     },
     /// Renew a lease; logged when the phase changes (or always with
     /// `log_always`).
@@ -76,6 +78,8 @@ pub enum Command {
         ttl_ms: Option<u64>,
         /// Queue instead of failing.
         wait: bool,
+        /// Legacy fields carried along (see the payload's `extra`).
+        extra: Map<String, Value>,
     },
     /// Let go of a lock (`force`: on behalf of an admin).
     Release {
@@ -118,6 +122,8 @@ pub enum Command {
         from_session: Option<String>,
         /// Body length, bytes.
         size: u64,
+        /// Legacy fields carried along (see the payload's `extra`).
+        extra: Map<String, Value>,
     },
     /// Ack a message.
     AckMessage {
@@ -138,6 +144,8 @@ pub enum Command {
         from_session: Option<String>,
         /// Free JSON.
         payload: Option<Value>,
+        /// Legacy fields carried along (see the payload's `extra`).
+        extra: Map<String, Value>,
     },
     /// The assignee takes an order.
     AckOrder {

@@ -30,6 +30,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             pid,
             parent_session,
             ttl_ms,
+            extra,
         } => {
             id("session_id", session_id)?;
             text("role", role)?;
@@ -65,7 +66,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     pid: *pid,
                     parent_session: parent_session.clone(),
                     ttl_ms: *ttl_ms,
-                    extra: Default::default(),
+                    extra: extra.clone(),
                 }),
             }]))
         }
@@ -128,7 +129,8 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             mode,
             ttl_ms,
             wait,
-        } => acquire(view, session_id, resource, *mode, *ttl_ms, *wait),
+            extra,
+        } => acquire(view, session_id, resource, (*mode, *ttl_ms, *wait), extra),
         Command::Release {
             session_id,
             resource,
@@ -237,6 +239,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             kind,
             from_session,
             size,
+            extra,
         } => {
             id("msg_id", msg_id)?;
             text("kind", kind)?;
@@ -264,7 +267,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     kind: kind.clone(),
                     from_session: from_session.clone(),
                     size: *size,
-                    extra: Default::default(),
+                    extra: extra.clone(),
                 }),
             }]))
         }
@@ -297,6 +300,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             ticket,
             from_session,
             payload,
+            extra,
         } => {
             id("order_id", order_id)?;
             text("ticket", ticket)?;
@@ -320,7 +324,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     ticket: ticket.clone(),
                     from_session: from_session.clone(),
                     payload: payload.clone(),
-                    extra: Default::default(),
+                    extra: extra.clone(),
                 }),
             }]))
         }
@@ -394,9 +398,8 @@ fn acquire(
     view: &View,
     session_id: &str,
     resource: &str,
-    mode: LockMode,
-    ttl_ms: Option<u64>,
-    wait: bool,
+    (mode, ttl_ms, wait): (LockMode, Option<u64>, bool),
+    extra: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Outcome> {
     session(view, session_id)?;
     res(resource)?;
@@ -458,7 +461,7 @@ fn acquire(
                 owner_session: session_id.to_string(),
                 mode,
                 ttl_ms,
-                extra: Default::default(),
+                extra: extra.clone(),
             }))],
             reply: Reply::Granted,
         });

@@ -75,6 +75,7 @@ pub fn apply(state: &mut State, event: &Event) {
                         registered_seq: event.seq,
                         registered_at: event.ts,
                         last_heartbeat: event.ts,
+                        source: event.source.clone(),
                     },
                 );
             }

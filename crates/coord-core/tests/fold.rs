@@ -40,6 +40,7 @@ fn command() -> impl Strategy<Value = Command> {
                 pid,
                 parent_session: None,
                 ttl_ms: ttl,
+                extra: Default::default(),
             }
         }),
         (sid(), proptest::option::of("[a-c]")).prop_map(|(s, phase)| Command::Heartbeat {
@@ -74,7 +75,8 @@ fn command() -> impl Strategy<Value = Command> {
                 resource: r,
                 mode: m,
                 ttl_ms: ttl,
-                wait
+                wait,
+                extra: Default::default(),
             }),
         (sid(), resource(), any::<bool>()).prop_map(|(s, r, force)| Command::Release {
             session_id: s,
@@ -97,7 +99,8 @@ fn command() -> impl Strategy<Value = Command> {
             msg_id: m,
             kind: "note".into(),
             from_session: Some(from),
-            size: 3
+            size: 3,
+            extra: Default::default(),
         }),
         (sid(), "[a-c]").prop_map(|(s, m)| Command::AckMessage {
             session_id: s,
@@ -108,7 +111,8 @@ fn command() -> impl Strategy<Value = Command> {
             assignee: a,
             ticket: "T-1".into(),
             from_session: None,
-            payload: None
+            payload: None,
+            extra: Default::default(),
         }),
         ("o[0-2]", sid()).prop_map(|(o, s)| Command::AckOrder {
             order_id: o,
@@ -264,6 +268,7 @@ fn reg(s: &str) -> Command {
         pid: None,
         parent_session: None,
         ttl_ms: 30_000,
+        extra: Default::default(),
     }
 }
 
@@ -274,6 +279,7 @@ fn acq(s: &str, mode: LockMode) -> Command {
         mode,
         ttl_ms: None,
         wait: true,
+        extra: Default::default(),
     }
 }
 

@@ -129,7 +129,7 @@ async fn versions(req: axum::extract::Request, next: axum::middleware::Next) -> 
 fn write(cmd: Command, tx_id: Option<ulid::Ulid>, ts: Option<Timestamp>) -> Write {
     Write {
         cmd,
-        source: "api".to_string(),
+        source: crate::writer::API.to_string(),
         tx_id,
         ts: ts.unwrap_or_else(Timestamp::now),
         extras: Extras::default(),
@@ -253,6 +253,7 @@ async fn register<L: EventLog + Clone>(
             pid: req.pid,
             parent_session: req.parent_session,
             ttl_ms,
+            extra: Default::default(),
         },
         req.tx_id,
         req.ts,
@@ -433,6 +434,7 @@ async fn acquire<L: EventLog + Clone>(
         mode: req.mode,
         ttl_ms: req.ttl_ms,
         wait: req.wait_ms > 0,
+        extra: Default::default(),
     };
     let (tx, mut rx) = oneshot::channel();
     let mut w = write(cmd.clone(), req.tx_id, req.ts);
@@ -593,6 +595,7 @@ async fn send<L: EventLog + Clone>(
             kind: req.kind.unwrap_or_else(|| "message".into()),
             from_session: req.from_session,
             size: req.body.len() as u64,
+            extra: Default::default(),
         },
         req.tx_id,
         req.ts,
@@ -699,6 +702,7 @@ async fn issue<L: EventLog + Clone>(
                 ticket: req.ticket,
                 from_session: req.from_session,
                 payload: req.payload,
+                extra: Default::default(),
             },
             req.tx_id,
             req.ts,

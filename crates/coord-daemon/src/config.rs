@@ -23,6 +23,8 @@ pub struct Config {
     /// Most connections served at once (streams included); more wait in
     /// the accept queue.
     pub max_connections: usize,
+    /// Bridge a legacy coord root into the log.
+    pub legacy: Option<crate::BridgeConfig>,
 }
 
 impl Config {
@@ -37,6 +39,7 @@ impl Config {
             log_heartbeats: false,
             ring_capacity: 8_192,
             max_connections: 16_384,
+            legacy: None,
         }
     }
 }

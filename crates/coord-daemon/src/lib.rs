@@ -13,6 +13,8 @@
 //! * `http` — request extraction (JSON bodies, tokens) and error answers;
 //! * `server` — the socket (permissions, peer uid, stale files), the accept
 //!   loop and graceful shutdown;
+//! * `bridge` — the legacy bridge: a legacy coord root's changes become
+//!   commands;
 //! * `pidfd`, `tokens` — process-exit notification and session tokens.
 //!
 //! The crate must not decide what is valid (that is coord-core) or how
@@ -20,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod bridge;
 mod config;
 mod http;
 mod hub;
@@ -28,6 +31,7 @@ mod server;
 mod tokens;
 mod writer;
 
+pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};
 pub use server::{run, ServeError};
 

@@ -129,6 +129,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         log_heartbeats: config.log_heartbeats,
     });
     let router = api::router(app.clone());
+    let bridge = config.legacy.clone().map(|b| {
+        tokio::spawn(crate::bridge::run(
+            b,
+            app.writer.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
@@ -200,6 +207,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "connections still open after the drain window; closing them"
         );
         conns.abort_all();
+    }
+    if let Some(b) = bridge {
+        // The bridge stops at the shutdown notice; its last write is
+        // answered because the writer is still running.
+        let _ = b.await;
     }
     drop(router);
     drop(app);

@@ -37,6 +37,9 @@ const QUEUE: usize = 16_384;
 /// Source name of events the daemon makes itself (timers, pidfd, start).
 pub const LIFECYCLE: &str = "lifecycle";
 
+/// Source name of writes that came through the HTTP API.
+pub const API: &str = "api";
+
 /// What a committed write answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Committed {
@@ -727,7 +730,9 @@ impl<L: EventLog + Clone> Writer<L> {
                     if let Some(hash) = w.extras.token_hash.take() {
                         self.tokens.put(session_id, hash);
                     }
-                    if let Some(pid) = pid {
+                    // A bridged session's pid is what its file says, maybe
+                    // of another machine: only API sessions are watched.
+                    if let (Some(pid), true) = (pid, w.source == API) {
                         let fd = w.extras.pidfd.take();
                         self.watch_pid(session_id.clone(), seq, *pid, fd);
                     }
@@ -810,7 +815,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 },
                 now + Duration::from_millis(s.ttl_ms),
             );
-            if let Some(pid) = s.pid {
+            if let (Some(pid), true) = (s.pid, s.source == API || s.source.is_empty()) {
                 self.watch_pid(s.session_id.clone(), s.registered_seq, pid, None);
             }
         }

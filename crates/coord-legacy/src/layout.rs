@@ -237,3 +237,37 @@ where
         out.insert(k.clone(), v.clone());
     }
 }
+
+/// Characters a lock directory name keeps as they are; everything else is
+/// percent-encoded, as the legacy writers do (`quote(resource, safe="")`).
+const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The directory name of a lock on `resource` (`src/main.rs` →
+/// `src%2Fmain.rs`).
+pub fn encode_resource(resource: &str) -> String {
+    percent_encoding::utf8_percent_encode(resource, KEEP).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_encode_like_the_legacy_writers() {
+        assert_eq!(encode_resource("src/main.rs"), "src%2Fmain.rs");
+        assert_eq!(encode_resource("ci/run%weird"), "ci%2Frun%25weird");
+        assert_eq!(encode_resource("docs/api v2.md"), "docs%2Fapi%20v2.md");
+        let dir = encode_resource("a/b c%d");
+        assert_eq!(
+            percent_encoding::percent_decode_str(&dir)
+                .decode_utf8()
+                .ok()
+                .as_deref(),
+            Some("a/b c%d")
+        );
+    }
+}

@@ -32,6 +32,10 @@ pub struct Session {
     pub registered_at: Timestamp,
     /// Last logged heartbeat (registration time until one is logged).
     pub last_heartbeat: Timestamp,
+    /// Who registered it (`api`, `fs-watch`, `fs-poll`, …). Only sessions
+    /// registered through the API have their pid watched.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// One holder of a lock.

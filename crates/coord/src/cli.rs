@@ -152,6 +152,19 @@ struct DaemonArgs {
     /// the store.
     #[arg(long, default_value_t = 8_192)]
     ring_events: usize,
+    /// Bridge this legacy coord root into the log (sessions, locks, inbox
+    /// files and dispatch orders become events).
+    #[arg(long)]
+    legacy_root: Option<PathBuf>,
+    /// How the bridge sees changes: watch (inotify) or poll.
+    #[arg(long, default_value = "watch", value_parser = ["watch", "poll"])]
+    legacy_mode: String,
+    /// Rescan interval of the bridge when polling.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    legacy_interval: Duration,
+    /// Lease of bridged sessions (renewed by their heartbeats).
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    legacy_ttl: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -505,6 +518,17 @@ async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
     config.ring_capacity = args.ring_events.max(1);
+    if let Some(root) = args.legacy_root {
+        config.legacy = Some(coord_daemon::BridgeConfig {
+            root,
+            mode: args
+                .legacy_mode
+                .parse()
+                .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?,
+            poll_interval: args.legacy_interval,
+            ttl_ms: ms(args.legacy_ttl).max(coord_proto::MIN_SESSION_TTL_MS),
+        });
+    }
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod basics;
+mod bridge;
 mod compaction;
 mod crash;
 mod idempotency;

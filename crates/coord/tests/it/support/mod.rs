@@ -488,3 +488,13 @@ impl Drop for Unread {
         let _ = self.child.wait();
     }
 }
+
+impl Daemon {
+    /// Starts a daemon in the temp dir of a stopped one, with other flags.
+    pub fn start_in(mut old: Daemon, extra: &[&str]) -> Daemon {
+        old.child.take();
+        old.extra = extra.iter().map(|s| s.to_string()).collect();
+        old.restart();
+        old
+    }
+}
