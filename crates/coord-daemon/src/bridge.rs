@@ -211,6 +211,13 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, mut shutdown: watch
             }
         };
         let idle = changes.is_empty();
+        // A session file and its lock records that vanish in one scan mean
+        // "released, then gone": deregistrations go last, so the locks are
+        // released for what they were (`released`, not `owner_gone`).
+        let (deregs, mut changes): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| matches!(c.draft.payload, Payload::SessionDereg(_)));
+        changes.extend(deregs);
         for change in changes {
             let ts = change.ts.unwrap_or_else(Timestamp::now);
             let Some((cmd, extras)) = command(change, config.ttl_ms) else {

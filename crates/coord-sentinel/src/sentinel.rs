@@ -146,9 +146,10 @@ pub async fn handle_event(e: &Event, sink: &mut Sink) -> std::io::Result<()> {
     sink.write(&observe(e)).await
 }
 
-/// Runs a sentinel until `shutdown` resolves: poll, handle every event,
-/// sleep `interval` when there was nothing new. A failing poll is logged and
-/// retried with backoff (up to 30 s); it loses nothing.
+/// Runs a sentinel until `shutdown` resolves: poll, handle every event
+/// whose kind matches one of `kinds` (globs; empty = all), sleep `interval`
+/// when there was nothing new. A failing poll is logged and retried with
+/// backoff (up to 30 s); it loses nothing.
 ///
 /// # Errors
 /// The sink failed.
@@ -156,6 +157,7 @@ pub async fn run<S: SentinelEventSource>(
     source: &mut S,
     sink: &mut Sink,
     interval: Duration,
+    kinds: &[String],
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -168,7 +170,13 @@ pub async fn run<S: SentinelEventSource>(
         let wait = match polled {
             Ok(events) => {
                 backoff = interval;
-                for e in &events {
+                let wanted = |e: &&Event| {
+                    kinds.is_empty()
+                        || kinds
+                            .iter()
+                            .any(|k| coord_proto::ids::glob_match(k, e.kind()))
+                };
+                for e in events.iter().filter(wanted) {
                     handle_event(e, sink).await?;
                 }
                 if !events.is_empty() {

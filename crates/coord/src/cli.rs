@@ -123,6 +123,9 @@ struct SentinelArgs {
     /// Most events taken per poll.
     #[arg(long)]
     max_batch: Option<usize>,
+    /// Only observe kinds matching these globs (repeatable): --kind 'lock.*'.
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1137,7 +1140,7 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
-            run(&mut src, &mut sink, Duration::ZERO, shutdown).await?;
+            run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
         }
         "fs-poll" => {
             let mut src = FsPollSource::new(root()?);
@@ -1145,15 +1148,19 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
                 src = src.with_max_batch(n);
             }
             let interval = args.interval.unwrap_or(Duration::from_secs(2));
-            run(&mut src, &mut sink, interval, shutdown).await?;
+            run(&mut src, &mut sink, interval, &args.kinds, shutdown).await?;
         }
         _ => {
             let state = args.state_file.unwrap_or_else(default_state_file);
+            let kinds: Vec<&str> = args.kinds.iter().map(String::as_str).collect();
             let mut src = EventManagerSource::new(base, &state)?;
+            if !kinds.is_empty() {
+                src = src.with_kinds(&kinds);
+            }
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
-            run(&mut src, &mut sink, Duration::ZERO, shutdown).await?;
+            run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
             // Everything returned was handled: remember it.
             src.save()?;
         }
