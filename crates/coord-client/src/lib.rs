@@ -410,6 +410,21 @@ impl Client {
         self.post("/v1/events", req).await
     }
 
+    /// `POST /v1/admin/export` (admin token): writes the view into a
+    /// legacy root once; answers `{"written":…,"removed":…,"unchanged":…}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `admin_required`.
+    pub async fn export_legacy(&self, root: &Path) -> Result<serde_json::Value> {
+        Ok(self
+            .post(
+                "/v1/admin/export",
+                &serde_json::json!({ "legacy_root": root }),
+            )
+            .await?
+            .body)
+    }
+
     /// `GET /v1/snapshot`.
     ///
     /// # Errors

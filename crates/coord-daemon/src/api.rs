@@ -84,6 +84,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/dispatch/{id}/complete", post(order_complete::<L>))
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))
+        .route("/v1/admin/export", post(export_legacy::<L>))
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -1223,5 +1224,41 @@ impl<L: EventLog + Clone> Subscription<L> {
                 }
             }
         }
+    }
+}
+
+/// `POST /v1/admin/export`: write the view into a legacy root once.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    legacy_root: PathBuf,
+}
+
+async fn export_legacy<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ExportRequest>,
+) -> ApiResult {
+    require_admin(&app, &headers)?;
+    if !req.legacy_root.is_absolute() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "legacy_root must be an absolute path",
+        )
+        .with("field", "legacy_root"));
+    }
+    let exporter = coord_legacy::Exporter::new(&req.legacy_root);
+    let (_, r) = crate::export::export_once(exporter, &app.writer, &app.store).await;
+    match r {
+        Ok(rep) => ok(&serde_json::json!({
+            "legacy_root": req.legacy_root,
+            "written": rep.written,
+            "removed": rep.removed,
+            "unchanged": rep.unchanged,
+        })),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("export to {} failed: {e}", req.legacy_root.display()),
+        )),
     }
 }

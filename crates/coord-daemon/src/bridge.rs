@@ -70,7 +70,8 @@ pub struct BridgeConfig {
     pub ttl_ms: u64,
 }
 
-fn is_bridged(source: &str) -> bool {
+/// True for the sources the bridge writes with.
+pub fn is_bridged(source: &str) -> bool {
     source == "fs-watch" || source == "fs-poll"
 }
 
@@ -180,6 +181,29 @@ fn command(change: Change, ttl_ms: u64) -> Option<(Command, Extras)> {
     Some((cmd, extras))
 }
 
+/// True if the change is about a live session that did not come from a
+/// legacy root (its file can only be an export of it).
+async fn foreign(writer: &WriterHandle, change: &Change) -> bool {
+    let owner = match &change.draft.payload {
+        Payload::SessionRegister(_) | Payload::SessionHeartbeat(_) | Payload::SessionDereg(_) => {
+            change.draft.session_id.clone()
+        }
+        Payload::LockAcquire(p) => Some(p.owner_session.clone()),
+        Payload::LockRelease(p) => Some(p.owner_session.clone()),
+        _ => None,
+    };
+    let Some(owner) = owner else { return false };
+    writer
+        .read(move |s| {
+            s.view
+                .sessions
+                .get(&owner)
+                .is_some_and(|x| !is_bridged(&x.source))
+        })
+        .await
+        .unwrap_or(false)
+}
+
 /// Runs the bridge until `shutdown` turns true.
 pub async fn run(config: BridgeConfig, writer: WriterHandle, mut shutdown: watch::Receiver<bool>) {
     let source = config.mode.source();
@@ -219,6 +243,11 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, mut shutdown: watch
             .partition(|c| matches!(c.draft.payload, Payload::SessionDereg(_)));
         changes.extend(deregs);
         for change in changes {
+            if foreign(&writer, &change).await {
+                // The file is an export of a session that lives in the log
+                // (an API session): importing it would feed the export back.
+                continue;
+            }
             let ts = change.ts.unwrap_or_else(Timestamp::now);
             let Some((cmd, extras)) = command(change, config.ttl_ms) else {
                 continue;

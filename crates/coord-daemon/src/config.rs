@@ -25,6 +25,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Bridge a legacy coord root into the log.
     pub legacy: Option<crate::BridgeConfig>,
+    /// Keep this directory a legacy-layout copy of the view.
+    pub export_legacy: Option<PathBuf>,
 }
 
 impl Config {
@@ -40,6 +42,7 @@ impl Config {
             ring_capacity: 8_192,
             max_connections: 16_384,
             legacy: None,
+            export_legacy: None,
         }
     }
 }

@@ -15,6 +15,8 @@
 //!   loop and graceful shutdown;
 //! * `bridge` — the legacy bridge: a legacy coord root's changes become
 //!   commands;
+//! * `export` — the view written out in the legacy layout (on request and,
+//!   debounced, after commits);
 //! * `pidfd`, `tokens` — process-exit notification and session tokens.
 //!
 //! The crate must not decide what is valid (that is coord-core) or how
@@ -24,6 +26,7 @@
 mod api;
 mod bridge;
 mod config;
+mod export;
 mod http;
 mod hub;
 mod pidfd;

@@ -129,6 +129,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         log_heartbeats: config.log_heartbeats,
     });
     let router = api::router(app.clone());
+    let exporter = config.export_legacy.clone().map(|root| {
+        tokio::spawn(crate::export::run(
+            root,
+            app.writer.clone(),
+            store.clone(),
+            app.hub.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     let bridge = config.legacy.clone().map(|b| {
         tokio::spawn(crate::bridge::run(
             b,
@@ -207,6 +216,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "connections still open after the drain window; closing them"
         );
         conns.abort_all();
+    }
+    if let Some(e) = exporter {
+        let _ = e.await;
     }
     if let Some(b) = bridge {
         // The bridge stops at the shutdown notice; its last write is

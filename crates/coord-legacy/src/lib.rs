@@ -7,7 +7,9 @@
 //!   fixed order;
 //! * [`Feed`] — a cancel-safe stream of changes, by polling or by inotify
 //!   (through `notify`, with a settle window, overflow rescans and a
-//!   polling fallback).
+//!   polling fallback);
+//! * [`Exporter`] — a view written back out in the layout, atomically,
+//!   touching only files it wrote.
 //!
 //! Both the sentinel's file sources and the daemon's bridge read the root
 //! through this crate, so the two cannot disagree about what a change is.
@@ -15,8 +17,10 @@
 #![deny(missing_docs)]
 
 pub mod diff;
+mod export;
 mod feed;
 pub mod layout;
 
 pub use diff::{diff, Change};
+pub use export::{ExportReport, Exporter, Skip};
 pub use feed::{Feed, FeedError, Shared, WatcherFactory, DEFAULT_SETTLE};

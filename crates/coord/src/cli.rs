@@ -82,6 +82,12 @@ enum Cmd {
     Events(EventsArgs),
     /// Watch coordination through a source and write one observation per event.
     Sentinel(SentinelArgs),
+    /// Write the current view into a legacy coord root (once).
+    Export {
+        /// The root to write (created if missing).
+        #[arg(long)]
+        legacy_root: PathBuf,
+    },
     /// Publish a custom x.* event.
     Publish {
         /// The kind, x.something.
@@ -168,6 +174,10 @@ struct DaemonArgs {
     /// Lease of bridged sessions (renewed by their heartbeats).
     #[arg(long, default_value = "24h", value_parser = duration)]
     legacy_ttl: Duration,
+    /// Keep DIR a legacy-layout copy of the view (may be the --legacy-root:
+    /// bridged objects are left to their own writers, so nothing feeds back).
+    #[arg(long)]
+    export_legacy: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -466,6 +476,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
         Cmd::Events(args) => events(&base, args).await,
         Cmd::Sentinel(args) => sentinel(base, args).await,
+        Cmd::Export { legacy_root } => {
+            let root = std::path::absolute(&legacy_root)
+                .with_context(|| format!("resolving {}", legacy_root.display()))?;
+            let r = base
+                .clone()
+                .with_admin_token(Some(admin_token(&socket)?))
+                .export_legacy(&root)
+                .await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                output::line(&format!(
+                    "exported to {}: {} written, {} removed, {} unchanged",
+                    root.display(),
+                    r["written"],
+                    r["removed"],
+                    r["unchanged"]
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Publish {
             kind,
             payload,
@@ -521,6 +552,7 @@ async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
     config.ring_capacity = args.ring_events.max(1);
+    config.export_legacy = args.export_legacy;
     if let Some(root) = args.legacy_root {
         config.legacy = Some(coord_daemon::BridgeConfig {
             root,
