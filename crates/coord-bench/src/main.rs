@@ -545,7 +545,12 @@ async fn legacy(coord: &Path, source: &str, peers: usize, seconds: u64, idle: u6
                     if let Ok(text) = std::fs::read_to_string(&sink) {
                         let now = now_ns();
                         for line in text[seen.min(text.len())..].lines() {
-                            if let Some(n) = line.split("is now p").nth(1).and_then(|r| r.split('"').next()).and_then(|n| n.parse().ok()) {
+                            if let Some(n) = line
+                                .split("is now p")
+                                .nth(1)
+                                .and_then(|r| r.split('"').next())
+                                .and_then(|n| n.parse().ok())
+                            {
                                 arrivals.lock().map(|mut a| a.insert(n, now)).ok();
                             }
                         }
@@ -558,22 +563,35 @@ async fn legacy(coord: &Path, source: &str, peers: usize, seconds: u64, idle: u6
         }
         "bridge" => {
             let root_s = root.to_str().unwrap_or("").to_string();
-            let d = Daemon::start(coord, &["--legacy-root", &root_s, "--legacy-mode", "watch"]).await?;
+            let d =
+                Daemon::start(coord, &["--legacy-root", &root_s, "--legacy-mode", "watch"]).await?;
             let mut c = Conn::open(&d.socket).await?;
-            let resp = c.send("GET", "/v1/events?since=0&kinds=session.heartbeat", Bytes::new()).await?;
+            let resp = c
+                .send(
+                    "GET",
+                    "/v1/events?since=0&kinds=session.heartbeat",
+                    Bytes::new(),
+                )
+                .await?;
             let mut body = resp.into_body();
             let arrivals = arrivals.clone();
             tokio::spawn(async move {
                 let _keep = c;
                 let mut buf = Vec::new();
                 while let Some(Ok(frame)) = body.frame().await {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     let now = now_ns();
                     buf.extend_from_slice(&data);
                     while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=pos).collect();
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
-                            if let Some(n) = v["payload"]["phase"].as_str().and_then(|p| p.strip_prefix('p')).and_then(|n| n.parse().ok()) {
+                            if let Some(n) = v["payload"]["phase"]
+                                .as_str()
+                                .and_then(|p| p.strip_prefix('p'))
+                                .and_then(|n| n.parse().ok())
+                            {
                                 arrivals.lock().map(|mut a| a.insert(n, now)).ok();
                             }
                         }

@@ -38,11 +38,25 @@ pub enum FeedError {
 }
 
 /// What the notify callback shares with the feed.
-#[derive(Default)]
 pub struct Shared {
     generation: AtomicU64,
     overflows: AtomicU64,
+    /// When the last notification came, in ns since `epoch`.
+    last_ns: AtomicU64,
+    epoch: std::time::Instant,
     wake: tokio::sync::Notify,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            generation: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 impl Shared {
@@ -60,6 +74,8 @@ impl Shared {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "watch error; rescanning"),
         }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.last_ns.fetch_max(now, Ordering::AcqRel);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
     }
@@ -274,17 +290,19 @@ impl Feed {
     }
 }
 
-/// Waits until the change counter stops moving for one settle window (at
-/// most ten windows), and returns the generation the scan covers.
+/// Waits until one settle window has passed since the last notification
+/// (at most ten windows in all, so a constant storm still gets scanned),
+/// and returns the generation the scan covers.
 async fn settled(shared: &Shared, settle: Duration) -> u64 {
-    let mut last = shared.generation.load(Ordering::Acquire);
-    for _ in 0..10 {
-        tokio::time::sleep(settle).await;
-        let now = shared.generation.load(Ordering::Acquire);
-        if now == last {
+    let started = std::time::Instant::now();
+    loop {
+        let last = Duration::from_nanos(shared.last_ns.load(Ordering::Acquire));
+        let quiet_at = last + settle;
+        let now = shared.epoch.elapsed();
+        if now >= quiet_at || started.elapsed() >= settle * 10 {
             break;
         }
-        last = now;
+        tokio::time::sleep(quiet_at - now).await;
     }
     shared.generation.load(Ordering::Acquire)
 }

@@ -2,7 +2,7 @@
 //!
 //! A thin binary: it parses arguments (clap), calls coord-client or
 //! coord-daemon, and turns results into output and exit codes
-//! (`docs/PROTOCOL.md` §10). Logic about sessions, locks and the log lives
+//! (`docs/PROTOCOL.md` §11). Logic about sessions, locks and the log lives
 //! in the library crates, never here.
 
 mod cli;

@@ -1,11 +1,11 @@
 //! Output and exit codes: tables for people, JSON for scripts, and the
-//! documented exit codes of PROTOCOL §10.
+//! documented exit codes of PROTOCOL §11.
 
 use coord_client::ClientError;
 use coord_proto::{ErrorCode, Event};
 use std::io::Write;
 
-/// Exit codes (PROTOCOL §10).
+/// Exit codes (PROTOCOL §11).
 pub mod code {
     /// Any other error.
     pub const ERROR: u8 = 1;
