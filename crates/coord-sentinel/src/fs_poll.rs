@@ -10,26 +10,42 @@ use std::path::PathBuf;
 /// Source name of events derived by scanning.
 pub const SOURCE: &str = "fs-poll";
 
-/// Gives changes the envelope of events: the source's own `seq` (1, 2, …
+/// A feed of changes presented as events: the source's own `seq` (1, 2, …
 /// per process) and a `tx_id` that is a ULID monotonic within the source.
-pub(crate) struct Stamper {
+/// Shared by [`FsPollSource`] and [`crate::FsWatchSource`].
+///
+/// Cancel-safe: the feed commits a scan only after its last await, and
+/// stamping is synchronous.
+pub(crate) struct FeedSource {
+    pub(crate) feed: Feed,
     source: &'static str,
+    name: String,
     seq: u64,
     ids: ulid::Generator,
 }
 
-impl Stamper {
-    pub(crate) fn new(source: &'static str) -> Self {
-        Stamper {
+impl FeedSource {
+    pub(crate) fn new(feed: Feed, source: &'static str) -> Self {
+        FeedSource {
+            name: format!("{source}:{}", feed.root().display()),
+            feed,
             source,
             seq: 0,
             ids: ulid::Generator::new(),
         }
     }
 
+    /// The same source over a reconfigured feed.
+    pub(crate) fn map_feed(self, f: impl FnOnce(Feed) -> Feed) -> Self {
+        FeedSource {
+            feed: f(self.feed),
+            ..self
+        }
+    }
+
     /// Stamps changes as events. A consumed message is dropped: the legacy
     /// poller emitted nothing for it (only the daemon's bridge records it).
-    pub(crate) fn stamp(&mut self, changes: Vec<Change>) -> Vec<Event> {
+    fn stamp(&mut self, changes: Vec<Change>) -> Vec<Event> {
         let now = Timestamp::now();
         changes
             .into_iter()
@@ -51,51 +67,50 @@ impl Stamper {
     }
 }
 
-/// Scans a legacy coord root on every `poll()` and returns what changed
-/// since the previous scan.
-///
-/// A new source has seen nothing, so its first poll emits the whole
-/// current state as appearances (as the legacy poller did).
-///
-/// Cancel-safe: the feed commits a scan only after its last await, and
-/// stamping is synchronous.
-pub struct FsPollSource {
-    feed: Feed,
-    stamper: Stamper,
-    name: String,
-}
-
-impl FsPollSource {
-    /// A source for the root at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        FsPollSource {
-            name: format!("{SOURCE}:{}", root.display()),
-            feed: Feed::polling(root),
-            stamper: Stamper::new(SOURCE),
-        }
-    }
-
-    /// Bounds one poll to `n` events (the rest come with the next polls,
-    /// before any new scan).
-    pub fn with_max_batch(mut self, n: usize) -> Self {
-        self.feed = self.feed.with_max_batch(n);
-        self
-    }
-}
-
-impl SentinelEventSource for FsPollSource {
+impl SentinelEventSource for FeedSource {
     async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
         let changes = self
             .feed
             .next()
             .await
             .map_err(|e| SourceError::Worker(e.to_string()))?;
-        Ok(self.stamper.stamp(changes))
+        Ok(self.stamp(changes))
     }
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Scans a legacy coord root on every `poll()` and returns what changed
+/// since the previous scan.
+///
+/// A new source has seen nothing, so its first poll emits the whole
+/// current state as appearances (as the legacy poller did). Cancel-safe.
+pub struct FsPollSource(FeedSource);
+
+impl FsPollSource {
+    /// A source for the root at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsPollSource(FeedSource::new(Feed::polling(root), SOURCE))
+    }
+
+    /// Bounds one poll to `n` events (the rest come with the next polls,
+    /// before any new scan).
+    pub fn with_max_batch(self, n: usize) -> Self {
+        FsPollSource(self.0.map_feed(|f| f.with_max_batch(n)))
+    }
+}
+
+impl SentinelEventSource for FsPollSource {
+    fn poll(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<Event>, SourceError>> + Send {
+        self.0.poll()
+    }
+
+    fn name(&self) -> &str {
+        self.0.name()
     }
 }
 

@@ -3,7 +3,7 @@
 //! window, storm coalescing, overflow rescans and the polling fallback,
 //! and for their tests).
 
-use crate::fs_poll::Stamper;
+use crate::fs_poll::FeedSource;
 use crate::source::{SentinelEventSource, SourceError};
 use coord_legacy::Feed;
 use coord_proto::Event;
@@ -14,65 +14,54 @@ use std::time::Duration;
 pub const SOURCE: &str = "fs-watch";
 
 /// See the module docs. Cancel-safe like the feed it wraps.
-pub struct FsWatchSource {
-    feed: Feed,
-    stamper: Stamper,
-    name: String,
-}
+pub struct FsWatchSource(FeedSource);
 
 impl FsWatchSource {
     /// A source for the root at `root`. Watching starts with the first poll.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        FsWatchSource {
-            name: format!("{SOURCE}:{}", root.display()),
-            feed: Feed::watching(root),
-            stamper: Stamper::new(SOURCE),
-        }
+        FsWatchSource(FeedSource::new(Feed::watching(root), SOURCE))
+    }
+
+    fn map(self, f: impl FnOnce(Feed) -> Feed) -> Self {
+        let FsWatchSource(inner) = self;
+        FsWatchSource(inner.map_feed(f))
     }
 
     /// The quiet time that ends an event storm (default 30 ms).
-    pub fn with_settle(mut self, settle: Duration) -> Self {
-        self.feed = self.feed.with_settle(settle);
-        self
+    pub fn with_settle(self, settle: Duration) -> Self {
+        self.map(|f| f.with_settle(settle))
     }
 
     /// How long a poll waits for a change before answering "nothing new"
     /// (default 30 s; it sleeps on the notification, it does not poll).
-    pub fn with_idle_wait(mut self, wait: Duration) -> Self {
-        self.feed = self.feed.with_idle_wait(wait);
-        self
+    pub fn with_idle_wait(self, wait: Duration) -> Self {
+        self.map(|f| f.with_idle_wait(wait))
     }
 
     /// The rescan interval used when watching is impossible (default 2 s).
-    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
-        self.feed = self.feed.with_poll_interval(interval);
-        self
+    pub fn with_poll_interval(self, interval: Duration) -> Self {
+        self.map(|f| f.with_poll_interval(interval))
     }
 
     /// Bounds one poll to `n` events.
-    pub fn with_max_batch(mut self, n: usize) -> Self {
-        self.feed = self.feed.with_max_batch(n);
-        self
+    pub fn with_max_batch(self, n: usize) -> Self {
+        self.map(|f| f.with_max_batch(n))
     }
 
     /// True once the source has fallen back to polling.
     pub fn is_polling(&self) -> bool {
-        self.feed.is_fallback()
+        self.0.feed.is_fallback()
     }
 }
 
 impl SentinelEventSource for FsWatchSource {
-    async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
-        let changes = self
-            .feed
-            .next()
-            .await
-            .map_err(|e| SourceError::Worker(e.to_string()))?;
-        Ok(self.stamper.stamp(changes))
+    fn poll(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<Event>, SourceError>> + Send {
+        self.0.poll()
     }
 
     fn name(&self) -> &str {
-        &self.name
+        self.0.name()
     }
 }

@@ -1,18 +1,10 @@
 //! Sessions, leases, pidfd, inbox, dispatch, SSE and the daemon's life
 //! cycle, each through the real CLI or raw HTTP.
 
-use crate::support::{bin, post, Daemon, Follower};
+use crate::support::{bin, post, wait_until, Daemon, Follower};
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
 
 fn kinds_of(d: &Daemon, session: &str) -> Vec<String> {
     d.all_events()
@@ -44,7 +36,7 @@ fn an_expired_lease_deregisters_and_releases_and_heartbeats_keep_it() {
         ("COORD_SESSION_TOKEN", busy.as_str()),
     ];
     let out = d.ok(&[
-        "--json", "session", "register", "--id", "alive", "--ttl", "1s",
+        "--json", "session", "register", "--id", "alive", "--ttl", "3s",
     ]);
     let alive: serde_json::Value = serde_json::from_str(&out).expect("json");
     let alive = alive["token"].as_str().expect("token").to_string();

@@ -5,11 +5,11 @@
 //! and one replaying afterwards, see the identical gap-free stream, and no
 //! exclusive lock ever has two holders.
 
-use crate::support::{bin, fold, Daemon, Follower};
+use crate::support::{bin, fold, wait_until, Daemon, Follower};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const AGENTS: usize = 20;
 
@@ -54,14 +54,6 @@ fn spawn_agent(d: &Daemon, script: &std::path::Path, n: usize) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn agent")
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

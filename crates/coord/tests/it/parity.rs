@@ -103,12 +103,13 @@ fn counts(v: &[(String, String, String)]) -> BTreeMap<&(String, String, String),
 
 #[test]
 fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
+    let _alone = crate::support::exclusive();
     let writer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/legacy_writer.py");
     let secs: u64 = std::env::var("COORD_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(4);
     let dir = tempfile::Builder::new()
         .prefix("cp")
         .tempdir_in("/tmp")
@@ -143,7 +144,7 @@ fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
             "--seconds",
             &secs.to_string(),
             "--tick",
-            "0.25",
+            "0.4",
             "--seed",
             "7",
         ])

@@ -58,6 +58,7 @@ fn post_many(socket: &std::path::Path, w: u64, n: u64) {
 
 #[test]
 fn a_subscriber_that_reads_nothing_loses_nothing_and_costs_bounded_memory() {
+    let _alone = crate::support::exclusive();
     // A small ring, so what the daemon may legitimately hold in memory is
     // small next to what a per-subscriber queue would hold.
     let d = Daemon::start(&["--ring-events", "1024"]);

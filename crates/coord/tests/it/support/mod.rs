@@ -498,3 +498,20 @@ impl Daemon {
         old
     }
 }
+
+/// Polls `f` every 25 ms until it holds; panics naming `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Tests that load both cores for long (100k events) and tests that depend
+/// on scheduling keeping up with a writer's tick (the parity soak) do not
+/// run at the same time: held for their whole run.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
