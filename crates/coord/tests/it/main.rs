@@ -9,6 +9,7 @@ mod basics;
 mod bridge;
 mod compaction;
 mod crash;
+mod full_disk;
 mod idempotency;
 mod main_job;
 mod parity;

@@ -26,13 +26,19 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon in a fresh temp dir and waits until it answers.
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_with_store(None, extra)
+    }
+
+    /// Like [`Daemon::start`], with the store at `store` (elsewhere than
+    /// the temp dir) when given.
+    pub fn start_with_store(store: Option<PathBuf>, extra: &[&str]) -> Daemon {
         // Short paths: sun_path holds 107 bytes.
         let dir = tempfile::Builder::new()
             .prefix("cd")
             .tempdir_in("/tmp")
             .expect("tempdir");
         let socket = dir.path().join("s").join("coord.sock");
-        let store = dir.path().join("coord.db");
+        let store = store.unwrap_or_else(|| dir.path().join("coord.db"));
         let mut d = Daemon {
             dir,
             socket,
