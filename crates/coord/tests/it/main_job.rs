@@ -58,6 +58,7 @@ fn spawn_agent(d: &Daemon, script: &std::path::Path, n: usize) -> Child {
 
 #[test]
 fn twenty_agents_coordinate_and_a_killed_one_hands_its_locks_on() {
+    let _alone = crate::support::exclusive();
     let d = Daemon::start(&[]);
     let script = d.dir.path().join("agent.sh");
     std::fs::write(&script, SCRIPT).expect("script");

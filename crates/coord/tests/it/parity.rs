@@ -145,8 +145,12 @@ fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
             &secs.to_string(),
             "--tick",
             "0.4",
+            // Seed 5's first action (taken with no tick after the
+            // registrations) is a lock record, which every reader orders
+            // the same way however its scans fall; a heartbeat there could
+            // merge into a registration for one reader and not another.
             "--seed",
-            "7",
+            "5",
         ])
         // The writer's teardown (every lock released, every session
         // removed) happens with no tick in between; pollers report it in
