@@ -674,28 +674,26 @@ async fn session(
         }
         SessionCmd::List => {
             let r = base.sessions().await?;
-            if json {
-                output::json(&r)?;
-            } else {
-                let rows: Vec<Vec<String>> = r
-                    .sessions
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.session_id.clone(),
-                            s.role.clone(),
-                            s.task.clone(),
-                            s.phase.clone(),
-                            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                            s.last_heartbeat.to_string(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["SESSION", "ROLE", "TASK", "PHASE", "PID", "LAST HEARTBEAT"],
-                    &rows,
-                )?;
-            }
+            output::json_or_table(
+                json,
+                &r,
+                &["SESSION", "ROLE", "TASK", "PHASE", "PID", "LAST HEARTBEAT"],
+                || {
+                    r.sessions
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.session_id.clone(),
+                                s.role.clone(),
+                                s.task.clone(),
+                                s.phase.clone(),
+                                s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                                s.last_heartbeat.to_string(),
+                            ]
+                        })
+                        .collect()
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         SessionCmd::Show { id } => {
@@ -786,31 +784,32 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
         }
         LockCmd::List => {
             let r = base.locks().await?;
-            if json {
-                output::json(&r)?;
-            } else {
-                let rows: Vec<Vec<String>> = r
-                    .locks
-                    .iter()
-                    .map(|l| {
-                        vec![
-                            l.resource.clone(),
-                            l.mode.as_str().to_string(),
-                            l.holders
-                                .iter()
-                                .map(|h| h.session_id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                            l.waiters
-                                .iter()
-                                .map(|w| w.session_id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        ]
-                    })
-                    .collect();
-                output::table(&["RESOURCE", "MODE", "HOLDERS", "WAITERS"], &rows)?;
-            }
+            output::json_or_table(
+                json,
+                &r,
+                &["RESOURCE", "MODE", "HOLDERS", "WAITERS"],
+                || {
+                    r.locks
+                        .iter()
+                        .map(|l| {
+                            vec![
+                                l.resource.clone(),
+                                l.mode.as_str().to_string(),
+                                l.holders
+                                    .iter()
+                                    .map(|h| h.session_id.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                                l.waiters
+                                    .iter()
+                                    .map(|w| w.session_id.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ]
+                        })
+                        .collect()
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -821,11 +820,8 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
         InboxCmd::List { acting } => {
             let id = acting.id()?;
             let r = base.clone().with_token(acting.token).inbox(&id).await?;
-            if json {
-                output::json(&r)?;
-            } else {
-                let rows: Vec<Vec<String>> = r
-                    .messages
+            output::json_or_table(json, &r, &["MSG", "FROM", "KIND", "BYTES", "SENT"], || {
+                r.messages
                     .iter()
                     .map(|m| {
                         vec![
@@ -836,9 +832,8 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                             m.sent_at.to_string(),
                         ]
                     })
-                    .collect();
-                output::table(&["MSG", "FROM", "KIND", "BYTES", "SENT"], &rows)?;
-            }
+                    .collect()
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         InboxCmd::Read {
@@ -979,24 +974,25 @@ async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCod
         }
         DispatchCmd::List { assignee, state } => {
             let r = base.orders(assignee.as_deref(), state.as_deref()).await?;
-            if json {
-                output::json(&r)?;
-            } else {
-                let rows: Vec<Vec<String>> = r
-                    .orders
-                    .iter()
-                    .map(|o| {
-                        vec![
-                            o.order_id.clone(),
-                            o.assignee.clone(),
-                            o.ticket.clone(),
-                            o.state.as_str().to_string(),
-                            o.issued_at.to_string(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["ORDER", "ASSIGNEE", "TICKET", "STATE", "ISSUED"], &rows)?;
-            }
+            output::json_or_table(
+                json,
+                &r,
+                &["ORDER", "ASSIGNEE", "TICKET", "STATE", "ISSUED"],
+                || {
+                    r.orders
+                        .iter()
+                        .map(|o| {
+                            vec![
+                                o.order_id.clone(),
+                                o.assignee.clone(),
+                                o.ticket.clone(),
+                                o.state.as_str().to_string(),
+                                o.issued_at.to_string(),
+                            ]
+                        })
+                        .collect()
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         DispatchCmd::Ack { order_id, acting } => {

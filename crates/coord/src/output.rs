@@ -122,6 +122,21 @@ pub fn line(s: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints `value` as JSON for scripts, or as a table for people (`rows`
+/// is only built for the table).
+pub fn json_or_table<T: serde::Serialize>(
+    as_json: bool,
+    value: &T,
+    header: &[&str],
+    rows: impl FnOnce() -> Vec<Vec<String>>,
+) -> anyhow::Result<()> {
+    if as_json {
+        json(value)
+    } else {
+        table(header, &rows())
+    }
+}
+
 /// Prints rows as an aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
