@@ -11,7 +11,7 @@
 //! It must not interpret the view or retry writes on its own.
 #![deny(missing_docs)]
 
-pub mod render;
+pub use coord_proto::render_event;
 
 use bytes::{Buf, Bytes, BytesMut};
 use coord_proto::api::*;

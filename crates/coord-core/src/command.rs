@@ -1,7 +1,10 @@
 //! Commands (what writers ask for), their answers and their rejections.
 
 use coord_proto::Draft;
-use coord_proto::{DeregReason, ErrorBody, ErrorCode, LockMode, Timestamp, WaitCancelReason};
+use coord_proto::{
+    DeregReason, ErrorBody, ErrorCode, LifeState, LockMode, Report, Timestamp, WaitCancelReason,
+};
+use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 /// One request to change the state. Auth has happened before a command is
@@ -26,6 +29,8 @@ pub enum Command {
         parent_session: Option<String>,
         /// Lease, ms.
         ttl_ms: u64,
+        /// What the lifecycle manager may probe.
+        probes: Probes,
         /// Legacy fields carried along (see the payload's `extra`).
         extra: Map<String, Value>,
     },
@@ -65,6 +70,60 @@ pub enum Command {
         registered_seq: u64,
         /// Exit status, when known.
         exit_code: Option<i32>,
+    },
+    /// A lifecycle transition (sent by the lifecycle manager). Changes
+    /// nothing unless the session is still the registration the manager
+    /// looked at and still in `from`.
+    SetState {
+        /// Id.
+        session_id: String,
+        /// Which registration the manager observed.
+        registered_seq: u64,
+        /// The state the manager saw.
+        from: LifeState,
+        /// The new state (never `dead`: see [`Command::RuntimeGone`]).
+        to: LifeState,
+        /// Why.
+        reason: String,
+    },
+    /// A lifecycle probe failed for one session.
+    ProbeError {
+        /// Id.
+        session_id: String,
+        /// Which registration the probe was for.
+        registered_seq: u64,
+        /// Which probe (`tmux`, `transcript`, …).
+        probe: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The session's runtime is gone (a tmux session ended): it is dead
+    /// and ends like an expired one.
+    RuntimeGone {
+        /// Id.
+        session_id: String,
+        /// Which registration the probe was for.
+        registered_seq: u64,
+        /// What the probe saw.
+        reason: String,
+    },
+    /// A child reports to its parent (`session.report`).
+    Report {
+        /// The reporting child (may be a session of another daemon).
+        session_id: String,
+        /// The parent; defaults to the child's registered parent.
+        parent_session: Option<String>,
+        /// What happened.
+        report: Report,
+    },
+    /// A parent hands part of its scope to a child (`lock.delegate`).
+    Delegate {
+        /// The parent.
+        session_id: String,
+        /// The pattern handed over.
+        resource: String,
+        /// The child.
+        to_session: String,
     },
     /// Take a lock, or queue for it with `wait`.
     Acquire {
@@ -176,6 +235,17 @@ pub enum Command {
     },
 }
 
+/// What the lifecycle manager may probe for a session (all optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Probes {
+    /// tmux session name.
+    pub tmux: Option<String>,
+    /// Absolute path of an activity file.
+    pub activity_file: Option<String>,
+    /// Absolute path of a JSONL transcript.
+    pub transcript: Option<String>,
+}
+
 /// What the writer should answer, beyond the events. Serializable because
 /// the daemon keeps it in idempotency records.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -210,6 +280,9 @@ pub struct Outcome {
     pub drafts: Vec<Draft>,
     /// What to answer.
     pub reply: Reply,
+    /// Message bodies the state machine wrote itself (report
+    /// notifications), by index into `drafts` of their `inbox.deliver`.
+    pub bodies: BTreeMap<usize, String>,
 }
 
 /// Why a command was refused: an error code plus details, ready to send.

@@ -19,6 +19,6 @@ mod command;
 mod rules;
 mod state;
 
-pub use command::{Command, Outcome, Rejection, Reply};
-pub use rules::validate;
+pub use command::{Command, Outcome, Probes, Rejection, Reply};
+pub use rules::{validate, MAX_REPORT_MESSAGE_BYTES};
 pub use state::{apply, keys, State};

@@ -1,14 +1,24 @@
 //! [`validate`]: the rules. Reads the state, never changes it.
 
-use crate::command::{Command, Outcome, Rejection, Reply};
+use crate::command::{Command, Outcome, Probes, Rejection, Reply};
 use crate::state::State;
+use coord_proto::pattern::{is_pattern, overlap, within};
 use coord_proto::view::{Lock, View};
 use coord_proto::{ids, ErrorCode, MAX_DURATION_MS, MIN_SESSION_TTL_MS};
 use coord_proto::{
     DeregReason, DispatchAck, DispatchComplete, DispatchIssue, Draft, InboxAck, InboxDeliver,
-    LockAcquire, LockMode, LockRelease, LockWait, LockWaitCancel, Payload, ReleaseReason,
-    SessionDereg, SessionHeartbeat, SessionRegister, WaitCancelReason,
+    LifeState, LockAcquire, LockDelegate, LockMode, LockRelease, LockWait, LockWaitCancel, Payload,
+    ReleaseReason, Report, SessionDereg, SessionHeartbeat, SessionProbeError, SessionRegister,
+    SessionReport, SessionState, WaitCancelReason,
 };
+use std::collections::BTreeMap;
+
+/// Deepest chain a report is re-emitted up (guards against a cycle of
+/// parent ids).
+const MAX_POD_DEPTH: usize = 16;
+
+/// Longest `errored` message, bytes.
+pub const MAX_REPORT_MESSAGE_BYTES: usize = 4096;
 
 type Result<T> = std::result::Result<T, Rejection>;
 
@@ -30,9 +40,11 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             pid,
             parent_session,
             ttl_ms,
+            probes,
             extra,
         } => {
             id("session_id", session_id)?;
+            check_probes(probes)?;
             text("role", role)?;
             text("task", task)?;
             text("phase", phase)?;
@@ -66,6 +78,9 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     pid: *pid,
                     parent_session: parent_session.clone(),
                     ttl_ms: *ttl_ms,
+                    tmux: probes.tmux.clone(),
+                    activity_file: probes.activity_file.clone(),
+                    transcript: probes.transcript.clone(),
                     extra: extra.clone(),
                 }),
             }]))
@@ -99,14 +114,14 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             exit_code,
         } => {
             session(view, session_id)?;
-            Ok(done(dereg_cascade(view, session_id, *reason, *exit_code)))
+            Ok(dereg_cascade(state, session_id, *reason, *exit_code, None))
         }
         Command::ExpireLease {
             session_id,
             registered_seq,
         } => Ok(match view.sessions.get(session_id) {
             Some(s) if s.registered_seq == *registered_seq => {
-                done(dereg_cascade(view, session_id, DeregReason::Expired, None))
+                dereg_cascade(state, session_id, DeregReason::Expired, None, None)
             }
             _ => no_change(),
         }),
@@ -115,14 +130,123 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             registered_seq,
             exit_code,
         } => Ok(match view.sessions.get(session_id) {
-            Some(s) if s.registered_seq == *registered_seq => done(dereg_cascade(
-                view,
+            Some(s) if s.registered_seq == *registered_seq => dereg_cascade(
+                state,
                 session_id,
                 DeregReason::ProcessExited,
                 *exit_code,
-            )),
+                None,
+            ),
             _ => no_change(),
         }),
+        Command::RuntimeGone {
+            session_id,
+            registered_seq,
+            reason,
+        } => Ok(match view.sessions.get(session_id) {
+            Some(s) if s.registered_seq == *registered_seq => dereg_cascade(
+                state,
+                session_id,
+                DeregReason::RuntimeGone,
+                None,
+                Some(reason.as_str()),
+            ),
+            _ => no_change(),
+        }),
+        Command::SetState {
+            session_id,
+            registered_seq,
+            from,
+            to,
+            reason,
+        } => {
+            if *to == LifeState::Dead {
+                return Err(invalid(
+                    "to",
+                    "dead is reached only by ending the session".into(),
+                ));
+            }
+            text("reason", reason)?;
+            Ok(match view.sessions.get(session_id) {
+                Some(s) if s.registered_seq == *registered_seq && s.state == *from && from != to => {
+                    done(vec![Draft {
+                        session_id: Some(session_id.clone()),
+                        resource: None,
+                        payload: Payload::SessionState(SessionState {
+                            from: *from,
+                            to: *to,
+                            reason: reason.clone(),
+                        }),
+                    }])
+                }
+                _ => no_change(),
+            })
+        }
+        Command::ProbeError {
+            session_id,
+            registered_seq,
+            probe,
+            message,
+        } => Ok(match view.sessions.get(session_id) {
+            Some(s) if s.registered_seq == *registered_seq => done(vec![Draft {
+                session_id: Some(session_id.clone()),
+                resource: None,
+                payload: Payload::SessionProbeError(SessionProbeError {
+                    probe: probe.clone(),
+                    message: truncate(message, MAX_REPORT_MESSAGE_BYTES),
+                }),
+            }]),
+            _ => no_change(),
+        }),
+        Command::Report {
+            session_id,
+            parent_session,
+            report,
+        } => {
+            id("session_id", session_id)?;
+            check_report(report)?;
+            let parent = match (view.sessions.get(session_id), parent_session) {
+                (Some(child), given) => {
+                    let Some(registered) = &child.parent_session else {
+                        return Err(Rejection::new(
+                            ErrorCode::NotChild,
+                            format!("{session_id} has no parent session to report to"),
+                        )
+                        .with("session_id", session_id.as_str()));
+                    };
+                    if given.as_ref().is_some_and(|g| g != registered) {
+                        return Err(Rejection::new(
+                            ErrorCode::NotChild,
+                            format!("{session_id} is a child of {registered}, not of the given parent"),
+                        )
+                        .with("parent_session", registered.as_str()));
+                    }
+                    registered.clone()
+                }
+                // A session of another daemon: the parent must be ours.
+                (None, Some(given)) => {
+                    session(view, given)?;
+                    given.clone()
+                }
+                (None, None) => {
+                    return Err(Rejection::new(
+                        ErrorCode::SessionNotFound,
+                        format!("no live session {session_id}; a forwarded report names its parent_session"),
+                    )
+                    .with("session_id", session_id.as_str()))
+                }
+            };
+            id("parent_session", &parent)?;
+            let mut locks = Locks::new(state);
+            let mut out = done(Vec::new());
+            report_into(state, &mut locks, session_id, &parent, report, 0, &mut out);
+            Ok(out)
+        }
+        Command::Delegate {
+            session_id,
+            resource,
+            to_session,
+        } => delegate(state, session_id, resource, to_session),
         Command::Acquire {
             session_id,
             resource,
@@ -130,7 +254,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             ttl_ms,
             wait,
             extra,
-        } => acquire(view, session_id, resource, (*mode, *ttl_ms, *wait), extra),
+        } => acquire(state, session_id, resource, (*mode, *ttl_ms, *wait), extra),
         Command::Release {
             session_id,
             resource,
@@ -160,9 +284,9 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             } else {
                 ReleaseReason::Released
             };
-            let mut lock = lock.clone();
+            let mut locks = Locks::new(state);
             let mut drafts = Vec::new();
-            release_into(&mut lock, session_id, reason, &mut drafts);
+            release_into(&mut locks, resource, session_id, reason, &mut drafts);
             Ok(done(drafts))
         }
         Command::ExpireLock {
@@ -176,10 +300,16 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     .any(|h| &h.session_id == session_id && h.acquired_seq == *acquired_seq)
             });
             Ok(match held {
-                Some(lock) => {
-                    let mut lock = lock.clone();
+                Some(_) => {
+                    let mut locks = Locks::new(state);
                     let mut drafts = Vec::new();
-                    release_into(&mut lock, session_id, ReleaseReason::Expired, &mut drafts);
+                    release_into(
+                        &mut locks,
+                        resource,
+                        session_id,
+                        ReleaseReason::Expired,
+                        &mut drafts,
+                    );
                     done(drafts)
                 }
                 None => no_change(),
@@ -194,6 +324,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 return Ok(Outcome {
                     drafts: Vec::new(),
                     reply: Reply::NotWaiting { held_seq: None },
+                    bodies: BTreeMap::new(),
                 });
             };
             if !lock.waiters.iter().any(|w| &w.session_id == session_id) {
@@ -205,11 +336,12 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 return Ok(Outcome {
                     drafts: Vec::new(),
                     reply: Reply::NotWaiting { held_seq },
+                    bodies: BTreeMap::new(),
                 });
             }
-            let mut lock = lock.clone();
+            let mut locks = Locks::new(state);
             let mut drafts = Vec::new();
-            cancel_wait_into(&mut lock, session_id, *reason, &mut drafts);
+            cancel_wait_into(&mut locks, resource, session_id, *reason, &mut drafts);
             Ok(done(drafts))
         }
         Command::CancelAllWaits => {
@@ -394,13 +526,153 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
     }
 }
 
+/// The locks as one command changes them: reads fall through to the view,
+/// the first change to a lock copies it. Validate never touches the state,
+/// so a cascade (a session's end releasing several locks and granting
+/// their waiters) works on this overlay.
+struct Locks<'s> {
+    state: &'s State,
+    changed: BTreeMap<String, Lock>,
+}
+
+impl<'s> Locks<'s> {
+    fn new(state: &'s State) -> Self {
+        Locks {
+            state,
+            changed: BTreeMap::new(),
+        }
+    }
+
+    fn get(&self, r: &str) -> Option<&Lock> {
+        self.changed
+            .get(r)
+            .or_else(|| self.state.view.locks.get(r))
+            .filter(|l| !(l.holders.is_empty() && l.waiters.is_empty()))
+    }
+
+    fn get_mut(&mut self, r: &str) -> Option<&mut Lock> {
+        if !self.changed.contains_key(r) {
+            let l = self.state.view.locks.get(r)?.clone();
+            self.changed.insert(r.to_string(), l);
+        }
+        self.changed.get_mut(r)
+    }
+
+    fn entry(&mut self, r: &str, mode: LockMode) -> &mut Lock {
+        let base = self.state.view.locks.get(r);
+        self.changed.entry(r.to_string()).or_insert_with(|| {
+            base.cloned().unwrap_or_else(|| Lock {
+                resource: r.to_string(),
+                mode,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            })
+        })
+    }
+
+    /// Resources other than `r` that conflict with it under the pattern
+    /// rule. A plain name can only meet patterns, which the state indexes,
+    /// so the common case costs nothing per held lock.
+    fn overlapping(&self, r: &str) -> Vec<String> {
+        let base: Box<dyn Iterator<Item = &String>> = if is_pattern(r) {
+            Box::new(self.state.view.locks.keys())
+        } else {
+            Box::new(self.state.pattern_locks.iter())
+        };
+        let mut out: Vec<String> = base
+            .chain(self.changed.keys())
+            .filter(|k| k.as_str() != r && overlap(k, r))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out.retain(|k| self.get(k).is_some());
+        out
+    }
+
+    /// The first other lock whose holders keep `who` from taking `r` in
+    /// `mode`, with those holders.
+    fn blocker(&self, r: &str, who: &str, mode: LockMode) -> Option<(String, Vec<String>)> {
+        for k in self.overlapping(r) {
+            let Some(l) = self.get(&k) else { continue };
+            if mode == LockMode::Shared && l.mode == LockMode::Shared {
+                continue;
+            }
+            let bad: Vec<String> = l
+                .holders
+                .iter()
+                .filter(|h| h.session_id != who && !self.exempt(&h.session_id, who, r))
+                .map(|h| h.session_id.clone())
+                .collect();
+            if !bad.is_empty() {
+                return Some((k, bad));
+            }
+        }
+        None
+    }
+
+    /// A hold of an ancestor does not block a descendant inside a scope
+    /// the descendant was delegated: that part of the ancestor's scope was
+    /// handed down on purpose.
+    fn exempt(&self, holder: &str, who: &str, r: &str) -> bool {
+        if !is_ancestor(&self.state.view, holder, who) {
+            return false;
+        }
+        let mut candidates = self.overlapping(r);
+        candidates.push(r.to_string());
+        candidates.iter().any(|k| {
+            self.get(k).is_some_and(|l| {
+                within(r, &l.resource)
+                    && l.holders
+                        .iter()
+                        .any(|h| h.session_id == who && h.delegated_from.is_some())
+            })
+        })
+    }
+
+    fn holds_of(&self, who: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .state
+            .view
+            .locks
+            .keys()
+            .chain(self.changed.keys())
+            .filter(|k| {
+                self.get(k)
+                    .is_some_and(|l| l.holders.iter().any(|h| h.session_id == who))
+            })
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+fn is_ancestor(view: &View, ancestor: &str, of: &str) -> bool {
+    let mut cur = of;
+    for _ in 0..MAX_POD_DEPTH {
+        match view
+            .sessions
+            .get(cur)
+            .and_then(|s| s.parent_session.as_deref())
+        {
+            Some(p) if p == ancestor => return true,
+            Some(p) => cur = p,
+            None => return false,
+        }
+    }
+    false
+}
+
 fn acquire(
-    view: &View,
+    state: &State,
     session_id: &str,
     resource: &str,
     (mode, ttl_ms, wait): (LockMode, Option<u64>, bool),
     extra: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Outcome> {
+    let view = &state.view;
     session(view, session_id)?;
     res(resource)?;
     if let Some(t) = ttl_ms {
@@ -420,6 +692,7 @@ fn acquire(
                     reply: Reply::AlreadyHeld {
                         acquired_seq: h.acquired_seq,
                     },
+                    bodies: BTreeMap::new(),
                 });
             }
             return Err(Rejection::new(
@@ -438,10 +711,11 @@ fn acquire(
             return Ok(Outcome {
                 drafts: Vec::new(),
                 reply: Reply::AlreadyWaiting,
+                bodies: BTreeMap::new(),
             });
         }
     }
-    let free = match lock {
+    let same_free = match lock {
         None => true,
         Some(l) => {
             l.waiters.is_empty()
@@ -449,12 +723,14 @@ fn acquire(
                     || (l.mode == LockMode::Shared && mode == LockMode::Shared))
         }
     };
+    let locks = Locks::new(state);
+    let blocker = locks.blocker(resource, session_id, mode);
     let draft = |payload| Draft {
         session_id: Some(session_id.to_string()),
         resource: Some(resource.to_string()),
         payload,
     };
-    if free {
+    if same_free && blocker.is_none() {
         return Ok(Outcome {
             drafts: vec![draft(Payload::LockAcquire(LockAcquire {
                 resource: resource.to_string(),
@@ -464,13 +740,23 @@ fn acquire(
                 extra: extra.clone(),
             }))],
             reply: Reply::Granted,
+            bodies: BTreeMap::new(),
         });
     }
     if !wait {
-        // `free` is false only when a lock exists.
-        return Err(match lock {
-            Some(l) => held(l, resource),
-            None => not_held(resource),
+        return Err(match (lock, blocker) {
+            (Some(l), _) if !same_free => held(l, resource),
+            (_, Some((other, holders))) => Rejection::new(
+                ErrorCode::LockHeld,
+                format!(
+                    "{resource} conflicts with {other}, held by {}",
+                    holders.join(", ")
+                ),
+            )
+            .with("resource", resource)
+            .with("conflicts_with", other)
+            .with("holders", holders),
+            _ => not_held(resource),
         });
     }
     Ok(Outcome {
@@ -481,102 +767,374 @@ fn acquire(
             ttl_ms,
         }))],
         reply: Reply::Waiting,
+        bodies: BTreeMap::new(),
     })
 }
 
-/// Everything a session's end takes with it, then the dereg itself: per
-/// lock (in resource order) its release or wait-cancel and the grants that
-/// follow, so waiters get the lock in the same commit.
+/// `lock.delegate`: the parent must hold an exclusive lock that covers
+/// `resource`, the receiver must be its child, and nobody outside the
+/// parent may hold anything that conflicts with `resource`.
+fn delegate(state: &State, parent: &str, resource: &str, child: &str) -> Result<Outcome> {
+    let view = &state.view;
+    let p = session(view, parent)?;
+    let c = session(view, child)?;
+    res(resource)?;
+    if c.parent_session.as_deref() != Some(parent) {
+        return Err(Rejection::new(
+            ErrorCode::NotChild,
+            format!("{child} is not a child of {parent}"),
+        )
+        .with("to_session", child));
+    }
+    let locks = Locks::new(state);
+    let mut scope: Vec<String> = locks.overlapping(resource);
+    scope.push(resource.to_string());
+    let cover = scope.iter().find(|k| {
+        locks.get(k).is_some_and(|l| {
+            l.mode == LockMode::Exclusive
+                && within(resource, &l.resource)
+                && l.holders.iter().any(|h| h.session_id == parent)
+                && k.as_str() != resource
+        })
+    });
+    let Some(cover) = cover.cloned() else {
+        return Err(Rejection::new(
+            ErrorCode::LockNotHeld,
+            format!("{parent} holds no exclusive lock that covers {resource}"),
+        )
+        .with("resource", resource));
+    };
+    if let Some(l) = locks.get(resource) {
+        if l.holders
+            .iter()
+            .any(|h| h.session_id == child && h.delegated_from.as_deref() == Some(parent))
+        {
+            return Ok(no_change());
+        }
+        return Err(held(l, resource));
+    }
+    for k in locks.overlapping(resource) {
+        let Some(l) = locks.get(&k) else { continue };
+        let others: Vec<String> = l
+            .holders
+            .iter()
+            .filter(|h| h.session_id != parent && !is_ancestor(view, &h.session_id, parent))
+            .map(|h| h.session_id.clone())
+            .collect();
+        if !others.is_empty() {
+            return Err(Rejection::new(
+                ErrorCode::LockHeld,
+                format!(
+                    "{resource} conflicts with {k}, held by {}",
+                    others.join(", ")
+                ),
+            )
+            .with("resource", resource)
+            .with("conflicts_with", k)
+            .with("holders", others));
+        }
+    }
+    let mut out = done(vec![Draft {
+        session_id: Some(parent.to_string()),
+        resource: Some(resource.to_string()),
+        payload: Payload::LockDelegate(LockDelegate {
+            resource: resource.to_string(),
+            from_session: parent.to_string(),
+            to_session: child.to_string(),
+            within: cover,
+        }),
+    }]);
+    if let Some(gp) = &p.parent_session {
+        let mut locks = Locks::new(state);
+        let report = Report::ScopeSubDelegated {
+            sub_session: child.to_string(),
+            scope: vec![resource.to_string()],
+        };
+        report_into(state, &mut locks, parent, gp, &report, 0, &mut out);
+    }
+    Ok(out)
+}
+
+/// Everything a session's end takes with it: its lifecycle state goes to
+/// `dead`; per lock (in resource order) its wait-cancel or release (a
+/// delegated hold is `returned`) and the grants that follow, so waiters
+/// get the lock in the same commit; its reports to a parent (`errored`
+/// for an abnormal end, then `shut_down`); last the dereg itself.
 fn dereg_cascade(
-    view: &View,
+    state: &State,
     session_id: &str,
     reason: DeregReason,
     exit_code: Option<i32>,
-) -> Vec<coord_proto::Draft> {
-    let mut drafts = Vec::new();
-    for lock in view.locks.values() {
-        let holds = lock.holders.iter().any(|h| h.session_id == session_id);
-        let waits = lock.waiters.iter().any(|w| w.session_id == session_id);
-        if !holds && !waits {
-            continue;
-        }
-        let mut lock = lock.clone();
+    why: Option<&str>,
+) -> Outcome {
+    let view = &state.view;
+    let mut out = done(Vec::new());
+    let Some(s) = view.sessions.get(session_id) else {
+        return no_change();
+    };
+    let reason_name = match serde_json::to_value(reason) {
+        Ok(serde_json::Value::String(n)) => n,
+        _ => "ended".into(),
+    };
+    out.drafts.push(Draft {
+        session_id: Some(session_id.to_string()),
+        resource: None,
+        payload: Payload::SessionState(SessionState {
+            from: s.state,
+            to: LifeState::Dead,
+            reason: why.map_or_else(|| reason_name.clone(), |w| format!("{reason_name}: {w}")),
+        }),
+    });
+    let mut locks = Locks::new(state);
+    let involved: Vec<String> = view
+        .locks
+        .values()
+        .filter(|l| {
+            l.holders.iter().any(|h| h.session_id == session_id)
+                || l.waiters.iter().any(|w| w.session_id == session_id)
+        })
+        .map(|l| l.resource.clone())
+        .collect();
+    for r in involved {
+        let Some(l) = locks.get(&r) else { continue };
+        let holds = l.holders.iter().find(|h| h.session_id == session_id).cloned();
+        let waits = l.waiters.iter().any(|w| w.session_id == session_id);
         if waits {
             cancel_wait_into(
-                &mut lock,
+                &mut locks,
+                &r,
                 session_id,
                 WaitCancelReason::OwnerGone,
-                &mut drafts,
+                &mut out.drafts,
             );
         }
-        if holds {
-            release_into(&mut lock, session_id, ReleaseReason::OwnerGone, &mut drafts);
+        if let Some(h) = holds {
+            let why = if h.delegated_from.is_some() {
+                ReleaseReason::Returned
+            } else {
+                ReleaseReason::OwnerGone
+            };
+            release_into(&mut locks, &r, session_id, why, &mut out.drafts);
         }
     }
-    drafts.push(Draft {
+    if let Some(parent) = &s.parent_session {
+        let abnormal = match (reason, exit_code) {
+            (_, Some(code)) if code != 0 => Some(format!("process exited with code {code}")),
+            (DeregReason::Expired, _) => Some("lease expired".to_string()),
+            (DeregReason::RuntimeGone, _) => Some(format!(
+                "runtime gone{}",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )),
+            _ => None,
+        };
+        if let Some(message) = abnormal {
+            let r = Report::Errored { message };
+            report_into(state, &mut locks, session_id, parent, &r, 0, &mut out);
+        }
+        report_into(
+            state,
+            &mut locks,
+            session_id,
+            parent,
+            &Report::ShutDown,
+            0,
+            &mut out,
+        );
+    }
+    out.drafts.push(Draft {
         session_id: Some(session_id.to_string()),
         resource: None,
         payload: Payload::SessionDereg(SessionDereg { reason, exit_code }),
     });
-    drafts
+    out
 }
 
-fn release_into(lock: &mut Lock, session_id: &str, reason: ReleaseReason, out: &mut Vec<Draft>) {
-    lock.holders.retain(|h| h.session_id != session_id);
+/// A `session.report` from `child` to `parent`, and what it does on the
+/// parent's side when the parent is a session of this daemon: a
+/// notification in its inbox, and for `shut_down` the return of the
+/// child's delegated scope, for `scope_sub_delegated` the same report one
+/// level up. Every effect tolerates repetition and disorder: a child that
+/// already shut down changes nothing any more, and a missing registry
+/// entry or lock is no error.
+fn report_into(
+    state: &State,
+    locks: &mut Locks<'_>,
+    child: &str,
+    parent: &str,
+    report: &Report,
+    depth: usize,
+    out: &mut Outcome,
+) {
+    let seq = state.head + 1 + out.drafts.len() as u64;
+    out.drafts.push(Draft {
+        session_id: Some(child.to_string()),
+        resource: None,
+        payload: Payload::SessionReport(SessionReport {
+            parent_session: parent.to_string(),
+            report: report.clone(),
+        }),
+    });
+    // A parent of another daemon: the forwarder carries the report there.
+    let Some(p) = state.view.sessions.get(parent) else {
+        return;
+    };
+    if p.ended_children.contains(child) {
+        return;
+    }
+    let body = notification_body(child, parent, report);
+    out.bodies.insert(out.drafts.len(), body.clone());
+    out.drafts.push(Draft {
+        session_id: Some(parent.to_string()),
+        resource: None,
+        payload: Payload::InboxDeliver(InboxDeliver {
+            to_session: parent.to_string(),
+            msg_id: format!("report-{seq}"),
+            kind: format!("report.{}", report.kind()),
+            from_session: Some(child.to_string()),
+            size: body.len() as u64,
+            extra: Default::default(),
+        }),
+    });
+    match report {
+        Report::ShutDown => {
+            for r in locks.holds_of(child) {
+                let delegated = locks.get(&r).is_some_and(|l| {
+                    l.holders.iter().any(|h| {
+                        h.session_id == child && h.delegated_from.as_deref() == Some(parent)
+                    })
+                });
+                if delegated {
+                    release_into(locks, &r, child, ReleaseReason::Returned, &mut out.drafts);
+                }
+            }
+        }
+        Report::ScopeSubDelegated { .. } => {
+            if let Some(gp) = &p.parent_session {
+                if depth < MAX_POD_DEPTH && gp != child && gp != parent {
+                    report_into(state, locks, parent, gp, report, depth + 1, out);
+                }
+            }
+        }
+        Report::TurnEnded | Report::Errored { .. } => {}
+    }
+}
+
+/// The body of a report notification: the report's fields, who sent it,
+/// and its one-line rendering.
+fn notification_body(child: &str, parent: &str, report: &Report) -> String {
+    let payload = SessionReport {
+        parent_session: parent.to_string(),
+        report: report.clone(),
+    };
+    let event = coord_proto::Event {
+        seq: 0,
+        tx_id: Default::default(),
+        ts: coord_proto::Timestamp(0),
+        ingress_ts: coord_proto::Timestamp(0),
+        source: String::new(),
+        session_id: Some(child.to_string()),
+        resource: None,
+        payload: Payload::SessionReport(payload.clone()),
+    };
+    let mut body = match serde_json::to_value(&payload) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    body.insert("from_session".into(), child.into());
+    body.insert(
+        "text".into(),
+        coord_proto::render_event(&event).into(),
+    );
+    serde_json::Value::Object(body).to_string()
+}
+
+fn release_into(
+    locks: &mut Locks<'_>,
+    resource: &str,
+    session_id: &str,
+    reason: ReleaseReason,
+    out: &mut Vec<Draft>,
+) {
+    if let Some(lock) = locks.get_mut(resource) {
+        lock.holders.retain(|h| h.session_id != session_id);
+    }
     out.push(Draft {
         session_id: Some(session_id.to_string()),
-        resource: Some(lock.resource.clone()),
+        resource: Some(resource.to_string()),
         payload: Payload::LockRelease(LockRelease {
-            resource: lock.resource.clone(),
+            resource: resource.to_string(),
             owner_session: session_id.to_string(),
             reason,
         }),
     });
-    grant_into(lock, out);
+    regrant(locks, resource, out);
 }
 
 fn cancel_wait_into(
-    lock: &mut Lock,
+    locks: &mut Locks<'_>,
+    resource: &str,
     session_id: &str,
     reason: WaitCancelReason,
     out: &mut Vec<Draft>,
 ) {
-    lock.waiters.retain(|w| w.session_id != session_id);
+    if let Some(lock) = locks.get_mut(resource) {
+        lock.waiters.retain(|w| w.session_id != session_id);
+    }
     out.push(Draft {
         session_id: Some(session_id.to_string()),
-        resource: Some(lock.resource.clone()),
+        resource: Some(resource.to_string()),
         payload: Payload::LockWaitCancel(LockWaitCancel {
-            resource: lock.resource.clone(),
+            resource: resource.to_string(),
             owner_session: session_id.to_string(),
             reason,
         }),
     });
     // The leaver may have been what blocked shared waiters behind it.
-    grant_into(lock, out);
+    regrant(locks, resource, out);
 }
 
-/// Grants the head of the queue while it is compatible with the holders:
-/// strict FIFO, so an exclusive waiter blocks every waiter behind it.
-fn grant_into(lock: &mut Lock, out: &mut Vec<Draft>) {
-    while let Some(w) = lock.waiters.first() {
+/// After `resource` lost a holder or waiter: its queue, then the queues
+/// of every lock that conflicts with it, may move.
+fn regrant(locks: &mut Locks<'_>, resource: &str, out: &mut Vec<Draft>) {
+    grant_into(locks, resource, out);
+    for other in locks.overlapping(resource) {
+        if locks.get(&other).is_some_and(|l| !l.waiters.is_empty()) {
+            grant_into(locks, &other, out);
+        }
+    }
+}
+
+/// Grants the head of the queue while it is compatible with the holders
+/// and with every conflicting lock: strict FIFO, so a waiter that cannot
+/// go blocks every waiter behind it.
+fn grant_into(locks: &mut Locks<'_>, resource: &str, out: &mut Vec<Draft>) {
+    loop {
+        let Some(lock) = locks.get(resource) else {
+            return;
+        };
+        let Some(w) = lock.waiters.first().cloned() else {
+            return;
+        };
         let compatible = lock.holders.is_empty()
             || (lock.mode == LockMode::Shared && w.mode == LockMode::Shared);
-        if !compatible {
-            break;
+        if !compatible || locks.blocker(resource, &w.session_id, w.mode).is_some() {
+            return;
         }
-        let w = lock.waiters.remove(0);
+        let lock = locks.entry(resource, w.mode);
+        lock.waiters.remove(0);
         lock.mode = w.mode;
         lock.holders.push(coord_proto::view::Holder {
             session_id: w.session_id.clone(),
             acquired_seq: 0,
             acquired_at: coord_proto::Timestamp(0),
             ttl_ms: w.ttl_ms,
+            delegated_from: None,
         });
         out.push(Draft {
             session_id: Some(w.session_id.clone()),
-            resource: Some(lock.resource.clone()),
+            resource: Some(resource.to_string()),
             payload: Payload::LockAcquire(LockAcquire {
-                resource: lock.resource.clone(),
+                resource: resource.to_string(),
                 owner_session: w.session_id,
                 mode: w.mode,
                 ttl_ms: w.ttl_ms,
@@ -585,6 +1143,7 @@ fn grant_into(lock: &mut Lock, out: &mut Vec<Draft>) {
         });
     }
 }
+
 
 fn order_ack(order_id: &str, session_id: &str) -> Draft {
     Draft {
@@ -676,10 +1235,73 @@ fn invalid(field: &str, why: String) -> Rejection {
     Rejection::new(ErrorCode::InvalidField, format!("{field} {why}")).with("field", field)
 }
 
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn check_probes(p: &Probes) -> Result<()> {
+    if let Some(t) = &p.tmux {
+        text("tmux", t)?;
+        if t.is_empty() || t.starts_with('-') || t.contains([':', '.']) {
+            return Err(invalid(
+                "tmux",
+                "must be a tmux session name: not empty, no leading '-', no ':' or '.'".into(),
+            ));
+        }
+    }
+    for (field, path) in [
+        ("activity_file", &p.activity_file),
+        ("transcript", &p.transcript),
+    ] {
+        if let Some(path) = path {
+            if !path.starts_with('/') || path.len() > 4096 || path.chars().any(char::is_control) {
+                return Err(invalid(
+                    field,
+                    "must be an absolute path of at most 4096 bytes without control characters"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_report(r: &Report) -> Result<()> {
+    match r {
+        Report::Errored { message } => {
+            if message.len() > MAX_REPORT_MESSAGE_BYTES || message.contains('\0') {
+                return Err(invalid(
+                    "message",
+                    format!("must be at most {MAX_REPORT_MESSAGE_BYTES} bytes without NUL"),
+                ));
+            }
+        }
+        Report::ScopeSubDelegated { sub_session, scope } => {
+            id("sub_session", sub_session)?;
+            if scope.is_empty() || scope.len() > 64 {
+                return Err(invalid("scope", "must hold 1 to 64 patterns".into()));
+            }
+            for r in scope {
+                res(r)?;
+            }
+        }
+        Report::TurnEnded | Report::ShutDown => {}
+    }
+    Ok(())
+}
+
 fn done(drafts: Vec<Draft>) -> Outcome {
     Outcome {
         drafts,
         reply: Reply::Done,
+        bodies: BTreeMap::new(),
     }
 }
 
@@ -687,5 +1309,6 @@ fn no_change() -> Outcome {
     Outcome {
         drafts: Vec::new(),
         reply: Reply::NoChange,
+        bodies: BTreeMap::new(),
     }
 }

@@ -1,9 +1,10 @@
 //! The state and the fold: [`apply`] is the only function that changes it.
 
+use coord_proto::pattern::is_pattern;
 use coord_proto::view::{Holder, Lock, Message, Order, OrderState, Session, View, Waiter};
-use coord_proto::{Draft, Event, LockMode, Payload};
+use coord_proto::{Draft, Event, LifeState, LockMode, Payload, Report};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The view plus what the log needs to know about it.
 ///
@@ -18,6 +19,11 @@ pub struct State {
     /// conditional append are read from here.
     #[serde(default)]
     pub key_heads: BTreeMap<String, u64>,
+    /// Resources of live locks that are patterns (`src/**`): a plain
+    /// resource can only conflict with these, so an acquire looks here
+    /// instead of at every lock.
+    #[serde(default)]
+    pub pattern_locks: BTreeSet<String>,
 }
 
 /// The consistency keys an event touches: `session/<id>`, `lock/<resource>`,
@@ -61,6 +67,14 @@ pub fn apply(state: &mut State, event: &Event) {
     match &event.payload {
         Payload::SessionRegister(p) => {
             if let Some(id) = &event.session_id {
+                if let Some(parent) = p
+                    .parent_session
+                    .as_ref()
+                    .and_then(|ps| view.sessions.get_mut(ps))
+                {
+                    parent.ended_children.remove(id);
+                    parent.children.entry(id.clone()).or_default();
+                }
                 view.sessions.insert(
                     id.clone(),
                     Session {
@@ -76,6 +90,12 @@ pub fn apply(state: &mut State, event: &Event) {
                         registered_at: event.ts,
                         last_heartbeat: event.ts,
                         source: event.source.clone(),
+                        state: LifeState::Starting,
+                        tmux: p.tmux.clone(),
+                        activity_file: p.activity_file.clone(),
+                        transcript: p.transcript.clone(),
+                        children: BTreeMap::new(),
+                        ended_children: BTreeSet::new(),
                     },
                 );
             }
@@ -103,7 +123,75 @@ pub fn apply(state: &mut State, event: &Event) {
                 });
             }
         }
-        Payload::SessionState(_) | Payload::Custom { .. } => {}
+        Payload::SessionState(p) => {
+            if let Some(s) = event
+                .session_id
+                .as_ref()
+                .and_then(|id| view.sessions.get_mut(id))
+            {
+                s.state = p.to;
+            }
+        }
+        Payload::SessionReport(p) => {
+            if let (Some(child), Some(parent)) = (
+                event.session_id.as_ref(),
+                view.sessions.get_mut(&p.parent_session),
+            ) {
+                if !parent.ended_children.contains(child) {
+                    match &p.report {
+                        Report::ShutDown => {
+                            parent.children.remove(child);
+                            parent
+                                .children
+                                .retain(|_, m| m.via.as_deref() != Some(child));
+                            parent.ended_children.insert(child.clone());
+                        }
+                        r => {
+                            let entry = parent.children.entry(child.clone()).or_default();
+                            entry.last_report = Some(r.kind().to_string());
+                            if let Report::ScopeSubDelegated { sub_session, scope } = r {
+                                let sub = parent.children.entry(sub_session.clone()).or_default();
+                                if sub.via.is_none() && sub_session != child {
+                                    sub.via = Some(child.clone());
+                                }
+                                for pat in scope {
+                                    if !sub.scope.contains(pat) {
+                                        sub.scope.push(pat.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Payload::LockDelegate(p) => {
+            let lock = view
+                .locks
+                .entry(p.resource.clone())
+                .or_insert_with(|| Lock {
+                    resource: p.resource.clone(),
+                    mode: LockMode::Exclusive,
+                    holders: Vec::new(),
+                    waiters: Vec::new(),
+                });
+            lock.holders.retain(|h| h.session_id != p.to_session);
+            lock.mode = LockMode::Exclusive;
+            lock.holders.push(Holder {
+                session_id: p.to_session.clone(),
+                acquired_seq: event.seq,
+                acquired_at: event.ts,
+                ttl_ms: None,
+                delegated_from: Some(p.from_session.clone()),
+            });
+            if let Some(parent) = view.sessions.get_mut(&p.from_session) {
+                let child = parent.children.entry(p.to_session.clone()).or_default();
+                if !child.scope.contains(&p.resource) {
+                    child.scope.push(p.resource.clone());
+                }
+            }
+        }
+        Payload::SessionProbeError(_) | Payload::Custom { .. } => {}
         Payload::LockAcquire(p) => {
             let lock = view
                 .locks
@@ -122,6 +210,7 @@ pub fn apply(state: &mut State, event: &Event) {
                 acquired_seq: event.seq,
                 acquired_at: event.ts,
                 ttl_ms: p.ttl_ms,
+                delegated_from: None,
             });
         }
         Payload::LockWait(p) => {
@@ -204,6 +293,18 @@ pub fn apply(state: &mut State, event: &Event) {
         Payload::DispatchComplete(p) => {
             view.orders.remove(&p.order_id);
         }
+    }
+    if let Some(r) = event.resource.as_deref().filter(|r| is_pattern(r)) {
+        if state.view.locks.contains_key(r) {
+            state.pattern_locks.insert(r.to_string());
+        } else {
+            state.pattern_locks.remove(r);
+        }
+    }
+    if let Payload::SessionDereg(_) = &event.payload {
+        // The fold's own cleanup above may have dropped pattern locks.
+        let locks = &state.view.locks;
+        state.pattern_locks.retain(|r| locks.contains_key(r));
     }
     for k in keys_of(
         event.session_id.as_deref(),

@@ -5,7 +5,10 @@
 //! after every command.
 
 use coord_core::{apply, validate, Command, State};
-use coord_proto::{DeregReason, Event, LockMode, Payload, Timestamp, WaitCancelReason};
+use coord_proto::pattern::{is_pattern, overlap};
+use coord_proto::{
+    DeregReason, Event, LifeState, LockMode, Payload, Report, Timestamp, WaitCancelReason,
+};
 use proptest::prelude::*;
 use ulid::Ulid;
 
@@ -20,7 +23,37 @@ fn sid() -> impl Strategy<Value = String> {
 fn resource() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => (0u8..3).prop_map(|i| format!("src/r{i}.rs")),
+        3 => prop_oneof![
+            Just("src/**".to_string()),
+            Just("src/*.rs".to_string()),
+            Just("src/r?.rs".to_string()),
+            Just("**".to_string()),
+            Just("docs/**".to_string()),
+        ],
         1 => any::<String>(),
+    ]
+}
+
+fn life() -> impl Strategy<Value = LifeState> {
+    prop_oneof![
+        Just(LifeState::Starting),
+        Just(LifeState::Active),
+        Just(LifeState::Idle),
+        Just(LifeState::NeedsInput),
+        Just(LifeState::Stale),
+        Just(LifeState::Dead),
+    ]
+}
+
+fn report() -> impl Strategy<Value = Report> {
+    prop_oneof![
+        Just(Report::TurnEnded),
+        Just(Report::ShutDown),
+        "[a-z ]{0,8}".prop_map(|message| Report::Errored { message }),
+        (sid(), resource()).prop_map(|(sub_session, r)| Report::ScopeSubDelegated {
+            sub_session,
+            scope: vec![r],
+        }),
     ]
 }
 
@@ -30,18 +63,55 @@ fn mode() -> impl Strategy<Value = LockMode> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (sid(), proptest::option::of(1u32..100), 500u64..100_000).prop_map(|(s, pid, ttl)| {
-            Command::Register {
+        (
+            sid(),
+            proptest::option::of(1u32..100),
+            500u64..100_000,
+            proptest::option::of(sid())
+        )
+            .prop_map(|(s, pid, ttl, parent)| {
+                Command::Register {
+                    session_id: s,
+                    role: "worker".into(),
+                    task: "t".into(),
+                    blob: serde_json::json!({}),
+                    phase: "starting".into(),
+                    pid,
+                    parent_session: parent,
+                    ttl_ms: ttl,
+                    probes: Default::default(),
+                    extra: Default::default(),
+                }
+            }),
+        (sid(), proptest::option::of(sid()), report()).prop_map(|(s, parent, report)| {
+            Command::Report {
                 session_id: s,
-                role: "worker".into(),
-                task: "t".into(),
-                blob: serde_json::json!({}),
-                phase: "starting".into(),
-                pid,
-                parent_session: None,
-                ttl_ms: ttl,
-                extra: Default::default(),
+                parent_session: parent,
+                report,
             }
+        }),
+        (sid(), resource(), sid()).prop_map(|(s, r, to)| Command::Delegate {
+            session_id: s,
+            resource: r,
+            to_session: to,
+        }),
+        (sid(), 0u64..40, life(), life()).prop_map(|(s, seq, from, to)| Command::SetState {
+            session_id: s,
+            registered_seq: seq,
+            from,
+            to,
+            reason: "test".into(),
+        }),
+        (sid(), 0u64..40).prop_map(|(s, seq)| Command::ProbeError {
+            session_id: s,
+            registered_seq: seq,
+            probe: "tmux".into(),
+            message: "boom".into(),
+        }),
+        (sid(), 0u64..40).prop_map(|(s, seq)| Command::RuntimeGone {
+            session_id: s,
+            registered_seq: seq,
+            reason: "gone".into(),
         }),
         (sid(), proptest::option::of("[a-c]")).prop_map(|(s, phase)| Command::Heartbeat {
             session_id: s,
@@ -196,7 +266,15 @@ fn check_invariants(state: &State) {
             );
         }
         if lock.holders.is_empty() {
-            assert!(lock.waiters.is_empty(), "free lock with waiters: {lock:?}");
+            // Only a conflicting lock of another resource can keep a free
+            // lock's queue waiting.
+            let blocked = state.view.locks.values().any(|other| {
+                other.resource != *r && !other.holders.is_empty() && overlap(&other.resource, r)
+            });
+            assert!(
+                lock.waiters.is_empty() || blocked,
+                "free lock with waiters: {lock:?}"
+            );
         }
         // FIFO: the queue is ordered by when each waiter joined.
         assert!(lock
@@ -204,6 +282,42 @@ fn check_invariants(state: &State) {
             .windows(2)
             .all(|w| w[0].since_seq < w[1].since_seq));
     }
+    // The conflict rule: two holds of overlapping resources by different
+    // sessions, one of them exclusive, exist only inside a pod (one holder
+    // is an ancestor of the other, by delegation).
+    let holds: Vec<_> = state
+        .view
+        .locks
+        .values()
+        .flat_map(|l| l.holders.iter().map(move |h| (l, h)))
+        .collect();
+    for (l1, h1) in &holds {
+        for (l2, h2) in &holds {
+            if l1.resource == l2.resource || h1.session_id == h2.session_id {
+                continue;
+            }
+            if l1.mode == LockMode::Shared && l2.mode == LockMode::Shared {
+                continue;
+            }
+            if overlap(&l1.resource, &l2.resource) {
+                assert!(
+                    ancestor(state, &h1.session_id, &h2.session_id)
+                        || ancestor(state, &h2.session_id, &h1.session_id),
+                    "conflicting holds {} by {} and {} by {}",
+                    l1.resource,
+                    h1.session_id,
+                    l2.resource,
+                    h2.session_id
+                );
+            }
+        }
+    }
+    let patterns: Vec<&String> = state.view.locks.keys().filter(|r| is_pattern(r)).collect();
+    assert_eq!(
+        state.pattern_locks.iter().collect::<Vec<_>>(),
+        patterns,
+        "pattern index out of step"
+    );
     for id in state.view.inboxes.keys() {
         assert!(
             state.view.sessions.contains_key(id),
@@ -258,6 +372,23 @@ proptest! {
     }
 }
 
+fn ancestor(state: &State, a: &str, of: &str) -> bool {
+    let mut cur = of.to_string();
+    for _ in 0..16 {
+        match state
+            .view
+            .sessions
+            .get(&cur)
+            .and_then(|s| s.parent_session.clone())
+        {
+            Some(p) if p == a => return true,
+            Some(p) => cur = p,
+            None => return false,
+        }
+    }
+    false
+}
+
 fn reg(s: &str) -> Command {
     Command::Register {
         session_id: s.into(),
@@ -268,6 +399,7 @@ fn reg(s: &str) -> Command {
         pid: None,
         parent_session: None,
         ttl_ms: 30_000,
+        probes: Default::default(),
         extra: Default::default(),
     }
 }
@@ -305,8 +437,16 @@ fn grants_go_to_waiters_in_fifo_order_when_the_holder_dies() {
         .collect();
     assert_eq!(holders, ["c"]);
     let kinds: Vec<_> = log.iter().skip(6).map(|e| e.kind().to_string()).collect();
-    assert_eq!(kinds, ["lock.release", "lock.acquire", "session.dereg"]);
-    match &log[7].payload {
+    assert_eq!(
+        kinds,
+        [
+            "session.state",
+            "lock.release",
+            "lock.acquire",
+            "session.dereg"
+        ]
+    );
+    match &log[8].payload {
         Payload::LockAcquire(p) => assert_eq!(p.owner_session, "c"),
         other => panic!("expected a grant, got {other:?}"),
     }

@@ -254,6 +254,11 @@ async fn register<L: EventLog + Clone>(
             pid: req.pid,
             parent_session: req.parent_session,
             ttl_ms,
+            probes: coord_core::Probes {
+                tmux: req.tmux,
+                activity_file: req.activity_file,
+                transcript: req.transcript,
+            },
             extra: Default::default(),
         },
         req.tx_id,

@@ -127,6 +127,7 @@ fn command(change: Change, ttl_ms: u64) -> Option<(Command, Extras)> {
             pid: p.pid,
             parent_session: p.parent_session,
             ttl_ms,
+            probes: Default::default(),
             extra: p.extra,
         },
         Payload::SessionHeartbeat(p) => Command::Heartbeat {

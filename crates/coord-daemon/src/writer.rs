@@ -494,6 +494,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
             }
             let first_seq = (!outcome.drafts.is_empty()).then_some(self.state.head + 1);
+            let bodies = outcome.bodies;
             for (i, d) in outcome.drafts.into_iter().enumerate() {
                 // The first event carries the request's tx_id (the
                 // idempotency key); follow-on events get fresh ULIDs, never
@@ -502,7 +503,13 @@ impl<L: EventLog + Clone> Writer<L> {
                     (0, Some(t)) => t,
                     _ => self.next_id(),
                 };
-                self.attachments_for(&d.payload, d.session_id.as_deref(), &w, &mut batch);
+                self.attachments_for(
+                    &d.payload,
+                    d.session_id.as_deref(),
+                    &w,
+                    bodies.get(&i),
+                    &mut batch,
+                );
                 let event = Event {
                     seq: self.state.head + 1,
                     tx_id,
@@ -618,6 +625,7 @@ impl<L: EventLog + Clone> Writer<L> {
         payload: &Payload,
         session_id: Option<&str>,
         w: &Write,
+        body: Option<&String>,
         batch: &mut Batch,
     ) {
         match payload {
@@ -643,7 +651,11 @@ impl<L: EventLog + Clone> Writer<L> {
             }
             Payload::InboxDeliver(p) => batch.attachments.push(AttachmentOp::Put {
                 key: body_key(&p.to_session, &p.msg_id),
-                value: w.extras.body.clone().unwrap_or_default().into_bytes(),
+                value: body
+                    .or(w.extras.body.as_ref())
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_bytes(),
             }),
             Payload::InboxAck(p) => batch.attachments.push(AttachmentOp::Delete {
                 key: body_key(&p.to_session, &p.msg_id),

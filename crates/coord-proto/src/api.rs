@@ -35,6 +35,15 @@ pub struct RegisterRequest {
     /// Lease, ms (default 30,000).
     #[serde(default)]
     pub ttl_ms: Option<u64>,
+    /// tmux session the agent runs in (probed for liveness).
+    #[serde(default)]
+    pub tmux: Option<String>,
+    /// Absolute path of a file whose mtime is the agent's activity.
+    #[serde(default)]
+    pub activity_file: Option<String>,
+    /// Absolute path of the agent's JSONL transcript.
+    #[serde(default)]
+    pub transcript: Option<String>,
     /// Token chosen by the client (32–128 of `A-Za-z0-9_-`).
     #[serde(default)]
     pub token: Option<String>,
@@ -160,6 +169,47 @@ pub struct ReleaseRequest {
     #[serde(default)]
     pub force: bool,
     /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `POST /v1/locks/delegate`: the parent `session_id` hands `resource`
+/// (within one of its exclusive locks) to its child `to_session`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateRequest {
+    /// The delegating parent (its token authorizes).
+    pub session_id: String,
+    /// The pattern handed over.
+    pub resource: String,
+    /// The child receiving it.
+    pub to_session: String,
+    /// Idempotency key.
+    #[serde(default)]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `POST /v1/sessions/{id}/report`: the child `{id}` reports to its
+/// parent. The report's own fields (`kind`, `message`, `sub_session`,
+/// `scope`) sit at the top level, as in the `session.report` payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportRequest {
+    /// The parent; default: the child's registered `parent_session`.
+    /// Required when the child is not a session of this daemon (a report
+    /// forwarded by a peer daemon).
+    #[serde(default)]
+    pub parent_session: Option<String>,
+    /// What happened.
+    #[serde(flatten)]
+    pub report: crate::Report,
+    /// Idempotency key (a forwarding daemon sends the tx_id of the
+    /// original event, so a repeated delivery appends nothing).
     #[serde(default)]
     pub tx_id: Option<Ulid>,
     /// Source time.

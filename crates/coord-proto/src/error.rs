@@ -57,6 +57,9 @@ codes! {
     NotOwner = ("not_owner", 403),
     /// Acting on an order assigned to another session.
     NotAssignee = ("not_assignee", 403),
+    /// Delegating to, or reporting for, a session that is not the
+    /// parent's child.
+    NotChild = ("not_child", 409),
     /// No such endpoint.
     NotFound = ("not_found", 404),
     /// No such session.

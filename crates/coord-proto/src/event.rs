@@ -50,10 +50,13 @@ pub const KNOWN_KINDS: &[&str] = &[
     "session.heartbeat",
     "session.dereg",
     "session.state",
+    "session.probe_error",
+    "session.report",
     "lock.acquire",
     "lock.wait",
     "lock.wait_cancel",
     "lock.release",
+    "lock.delegate",
     "inbox.deliver",
     "inbox.ack",
     "dispatch.issue",
@@ -84,6 +87,17 @@ pub struct SessionRegister {
     pub parent_session: Option<String>,
     /// Lease length, ms.
     pub ttl_ms: u64,
+    /// The tmux session the agent runs in (probed by the lifecycle manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmux: Option<String>,
+    /// A file the agent touches when it does something (its mtime is
+    /// activity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_file: Option<String>,
+    /// The agent's JSONL transcript (its last entry tells working from
+    /// waiting for input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
     /// Fields a legacy file carried that coord does not model (kept, not
     /// interpreted).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -113,6 +127,8 @@ pub enum DeregReason {
     Removed,
     /// An admin forced it.
     Forced,
+    /// Its runtime (a tmux session) is gone, as the lifecycle manager found.
+    RuntimeGone,
 }
 
 /// `session.dereg`.
@@ -125,15 +141,104 @@ pub struct SessionDereg {
     pub exit_code: Option<i32>,
 }
 
-/// `session.state` (written by the lifecycle manager).
+/// `session.state` (written by the lifecycle manager): one transition of
+/// a session's [`LifeState`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
     /// State before.
-    pub from: String,
+    pub from: LifeState,
     /// State after.
-    pub to: String,
-    /// Why it changed.
+    pub to: LifeState,
+    /// Why it changed (`heartbeat`, `no activity for 120000 ms`, …).
     pub reason: String,
+}
+
+/// Where a session stands in its life (PROTOCOL §6.1). The thresholds
+/// between them are daemon settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LifeState {
+    /// Registered; nothing seen from it yet.
+    #[default]
+    Starting,
+    /// Did something within the idle threshold.
+    Active,
+    /// Nothing seen for the idle threshold.
+    Idle,
+    /// Its agent waits for a human (last transcript entry).
+    NeedsInput,
+    /// No heartbeat for the stale threshold; its lease still runs.
+    Stale,
+    /// Its process or runtime is gone; the dereg follows in the same commit.
+    Dead,
+}
+
+impl LifeState {
+    /// Lower-case name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifeState::Starting => "starting",
+            LifeState::Active => "active",
+            LifeState::Idle => "idle",
+            LifeState::NeedsInput => "needs_input",
+            LifeState::Stale => "stale",
+            LifeState::Dead => "dead",
+        }
+    }
+}
+
+/// `session.probe_error`: a lifecycle probe failed for one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionProbeError {
+    /// Which probe (`tmux`, `process`, `activity_file`, `transcript`).
+    pub probe: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What a child session tells its parent (`session.report`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Report {
+    /// The child finished a turn and waits for its next instruction.
+    TurnEnded,
+    /// The child hit an error.
+    Errored {
+        /// What went wrong.
+        message: String,
+    },
+    /// The child ended (its scope returns to the parent).
+    ShutDown,
+    /// The child delegated part of its scope to a session of its own.
+    ScopeSubDelegated {
+        /// The grandchild.
+        sub_session: String,
+        /// The patterns it was given.
+        scope: Vec<String>,
+    },
+}
+
+impl Report {
+    /// The report kind as on the wire (`turn_ended`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Report::TurnEnded => "turn_ended",
+            Report::Errored { .. } => "errored",
+            Report::ShutDown => "shut_down",
+            Report::ScopeSubDelegated { .. } => "scope_sub_delegated",
+        }
+    }
+}
+
+/// `session.report`: a child (the event's `session_id`) reports to its
+/// parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The parent the report is for.
+    pub parent_session: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub report: Report,
 }
 
 /// Exclusive or shared hold.
@@ -224,6 +329,9 @@ pub enum ReleaseReason {
     Expired,
     /// An admin forced it.
     Forced,
+    /// A delegated lock went back to its delegator (the holder ended or
+    /// shut down).
+    Returned,
 }
 
 /// `lock.release`.
@@ -235,6 +343,21 @@ pub struct LockRelease {
     pub owner_session: String,
     /// Why.
     pub reason: ReleaseReason,
+}
+
+/// `lock.delegate`: a parent hands part of its scope to a child. The
+/// child then holds `resource` exclusively, delegated from
+/// `from_session`; it returns to the parent when the child ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockDelegate {
+    /// The delegated pattern.
+    pub resource: String,
+    /// The delegating parent.
+    pub from_session: String,
+    /// The child that now holds it.
+    pub to_session: String,
+    /// The parent's lock that covers `resource`.
+    pub within: String,
 }
 
 /// `inbox.deliver`: the envelope of a message (the body is fetched by id).
@@ -320,6 +443,10 @@ pub enum Payload {
     SessionDereg(SessionDereg),
     /// `session.state`
     SessionState(SessionState),
+    /// `session.probe_error`
+    SessionProbeError(SessionProbeError),
+    /// `session.report`
+    SessionReport(SessionReport),
     /// `lock.acquire`
     LockAcquire(LockAcquire),
     /// `lock.wait`
@@ -328,6 +455,8 @@ pub enum Payload {
     LockWaitCancel(LockWaitCancel),
     /// `lock.release`
     LockRelease(LockRelease),
+    /// `lock.delegate`
+    LockDelegate(LockDelegate),
     /// `inbox.deliver`
     InboxDeliver(InboxDeliver),
     /// `inbox.ack`
@@ -374,10 +503,13 @@ impl Payload {
             Payload::SessionHeartbeat(_) => "session.heartbeat",
             Payload::SessionDereg(_) => "session.dereg",
             Payload::SessionState(_) => "session.state",
+            Payload::SessionProbeError(_) => "session.probe_error",
+            Payload::SessionReport(_) => "session.report",
             Payload::LockAcquire(_) => "lock.acquire",
             Payload::LockWait(_) => "lock.wait",
             Payload::LockWaitCancel(_) => "lock.wait_cancel",
             Payload::LockRelease(_) => "lock.release",
+            Payload::LockDelegate(_) => "lock.delegate",
             Payload::InboxDeliver(_) => "inbox.deliver",
             Payload::InboxAck(_) => "inbox.ack",
             Payload::DispatchIssue(_) => "dispatch.issue",
@@ -407,10 +539,13 @@ impl Payload {
             "session.heartbeat" => Payload::SessionHeartbeat(typed(kind, body)?),
             "session.dereg" => Payload::SessionDereg(typed(kind, body)?),
             "session.state" => Payload::SessionState(typed(kind, body)?),
+            "session.probe_error" => Payload::SessionProbeError(typed(kind, body)?),
+            "session.report" => Payload::SessionReport(typed(kind, body)?),
             "lock.acquire" => Payload::LockAcquire(typed(kind, body)?),
             "lock.wait" => Payload::LockWait(typed(kind, body)?),
             "lock.wait_cancel" => Payload::LockWaitCancel(typed(kind, body)?),
             "lock.release" => Payload::LockRelease(typed(kind, body)?),
+            "lock.delegate" => Payload::LockDelegate(typed(kind, body)?),
             "inbox.deliver" => Payload::InboxDeliver(typed(kind, body)?),
             "inbox.ack" => Payload::InboxAck(typed(kind, body)?),
             "dispatch.issue" => Payload::DispatchIssue(typed(kind, body)?),
@@ -448,6 +583,14 @@ impl Payload {
             Payload::DispatchAck(p) => (Some(&p.assignee), None),
             Payload::DispatchComplete(p) => (Some(&p.assignee), None),
             Payload::SessionRegister(p) => (p.parent_session.as_deref(), None),
+            Payload::SessionReport(p) => (
+                Some(p.parent_session.as_str()),
+                match &p.report {
+                    Report::ScopeSubDelegated { sub_session, .. } => Some(sub_session.as_str()),
+                    _ => None,
+                },
+            ),
+            Payload::LockDelegate(p) => (Some(&p.from_session), Some(&p.to_session)),
             _ => (None, None),
         };
         a.into_iter().chain(b)
@@ -463,10 +606,13 @@ impl Serialize for PayloadRef<'_> {
             Payload::SessionHeartbeat(p) => p.serialize(s),
             Payload::SessionDereg(p) => p.serialize(s),
             Payload::SessionState(p) => p.serialize(s),
+            Payload::SessionProbeError(p) => p.serialize(s),
+            Payload::SessionReport(p) => p.serialize(s),
             Payload::LockAcquire(p) => p.serialize(s),
             Payload::LockWait(p) => p.serialize(s),
             Payload::LockWaitCancel(p) => p.serialize(s),
             Payload::LockRelease(p) => p.serialize(s),
+            Payload::LockDelegate(p) => p.serialize(s),
             Payload::InboxDeliver(p) => p.serialize(s),
             Payload::InboxAck(p) => p.serialize(s),
             Payload::DispatchIssue(p) => p.serialize(s),

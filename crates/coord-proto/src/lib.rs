@@ -7,6 +7,8 @@
 //!   `tx_kind`;
 //! * [`Timestamp`] — milliseconds since the Unix epoch, RFC 3339 on the wire;
 //! * [`ids`] — the validation rules for session ids, resources, kinds;
+//! * [`pattern`] — lock patterns (`src/**`) and when two of them conflict;
+//! * [`render_event`] — one human line per event;
 //! * [`view`] — the state objects (sessions, locks, messages, orders);
 //! * [`api`] — request and response bodies of every endpoint;
 //! * [`ErrorCode`] and [`ErrorBody`] — the error vocabulary.
@@ -19,16 +21,19 @@ pub mod api;
 mod error;
 mod event;
 pub mod ids;
+pub mod pattern;
+mod render;
 mod timestamp;
 pub mod view;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{
     DeregReason, DispatchAck, DispatchComplete, DispatchIssue, Draft, Event, EventDecodeError,
-    InboxAck, InboxDeliver, LockAcquire, LockMode, LockRelease, LockWait, LockWaitCancel, Payload,
-    ReleaseReason, SessionDereg, SessionHeartbeat, SessionRegister, SessionState, WaitCancelReason,
-    KNOWN_KINDS,
+    InboxAck, InboxDeliver, LifeState, LockAcquire, LockDelegate, LockMode, LockRelease, LockWait,
+    LockWaitCancel, Payload, ReleaseReason, Report, SessionDereg, SessionHeartbeat,
+    SessionProbeError, SessionRegister, SessionReport, SessionState, WaitCancelReason, KNOWN_KINDS,
 };
+pub use render::render_event;
 pub use timestamp::Timestamp;
 
 /// The protocol version this crate describes; sent as the `Coord-Protocol`

@@ -2,10 +2,10 @@
 //! answers and snapshots. The logic that changes them lives in coord-core;
 //! this module only gives them a shape.
 
-use crate::{LockMode, Timestamp};
+use crate::{LifeState, LockMode, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A registered session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,40 @@ pub struct Session {
     /// registered through the API have their pid watched.
     #[serde(default)]
     pub source: String,
+    /// Where it stands in its life (the last `session.state`).
+    #[serde(default)]
+    pub state: LifeState,
+    /// The tmux session it runs in, probed by the lifecycle manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmux: Option<String>,
+    /// File whose mtime is its activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_file: Option<String>,
+    /// Its agent's JSONL transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    /// The pod below it: children and the grandchildren they reported,
+    /// by session id (the parent's registry).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub children: BTreeMap<String, PodMember>,
+    /// Children that reported `shut_down`: their late reports change
+    /// nothing.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub ended_children: BTreeSet<String>,
+}
+
+/// One entry of a parent's registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PodMember {
+    /// For a grandchild (or deeper): the direct child that reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Patterns delegated to it, as far as the parent knows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    /// Kind of its last report (`turn_ended`, `errored`, …), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<String>,
 }
 
 /// One holder of a lock.
@@ -49,6 +83,10 @@ pub struct Holder {
     pub acquired_at: Timestamp,
     /// Expiry after the grant, ms.
     pub ttl_ms: Option<u64>,
+    /// The parent that delegated this hold (`lock.delegate`); it returns
+    /// to that parent when this holder ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_from: Option<String>,
 }
 
 /// One waiter in a lock's FIFO queue.

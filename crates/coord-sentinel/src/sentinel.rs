@@ -32,7 +32,7 @@ pub fn observe(e: &Event) -> Observation {
         kind: e.kind().to_string(),
         session: e.session_id.clone(),
         resource: e.resource.clone(),
-        summary: coord_client::render::summary(e),
+        summary: coord_client::render_event(e),
     }
 }
 

@@ -182,6 +182,6 @@ pub fn render(e: &Event) -> String {
         e.seq,
         e.ts,
         e.kind(),
-        coord_client::render::summary(e)
+        coord_client::render_event(e)
     )
 }

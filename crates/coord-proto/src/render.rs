@@ -1,12 +1,15 @@
-//! Human renderings of events, shared by `coord events --format text` and
-//! the sentinel's observations.
+//! [`render_event`]: one human line per event, shared by `coord events
+//! --format text`, the parent notifications of `session.report` and the
+//! sentinel's observations. Pure: no clock, no I/O.
 
-use coord_proto::{Event, Payload};
+use crate::{Event, Payload, Report};
 
 /// One short human sentence for an event, naming who did what to what
 /// (`alice took src/main.rs (exclusive)`). No seq, time or kind: callers add
 /// what they need.
-pub fn summary(e: &Event) -> String {
+///
+/// Every `tx_kind` has its own wording; `x.*` kinds print their JSON.
+pub fn render_event(e: &Event) -> String {
     let who = e.session_id.as_deref().unwrap_or("-");
     match &e.payload {
         Payload::SessionRegister(p) => format!(
@@ -23,7 +26,31 @@ pub fn summary(e: &Event) -> String {
                 .map(|c| format!(", exit {c}"))
                 .unwrap_or_default()
         ),
-        Payload::SessionState(p) => format!("{who}: {} -> {} ({})", p.from, p.to, p.reason),
+        Payload::SessionState(p) => format!(
+            "{who}: {} -> {} ({})",
+            p.from.as_str(),
+            p.to.as_str(),
+            p.reason
+        ),
+        Payload::SessionProbeError(p) => {
+            format!("{who}: {} probe failed: {}", p.probe, p.message)
+        }
+        Payload::SessionReport(p) => match &p.report {
+            Report::TurnEnded => format!("{who} -> {}: turn ended", p.parent_session),
+            Report::Errored { message } => {
+                format!("{who} -> {}: errored: {message}", p.parent_session)
+            }
+            Report::ShutDown => format!("{who} -> {}: shut down", p.parent_session),
+            Report::ScopeSubDelegated { sub_session, scope } => format!(
+                "{who} -> {}: delegated {} to {sub_session}",
+                p.parent_session,
+                scope.join(", ")
+            ),
+        },
+        Payload::LockDelegate(p) => format!(
+            "{} delegated {} to {} (within {})",
+            p.from_session, p.resource, p.to_session, p.within
+        ),
         Payload::LockAcquire(p) => format!(
             "{} took {} ({})",
             p.owner_session,

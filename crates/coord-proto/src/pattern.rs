@@ -1,0 +1,244 @@
+//! Lock patterns (PROTOCOL §7.1): a lock's resource may be a glob, so one
+//! lock can cover a scope (`src/**`, `db/*.sql`).
+//!
+//! Syntax, per character: `*` matches any run of characters without `/`,
+//! `**` any run at all (slashes included, possibly empty), `?` one
+//! character other than `/`; every other character matches itself. A
+//! resource without `*` or `?` is a plain name and behaves exactly as
+//! before patterns existed.
+//!
+//! Two locks **conflict** when either pattern matches the other's text or
+//! some path matches both ([`overlap`]). A pattern lies **within** another
+//! ([`within`]) when every path it matches, the other matches too; that is
+//! what delegating part of a scope requires.
+//!
+//! Everything here is pure and decided on token positions, so the cost is
+//! at most (|a|+1)·(|b|+1) steps for patterns a and b.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Lit(char),
+    /// `?`
+    One,
+    /// `*`
+    Star,
+    /// `**`
+    DStar,
+}
+
+impl Tok {
+    fn repeats(self) -> bool {
+        matches!(self, Tok::Star | Tok::DStar)
+    }
+    fn accepts(self, c: char) -> bool {
+        match self {
+            Tok::Lit(x) => x == c,
+            Tok::One | Tok::Star => c != '/',
+            Tok::DStar => true,
+        }
+    }
+}
+
+fn tokens(p: &str) -> Vec<Tok> {
+    let mut out = Vec::with_capacity(p.len());
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                Tok::DStar
+            }
+            '*' => Tok::Star,
+            '?' => Tok::One,
+            c => Tok::Lit(c),
+        });
+    }
+    out
+}
+
+/// Whether `r` is a pattern (has `*` or `?`) rather than a plain name.
+pub fn is_pattern(r: &str) -> bool {
+    r.contains(['*', '?'])
+}
+
+/// Whether `path` (taken literally) matches `pattern`.
+pub fn matches(pattern: &str, path: &str) -> bool {
+    let p = tokens(pattern);
+    let t: Vec<char> = path.chars().collect();
+    let w = t.len() + 1;
+    // reach[i * w + j]: p[..i] can match t[..j].
+    let mut reach = vec![false; (p.len() + 1) * w];
+    reach[0] = true;
+    for i in 0..=p.len() {
+        for j in 0..=t.len() {
+            if !reach[i * w + j] || i == p.len() {
+                continue;
+            }
+            let tok = p[i];
+            if tok.repeats() {
+                reach[(i + 1) * w + j] = true;
+            }
+            if j < t.len() && tok.accepts(t[j]) {
+                if tok.repeats() {
+                    reach[i * w + j + 1] = true;
+                } else {
+                    reach[(i + 1) * w + j + 1] = true;
+                }
+            }
+        }
+    }
+    reach[p.len() * w + t.len()]
+}
+
+/// A path both patterns match, if there is one (the shortest in token
+/// steps). Wildcards are filled with `x`.
+pub fn common_path(a: &str, b: &str) -> Option<String> {
+    let (a, b) = (tokens(a), tokens(b));
+    let w = b.len() + 1;
+    // prev[state] = (previous state, char emitted on the way, if any).
+    let mut prev: Vec<Option<(usize, Option<char>)>> = vec![None; (a.len() + 1) * w];
+    let start = 0;
+    let goal = a.len() * w + b.len();
+    prev[start] = Some((start, None));
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(s) = queue.pop_front() {
+        if s == goal {
+            let mut out = Vec::new();
+            let mut cur = s;
+            while cur != start {
+                let Some((p, c)) = prev[cur] else { break };
+                out.extend(c);
+                cur = p;
+            }
+            out.reverse();
+            return Some(out.into_iter().collect());
+        }
+        let (i, j) = (s / w, s % w);
+        let mut next = Vec::with_capacity(3);
+        if i < a.len() && a[i].repeats() {
+            next.push(((i + 1) * w + j, None));
+        }
+        if j < b.len() && b[j].repeats() {
+            next.push((i * w + j + 1, None));
+        }
+        if i < a.len() && j < b.len() {
+            let c = match (a[i], b[j]) {
+                (Tok::Lit(x), _) | (_, Tok::Lit(x)) => Some(x),
+                _ => Some('x'),
+            }
+            .filter(|&c| a[i].accepts(c) && b[j].accepts(c));
+            if let Some(c) = c {
+                let ni = if a[i].repeats() { i } else { i + 1 };
+                let nj = if b[j].repeats() { j } else { j + 1 };
+                if (ni, nj) != (i, j) {
+                    next.push((ni * w + nj, Some(c)));
+                }
+            }
+        }
+        for (n, c) in next {
+            if prev[n].is_none() {
+                prev[n] = Some((s, c));
+                queue.push_back(n);
+            }
+        }
+    }
+    None
+}
+
+/// The conflict rule: `a` and `b` overlap when they are equal, either
+/// matches the other's text, or a path matches both.
+pub fn overlap(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if !is_pattern(a) && !is_pattern(b) {
+        return false;
+    }
+    matches(a, b) || matches(b, a) || common_path(a, b).is_some()
+}
+
+/// Whether every path `inner` matches is matched by `outer` too (`src/db/**`
+/// lies within `src/**`; `src/**` does not lie within `src/*`).
+///
+/// Decided token by token, so it is sound (a `true` is always right) and
+/// exact for the patterns people write; an exotic inclusion it cannot prove
+/// (`a*` within `*`… is proven; `?*` within `*?` is not) answers `false`.
+pub fn within(inner: &str, outer: &str) -> bool {
+    if inner == outer {
+        return true;
+    }
+    let (x, y) = (tokens(inner), tokens(outer));
+    let w = y.len() + 1;
+    let mut seen = vec![false; (x.len() + 1) * w];
+    let mut stack = vec![(0usize, 0usize)];
+    // One outer token covers one inner token.
+    let covers = |o: Tok, i: Tok| match (o, i) {
+        (Tok::DStar, _) => true,
+        (Tok::Star, Tok::Lit(c)) | (Tok::One, Tok::Lit(c)) => c != '/',
+        (Tok::Star, Tok::One | Tok::Star) => true,
+        (Tok::One, Tok::One) => true,
+        (Tok::Lit(a), Tok::Lit(b)) => a == b,
+        _ => false,
+    };
+    while let Some((i, j)) = stack.pop() {
+        if std::mem::replace(&mut seen[i * w + j], true) {
+            continue;
+        }
+        if i == x.len() && j == y.len() {
+            return true;
+        }
+        if j < y.len() && y[j].repeats() {
+            stack.push((i, j + 1));
+            if i < x.len() && covers(y[j], x[i]) {
+                stack.push((i + 1, j));
+            }
+        } else if i < x.len() && j < y.len() && covers(y[j], x[i]) && !x[i].repeats() {
+            stack.push((i + 1, j + 1));
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching() {
+        assert!(matches("src/**", "src/a/b.rs"));
+        assert!(matches("src/**", "src/"));
+        assert!(matches("src/*.rs", "src/main.rs"));
+        assert!(!matches("src/*.rs", "src/a/main.rs"));
+        assert!(matches("*.sql", "schema.sql"));
+        assert!(!matches("*.sql", "db/schema.sql"));
+        assert!(matches("a?c", "abc"));
+        assert!(!matches("a?c", "a/c"));
+        assert!(matches("plain", "plain"));
+        assert!(!matches("plain", "plainer"));
+    }
+
+    #[test]
+    fn conflicts() {
+        assert!(overlap("src/**", "src/main.rs"));
+        assert!(overlap("src/**", "src/db/**"));
+        assert!(overlap("src/*.rs", "src/m*"));
+        assert!(overlap("**/*.sql", "db/*"));
+        assert!(!overlap("src/**", "docs/**"));
+        assert!(!overlap("*.sql", "*.rs"));
+        assert!(!overlap("a", "b"));
+        assert_eq!(common_path("src/*.rs", "src/m*").as_deref(), Some("src/m.rs"));
+    }
+
+    #[test]
+    fn inclusion() {
+        assert!(within("src/db/**", "src/**"));
+        assert!(within("src/main.rs", "src/**"));
+        assert!(within("src/*.rs", "src/**"));
+        assert!(within("src/*.rs", "src/*"));
+        assert!(!within("src/**", "src/*"));
+        assert!(!within("src/**", "src/db/**"));
+        assert!(!within("docs/a", "src/**"));
+    }
+}
