@@ -269,6 +269,24 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/sessions/{id}/report` (the child's token): a report to
+    /// its parent.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `not_child`, `session_not_found`.
+    pub async fn report(&self, id: &str, req: &ReportRequest) -> Result<Answer<WriteResponse>> {
+        self.post(&format!("/v1/sessions/{}/report", enc(id)), req)
+            .await
+    }
+
+    /// `POST /v1/locks/delegate` (the parent's token).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `not_child`, `lock_not_held`, `lock_held`.
+    pub async fn delegate(&self, req: &DelegateRequest) -> Result<Answer<WriteResponse>> {
+        self.post("/v1/locks/delegate", req).await
+    }
+
     /// `POST /v1/locks/acquire` (token). Waits up to `req.wait_ms`.
     ///
     /// # Errors

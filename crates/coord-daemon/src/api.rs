@@ -71,6 +71,8 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/sessions/{id}", get(get_session::<L>))
         .route("/v1/sessions/{id}/heartbeat", post(heartbeat::<L>))
         .route("/v1/sessions/{id}/dereg", post(dereg::<L>))
+        .route("/v1/sessions/{id}/report", post(report::<L>))
+        .route("/v1/locks/delegate", post(delegate::<L>))
         .route("/v1/locks", get(list_locks::<L>))
         .route("/v1/locks/acquire", post(acquire::<L>))
         .route("/v1/locks/release", post(release::<L>))
@@ -360,6 +362,71 @@ async fn heartbeat<L: EventLog + Clone>(
         false,
         &HeartbeatResponse { seq: c.seq, ttl_ms },
     ))
+}
+
+/// A child's report to its parent. A child of this daemon acts with its
+/// token; a child of another daemon is reported by that daemon's
+/// forwarder with this daemon's admin token (source `peer`).
+async fn report<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ReportRequest>,
+) -> ApiResult {
+    check_id("session_id", &id)?;
+    let sid = id.clone();
+    let local = app
+        .writer
+        .read(move |s| s.view.sessions.contains_key(&sid))
+        .await?;
+    let admin = require_admin(&app, &headers).is_ok();
+    if local && !admin {
+        require_session(&app, &headers, &id).await?;
+    } else if !local && !admin {
+        return Err(ApiError::new(
+            ErrorCode::AdminRequired,
+            format!(
+                "{id} is not a session of this daemon; a report forwarded for it needs the admin token (Coord-Admin-Token)"
+            ),
+        ));
+    }
+    let mut w = write(
+        Command::Report {
+            session_id: id,
+            parent_session: req.parent_session,
+            report: req.report,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    if !local {
+        w.source = crate::writer::PEER.to_string();
+    }
+    let c = app.writer.write(w).await?;
+    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+}
+
+/// `lock.delegate`: the parent (`session_id`, its token) hands part of its
+/// scope to a child.
+async fn delegate<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<DelegateRequest>,
+) -> ApiResult {
+    require_session(&app, &headers, &req.session_id).await?;
+    let c = app
+        .writer
+        .write(write(
+            Command::Delegate {
+                session_id: req.session_id,
+                resource: req.resource,
+                to_session: req.to_session,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
 }
 
 async fn dereg<L: EventLog + Clone>(

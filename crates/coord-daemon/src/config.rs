@@ -27,6 +27,11 @@ pub struct Config {
     pub legacy: Option<crate::BridgeConfig>,
     /// Keep this directory a legacy-layout copy of the view.
     pub export_legacy: Option<PathBuf>,
+    /// The lifecycle manager's thresholds and probes.
+    pub lifecycle: crate::LifecycleConfig,
+    /// Forward the reports of top-level sessions to the daemon on this
+    /// socket (fire-and-forget).
+    pub parent_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -43,6 +48,8 @@ impl Config {
             max_connections: 16_384,
             legacy: None,
             export_legacy: None,
+            lifecycle: crate::LifecycleConfig::default(),
+            parent_socket: None,
         }
     }
 }

@@ -17,6 +17,13 @@
 //!   commands;
 //! * `export` — the view written out in the legacy layout (on request and,
 //!   debounced, after commits);
+//! * [`lifecycle`] — the lifecycle manager: each session's state
+//!   (starting, active, idle, needs_input, stale, dead) kept in step with
+//!   its runtime and agent, through the probe traits it holds;
+//! * [`probes`] — the real probes: tmux and processes, activity files and
+//!   transcripts;
+//! * `forward` — `--parent-socket`: reports of top-level sessions sent on
+//!   to a parent daemon, fire-and-forget;
 //! * `pidfd`, `tokens` — process-exit notification and session tokens.
 //!
 //! The crate must not decide what is valid (that is coord-core) or how
@@ -27,15 +34,19 @@ mod api;
 mod bridge;
 mod config;
 mod export;
+mod forward;
 mod http;
 mod hub;
+pub mod lifecycle;
 mod pidfd;
+pub mod probes;
 mod server;
 mod tokens;
 mod writer;
 
 pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};
+pub use lifecycle::{LifecycleConfig, LifecycleHandle, LifecycleManager, Thresholds};
 pub use server::{run, ServeError};
 
 /// Resolves once the shutdown watch is true (or its sender is gone).

@@ -86,6 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let hub = Hub::new(state.head, config.ring_capacity);
     let stats = Arc::new(Stats::default());
     let token_cache = Arc::new(TokenCache::default());
+    let renewals = Arc::new(crate::lifecycle::Renewals::default());
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         store.clone(),
@@ -95,7 +96,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         WriterConfig {
             snapshot_every: config.snapshot_every.max(1),
             retention: config.retention,
+            renewals: renewals.clone(),
         },
+    );
+    let lifecycle = crate::LifecycleManager::spawn(
+        config.lifecycle.clone(),
+        writer.clone(),
+        hub.clone(),
+        store.clone(),
+        renewals,
     );
 
     let admin_token = tokens::generate();
@@ -132,6 +141,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let exporter = config.export_legacy.clone().map(|root| {
         tokio::spawn(crate::export::run(
             root,
+            app.writer.clone(),
+            store.clone(),
+            app.hub.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
+    let forwarder = config.parent_socket.clone().map(|parent| {
+        tokio::spawn(crate::forward::run(
+            parent,
             app.writer.clone(),
             store.clone(),
             app.hub.clone(),
@@ -225,6 +243,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         // answered because the writer is still running.
         let _ = b.await;
     }
+    if let Some(f) = forwarder {
+        let _ = f.await;
+    }
+    lifecycle.stop().await;
     drop(router);
     drop(app);
     let _ = writer_stop.send(());

@@ -40,6 +40,9 @@ pub const LIFECYCLE: &str = "lifecycle";
 /// Source name of writes that came through the HTTP API.
 pub const API: &str = "api";
 
+/// Source name of reports forwarded by a child daemon (`--parent-socket`).
+pub const PEER: &str = "peer";
+
 /// What a committed write answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Committed {
@@ -251,6 +254,8 @@ pub struct WriterConfig {
     pub snapshot_every: u64,
     /// What compaction keeps.
     pub retention: Retention,
+    /// Where bare lease renewals are noted for the lifecycle manager.
+    pub renewals: Arc<crate::lifecycle::Renewals>,
 }
 
 struct Writer<L: EventLog> {
@@ -751,6 +756,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
             }
             Command::Heartbeat { session_id, .. } => {
+                self.config.renewals.note(session_id);
                 if let Some(s) = self.state.view.sessions.get(session_id) {
                     self.timers.set(
                         TimerKey::Lease {

@@ -225,6 +225,7 @@ mod tests {
                     } else {
                         "fs-watch".into()
                     },
+                    ..Default::default()
                 },
             );
         }
@@ -238,6 +239,7 @@ mod tests {
                     acquired_seq: 2,
                     acquired_at: Timestamp(3_000),
                     ttl_ms: None,
+                    delegated_from: None,
                 }],
                 waiters: vec![],
             },

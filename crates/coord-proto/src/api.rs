@@ -431,6 +431,9 @@ pub struct Snapshot {
 }
 
 /// One line of an NDJSON events stream.
+// Events are nearly every item of a stream and the snapshot at most the
+// first, so the event stays inline rather than costing a box per line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem {
     /// The snapshot that opens a `snapshot=true` stream.

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use coord_client::{enc, Client};
 use coord_proto::api::StreamItem;
 use coord_proto::api::*;
-use coord_proto::{LockMode, Payload};
+use coord_proto::{LockMode, Payload, Report};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -178,6 +178,24 @@ struct DaemonArgs {
     /// bridged objects are left to their own writers, so nothing feeds back).
     #[arg(long)]
     export_legacy: Option<PathBuf>,
+    /// Forward the reports of top-level sessions (whose parent is not a
+    /// session here) to the daemon on this socket, fire-and-forget.
+    #[arg(long)]
+    parent_socket: Option<PathBuf>,
+    /// Lifecycle: a session with no activity for this long is idle.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    idle_after: Duration,
+    /// Lifecycle: a session without a heartbeat for this percentage of its
+    /// lease is stale.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    stale_after_pct: u8,
+    /// Lifecycle: probe tmux sessions and activity files this often (only
+    /// while such sessions exist).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    probe_interval: Duration,
+    /// tmux server socket name for liveness probes (tmux -L NAME).
+    #[arg(long)]
+    tmux_socket: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +223,36 @@ enum SessionCmd {
         /// Free JSON shown to others.
         #[arg(long)]
         blob: Option<String>,
+        /// The tmux session the agent runs in (its end ends the session).
+        #[arg(long)]
+        tmux: Option<String>,
+        /// A file whose mtime is the agent's activity (absolute path).
+        #[arg(long)]
+        activity_file: Option<PathBuf>,
+        /// The agent's JSONL transcript (absolute path).
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+    },
+    /// Report to the parent session: turn_ended, errored, shut_down or
+    /// scope_sub_delegated.
+    Report {
+        /// turn_ended | errored | shut_down | scope_sub_delegated
+        #[arg(value_parser = ["turn_ended", "errored", "shut_down", "scope_sub_delegated"])]
+        kind: String,
+        /// For errored: what went wrong.
+        #[arg(long)]
+        message: Option<String>,
+        /// For scope_sub_delegated: the grandchild.
+        #[arg(long)]
+        sub_session: Option<String>,
+        /// For scope_sub_delegated: a pattern it was given (repeatable).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// The parent (default: the registered parent).
+        #[arg(long)]
+        parent: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
     },
     /// Renew the lease (and change the phase).
     Heartbeat {
@@ -260,6 +308,16 @@ enum LockCmd {
         /// Release another session's hold with the admin token.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Hand part of your scope (a pattern within one of your exclusive
+    /// locks) to a child session; it returns when the child ends.
+    Delegate {
+        resource: String,
+        /// The child receiving it.
+        #[arg(long)]
+        to: String,
         #[command(flatten)]
         acting: Acting,
     },
@@ -553,6 +611,15 @@ async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
     config.max_connections = args.max_connections;
     config.ring_capacity = args.ring_events.max(1);
     config.export_legacy = args.export_legacy;
+    config.parent_socket = args.parent_socket;
+    config.lifecycle.thresholds = coord_daemon::Thresholds {
+        idle_after_ms: ms(args.idle_after).max(1),
+        stale_after_pct: args.stale_after_pct,
+        probe_interval_ms: ms(args.probe_interval).max(1),
+    };
+    config.lifecycle.runtime = std::sync::Arc::new(coord_daemon::probes::HostRuntime {
+        tmux_socket: args.tmux_socket,
+    });
     if let Some(root) = args.legacy_root {
         config.legacy = Some(coord_daemon::BridgeConfig {
             root,
@@ -605,9 +672,23 @@ async fn session(
             parent,
             ttl,
             blob,
+            tmux,
+            activity_file,
+            transcript,
         } => {
+            let path = |p: Option<PathBuf>| -> Result<Option<String>> {
+                p.map(|p| {
+                    std::path::absolute(&p)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .with_context(|| format!("resolving {}", p.display()))
+                })
+                .transpose()
+            };
             let a = base
                 .register(&RegisterRequest {
+                    tmux,
+                    activity_file: path(activity_file)?,
+                    transcript: path(transcript)?,
                     session_id: id,
                     role,
                     task,
@@ -629,6 +710,47 @@ async fn session(
                 ))?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        SessionCmd::Report {
+            kind,
+            message,
+            sub_session,
+            scope,
+            parent,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let need = |what: &str| anyhow!(Exit(code::INVALID, format!("{kind} needs {what}")));
+            let report = match kind.as_str() {
+                "turn_ended" => Report::TurnEnded,
+                "shut_down" => Report::ShutDown,
+                "errored" => Report::Errored {
+                    message: message.ok_or_else(|| need("--message"))?,
+                },
+                _ => {
+                    if scope.is_empty() {
+                        return Err(need("--scope PATTERN"));
+                    }
+                    Report::ScopeSubDelegated {
+                        sub_session: sub_session.ok_or_else(|| need("--sub-session"))?,
+                        scope,
+                    }
+                }
+            };
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .report(
+                    &id,
+                    &ReportRequest {
+                        parent_session: parent,
+                        report,
+                        tx_id: Some(ulid::Ulid::new()),
+                        ts: None,
+                    },
+                )
+                .await?;
+            print_write(json, &a.body, &format!("{id} reported {kind}"))
         }
         SessionCmd::Heartbeat { phase, acting } => {
             let id = acting.id()?;
@@ -677,17 +799,28 @@ async fn session(
             output::json_or_table(
                 json,
                 &r,
-                &["SESSION", "ROLE", "TASK", "PHASE", "PID", "LAST HEARTBEAT"],
+                &[
+                    "SESSION",
+                    "STATE",
+                    "ROLE",
+                    "TASK",
+                    "PHASE",
+                    "PID",
+                    "PARENT",
+                    "LAST HEARTBEAT",
+                ],
                 || {
                     r.sessions
                         .iter()
                         .map(|s| {
                             vec![
                                 s.session_id.clone(),
+                                s.state.as_str().to_string(),
                                 s.role.clone(),
                                 s.task.clone(),
                                 s.phase.clone(),
                                 s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                                s.parent_session.clone().unwrap_or_else(|| "-".into()),
                                 s.last_heartbeat.to_string(),
                             ]
                         })
@@ -761,6 +894,25 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
                 })?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        LockCmd::Delegate {
+            resource,
+            to,
+            acting,
+        } => {
+            let id = acting.id()?;
+            let a = base
+                .clone()
+                .with_token(acting.token)
+                .delegate(&DelegateRequest {
+                    session_id: id.clone(),
+                    resource: resource.clone(),
+                    to_session: to.clone(),
+                    tx_id: Some(ulid::Ulid::new()),
+                    ts: None,
+                })
+                .await?;
+            print_write(json, &a.body, &format!("{id} delegated {resource} to {to}"))
         }
         LockCmd::Release {
             resource,
