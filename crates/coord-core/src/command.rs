@@ -4,8 +4,8 @@ use coord_proto::Draft;
 use coord_proto::{
     DeregReason, ErrorBody, ErrorCode, LifeState, LockMode, Report, Timestamp, WaitCancelReason,
 };
-use std::collections::BTreeMap;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// One request to change the state. Auth has happened before a command is
 /// built; the state machine only checks what the view can decide.

@@ -168,7 +168,9 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             }
             text("reason", reason)?;
             Ok(match view.sessions.get(session_id) {
-                Some(s) if s.registered_seq == *registered_seq && s.state == *from && from != to => {
+                Some(s)
+                    if s.registered_seq == *registered_seq && s.state == *from && from != to =>
+                {
                     done(vec![Draft {
                         session_id: Some(session_id.clone()),
                         resource: None,
@@ -217,7 +219,9 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     if given.as_ref().is_some_and(|g| g != registered) {
                         return Err(Rejection::new(
                             ErrorCode::NotChild,
-                            format!("{session_id} is a child of {registered}, not of the given parent"),
+                            format!(
+                                "{session_id} is a child of {registered}, not of the given parent"
+                            ),
                         )
                         .with("parent_session", registered.as_str()));
                     }
@@ -228,13 +232,13 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     session(view, given)?;
                     given.clone()
                 }
-                (None, None) => {
-                    return Err(Rejection::new(
-                        ErrorCode::SessionNotFound,
-                        format!("no live session {session_id}; a forwarded report names its parent_session"),
-                    )
-                    .with("session_id", session_id.as_str()))
-                }
+                (None, None) => return Err(Rejection::new(
+                    ErrorCode::SessionNotFound,
+                    format!(
+                        "no live session {session_id}; a forwarded report names its parent_session"
+                    ),
+                )
+                .with("session_id", session_id.as_str())),
             };
             id("parent_session", &parent)?;
             let mut locks = Locks::new(state);
@@ -897,7 +901,11 @@ fn dereg_cascade(
         .collect();
     for r in involved {
         let Some(l) = locks.get(&r) else { continue };
-        let holds = l.holders.iter().find(|h| h.session_id == session_id).cloned();
+        let holds = l
+            .holders
+            .iter()
+            .find(|h| h.session_id == session_id)
+            .cloned();
         let waits = l.waiters.iter().any(|w| w.session_id == session_id);
         if waits {
             cancel_wait_into(
@@ -1041,10 +1049,7 @@ fn notification_body(child: &str, parent: &str, report: &Report) -> String {
         _ => serde_json::Map::new(),
     };
     body.insert("from_session".into(), child.into());
-    body.insert(
-        "text".into(),
-        coord_proto::render_event(&event).into(),
-    );
+    body.insert("text".into(), coord_proto::render_event(&event).into());
     serde_json::Value::Object(body).to_string()
 }
 
@@ -1143,7 +1148,6 @@ fn grant_into(locks: &mut Locks<'_>, resource: &str, out: &mut Vec<Draft>) {
         });
     }
 }
-
 
 fn order_ack(order_id: &str, session_id: &str) -> Draft {
     Draft {

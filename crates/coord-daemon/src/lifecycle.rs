@@ -68,7 +68,10 @@ impl ProbeError {
 pub trait Runtime: Send + Sync + 'static {
     /// `Ok(Some(alive))` when this runtime knows the session, `Ok(None)`
     /// when it has nothing to say about it (no tmux name, no pid).
-    fn is_alive<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Option<bool>, ProbeError>>;
+    fn is_alive<'a>(
+        &'a self,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<Option<bool>, ProbeError>>;
 
     /// Whether the session must be probed on the interval because its
     /// runtime cannot notify.
@@ -730,7 +733,10 @@ mod tests {
             ..inputs()
         };
         let (s, why, next) = derive(&i, 2_500, &TH);
-        assert_eq!((s, why.as_str(), next), (LifeState::Active, "activity: inbox", Some(3_000)));
+        assert_eq!(
+            (s, why.as_str(), next),
+            (LifeState::Active, "activity: inbox", Some(3_000))
+        );
         assert_eq!(derive(&i, 3_000, &TH).0, LifeState::Idle);
     }
 

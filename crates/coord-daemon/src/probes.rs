@@ -58,11 +58,7 @@ impl HostRuntime {
         }
         Err(ProbeError::new(
             "tmux",
-            format!(
-                "tmux has-session failed ({}): {}",
-                out.status,
-                err.trim()
-            ),
+            format!("tmux has-session failed ({}): {}", out.status, err.trim()),
         ))
     }
 }
@@ -88,15 +84,15 @@ fn process_alive(pid: u32) -> Result<bool, ProbeError> {
             Ok(n == 0)
         }
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
-        Err(e) => Err(ProbeError::new("process", format!("pidfd_open({pid}): {e}"))),
+        Err(e) => Err(ProbeError::new(
+            "process",
+            format!("pidfd_open({pid}): {e}"),
+        )),
     }
 }
 
 impl Runtime for HostRuntime {
-    fn is_alive<'a>(
-        &'a self,
-        s: &'a Session,
-    ) -> BoxFuture<'a, Result<Option<bool>, ProbeError>> {
+    fn is_alive<'a>(&'a self, s: &'a Session) -> BoxFuture<'a, Result<Option<bool>, ProbeError>> {
         Box::pin(async move {
             if let Some(name) = &s.tmux {
                 return self.tmux_alive(name).await.map(Some);

@@ -155,7 +155,9 @@ pub struct SessionState {
 
 /// Where a session stands in its life (PROTOCOL §6.1). The thresholds
 /// between them are daemon settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LifeState {
     /// Registered; nothing seen from it yet.

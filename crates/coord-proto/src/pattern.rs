@@ -228,7 +228,10 @@ mod tests {
         assert!(!overlap("src/**", "docs/**"));
         assert!(!overlap("*.sql", "*.rs"));
         assert!(!overlap("a", "b"));
-        assert_eq!(common_path("src/*.rs", "src/m*").as_deref(), Some("src/m.rs"));
+        assert_eq!(
+            common_path("src/*.rs", "src/m*").as_deref(),
+            Some("src/m.rs")
+        );
     }
 
     #[test]

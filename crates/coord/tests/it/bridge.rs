@@ -81,7 +81,9 @@ fn the_bridge_imports_a_root_follows_it_and_survives_a_restart() {
     assert_eq!(count(&events, "lock.acquire"), 2);
     assert_eq!(count(&events, "inbox.deliver"), 2);
     assert!(
-        events.iter().all(|e| e["source"] == "fs-poll"),
+        events
+            .iter()
+            .all(|e| e["source"] == "fs-poll" || e["tx_kind"] == "session.state"),
         "{events:?}"
     );
     let snap = d.http("GET", "/v1/snapshot", &[], None).json();

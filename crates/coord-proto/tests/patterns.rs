@@ -1,0 +1,84 @@
+//! Property tests of the lock conflict rule (PROTOCOL §7.1): `overlap` is
+//! symmetric and reflexive, every common path it finds really matches
+//! both patterns, it finds one whenever a brute-force search over short
+//! paths does, and `within` never claims an inclusion a path disproves.
+
+use coord_proto::pattern::{common_path, matches, overlap, within};
+use proptest::prelude::*;
+
+/// Patterns over a tiny alphabet, so collisions are frequent.
+fn pattern() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => Just("a"),
+            3 => Just("b"),
+            3 => Just("/"),
+            2 => Just("*"),
+            2 => Just("**"),
+            1 => Just("?"),
+        ],
+        0..6,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+/// Every path over {a, b, /} up to `len` characters.
+fn paths(len: usize) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut frontier = vec![String::new()];
+    for _ in 0..len {
+        let mut next = Vec::new();
+        for p in &frontier {
+            for c in ['a', 'b', '/'] {
+                let mut q = p.clone();
+                q.push(c);
+                next.push(q);
+            }
+        }
+        out.extend(next.iter().cloned());
+        frontier = next;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn overlap_is_symmetric_and_reflexive(a in pattern(), b in pattern()) {
+        prop_assert_eq!(overlap(&a, &b), overlap(&b, &a));
+        prop_assert!(overlap(&a, &a));
+    }
+
+    #[test]
+    fn a_common_path_matches_both(a in pattern(), b in pattern()) {
+        if let Some(p) = common_path(&a, &b) {
+            prop_assert!(matches(&a, &p), "{a:?} does not match its witness {p:?}");
+            prop_assert!(matches(&b, &p), "{b:?} does not match its witness {p:?}");
+        }
+    }
+
+    #[test]
+    fn brute_force_agrees(a in pattern(), b in pattern()) {
+        let shared = paths(5).into_iter().find(|p| matches(&a, p) && matches(&b, p));
+        if let Some(p) = shared {
+            prop_assert!(common_path(&a, &b).is_some(), "{a:?} and {b:?} share {p:?}");
+            prop_assert!(overlap(&a, &b));
+        }
+        if !overlap(&a, &b) {
+            prop_assert!(common_path(&a, &b).is_none());
+        }
+    }
+
+    #[test]
+    fn within_is_sound(inner in pattern(), outer in pattern()) {
+        if within(&inner, &outer) {
+            for p in paths(5) {
+                if matches(&inner, &p) {
+                    prop_assert!(matches(&outer, &p), "{inner:?} within {outer:?}, yet {p:?}");
+                }
+            }
+            prop_assert!(overlap(&inner, &outer));
+        }
+    }
+}
