@@ -232,13 +232,15 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     session(view, given)?;
                     given.clone()
                 }
-                (None, None) => return Err(Rejection::new(
-                    ErrorCode::SessionNotFound,
-                    format!(
+                (None, None) => {
+                    return Err(Rejection::new(
+                        ErrorCode::SessionNotFound,
+                        format!(
                         "no live session {session_id}; a forwarded report names its parent_session"
                     ),
-                )
-                .with("session_id", session_id.as_str())),
+                    )
+                    .with("session_id", session_id.as_str()))
+                }
             };
             id("parent_session", &parent)?;
             let mut locks = Locks::new(state);

@@ -38,6 +38,8 @@ mod forward;
 mod http;
 mod hub;
 pub mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 mod pidfd;
 pub mod probes;
 mod server;

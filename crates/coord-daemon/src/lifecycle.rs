@@ -314,6 +314,14 @@ impl LifecycleManager {
     }
 }
 
+/// Resolves when [`LifecycleHandle::stop`] is called. A dropped handle is
+/// not a stop: then this never resolves.
+async fn until_stopped(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The sleep until `at`, or forever.
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -360,7 +368,7 @@ impl<L: EventLog + Clone> Run<L> {
             };
             let mut stop = self.stop.clone();
             tokio::select! {
-                _ = crate::until_shutdown(&mut stop) => break,
+                _ = until_stopped(&mut stop) => break,
                 r = head.changed() => {
                     if r.is_err() {
                         break;
@@ -683,7 +691,7 @@ impl<L: EventLog + Clone> Run<L> {
                     let mut stop = self.stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = crate::until_shutdown(&mut stop) => return,
+                        _ = until_stopped(&mut stop) => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
