@@ -65,7 +65,8 @@ fn client_code(e: &ClientError) -> u8 {
                 | ErrorCode::OrderState
                 | ErrorCode::MessageExists
                 | ErrorCode::NotOwner
-                | ErrorCode::NotAssignee,
+                | ErrorCode::NotAssignee
+                | ErrorCode::NotChild,
             ) => code::CONFLICT,
             Some(ErrorCode::Timeout) => code::TIMEOUT,
             Some(

@@ -204,6 +204,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test shows what its daemon said last.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- daemon log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill with our child's pid.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
