@@ -387,3 +387,48 @@ async fn dropping_the_handle_does_not_stop_the_manager_but_stop_does() {
         "a stopped manager writes nothing"
     );
 }
+
+/// A queued acquire and the release that grants it, committed in one batch:
+/// the waiter is answered from the state (the grant's event went by before
+/// the wait was registered). Regression test for a lost wake-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_granted_in_its_own_batch_is_answered() {
+    let r = rig().await;
+    r.register("holder", 60_000).await;
+    r.register("waiter", 60_000).await;
+    let acquire = |who: &str, wait: bool| Command::Acquire {
+        session_id: who.into(),
+        resource: "db".into(),
+        mode: coord_proto::LockMode::Exclusive,
+        ttl_ms: None,
+        wait,
+        extra: Default::default(),
+    };
+    r.run(acquire("holder", false)).await;
+    // Hold the writer busy so both requests below land in one batch.
+    let busy = r
+        .writer
+        .read(|_| std::thread::sleep(Duration::from_millis(200)));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut wait = internal(acquire("waiter", true));
+    wait.extras.wait = Some(tx);
+    let release = internal(Command::Release {
+        session_id: "holder".into(),
+        resource: "db".into(),
+        force: false,
+    });
+    let (_, a, b) = tokio::join!(busy, r.writer.write(wait), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.writer.write(release).await
+    });
+    a.expect("wait queued");
+    b.expect("released");
+    let notice = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the waiter is answered, not left hanging")
+        .expect("notice");
+    assert!(
+        matches!(notice, crate::writer::WaitNotice::Granted(_)),
+        "{notice:?}"
+    );
+}

@@ -774,8 +774,31 @@ impl<L: EventLog + Clone> Writer<L> {
             } => {
                 if matches!(c.reply, Reply::Waiting | Reply::AlreadyWaiting) {
                     if let Some(tx) = w.extras.wait.take() {
-                        self.waits
-                            .insert((resource.clone(), session_id.clone()), tx);
+                        // A later command of the same batch may already have
+                        // granted or cancelled this wait: its event went by
+                        // before the wait was registered, so answer from the
+                        // state instead of waiting for an event that came.
+                        let lock = self.state.view.locks.get(resource);
+                        let held = lock.and_then(|l| {
+                            l.holders
+                                .iter()
+                                .find(|h| &h.session_id == session_id)
+                                .map(|h| h.acquired_seq)
+                        });
+                        let waiting = lock
+                            .is_some_and(|l| l.waiters.iter().any(|x| &x.session_id == session_id));
+                        match (held, waiting) {
+                            (Some(seq), _) => {
+                                let _ = tx.send(WaitNotice::Granted(seq));
+                            }
+                            (None, true) => {
+                                self.waits
+                                    .insert((resource.clone(), session_id.clone()), tx);
+                            }
+                            (None, false) => {
+                                let _ = tx.send(WaitNotice::Cancelled(WaitCancelReason::OwnerGone));
+                            }
+                        }
                     }
                 }
             }

@@ -199,23 +199,20 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn bounds(conn: &Connection) -> Result<(u64, u64), StoreError> {
-    // Two queries on purpose: SQLite answers a lone MIN or MAX of the
-    // primary key from the b-tree's edge, but `SELECT MIN(seq), MAX(seq)`
-    // scans the whole table.
-    let min: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM events ORDER BY seq ASC LIMIT 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    let max: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    // After compaction the log may be empty while seq numbers were used:
-    // the head is remembered in meta so it never goes back.
-    let floor: Option<i64> = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = 'head'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
+    // One statement, so both ends come from one read snapshot (two
+    // statements could see a commit land between them and report an
+    // oldest seq past a head they never saw). Each subquery is a lone
+    // ORDER BY … LIMIT 1, which SQLite answers from the b-tree's edge;
+    // `SELECT MIN(seq), MAX(seq)` would scan the whole table. After
+    // compaction the log may be empty while seq numbers were used: the
+    // head is remembered in meta so it never goes back.
+    let (min, max, floor): (Option<i64>, Option<i64>, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT (SELECT seq FROM events ORDER BY seq ASC LIMIT 1), \
+                    (SELECT seq FROM events ORDER BY seq DESC LIMIT 1), \
+                    (SELECT value FROM meta WHERE key = 'head')",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let head = max.or(floor).unwrap_or(0).max(floor.unwrap_or(0)) as u64;
     let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
     Ok((oldest, head))
