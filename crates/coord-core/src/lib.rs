@@ -21,4 +21,4 @@ mod state;
 
 pub use command::{Command, Outcome, Probes, Rejection, Reply};
 pub use rules::{validate, MAX_REPORT_MESSAGE_BYTES};
-pub use state::{apply, keys, State};
+pub use state::{apply, keys, registered_session, State};

@@ -2,7 +2,7 @@
 
 use coord_proto::pattern::is_pattern;
 use coord_proto::view::{Holder, Lock, Message, Order, OrderState, Session, View, Waiter};
-use coord_proto::{Draft, Event, LifeState, LockMode, Payload, Report};
+use coord_proto::{Draft, Event, LifeState, LockMode, Payload, Report, SessionRegister};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,6 +58,31 @@ fn keys_of(session_id: Option<&str>, resource: Option<&str>, payload: &Payload) 
     out
 }
 
+/// The session a `session.register` event creates (as the fold enters it
+/// in the view; the lifecycle manager starts tracking from the same).
+pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Session {
+    Session {
+        session_id: id.to_string(),
+        role: p.role.clone(),
+        task: p.task.clone(),
+        blob: p.blob.clone(),
+        phase: p.phase.clone(),
+        pid: p.pid,
+        parent_session: p.parent_session.clone(),
+        ttl_ms: p.ttl_ms,
+        registered_seq: event.seq,
+        registered_at: event.ts,
+        last_heartbeat: event.ts,
+        source: event.source.clone(),
+        state: LifeState::Starting,
+        tmux: p.tmux.clone(),
+        activity_file: p.activity_file.clone(),
+        transcript: p.transcript.clone(),
+        children: BTreeMap::new(),
+        ended_children: BTreeSet::new(),
+    }
+}
+
 /// Folds one committed event into the state.
 ///
 /// Total: an event that refers to something absent changes nothing rather
@@ -75,29 +100,8 @@ pub fn apply(state: &mut State, event: &Event) {
                     parent.ended_children.remove(id);
                     parent.children.entry(id.clone()).or_default();
                 }
-                view.sessions.insert(
-                    id.clone(),
-                    Session {
-                        session_id: id.clone(),
-                        role: p.role.clone(),
-                        task: p.task.clone(),
-                        blob: p.blob.clone(),
-                        phase: p.phase.clone(),
-                        pid: p.pid,
-                        parent_session: p.parent_session.clone(),
-                        ttl_ms: p.ttl_ms,
-                        registered_seq: event.seq,
-                        registered_at: event.ts,
-                        last_heartbeat: event.ts,
-                        source: event.source.clone(),
-                        state: LifeState::Starting,
-                        tmux: p.tmux.clone(),
-                        activity_file: p.activity_file.clone(),
-                        transcript: p.transcript.clone(),
-                        children: BTreeMap::new(),
-                        ended_children: BTreeSet::new(),
-                    },
-                );
+                view.sessions
+                    .insert(id.clone(), registered_session(id, event, p));
             }
         }
         Payload::SessionHeartbeat(p) => {

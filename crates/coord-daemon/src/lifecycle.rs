@@ -479,26 +479,7 @@ impl<L: EventLog + Clone> Run<L> {
         let mut activity: Vec<(&str, &'static str)> = Vec::new();
         match &e.payload {
             Payload::SessionRegister(p) => {
-                let s = Session {
-                    session_id: sid.to_string(),
-                    role: p.role.clone(),
-                    task: p.task.clone(),
-                    blob: p.blob.clone(),
-                    phase: p.phase.clone(),
-                    pid: p.pid,
-                    parent_session: p.parent_session.clone(),
-                    ttl_ms: p.ttl_ms,
-                    registered_seq: e.seq,
-                    registered_at: e.ts,
-                    last_heartbeat: e.ts,
-                    source: e.source.clone(),
-                    state: LifeState::Starting,
-                    tmux: p.tmux.clone(),
-                    activity_file: p.activity_file.clone(),
-                    transcript: p.transcript.clone(),
-                    children: Default::default(),
-                    ended_children: Default::default(),
-                };
+                let s = coord_core::registered_session(sid, e, p);
                 self.track(s.clone(), now, None);
                 if let Some(t) = self.sessions.get_mut(sid) {
                     t.inputs.registered_ms = now;
