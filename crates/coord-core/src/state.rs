@@ -158,11 +158,7 @@ pub fn apply(state: &mut State, event: &Event) {
                                 if sub.via.is_none() && sub_session != child {
                                     sub.via = Some(child.clone());
                                 }
-                                for pat in scope {
-                                    if !sub.scope.contains(pat) {
-                                        sub.scope.push(pat.clone());
-                                    }
-                                }
+                                add_scope(&mut sub.scope, scope);
                             }
                         }
                     }
@@ -170,63 +166,38 @@ pub fn apply(state: &mut State, event: &Event) {
             }
         }
         Payload::LockDelegate(p) => {
-            let lock = view
-                .locks
-                .entry(p.resource.clone())
-                .or_insert_with(|| Lock {
-                    resource: p.resource.clone(),
-                    mode: LockMode::Exclusive,
-                    holders: Vec::new(),
-                    waiters: Vec::new(),
-                });
-            lock.holders.retain(|h| h.session_id != p.to_session);
-            lock.mode = LockMode::Exclusive;
-            lock.holders.push(Holder {
-                session_id: p.to_session.clone(),
-                acquired_seq: event.seq,
-                acquired_at: event.ts,
-                ttl_ms: None,
-                delegated_from: Some(p.from_session.clone()),
-            });
+            grant(
+                view,
+                &p.resource,
+                LockMode::Exclusive,
+                Holder {
+                    session_id: p.to_session.clone(),
+                    acquired_seq: event.seq,
+                    acquired_at: event.ts,
+                    ttl_ms: None,
+                    delegated_from: Some(p.from_session.clone()),
+                },
+            );
             if let Some(parent) = view.sessions.get_mut(&p.from_session) {
                 let child = parent.children.entry(p.to_session.clone()).or_default();
-                if !child.scope.contains(&p.resource) {
-                    child.scope.push(p.resource.clone());
-                }
+                add_scope(&mut child.scope, std::slice::from_ref(&p.resource));
             }
         }
         Payload::SessionProbeError(_) | Payload::Custom { .. } => {}
-        Payload::LockAcquire(p) => {
-            let lock = view
-                .locks
-                .entry(p.resource.clone())
-                .or_insert_with(|| Lock {
-                    resource: p.resource.clone(),
-                    mode: p.mode,
-                    holders: Vec::new(),
-                    waiters: Vec::new(),
-                });
-            lock.waiters.retain(|w| w.session_id != p.owner_session);
-            lock.holders.retain(|h| h.session_id != p.owner_session);
-            lock.mode = p.mode;
-            lock.holders.push(Holder {
+        Payload::LockAcquire(p) => grant(
+            view,
+            &p.resource,
+            p.mode,
+            Holder {
                 session_id: p.owner_session.clone(),
                 acquired_seq: event.seq,
                 acquired_at: event.ts,
                 ttl_ms: p.ttl_ms,
                 delegated_from: None,
-            });
-        }
+            },
+        ),
         Payload::LockWait(p) => {
-            let lock = view
-                .locks
-                .entry(p.resource.clone())
-                .or_insert_with(|| Lock {
-                    resource: p.resource.clone(),
-                    mode: LockMode::Exclusive,
-                    holders: Vec::new(),
-                    waiters: Vec::new(),
-                });
+            let lock = lock_entry(view, &p.resource, LockMode::Exclusive);
             lock.waiters.retain(|w| w.session_id != p.owner_session);
             lock.waiters.push(Waiter {
                 session_id: p.owner_session.clone(),
@@ -322,6 +293,37 @@ pub fn apply(state: &mut State, event: &Event) {
         }
     }
     state.head = event.seq;
+}
+
+/// The lock on `resource`, created (in `mode`, empty) if absent.
+fn lock_entry<'v>(view: &'v mut View, resource: &str, mode: LockMode) -> &'v mut Lock {
+    view.locks
+        .entry(resource.to_string())
+        .or_insert_with(|| Lock {
+            resource: resource.to_string(),
+            mode,
+            holders: Vec::new(),
+            waiters: Vec::new(),
+        })
+}
+
+/// A new hold (a grant or a delegation): the holder leaves the queue and
+/// any older hold of its own, and the lock takes the hold's mode.
+fn grant(view: &mut View, resource: &str, mode: LockMode, holder: Holder) {
+    let lock = lock_entry(view, resource, mode);
+    lock.waiters.retain(|w| w.session_id != holder.session_id);
+    lock.holders.retain(|h| h.session_id != holder.session_id);
+    lock.mode = mode;
+    lock.holders.push(holder);
+}
+
+/// Adds patterns to a registry entry's scope, each once.
+fn add_scope(scope: &mut Vec<String>, patterns: &[String]) {
+    for p in patterns {
+        if !scope.contains(p) {
+            scope.push(p.clone());
+        }
+    }
 }
 
 fn live(view: &View, key: &str) -> bool {

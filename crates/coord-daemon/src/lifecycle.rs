@@ -31,7 +31,7 @@ use coord_core::Command;
 use coord_proto::view::Session;
 use coord_proto::{ErrorCode, Event, LifeState, Payload, Timestamp};
 use coord_store::EventLog;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -271,7 +271,11 @@ struct Tracked {
     session: Session,
     state: LifeState,
     inputs: Inputs,
+    /// When to derive its state again (ms); `None`: only when something
+    /// happens to it. Mirrored in [`Run::due`].
     deadline: Option<i64>,
+    /// Whether a probe looks at it (fixed at registration).
+    probed: bool,
     probe_error: Option<ProbeError>,
 }
 
@@ -283,6 +287,11 @@ struct Run<L> {
     renewals: Arc<Renewals>,
     stop: watch::Receiver<bool>,
     sessions: HashMap<String, Tracked>,
+    /// Deadlines, earliest first, so a wake-up costs the sessions that are
+    /// due and not every tracked one.
+    due: BTreeSet<(i64, String)>,
+    /// Tracked sessions a probe looks at.
+    probed: usize,
     cursor: u64,
 }
 
@@ -304,6 +313,8 @@ impl LifecycleManager {
             renewals,
             stop: stop_rx,
             sessions: HashMap::new(),
+            due: BTreeSet::new(),
+            probed: 0,
             cursor: 0,
         };
         let join = tokio::spawn(run.main());
@@ -352,8 +363,7 @@ impl<L: EventLog + Clone> Run<L> {
                 break;
             }
             self.evaluate_all().await;
-            let probing = self.sessions.values().any(|t| self.probed(&t.session));
-            next_probe = match (probing, next_probe) {
+            next_probe = match (self.probed > 0, next_probe) {
                 (false, _) => None,
                 (true, Some(at)) => Some(at),
                 (true, None) => Some(
@@ -361,7 +371,7 @@ impl<L: EventLog + Clone> Run<L> {
                         + Duration::from_millis(self.config.thresholds.probe_interval_ms.max(1)),
                 ),
             };
-            let deadline = self.sessions.values().filter_map(|t| t.deadline).min();
+            let deadline = self.due.first().map(|(at, _)| *at);
             let wake = match (deadline.map(instant_of), next_probe) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -381,6 +391,10 @@ impl<L: EventLog + Clone> Run<L> {
                     for (sid, at) in renewals.take() {
                         if let Some(t) = self.sessions.get_mut(&sid) {
                             t.inputs.last_heartbeat_ms = t.inputs.last_heartbeat_ms.max(at);
+                            // A stale session has no deadline: look now.
+                            if t.state == LifeState::Stale {
+                                self.schedule(&sid, Some(at));
+                            }
                         }
                     }
                 }
@@ -412,6 +426,8 @@ impl<L: EventLog + Clone> Run<L> {
         let now = Timestamp::now().as_millis();
         let idle = self.config.thresholds.idle_after_ms as i64;
         self.sessions.clear();
+        self.due.clear();
+        self.probed = 0;
         for s in sessions.into_values() {
             // Leases got a fresh TTL at start, so heartbeats count from now;
             // activity is placed so that the view's state is what derive
@@ -439,16 +455,42 @@ impl<L: EventLog + Clone> Run<L> {
             waiting_for_input: false,
             ttl_ms: s.ttl_ms,
         };
+        let sid = s.session_id.clone();
+        self.untrack(&sid);
+        let probed = self.probed(&s);
+        self.probed += usize::from(probed);
         self.sessions.insert(
-            s.session_id.clone(),
+            sid.clone(),
             Tracked {
                 state: s.state,
                 session: s,
                 inputs,
-                deadline: Some(now),
+                deadline: None,
+                probed,
                 probe_error: None,
             },
         );
+        self.schedule(&sid, Some(now));
+    }
+
+    fn untrack(&mut self, sid: &str) {
+        self.schedule(sid, None);
+        if let Some(t) = self.sessions.remove(sid) {
+            self.probed -= usize::from(t.probed);
+        }
+    }
+
+    /// Sets (or clears) when `sid` is derived again.
+    fn schedule(&mut self, sid: &str, at: Option<i64>) {
+        let Some(t) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(old) = std::mem::replace(&mut t.deadline, at) {
+            self.due.remove(&(old, sid.to_string()));
+        }
+        if let Some(at) = at {
+            self.due.insert((at, sid.to_string()));
+        }
     }
 
     /// Reads every committed event after the cursor. False when stopping.
@@ -487,7 +529,7 @@ impl<L: EventLog + Clone> Run<L> {
                 self.check_alive(&s).await;
             }
             Payload::SessionDereg(_) => {
-                self.sessions.remove(sid);
+                self.untrack(sid);
             }
             Payload::SessionState(p) => {
                 if let Some(t) = self.sessions.get_mut(sid) {
@@ -531,7 +573,7 @@ impl<L: EventLog + Clone> Run<L> {
                 if what != "heartbeat" {
                     t.inputs.waiting_for_input = false;
                 }
-                t.deadline = Some(now);
+                self.schedule(who, Some(now));
             }
         }
     }
@@ -546,17 +588,26 @@ impl<L: EventLog + Clone> Run<L> {
     async fn after_alive(&mut self, s: &Session, r: Result<Option<bool>, ProbeError>) {
         match r {
             Ok(Some(false)) => {
-                let reason = match (&s.tmux, s.pid) {
-                    (Some(t), _) => format!("tmux session {t} is gone"),
-                    (None, Some(pid)) => format!("process {pid} is gone"),
-                    _ => "runtime is gone".into(),
+                let cmd = match (&s.tmux, s.pid) {
+                    // A process that is gone ends exactly as the writer's
+                    // pidfd watch would end it (whichever comes first wins,
+                    // the other changes nothing), with its exit status if
+                    // it can still be read.
+                    (None, Some(pid)) => Command::ProcessExited {
+                        session_id: s.session_id.clone(),
+                        registered_seq: s.registered_seq,
+                        exit_code: crate::pidfd::zombie_exit_code(pid),
+                    },
+                    (tmux, _) => Command::RuntimeGone {
+                        session_id: s.session_id.clone(),
+                        registered_seq: s.registered_seq,
+                        reason: match tmux {
+                            Some(t) => format!("tmux session {t} is gone"),
+                            None => "runtime is gone".into(),
+                        },
+                    },
                 };
-                self.submit(Command::RuntimeGone {
-                    session_id: s.session_id.clone(),
-                    registered_seq: s.registered_seq,
-                    reason,
-                })
-                .await;
+                self.submit(cmd).await;
             }
             Ok(_) => {}
             Err(pe) => self.probe_failed(s, pe).await,
@@ -585,7 +636,7 @@ impl<L: EventLog + Clone> Run<L> {
         let targets: Vec<Session> = self
             .sessions
             .values()
-            .filter(|t| self.probed(&t.session))
+            .filter(|t| t.probed)
             .map(|t| t.session.clone())
             .collect();
         for s in targets {
@@ -612,7 +663,7 @@ impl<L: EventLog + Clone> Run<L> {
                                 t.inputs.last_activity = Some((at, "agent"));
                             }
                             t.inputs.waiting_for_input = a.waiting_for_input;
-                            t.deadline = Some(Timestamp::now().as_millis());
+                            self.schedule(&s.session_id, Some(Timestamp::now().as_millis()));
                         }
                     }
                     Ok(None) => {}
@@ -636,12 +687,21 @@ impl<L: EventLog + Clone> Run<L> {
         let now = Timestamp::now().as_millis();
         let th = self.config.thresholds;
         let mut writes = Vec::new();
-        for t in self.sessions.values_mut() {
-            if t.deadline.is_some_and(|d| d > now) {
-                continue;
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.due.first() {
+            if *at > now {
+                break;
             }
+            if let Some((_, sid)) = self.due.pop_first() {
+                due.push(sid);
+            }
+        }
+        for sid in due {
+            let Some(t) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            t.deadline = None;
             let (to, reason, next) = derive(&t.inputs, now, &th);
-            t.deadline = next;
             if to != t.state {
                 writes.push(Command::SetState {
                     session_id: t.session.session_id.clone(),
@@ -654,6 +714,7 @@ impl<L: EventLog + Clone> Run<L> {
                 // transition from being written twice.
                 t.state = to;
             }
+            self.schedule(&sid, next);
         }
         for w in writes {
             self.submit(w).await;

@@ -16,8 +16,8 @@ use std::time::Duration;
 /// Scripted answers per session id.
 #[derive(Default)]
 struct Mock {
-    alive: Mutex<HashMap<String, Result<Option<bool>, String>>>,
-    activity: Mutex<HashMap<String, Result<Option<Activity>, String>>>,
+    alive: Script<bool>,
+    activity: Script<Activity>,
 }
 
 impl Mock {
@@ -29,32 +29,34 @@ impl Mock {
     }
 }
 
+/// Scripted answers of one probe, per session id.
+type Script<T> = Mutex<HashMap<String, Result<Option<T>, String>>>;
+
+/// The scripted answer for `s` (`Ok(None)` when there is none).
+fn answer<T: Clone>(script: &Script<T>, s: &Session, probe: &str) -> Result<Option<T>, ProbeError> {
+    match script.lock().expect("lock").get(&s.session_id).cloned() {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(m)) => Err(ProbeError::new(probe, m)),
+    }
+}
+
+/// A session is probed when it has a script (fixed at registration, as a
+/// tmux name or transcript path would be).
+fn scripted<T>(script: &Script<T>, s: &Session) -> bool {
+    script.lock().expect("lock").contains_key(&s.session_id)
+}
+
 struct MockRuntime(Arc<Mock>);
 struct MockAgent(Arc<Mock>);
 
 impl Runtime for MockRuntime {
     fn is_alive<'a>(&'a self, s: &'a Session) -> BoxFuture<'a, Result<Option<bool>, ProbeError>> {
-        let r = self
-            .0
-            .alive
-            .lock()
-            .expect("lock")
-            .get(&s.session_id)
-            .cloned();
-        Box::pin(async move {
-            match r {
-                None => Ok(None),
-                Some(Ok(v)) => Ok(v),
-                Some(Err(m)) => Err(ProbeError::new("mock-runtime", m)),
-            }
-        })
+        let r = answer(&self.0.alive, s, "mock-runtime");
+        Box::pin(async move { r })
     }
     fn needs_probe(&self, s: &Session) -> bool {
-        self.0
-            .alive
-            .lock()
-            .expect("lock")
-            .contains_key(&s.session_id)
+        scripted(&self.0.alive, s)
     }
 }
 
@@ -63,27 +65,11 @@ impl Agent for MockAgent {
         &'a self,
         s: &'a Session,
     ) -> BoxFuture<'a, Result<Option<Activity>, ProbeError>> {
-        let r = self
-            .0
-            .activity
-            .lock()
-            .expect("lock")
-            .get(&s.session_id)
-            .cloned();
-        Box::pin(async move {
-            match r {
-                None => Ok(None),
-                Some(Ok(v)) => Ok(v),
-                Some(Err(m)) => Err(ProbeError::new("mock-agent", m)),
-            }
-        })
+        let r = answer(&self.0.activity, s, "mock-agent");
+        Box::pin(async move { r })
     }
     fn needs_probe(&self, s: &Session) -> bool {
-        self.0
-            .activity
-            .lock()
-            .expect("lock")
-            .contains_key(&s.session_id)
+        scripted(&self.0.activity, s)
     }
 }
 

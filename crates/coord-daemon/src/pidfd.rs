@@ -38,7 +38,7 @@ pub async fn exited(fd: OwnedFd, pid: u32) -> io::Result<Option<i32>> {
 }
 
 /// Reads the wait status of a zombie from `/proc/<pid>/stat` (field 52).
-fn zombie_exit_code(pid: u32) -> Option<i32> {
+pub(crate) fn zombie_exit_code(pid: u32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses; the
     // fields after the last ')' are fixed.
