@@ -29,12 +29,14 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum ClientError {
     /// Nothing answers on the socket.
-    #[error("cannot reach the coord daemon at {socket}: {source} (start it with `coord daemon`, or point --socket / COORD_SOCKET at it)")]
+    // The OS error is part of the message and deliberately not a
+    // `source`, so an error chain prints it once.
+    #[error("cannot reach the coord daemon at {socket}: {os_error} (start it with `coord daemon`, or point --socket / COORD_SOCKET at it)")]
     Connect {
         /// The socket path.
         socket: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// The daemon answered with an error body.
     #[error("{}: {}", .body.error.code, .body.error.message)]
@@ -122,9 +124,9 @@ impl Client {
     ) -> Result<hyper::Response<Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|os_error| ClientError::Connect {
                 socket: self.socket.clone(),
-                source,
+                os_error,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -239,6 +241,15 @@ impl Client {
         self.get("/v1/sessions").await
     }
 
+    /// `GET /v1/sessions?ended=true`: live sessions and the recently ended
+    /// ones with how each ended.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn sessions_with_ended(&self) -> Result<SessionsResponse> {
+        self.get("/v1/sessions?ended=true").await
+    }
+
     /// `GET /v1/sessions/{id}`.
     ///
     /// # Errors
@@ -309,6 +320,19 @@ impl Client {
     /// See [`ClientError`].
     pub async fn locks(&self) -> Result<LocksResponse> {
         self.get("/v1/locks").await
+    }
+
+    /// `GET /v1/locks/check`: is fencing token `token` still a current
+    /// grant of `resource`?
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `invalid_id` for a bad resource.
+    pub async fn check_lock(&self, resource: &str, token: u64) -> Result<LockCheckResponse> {
+        self.get(&format!(
+            "/v1/locks/check?resource={}&token={token}",
+            enc(resource)
+        ))
+        .await
     }
 
     /// `POST /v1/inbox/{to}`.
@@ -470,9 +494,15 @@ impl Client {
                 .to_bytes();
             return Err(api_error(status, &bytes));
         }
+        let log_id = resp
+            .headers()
+            .get("coord-log-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Ok(EventStream {
             body: resp.into_body(),
             buf: BytesMut::new(),
+            log_id,
         })
     }
 }
@@ -509,6 +539,7 @@ pub fn enc(s: &str) -> String {
 pub struct EventStream {
     body: Incoming,
     buf: BytesMut,
+    log_id: Option<String>,
 }
 
 /// One raw line of the stream and what it decodes to.
@@ -521,6 +552,11 @@ pub struct Line {
 }
 
 impl EventStream {
+    /// The identity of the log this stream reads (`Coord-Log-Id`).
+    pub fn log_id(&self) -> Option<&str> {
+        self.log_id.as_deref()
+    }
+
     /// The next line; `None` when the daemon ended the stream.
     ///
     /// # Errors

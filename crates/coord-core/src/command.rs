@@ -2,7 +2,8 @@
 
 use coord_proto::Draft;
 use coord_proto::{
-    DeregReason, ErrorBody, ErrorCode, LifeState, LockMode, Report, Timestamp, WaitCancelReason,
+    DeregReason, ErrorBody, ErrorCode, LifeState, LockMode, OnExpiry, Report, Timestamp,
+    WaitCancelReason,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub enum Command {
         ttl_ms: u64,
         /// What the lifecycle manager may probe.
         probes: Probes,
+        /// What happens to its live process when the lease expires.
+        expiry: ExpiryPolicy,
         /// Legacy fields carried along (see the payload's `extra`).
         extra: Map<String, Value>,
     },
@@ -61,6 +64,10 @@ pub enum Command {
         session_id: String,
         /// Which registration the timer was for.
         registered_seq: u64,
+        /// The daemon saw the registered process still running (its pidfd
+        /// answered): the dereg then says so and, unless the session chose
+        /// `on_expiry: never`, names the signal the daemon sends it.
+        process_alive: bool,
     },
     /// A watched process exited (sent by the pidfd watcher).
     ProcessExited {
@@ -244,6 +251,16 @@ pub struct Probes {
     pub activity_file: Option<String>,
     /// Absolute path of a JSONL transcript.
     pub transcript: Option<String>,
+}
+
+/// What the daemon does to a session's process that outlives its lease
+/// (PROTOCOL §6.3); both default when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpiryPolicy {
+    /// Signal it (default) or leave it.
+    pub on_expiry: Option<OnExpiry>,
+    /// ms from SIGTERM to SIGKILL (default 5,000).
+    pub kill_grace_ms: Option<u64>,
 }
 
 /// What the writer should answer, beyond the events. Serializable because

@@ -19,6 +19,6 @@ mod command;
 mod rules;
 mod state;
 
-pub use command::{Command, Outcome, Probes, Rejection, Reply};
+pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply};
 pub use rules::{validate, MAX_REPORT_MESSAGE_BYTES};
 pub use state::{apply, keys, registered_session, State};

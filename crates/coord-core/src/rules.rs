@@ -4,12 +4,12 @@ use crate::command::{Command, Outcome, Probes, Rejection, Reply};
 use crate::state::State;
 use coord_proto::pattern::{is_pattern, overlap, within};
 use coord_proto::view::{Lock, View};
-use coord_proto::{ids, ErrorCode, MAX_DURATION_MS, MIN_SESSION_TTL_MS};
+use coord_proto::{ids, ErrorCode, DEFAULT_KILL_GRACE_MS, MAX_DURATION_MS, MIN_SESSION_TTL_MS};
 use coord_proto::{
     DeregReason, DispatchAck, DispatchComplete, DispatchIssue, Draft, InboxAck, InboxDeliver,
-    LifeState, LockAcquire, LockDelegate, LockMode, LockRelease, LockWait, LockWaitCancel, Payload,
-    ReleaseReason, Report, SessionDereg, SessionHeartbeat, SessionProbeError, SessionRegister,
-    SessionReport, SessionState, WaitCancelReason,
+    LifeState, LockAcquire, LockDelegate, LockMode, LockRelease, LockWait, LockWaitCancel,
+    OnExpiry, Payload, ReleaseReason, Report, SessionDereg, SessionHeartbeat, SessionProbeError,
+    SessionRegister, SessionReport, SessionState, WaitCancelReason,
 };
 use std::collections::BTreeMap;
 
@@ -41,9 +41,16 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             parent_session,
             ttl_ms,
             probes,
+            expiry,
             extra,
         } => {
             id("session_id", session_id)?;
+            if expiry.kill_grace_ms.is_some_and(|g| g > MAX_DURATION_MS) {
+                return Err(invalid(
+                    "kill_grace_ms",
+                    format!("must be at most {MAX_DURATION_MS} ms"),
+                ));
+            }
             check_probes(probes)?;
             text("role", role)?;
             text("task", task)?;
@@ -81,6 +88,8 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     tmux: probes.tmux.clone(),
                     activity_file: probes.activity_file.clone(),
                     transcript: probes.transcript.clone(),
+                    on_expiry: expiry.on_expiry,
+                    kill_grace_ms: expiry.kill_grace_ms,
                     extra: extra.clone(),
                 }),
             }]))
@@ -114,15 +123,23 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             exit_code,
         } => {
             session(view, session_id)?;
-            Ok(dereg_cascade(state, session_id, *reason, *exit_code, None))
+            Ok(dereg_cascade(
+                state, session_id, *reason, *exit_code, None, false,
+            ))
         }
         Command::ExpireLease {
             session_id,
             registered_seq,
+            process_alive,
         } => Ok(match view.sessions.get(session_id) {
-            Some(s) if s.registered_seq == *registered_seq => {
-                dereg_cascade(state, session_id, DeregReason::Expired, None, None)
-            }
+            Some(s) if s.registered_seq == *registered_seq => dereg_cascade(
+                state,
+                session_id,
+                DeregReason::Expired,
+                None,
+                None,
+                *process_alive && s.pid.is_some(),
+            ),
             _ => no_change(),
         }),
         Command::ProcessExited {
@@ -136,6 +153,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 DeregReason::ProcessExited,
                 *exit_code,
                 None,
+                false,
             ),
             _ => no_change(),
         }),
@@ -150,6 +168,7 @@ pub fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 DeregReason::RuntimeGone,
                 None,
                 Some(reason.as_str()),
+                false,
             ),
             _ => no_change(),
         }),
@@ -866,12 +885,17 @@ fn delegate(state: &State, parent: &str, resource: &str, child: &str) -> Result<
 /// delegated hold is `returned`) and the grants that follow, so waiters
 /// get the lock in the same commit; its reports to a parent (`errored`
 /// for an abnormal end, then `shut_down`); last the dereg itself.
+///
+/// `process_alive` (an expiry whose process still runs) makes the dereg
+/// say so and name the signal the daemon sends it, per the session's
+/// [`coord_proto::OnExpiry`].
 fn dereg_cascade(
     state: &State,
     session_id: &str,
     reason: DeregReason,
     exit_code: Option<i32>,
     why: Option<&str>,
+    process_alive: bool,
 ) -> Outcome {
     let view = &state.view;
     let mut out = done(Vec::new());
@@ -881,6 +905,21 @@ fn dereg_cascade(
     let reason_name = match serde_json::to_value(reason) {
         Ok(serde_json::Value::String(n)) => n,
         _ => "ended".into(),
+    };
+    let signal = (process_alive && s.on_expiry == OnExpiry::Signal).then_some("SIGTERM");
+    let why_alive;
+    let why = match (process_alive, why) {
+        (true, None) => {
+            why_alive = match signal {
+                Some(sig) => format!("process {} still running; sent {sig}", s.pid.unwrap_or(0)),
+                None => format!(
+                    "process {} still running; left running (on_expiry: never)",
+                    s.pid.unwrap_or(0)
+                ),
+            };
+            Some(why_alive.as_str())
+        }
+        (_, w) => w,
     };
     out.drafts.push(Draft {
         session_id: Some(session_id.to_string()),
@@ -954,7 +993,13 @@ fn dereg_cascade(
     out.drafts.push(Draft {
         session_id: Some(session_id.to_string()),
         resource: None,
-        payload: Payload::SessionDereg(SessionDereg { reason, exit_code }),
+        payload: Payload::SessionDereg(SessionDereg {
+            reason,
+            exit_code,
+            process_alive,
+            signal: signal.map(str::to_string),
+            kill_after_ms: signal.map(|_| s.kill_grace_ms.unwrap_or(DEFAULT_KILL_GRACE_MS)),
+        }),
     });
     out
 }

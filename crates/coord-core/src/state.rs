@@ -1,10 +1,12 @@
 //! The state and the fold: [`apply`] is the only function that changes it.
 
 use coord_proto::pattern::is_pattern;
-use coord_proto::view::{Holder, Lock, Message, Order, OrderState, Session, View, Waiter};
+use coord_proto::view::{
+    EndedSession, Holder, Lock, Message, Order, OrderState, Session, View, Waiter,
+};
 use coord_proto::{Draft, Event, LifeState, LockMode, Payload, Report, SessionRegister};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The view plus what the log needs to know about it.
 ///
@@ -24,6 +26,18 @@ pub struct State {
     /// instead of at every lock.
     #[serde(default)]
     pub pattern_locks: BTreeSet<String>,
+    /// The last [`coord_proto::ENDED_SESSIONS_KEPT`] sessions that ended,
+    /// oldest first: how each ended, for `session list --ended` and for
+    /// errors that name an ended session ("expired at …").
+    #[serde(default)]
+    pub ended: VecDeque<EndedSession>,
+}
+
+impl State {
+    /// The most recent end of `session_id`, if it is still remembered.
+    pub fn ended_session(&self, session_id: &str) -> Option<&EndedSession> {
+        self.ended.iter().rev().find(|e| e.session_id == session_id)
+    }
 }
 
 /// The consistency keys an event touches: `session/<id>`, `lock/<resource>`,
@@ -80,6 +94,10 @@ pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Sessi
         transcript: p.transcript.clone(),
         children: BTreeMap::new(),
         ended_children: BTreeSet::new(),
+        on_expiry: p.on_expiry.unwrap_or_default(),
+        kill_grace_ms: p.kill_grace_ms,
+        lease: None,
+        waiting_on: Vec::new(),
     }
 }
 
@@ -114,9 +132,25 @@ pub fn apply(state: &mut State, event: &Event) {
                 s.last_heartbeat = p.last_heartbeat;
             }
         }
-        Payload::SessionDereg(_) => {
+        Payload::SessionDereg(d) => {
             if let Some(id) = &event.session_id {
-                view.sessions.remove(id);
+                if let Some(s) = view.sessions.remove(id) {
+                    if state.ended.len() >= coord_proto::ENDED_SESSIONS_KEPT {
+                        state.ended.pop_front();
+                    }
+                    state.ended.push_back(EndedSession {
+                        session_id: s.session_id,
+                        role: s.role,
+                        task: s.task,
+                        pid: s.pid,
+                        registered_at: s.registered_at,
+                        ended_at: event.ts,
+                        ended_seq: event.seq,
+                        reason: d.reason,
+                        exit_code: d.exit_code,
+                        signal: d.signal.clone(),
+                    });
+                }
                 view.inboxes.remove(id);
                 // Validate releases locks and waits first; this keeps the fold
                 // total for logs that do not.
@@ -203,6 +237,7 @@ pub fn apply(state: &mut State, event: &Event) {
                 session_id: p.owner_session.clone(),
                 mode: p.mode,
                 since_seq: event.seq,
+                since_at: event.ts,
                 ttl_ms: p.ttl_ms,
             });
         }

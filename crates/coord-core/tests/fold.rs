@@ -80,6 +80,7 @@ fn command() -> impl Strategy<Value = Command> {
                     parent_session: parent,
                     ttl_ms: ttl,
                     probes: Default::default(),
+                    expiry: Default::default(),
                     extra: Default::default(),
                 }
             }),
@@ -124,9 +125,10 @@ fn command() -> impl Strategy<Value = Command> {
             reason: DeregReason::Explicit,
             exit_code: None
         }),
-        (sid(), 0u64..40).prop_map(|(s, seq)| Command::ExpireLease {
+        (sid(), 0u64..40, any::<bool>()).prop_map(|(s, seq, alive)| Command::ExpireLease {
             session_id: s,
-            registered_seq: seq
+            registered_seq: seq,
+            process_alive: alive
         }),
         (sid(), 0u64..40).prop_map(|(s, seq)| Command::ProcessExited {
             session_id: s,
@@ -400,6 +402,7 @@ fn reg(s: &str) -> Command {
         parent_session: None,
         ttl_ms: 30_000,
         probes: Default::default(),
+        expiry: Default::default(),
         extra: Default::default(),
     }
 }

@@ -82,6 +82,7 @@ fn reg(id: &str, parent: Option<&str>) -> Command {
         parent_session: parent.map(String::from),
         ttl_ms: 30_000,
         probes: Probes::default(),
+        expiry: Default::default(),
         extra: Default::default(),
     }
 }

@@ -58,6 +58,10 @@ pub struct App<L> {
     pub stats: Arc<Stats>,
     /// Log bare heartbeats.
     pub log_heartbeats: bool,
+    /// Every live session's lease (renewals included).
+    pub leases: Arc<crate::writer::Leases>,
+    /// The store's log identity (`Coord-Log-Id`).
+    pub log_id: String,
 }
 
 type AppState<L> = State<Arc<App<L>>>;
@@ -76,6 +80,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/locks", get(list_locks::<L>))
         .route("/v1/locks/acquire", post(acquire::<L>))
         .route("/v1/locks/release", post(release::<L>))
+        .route("/v1/locks/check", get(check_lock::<L>))
         .route("/v1/inbox/{id}", post(send::<L>).get(inbox_list::<L>))
         .route("/v1/inbox/{id}/{msg}", get(inbox_read::<L>))
         .route("/v1/inbox/{id}/{msg}/ack", post(inbox_ack::<L>))
@@ -99,13 +104,20 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
                 "method not allowed on this path",
             )
         })
-        .layer(axum::middleware::from_fn(versions))
+        .layer(axum::middleware::from_fn_with_state(
+            app.log_id.clone(),
+            versions,
+        ))
         .with_state(app)
 }
 
-/// Adds `Coord-Protocol` / `Coord-Version` to every answer and refuses a
-/// client that speaks another protocol.
-async fn versions(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Adds `Coord-Protocol`, `Coord-Version` and `Coord-Log-Id` to every
+/// answer and refuses a client that speaks another protocol.
+async fn versions(
+    State(log_id): State<String>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let theirs = req
         .headers()
         .get("coord-protocol")
@@ -126,6 +138,9 @@ async fn versions(req: axum::extract::Request, next: axum::middleware::Next) -> 
     let h = resp.headers_mut();
     h.insert("coord-protocol", HeaderValue::from(PROTOCOL_VERSION));
     h.insert("coord-version", HeaderValue::from_static(VERSION));
+    if let Ok(v) = HeaderValue::from_str(&log_id) {
+        h.insert("coord-log-id", v);
+    }
     resp
 }
 
@@ -196,6 +211,7 @@ async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
         version: VERSION.to_string(),
         protocol: PROTOCOL_VERSION,
         pid: std::process::id(),
+        log_id: app.log_id.clone(),
         socket: app.socket.display().to_string(),
         store: StoreStatus {
             path: app.store_path.display().to_string(),
@@ -261,6 +277,10 @@ async fn register<L: EventLog + Clone>(
                 activity_file: req.activity_file,
                 transcript: req.transcript,
             },
+            expiry: coord_core::ExpiryPolicy {
+                on_expiry: req.on_expiry,
+                kill_grace_ms: req.kill_grace_ms,
+            },
             extra: Default::default(),
         },
         req.tx_id,
@@ -288,15 +308,71 @@ async fn register<L: EventLog + Clone>(
     ))
 }
 
-async fn list_sessions<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+async fn list_sessions<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let ended = match q.get("ended").map(String::as_str) {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(v) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("ended={v:?}: expected true or false"),
+            )
+            .with("field", "ended"))
+        }
+    };
+    let leases = app.leases.clone();
     let r = app
         .writer
-        .read(|s| SessionsResponse {
+        .read(move |s| SessionsResponse {
             seq: s.head,
-            sessions: s.view.sessions.values().cloned().collect(),
+            sessions: s
+                .view
+                .sessions
+                .values()
+                .map(|x| with_live_facts(s, &leases, x))
+                .collect(),
+            ended: if ended {
+                s.ended.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
         })
         .await?;
     ok(&r)
+}
+
+/// A session as the API shows it: the folded session plus what only the
+/// daemon knows (its lease, renewals included) and what the locks' queues
+/// say about it (what it waits for).
+fn with_live_facts(
+    s: &coord_core::State,
+    leases: &crate::writer::Leases,
+    session: &coord_proto::view::Session,
+) -> coord_proto::view::Session {
+    let mut out = session.clone();
+    out.lease = leases.get(&session.session_id);
+    let mut waiting: Vec<coord_proto::view::WaitingOn> = s
+        .view
+        .locks
+        .values()
+        .filter_map(|l| {
+            l.waiters
+                .iter()
+                .position(|w| w.session_id == session.session_id)
+                .map(|i| coord_proto::view::WaitingOn {
+                    resource: l.resource.clone(),
+                    mode: l.waiters[i].mode,
+                    since: l.waiters[i].since_at,
+                    position: i + 1,
+                })
+        })
+        .collect();
+    waiting.sort_by_key(|w| w.since);
+    out.waiting_on = waiting;
+    out
 }
 
 async fn get_session<L: EventLog + Clone>(
@@ -305,11 +381,12 @@ async fn get_session<L: EventLog + Clone>(
 ) -> ApiResult {
     check_id("session_id", &id)?;
     let sid = id.clone();
+    let leases = app.leases.clone();
     let detail = app
         .writer
         .read(move |s| {
             s.view.sessions.get(&sid).map(|session| SessionDetail {
-                session: session.clone(),
+                session: with_live_facts(s, &leases, session),
                 locks: s
                     .view
                     .locks
@@ -322,13 +399,8 @@ async fn get_session<L: EventLog + Clone>(
         .await?;
     match detail {
         Some(d) => ok(&d),
-        None => Err(session_not_found(&id)),
+        None => Err(crate::http::session_gone(&app, &id).await),
     }
-}
-
-fn session_not_found(id: &str) -> ApiError {
-    ApiError::new(ErrorCode::SessionNotFound, format!("no live session {id}"))
-        .with("session_id", id)
 }
 
 async fn heartbeat<L: EventLog + Clone>(
@@ -411,9 +483,10 @@ async fn report<L: EventLog + Clone>(
 async fn delegate<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<DelegateRequest>,
+    JsonBody(mut req): JsonBody<DelegateRequest>,
 ) -> ApiResult {
     require_session(&app, &headers, &req.session_id).await?;
+    req.resource = ids::normalize_resource(&req.resource);
     let c = app
         .writer
         .write(write(
@@ -496,9 +569,10 @@ impl Drop for CancelOnDrop {
 async fn acquire<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<AcquireRequest>,
+    JsonBody(mut req): JsonBody<AcquireRequest>,
 ) -> ApiResult {
     require_session(&app, &headers, &req.session_id).await?;
+    req.resource = ids::normalize_resource(&req.resource);
     duration("wait_ms", req.wait_ms)?;
     let started = Instant::now();
     let cmd = Command::Acquire {
@@ -528,6 +602,7 @@ async fn acquire<L: EventLog + Clone>(
             false,
             &AcquireResponse {
                 seq,
+                fencing_token: seq,
                 resource: req.resource.clone(),
                 mode: req.mode,
                 already_held: already,
@@ -618,8 +693,9 @@ fn timeout(resource: &str, started: Instant) -> ApiError {
 async fn release<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<ReleaseRequest>,
+    JsonBody(mut req): JsonBody<ReleaseRequest>,
 ) -> ApiResult {
+    req.resource = ids::normalize_resource(&req.resource);
     if req.force {
         require_admin(&app, &headers)?;
     } else {
@@ -638,6 +714,62 @@ async fn release<L: EventLog + Clone>(
         ))
         .await?;
     Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+}
+
+/// `GET /v1/locks/check?resource=R&token=T`: whether fencing token T is
+/// still a current grant of R (PROTOCOL §7.2).
+async fn check_lock<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let resource = q.get("resource").ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidField, "resource is required").with("field", "resource")
+    })?;
+    let resource = ids::normalize_resource(resource);
+    ids::check_resource(&resource).map_err(|why| {
+        ApiError::new(ErrorCode::InvalidId, format!("resource {resource:?} {why}"))
+            .with("field", "resource")
+    })?;
+    let token = q
+        .get("token")
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidField, "token is required").with("field", "token")
+        })?
+        .parse::<u64>()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidField,
+                "token must be a fencing token (the seq of a grant)",
+            )
+            .with("field", "token")
+        })?;
+    let r = app
+        .writer
+        .read(move |s| {
+            let holders: Vec<LockCheckHolder> = s
+                .view
+                .locks
+                .get(&resource)
+                .map(|l| {
+                    l.holders
+                        .iter()
+                        .map(|h| LockCheckHolder {
+                            session_id: h.session_id.clone(),
+                            fencing_token: h.acquired_seq,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            LockCheckResponse {
+                seq: s.head,
+                current: holders.iter().any(|h| h.fencing_token == token),
+                resource,
+                token,
+                holders,
+            }
+        })
+        .await?;
+    ok(&r)
 }
 
 async fn send<L: EventLog + Clone>(
@@ -1108,6 +1240,18 @@ async fn events<L: EventLog + Clone>(
             .with("field", name)),
         }
     };
+    if let Some(theirs) = q.get("log_id").filter(|v| !v.is_empty()) {
+        if *theirs != app.log_id {
+            return Err(ApiError::new(
+                ErrorCode::LogMismatch,
+                format!(
+                    "the cursor belongs to log {theirs}, this daemon serves log {}: its seqs mean nothing here; re-sync with since=start (or snapshot=true) and save the new log_id",
+                    app.log_id
+                ),
+            )
+            .with("log_id", app.log_id.as_str()));
+        }
+    }
     let want_snapshot = flag("snapshot")?.unwrap_or(false);
     let follow = flag("follow")?.unwrap_or(true);
     let filter = Filter {
@@ -1122,7 +1266,10 @@ async fn events<L: EventLog + Clone>(
             })
             .unwrap_or_default(),
         session: q.get("session").cloned().filter(|s| !s.is_empty()),
-        resource: q.get("resource").cloned().filter(|s| !s.is_empty()),
+        resource: q
+            .get("resource")
+            .filter(|s| !s.is_empty())
+            .map(|r| ids::normalize_resource(r)),
     };
 
     let mut first: Option<Bytes> = None;
@@ -1152,7 +1299,21 @@ async fn events<L: EventLog + Clone>(
             Cursor::Start => oldest.saturating_sub(1),
             Cursor::Now => app.hub.head(),
             Cursor::After(n) => {
-                if n + 1 < oldest {
+                // Checked before compaction: a cursor past the head (from
+                // another log, or u64::MAX) must not read as "compacted".
+                let head = app.hub.head();
+                if n > head {
+                    return Err(ApiError::new(
+                        ErrorCode::CursorAhead,
+                        format!(
+                            "since={n} is past the head of this log (seq {head}, log {}): the cursor was saved from another log or the log was replaced; re-sync with since=start or snapshot=true",
+                            app.log_id
+                        ),
+                    )
+                    .with("head_seq", head)
+                    .with("log_id", app.log_id.as_str()));
+                }
+                if n.saturating_add(1) < oldest {
                     return Err(ApiError::new(
                         ErrorCode::Compacted,
                         format!(

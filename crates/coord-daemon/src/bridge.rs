@@ -128,6 +128,7 @@ fn command(change: Change, ttl_ms: u64) -> Option<(Command, Extras)> {
             parent_session: p.parent_session,
             ttl_ms,
             probes: Default::default(),
+            expiry: Default::default(),
             extra: p.extra,
         },
         Payload::SessionHeartbeat(p) => Command::Heartbeat {

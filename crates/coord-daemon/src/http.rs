@@ -234,11 +234,7 @@ pub async fn require_session<L: EventLog + Clone>(
         }
     };
     let Some(stored) = stored else {
-        return Err(ApiError::new(
-            ErrorCode::SessionNotFound,
-            format!("no live session {session_id}"),
-        )
-        .with("session_id", session_id));
+        return Err(session_gone(app, session_id).await);
     };
     if !tokens::same(&tokens::hash(token), &stored) {
         return Err(ApiError::new(
@@ -304,4 +300,45 @@ mod tests {
             Some("wiat_ms".into())
         );
     }
+}
+
+/// `session_not_found` for `session_id`, saying when and how it ended if
+/// the daemon still remembers (PROTOCOL §6, recently ended sessions).
+pub async fn session_gone<L: EventLog + Clone>(app: &App<L>, session_id: &str) -> ApiError {
+    let sid = session_id.to_string();
+    let ended = app
+        .writer
+        .read(move |s| s.ended_session(&sid).cloned())
+        .await
+        .ok()
+        .flatten();
+    let err = match ended {
+        Some(e) => {
+            let how = match e.reason {
+                coord_proto::DeregReason::Expired => "its lease expired".to_string(),
+                coord_proto::DeregReason::ProcessExited => match e.exit_code {
+                    Some(c) => format!("its process exited with code {c}"),
+                    None => "its process exited".to_string(),
+                },
+                coord_proto::DeregReason::Explicit => "it deregistered".to_string(),
+                coord_proto::DeregReason::Forced => "an admin ended it".to_string(),
+                coord_proto::DeregReason::Removed => "its legacy file was removed".to_string(),
+                coord_proto::DeregReason::RuntimeGone => "its runtime is gone".to_string(),
+            };
+            ApiError::new(
+                ErrorCode::SessionNotFound,
+                format!(
+                    "session {session_id} ended at {} (seq {}): {how}; register again to continue",
+                    e.ended_at, e.ended_seq
+                ),
+            )
+            .with("ended_at", e.ended_at.to_string())
+            .with("reason", serde_json::to_value(e.reason).unwrap_or_default())
+        }
+        None => ApiError::new(
+            ErrorCode::SessionNotFound,
+            format!("no live session {session_id}"),
+        ),
+    };
+    err.with("session_id", session_id)
 }

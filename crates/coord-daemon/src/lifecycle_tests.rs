@@ -106,6 +106,7 @@ async fn rig() -> Rig {
             snapshot_every: 10_000,
             retention: Retention::default(),
             renewals: renewals.clone(),
+            leases: Default::default(),
         },
     );
     Rig {
@@ -149,6 +150,7 @@ impl Rig {
             parent_session: None,
             ttl_ms,
             probes: Probes::default(),
+            expiry: Default::default(),
             extra: Default::default(),
         })
         .await;

@@ -3,7 +3,7 @@
 //! reactor waits on like any socket.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
 
 /// Opens a pidfd for `pid`.
@@ -35,6 +35,42 @@ pub async fn exited(fd: OwnedFd, pid: u32) -> io::Result<Option<i32>> {
         .map_err(io::Error::from)?;
     let _ready = afd.readable().await?;
     Ok(zombie_exit_code(pid))
+}
+
+/// True while the process behind `fd` has not exited. A pidfd turns
+/// readable at exit (even before the zombie is reaped), so a zero-timeout
+/// `poll` answers exactly, with no pid-reuse race.
+pub fn is_running(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 0
+}
+
+/// Sends `signal` to the process behind `fd` (`pidfd_send_signal(2)`): it
+/// reaches that process or none, never a later one with a reused pid.
+///
+/// # Errors
+/// `ESRCH` when it has exited; `EPERM` when it is not ours to signal.
+pub fn send_signal(fd: &OwnedFd, signal: i32) -> io::Result<()> {
+    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads the wait status of a zombie from `/proc/<pid>/stat` (field 52).
@@ -74,6 +110,25 @@ mod tests {
             "the zombie's status is readable before reaping"
         );
         child.wait().expect("reap");
+    }
+
+    #[test]
+    fn a_signal_reaches_the_process_and_running_tells_its_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let fd = open(child.id()).expect("pidfd");
+        assert!(is_running(&fd));
+        send_signal(&fd, libc::SIGTERM).expect("signal");
+        let status = child.wait().expect("reap");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        assert!(!is_running(&fd), "an exited process is not running");
+        let err = send_signal(&fd, libc::SIGKILL).expect_err("reaped");
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stats = Arc::new(Stats::default());
     let token_cache = Arc::new(TokenCache::default());
     let renewals = Arc::new(crate::lifecycle::Renewals::default());
+    let leases = Arc::new(crate::writer::Leases::default());
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         store.clone(),
@@ -97,6 +98,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             snapshot_every: config.snapshot_every.max(1),
             retention: config.retention,
             renewals: renewals.clone(),
+            leases: leases.clone(),
         },
     );
     let lifecycle = crate::LifecycleManager::spawn(
@@ -136,6 +138,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         sync: config.sync,
         stats,
         log_heartbeats: config.log_heartbeats,
+        leases,
+        log_id: coord_store::EventLog::log_id(&store).to_string(),
     });
     let router = api::router(app.clone());
     let exporter = config.export_legacy.clone().map(|root| {

@@ -134,6 +134,38 @@ impl TokenCache {
     }
 }
 
+/// Every live session's lease as the writer holds it: renewals are not
+/// events, so this, not the view, knows when a lease was last renewed.
+/// Written only by the writer task; read by the API.
+#[derive(Default)]
+pub struct Leases {
+    map: Mutex<HashMap<String, coord_proto::view::Lease>>,
+}
+
+impl Leases {
+    /// The lease of `session_id`, if it is live.
+    pub fn get(&self, session_id: &str) -> Option<coord_proto::view::Lease> {
+        self.map.lock().ok()?.get(session_id).cloned()
+    }
+    fn renew(&self, session_id: &str, ttl_ms: u64) {
+        let now = Timestamp::now();
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(
+                session_id.to_string(),
+                coord_proto::view::Lease {
+                    renewed_at: now,
+                    expires_at: now.plus_ms(ttl_ms),
+                },
+            );
+        }
+    }
+    fn remove(&self, session_id: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(session_id);
+        }
+    }
+}
+
 /// A cheap handle to the writer task.
 #[derive(Clone)]
 pub struct WriterHandle {
@@ -256,6 +288,8 @@ pub struct WriterConfig {
     pub retention: Retention,
     /// Where bare lease renewals are noted for the lifecycle manager.
     pub renewals: Arc<crate::lifecycle::Renewals>,
+    /// Where every lease's renewal and expiry are kept for the API.
+    pub leases: Arc<Leases>,
 }
 
 struct Writer<L: EventLog> {
@@ -267,6 +301,10 @@ struct Writer<L: EventLog> {
     timers: Timers,
     lock_timers: HashMap<(String, String), TimerKey>,
     pid_watches: HashMap<String, AbortHandle>,
+    /// A pidfd per watched session (a duplicate of the watch's): asked
+    /// whether the process still runs when the lease expires, and used to
+    /// signal it then, so a reused pid is never hit.
+    pidfds: HashMap<String, OwnedFd>,
     waits: HashMap<(String, String), oneshot::Sender<WaitNotice>>,
     ids: ulid::Generator,
     handle: WriterHandle,
@@ -351,6 +389,7 @@ pub fn spawn<L: EventLog + Clone>(
         timers: Timers::default(),
         lock_timers: HashMap::new(),
         pid_watches: HashMap::new(),
+        pidfds: HashMap::new(),
         waits: HashMap::new(),
         ids: ulid::Generator::new(),
         handle: handle.clone(),
@@ -385,7 +424,8 @@ impl<L: EventLog + Clone> Writer<L> {
             };
             let mut writes = Vec::new();
             for key in self.timers.pop_due(Instant::now()) {
-                writes.push(self.timer_write(key));
+                let w = self.timer_write(key);
+                writes.push(w);
             }
             if let Some(r) = first {
                 let mut pending = Some(r);
@@ -420,6 +460,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 session_id,
                 registered_seq,
             } => Command::ExpireLease {
+                process_alive: self.pidfds.get(&session_id).is_some_and(pidfd::is_running),
                 session_id,
                 registered_seq,
             },
@@ -674,6 +715,7 @@ impl<L: EventLog + Clone> Writer<L> {
         let sid = e.session_id.clone().unwrap_or_default();
         match &e.payload {
             Payload::SessionRegister(p) => {
+                self.config.leases.renew(&sid, p.ttl_ms);
                 self.timers.set(
                     TimerKey::Lease {
                         session_id: sid.clone(),
@@ -682,9 +724,14 @@ impl<L: EventLog + Clone> Writer<L> {
                     Instant::now() + Duration::from_millis(p.ttl_ms),
                 );
             }
-            Payload::SessionDereg(_) => {
+            Payload::SessionDereg(d) => {
                 if let Some(h) = self.pid_watches.remove(&sid) {
                     h.abort();
+                }
+                self.config.leases.remove(&sid);
+                let fd = self.pidfds.remove(&sid);
+                if let (Some(fd), Some(_)) = (fd, &d.signal) {
+                    terminate(fd, sid.clone(), d.kill_after_ms.unwrap_or(0));
                 }
                 self.tokens.remove(&sid);
                 let stale: Vec<TimerKey> = self
@@ -758,6 +805,7 @@ impl<L: EventLog + Clone> Writer<L> {
             Command::Heartbeat { session_id, .. } => {
                 self.config.renewals.note(session_id);
                 if let Some(s) = self.state.view.sessions.get(session_id) {
+                    self.config.leases.renew(session_id, s.ttl_ms);
                     self.timers.set(
                         TimerKey::Lease {
                             session_id: session_id.clone(),
@@ -832,6 +880,12 @@ impl<L: EventLog + Clone> Writer<L> {
                 return;
             }
         };
+        match fd.try_clone() {
+            Ok(dup) => {
+                self.pidfds.insert(session_id.clone(), dup);
+            }
+            Err(e) => tracing::warn!(pid, error = %e, "cannot keep a pidfd to signal at expiry"),
+        }
         let task = tokio::spawn(async move {
             let code = pidfd::exited(fd, pid).await.ok().flatten();
             exited(code);
@@ -849,6 +903,7 @@ impl<L: EventLog + Clone> Writer<L> {
         let now = Instant::now();
         let sessions: Vec<_> = self.state.view.sessions.values().cloned().collect();
         for s in sessions {
+            self.config.leases.renew(&s.session_id, s.ttl_ms);
             self.timers.set(
                 TimerKey::Lease {
                     session_id: s.session_id.clone(),
@@ -929,6 +984,37 @@ impl CloneLite for State {
             + self.view.inboxes.len();
         (size <= 64).then(|| self.clone())
     }
+}
+
+/// Ends a process that outlived its session's lease (PROTOCOL §6.3):
+/// SIGTERM now, SIGKILL after `grace_ms` if it still runs. The pidfd makes
+/// both reach this process or none.
+fn terminate(fd: OwnedFd, session_id: String, grace_ms: u64) {
+    match pidfd::send_signal(&fd, libc::SIGTERM) {
+        Ok(()) => tracing::info!(
+            session_id,
+            grace_ms,
+            "lease expired with the process running: sent SIGTERM"
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
+        Err(e) => {
+            tracing::warn!(session_id, error = %e, "cannot signal the process of an expired session")
+        }
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+        if pidfd::is_running(&fd) {
+            match pidfd::send_signal(&fd, libc::SIGKILL) {
+                Ok(()) => tracing::info!(
+                    session_id,
+                    "still running after the kill grace: sent SIGKILL"
+                ),
+                Err(e) => {
+                    tracing::warn!(session_id, error = %e, "cannot SIGKILL the process of an expired session")
+                }
+            }
+        }
+    });
 }
 
 /// The attachment key of a message body.

@@ -59,6 +59,8 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<Change> {
                         tmux: None,
                         activity_file: None,
                         transcript: None,
+                        on_expiry: None,
+                        kill_grace_ms: None,
                         extra: s.extra.clone(),
                     }),
                 ),
@@ -83,6 +85,9 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<Change> {
                     Payload::SessionDereg(SessionDereg {
                         reason: DeregReason::Removed,
                         exit_code: None,
+                        process_alive: false,
+                        signal: None,
+                        kill_after_ms: None,
                     }),
                 ),
             )),

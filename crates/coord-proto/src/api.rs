@@ -1,8 +1,8 @@
 //! Request and response bodies of every endpoint (PROTOCOL §8). Requests
 //! reject unknown fields so a typo is an error, not a silent default.
 
-use crate::view::{Lock, Message, Order, Session, View};
-use crate::{Event, LockMode, Timestamp};
+use crate::view::{EndedSession, Lock, Message, Order, Session, View};
+use crate::{Event, LockMode, OnExpiry, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -44,6 +44,14 @@ pub struct RegisterRequest {
     /// Absolute path of the agent's JSONL transcript.
     #[serde(default)]
     pub transcript: Option<String>,
+    /// What the daemon does to `pid` if it still runs when the lease
+    /// expires: `signal` (default: SIGTERM, then SIGKILL after
+    /// `kill_grace_ms`) or `never`.
+    #[serde(default)]
+    pub on_expiry: Option<OnExpiry>,
+    /// ms between that SIGTERM and SIGKILL (default 5,000).
+    #[serde(default)]
+    pub kill_grace_ms: Option<u64>,
     /// Token chosen by the client (32–128 of `A-Za-z0-9_-`).
     #[serde(default)]
     pub token: Option<String>,
@@ -147,7 +155,11 @@ pub struct AcquireRequest {
 pub struct AcquireResponse {
     /// Seq of the `lock.acquire` (or of the existing grant if already held).
     pub seq: u64,
-    /// The resource.
+    /// The grant's fencing token: its seq, strictly increasing per
+    /// resource. Pass it to whatever the lock protects, which can ask
+    /// `GET /v1/locks/check` whether it is still current.
+    pub fencing_token: u64,
+    /// The resource (normalised, PROTOCOL §2).
     pub resource: String,
     /// The granted mode.
     pub mode: LockMode,
@@ -343,6 +355,9 @@ pub struct StatusResponse {
     pub protocol: u32,
     /// Daemon pid.
     pub pid: u32,
+    /// The log's identity (a ULID made with the store); cursors are only
+    /// meaningful on the log they came from.
+    pub log_id: String,
     /// Socket path.
     pub socket: String,
     /// Store facts.
@@ -381,6 +396,33 @@ pub struct SessionsResponse {
     pub seq: u64,
     /// Sessions by id.
     pub sessions: Vec<Session>,
+    /// With `?ended=true`: recently ended sessions, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<EndedSession>,
+}
+
+/// `GET /v1/locks/check?resource=R&token=T`: is T still a current grant?
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockCheckResponse {
+    /// Seq the answer reflects.
+    pub seq: u64,
+    /// The resource (normalised).
+    pub resource: String,
+    /// The token asked about.
+    pub token: u64,
+    /// True when a current holder's grant carries this token.
+    pub current: bool,
+    /// The current holders with their tokens (empty when nobody holds it).
+    pub holders: Vec<LockCheckHolder>,
+}
+
+/// A current holder in a [`LockCheckResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockCheckHolder {
+    /// The holding session.
+    pub session_id: String,
+    /// Its grant's fencing token.
+    pub fencing_token: u64,
 }
 
 /// `GET /v1/sessions/{id}`.

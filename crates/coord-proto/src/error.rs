@@ -84,6 +84,11 @@ codes! {
     OrderExists = ("order_exists", 409),
     /// An order in the wrong state for the transition.
     OrderState = ("order_state", 409),
+    /// The cursor is past the head of this log (`head_seq`): it was saved
+    /// from another log, or the log was replaced.
+    CursorAhead = ("cursor_ahead", 409),
+    /// The cursor was saved from another log (`log_id` names this one).
+    LogMismatch = ("log_mismatch", 409),
     /// The cursor is older than the retained history.
     Compacted = ("compacted", 410),
     /// The request body is over 1 MiB.

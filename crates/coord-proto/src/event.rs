@@ -98,10 +98,51 @@ pub struct SessionRegister {
     /// waiting for input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
+    /// What the daemon does to a still-running `pid` when the lease
+    /// expires (absent: [`OnExpiry::Signal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<OnExpiry>,
+    /// With [`OnExpiry::Signal`]: ms between SIGTERM and SIGKILL (absent:
+    /// [`crate::DEFAULT_KILL_GRACE_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_ms: Option<u64>,
     /// Fields a legacy file carried that coord does not model (kept, not
     /// interpreted).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
+}
+
+/// What happens to a session's process that is still alive when its lease
+/// expires (PROTOCOL §6.3). The session ends either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    /// SIGTERM at expiry, SIGKILL after the kill grace if it still runs.
+    #[default]
+    Signal,
+    /// Leave it running (the `session.dereg` still says it was alive).
+    Never,
+}
+
+impl OnExpiry {
+    /// Lower-case name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExpiry::Signal => "signal",
+            OnExpiry::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for OnExpiry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "signal" => Ok(OnExpiry::Signal),
+            "never" => Ok(OnExpiry::Never),
+            other => Err(format!("{other:?}: expected signal or never")),
+        }
+    }
 }
 
 /// `session.heartbeat`: appended when the phase changes.
@@ -139,6 +180,18 @@ pub struct SessionDereg {
     /// Exit status of its process, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// For an expiry: the registered process was still running when the
+    /// lease ran out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub process_alive: bool,
+    /// The signal the daemon sends that process (`SIGTERM`); absent when it
+    /// sends none (no live process, or `on_expiry: never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// With `signal`: SIGKILL follows after this many ms if the process
+    /// still runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_after_ms: Option<u64>,
 }
 
 /// `session.state` (written by the lifecycle manager): one transition of
@@ -783,6 +836,9 @@ mod tests {
         let e = sample(Payload::SessionDereg(SessionDereg {
             reason: DeregReason::Expired,
             exit_code: None,
+            process_alive: false,
+            signal: None,
+            kill_after_ms: None,
         }));
         let bad = e.to_json().replace("expired", "bored");
         assert!(matches!(

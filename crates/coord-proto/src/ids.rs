@@ -33,8 +33,31 @@ pub fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a lock `resource`: 1–1024 bytes of UTF-8, no control characters,
-/// no leading `/`, no empty, `.` or `..` segment.
+/// A lock `resource` the way users write paths, made canonical
+/// (PROTOCOL §2): runs of `/` become one, `.` segments and a trailing `/`
+/// go, a leading `/` (an absolute path) stays. `./src//a.rs` and
+/// `src/./a.rs/` are both `src/a.rs`. `..` is kept (and then refused by
+/// [`check_resource`]): resolving it would need the file system.
+///
+/// Idempotent, and the identity on every resource [`check_resource`]
+/// accepts; property-tested in `tests/resources.rs`.
+pub fn normalize_resource(r: &str) -> String {
+    let mut out = String::with_capacity(r.len());
+    if r.starts_with('/') {
+        out.push('/');
+    }
+    for seg in r.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        if !out.is_empty() && !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(seg);
+    }
+    out
+}
+
+/// Checks a (normalised) lock `resource`: 1–1024 bytes of UTF-8, no
+/// control characters, no empty, `.` or `..` segment; a leading `/` (an
+/// absolute path) is allowed.
 ///
 /// # Errors
 /// A sentence saying what is wrong.
@@ -51,10 +74,12 @@ pub fn check_resource(r: &str) -> Result<(), String> {
     if r.chars().any(char::is_control) {
         return Err("contains a control character (NUL, newline, …)".into());
     }
-    if r.starts_with('/') {
-        return Err("must not start with '/'".into());
+    let rel = r.strip_prefix('/').unwrap_or(r);
+    if rel.is_empty() {
+        return Err("names no path after '/'".into());
     }
-    if r.split('/')
+    if rel
+        .split('/')
         .any(|seg| seg.is_empty() || seg == "." || seg == "..")
     {
         return Err("has an empty, '.' or '..' path segment".into());

@@ -30,7 +30,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{
     DeregReason, DispatchAck, DispatchComplete, DispatchIssue, Draft, Event, EventDecodeError,
     InboxAck, InboxDeliver, LifeState, LockAcquire, LockDelegate, LockMode, LockRelease, LockWait,
-    LockWaitCancel, Payload, ReleaseReason, Report, SessionDereg, SessionHeartbeat,
+    LockWaitCancel, OnExpiry, Payload, ReleaseReason, Report, SessionDereg, SessionHeartbeat,
     SessionProbeError, SessionRegister, SessionReport, SessionState, WaitCancelReason, KNOWN_KINDS,
 };
 pub use render::render_event;
@@ -57,3 +57,11 @@ pub const MIN_SESSION_TTL_MS: u64 = 1_000;
 
 /// Longest lease, lock TTL or wait accepted, in ms (one day).
 pub const MAX_DURATION_MS: u64 = 86_400_000;
+
+/// Default time between the SIGTERM and the SIGKILL the daemon sends a
+/// session's process that outlived its lease, in ms.
+pub const DEFAULT_KILL_GRACE_MS: u64 = 5_000;
+
+/// Most events kept in the list of recently ended sessions
+/// (`GET /v1/sessions?ended=true`).
+pub const ENDED_SESSIONS_KEPT: usize = 256;

@@ -2,7 +2,7 @@
 //! answers and snapshots. The logic that changes them lives in coord-core;
 //! this module only gives them a shape.
 
-use crate::{LifeState, LockMode, Timestamp};
+use crate::{DeregReason, LifeState, LockMode, OnExpiry, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +56,78 @@ pub struct Session {
     /// nothing.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub ended_children: BTreeSet<String>,
+    /// What the daemon does to a live `pid` when the lease expires.
+    #[serde(default, skip_serializing_if = "is_default_expiry")]
+    pub on_expiry: OnExpiry,
+    /// ms between SIGTERM and SIGKILL at expiry (absent: the default,
+    /// [`crate::DEFAULT_KILL_GRACE_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_ms: Option<u64>,
+    /// The lease as the daemon holds it, renewals included (bare renewals
+    /// are not events, so the fold never fills this: only API answers
+    /// carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Locks it is queued for, oldest first (API answers only; derived
+    /// from the locks' queues).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_on: Vec<WaitingOn>,
+}
+
+fn is_default_expiry(e: &OnExpiry) -> bool {
+    *e == OnExpiry::Signal
+}
+
+/// A session's lease in an API answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// When it was last renewed (registration, heartbeat or bare renewal;
+    /// a daemon restart renews every lease).
+    pub renewed_at: Timestamp,
+    /// When it runs out unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// One lock a session waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingOn {
+    /// The lock's resource (or pattern).
+    pub resource: String,
+    /// The mode it wants.
+    pub mode: LockMode,
+    /// When it joined the queue.
+    pub since: Timestamp,
+    /// Its place in the queue, 1 = next.
+    pub position: usize,
+}
+
+/// A session that ended, as `GET /v1/sessions?ended=true` lists it (the
+/// last [`crate::ENDED_SESSIONS_KEPT`], newest last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedSession {
+    /// Its id.
+    pub session_id: String,
+    /// Its role.
+    pub role: String,
+    /// Its task.
+    pub task: String,
+    /// Its watched process, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// When it registered.
+    pub registered_at: Timestamp,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// Seq of its `session.dereg`.
+    pub ended_seq: u64,
+    /// How it ended.
+    pub reason: DeregReason,
+    /// Exit status of its process, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal sent to its still-running process at expiry, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 /// One entry of a parent's registry.
@@ -98,6 +170,9 @@ pub struct Waiter {
     pub mode: LockMode,
     /// Seq of its `lock.wait`.
     pub since_seq: u64,
+    /// When it joined the queue.
+    #[serde(default)]
+    pub since_at: Timestamp,
     /// TTL to apply once granted.
     pub ttl_ms: Option<u64>,
 }

@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// Reads the daemon's events after a cursor that survives restarts.
 ///
-/// The cursor lives in a state file (`{"cursor":N}`, written atomically).
+/// The cursor lives in a state file (`{"cursor":N,"log_id":"…"}`, written
+/// atomically). A cursor is a position in one log only: with
+/// [`EventManagerSource::with_log_id`] a state file saved from another log
+/// is refused, and every poll names the log so a daemon that now serves
+/// another log refuses it too (`log_mismatch`) instead of serving seqs
+/// that mean something else.
 /// It is saved at the start of the *next* poll, when the caller has shown
 /// it handled the previous batch by asking again; so a sentinel that
 /// crashes re-reads at most its last batch, and one that restarts cleanly
@@ -30,6 +35,8 @@ pub struct EventManagerSource {
     cursor: u64,
     /// Seq last written to the state file.
     saved: u64,
+    /// The log the cursor belongs to, once known.
+    log_id: Option<String>,
     /// Extra query (`kinds=…`) passed to the stream.
     filter: String,
     max_batch: usize,
@@ -40,6 +47,9 @@ pub struct EventManagerSource {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct State {
     cursor: u64,
+    /// Absent in files written before logs had identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_id: Option<String>,
 }
 
 impl EventManagerSource {
@@ -49,16 +59,17 @@ impl EventManagerSource {
     /// [`SourceError::State`] if the state file exists but cannot be read.
     pub fn new(client: Client, state_file: impl Into<PathBuf>) -> Result<Self, SourceError> {
         let state_file = state_file.into();
-        let cursor = match std::fs::read(&state_file) {
+        let saved = match std::fs::read(&state_file) {
             Ok(bytes) => {
-                serde_json::from_slice::<State>(&bytes)
-                    .map_err(|e| SourceError::State {
-                        path: state_file.display().to_string(),
-                        reason: format!("not a cursor file: {e}"),
-                    })?
-                    .cursor
+                serde_json::from_slice::<State>(&bytes).map_err(|e| SourceError::State {
+                    path: state_file.display().to_string(),
+                    reason: format!("not a cursor file: {e}"),
+                })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+                cursor: 0,
+                log_id: None,
+            },
             Err(e) => {
                 return Err(SourceError::State {
                     path: state_file.display().to_string(),
@@ -70,12 +81,49 @@ impl EventManagerSource {
             name: format!("event-manager:{}", client.socket().display()),
             client,
             state_file,
-            cursor,
-            saved: cursor,
+            cursor: saved.cursor,
+            saved: saved.cursor,
+            log_id: saved.log_id,
             filter: String::new(),
             max_batch: 1024,
             idle_wait: std::time::Duration::from_secs(30),
         })
+    }
+
+    /// Binds the cursor to the log `log_id` (the daemon's `/v1/status`).
+    ///
+    /// # Errors
+    /// [`SourceError::State`] when the state file was saved from another
+    /// log: its seqs mean nothing on this one. The message says how to
+    /// re-sync. A state file without a log id (written by an older coord)
+    /// is adopted with a warning.
+    pub fn with_log_id(mut self, log_id: &str) -> Result<Self, SourceError> {
+        match &self.log_id {
+            Some(saved) if saved != log_id => {
+                return Err(SourceError::State {
+                    path: self.state_file.display().to_string(),
+                    reason: format!(
+                        "the cursor (seq {}) was saved from log {saved}, but the daemon serves log {log_id}; \
+                         remove the file (or pass another --state-file) to read this log from its start",
+                        self.cursor
+                    ),
+                })
+            }
+            Some(_) => {}
+            None if self.cursor > 0 => tracing::warn!(
+                path = %self.state_file.display(),
+                cursor = self.cursor,
+                log_id,
+                "the cursor file names no log; assuming it belongs to this one"
+            ),
+            None => {}
+        }
+        self.log_id = Some(log_id.to_string());
+        // Record the binding at once, so even an idle sentinel's file says
+        // which log it belongs to.
+        self.saved = u64::MAX;
+        self.save()?;
+        Ok(self)
     }
 
     /// Only kinds matching these globs (`lock.*`).
@@ -109,14 +157,14 @@ impl EventManagerSource {
     /// [`SourceError::State`].
     pub fn save(&mut self) -> Result<(), SourceError> {
         if self.saved != self.cursor {
-            save(&self.state_file, self.cursor)?;
+            save(&self.state_file, self.cursor, self.log_id.as_deref())?;
             self.saved = self.cursor;
         }
         Ok(())
     }
 }
 
-fn save(path: &Path, cursor: u64) -> Result<(), SourceError> {
+fn save(path: &Path, cursor: u64, log_id: Option<&str>) -> Result<(), SourceError> {
     let err = |e: std::io::Error| SourceError::State {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -127,7 +175,15 @@ fn save(path: &Path, cursor: u64) -> Result<(), SourceError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, format!("{{\"cursor\":{cursor}}}\n")).map_err(err)?;
+    let body = serde_json::to_string(&State {
+        cursor,
+        log_id: log_id.map(str::to_string),
+    })
+    .map_err(|e| SourceError::State {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&tmp, body + "\n").map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -138,7 +194,12 @@ impl SentinelEventSource for EventManagerSource {
         // Follow from the cursor: the first event may take up to
         // `idle_wait` to come; whatever arrives right behind it joins the
         // batch. The stream is dropped when the poll returns.
-        let query = format!("since={}{}", self.cursor, self.filter);
+        let log = self
+            .log_id
+            .as_deref()
+            .map(|id| format!("&log_id={}", coord_client::enc(id)))
+            .unwrap_or_default();
+        let query = format!("since={}{log}{}", self.cursor, self.filter);
         let mut stream = self.client.events(&query).await?;
         let mut out = Vec::new();
         let mut wait = self.idle_wait;

@@ -270,4 +270,9 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Bytes the store takes on disk.
     fn size_bytes(&self) -> u64;
+
+    /// The log's identity: a ULID made when the store was created and
+    /// never changed. Two stores never share one, so a cursor saved
+    /// against one log is recognised as foreign on another.
+    fn log_id(&self) -> &str;
 }

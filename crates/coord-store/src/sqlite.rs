@@ -35,6 +35,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE attachments (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
      CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, taken_ms INTEGER NOT NULL, state BLOB NOT NULL);
      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    // 2: the log's identity (a ULID made once, when the store is created
+    // or first opened by a coord that knows identities).
+    "CREATE TABLE identity (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 /// Readers kept open for reuse; more may be opened under load.
@@ -48,6 +51,7 @@ pub struct SqliteLog {
 
 struct Inner {
     path: PathBuf,
+    log_id: String,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Held for the life of the log so a second daemon cannot open it.
@@ -103,10 +107,12 @@ impl SqliteLog {
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut writer)?;
+        let log_id = log_identity(&writer)?;
         set_private(path);
         Ok(SqliteLog {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                log_id,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 _lock: lock,
@@ -196,6 +202,20 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "store schema migrated");
     }
     Ok(())
+}
+
+/// The store's log id, made on first use.
+fn log_identity(conn: &Connection) -> Result<String, StoreError> {
+    let fresh = ulid::Ulid::new().to_string();
+    conn.execute(
+        "INSERT INTO identity (key, value) VALUES ('log_id', ?1) ON CONFLICT (key) DO NOTHING",
+        params![fresh],
+    )?;
+    Ok(
+        conn.query_row("SELECT value FROM identity WHERE key = 'log_id'", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 fn bounds(conn: &Connection) -> Result<(u64, u64), StoreError> {
@@ -435,6 +455,10 @@ impl EventLog for SqliteLog {
         .await
     }
 
+    fn log_id(&self) -> &str {
+        &self.inner.log_id
+    }
+
     fn size_bytes(&self) -> u64 {
         let mut wal = self.inner.path.as_os_str().to_owned();
         wal.push("-wal");
@@ -654,5 +678,18 @@ mod tests {
         assert!(matches!(second, Err(StoreError::Locked(_))));
         drop(first);
         SqliteLog::open(&dir.path().join("coord.db"), SyncMode::Full).expect("reopen");
+    }
+
+    #[tokio::test]
+    async fn the_log_id_is_made_once_and_differs_between_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = open(&dir);
+        let id = first.log_id().to_string();
+        assert_eq!(id.len(), 26, "a ULID: {id}");
+        drop(first);
+        let again = open(&dir);
+        assert_eq!(again.log_id(), id, "reopening keeps the identity");
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        assert_ne!(open(&other_dir).log_id(), id, "another store, another log");
     }
 }

@@ -18,7 +18,8 @@ pub struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/coord/coord.sock].
     #[arg(long, global = true, env = "COORD_SOCKET")]
     socket: Option<PathBuf>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables and prose (every subcommand); errors
+    /// go to stderr as {"error":{"code","message"}}.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -40,7 +41,7 @@ impl Acting {
     fn id(&self) -> Result<String> {
         self.session.clone().ok_or_else(|| {
             anyhow!(Exit(
-                code::INVALID,
+                code::USAGE,
                 "no session: pass --session ID or run inside `coord session run` (COORD_SESSION)"
                     .into()
             ))
@@ -62,7 +63,7 @@ enum Cmd {
     Lock(LockCmd),
     /// Send a message to a session's inbox.
     Send {
-        /// Recipient session.
+        /// Recipient session (a live session).
         to: String,
         /// The body ("-" reads standard input).
         body: String,
@@ -111,7 +112,7 @@ struct SentinelArgs {
     #[arg(long, env = "SENTINEL_SOURCE", default_value = "event-manager",
           value_parser = ["fs-poll", "fs-watch", "event-manager"])]
     source: String,
-    /// The legacy coord root (fs-poll).
+    /// The legacy coord root (fs-poll, fs-watch).
     #[arg(long)]
     coord_root: Option<PathBuf>,
     /// jsonl:PATH, stdout or exec:CMD.
@@ -122,8 +123,9 @@ struct SentinelArgs {
     /// it as its fallback polling interval.
     #[arg(long, value_parser = duration)]
     interval: Option<Duration>,
-    /// Cursor file of the event-manager source
-    /// [default: $XDG_STATE_HOME/coord/sentinel.cursor].
+    /// Cursor file of the event-manager source [default: one per log,
+    /// $XDG_STATE_HOME/coord/sentinel-<log_id>.cursor]. A cursor saved from
+    /// another log is refused.
     #[arg(long)]
     state_file: Option<PathBuf>,
     /// Most events taken per poll.
@@ -202,36 +204,22 @@ struct DaemonArgs {
 enum SessionCmd {
     /// Register a session; prints its token.
     Register {
-        /// Session id.
+        /// Session id (A-Z a-z 0-9 . _ - : @, at most 128 bytes).
         #[arg(long = "id")]
         id: String,
-        #[arg(long, default_value = "")]
-        role: String,
-        #[arg(long, default_value = "")]
-        task: String,
-        #[arg(long)]
-        phase: Option<String>,
-        /// Process to watch: its exit ends the session.
+        #[command(flatten)]
+        about: SessionAbout,
+        /// Process to watch: its exit ends the session, and it is signalled
+        /// if it outlives the lease (see --on-expiry).
         #[arg(long)]
         pid: Option<u32>,
-        /// Parent session.
-        #[arg(long)]
-        parent: Option<String>,
-        /// Lease, e.g. 30s.
+        /// Lease, e.g. 30s: the session ends unless renewed within it.
         #[arg(long, value_parser = duration)]
         ttl: Option<Duration>,
-        /// Free JSON shown to others.
-        #[arg(long)]
-        blob: Option<String>,
-        /// The tmux session the agent runs in (its end ends the session).
-        #[arg(long)]
-        tmux: Option<String>,
-        /// A file whose mtime is the agent's activity (absolute path).
-        #[arg(long)]
-        activity_file: Option<PathBuf>,
-        /// The agent's JSONL transcript (absolute path).
-        #[arg(long)]
-        transcript: Option<PathBuf>,
+        /// Print only `export COORD_SESSION=… COORD_SESSION_TOKEN=…`, for
+        /// `eval "$(coord session register --id ID --env)"`.
+        #[arg(long, conflicts_with = "json")]
+        env: bool,
     },
     /// Report to the parent session: turn_ended, errored, shut_down or
     /// scope_sub_delegated.
@@ -256,6 +244,8 @@ enum SessionCmd {
     },
     /// Renew the lease (and change the phase).
     Heartbeat {
+        /// The new phase (a logged heartbeat); without it the lease is
+        /// only renewed.
         #[arg(long)]
         phase: Option<String>,
         #[command(flatten)]
@@ -272,9 +262,13 @@ enum SessionCmd {
         #[command(flatten)]
         acting: Acting,
     },
-    /// List live sessions.
-    List,
-    /// Show one session and its locks.
+    /// List live sessions with their lease and what they wait for.
+    List {
+        /// Also list recently ended sessions and how each ended.
+        #[arg(long, visible_alias = "all")]
+        ended: bool,
+    },
+    /// Show one session, its lease, its locks and what it waits for.
     Show {
         /// Session id.
         id: String,
@@ -287,9 +281,11 @@ enum SessionCmd {
 
 #[derive(Subcommand, Debug)]
 enum LockCmd {
-    /// Take a lock (exit 4 if held, 5 if --wait ran out).
+    /// Take a lock (exit 4 if held, 5 if --wait ran out); prints its
+    /// fencing token.
     Acquire {
-        resource: String,
+        #[command(flatten)]
+        target: Target,
         /// Wait in the FIFO queue this long, e.g. 10s.
         #[arg(long, value_parser = duration)]
         wait: Option<Duration>,
@@ -304,8 +300,10 @@ enum LockCmd {
     },
     /// Release a lock.
     Release {
-        resource: String,
-        /// Release another session's hold with the admin token.
+        #[command(flatten)]
+        target: Target,
+        /// Release with the admin token: the --session's hold, or without
+        /// --session every hold of the resource.
         #[arg(long)]
         force: bool,
         #[command(flatten)]
@@ -314,15 +312,119 @@ enum LockCmd {
     /// Hand part of your scope (a pattern within one of your exclusive
     /// locks) to a child session; it returns when the child ends.
     Delegate {
-        resource: String,
+        #[command(flatten)]
+        target: Target,
         /// The child receiving it.
         #[arg(long)]
         to: String,
         #[command(flatten)]
         acting: Acting,
     },
-    /// List held and awaited locks.
+    /// List held and awaited locks with their fencing tokens.
     List,
+    /// Ask whether a fencing token is still the current grant of a lock
+    /// (exit 0 if it is, 4 if not): refuse a holder whose lock has moved on.
+    Check {
+        #[command(flatten)]
+        target: Target,
+        /// The fencing token the holder presented (from `lock acquire`).
+        #[arg(long)]
+        token: u64,
+    },
+}
+
+/// The resource a lock command is about: given as text, or as a file.
+#[derive(Args, Debug)]
+struct Target {
+    /// The resource: a name, a path (./a//b is a/b) or a pattern (src/**).
+    #[arg(required_unless_present = "path", conflicts_with = "path")]
+    resource: Option<String>,
+    /// Name the resource after FILE, relative to its git work tree, so
+    /// every checkout of a repository takes the same lock for it.
+    #[arg(long, value_name = "FILE")]
+    path: Option<PathBuf>,
+}
+
+impl Target {
+    fn resource(&self) -> Result<String> {
+        match (&self.resource, &self.path) {
+            (_, Some(p)) => crate::paths::resource_for(p),
+            (Some(r), None) => Ok(coord_proto::ids::normalize_resource(r)),
+            (None, None) => Err(anyhow!(Exit(
+                code::USAGE,
+                "name a RESOURCE or --path FILE".into()
+            ))),
+        }
+    }
+}
+
+/// What a session says about itself at registration.
+#[derive(Args, Debug, Clone)]
+pub struct SessionAbout {
+    /// Its role (worker, reviewer, …), free text.
+    #[arg(long, default_value = "")]
+    pub role: String,
+    /// The task it works on (a ticket id, …), free text.
+    #[arg(long, default_value = "")]
+    pub task: String,
+    /// Its initial phase (default: starting; `session run`: running).
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Parent session (it enters the parent's pod).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Free JSON shown to others.
+    #[arg(long)]
+    pub blob: Option<String>,
+    /// The tmux session the agent runs in (its end ends the session).
+    #[arg(long)]
+    pub tmux: Option<String>,
+    /// A file whose mtime is the agent's activity.
+    #[arg(long)]
+    pub activity_file: Option<PathBuf>,
+    /// The agent's JSONL transcript (tells working from waiting for input).
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+    /// What to do to the process if it still runs when the lease expires:
+    /// signal (SIGTERM, then SIGKILL after --kill-grace) or never.
+    #[arg(long, value_parser = ["signal", "never"])]
+    pub on_expiry: Option<String>,
+    /// Time from that SIGTERM to SIGKILL [default: 5s].
+    #[arg(long, value_parser = duration)]
+    pub kill_grace: Option<Duration>,
+}
+
+impl SessionAbout {
+    /// Fills the descriptive fields of a register request.
+    pub fn fill(&self, req: &mut RegisterRequest) -> Result<()> {
+        let path = |p: &Option<PathBuf>| -> Result<Option<String>> {
+            p.as_ref()
+                .map(|p| {
+                    std::path::absolute(p)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .with_context(|| format!("resolving {}", p.display()))
+                })
+                .transpose()
+        };
+        req.role = self.role.clone();
+        req.task = self.task.clone();
+        if self.phase.is_some() {
+            req.phase = self.phase.clone();
+        }
+        req.parent_session = self.parent.clone();
+        req.blob = parse_json_arg("blob", self.blob.clone())?;
+        req.tmux = self.tmux.clone();
+        req.activity_file = path(&self.activity_file)?;
+        req.transcript = path(&self.transcript)?;
+        req.on_expiry = self
+            .on_expiry
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| anyhow!(Exit(code::USAGE, format!("--on-expiry {e}"))))?;
+        req.kill_grace_ms = self.kill_grace.map(ms);
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -342,11 +444,16 @@ enum InboxCmd {
         /// Ack each message after printing it.
         #[arg(long)]
         ack: bool,
+        /// With --follow: when the daemon goes away, wait for it and go on
+        /// after the last message seen.
+        #[arg(long, requires = "follow")]
+        reconnect: bool,
         #[command(flatten)]
         acting: Acting,
     },
     /// Ack a message.
     Ack {
+        /// The message id (from `inbox list`).
         msg_id: String,
         #[command(flatten)]
         acting: Acting,
@@ -357,7 +464,9 @@ enum InboxCmd {
 enum DispatchCmd {
     /// Issue an order to a session.
     Issue {
+        /// The session that must do it (a live session).
         assignee: String,
+        /// The ticket it is about (free text, at most 256 bytes).
         ticket: String,
         /// Order id [default: a new ULID].
         #[arg(long = "id")]
@@ -370,20 +479,23 @@ enum DispatchCmd {
     },
     /// List open orders.
     List {
+        /// Only orders of this session.
         #[arg(long)]
         assignee: Option<String>,
-        /// issued or acked.
-        #[arg(long)]
+        /// Only orders in this state.
+        #[arg(long, value_parser = ["issued", "acked"])]
         state: Option<String>,
     },
     /// Take an order.
     Ack {
+        /// The order id.
         order_id: String,
         #[command(flatten)]
         acting: Acting,
     },
     /// Complete an order.
     Complete {
+        /// The order id.
         order_id: String,
         /// Free JSON result.
         #[arg(long)]
@@ -421,12 +533,20 @@ struct EventsArgs {
     /// Start with a snapshot of the view.
     #[arg(long)]
     snapshot: bool,
-    /// json (one event per line) or text.
-    #[arg(long, default_value = "text")]
+    /// json (one event per line, as the daemon sends it) or text; --json
+    /// is the same as --format json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
     /// Stop at the current head instead of following.
     #[arg(long)]
     no_follow: bool,
+    /// When the daemon goes away, wait for it and resume after the last
+    /// event [default: on when stdout is a terminal].
+    #[arg(long, overrides_with = "no_reconnect")]
+    reconnect: bool,
+    /// Exit (code 3) when the daemon goes away.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 impl Cli {
@@ -465,7 +585,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let base = Client::new(socket.clone());
     let client = |a: &Acting| base.clone().with_token(a.token.clone());
     match cli.cmd {
-        Cmd::Daemon(args) => daemon(socket, args).await,
+        Cmd::Daemon(args) => daemon(socket, args, json).await,
         Cmd::Status => {
             let s = base.status().await?;
             if json {
@@ -532,7 +652,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Inbox(cmd) => inbox(&base, cmd, json).await,
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
-        Cmd::Events(args) => events(&base, args).await,
+        Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Sentinel(args) => sentinel(base, args).await,
         Cmd::Export { legacy_root } => {
             let root = std::path::absolute(&legacy_root)
@@ -587,15 +707,20 @@ fn print_write(json: bool, w: &WriteResponse, what: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn daemon(socket: PathBuf, args: DaemonArgs) -> Result<ExitCode> {
-    tracing_subscriber::fmt()
+async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Result<ExitCode> {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object per log line, for log shippers.
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let store = args.store.unwrap_or_else(coord_daemon::default_store_path);
     let mut config = coord_daemon::Config::new(store, socket);
     config.sync = args
@@ -665,43 +790,27 @@ async fn session(
     match cmd {
         SessionCmd::Register {
             id,
-            role,
-            task,
-            phase,
+            about,
             pid,
-            parent,
             ttl,
-            blob,
-            tmux,
-            activity_file,
-            transcript,
+            env,
         } => {
-            let path = |p: Option<PathBuf>| -> Result<Option<String>> {
-                p.map(|p| {
-                    std::path::absolute(&p)
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .with_context(|| format!("resolving {}", p.display()))
-                })
-                .transpose()
+            let mut req = RegisterRequest {
+                session_id: id,
+                pid,
+                ttl_ms: ttl.map(ms),
+                token: Some(new_token()),
+                ..Default::default()
             };
-            let a = base
-                .register(&RegisterRequest {
-                    tmux,
-                    activity_file: path(activity_file)?,
-                    transcript: path(transcript)?,
-                    session_id: id,
-                    role,
-                    task,
-                    blob: parse_json_arg("blob", blob)?,
-                    phase,
-                    pid,
-                    parent_session: parent,
-                    ttl_ms: ttl.map(ms),
-                    token: Some(new_token()),
-                    ..Default::default()
-                })
-                .await?;
-            if json {
+            about.fill(&mut req)?;
+            let a = base.register(&req).await?;
+            if env {
+                // Ids and tokens are drawn from shell-safe characters.
+                output::line(&format!(
+                    "export COORD_SESSION={} COORD_SESSION_TOKEN={}",
+                    a.body.session_id, a.body.token
+                ))?;
+            } else if json {
                 output::json(&a.body)?;
             } else {
                 output::line(&format!(
@@ -794,11 +903,18 @@ async fn session(
                 .await?;
             print_write(json, &a.body, &format!("deregistered {id}"))
         }
-        SessionCmd::List => {
-            let r = base.sessions().await?;
-            output::json_or_table(
-                json,
-                &r,
+        SessionCmd::List { ended } => {
+            let r = if ended {
+                base.sessions_with_ended().await?
+            } else {
+                base.sessions().await?
+            };
+            if json {
+                output::json(&r)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let now = coord_proto::Timestamp::now();
+            output::table(
                 &[
                     "SESSION",
                     "STATE",
@@ -807,26 +923,75 @@ async fn session(
                     "PHASE",
                     "PID",
                     "PARENT",
-                    "LAST HEARTBEAT",
+                    "RENEWED",
+                    "EXPIRES",
+                    "WAITING ON",
                 ],
-                || {
-                    r.sessions
+                &r.sessions
+                    .iter()
+                    .map(|s| {
+                        let (renewed, expires) = match &s.lease {
+                            Some(l) => (
+                                format!("{} ago", output::span(now, l.renewed_at)),
+                                format!("in {}", output::span(l.expires_at, now)),
+                            ),
+                            None => ("-".into(), "-".into()),
+                        };
+                        let waiting = if s.waiting_on.is_empty() {
+                            "-".to_string()
+                        } else {
+                            s.waiting_on
+                                .iter()
+                                .map(|w| {
+                                    format!(
+                                        "{}, {} (#{} in queue)",
+                                        w.resource,
+                                        output::span(now, w.since),
+                                        w.position
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        };
+                        vec![
+                            s.session_id.clone(),
+                            if s.waiting_on.is_empty() {
+                                s.state.as_str().to_string()
+                            } else {
+                                format!("{} (waiting)", s.state.as_str())
+                            },
+                            s.role.clone(),
+                            s.task.clone(),
+                            s.phase.clone(),
+                            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                            s.parent_session.clone().unwrap_or_else(|| "-".into()),
+                            renewed,
+                            expires,
+                            waiting,
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            )?;
+            if ended {
+                output::line("")?;
+                output::table(
+                    &["ENDED SESSION", "ROLE", "TASK", "PID", "ENDED", "HOW"],
+                    &r.ended
                         .iter()
-                        .map(|s| {
+                        .rev()
+                        .map(|e| {
                             vec![
-                                s.session_id.clone(),
-                                s.state.as_str().to_string(),
-                                s.role.clone(),
-                                s.task.clone(),
-                                s.phase.clone(),
-                                s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                                s.parent_session.clone().unwrap_or_else(|| "-".into()),
-                                s.last_heartbeat.to_string(),
+                                e.session_id.clone(),
+                                e.role.clone(),
+                                e.task.clone(),
+                                e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                                format!("{} ago", output::span(now, e.ended_at)),
+                                output::how_ended(e),
                             ]
                         })
-                        .collect()
-                },
-            )?;
+                        .collect::<Vec<_>>(),
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         SessionCmd::Show { id } => {
@@ -854,13 +1019,14 @@ fn admin_token(socket: &std::path::Path) -> Result<String> {
 async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         LockCmd::Acquire {
-            resource,
+            target,
             wait,
             ttl,
             shared,
             acting,
         } => {
             let id = acting.id()?;
+            let resource = target.resource()?;
             let a = base
                 .clone()
                 .with_token(acting.token)
@@ -876,31 +1042,80 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
                     wait_ms: wait.map(ms).unwrap_or(0),
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map_err(|e| {
+                    let hint = match e.code() {
+                        Some(coord_proto::ErrorCode::LockHeld) if wait.is_none() => {
+                            Some("queue for it with --wait DURATION (e.g. --wait 30s)")
+                        }
+                        Some(coord_proto::ErrorCode::Timeout) => {
+                            Some("the lock is still held; wait longer, or see who holds it with `coord lock list`")
+                        }
+                        _ => None,
+                    };
+                    match hint {
+                        Some(h) => anyhow!(e).context(h),
+                        None => anyhow!(e),
+                    }
+                })?;
             if json {
                 output::json(&a.body)?;
             } else {
                 let b = &a.body;
                 output::line(&if b.already_held {
-                    format!("{id} already holds {} ({})", b.resource, b.mode.as_str())
-                } else {
                     format!(
-                        "{id} holds {} ({}, seq {}, waited {} ms)",
+                        "{id} already holds {} ({}, fencing token {})",
                         b.resource,
                         b.mode.as_str(),
-                        b.seq,
+                        b.fencing_token
+                    )
+                } else {
+                    format!(
+                        "{id} holds {} ({}, fencing token {}, waited {} ms)",
+                        b.resource,
+                        b.mode.as_str(),
+                        b.fencing_token,
                         b.waited_ms
                     )
                 })?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        LockCmd::Delegate {
-            resource,
-            to,
-            acting,
-        } => {
+        LockCmd::Check { target, token } => {
+            let resource = target.resource()?;
+            let r = base.check_lock(&resource, token).await?;
+            if json {
+                output::json(&r)?;
+            } else if r.current {
+                output::line(&format!(
+                    "fencing token {token} is current for {}",
+                    r.resource
+                ))?;
+            } else if r.holders.is_empty() {
+                output::line(&format!(
+                    "fencing token {token} is stale: nobody holds {} now",
+                    r.resource
+                ))?;
+            } else {
+                output::line(&format!(
+                    "fencing token {token} is stale: {} is held by {}",
+                    r.resource,
+                    r.holders
+                        .iter()
+                        .map(|h| format!("{} (token {})", h.session_id, h.fencing_token))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))?;
+            }
+            Ok(if r.current {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(code::CONFLICT)
+            })
+        }
+        LockCmd::Delegate { target, to, acting } => {
             let id = acting.id()?;
+            let resource = target.resource()?;
             let a = base
                 .clone()
                 .with_token(acting.token)
@@ -915,10 +1130,14 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
             print_write(json, &a.body, &format!("{id} delegated {resource} to {to}"))
         }
         LockCmd::Release {
-            resource,
+            target,
             force,
             acting,
         } => {
+            let resource = target.resource()?;
+            if force && acting.session.is_none() {
+                return force_release_all(base, &resource, json).await;
+            }
             let id = acting.id()?;
             let mut c = base.clone().with_token(acting.token);
             if force {
@@ -936,27 +1155,45 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
         }
         LockCmd::List => {
             let r = base.locks().await?;
+            let now = coord_proto::Timestamp::now();
             output::json_or_table(
                 json,
                 &r,
-                &["RESOURCE", "MODE", "HOLDERS", "WAITERS"],
+                &["RESOURCE", "MODE", "HOLDERS (FENCING TOKEN)", "WAITERS"],
                 || {
                     r.locks
                         .iter()
                         .map(|l| {
+                            let holders = l
+                                .holders
+                                .iter()
+                                .map(|h| match &h.delegated_from {
+                                    Some(p) => {
+                                        format!("{} ({}, from {p})", h.session_id, h.acquired_seq)
+                                    }
+                                    None => format!("{} ({})", h.session_id, h.acquired_seq),
+                                })
+                                .collect::<Vec<_>>();
+                            let waiters = l
+                                .waiters
+                                .iter()
+                                .map(|w| {
+                                    format!("{} ({})", w.session_id, output::span(now, w.since_at))
+                                })
+                                .collect::<Vec<_>>();
                             vec![
                                 l.resource.clone(),
                                 l.mode.as_str().to_string(),
-                                l.holders
-                                    .iter()
-                                    .map(|h| h.session_id.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(","),
-                                l.waiters
-                                    .iter()
-                                    .map(|w| w.session_id.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(","),
+                                if holders.is_empty() {
+                                    "-".into()
+                                } else {
+                                    holders.join(", ")
+                                },
+                                if waiters.is_empty() {
+                                    "-".into()
+                                } else {
+                                    waiters.join(", ")
+                                },
                             ]
                         })
                         .collect()
@@ -965,6 +1202,46 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `lock release --force RESOURCE` without `--session`: every hold of the
+/// resource is released with the admin token.
+async fn force_release_all(base: &Client, resource: &str, json: bool) -> Result<ExitCode> {
+    let admin = base
+        .clone()
+        .with_admin_token(Some(admin_token(base.socket())?));
+    let locks = base.locks().await?;
+    let holders: Vec<String> = locks
+        .locks
+        .iter()
+        .filter(|l| l.resource == resource)
+        .flat_map(|l| l.holders.iter().map(|h| h.session_id.clone()))
+        .collect();
+    if holders.is_empty() {
+        return Err(anyhow!(Exit(
+            code::CONFLICT,
+            format!("lock_not_held: nobody holds {resource}")
+        )));
+    }
+    let mut answers = Vec::new();
+    for h in &holders {
+        let a = admin
+            .release(&ReleaseRequest {
+                session_id: h.clone(),
+                resource: resource.to_string(),
+                force: true,
+                ..Default::default()
+            })
+            .await?;
+        if !json {
+            print_write(false, &a.body, &format!("released {resource} held by {h}"))?;
+        }
+        answers.push(serde_json::json!({"session_id": h, "seq": a.body.seq}));
+    }
+    if json {
+        output::json(&serde_json::json!({ "resource": resource, "released": answers }))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
@@ -992,6 +1269,7 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
             msg_id,
             follow,
             ack,
+            reconnect,
             acting,
         } => {
             let id = acting.id()?;
@@ -1029,13 +1307,12 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             // Everything after the listed state, so nothing is missed or doubled.
-            let mut stream = c
-                .events(&format!(
-                    "since={}&kinds=inbox.deliver&session={}",
-                    listed.seq,
-                    enc(&id)
-                ))
-                .await?;
+            let mut stream = crate::follow::Follower::new(
+                c.clone(),
+                crate::follow::Since::After(listed.seq),
+                format!("kinds=inbox.deliver&session={}", enc(&id)),
+            )
+            .with_reconnect(reconnect);
             while let Some(line) = stream.next().await? {
                 match line.item {
                     Ok(StreamItem::Event(e)) => {
@@ -1203,18 +1480,18 @@ async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Result<ExitCod
     }
 }
 
-async fn events(base: &Client, args: EventsArgs) -> Result<ExitCode> {
-    let text = match args.format.as_str() {
-        "text" => true,
-        "json" => false,
-        other => {
-            return Err(anyhow!(Exit(
-                code::INVALID,
-                format!("--format {other}: expected json or text")
-            )))
-        }
+async fn events(base: &Client, args: EventsArgs, json: bool) -> Result<ExitCode> {
+    let text = args.format == "text" && !json;
+    let since: crate::follow::Since = args
+        .since
+        .parse()
+        .map_err(|e: String| anyhow!(Exit(code::USAGE, format!("--since {e}"))))?;
+    let reconnect = if args.no_reconnect {
+        false
+    } else {
+        args.reconnect || std::io::IsTerminal::is_terminal(&std::io::stdout())
     };
-    let mut q = vec![format!("since={}", enc(&args.since))];
+    let mut q = Vec::new();
     if !args.kinds.is_empty() {
         q.push(format!("kinds={}", enc(&args.kinds.join(","))));
     }
@@ -1224,24 +1501,17 @@ async fn events(base: &Client, args: EventsArgs) -> Result<ExitCode> {
     if let Some(r) = &args.resource {
         q.push(format!("resource={}", enc(r)));
     }
-    if args.snapshot {
-        q.push("snapshot=true".into());
-    }
-    if args.no_follow {
-        q.push("follow=false".into());
-    }
-    let mut stream = base.events(&q.join("&")).await?;
+    let mut stream = crate::follow::Follower::new(base.clone(), since, q.join("&"))
+        .with_snapshot(args.snapshot)
+        .with_follow(!args.no_follow)
+        .with_reconnect(reconnect);
     while let Some(line) = stream.next().await? {
         match line.item {
             Err(body) => {
-                return Err(anyhow!(Exit(
-                    if body.error.code == "compacted" {
-                        code::COMPACTED
-                    } else {
-                        code::ERROR
-                    },
-                    format!("{}: {}", body.error.code, body.error.message)
-                )))
+                return Err(anyhow!(coord_client::ClientError::Api {
+                    status: 200,
+                    body
+                }))
             }
             Ok(item) if !text => {
                 let _ = item;
@@ -1260,7 +1530,9 @@ async fn events(base: &Client, args: EventsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn default_state_file() -> PathBuf {
+/// The event-manager cursor file of the log `log_id`: one per log, so
+/// sentinels of two daemons never share a cursor.
+fn default_state_file(log_id: &str) -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -1270,7 +1542,7 @@ fn default_state_file() -> PathBuf {
                 .map(|h| PathBuf::from(h).join(".local").join("state"))
         })
         .unwrap_or_else(std::env::temp_dir);
-    base.join("coord").join("sentinel.cursor")
+    base.join("coord").join(format!("sentinel-{log_id}.cursor"))
 }
 
 async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
@@ -1306,12 +1578,19 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
         }
     };
     let root = || {
-        args.coord_root.clone().ok_or_else(|| {
+        let root = args.coord_root.clone().ok_or_else(|| {
             anyhow!(Exit(
-                code::INVALID,
+                code::USAGE,
                 format!("--source {} needs --coord-root DIR", args.source)
             ))
-        })
+        })?;
+        if !root.is_dir() {
+            eprintln!(
+                "coord sentinel: warning: --coord-root {} does not exist or is not a directory; it reads as empty until it appears",
+                root.display()
+            );
+        }
+        Ok::<_, anyhow::Error>(root)
     };
     match args.source.as_str() {
         "fs-watch" => {
@@ -1331,9 +1610,19 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
             run(&mut src, &mut sink, interval, &args.kinds, shutdown).await?;
         }
         _ => {
-            let state = args.state_file.unwrap_or_else(default_state_file);
+            let log_id = base.status().await?.log_id;
+            let state = args
+                .state_file
+                .unwrap_or_else(|| default_state_file(&log_id));
+            eprintln!(
+                "coord sentinel: following log {log_id} at {}; cursor in {}",
+                base.socket().display(),
+                state.display()
+            );
             let kinds: Vec<&str> = args.kinds.iter().map(String::as_str).collect();
-            let mut src = EventManagerSource::new(base, &state)?;
+            let mut src = EventManagerSource::new(base, &state)?
+                .with_log_id(&log_id)
+                .map_err(|e| anyhow!(Exit(code::COMPACTED, e.to_string())))?;
             if !kinds.is_empty() {
                 src = src.with_kinds(&kinds);
             }

@@ -6,7 +6,9 @@
 //! in the library crates, never here.
 
 mod cli;
+mod follow;
 mod output;
+mod paths;
 mod run;
 
 use std::process::ExitCode;
@@ -16,7 +18,30 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some(run::GATE) {
         return run::gate(&argv[2..]);
     }
-    let args = <cli::Cli as clap::Parser>::parse();
+    let json = argv.iter().any(|a| a == "--json");
+    let args = match <cli::Cli as clap::Parser>::try_parse_from(&argv) {
+        Ok(a) => a,
+        Err(e) if json && e.use_stderr() => {
+            // A usage mistake under --json: still exit 2, but say it in
+            // JSON so scripts never parse prose.
+            let msg = e.kind().as_str().map_or_else(
+                || e.to_string().lines().next().unwrap_or_default().to_string(),
+                str::to_string,
+            );
+            let full = e.to_string();
+            let detail = full
+                .lines()
+                .next()
+                .map(|l| l.trim_start_matches("error: ").to_string())
+                .unwrap_or(msg);
+            eprintln!(
+                "{}",
+                serde_json::json!({"error": {"code": "usage", "message": detail}})
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(if args.is_daemon() { 2 } else { 1 })
         .enable_all()
@@ -34,7 +59,11 @@ fn main() -> ExitCode {
             if output::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("coord: {err:#}");
+            if json {
+                eprintln!("{}", output::error_json(&err));
+            } else {
+                eprintln!("coord: {err:#}");
+            }
             ExitCode::from(output::exit_code(&err))
         }
     }

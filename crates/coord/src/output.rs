@@ -2,13 +2,16 @@
 //! documented exit codes of PROTOCOL §11.
 
 use coord_client::ClientError;
-use coord_proto::{ErrorCode, Event};
+use coord_proto::view::EndedSession;
+use coord_proto::{DeregReason, ErrorCode, Event, Timestamp};
 use std::io::Write;
 
 /// Exit codes (PROTOCOL §11).
 pub mod code {
     /// Any other error.
     pub const ERROR: u8 = 1;
+    /// A usage mistake: a missing or malformed argument.
+    pub const USAGE: u8 = 2;
     /// The daemon is not reachable.
     pub const UNREACHABLE: u8 = 3;
     /// Conflict: held, exists, wrong state, not yours.
@@ -21,7 +24,8 @@ pub mod code {
     pub const AUTH: u8 = 7;
     /// Protocol mismatch.
     pub const PROTOCOL: u8 = 8;
-    /// Cursor compacted.
+    /// The cursor is not valid on this log: compacted, past the head, or
+    /// saved from another log.
     pub const COMPACTED: u8 = 9;
     /// Invalid input.
     pub const INVALID: u8 = 10;
@@ -79,7 +83,9 @@ fn client_code(e: &ClientError) -> u8 {
                 code::AUTH
             }
             Some(ErrorCode::ProtocolMismatch) => code::PROTOCOL,
-            Some(ErrorCode::Compacted) => code::COMPACTED,
+            Some(ErrorCode::Compacted | ErrorCode::CursorAhead | ErrorCode::LogMismatch) => {
+                code::COMPACTED
+            }
             Some(
                 ErrorCode::BadJson
                 | ErrorCode::UnknownField
@@ -95,6 +101,73 @@ fn client_code(e: &ClientError) -> u8 {
             _ => code::ERROR,
         },
         _ => code::ERROR,
+    }
+}
+
+/// The stable name of an exit code, for JSON errors that did not come
+/// from the daemon (the daemon's own codes are passed through).
+fn code_name(c: u8) -> &'static str {
+    match c {
+        code::USAGE => "usage",
+        code::UNREACHABLE => "unreachable",
+        code::CONFLICT => "conflict",
+        code::TIMEOUT => "timeout",
+        code::NOT_FOUND => "not_found",
+        code::AUTH => "auth",
+        code::PROTOCOL => "protocol_mismatch",
+        code::COMPACTED => "cursor",
+        code::INVALID => "invalid",
+        _ => "error",
+    }
+}
+
+/// The error as `{"error":{"code","message",…}}` for `--json`: the
+/// daemon's own error body when it sent one (with every field it had),
+/// else a code named after the exit code.
+pub fn error_json(err: &anyhow::Error) -> serde_json::Value {
+    let message = format!("{err:#}");
+    for cause in err.chain() {
+        if let Some(ClientError::Api { body, .. }) = cause.downcast_ref::<ClientError>() {
+            let mut v = serde_json::to_value(body).unwrap_or_default();
+            if let Some(e) = v.get_mut("error").and_then(|e| e.as_object_mut()) {
+                e.insert("message".into(), message.into());
+            }
+            return v;
+        }
+    }
+    serde_json::json!({"error": {"code": code_name(exit_code(err)), "message": message}})
+}
+
+/// A duration between two times, short: `850ms`, `12s`, `4m10s`, `3h`.
+/// Negative spans (clock skew) read as 0.
+pub fn span(later: Timestamp, earlier: Timestamp) -> String {
+    let ms = (later.as_millis() - earlier.as_millis()).max(0);
+    let s = ms / 1000;
+    match s {
+        _ if ms < 1000 => format!("{ms}ms"),
+        0..=59 => format!("{s}s"),
+        60..=3599 if s % 60 == 0 => format!("{}m", s / 60),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// How a session ended, in a few words: `exit 0`, `expired (SIGTERM sent)`.
+pub fn how_ended(e: &EndedSession) -> String {
+    let base = match (e.reason, e.exit_code) {
+        (DeregReason::ProcessExited, Some(c)) => format!("process exited, code {c}"),
+        (DeregReason::ProcessExited, None) => "process exited".into(),
+        (DeregReason::Explicit, Some(c)) => format!("deregistered, exit code {c}"),
+        (DeregReason::Explicit, None) => "deregistered".into(),
+        (DeregReason::Expired, _) => "lease expired".into(),
+        (DeregReason::Forced, _) => "forced by admin".into(),
+        (DeregReason::Removed, _) => "legacy file removed".into(),
+        (DeregReason::RuntimeGone, _) => "runtime gone".into(),
+    };
+    match &e.signal {
+        Some(sig) => format!("{base} ({sig} sent to its live process)"),
+        None => base,
     }
 }
 

@@ -8,8 +8,15 @@
 //! child is observed with `waitid(WNOWAIT)` so it stays a zombie, and
 //! readable, while the session is deregistered with its exit status; only
 //! then is it reaped.
+//!
+//! The wrapper and CMD live and die together. CMD dies with the wrapper:
+//! it is started with `PR_SET_PDEATHSIG` = SIGTERM, so if the wrapper is
+//! killed (even with SIGKILL) CMD receives SIGTERM at once, its exit is
+//! seen by the daemon's pidfd and its locks go to the next waiter. The
+//! wrapper dies with CMD: it exits with CMD's status. An agent is thus
+//! never left running, registered to nobody, without being told.
 
-use crate::cli::new_token;
+use crate::cli::{new_token, SessionAbout};
 use crate::output::{code, Exit};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
@@ -65,13 +72,8 @@ pub struct RunArgs {
     /// Session id [default: <command name>-<ulid>].
     #[arg(long = "id")]
     id: Option<String>,
-    #[arg(long, default_value = "")]
-    role: String,
-    #[arg(long, default_value = "")]
-    task: String,
-    /// Parent session.
-    #[arg(long)]
-    parent: Option<String>,
+    #[command(flatten)]
+    about: SessionAbout,
     /// Lease; heartbeats go out every third of it.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -158,10 +160,27 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
         .env("COORD_SESSION", &id)
         .env("COORD_SESSION_TOKEN", &token)
         .env("COORD_SOCKET", base.socket());
-    // SAFETY: only async-signal-safe calls (close, fcntl) run between fork
-    // and exec.
+    let wrapper = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (close, fcntl, prctl, getppid)
+    // run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // Die with the wrapper (the death signal survives the exec into
+            // the gate and then into CMD). If the wrapper died before this
+            // line, the signal would never come: stop now instead.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != wrapper {
+                libc::_exit(143);
+            }
             libc::close(raw_w);
             // Let the read end survive the exec into the gate.
             let flags = libc::fcntl(raw_r, libc::F_GETFD);
@@ -175,23 +194,22 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     drop(gate_r);
     let pid = child.id();
 
-    let registered = base
-        .register(&RegisterRequest {
-            session_id: id.clone(),
-            role: args.role.clone(),
-            task: args.task.clone(),
-            pid: Some(pid),
-            parent_session: args.parent.clone(),
-            ttl_ms: Some(args.ttl.as_millis() as u64),
-            token: Some(token.clone()),
-            phase: Some("running".into()),
-            ..Default::default()
-        })
-        .await;
+    let mut req = RegisterRequest {
+        session_id: id.clone(),
+        pid: Some(pid),
+        ttl_ms: Some(args.ttl.as_millis() as u64),
+        token: Some(token.clone()),
+        phase: Some("running".into()),
+        ..Default::default()
+    };
+    let registered = match args.about.fill(&mut req) {
+        Ok(()) => base.register(&req).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
     if let Err(e) = registered {
         drop(gate_w);
         let _ = child.wait();
-        return Err(anyhow!(e).context(format!("registering session {id}")));
+        return Err(e.context(format!("registering session {id}")));
     }
     // Open the gate: CMD execs now, already registered.
     // SAFETY: writing one byte from a valid buffer to our own pipe.
@@ -218,8 +236,25 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
                 match client.heartbeat(&id, &HeartbeatRequest::default()).await {
                     Ok(_) => {}
                     Err(e) if e.code() == Some(ErrorCode::SessionNotFound) => {
-                        eprintln!("coord: session {id} is no longer registered; heartbeats stop");
                         beating = false;
+                        let explicit = matches!(
+                            &e,
+                            coord_client::ClientError::Api { body, .. }
+                                if body.error.fields.get("reason").and_then(|r| r.as_str()) == Some("explicit")
+                        );
+                        if explicit {
+                            // The command ended its own session: it knows.
+                            eprintln!("coord: session {id} was deregistered; heartbeats stop");
+                        } else {
+                            // Ended by someone else (expiry, force, …): the
+                            // command must not go on believing it holds
+                            // its locks. Tell it the way the wrapper's own
+                            // death would.
+                            eprintln!("coord: {e}; sending SIGTERM to {pid}");
+                            // SAFETY: kill with our own child's pid (not yet
+                            // reaped, so not reused) and a valid signal.
+                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                        }
                     }
                     Err(e) => eprintln!("coord: heartbeat failed: {e}"),
                 }

@@ -297,8 +297,14 @@ fn sigterm_ends_streams_cleanly_and_removes_the_socket() {
     f.wait_for_seq(1, Duration::from_secs(10));
     let status = d.terminate();
     assert!(status.success(), "daemon exit {status}: {}", d.log());
-    let st = f.child.wait().expect("follower");
-    assert!(st.success(), "the stream did not end cleanly: {st}");
+    // The follower notices: it says the daemon closed the stream (a clean
+    // end, not a broken one) and, not reconnecting, exits 3.
+    let (st, err) = f.finish();
+    assert_eq!(st.code(), Some(3), "{err}");
+    assert!(
+        err.contains("the daemon closed the stream") && err.contains("after seq 1"),
+        "the stream did not end cleanly: {err}"
+    );
     assert!(!d.socket.exists(), "socket left behind");
     // A stale socket file (from a SIGKILLed daemon) does not stop a restart.
     d.restart();

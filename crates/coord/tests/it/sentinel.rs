@@ -90,10 +90,10 @@ fn event_manager_sentinel_resumes_from_its_state_file() {
         "{first}"
     );
     stop(s);
-    assert_eq!(
-        std::fs::read_to_string(&state).expect("state").trim(),
-        r#"{"cursor":5}"#
-    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("json");
+    let log_id = d.http("GET", "/v1/status", &[], None).json()["log_id"].clone();
+    assert_eq!(saved, json!({"cursor": 5, "log_id": log_id}));
     for i in 5..8 {
         post(
             &d,

@@ -342,7 +342,10 @@ pub fn post(d: &Daemon, path: &str, token: Option<&str>, body: &serde_json::Valu
 pub struct Follower {
     pub child: Child,
     pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What it wrote on stderr (also echoed to the test's stderr).
+    pub errors: std::sync::Arc<std::sync::Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    err_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Follower {
@@ -353,10 +356,26 @@ impl Follower {
             .args(args)
             .env("COORD_SOCKET", &d.socket)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn follower");
         let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let e2 = errors.clone();
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                match line {
+                    Ok(l) => {
+                        eprintln!("[follower] {l}");
+                        let mut e = e2.lock().expect("lock");
+                        e.push_str(&l);
+                        e.push('\n');
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let l2 = lines.clone();
         let reader = std::thread::spawn(move || {
@@ -370,7 +389,31 @@ impl Follower {
         Follower {
             child,
             lines,
+            errors,
             reader: Some(reader),
+            err_reader: Some(err_reader),
+        }
+    }
+
+    /// Waits for the follower to exit on its own; its status and stderr.
+    pub fn finish(&mut self) -> (std::process::ExitStatus, String) {
+        let st = self.child.wait().expect("follower");
+        if let Some(r) = self.err_reader.take() {
+            let _ = r.join();
+        }
+        (st, self.errors.lock().expect("lock").clone())
+    }
+
+    /// Waits until stderr contains `text` (or panics after `within`).
+    pub fn wait_for_stderr(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let e = self.errors.lock().expect("lock").clone();
+            if e.contains(text) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} on stderr: {e}");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
