@@ -1320,18 +1320,43 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                             if d.to_session != id {
                                 continue;
                             }
-                            match c.read_message(&id, &d.msg_id).await {
-                                Ok(m) => {
-                                    print(&m)?;
-                                    if ack {
-                                        c.ack_message(&id, &m.msg_id).await?;
+                            // With --reconnect a daemon lost between the
+                            // delivery and its read (or ack) is waited for:
+                            // the stream resumes after this delivery, so
+                            // giving up here would skip the message.
+                            let lost = |e: &coord_client::ClientError| {
+                                reconnect
+                                    && matches!(
+                                        e,
+                                        coord_client::ClientError::Connect { .. }
+                                            | coord_client::ClientError::Transport(_)
+                                    )
+                            };
+                            let gone = |e: &coord_client::ClientError| {
+                                e.code() == Some(coord_proto::ErrorCode::MessageNotFound)
+                            };
+                            let m = loop {
+                                match c.read_message(&id, &d.msg_id).await {
+                                    Ok(m) => break Some(m),
+                                    // Acked elsewhere in the meantime.
+                                    Err(e) if gone(&e) => break None,
+                                    Err(e) if lost(&e) => {
+                                        tokio::time::sleep(Duration::from_millis(200)).await
                                     }
+                                    Err(e) => return Err(e.into()),
                                 }
-                                // Acked elsewhere in the meantime.
-                                Err(e)
-                                    if e.code()
-                                        == Some(coord_proto::ErrorCode::MessageNotFound) => {}
-                                Err(e) => return Err(e.into()),
+                            };
+                            let Some(m) = m else { continue };
+                            print(&m)?;
+                            while ack {
+                                match c.ack_message(&id, &m.msg_id).await {
+                                    Ok(_) => break,
+                                    Err(e) if gone(&e) => break,
+                                    Err(e) if lost(&e) => {
+                                        tokio::time::sleep(Duration::from_millis(200)).await
+                                    }
+                                    Err(e) => return Err(e.into()),
+                                }
                             }
                         }
                     }
@@ -1635,4 +1660,43 @@ async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and flag of every subcommand says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() {
+                    continue;
+                }
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "coord", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -17,3 +17,4 @@ mod parity;
 mod pods;
 mod sentinel;
 mod slow_subscriber;
+mod truth;
