@@ -270,38 +270,6 @@ pub fn require_admin<L: EventLog + Clone>(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use coord_proto::api::AcquireRequest;
-
-    fn code(r: Result<AcquireRequest, ApiError>) -> String {
-        r.err().map(|e| e.0.error.code).unwrap_or_default()
-    }
-
-    #[test]
-    fn json_errors_are_precise() {
-        assert_eq!(code(parse_json(b"{")), "bad_json");
-        assert_eq!(code(parse_json(b"[1]")), "bad_json");
-        assert_eq!(
-            code(parse_json(br#"{"session_id":"a","resource":"r","x":1}"#)),
-            "unknown_field"
-        );
-        assert_eq!(
-            code(parse_json(br#"{"session_id":5,"resource":"r"}"#)),
-            "invalid_field"
-        );
-        assert_eq!(code(parse_json(br#"{"resource":"r"}"#)), "invalid_field");
-        let e = parse_json::<AcquireRequest>(br#"{"session_id":"a","resource":"r","wiat_ms":1}"#)
-            .err()
-            .map(|e| e.0);
-        assert_eq!(
-            e.and_then(|e| e.error.fields.get("field").cloned()),
-            Some("wiat_ms".into())
-        );
-    }
-}
-
 /// `session_not_found` for `session_id`, saying when and how it ended if
 /// the daemon still remembers (PROTOCOL §6, recently ended sessions).
 pub async fn session_gone<L: EventLog + Clone>(app: &App<L>, session_id: &str) -> ApiError {
@@ -341,4 +309,36 @@ pub async fn session_gone<L: EventLog + Clone>(app: &App<L>, session_id: &str) -
         ),
     };
     err.with("session_id", session_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coord_proto::api::AcquireRequest;
+
+    fn code(r: Result<AcquireRequest, ApiError>) -> String {
+        r.err().map(|e| e.0.error.code).unwrap_or_default()
+    }
+
+    #[test]
+    fn json_errors_are_precise() {
+        assert_eq!(code(parse_json(b"{")), "bad_json");
+        assert_eq!(code(parse_json(b"[1]")), "bad_json");
+        assert_eq!(
+            code(parse_json(br#"{"session_id":"a","resource":"r","x":1}"#)),
+            "unknown_field"
+        );
+        assert_eq!(
+            code(parse_json(br#"{"session_id":5,"resource":"r"}"#)),
+            "invalid_field"
+        );
+        assert_eq!(code(parse_json(br#"{"resource":"r"}"#)), "invalid_field");
+        let e = parse_json::<AcquireRequest>(br#"{"session_id":"a","resource":"r","wiat_ms":1}"#)
+            .err()
+            .map(|e| e.0);
+        assert_eq!(
+            e.and_then(|e| e.error.fields.get("field").cloned()),
+            Some("wiat_ms".into())
+        );
+    }
 }

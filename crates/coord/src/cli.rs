@@ -1348,14 +1348,16 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                             };
                             let Some(m) = m else { continue };
                             print(&m)?;
-                            while ack {
-                                match c.ack_message(&id, &m.msg_id).await {
-                                    Ok(_) => break,
-                                    Err(e) if gone(&e) => break,
-                                    Err(e) if lost(&e) => {
-                                        tokio::time::sleep(Duration::from_millis(200)).await
+                            if ack {
+                                loop {
+                                    match c.ack_message(&id, &m.msg_id).await {
+                                        Ok(_) => break,
+                                        Err(e) if gone(&e) => break,
+                                        Err(e) if lost(&e) => {
+                                            tokio::time::sleep(Duration::from_millis(200)).await
+                                        }
+                                        Err(e) => return Err(e.into()),
                                     }
-                                    Err(e) => return Err(e.into()),
                                 }
                             }
                         }

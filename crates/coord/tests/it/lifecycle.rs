@@ -3,7 +3,7 @@
 //! tmux must be installed (`.ci/run` installs it); the test runs its own
 //! tmux server on a private socket and kills only that server.
 
-use crate::support::{wait_until, Daemon};
+use crate::support::{wait_until, Daemon, Tmux};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -38,26 +38,6 @@ fn dereg_reason(d: &Daemon, id: &str) -> Option<String> {
         .iter()
         .find(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == id)
         .map(|e| e["payload"]["reason"].as_str().unwrap_or("").to_string())
-}
-
-/// Our own tmux server: killed (only it) when dropped.
-struct Tmux(String);
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.0)
-            .args(args)
-            .output()
-            .expect("tmux must be installed (.ci/run installs it)")
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
 }
 
 #[test]

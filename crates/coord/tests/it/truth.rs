@@ -268,7 +268,7 @@ fn an_expired_lease_signals_the_process_that_outlived_it() {
 #[test]
 fn session_run_tells_its_command_when_the_session_is_ended_for_it() {
     let d = Daemon::start(&[]);
-    let mut run = Command::new(bin())
+    let run = Command::new(bin())
         .args([
             "session", "run", "--id", "told", "--ttl", "1500ms", "--", "sleep", "600",
         ])
@@ -422,7 +422,7 @@ fn every_log_has_an_identity_and_cursors_from_another_log_are_refused() {
             .spawn()
             .expect("sentinel")
     };
-    let stop = |mut c: std::process::Child| {
+    let stop = |c: std::process::Child| {
         // SAFETY: kill with our child's pid.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         c.wait_with_output().expect("sentinel exit")
@@ -687,7 +687,12 @@ fn an_expired_session_says_it_expired_and_when() {
 
 #[test]
 fn the_cli_keeps_its_promises() {
-    let d = Daemon::start(&[]);
+    // A real tmux session for `session run --tmux` (else the lifecycle
+    // manager rightly ends the session as runtime_gone).
+    let tmux = Tmux(format!("coord-truth-{}", std::process::id()));
+    let made = tmux.run(&["new-session", "-d", "-s", "rich-tmux", "sleep", "120"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let d = Daemon::start(&["--tmux-socket", &tmux.0]);
     // --json errors are JSON on stderr, with the daemon's code.
     let out = d.coord(&["--json", "session", "show", "nobody"]);
     assert_eq!(out.status.code(), Some(6));
