@@ -1054,7 +1054,7 @@ async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<ExitCode> {
                         _ => None,
                     };
                     match hint {
-                        Some(h) => anyhow!(e).context(h),
+                        Some(h) => anyhow!(output::Hinted(e, h)),
                         None => anyhow!(e),
                     }
                 })?;

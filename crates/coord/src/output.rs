@@ -40,9 +40,26 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(c) = cause.downcast_ref::<Exit>() {
             return c.0;
         }
+        if let Some(h) = cause.downcast_ref::<Hinted>() {
+            return client_code(&h.0);
+        }
     }
     code::ERROR
 }
+
+/// A daemon's error with a hint on what to do next, printed after it
+/// (`lock_held: … is held by b (exclusive); queue for it with --wait …`).
+/// The exit code and the JSON error stay the daemon's.
+#[derive(Debug)]
+pub struct Hinted(pub ClientError, pub &'static str);
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.0, self.1)
+    }
+}
+
+impl std::error::Error for Hinted {}
 
 /// An error that carries its own exit code.
 #[derive(Debug)]
@@ -127,7 +144,10 @@ fn code_name(c: u8) -> &'static str {
 pub fn error_json(err: &anyhow::Error) -> serde_json::Value {
     let message = format!("{err:#}");
     for cause in err.chain() {
-        if let Some(ClientError::Api { body, .. }) = cause.downcast_ref::<ClientError>() {
+        let client = cause
+            .downcast_ref::<ClientError>()
+            .or_else(|| cause.downcast_ref::<Hinted>().map(|h| &h.0));
+        if let Some(ClientError::Api { body, .. }) = client {
             let mut v = serde_json::to_value(body).unwrap_or_default();
             if let Some(e) = v.get_mut("error").and_then(|e| e.as_object_mut()) {
                 e.insert("message".into(), message.into());
