@@ -877,3 +877,19 @@ fn the_sentinel_warns_when_its_coord_root_is_missing() {
         "{err}"
     );
 }
+
+#[test]
+fn the_daemon_logs_json_under_json() {
+    let d = Daemon::start(&["--json"]);
+    d.register("logged");
+    let mut d = d;
+    d.terminate();
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+}
