@@ -164,9 +164,13 @@ mod tests {
     fn resources() {
         assert!(check_resource("src/main.rs").is_ok());
         assert!(check_resource("db/schema.sql").is_ok());
+        assert!(check_resource("/srv/repo/a.rs").is_ok(), "absolute paths");
+        // Unnormalised spellings are refused here; the daemon normalises
+        // them first (`normalize_resource`).
         for bad in [
             "",
-            "/etc/passwd",
+            "/",
+            "//a",
             "a/../b",
             "..",
             "a//b",
