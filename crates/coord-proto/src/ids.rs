@@ -168,15 +168,7 @@ mod tests {
         // Unnormalised spellings are refused here; the daemon normalises
         // them first (`normalize_resource`).
         for bad in [
-            "",
-            "/",
-            "//a",
-            "a/../b",
-            "..",
-            "a//b",
-            "a\0b",
-            "a/./b",
-            "a/",
+            "", "/", "//a", "a/../b", "..", "a//b", "a\0b", "a/./b", "a/",
         ] {
             assert!(check_resource(bad).is_err(), "{bad:?}");
         }
