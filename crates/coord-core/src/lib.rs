@@ -16,9 +16,10 @@
 #![deny(missing_docs)]
 
 mod command;
-mod rules;
+mod kinds;
 mod state;
 
 pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply};
-pub use rules::{validate, MAX_REPORT_MESSAGE_BYTES};
-pub use state::{apply, keys, registered_session, State};
+pub use kinds::session::registered_session;
+pub use kinds::{apply, validate, MAX_REPORT_MESSAGE_BYTES};
+pub use state::{keys, State};

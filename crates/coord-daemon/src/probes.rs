@@ -65,24 +65,7 @@ impl HostRuntime {
 
 fn process_alive(pid: u32) -> Result<bool, ProbeError> {
     match crate::pidfd::open(pid) {
-        Ok(fd) => {
-            use std::os::fd::AsRawFd;
-            let mut p = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, zero timeout.
-            let n = unsafe { libc::poll(&mut p, 1, 0) };
-            if n < 0 {
-                return Err(ProbeError::new(
-                    "process",
-                    format!("poll on pidfd: {}", std::io::Error::last_os_error()),
-                ));
-            }
-            // A pidfd is readable once its process has exited.
-            Ok(n == 0)
-        }
+        Ok(fd) => Ok(crate::pidfd::is_running(&fd)),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
         Err(e) => Err(ProbeError::new(
             "process",
@@ -97,11 +80,9 @@ impl Runtime for HostRuntime {
             if let Some(name) = &s.tmux {
                 return self.tmux_alive(name).await.map(Some);
             }
-            // A bridged session's pid is whatever its file says, maybe of
-            // another machine: only API sessions' pids are ours to check.
-            match s.pid {
-                Some(pid) if s.source == crate::writer::API => process_alive(pid).map(Some),
-                _ => Ok(None),
+            match s.watched_pid() {
+                Some(pid) => process_alive(pid).map(Some),
+                None => Ok(None),
             }
         })
     }

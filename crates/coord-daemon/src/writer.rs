@@ -38,7 +38,7 @@ const QUEUE: usize = 16_384;
 pub const LIFECYCLE: &str = "lifecycle";
 
 /// Source name of writes that came through the HTTP API.
-pub const API: &str = "api";
+pub const API: &str = coord_proto::SOURCE_API;
 
 /// Source name of reports forwarded by a child daemon (`--parent-socket`).
 pub const PEER: &str = "peer";
@@ -787,18 +787,20 @@ impl<L: EventLog + Clone> Writer<L> {
     /// token caching, queued-wait registration.
     fn after_answer(&mut self, w: &mut Write, c: &Committed) {
         match &w.cmd {
-            Command::Register {
-                session_id, pid, ..
-            } => {
+            Command::Register { session_id, .. } => {
                 if let Some(seq) = c.first_seq {
                     if let Some(hash) = w.extras.token_hash.take() {
                         self.tokens.put(session_id, hash);
                     }
-                    // A bridged session's pid is what its file says, maybe
-                    // of another machine: only API sessions are watched.
-                    if let (Some(pid), true) = (pid, w.source == API) {
+                    let watched = self
+                        .state
+                        .view
+                        .sessions
+                        .get(session_id)
+                        .and_then(|s| s.watched_pid());
+                    if let Some(pid) = watched {
                         let fd = w.extras.pidfd.take();
-                        self.watch_pid(session_id.clone(), seq, *pid, fd);
+                        self.watch_pid(session_id.clone(), seq, pid, fd);
                     }
                 }
             }
@@ -911,7 +913,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 },
                 now + Duration::from_millis(s.ttl_ms),
             );
-            if let (Some(pid), true) = (s.pid, s.source == API || s.source.is_empty()) {
+            if let Some(pid) = s.watched_pid() {
                 self.watch_pid(s.session_id.clone(), s.registered_seq, pid, None);
             }
         }

@@ -49,6 +49,9 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Largest inbox message body, in bytes (64 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
+/// The `source` of events written through the HTTP API.
+pub const SOURCE_API: &str = "api";
+
 /// Default session lease, in ms.
 pub const DEFAULT_SESSION_TTL_MS: u64 = 30_000;
 

@@ -74,6 +74,18 @@ pub struct Session {
     pub waiting_on: Vec<WaitingOn>,
 }
 
+impl Session {
+    /// The pid the daemon watches (pidfd), signals at expiry and probes:
+    /// only a session registered through the API names a process of this
+    /// machine (a bridged session's pid is whatever its file says, maybe of
+    /// another machine). Sessions from snapshots older than `source` count
+    /// as API sessions. The one place this rule is written.
+    pub fn watched_pid(&self) -> Option<u32> {
+        self.pid
+            .filter(|_| self.source == crate::SOURCE_API || self.source.is_empty())
+    }
+}
+
 fn is_default_expiry(e: &OnExpiry) -> bool {
     *e == OnExpiry::Signal
 }
@@ -151,7 +163,8 @@ pub struct Holder {
     pub session_id: String,
     /// Seq of the `lock.acquire` that granted it.
     pub acquired_seq: u64,
-    /// When it was granted.
+    /// When it was granted: the grant's `ingress_ts`, the daemon's clock
+    /// (a lock TTL counts from here, also after a restart).
     pub acquired_at: Timestamp,
     /// Expiry after the grant, ms.
     pub ttl_ms: Option<u64>,
@@ -170,7 +183,7 @@ pub struct Waiter {
     pub mode: LockMode,
     /// Seq of its `lock.wait`.
     pub since_seq: u64,
-    /// When it joined the queue.
+    /// When it joined the queue (the `lock.wait`'s `ingress_ts`).
     #[serde(default)]
     pub since_at: Timestamp,
     /// TTL to apply once granted.

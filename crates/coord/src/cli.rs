@@ -1297,11 +1297,7 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
             }
             let listed = c.inbox(&id).await?;
             for m in &listed.messages {
-                let m = c.read_message(&id, &m.msg_id).await?;
-                print(&m)?;
-                if ack {
-                    c.ack_message(&id, &m.msg_id).await?;
-                }
+                take_message(&c, &id, &m.msg_id, ack, reconnect, &print).await?;
             }
             if !follow {
                 return Ok(ExitCode::SUCCESS);
@@ -1320,46 +1316,7 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                             if d.to_session != id {
                                 continue;
                             }
-                            // With --reconnect a daemon lost between the
-                            // delivery and its read (or ack) is waited for:
-                            // the stream resumes after this delivery, so
-                            // giving up here would skip the message.
-                            let lost = |e: &coord_client::ClientError| {
-                                reconnect
-                                    && matches!(
-                                        e,
-                                        coord_client::ClientError::Connect { .. }
-                                            | coord_client::ClientError::Transport(_)
-                                    )
-                            };
-                            let gone = |e: &coord_client::ClientError| {
-                                e.code() == Some(coord_proto::ErrorCode::MessageNotFound)
-                            };
-                            let m = loop {
-                                match c.read_message(&id, &d.msg_id).await {
-                                    Ok(m) => break Some(m),
-                                    // Acked elsewhere in the meantime.
-                                    Err(e) if gone(&e) => break None,
-                                    Err(e) if lost(&e) => {
-                                        tokio::time::sleep(Duration::from_millis(200)).await
-                                    }
-                                    Err(e) => return Err(e.into()),
-                                }
-                            };
-                            let Some(m) = m else { continue };
-                            print(&m)?;
-                            if ack {
-                                loop {
-                                    match c.ack_message(&id, &m.msg_id).await {
-                                        Ok(_) => break,
-                                        Err(e) if gone(&e) => break,
-                                        Err(e) if lost(&e) => {
-                                            tokio::time::sleep(Duration::from_millis(200)).await
-                                        }
-                                        Err(e) => return Err(e.into()),
-                                    }
-                                }
-                            }
+                            take_message(&c, &id, &d.msg_id, ack, reconnect, &print).await?;
                         }
                     }
                     Ok(StreamItem::Snapshot(_)) => {}
@@ -1376,6 +1333,49 @@ async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<ExitCode> {
                 .ack_message(&id, &msg_id)
                 .await?;
             print_write(json, &a.body, &format!("acked {msg_id}"))
+        }
+    }
+}
+
+/// Reads one message, prints it and (with `ack`) acks it. A message acked
+/// elsewhere in the meantime is skipped. With `reconnect`, a daemon lost
+/// in between is waited for: the caller's stream resumes after this
+/// message, so giving up here would skip it.
+async fn take_message(
+    c: &Client,
+    id: &str,
+    msg_id: &str,
+    ack: bool,
+    reconnect: bool,
+    print: &impl Fn(&coord_proto::view::Message) -> Result<()>,
+) -> Result<()> {
+    let lost = |e: &coord_client::ClientError| {
+        reconnect
+            && matches!(
+                e,
+                coord_client::ClientError::Connect { .. } | coord_client::ClientError::Transport(_)
+            )
+    };
+    let gone =
+        |e: &coord_client::ClientError| e.code() == Some(coord_proto::ErrorCode::MessageNotFound);
+    let m = loop {
+        match c.read_message(id, msg_id).await {
+            Ok(m) => break m,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) if lost(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    print(&m)?;
+    if !ack {
+        return Ok(());
+    }
+    loop {
+        match c.ack_message(id, msg_id).await {
+            Ok(_) => return Ok(()),
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) if lost(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -166,7 +166,12 @@ impl Follower {
                             lost = false;
                         }
                     }
-                    Err(e @ coord_client::ClientError::Connect { .. }) if self.reconnect => {
+                    // Refused, or accepted and dropped by a daemon that is
+                    // going down or coming up: both pass.
+                    Err(
+                        e @ (coord_client::ClientError::Connect { .. }
+                        | coord_client::ClientError::Transport(_)),
+                    ) if self.reconnect => {
                         if !lost {
                             eprintln!("coord: {e}; retrying");
                             lost = true;

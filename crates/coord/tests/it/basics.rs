@@ -456,3 +456,30 @@ fn inbox_read_follow_prints_old_and_new_mail_once() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A lock TTL counts from the grant by the daemon's clock, also after a
+/// restart: a client `ts` far in the past must not make the restarted
+/// daemon expire the lock at once (it did: restore used the client's ts).
+#[test]
+fn a_lock_ttl_counts_from_the_grant_across_a_restart() {
+    let mut d = Daemon::start(&[]);
+    let tok = d.register("ttl");
+    let an_hour_ago = coord_proto::Timestamp(coord_proto::Timestamp::now().as_millis() - 3_600_000);
+    let r = post(
+        &d,
+        "/v1/locks/acquire",
+        Some(&tok),
+        &json!({"session_id":"ttl","resource":"t/r","ttl_ms":60_000,"ts":an_hour_ago.to_string()}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let status = d.terminate();
+    assert!(status.success());
+    d.restart();
+    // Give an (erroneous) immediate expiry time to commit.
+    std::thread::sleep(Duration::from_millis(300));
+    let locks = d.http("GET", "/v1/locks", &[], None).json();
+    assert_eq!(
+        locks["locks"][0]["holders"][0]["session_id"], "ttl",
+        "the lock expired at restart: {locks}"
+    );
+}

@@ -515,17 +515,32 @@ fn followers_notice_a_daemon_that_went_away_and_resume() {
     assert_gap_free(&events, 1);
 
     // The inbox follower printed each message once, across the restart.
-    wait_until("second message read", Duration::from_secs(20), || {
-        d.coord(&["inbox", "list", "--session", "reader", "--token", &tok])
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let acked = loop {
+        let listed = d.coord(&["inbox", "list", "--session", "reader", "--token", &tok]);
+        let unacked = listed
             .stdout
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .count()
-            == 1
-    });
+            - 1;
+        if unacked == 0 {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     // SAFETY: kill with our child's pid.
     unsafe { libc::kill(inbox.id() as i32, libc::SIGTERM) };
     let out = inbox.wait_with_output().expect("inbox");
+    assert!(
+        acked,
+        "the inbox follower did not ack both messages: {} / {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches(": first").count(), 1, "{text}");
     assert_eq!(text.matches(": second").count(), 1, "{text}");

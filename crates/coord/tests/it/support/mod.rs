@@ -593,3 +593,22 @@ impl Drop for Tmux {
         let _ = self.run(&["kill-server"]);
     }
 }
+
+/// A test that cannot run here: fails, naming why, unless
+/// `COORD_SKIP_ROOT_TESTS=1` allows skipping; a skip is recorded in
+/// `<target>/tmp/skipped-tests.txt`, which `.ci/run` counts and lists, so a
+/// skip is never silent.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("COORD_SKIP_ROOT_TESTS").as_deref() != Ok("1") {
+        panic!("{test}: {why}; run as root, or set COORD_SKIP_ROOT_TESTS=1 to skip it knowingly");
+    }
+    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(list)
+    {
+        let _ = writeln!(f, "{test}: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
