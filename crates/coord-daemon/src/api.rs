@@ -5,10 +5,11 @@
 use crate::http::{json_response, require_admin, require_session, ApiError, JsonBody};
 use crate::hub::{Hub, HubError, Published};
 use crate::pidfd;
+use crate::timers::Leases;
 use crate::tokens;
-use crate::writer::{
-    body_key, Committed, Extras, Stats, TokenCache, WaitNotice, Write, WriterHandle,
-};
+use crate::tokens::TokenCache;
+use crate::waits::WaitNotice;
+use crate::writer::{body_key, Committed, Extras, Stats, Write, WriterHandle};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -59,7 +60,7 @@ pub struct App<L> {
     /// Log bare heartbeats.
     pub log_heartbeats: bool,
     /// Every live session's lease (renewals included).
-    pub leases: Arc<crate::writer::Leases>,
+    pub leases: Arc<Leases>,
     /// The store's log identity (`Coord-Log-Id`).
     pub log_id: String,
 }
@@ -349,7 +350,7 @@ async fn list_sessions<L: EventLog + Clone>(
 /// say about it (what it waits for).
 fn with_live_facts(
     s: &coord_core::State,
-    leases: &crate::writer::Leases,
+    leases: &Leases,
     session: &coord_proto::view::Session,
 ) -> coord_proto::view::Session {
     let mut out = session.clone();

@@ -33,6 +33,7 @@
 mod api;
 mod bridge;
 mod config;
+mod deadline;
 mod export;
 mod forward;
 mod http;
@@ -41,15 +42,19 @@ pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
 mod pidfd;
+mod pidwatch;
 pub mod probes;
 mod server;
+mod timers;
 mod tokens;
+mod waits;
 mod writer;
 
 pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};
 pub use lifecycle::{LifecycleConfig, LifecycleHandle, LifecycleManager, Thresholds};
 pub use server::{run, ServeError};
+pub use timers::Renewals;
 
 /// Resolves once the shutdown watch is true (or its sender is gone).
 async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {

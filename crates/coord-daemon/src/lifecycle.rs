@@ -25,18 +25,20 @@
 //! failure holds it up: the write is retried with backoff until it lands
 //! or the manager is stopped.
 
+use crate::deadline::{sleep_until, Deadlines};
 use crate::hub::{Hub, HubError};
+use crate::timers::Renewals;
 use crate::writer::{internal, WriterHandle};
 use coord_core::Command;
 use coord_proto::view::Session;
 use coord_proto::{ErrorCode, Event, LifeState, Payload, Timestamp};
 use coord_store::EventLog;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -192,31 +194,6 @@ pub fn derive(i: &Inputs, now_ms: i64, th: &Thresholds) -> (LifeState, String, O
     }
 }
 
-/// Bare lease renewals, noted by the writer for the manager (they are not
-/// events). Holds at most one entry per session.
-#[derive(Default)]
-pub struct Renewals {
-    seen: Mutex<HashMap<String, i64>>,
-    notify: Notify,
-}
-
-impl Renewals {
-    /// Notes a renewal of `session_id` now.
-    pub fn note(&self, session_id: &str) {
-        if let Ok(mut m) = self.seen.lock() {
-            m.insert(session_id.to_string(), Timestamp::now().as_millis());
-        }
-        self.notify.notify_one();
-    }
-
-    fn take(&self) -> HashMap<String, i64> {
-        self.seen
-            .lock()
-            .map(|mut m| std::mem::take(&mut *m))
-            .unwrap_or_default()
-    }
-}
-
 /// How the manager is set up.
 #[derive(Clone)]
 pub struct LifecycleConfig {
@@ -271,9 +248,6 @@ struct Tracked {
     session: Session,
     state: LifeState,
     inputs: Inputs,
-    /// When to derive its state again (ms); `None`: only when something
-    /// happens to it. Mirrored in [`Run::due`].
-    deadline: Option<i64>,
     /// Whether a probe looks at it (fixed at registration).
     probed: bool,
     probe_error: Option<ProbeError>,
@@ -287,9 +261,11 @@ struct Run<L> {
     renewals: Arc<Renewals>,
     stop: watch::Receiver<bool>,
     sessions: HashMap<String, Tracked>,
-    /// Deadlines, earliest first, so a wake-up costs the sessions that are
-    /// due and not every tracked one.
-    due: BTreeSet<(i64, String)>,
+    /// When to derive each session's state again (ms), earliest first, so
+    /// a wake-up costs the sessions that are due and not every tracked
+    /// one. A session without one is derived only when something happens
+    /// to it.
+    due: Deadlines<i64, String>,
     /// Tracked sessions a probe looks at.
     probed: usize,
     cursor: u64,
@@ -313,7 +289,7 @@ impl LifecycleManager {
             renewals,
             stop: stop_rx,
             sessions: HashMap::new(),
-            due: BTreeSet::new(),
+            due: Deadlines::default(),
             probed: 0,
             cursor: 0,
         };
@@ -330,14 +306,6 @@ impl LifecycleManager {
 async fn until_stopped(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// The sleep until `at`, or forever.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -371,7 +339,7 @@ impl<L: EventLog + Clone> Run<L> {
                         + Duration::from_millis(self.config.thresholds.probe_interval_ms.max(1)),
                 ),
             };
-            let deadline = self.due.first().map(|(at, _)| *at);
+            let deadline = self.due.next();
             let wake = match (deadline.map(instant_of), next_probe) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -426,7 +394,7 @@ impl<L: EventLog + Clone> Run<L> {
         let now = Timestamp::now().as_millis();
         let idle = self.config.thresholds.idle_after_ms as i64;
         self.sessions.clear();
-        self.due.clear();
+        self.due = Deadlines::default();
         self.probed = 0;
         for s in sessions.into_values() {
             // Leases got a fresh TTL at start, so heartbeats count from now;
@@ -465,7 +433,6 @@ impl<L: EventLog + Clone> Run<L> {
                 state: s.state,
                 session: s,
                 inputs,
-                deadline: None,
                 probed,
                 probe_error: None,
             },
@@ -482,14 +449,9 @@ impl<L: EventLog + Clone> Run<L> {
 
     /// Sets (or clears) when `sid` is derived again.
     fn schedule(&mut self, sid: &str, at: Option<i64>) {
-        let Some(t) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        if let Some(old) = std::mem::replace(&mut t.deadline, at) {
-            self.due.remove(&(old, sid.to_string()));
-        }
-        if let Some(at) = at {
-            self.due.insert((at, sid.to_string()));
+        match at {
+            Some(at) if self.sessions.contains_key(sid) => self.due.set(sid.to_string(), at),
+            _ => self.due.clear(&sid.to_string()),
         }
     }
 
@@ -687,20 +649,10 @@ impl<L: EventLog + Clone> Run<L> {
         let now = Timestamp::now().as_millis();
         let th = self.config.thresholds;
         let mut writes = Vec::new();
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.due.first() {
-            if *at > now {
-                break;
-            }
-            if let Some((_, sid)) = self.due.pop_first() {
-                due.push(sid);
-            }
-        }
-        for sid in due {
+        for sid in self.due.pop_due(now) {
             let Some(t) = self.sessions.get_mut(&sid) else {
                 continue;
             };
-            t.deadline = None;
             let (to, reason, next) = derive(&t.inputs, now, &th);
             if to != t.state {
                 writes.push(Command::SetState {

@@ -4,7 +4,9 @@
 
 use crate::hub::Hub;
 use crate::lifecycle::*;
-use crate::writer::{self, internal, Stats, TokenCache, WriterConfig, WriterHandle};
+use crate::timers::Renewals;
+use crate::tokens::TokenCache;
+use crate::writer::{self, internal, Stats, WriterConfig, WriterHandle};
 use coord_core::{Command, Probes};
 use coord_proto::view::Session;
 use coord_proto::{Event, LifeState, Payload, Timestamp};
@@ -416,7 +418,7 @@ async fn a_wait_granted_in_its_own_batch_is_answered() {
         .expect("the waiter is answered, not left hanging")
         .expect("notice");
     assert!(
-        matches!(notice, crate::writer::WaitNotice::Granted(_)),
+        matches!(notice, crate::waits::WaitNotice::Granted(_)),
         "{notice:?}"
     );
 }

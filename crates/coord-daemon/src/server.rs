@@ -14,8 +14,10 @@
 use crate::api::{self, App};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::timers::{Leases, Renewals};
 use crate::tokens;
-use crate::writer::{self, Stats, TokenCache, WriterConfig};
+use crate::tokens::TokenCache;
+use crate::writer::{self, Stats, WriterConfig};
 use coord_store::{SqliteLog, StoreError};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -86,8 +88,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let hub = Hub::new(state.head, config.ring_capacity);
     let stats = Arc::new(Stats::default());
     let token_cache = Arc::new(TokenCache::default());
-    let renewals = Arc::new(crate::lifecycle::Renewals::default());
-    let leases = Arc::new(crate::writer::Leases::default());
+    let renewals = Arc::new(Renewals::default());
+    let leases = Arc::new(Leases::default());
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         store.clone(),

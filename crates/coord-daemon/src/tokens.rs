@@ -2,6 +2,8 @@
 //! are kept (in the store, as attachments `token/<session_id>`).
 
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// A new random token (32 lower-case hex characters).
 pub fn generate() -> String {
@@ -44,6 +46,31 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// Session token hashes, loaded from the store on a miss.
+#[derive(Default)]
+pub struct TokenCache {
+    map: Mutex<HashMap<String, String>>,
+}
+
+impl TokenCache {
+    /// The cached hash for a session.
+    pub fn get(&self, session_id: &str) -> Option<String> {
+        self.map.lock().ok()?.get(session_id).cloned()
+    }
+    /// Caches a hash.
+    pub fn put(&self, session_id: &str, hash: String) {
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(session_id.to_string(), hash);
+        }
+    }
+    /// Forgets a session's hash (it ended).
+    pub fn remove(&self, session_id: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(session_id);
+        }
+    }
 }
 
 #[cfg(test)]

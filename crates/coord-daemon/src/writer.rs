@@ -15,17 +15,18 @@
 //! periodic wake-ups.
 
 use crate::hub::{Hub, Published};
-use crate::pidfd;
+use crate::pidwatch::PidWatches;
+use crate::timers::{Leases, Renewals, Timers};
+use crate::tokens::TokenCache;
+use crate::waits::{WaitNotice, Waits};
 use coord_core::{apply, keys, validate, Command, Reply, State};
-use coord_proto::{ErrorBody, ErrorCode, Event, Payload, Timestamp, WaitCancelReason};
+use coord_proto::{ErrorBody, ErrorCode, Event, Payload, Timestamp};
 use coord_store::{AttachmentOp, Batch, EventLog, Expectation, Record, Retention, TxnRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use ulid::Ulid;
 
@@ -55,15 +56,6 @@ pub struct Committed {
     /// The answer comes from an earlier identical write.
     #[serde(skip)]
     pub replayed: bool,
-}
-
-/// The outcome of a queued wait on a lock.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WaitNotice {
-    /// Granted by the event with this seq.
-    Granted(u64),
-    /// The wait was cancelled.
-    Cancelled(WaitCancelReason),
 }
 
 /// Extras a write carries besides its command.
@@ -108,62 +100,6 @@ enum Request {
 pub struct Stats {
     /// Events appended since start, by kind.
     pub events_by_kind: Mutex<BTreeMap<String, u64>>,
-}
-
-/// Session token hashes, loaded from the store on a miss.
-#[derive(Default)]
-pub struct TokenCache {
-    map: Mutex<HashMap<String, String>>,
-}
-
-impl TokenCache {
-    /// The cached hash for a session.
-    pub fn get(&self, session_id: &str) -> Option<String> {
-        self.map.lock().ok()?.get(session_id).cloned()
-    }
-    /// Caches a hash.
-    pub fn put(&self, session_id: &str, hash: String) {
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(session_id.to_string(), hash);
-        }
-    }
-    fn remove(&self, session_id: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(session_id);
-        }
-    }
-}
-
-/// Every live session's lease as the writer holds it: renewals are not
-/// events, so this, not the view, knows when a lease was last renewed.
-/// Written only by the writer task; read by the API.
-#[derive(Default)]
-pub struct Leases {
-    map: Mutex<HashMap<String, coord_proto::view::Lease>>,
-}
-
-impl Leases {
-    /// The lease of `session_id`, if it is live.
-    pub fn get(&self, session_id: &str) -> Option<coord_proto::view::Lease> {
-        self.map.lock().ok()?.get(session_id).cloned()
-    }
-    fn renew(&self, session_id: &str, ttl_ms: u64) {
-        let now = Timestamp::now();
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(
-                session_id.to_string(),
-                coord_proto::view::Lease {
-                    renewed_at: now,
-                    expires_at: now.plus_ms(ttl_ms),
-                },
-            );
-        }
-    }
-    fn remove(&self, session_id: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(session_id);
-        }
-    }
 }
 
 /// A cheap handle to the writer task.
@@ -230,56 +166,6 @@ pub fn internal(cmd: Command) -> Write {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum TimerKey {
-    Lease {
-        session_id: String,
-        registered_seq: u64,
-    },
-    LockTtl {
-        resource: String,
-        session_id: String,
-        acquired_seq: u64,
-    },
-}
-
-/// Deadlines, earliest first, with an index to move or drop one.
-#[derive(Default)]
-struct Timers {
-    queue: BTreeSet<(Instant, TimerKey)>,
-    index: HashMap<TimerKey, Instant>,
-}
-
-impl Timers {
-    fn set(&mut self, key: TimerKey, at: Instant) {
-        if let Some(old) = self.index.insert(key.clone(), at) {
-            self.queue.remove(&(old, key.clone()));
-        }
-        self.queue.insert((at, key));
-    }
-    fn clear(&mut self, key: &TimerKey) {
-        if let Some(old) = self.index.remove(key) {
-            self.queue.remove(&(old, key.clone()));
-        }
-    }
-    fn next(&self) -> Option<Instant> {
-        self.queue.first().map(|(at, _)| *at)
-    }
-    fn pop_due(&mut self, now: Instant) -> Vec<TimerKey> {
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.queue.first() {
-            if *at > now {
-                break;
-            }
-            if let Some((_, key)) = self.queue.pop_first() {
-                self.index.remove(&key);
-                due.push(key);
-            }
-        }
-        due
-    }
-}
-
 /// Writer settings.
 pub struct WriterConfig {
     /// Snapshot (and compact) every this many events.
@@ -287,7 +173,7 @@ pub struct WriterConfig {
     /// What compaction keeps.
     pub retention: Retention,
     /// Where bare lease renewals are noted for the lifecycle manager.
-    pub renewals: Arc<crate::lifecycle::Renewals>,
+    pub renewals: Arc<Renewals>,
     /// Where every lease's renewal and expiry are kept for the API.
     pub leases: Arc<Leases>,
 }
@@ -299,13 +185,8 @@ struct Writer<L: EventLog> {
     stats: Arc<Stats>,
     tokens: Arc<TokenCache>,
     timers: Timers,
-    lock_timers: HashMap<(String, String), TimerKey>,
-    pid_watches: HashMap<String, AbortHandle>,
-    /// A pidfd per watched session (a duplicate of the watch's): asked
-    /// whether the process still runs when the lease expires, and used to
-    /// signal it then, so a reused pid is never hit.
-    pidfds: HashMap<String, OwnedFd>,
-    waits: HashMap<(String, String), oneshot::Sender<WaitNotice>>,
+    pids: PidWatches,
+    waits: Waits,
     ids: ulid::Generator,
     handle: WriterHandle,
     config: WriterConfig,
@@ -386,11 +267,9 @@ pub fn spawn<L: EventLog + Clone>(
         hub,
         stats,
         tokens,
-        timers: Timers::default(),
-        lock_timers: HashMap::new(),
-        pid_watches: HashMap::new(),
-        pidfds: HashMap::new(),
-        waits: HashMap::new(),
+        timers: Timers::new(config.leases.clone()),
+        pids: PidWatches::default(),
+        waits: Waits::default(),
         ids: ulid::Generator::new(),
         handle: handle.clone(),
         config,
@@ -420,13 +299,15 @@ impl<L: EventLog + Clone> Writer<L> {
                     Some(r) => Some(r),
                     None => break,
                 },
-                _ = sleep_until(next), if next.is_some() => None,
+                _ = crate::deadline::sleep_until(next), if next.is_some() => None,
             };
-            let mut writes = Vec::new();
-            for key in self.timers.pop_due(Instant::now()) {
-                let w = self.timer_write(key);
-                writes.push(w);
-            }
+            let pids = &self.pids;
+            let mut writes: Vec<Write> = self
+                .timers
+                .due(Instant::now(), |sid| pids.is_running(sid))
+                .into_iter()
+                .map(internal)
+                .collect();
             if let Some(r) = first {
                 let mut pending = Some(r);
                 while let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) {
@@ -449,31 +330,7 @@ impl<L: EventLog + Clone> Writer<L> {
         // The queue is closed and drained: leave a snapshot so the next
         // start folds nothing.
         self.snapshot().await;
-        for (_, h) in self.pid_watches.drain() {
-            h.abort();
-        }
-    }
-
-    fn timer_write(&self, key: TimerKey) -> Write {
-        internal(match key {
-            TimerKey::Lease {
-                session_id,
-                registered_seq,
-            } => Command::ExpireLease {
-                process_alive: self.pidfds.get(&session_id).is_some_and(pidfd::is_running),
-                session_id,
-                registered_seq,
-            },
-            TimerKey::LockTtl {
-                resource,
-                session_id,
-                acquired_seq,
-            } => Command::ExpireLock {
-                resource,
-                session_id,
-                acquired_seq,
-            },
-        })
+        self.pids.abort_all();
     }
 
     fn next_id(&mut self) -> Ulid {
@@ -712,74 +569,13 @@ impl<L: EventLog + Clone> Writer<L> {
 
     /// Timers, watches and notifications that follow a committed event.
     fn after_commit(&mut self, e: &Event) {
-        let sid = e.session_id.clone().unwrap_or_default();
-        match &e.payload {
-            Payload::SessionRegister(p) => {
-                self.config.leases.renew(&sid, p.ttl_ms);
-                self.timers.set(
-                    TimerKey::Lease {
-                        session_id: sid.clone(),
-                        registered_seq: e.seq,
-                    },
-                    Instant::now() + Duration::from_millis(p.ttl_ms),
-                );
-            }
-            Payload::SessionDereg(d) => {
-                if let Some(h) = self.pid_watches.remove(&sid) {
-                    h.abort();
-                }
-                self.config.leases.remove(&sid);
-                let fd = self.pidfds.remove(&sid);
-                if let (Some(fd), Some(_)) = (fd, &d.signal) {
-                    terminate(fd, sid.clone(), d.kill_after_ms.unwrap_or(0));
-                }
-                self.tokens.remove(&sid);
-                let stale: Vec<TimerKey> = self
-                    .timers
-                    .index
-                    .keys()
-                    .filter(
-                        |k| matches!(k, TimerKey::Lease { session_id, .. } if *session_id == sid),
-                    )
-                    .cloned()
-                    .collect();
-                for k in stale {
-                    self.timers.clear(&k);
-                }
-            }
-            Payload::LockAcquire(p) => {
-                let key = (p.resource.clone(), p.owner_session.clone());
-                if let Some(ttl) = p.ttl_ms {
-                    let t = TimerKey::LockTtl {
-                        resource: p.resource.clone(),
-                        session_id: p.owner_session.clone(),
-                        acquired_seq: e.seq,
-                    };
-                    self.timers
-                        .set(t.clone(), Instant::now() + Duration::from_millis(ttl));
-                    self.lock_timers.insert(key.clone(), t);
-                }
-                if let Some(tx) = self.waits.remove(&key) {
-                    let _ = tx.send(WaitNotice::Granted(e.seq));
-                }
-            }
-            Payload::LockRelease(p) => {
-                if let Some(t) = self
-                    .lock_timers
-                    .remove(&(p.resource.clone(), p.owner_session.clone()))
-                {
-                    self.timers.clear(&t);
-                }
-            }
-            Payload::LockWaitCancel(p) => {
-                if let Some(tx) = self
-                    .waits
-                    .remove(&(p.resource.clone(), p.owner_session.clone()))
-                {
-                    let _ = tx.send(WaitNotice::Cancelled(p.reason));
-                }
-            }
-            _ => {}
+        self.timers.on_event(e);
+        self.waits.on_event(e);
+        if let Payload::SessionDereg(d) = &e.payload {
+            let sid = e.session_id.as_deref().unwrap_or_default();
+            self.tokens.remove(sid);
+            self.pids
+                .end(sid, d.signal.as_ref().map(|_| d.kill_after_ms.unwrap_or(0)));
         }
     }
 
@@ -807,14 +603,7 @@ impl<L: EventLog + Clone> Writer<L> {
             Command::Heartbeat { session_id, .. } => {
                 self.config.renewals.note(session_id);
                 if let Some(s) = self.state.view.sessions.get(session_id) {
-                    self.config.leases.renew(session_id, s.ttl_ms);
-                    self.timers.set(
-                        TimerKey::Lease {
-                            session_id: session_id.clone(),
-                            registered_seq: s.registered_seq,
-                        },
-                        Instant::now() + Duration::from_millis(s.ttl_ms),
-                    );
+                    self.timers.renew(session_id, s.registered_seq, s.ttl_ms);
                 }
             }
             Command::Acquire {
@@ -824,31 +613,7 @@ impl<L: EventLog + Clone> Writer<L> {
             } => {
                 if matches!(c.reply, Reply::Waiting | Reply::AlreadyWaiting) {
                     if let Some(tx) = w.extras.wait.take() {
-                        // A later command of the same batch may already have
-                        // granted or cancelled this wait: its event went by
-                        // before the wait was registered, so answer from the
-                        // state instead of waiting for an event that came.
-                        let lock = self.state.view.locks.get(resource);
-                        let held = lock.and_then(|l| {
-                            l.holders
-                                .iter()
-                                .find(|h| &h.session_id == session_id)
-                                .map(|h| h.acquired_seq)
-                        });
-                        let waiting = lock
-                            .is_some_and(|l| l.waiters.iter().any(|x| &x.session_id == session_id));
-                        match (held, waiting) {
-                            (Some(seq), _) => {
-                                let _ = tx.send(WaitNotice::Granted(seq));
-                            }
-                            (None, true) => {
-                                self.waits
-                                    .insert((resource.clone(), session_id.clone()), tx);
-                            }
-                            (None, false) => {
-                                let _ = tx.send(WaitNotice::Cancelled(WaitCancelReason::OwnerGone));
-                            }
-                        }
+                        self.waits.register(&self.state, resource, session_id, tx);
                     }
                 }
             }
@@ -865,81 +630,31 @@ impl<L: EventLog + Clone> Writer<L> {
     ) {
         let handle = self.handle.clone();
         let sid = session_id.clone();
-        let exited = move |exit_code| {
+        self.pids.watch(&session_id, pid, fd, move |exit_code| {
             handle.spawn_write(internal(Command::ProcessExited {
                 session_id: sid,
                 registered_seq,
                 exit_code,
             }))
-        };
-        let fd = match fd.map(Ok).unwrap_or_else(|| pidfd::open(pid)) {
-            Ok(fd) => fd,
-            Err(e) => {
-                // Gone already (or pidfds unsupported): treat as exited now
-                // rather than keep a session nothing will ever end.
-                tracing::info!(pid, error = %e, "registered process is not running");
-                exited(None);
-                return;
-            }
-        };
-        match fd.try_clone() {
-            Ok(dup) => {
-                self.pidfds.insert(session_id.clone(), dup);
-            }
-            Err(e) => tracing::warn!(pid, error = %e, "cannot keep a pidfd to signal at expiry"),
-        }
-        let task = tokio::spawn(async move {
-            let code = pidfd::exited(fd, pid).await.ok().flatten();
-            exited(code);
         });
-        if let Some(old) = self.pid_watches.insert(session_id, task.abort_handle()) {
-            old.abort();
-        }
     }
 
-    /// After a restart: every lease gets a fresh TTL (renewals are not
-    /// logged), lock TTLs resume from their grant time, pids are watched
-    /// again.
+    /// After a restart: leases and lock TTLs are set again, pids are
+    /// watched again.
     fn restore_timers_and_watches(&mut self) {
-        let now_wall = Timestamp::now();
-        let now = Instant::now();
-        let sessions: Vec<_> = self.state.view.sessions.values().cloned().collect();
-        for s in sessions {
-            self.config.leases.renew(&s.session_id, s.ttl_ms);
-            self.timers.set(
-                TimerKey::Lease {
-                    session_id: s.session_id.clone(),
-                    registered_seq: s.registered_seq,
-                },
-                now + Duration::from_millis(s.ttl_ms),
-            );
-            if let Some(pid) = s.watched_pid() {
-                self.watch_pid(s.session_id.clone(), s.registered_seq, pid, None);
-            }
-        }
-        let holds: Vec<_> = self
+        self.timers.restore(&self.state);
+        let watched: Vec<(String, u64, u32)> = self
             .state
             .view
-            .locks
+            .sessions
             .values()
-            .flat_map(|l| {
-                l.holders
-                    .iter()
-                    .map(move |h| (l.resource.clone(), h.clone()))
+            .filter_map(|s| {
+                s.watched_pid()
+                    .map(|pid| (s.session_id.clone(), s.registered_seq, pid))
             })
             .collect();
-        for (resource, h) in holds {
-            if let Some(ttl) = h.ttl_ms {
-                let left = h.acquired_at.plus_ms(ttl).as_millis() - now_wall.as_millis();
-                let t = TimerKey::LockTtl {
-                    resource: resource.clone(),
-                    session_id: h.session_id.clone(),
-                    acquired_seq: h.acquired_seq,
-                };
-                self.timers
-                    .set(t.clone(), now + Duration::from_millis(left.max(0) as u64));
-                self.lock_timers.insert((resource, h.session_id), t);
-            }
+        for (sid, seq, pid) in watched {
+            self.watch_pid(sid, seq, pid, None);
         }
     }
 
@@ -988,37 +703,6 @@ impl CloneLite for State {
     }
 }
 
-/// Ends a process that outlived its session's lease (PROTOCOL §6.3):
-/// SIGTERM now, SIGKILL after `grace_ms` if it still runs. The pidfd makes
-/// both reach this process or none.
-fn terminate(fd: OwnedFd, session_id: String, grace_ms: u64) {
-    match pidfd::send_signal(&fd, libc::SIGTERM) {
-        Ok(()) => tracing::info!(
-            session_id,
-            grace_ms,
-            "lease expired with the process running: sent SIGTERM"
-        ),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
-        Err(e) => {
-            tracing::warn!(session_id, error = %e, "cannot signal the process of an expired session")
-        }
-    }
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(grace_ms)).await;
-        if pidfd::is_running(&fd) {
-            match pidfd::send_signal(&fd, libc::SIGKILL) {
-                Ok(()) => tracing::info!(
-                    session_id,
-                    "still running after the kill grace: sent SIGKILL"
-                ),
-                Err(e) => {
-                    tracing::warn!(session_id, error = %e, "cannot SIGKILL the process of an expired session")
-                }
-            }
-        }
-    });
-}
-
 /// The attachment key of a message body.
 pub fn body_key(session_id: &str, msg_id: &str) -> String {
     format!("body/{session_id}/{msg_id}")
@@ -1031,9 +715,168 @@ fn store_error(msg: &str) -> ErrorBody {
     )
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+#[cfg(test)]
+mod tests {
+    //! The rollback path: an append that fails leaves the state as the
+    //! last commit left it, answers every caller `store_unavailable`, and
+    //! the next commit continues the log without a gap. Both ways back are
+    //! driven: the cheap copy (a small state) and the reload from the store
+    //! (a state too large to copy per batch).
+
+    use super::*;
+    use coord_store::{CompactReport, SqliteLog, StoreError, StoredEvent, SyncMode};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A real SQLite log whose appends fail while `fail` is set.
+    #[derive(Clone)]
+    struct FailingLog {
+        inner: SqliteLog,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl EventLog for FailingLog {
+        async fn append(&self, batch: Batch) -> Result<(), StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Worker("disk full (test double)".into()));
+            }
+            self.inner.append(batch).await
+        }
+        async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+            self.inner.read(after, limit).await
+        }
+        async fn bounds(&self) -> Result<(u64, u64), StoreError> {
+            self.inner.bounds().await
+        }
+        async fn txn(&self, source: &str, tx_id: &str) -> Result<Option<TxnRecord>, StoreError> {
+            self.inner.txn(source, tx_id).await
+        }
+        async fn attachment(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.attachment(key).await
+        }
+        async fn save_snapshot(&self, seq: u64, state: Vec<u8>) -> Result<(), StoreError> {
+            self.inner.save_snapshot(seq, state).await
+        }
+        async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+            self.inner.load_snapshot().await
+        }
+        async fn compact(
+            &self,
+            retention: Retention,
+            now_ms: i64,
+        ) -> Result<CompactReport, StoreError> {
+            self.inner.compact(retention, now_ms).await
+        }
+        fn size_bytes(&self) -> u64 {
+            self.inner.size_bytes()
+        }
+        fn log_id(&self) -> &str {
+            self.inner.log_id()
+        }
+    }
+
+    fn register(id: &str) -> Command {
+        Command::Register {
+            session_id: id.into(),
+            role: String::new(),
+            task: String::new(),
+            blob: serde_json::json!({}),
+            phase: String::new(),
+            pid: None,
+            parent_session: None,
+            ttl_ms: 60_000,
+            probes: Default::default(),
+            expiry: Default::default(),
+            extra: Default::default(),
+        }
+    }
+
+    fn acquire(id: &str, resource: &str) -> Command {
+        Command::Acquire {
+            session_id: id.into(),
+            resource: resource.into(),
+            mode: coord_proto::LockMode::Exclusive,
+            ttl_ms: None,
+            wait: false,
+            extra: Default::default(),
+        }
+    }
+
+    async fn rollback_with(sessions_before: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
+        let fail = Arc::new(AtomicBool::new(false));
+        let store = FailingLog {
+            inner: inner.clone(),
+            fail: fail.clone(),
+        };
+        let hub = Hub::new(0, 1024);
+        let (writer, _join, _stop) = spawn(
+            State::default(),
+            store,
+            hub,
+            Arc::new(Stats::default()),
+            Arc::new(TokenCache::default()),
+            WriterConfig {
+                snapshot_every: 1_000_000,
+                retention: Retention::default(),
+                renewals: Default::default(),
+                leases: Default::default(),
+            },
+        );
+        for i in 0..sessions_before {
+            writer
+                .write(internal(register(&format!("s{i}"))))
+                .await
+                .expect("register");
+        }
+        writer
+            .write(internal(acquire("s0", "r")))
+            .await
+            .expect("acquire");
+        let before = writer.read(|s| s.clone()).await.expect("read");
+
+        fail.store(true, Ordering::SeqCst);
+        // Several writers in one batch: every one is told, none lands.
+        let (a, b) = tokio::join!(
+            writer.write(internal(register("late"))),
+            writer.write(internal(Command::Release {
+                session_id: "s0".into(),
+                resource: "r".into(),
+                force: false,
+            })),
+        );
+        for r in [a, b] {
+            let e = r.expect_err("the append failed");
+            assert_eq!(e.code(), Some(ErrorCode::StoreUnavailable), "{e:?}");
+        }
+        let after = writer.read(|s| s.clone()).await.expect("read");
+        assert_eq!(after, before, "the state rolled back to the last commit");
+
+        fail.store(false, Ordering::SeqCst);
+        let c = writer
+            .write(internal(register("late")))
+            .await
+            .expect("writes resume");
+        assert_eq!(c.seq, Some(before.head + 1), "no gap after the failure");
+        let log = inner.read(0, 100_000).await.expect("read log");
+        for (i, e) in log.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1, "the log is gap-free");
+        }
+        let folded = load_state(&inner).await.expect("fold");
+        let live = writer.read(|s| s.clone()).await.expect("read");
+        assert_eq!(
+            folded.view, live.view,
+            "the live state is the fold of the log"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_rolls_back_a_small_state() {
+        rollback_with(3).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_rolls_back_a_large_state_by_reloading() {
+        rollback_with(80).await;
     }
 }

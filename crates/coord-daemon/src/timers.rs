@@ -1,0 +1,250 @@
+//! Time-driven ends: lease and lock-TTL deadlines, and what the rest of
+//! the daemon learns about leases (renewals are not events).
+//!
+//! [`Timers`] follows the committed events the writer hands it (a
+//! registration sets a lease deadline, a grant with a TTL sets a lock
+//! deadline, an end or a release clears them) and, when the writer wakes
+//! at [`Timers::next`], turns due deadlines into `ExpireLease` /
+//! `ExpireLock` commands. Those commands carry the registration or grant
+//! they were set for, so one that lost a race (a renewal, a release) is a
+//! no-op in the state machine. It must not write anything itself: the
+//! writer owns every commit.
+//!
+//! [`Leases`] (renewal and expiry per live session, for the API) and
+//! [`Renewals`] (bare renewals, for the lifecycle manager) are shared
+//! read-mostly tables the writer keeps up to date here.
+
+use crate::deadline::Deadlines;
+use coord_core::{Command, State};
+use coord_proto::view::Lease;
+use coord_proto::{Event, Payload, Timestamp};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What a deadline is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TimerKey {
+    /// A session's lease, for one registration.
+    Lease {
+        session_id: String,
+        registered_seq: u64,
+    },
+    /// A lock's TTL, for one grant.
+    LockTtl {
+        resource: String,
+        session_id: String,
+        acquired_seq: u64,
+    },
+}
+
+/// Lease and lock-TTL deadlines.
+pub(crate) struct Timers {
+    due: Deadlines<Instant, TimerKey>,
+    /// The registration whose lease timer is set, per session.
+    lease_of: HashMap<String, u64>,
+    /// The TTL timer of each (resource, holder).
+    lock_ttls: HashMap<(String, String), TimerKey>,
+    leases: Arc<Leases>,
+}
+
+impl Timers {
+    /// No deadlines; `leases` is kept in step with the lease timers.
+    pub(crate) fn new(leases: Arc<Leases>) -> Self {
+        Timers {
+            due: Deadlines::default(),
+            lease_of: HashMap::new(),
+            lock_ttls: HashMap::new(),
+            leases,
+        }
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.due.next()
+    }
+
+    /// The commands of every deadline due at `now`. `running` says whether
+    /// a session's watched process still runs (an expiry says so).
+    pub(crate) fn due(&mut self, now: Instant, running: impl Fn(&str) -> bool) -> Vec<Command> {
+        self.due
+            .pop_due(now)
+            .into_iter()
+            .map(|key| match key {
+                TimerKey::Lease {
+                    session_id,
+                    registered_seq,
+                } => {
+                    self.lease_of.remove(&session_id);
+                    Command::ExpireLease {
+                        process_alive: running(&session_id),
+                        session_id,
+                        registered_seq,
+                    }
+                }
+                TimerKey::LockTtl {
+                    resource,
+                    session_id,
+                    acquired_seq,
+                } => {
+                    self.lock_ttls
+                        .remove(&(resource.clone(), session_id.clone()));
+                    Command::ExpireLock {
+                        resource,
+                        session_id,
+                        acquired_seq,
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Starts (or restarts) a lease: `ttl_ms` from now.
+    pub(crate) fn renew(&mut self, session_id: &str, registered_seq: u64, ttl_ms: u64) {
+        self.leases.renew(session_id, ttl_ms);
+        self.lease_of.insert(session_id.to_string(), registered_seq);
+        self.due.set(
+            TimerKey::Lease {
+                session_id: session_id.to_string(),
+                registered_seq,
+            },
+            Instant::now() + Duration::from_millis(ttl_ms),
+        );
+    }
+
+    /// Follows one committed event.
+    pub(crate) fn on_event(&mut self, e: &Event) {
+        let sid = e.session_id.as_deref().unwrap_or_default();
+        match &e.payload {
+            Payload::SessionRegister(p) => self.renew(sid, e.seq, p.ttl_ms),
+            Payload::SessionDereg(_) => {
+                self.leases.remove(sid);
+                if let Some(registered_seq) = self.lease_of.remove(sid) {
+                    self.due.clear(&TimerKey::Lease {
+                        session_id: sid.to_string(),
+                        registered_seq,
+                    });
+                }
+            }
+            Payload::LockAcquire(p) => {
+                if let Some(ttl) = p.ttl_ms {
+                    self.set_lock_ttl(
+                        &p.resource,
+                        &p.owner_session,
+                        e.seq,
+                        Instant::now() + Duration::from_millis(ttl),
+                    );
+                }
+            }
+            Payload::LockRelease(p) => {
+                if let Some(t) = self
+                    .lock_ttls
+                    .remove(&(p.resource.clone(), p.owner_session.clone()))
+                {
+                    self.due.clear(&t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set_lock_ttl(&mut self, resource: &str, session_id: &str, acquired_seq: u64, at: Instant) {
+        let key = TimerKey::LockTtl {
+            resource: resource.to_string(),
+            session_id: session_id.to_string(),
+            acquired_seq,
+        };
+        let holder = (resource.to_string(), session_id.to_string());
+        if let Some(old) = self.lock_ttls.insert(holder, key.clone()) {
+            self.due.clear(&old);
+        }
+        self.due.set(key, at);
+    }
+
+    /// After a restart: every lease gets a fresh TTL (renewals are not
+    /// logged, so the last one is unknown), lock TTLs resume from their
+    /// grant time (the daemon's clock, `acquired_at`).
+    pub(crate) fn restore(&mut self, state: &State) {
+        let now_wall = Timestamp::now().as_millis();
+        let now = Instant::now();
+        for s in state.view.sessions.values() {
+            self.renew(&s.session_id, s.registered_seq, s.ttl_ms);
+        }
+        for l in state.view.locks.values() {
+            for h in &l.holders {
+                if let Some(ttl) = h.ttl_ms {
+                    let left = h.acquired_at.plus_ms(ttl).as_millis() - now_wall;
+                    self.set_lock_ttl(
+                        &l.resource,
+                        &h.session_id,
+                        h.acquired_seq,
+                        now + Duration::from_millis(left.max(0) as u64),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every live session's lease as the writer holds it: renewals are not
+/// events, so this, not the view, knows when a lease was last renewed.
+/// Written only through [`Timers`]; read by the API.
+#[derive(Default)]
+pub struct Leases {
+    map: Mutex<HashMap<String, Lease>>,
+}
+
+impl Leases {
+    /// The lease of `session_id`, if it is live.
+    pub fn get(&self, session_id: &str) -> Option<Lease> {
+        self.map.lock().ok()?.get(session_id).cloned()
+    }
+
+    fn renew(&self, session_id: &str, ttl_ms: u64) {
+        let now = Timestamp::now();
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(
+                session_id.to_string(),
+                Lease {
+                    renewed_at: now,
+                    expires_at: now.plus_ms(ttl_ms),
+                },
+            );
+        }
+    }
+
+    fn remove(&self, session_id: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(session_id);
+        }
+    }
+}
+
+/// Bare lease renewals, noted by the writer for the lifecycle manager
+/// (they are not events). Holds at most one entry per session.
+#[derive(Default)]
+pub struct Renewals {
+    seen: Mutex<HashMap<String, i64>>,
+    pub(crate) notify: Notify,
+}
+
+impl Renewals {
+    /// Notes a renewal of `session_id` now.
+    pub fn note(&self, session_id: &str) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(session_id.to_string(), Timestamp::now().as_millis());
+        }
+        self.notify.notify_one();
+    }
+
+    /// Takes every renewal noted since the last call (ms since the epoch,
+    /// by session).
+    pub(crate) fn take(&self) -> HashMap<String, i64> {
+        self.seen
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+}
