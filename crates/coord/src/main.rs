@@ -5,7 +5,9 @@
 //! (`docs/PROTOCOL.md` §11). Logic about sessions, locks and the log lives
 //! in the library crates, never here.
 
+mod args;
 mod cli;
+mod cmd;
 mod follow;
 mod output;
 mod paths;

@@ -279,3 +279,20 @@ pub fn render(e: &Event) -> String {
         coord_client::render_event(e)
     )
 }
+
+/// Prints a write's answer: its JSON, or `WHAT (seq N)`.
+pub fn print_write(
+    as_json: bool,
+    w: &coord_proto::api::WriteResponse,
+    what: &str,
+) -> anyhow::Result<std::process::ExitCode> {
+    if as_json {
+        json(w)?;
+    } else {
+        match w.seq {
+            Some(seq) => line(&format!("{what} (seq {seq})"))?,
+            None => line(&format!("{what} (nothing to append)"))?,
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -16,7 +16,7 @@
 //! wrapper dies with CMD: it exits with CMD's status. An agent is thus
 //! never left running, registered to nobody, without being told.
 
-use crate::cli::{new_token, SessionAbout};
+use crate::args::{new_token, SessionAbout};
 use crate::output::{code, Exit};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;

@@ -153,12 +153,26 @@ fn twenty_agents_coordinate_and_a_killed_one_hands_its_locks_on() {
         .iter()
         .position(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == "agent-00")
         .expect("victim dereg");
-    assert_eq!(
-        events[dereg]["payload"]["reason"], "process_exited",
+    // Its pidfd (source lifecycle) and its wrapper's dereg with the exit
+    // status (source api) race; on a loaded machine either may land first,
+    // and both record the SIGKILL.
+    let how = (
+        events[dereg]["payload"]["reason"].as_str(),
+        events[dereg]["source"].as_str(),
+    );
+    assert!(
+        matches!(
+            how,
+            (Some("process_exited"), Some("lifecycle")) | (Some("explicit"), Some("api"))
+        ),
         "{}",
         events[dereg]
     );
-    assert_eq!(events[dereg]["source"], "lifecycle");
+    assert_eq!(
+        events[dereg]["payload"]["exit_code"], 137,
+        "{}",
+        events[dereg]
+    );
     let rel = events[..dereg]
         .iter()
         .rposition(|e| {

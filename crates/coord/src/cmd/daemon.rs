@@ -1,0 +1,129 @@
+//! `coord daemon`: the daemon in the foreground, configured from flags.
+
+use crate::args::*;
+use crate::output::{code, Exit};
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub(crate) struct DaemonArgs {
+    /// The SQLite store [default: $XDG_DATA_HOME/coord/coord.db].
+    #[arg(long, env = "COORD_STORE")]
+    store: Option<PathBuf>,
+    /// Commit durability: normal (survives a crash of the daemon) or full (fsync every commit).
+    #[arg(long, default_value = "normal")]
+    sync: String,
+    /// Keep at least the last N events when compacting.
+    #[arg(long)]
+    keep_events: Option<u64>,
+    /// Keep at least the events of the last D days when compacting.
+    #[arg(long)]
+    keep_days: Option<u64>,
+    /// Snapshot (and compact) every N events.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Append a session.heartbeat for every renewal, not only phase changes.
+    #[arg(long)]
+    log_heartbeats: bool,
+    /// Most connections (event streams included) served at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Recent events kept in memory for live subscribers; slower ones read
+    /// the store.
+    #[arg(long, default_value_t = 8_192)]
+    ring_events: usize,
+    /// Bridge this legacy coord root into the log (sessions, locks, inbox
+    /// files and dispatch orders become events).
+    #[arg(long)]
+    legacy_root: Option<PathBuf>,
+    /// How the bridge sees changes: watch (inotify) or poll.
+    #[arg(long, default_value = "watch", value_parser = ["watch", "poll"])]
+    legacy_mode: String,
+    /// Rescan interval of the bridge when polling.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    legacy_interval: Duration,
+    /// Lease of bridged sessions (renewed by their heartbeats).
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    legacy_ttl: Duration,
+    /// Keep DIR a legacy-layout copy of the view (may be the --legacy-root:
+    /// bridged objects are left to their own writers, so nothing feeds back).
+    #[arg(long)]
+    export_legacy: Option<PathBuf>,
+    /// Forward the reports of top-level sessions (whose parent is not a
+    /// session here) to the daemon on this socket, fire-and-forget.
+    #[arg(long)]
+    parent_socket: Option<PathBuf>,
+    /// Lifecycle: a session with no activity for this long is idle.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    idle_after: Duration,
+    /// Lifecycle: a session without a heartbeat for this percentage of its
+    /// lease is stale.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    stale_after_pct: u8,
+    /// Lifecycle: probe tmux sessions and activity files this often (only
+    /// while such sessions exist).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    probe_interval: Duration,
+    /// tmux server socket name for liveness probes (tmux -L NAME).
+    #[arg(long)]
+    tmux_socket: Option<String>,
+}
+
+pub(crate) async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Result<ExitCode> {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object per log line, for log shippers.
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    let store = args.store.unwrap_or_else(coord_daemon::default_store_path);
+    let mut config = coord_daemon::Config::new(store, socket);
+    config.sync = args
+        .sync
+        .parse()
+        .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?;
+    config.retention = coord_store::Retention {
+        keep_events: args.keep_events,
+        keep_ms: args.keep_days.map(|d| d.saturating_mul(86_400_000)),
+    };
+    config.snapshot_every = args.snapshot_every;
+    config.log_heartbeats = args.log_heartbeats;
+    config.max_connections = args.max_connections;
+    config.ring_capacity = args.ring_events.max(1);
+    config.export_legacy = args.export_legacy;
+    config.parent_socket = args.parent_socket;
+    config.lifecycle.thresholds = coord_daemon::Thresholds {
+        idle_after_ms: ms(args.idle_after).max(1),
+        stale_after_pct: args.stale_after_pct,
+        probe_interval_ms: ms(args.probe_interval).max(1),
+    };
+    config.lifecycle.runtime = std::sync::Arc::new(coord_daemon::probes::HostRuntime {
+        tmux_socket: args.tmux_socket,
+    });
+    if let Some(root) = args.legacy_root {
+        config.legacy = Some(coord_daemon::BridgeConfig {
+            root,
+            mode: args
+                .legacy_mode
+                .parse()
+                .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?,
+            poll_interval: args.legacy_interval,
+            ttl_ms: ms(args.legacy_ttl).max(coord_proto::MIN_SESSION_TTL_MS),
+        });
+    }
+    let shutdown = shutdown_signal()?;
+    coord_daemon::run(config, shutdown)
+        .await
+        .context("the daemon could not start")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,91 @@
+//! `coord events`: follow the log, as text or JSON lines.
+
+use crate::output::{self, code, Exit};
+use anyhow::{anyhow, Result};
+use clap::Args;
+use coord_client::{enc, Client};
+use coord_proto::api::StreamItem;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub(crate) struct EventsArgs {
+    /// Where to start: a seq (events after it), start, or now.
+    #[arg(long, default_value = "now")]
+    since: String,
+    /// Only kinds matching these globs (repeatable): --kind 'lock.*'.
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// Only events about this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Only events about this resource.
+    #[arg(long)]
+    resource: Option<String>,
+    /// Start with a snapshot of the view.
+    #[arg(long)]
+    snapshot: bool,
+    /// json (one event per line, as the daemon sends it) or text; --json
+    /// is the same as --format json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// Stop at the current head instead of following.
+    #[arg(long)]
+    no_follow: bool,
+    /// When the daemon goes away, wait for it and resume after the last
+    /// event [default: on when stdout is a terminal].
+    #[arg(long, overrides_with = "no_reconnect")]
+    reconnect: bool,
+    /// Exit (code 3) when the daemon goes away.
+    #[arg(long)]
+    no_reconnect: bool,
+}
+
+pub(crate) async fn events(base: &Client, args: EventsArgs, json: bool) -> Result<ExitCode> {
+    let text = args.format == "text" && !json;
+    let since: crate::follow::Since = args
+        .since
+        .parse()
+        .map_err(|e: String| anyhow!(Exit(code::USAGE, format!("--since {e}"))))?;
+    let reconnect = if args.no_reconnect {
+        false
+    } else {
+        args.reconnect || std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
+    let mut q = Vec::new();
+    if !args.kinds.is_empty() {
+        q.push(format!("kinds={}", enc(&args.kinds.join(","))));
+    }
+    if let Some(s) = &args.session {
+        q.push(format!("session={}", enc(s)));
+    }
+    if let Some(r) = &args.resource {
+        q.push(format!("resource={}", enc(r)));
+    }
+    let mut stream = crate::follow::Follower::new(base.clone(), since, q.join("&"))
+        .with_snapshot(args.snapshot)
+        .with_follow(!args.no_follow)
+        .with_reconnect(reconnect);
+    while let Some(line) = stream.next().await? {
+        match line.item {
+            Err(body) => {
+                return Err(anyhow!(coord_client::ClientError::Api {
+                    status: 200,
+                    body
+                }))
+            }
+            Ok(item) if !text => {
+                let _ = item;
+                output::line(std::str::from_utf8(&line.raw).unwrap_or_default())?;
+            }
+            Ok(StreamItem::Event(e)) => output::line(&output::render(&e))?,
+            Ok(StreamItem::Snapshot(s)) => output::line(&format!(
+                "snapshot at seq {}: {} sessions, {} locks, {} open orders",
+                s.seq,
+                s.view.sessions.len(),
+                s.view.locks.len(),
+                s.view.orders.len()
+            ))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,136 @@
+//! `coord sentinel`: a source, a sink, and one observation per event.
+
+use crate::args::*;
+use crate::output::{code, Exit};
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use coord_client::Client;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub(crate) struct SentinelArgs {
+    /// Where events come from: fs-poll (scan a legacy root on a timer),
+    /// fs-watch (rescan it when inotify reports a change) or event-manager
+    /// (the daemon's log).
+    #[arg(long, env = "SENTINEL_SOURCE", default_value = "event-manager",
+          value_parser = ["fs-poll", "fs-watch", "event-manager"])]
+    source: String,
+    /// The legacy coord root (fs-poll, fs-watch).
+    #[arg(long)]
+    coord_root: Option<PathBuf>,
+    /// jsonl:PATH, stdout or exec:CMD.
+    #[arg(long, default_value = "stdout")]
+    sink: String,
+    /// Pause between polls that found nothing [default: 2s for fs-poll].
+    /// fs-watch and event-manager wait for changes instead; fs-watch uses
+    /// it as its fallback polling interval.
+    #[arg(long, value_parser = duration)]
+    interval: Option<Duration>,
+    /// Cursor file of the event-manager source [default: one per log,
+    /// $XDG_STATE_HOME/coord/sentinel-<log_id>.cursor]. A cursor saved from
+    /// another log is refused.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Most events taken per poll.
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Only observe kinds matching these globs (repeatable): --kind 'lock.*'.
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+}
+
+/// The event-manager cursor file of the log `log_id`: one per log, so
+/// sentinels of two daemons never share a cursor.
+pub(crate) fn default_state_file(log_id: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local").join("state"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("coord").join(format!("sentinel-{log_id}.cursor"))
+}
+
+pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
+    use coord_sentinel::sentinel::run;
+    use coord_sentinel::{EventManagerSource, FsPollSource, FsWatchSource, Sink, SinkSpec};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let spec: SinkSpec = args
+        .sink
+        .parse()
+        .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?;
+    let mut sink = Sink::open(&spec)
+        .await
+        .with_context(|| format!("opening the sink {}", args.sink))?;
+    let shutdown = shutdown_signal()?;
+    let root = || {
+        let root = args.coord_root.clone().ok_or_else(|| {
+            anyhow!(Exit(
+                code::USAGE,
+                format!("--source {} needs --coord-root DIR", args.source)
+            ))
+        })?;
+        if !root.is_dir() {
+            eprintln!(
+                "coord sentinel: warning: --coord-root {} does not exist or is not a directory; it reads as empty until it appears",
+                root.display()
+            );
+        }
+        Ok::<_, anyhow::Error>(root)
+    };
+    match args.source.as_str() {
+        "fs-watch" => {
+            let mut src = FsWatchSource::new(root()?)
+                .with_poll_interval(args.interval.unwrap_or(Duration::from_secs(2)));
+            if let Some(n) = args.max_batch {
+                src = src.with_max_batch(n);
+            }
+            run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
+        }
+        "fs-poll" => {
+            let mut src = FsPollSource::new(root()?);
+            if let Some(n) = args.max_batch {
+                src = src.with_max_batch(n);
+            }
+            let interval = args.interval.unwrap_or(Duration::from_secs(2));
+            run(&mut src, &mut sink, interval, &args.kinds, shutdown).await?;
+        }
+        _ => {
+            let log_id = base.status().await?.log_id;
+            let state = args
+                .state_file
+                .unwrap_or_else(|| default_state_file(&log_id));
+            eprintln!(
+                "coord sentinel: following log {log_id} at {}; cursor in {}",
+                base.socket().display(),
+                state.display()
+            );
+            let kinds: Vec<&str> = args.kinds.iter().map(String::as_str).collect();
+            let mut src = EventManagerSource::new(base, &state)?
+                .with_log_id(&log_id)
+                .map_err(|e| anyhow!(Exit(code::COMPACTED, e.to_string())))?;
+            if !kinds.is_empty() {
+                src = src.with_kinds(&kinds);
+            }
+            if let Some(n) = args.max_batch {
+                src = src.with_max_batch(n);
+            }
+            run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
+            // Everything returned was handled: remember it.
+            src.save()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
