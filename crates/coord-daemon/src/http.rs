@@ -2,7 +2,7 @@
 //! answers. Everything a request carries is checked here or in coord-core
 //! before it reaches the writer.
 
-use crate::api::App;
+use crate::app::App;
 use crate::tokens;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};

@@ -184,3 +184,88 @@ impl Hub {
             .collect()
     }
 }
+
+/// A reader of the committed log from a cursor: the one way the daemon
+/// follows its own log (event streams, `dispatch/next`, the lifecycle
+/// manager, the report forwarder). It holds no events of its own: each
+/// call copies at most one batch out of the ring (or the store, for a
+/// reader that fell behind) and moves the cursor past it.
+///
+/// Cancel-safe: the cursor moves only when a call returns a batch, so a
+/// dropped call loses nothing and the next one reads the same events.
+pub struct LogCursor<L> {
+    hub: Arc<Hub>,
+    store: L,
+    head: watch::Receiver<u64>,
+    after: u64,
+    upto: Option<u64>,
+}
+
+impl<L: EventLog> LogCursor<L> {
+    /// A cursor after `after` (0: from the start of the log).
+    pub fn new(hub: &Arc<Hub>, store: L, after: u64) -> Self {
+        LogCursor {
+            head: hub.watch(),
+            hub: hub.clone(),
+            store,
+            after,
+            upto: None,
+        }
+    }
+
+    /// Stops at `upto`: [`LogCursor::next`] answers `None` once there.
+    pub fn until(mut self, upto: u64) -> Self {
+        self.upto = Some(upto);
+        self
+    }
+
+    /// The seq of the last event handed out.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// Moves the cursor to `seq` (after a resync, or to skip past events
+    /// a reader gave up on).
+    pub fn seek(&mut self, seq: u64) {
+        self.after = seq;
+    }
+
+    /// The next batch of committed events, waiting for one. `None` when
+    /// the `until` bound is reached or the hub is gone (the daemon stops).
+    ///
+    /// # Errors
+    /// [`HubError::Compacted`] when retention removed events not yet read;
+    /// [`HubError::Store`] when the store fails.
+    pub async fn next(&mut self) -> Result<Option<Vec<Arc<Published>>>, HubError> {
+        loop {
+            if self.upto.is_some_and(|u| self.after >= u) {
+                return Ok(None);
+            }
+            let head = *self.head.borrow_and_update();
+            if self.after >= head {
+                if self.head.changed().await.is_err() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let batch = self.next_ready().await?;
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+        }
+    }
+
+    /// The next batch without waiting: empty at the head (or the bound).
+    ///
+    /// # Errors
+    /// As [`LogCursor::next`].
+    pub async fn next_ready(&mut self) -> Result<Vec<Arc<Published>>, HubError> {
+        let head = self.hub.head();
+        let limit = self.upto.map_or(head, |u| u.min(head));
+        let batch = self.hub.read_after(&self.store, self.after, limit).await?;
+        if let Some(last) = batch.last() {
+            self.after = last.event.seq;
+        }
+        Ok(batch)
+    }
+}

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod app;
 mod bridge;
 mod config;
 mod deadline;

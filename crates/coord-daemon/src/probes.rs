@@ -3,12 +3,73 @@
 //! transcript). Each answers for one session and keeps no state; the
 //! manager decides what the answers mean.
 
-use crate::lifecycle::{Activity, Agent, BoxFuture, ProbeError, Runtime};
 use coord_proto::view::Session;
 use coord_proto::Timestamp;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::pin::Pin;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// A boxed future, so the probe traits stay object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A probe that could not answer (the tmux binary is missing, a
+/// transcript is unreadable, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{probe} probe failed: {message}")]
+pub struct ProbeError {
+    /// Which probe (`tmux`, `process`, `activity_file`, `transcript`).
+    pub probe: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ProbeError {
+    /// A probe error.
+    pub fn new(probe: &str, message: impl Into<String>) -> Self {
+        ProbeError {
+            probe: probe.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a session's agent runs; answers whether it is still there.
+pub trait Runtime: Send + Sync + 'static {
+    /// `Ok(Some(alive))` when this runtime knows the session, `Ok(None)`
+    /// when it has nothing to say about it (no tmux name, no pid).
+    fn is_alive<'a>(
+        &'a self,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<Option<bool>, ProbeError>>;
+
+    /// Whether the session must be probed on the interval because its
+    /// runtime cannot notify.
+    fn needs_probe(&self, session: &Session) -> bool;
+}
+
+/// What the agent has been doing, as far as a probe can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// When the agent last did something (wall clock, ms).
+    pub at: Timestamp,
+    /// Its transcript ends waiting for a human.
+    pub waiting_for_input: bool,
+}
+
+/// Reads an agent's activity (activity file, transcript).
+pub trait Agent: Send + Sync + 'static {
+    /// The latest activity the probe sees, `Ok(None)` when there is
+    /// nothing to read (no file configured, or not written yet).
+    fn detect_activity<'a>(
+        &'a self,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<Option<Activity>, ProbeError>>;
+
+    /// Whether the session has anything for this agent probe to read.
+    fn needs_probe(&self, session: &Session) -> bool;
+}
 
 /// Longest a `tmux has-session` may take before it counts as a failed
 /// probe.

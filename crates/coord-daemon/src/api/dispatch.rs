@@ -1,0 +1,236 @@
+//! Dispatch orders (PROTOCOL §8, Dispatch orders): issue, list, show,
+//! wait for the next, ack, complete.
+
+use super::*;
+
+pub(crate) async fn issue<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<IssueRequest>,
+) -> ApiResult {
+    if let Some(from) = &req.from_session {
+        require_session(&app, &headers, from).await?;
+    }
+    let order_id = req
+        .order_id
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let c = app
+        .writer
+        .write(write(
+            Command::Issue {
+                order_id: order_id.clone(),
+                assignee: req.assignee,
+                ticket: req.ticket,
+                from_session: req.from_session,
+                payload: req.payload,
+                extra: Default::default(),
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(
+        &c,
+        true,
+        &IssueResponse {
+            seq: c.seq.unwrap_or(0),
+            order_id,
+        },
+    ))
+}
+
+pub(crate) async fn list_orders<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let state = match q.get("state").map(String::as_str) {
+        None | Some("") => None,
+        Some("issued") => Some(OrderState::Issued),
+        Some("acked") => Some(OrderState::Acked),
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "state {other:?}: expected issued or acked (completed orders leave the view)"
+                ),
+            )
+            .with("field", "state"))
+        }
+    };
+    let assignee = q.get("assignee").cloned().filter(|a| !a.is_empty());
+    let r = app
+        .writer
+        .read(move |s| OrdersResponse {
+            seq: s.head,
+            orders: s
+                .view
+                .orders
+                .values()
+                .filter(|o| assignee.as_ref().is_none_or(|a| &o.assignee == a))
+                .filter(|o| state.is_none_or(|st| o.state == st))
+                .cloned()
+                .collect(),
+        })
+        .await?;
+    ok(&r)
+}
+
+pub(crate) async fn get_order<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    check_id("order_id", &id)?;
+    let oid = id.clone();
+    match app
+        .writer
+        .read(move |s| s.view.orders.get(&oid).cloned())
+        .await?
+    {
+        Some(o) => ok(&o),
+        None => Err(order_not_found(&id)),
+    }
+}
+
+pub(crate) fn order_not_found(id: &str) -> ApiError {
+    ApiError::new(ErrorCode::OrderNotFound, format!("no open order {id}")).with("order_id", id)
+}
+
+pub(crate) async fn dispatch_next<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let assignee = q.get("assignee").cloned().unwrap_or_default();
+    check_id("assignee", &assignee)?;
+    let wait_ms = match q.get("wait_ms") {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidField,
+                format!("wait_ms {v:?} is not a number"),
+            )
+            .with("field", "wait_ms")
+        })?,
+    };
+    duration("wait_ms", wait_ms)?;
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut head_rx = app.hub.watch();
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let who = assignee.clone();
+        let (order, head) = app
+            .writer
+            .read(move |s| {
+                let next = s
+                    .view
+                    .orders
+                    .values()
+                    .filter(|o| o.assignee == who && o.state == OrderState::Issued)
+                    .min_by_key(|o| o.issued_seq)
+                    .cloned();
+                (next, s.head)
+            })
+            .await?;
+        if let Some(o) = order {
+            return ok(&o);
+        }
+        // Sleep until an order for this assignee is published.
+        let mut cursor = head;
+        loop {
+            if *head_rx.borrow_and_update() <= cursor {
+                tokio::select! {
+                    r = head_rx.changed() => if r.is_err() { return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")) },
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        return Err(ApiError::new(ErrorCode::Timeout, format!("no order for {assignee} within {wait_ms} ms")));
+                    }
+                    _ = crate::until_shutdown(&mut shutdown) => return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")),
+                }
+                continue;
+            }
+            let upto = app.hub.head();
+            let batch = app
+                .hub
+                .read_after(&app.store, cursor, upto)
+                .await
+                .map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.event.seq;
+            if batch.iter().any(
+                |p| matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee),
+            ) {
+                break;
+            }
+        }
+    }
+}
+
+pub(crate) async fn order_ack<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<AckRequest>,
+) -> ApiResult {
+    let assignee = assignee_of(&app, &headers, &id).await?;
+    let c = app
+        .writer
+        .write(write(
+            Command::AckOrder {
+                order_id: id,
+                session_id: assignee,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+}
+
+pub(crate) async fn order_complete<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CompleteRequest>,
+) -> ApiResult {
+    let assignee = assignee_of(&app, &headers, &id).await?;
+    let c = app
+        .writer
+        .write(write(
+            Command::Complete {
+                order_id: id,
+                session_id: assignee,
+                result: req.result,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+}
+
+/// The order's assignee, after checking the request carries its token.
+pub(crate) async fn assignee_of<L: EventLog + Clone>(
+    app: &App<L>,
+    headers: &HeaderMap,
+    order_id: &str,
+) -> Result<String, ApiError> {
+    check_id("order_id", order_id)?;
+    let oid = order_id.to_string();
+    let assignee = app
+        .writer
+        .read(move |s| s.view.orders.get(&oid).map(|o| o.assignee.clone()))
+        .await?
+        .ok_or_else(|| order_not_found(order_id))?;
+    require_session(app, headers, &assignee)
+        .await
+        .map_err(|e| {
+            if e.0.code() == Some(ErrorCode::BadToken) {
+                ApiError::new(
+                    ErrorCode::NotAssignee,
+                    format!("order {order_id} is assigned to {assignee}; the token is not its"),
+                )
+                .with("assignee", assignee.as_str())
+            } else {
+                e
+            }
+        })?;
+    Ok(assignee)
+}

@@ -1,0 +1,334 @@
+//! The events stream (PROTOCOL §9) and custom `x.*` events: a cursor
+//! and a filter per subscriber, at most one batch held at a time.
+
+use super::*;
+
+pub(crate) async fn custom_event<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CustomEventRequest>,
+) -> ApiResult {
+    if let Some(s) = &req.session_id {
+        require_session(&app, &headers, s).await?;
+    }
+    let body = match req.payload {
+        None => serde_json::Map::new(),
+        Some(serde_json::Value::Object(m)) => m,
+        Some(_) => {
+            return Err(
+                ApiError::new(ErrorCode::InvalidField, "payload must be a JSON object")
+                    .with("field", "payload"),
+            )
+        }
+    };
+    let c = app
+        .writer
+        .write(write(
+            Command::Custom {
+                kind: req.tx_kind,
+                body,
+                session_id: req.session_id,
+                resource: req.resource,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+}
+
+/// What a subscriber wants to see.
+pub(crate) struct Filter {
+    kinds: Vec<String>,
+    session: Option<String>,
+    resource: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, p: &Published) -> bool {
+        let e = &p.event;
+        if !self.kinds.is_empty() && !self.kinds.iter().any(|k| ids::glob_match(k, e.kind())) {
+            return false;
+        }
+        if let Some(r) = &self.resource {
+            if e.resource.as_deref() != Some(r.as_str()) {
+                return false;
+            }
+        }
+        if let Some(s) = &self.session {
+            if e.session_id.as_deref() != Some(s.as_str()) && !e.payload.sessions().any(|x| x == s)
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+pub(crate) enum Cursor {
+    Start,
+    Now,
+    After(u64),
+}
+
+pub(crate) fn parse_cursor(v: &str) -> Result<Cursor, ApiError> {
+    match v.trim() {
+        "start" => Ok(Cursor::Start),
+        "now" | "" => Ok(Cursor::Now),
+        n => n.parse::<u64>().map(Cursor::After).map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadCursor,
+                format!("cursor {n:?}: expected a seq number, start or now"),
+            )
+        }),
+    }
+}
+
+pub(crate) async fn events<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let sse = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let cursor = match last_event_id.or_else(|| q.get("since").cloned()) {
+        Some(v) => parse_cursor(&v)?,
+        None => Cursor::Now,
+    };
+    let flag = |name: &str| -> Result<Option<bool>, ApiError> {
+        match q.get(name).map(String::as_str) {
+            None => Ok(None),
+            Some("true" | "1" | "") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(v) => Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("{name}={v:?}: expected true or false"),
+            )
+            .with("field", name)),
+        }
+    };
+    if let Some(theirs) = q.get("log_id").filter(|v| !v.is_empty()) {
+        if *theirs != app.log_id {
+            return Err(ApiError::new(
+                ErrorCode::LogMismatch,
+                format!(
+                    "the cursor belongs to log {theirs}, this daemon serves log {}: its seqs mean nothing here; re-sync with since=start (or snapshot=true) and save the new log_id",
+                    app.log_id
+                ),
+            )
+            .with("log_id", app.log_id.as_str()));
+        }
+    }
+    let want_snapshot = flag("snapshot")?.unwrap_or(false);
+    let follow = flag("follow")?.unwrap_or(true);
+    let filter = Filter {
+        kinds: q
+            .get("kinds")
+            .map(|k| {
+                k.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        session: q.get("session").cloned().filter(|s| !s.is_empty()),
+        resource: q
+            .get("resource")
+            .filter(|s| !s.is_empty())
+            .map(|r| ids::normalize_resource(r)),
+    };
+
+    let mut first: Option<Bytes> = None;
+    let start = if want_snapshot {
+        let snap = app
+            .writer
+            .read(|s| Snapshot {
+                seq: s.head,
+                view: s.view.clone(),
+            })
+            .await?;
+        let json =
+            serde_json::to_string(&serde_json::json!({ "snapshot": &snap })).unwrap_or_default();
+        first = Some(if sse {
+            Bytes::from(format!("event: snapshot\ndata: {json}\n\n"))
+        } else {
+            Bytes::from(format!("{json}\n"))
+        });
+        snap.seq
+    } else {
+        let (oldest, _) = app
+            .store
+            .bounds()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+        match cursor {
+            Cursor::Start => oldest.saturating_sub(1),
+            Cursor::Now => app.hub.head(),
+            Cursor::After(n) => {
+                // Checked before compaction: a cursor past the head (from
+                // another log, or u64::MAX) must not read as "compacted".
+                let head = app.hub.head();
+                if n > head {
+                    return Err(ApiError::new(
+                        ErrorCode::CursorAhead,
+                        format!(
+                            "since={n} is past the head of this log (seq {head}, log {}): the cursor was saved from another log or the log was replaced; re-sync with since=start or snapshot=true",
+                            app.log_id
+                        ),
+                    )
+                    .with("head_seq", head)
+                    .with("log_id", app.log_id.as_str()));
+                }
+                if n.saturating_add(1) < oldest {
+                    return Err(ApiError::new(
+                        ErrorCode::Compacted,
+                        format!(
+                            "events after {n} were compacted; the oldest retained is {oldest}: re-sync with snapshot=true"
+                        ),
+                    )
+                    .with("oldest_seq", oldest));
+                }
+                n
+            }
+        }
+    };
+    let upto = (!follow).then(|| app.hub.head());
+    let sub = Subscription {
+        guard: app.hub.subscriber(),
+        head_rx: app.hub.watch(),
+        shutdown: app.shutdown.clone(),
+        app,
+        cursor: start,
+        upto,
+        filter,
+        sse,
+        first,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+        sub.next_chunk()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), sub))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let ct = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static(ct),
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    Ok(resp)
+}
+
+/// One open events stream: a cursor and a filter; it holds at most one
+/// batch at a time and reads only when the client has taken the last.
+pub(crate) struct Subscription<L> {
+    app: Arc<App<L>>,
+    guard: crate::hub::SubscriberGuard,
+    head_rx: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    cursor: u64,
+    upto: Option<u64>,
+    filter: Filter,
+    sse: bool,
+    first: Option<Bytes>,
+    done: bool,
+}
+
+impl<L: EventLog + Clone> Subscription<L> {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let _ = &self.guard;
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            let head = *self.head_rx.borrow_and_update();
+            let limit = self.upto.map_or(head, |u| u.min(head));
+            if self.cursor >= limit {
+                if self.upto.is_some_and(|u| self.cursor >= u) {
+                    return None;
+                }
+                tokio::select! {
+                    r = self.head_rx.changed() => if r.is_err() { return None },
+                    _ = self.shutdown.changed() => return None,
+                }
+                continue;
+            }
+            match self
+                .app
+                .hub
+                .read_after(&self.app.store, self.cursor, limit)
+                .await
+            {
+                Ok(batch) => {
+                    let matching: Vec<&Arc<Published>> =
+                        batch.iter().filter(|p| self.filter.matches(p)).collect();
+                    if let Some(last) = batch.last() {
+                        self.cursor = last.event.seq;
+                    }
+                    // The common live case, one NDJSON event: send the shared
+                    // line itself, no copy.
+                    if let ([one], false) = (matching.as_slice(), self.sse) {
+                        return Some(one.line.clone());
+                    }
+                    let mut buf = BytesMut::new();
+                    for p in matching {
+                        if self.sse {
+                            buf.put_slice(
+                                format!("id: {}\nevent: {}\ndata: ", p.event.seq, p.event.kind())
+                                    .as_bytes(),
+                            );
+                            buf.put_slice(&p.json());
+                            buf.put_slice(b"\n\n");
+                        } else {
+                            buf.put_slice(&p.line);
+                        }
+                    }
+                    if !buf.is_empty() {
+                        return Some(buf.freeze());
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    let msg = match &e {
+                        HubError::Compacted { oldest } => format!(
+                            "the subscriber fell behind retention at seq {}; the oldest retained is {oldest}: re-sync with snapshot=true",
+                            self.cursor
+                        ),
+                        HubError::Store(s) => s.clone(),
+                    };
+                    let mut body = coord_proto::ErrorBody::new(e.code(), msg);
+                    if let HubError::Compacted { oldest } = e {
+                        body = body.with("oldest_seq", oldest);
+                    }
+                    let json = serde_json::to_string(&body).unwrap_or_default();
+                    return Some(Bytes::from(if self.sse {
+                        format!("event: error\ndata: {json}\n\n")
+                    } else {
+                        format!("{json}\n")
+                    }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Inboxes (PROTOCOL §8, Inbox): send, list, read by id, ack.
+
+use super::*;
+
+pub(crate) async fn send<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(to): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<SendRequest>,
+) -> ApiResult {
+    check_id("to_session", &to)?;
+    if req.body.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message body is {} bytes, at most {MAX_MESSAGE_BYTES}",
+                req.body.len()
+            ),
+        )
+        .with("limit", MAX_MESSAGE_BYTES));
+    }
+    if let Some(from) = &req.from_session {
+        require_session(&app, &headers, from).await?;
+    }
+    let msg_id = req.msg_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let mut w = write(
+        Command::Deliver {
+            to_session: to,
+            msg_id: msg_id.clone(),
+            kind: req.kind.unwrap_or_else(|| "message".into()),
+            from_session: req.from_session,
+            size: req.body.len() as u64,
+            extra: Default::default(),
+        },
+        req.tx_id,
+        req.ts,
+    );
+    w.extras.body = Some(req.body);
+    let c = app.writer.write(w).await?;
+    Ok(written(
+        &c,
+        true,
+        &SendResponse {
+            seq: c.seq.unwrap_or(0),
+            msg_id,
+        },
+    ))
+}
+
+pub(crate) async fn inbox_list<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_session(&app, &headers, &id).await?;
+    let r = app
+        .writer
+        .read(move |s| InboxResponse {
+            seq: s.head,
+            messages: s.view.inboxes.get(&id).cloned().unwrap_or_default(),
+        })
+        .await?;
+    ok(&r)
+}
+
+pub(crate) async fn inbox_read<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path((id, msg)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_session(&app, &headers, &id).await?;
+    check_id("msg_id", &msg)?;
+    let (sid, mid) = (id.clone(), msg.clone());
+    let found: Option<Message> = app
+        .writer
+        .read(move |s| {
+            s.view
+                .inboxes
+                .get(&sid)
+                .and_then(|inbox| inbox.iter().find(|m| m.msg_id == mid).cloned())
+        })
+        .await?;
+    let Some(mut m) = found else {
+        return Err(ApiError::new(
+            ErrorCode::MessageNotFound,
+            format!("no unacked message {msg} in the inbox of {id}"),
+        )
+        .with("msg_id", msg));
+    };
+    let body = app
+        .store
+        .attachment(&body_key(&id, &msg))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    m.body = Some(String::from_utf8_lossy(&body.unwrap_or_default()).into_owned());
+    ok(&m)
+}
+
+pub(crate) async fn inbox_ack<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path((id, msg)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<AckRequest>,
+) -> ApiResult {
+    require_session(&app, &headers, &id).await?;
+    let c = app
+        .writer
+        .write(write(
+            Command::AckMessage {
+                session_id: id,
+                msg_id: msg,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+}

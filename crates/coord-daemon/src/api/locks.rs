@@ -1,0 +1,246 @@
+//! Locks (PROTOCOL §8, Locks; §7.2): acquire (waiting in the queue with
+//! its cancel-on-disconnect guard), release, list, and the fencing check.
+
+use super::*;
+
+pub(crate) async fn list_locks<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+    let r = app
+        .writer
+        .read(|s| LocksResponse {
+            seq: s.head,
+            locks: s.view.locks.values().cloned().collect(),
+        })
+        .await?;
+    ok(&r)
+}
+
+/// Cancels a queued wait if the handler is dropped (client gone) before
+/// it learned the outcome.
+pub(crate) struct CancelOnDrop {
+    writer: WriterHandle,
+    resource: String,
+    session_id: String,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.writer.spawn_write(write(
+                Command::CancelWait {
+                    resource: self.resource.clone(),
+                    session_id: self.session_id.clone(),
+                    reason: WaitCancelReason::Timeout,
+                },
+                None,
+                None,
+            ));
+        }
+    }
+}
+
+pub(crate) async fn acquire<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(mut req): JsonBody<AcquireRequest>,
+) -> ApiResult {
+    require_session(&app, &headers, &req.session_id).await?;
+    req.resource = ids::normalize_resource(&req.resource);
+    duration("wait_ms", req.wait_ms)?;
+    let started = Instant::now();
+    let cmd = Command::Acquire {
+        session_id: req.session_id.clone(),
+        resource: req.resource.clone(),
+        mode: req.mode,
+        ttl_ms: req.ttl_ms,
+        wait: req.wait_ms > 0,
+        extra: Default::default(),
+    };
+    let (tx, mut rx) = oneshot::channel();
+    let mut w = write(cmd.clone(), req.tx_id, req.ts);
+    w.extras.wait = Some(tx);
+    let mut c = app.writer.write(w).await?;
+    if c.replayed && matches!(c.reply, Reply::Waiting) {
+        // The original request waited and is gone; ask afresh so this
+        // request is the one told of the grant.
+        let (tx, rx2) = oneshot::channel();
+        rx = rx2;
+        let mut w = write(cmd, None, req.ts);
+        w.extras.wait = Some(tx);
+        c = app.writer.write(w).await?;
+    }
+    let granted = |seq: u64, already: bool| {
+        written(
+            &c,
+            false,
+            &AcquireResponse {
+                seq,
+                fencing_token: seq,
+                resource: req.resource.clone(),
+                mode: req.mode,
+                already_held: already,
+                waited_ms: started.elapsed().as_millis() as u64,
+            },
+        )
+    };
+    match c.reply {
+        Reply::Granted => return Ok(granted(c.seq.unwrap_or(0), false)),
+        Reply::AlreadyHeld { acquired_seq } => return Ok(granted(acquired_seq, true)),
+        Reply::Waiting | Reply::AlreadyWaiting => {}
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                format!("unexpected answer to an acquire: {other:?}"),
+            ))
+        }
+    }
+    let mut guard = CancelOnDrop {
+        writer: app.writer.clone(),
+        resource: req.resource.clone(),
+        session_id: req.session_id.clone(),
+        armed: true,
+    };
+    let deadline = started + Duration::from_millis(req.wait_ms);
+    let mut shutdown = app.shutdown.clone();
+    let notice = tokio::select! {
+        n = &mut rx => Some(n),
+        _ = tokio::time::sleep_until(deadline.into()) => None,
+        _ = crate::until_shutdown(&mut shutdown) => {
+            return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down; the wait is cancelled"));
+        }
+    };
+    guard.armed = false;
+    match notice {
+        Some(Ok(WaitNotice::Granted(seq))) => Ok(granted(seq, false)),
+        Some(Ok(WaitNotice::Cancelled(WaitCancelReason::OwnerGone))) => Err(ApiError::new(
+            ErrorCode::SessionNotFound,
+            format!(
+                "session {} ended while waiting for {}",
+                req.session_id, req.resource
+            ),
+        )
+        .with("session_id", req.session_id.as_str())),
+        Some(Ok(WaitNotice::Cancelled(_))) => Err(timeout(&req.resource, started)),
+        Some(Err(_)) => Err(ApiError::new(
+            ErrorCode::LockHeld,
+            format!(
+                "another request of session {} now waits for {}; this one gave up",
+                req.session_id, req.resource
+            ),
+        )),
+        None => {
+            // Out of time: leave the queue, unless the grant won the race.
+            let c = app
+                .writer
+                .write(write(
+                    Command::CancelWait {
+                        resource: req.resource.clone(),
+                        session_id: req.session_id.clone(),
+                        reason: WaitCancelReason::Timeout,
+                    },
+                    None,
+                    None,
+                ))
+                .await?;
+            match c.reply {
+                Reply::NotWaiting {
+                    held_seq: Some(seq),
+                } => Ok(granted(seq, false)),
+                _ => Err(timeout(&req.resource, started)),
+            }
+        }
+    }
+}
+
+pub(crate) fn timeout(resource: &str, started: Instant) -> ApiError {
+    ApiError::new(
+        ErrorCode::Timeout,
+        format!(
+            "{resource} was not granted within {} ms; left the queue",
+            started.elapsed().as_millis()
+        ),
+    )
+    .with("resource", resource)
+}
+
+pub(crate) async fn release<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(mut req): JsonBody<ReleaseRequest>,
+) -> ApiResult {
+    req.resource = ids::normalize_resource(&req.resource);
+    if req.force {
+        require_admin(&app, &headers)?;
+    } else {
+        require_session(&app, &headers, &req.session_id).await?;
+    }
+    let c = app
+        .writer
+        .write(write(
+            Command::Release {
+                session_id: req.session_id,
+                resource: req.resource,
+                force: req.force,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+}
+
+/// `GET /v1/locks/check?resource=R&token=T`: whether fencing token T is
+/// still a current grant of R (PROTOCOL §7.2).
+pub(crate) async fn check_lock<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let resource = q.get("resource").ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidField, "resource is required").with("field", "resource")
+    })?;
+    let resource = ids::normalize_resource(resource);
+    ids::check_resource(&resource).map_err(|why| {
+        ApiError::new(ErrorCode::InvalidId, format!("resource {resource:?} {why}"))
+            .with("field", "resource")
+    })?;
+    let token = q
+        .get("token")
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidField, "token is required").with("field", "token")
+        })?
+        .parse::<u64>()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidField,
+                "token must be a fencing token (the seq of a grant)",
+            )
+            .with("field", "token")
+        })?;
+    let r = app
+        .writer
+        .read(move |s| {
+            let holders: Vec<LockCheckHolder> = s
+                .view
+                .locks
+                .get(&resource)
+                .map(|l| {
+                    l.holders
+                        .iter()
+                        .map(|h| LockCheckHolder {
+                            session_id: h.session_id.clone(),
+                            fencing_token: h.acquired_seq,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            LockCheckResponse {
+                seq: s.head,
+                current: holders.iter().any(|h| h.fencing_token == token),
+                resource,
+                token,
+                holders,
+            }
+        })
+        .await?;
+    ok(&r)
+}

@@ -1,0 +1,177 @@
+//! The HTTP handlers of `docs/PROTOCOL.md` §8–9, one module per kind of
+//! request (sessions, pods, locks, inbox, dispatch, events, status). Each turns a request into
+//! a [`Command`] (or a read of the view) and the writer's answer into JSON;
+//! none of them decides what is valid.
+
+use crate::http::{json_response, require_admin, require_session, ApiError, JsonBody};
+use crate::hub::{HubError, Published};
+use crate::pidfd;
+use crate::timers::Leases;
+use crate::tokens;
+use crate::waits::WaitNotice;
+use crate::writer::{body_key, Committed, Extras, Write, WriterHandle};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::{BufMut, Bytes, BytesMut};
+use coord_core::{Command, Reply};
+use coord_proto::api::*;
+use coord_proto::view::{Message, OrderState};
+use coord_proto::{
+    ids, DeregReason, ErrorCode, Payload, Timestamp, WaitCancelReason, DEFAULT_SESSION_TTL_MS,
+    MAX_DURATION_MS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VERSION,
+};
+use coord_store::EventLog;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+mod dispatch;
+mod events;
+mod inbox;
+mod locks;
+mod pods;
+mod sessions;
+mod status;
+
+use dispatch::*;
+use events::*;
+use inbox::*;
+use locks::*;
+use pods::*;
+use sessions::*;
+use status::*;
+
+pub use crate::app::App;
+
+pub(crate) type AppState<L> = State<Arc<App<L>>>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+/// The router of protocol version 1.
+pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status::<L>))
+        .route("/v1/sessions", post(register::<L>).get(list_sessions::<L>))
+        .route("/v1/sessions/{id}", get(get_session::<L>))
+        .route("/v1/sessions/{id}/heartbeat", post(heartbeat::<L>))
+        .route("/v1/sessions/{id}/dereg", post(dereg::<L>))
+        .route("/v1/sessions/{id}/report", post(report::<L>))
+        .route("/v1/locks/delegate", post(delegate::<L>))
+        .route("/v1/locks", get(list_locks::<L>))
+        .route("/v1/locks/acquire", post(acquire::<L>))
+        .route("/v1/locks/release", post(release::<L>))
+        .route("/v1/locks/check", get(check_lock::<L>))
+        .route("/v1/inbox/{id}", post(send::<L>).get(inbox_list::<L>))
+        .route("/v1/inbox/{id}/{msg}", get(inbox_read::<L>))
+        .route("/v1/inbox/{id}/{msg}/ack", post(inbox_ack::<L>))
+        .route("/v1/dispatch", post(issue::<L>).get(list_orders::<L>))
+        .route("/v1/dispatch/next", get(dispatch_next::<L>))
+        .route("/v1/dispatch/{id}", get(get_order::<L>))
+        .route("/v1/dispatch/{id}/ack", post(order_ack::<L>))
+        .route("/v1/dispatch/{id}/complete", post(order_complete::<L>))
+        .route("/v1/events", get(events::<L>).post(custom_event::<L>))
+        .route("/v1/snapshot", get(snapshot::<L>))
+        .route("/v1/admin/export", post(export_legacy::<L>))
+        .fallback(|| async {
+            ApiError::new(
+                ErrorCode::NotFound,
+                "no such endpoint; see docs/PROTOCOL.md",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this path",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            app.log_id.clone(),
+            versions,
+        ))
+        .with_state(app)
+}
+
+/// Adds `Coord-Protocol`, `Coord-Version` and `Coord-Log-Id` to every
+/// answer and refuses a client that speaks another protocol.
+pub(crate) async fn versions(
+    State(log_id): State<String>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let theirs = req
+        .headers()
+        .get("coord-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut resp = match theirs {
+        Some(v) if v.trim() != PROTOCOL_VERSION.to_string() => ApiError::new(
+            ErrorCode::ProtocolMismatch,
+            format!(
+                "daemon speaks protocol {PROTOCOL_VERSION} (coord {VERSION}), client speaks {v}; use the coord binary that matches the daemon"
+            ),
+        )
+        .with("daemon", PROTOCOL_VERSION)
+        .with("client", v)
+        .into_response(),
+        _ => next.run(req).await,
+    };
+    let h = resp.headers_mut();
+    h.insert("coord-protocol", HeaderValue::from(PROTOCOL_VERSION));
+    h.insert("coord-version", HeaderValue::from_static(VERSION));
+    if let Ok(v) = HeaderValue::from_str(&log_id) {
+        h.insert("coord-log-id", v);
+    }
+    resp
+}
+
+pub(crate) fn write(cmd: Command, tx_id: Option<ulid::Ulid>, ts: Option<Timestamp>) -> Write {
+    Write {
+        cmd,
+        source: crate::writer::API.to_string(),
+        tx_id,
+        ts: ts.unwrap_or_else(Timestamp::now),
+        extras: Extras::default(),
+        reply: None,
+    }
+}
+
+/// A write answer: 201 (`created`) or 200, `Coord-Replayed` on a replay.
+pub(crate) fn written<T: serde::Serialize>(c: &Committed, created: bool, body: &T) -> Response {
+    let status = if created && !c.replayed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = json_response(status, body);
+    if c.replayed {
+        resp.headers_mut()
+            .insert("coord-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+pub(crate) fn ok<T: serde::Serialize>(body: &T) -> ApiResult {
+    Ok(json_response(StatusCode::OK, body))
+}
+
+pub(crate) fn check_id(field: &str, v: &str) -> Result<(), ApiError> {
+    ids::check_id(v).map_err(|why| {
+        ApiError::new(ErrorCode::InvalidId, format!("{field} {v:?} {why}")).with("field", field)
+    })
+}
+
+pub(crate) fn duration(field: &str, ms: u64) -> Result<(), ApiError> {
+    if ms > MAX_DURATION_MS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("{field} is at most {MAX_DURATION_MS} ms"),
+        )
+        .with("field", field));
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Pods (PROTOCOL §6.2): a child's report to its parent, and a parent's
+//! delegation of part of its scope.
+
+use super::*;
+
+/// A child's report to its parent. A child of this daemon acts with its
+/// token; a child of another daemon is reported by that daemon's
+/// forwarder with this daemon's admin token (source `peer`).
+pub(crate) async fn report<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ReportRequest>,
+) -> ApiResult {
+    check_id("session_id", &id)?;
+    let sid = id.clone();
+    let local = app
+        .writer
+        .read(move |s| s.view.sessions.contains_key(&sid))
+        .await?;
+    let admin = require_admin(&app, &headers).is_ok();
+    if local && !admin {
+        require_session(&app, &headers, &id).await?;
+    } else if !local && !admin {
+        return Err(ApiError::new(
+            ErrorCode::AdminRequired,
+            format!(
+                "{id} is not a session of this daemon; a report forwarded for it needs the admin token (Coord-Admin-Token)"
+            ),
+        ));
+    }
+    let mut w = write(
+        Command::Report {
+            session_id: id,
+            parent_session: req.parent_session,
+            report: req.report,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    if !local {
+        w.source = crate::writer::PEER.to_string();
+    }
+    let c = app.writer.write(w).await?;
+    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+}
+
+/// `lock.delegate`: the parent (`session_id`, its token) hands part of its
+/// scope to a child.
+pub(crate) async fn delegate<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(mut req): JsonBody<DelegateRequest>,
+) -> ApiResult {
+    require_session(&app, &headers, &req.session_id).await?;
+    req.resource = ids::normalize_resource(&req.resource);
+    let c = app
+        .writer
+        .write(write(
+            Command::Delegate {
+                session_id: req.session_id,
+                resource: req.resource,
+                to_session: req.to_session,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+}

@@ -1,0 +1,241 @@
+//! Sessions and leases (PROTOCOL §8, Sessions): register, list, show,
+//! heartbeat, end. The answers add what only the daemon knows (the
+//! lease, renewals included) and what the queues say (what it waits for).
+
+use super::*;
+
+pub(crate) async fn register<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> ApiResult {
+    check_id("session_id", &req.session_id)?;
+    let token = match req.token.clone() {
+        Some(t) if tokens::acceptable(&t) => t,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "token must be 32-128 characters of A-Za-z0-9_-",
+            )
+            .with("field", "token"))
+        }
+        None => tokens::generate(),
+    };
+    let pidfd = match req.pid {
+        Some(pid) if pid > 0 => match pidfd::open(pid) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(ApiError::new(
+                    ErrorCode::NoSuchProcess,
+                    format!("no process with pid {pid} is running"),
+                )
+                .with("pid", pid))
+            }
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "pidfd_open failed; the session will not be watched");
+                None
+            }
+        },
+        _ => None,
+    };
+    let ttl_ms = req.ttl_ms.unwrap_or(DEFAULT_SESSION_TTL_MS);
+    let mut w = write(
+        Command::Register {
+            session_id: req.session_id.clone(),
+            role: req.role,
+            task: req.task,
+            blob: req.blob.unwrap_or_else(|| serde_json::json!({})),
+            phase: req.phase.unwrap_or_else(|| "starting".into()),
+            pid: req.pid,
+            parent_session: req.parent_session,
+            ttl_ms,
+            probes: coord_core::Probes {
+                tmux: req.tmux,
+                activity_file: req.activity_file,
+                transcript: req.transcript,
+            },
+            expiry: coord_core::ExpiryPolicy {
+                on_expiry: req.on_expiry,
+                kill_grace_ms: req.kill_grace_ms,
+            },
+            extra: Default::default(),
+        },
+        req.tx_id,
+        req.ts,
+    );
+    w.extras.token_hash = Some(tokens::hash(&token));
+    w.extras.pidfd = pidfd;
+    let c = app.writer.write(w).await?;
+    // A replay cannot return a daemon-made token (only its hash is kept);
+    // a client-chosen one is echoed.
+    let token = if c.replayed {
+        req.token.unwrap_or_default()
+    } else {
+        token
+    };
+    Ok(written(
+        &c,
+        true,
+        &RegisterResponse {
+            session_id: req.session_id,
+            token,
+            seq: c.seq.unwrap_or(0),
+            ttl_ms,
+        },
+    ))
+}
+
+pub(crate) async fn list_sessions<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let ended = match q.get("ended").map(String::as_str) {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(v) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("ended={v:?}: expected true or false"),
+            )
+            .with("field", "ended"))
+        }
+    };
+    let leases = app.leases.clone();
+    let r = app
+        .writer
+        .read(move |s| SessionsResponse {
+            seq: s.head,
+            sessions: s
+                .view
+                .sessions
+                .values()
+                .map(|x| with_live_facts(s, &leases, x))
+                .collect(),
+            ended: if ended {
+                s.ended.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+        })
+        .await?;
+    ok(&r)
+}
+
+/// A session as the API shows it: the folded session plus what only the
+/// daemon knows (its lease, renewals included) and what the locks' queues
+/// say about it (what it waits for).
+pub(crate) fn with_live_facts(
+    s: &coord_core::State,
+    leases: &Leases,
+    session: &coord_proto::view::Session,
+) -> coord_proto::view::Session {
+    let mut out = session.clone();
+    out.lease = leases.get(&session.session_id);
+    let mut waiting: Vec<coord_proto::view::WaitingOn> = s
+        .view
+        .locks
+        .values()
+        .filter_map(|l| {
+            l.waiters
+                .iter()
+                .position(|w| w.session_id == session.session_id)
+                .map(|i| coord_proto::view::WaitingOn {
+                    resource: l.resource.clone(),
+                    mode: l.waiters[i].mode,
+                    since: l.waiters[i].since_at,
+                    position: i + 1,
+                })
+        })
+        .collect();
+    waiting.sort_by_key(|w| w.since);
+    out.waiting_on = waiting;
+    out
+}
+
+pub(crate) async fn get_session<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    check_id("session_id", &id)?;
+    let sid = id.clone();
+    let leases = app.leases.clone();
+    let detail = app
+        .writer
+        .read(move |s| {
+            s.view.sessions.get(&sid).map(|session| SessionDetail {
+                session: with_live_facts(s, &leases, session),
+                locks: s
+                    .view
+                    .locks
+                    .values()
+                    .filter(|l| l.holders.iter().any(|h| h.session_id == sid))
+                    .map(|l| l.resource.clone())
+                    .collect(),
+            })
+        })
+        .await?;
+    match detail {
+        Some(d) => ok(&d),
+        None => Err(crate::http::session_gone(&app, &id).await),
+    }
+}
+
+pub(crate) async fn heartbeat<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<HeartbeatRequest>,
+) -> ApiResult {
+    require_session(&app, &headers, &id).await?;
+    let at = req.ts.unwrap_or_else(Timestamp::now);
+    let c = app
+        .writer
+        .write(write(
+            Command::Heartbeat {
+                session_id: id.clone(),
+                phase: req.phase,
+                at,
+                log_always: app.log_heartbeats,
+            },
+            req.tx_id,
+            Some(at),
+        ))
+        .await?;
+    let ttl_ms = app
+        .writer
+        .read(move |s| s.view.sessions.get(&id).map(|s| s.ttl_ms))
+        .await?
+        .unwrap_or(0);
+    Ok(written(
+        &c,
+        false,
+        &HeartbeatResponse { seq: c.seq, ttl_ms },
+    ))
+}
+
+pub(crate) async fn dereg<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<DeregRequest>,
+) -> ApiResult {
+    let reason = if req.force {
+        require_admin(&app, &headers)?;
+        DeregReason::Forced
+    } else {
+        require_session(&app, &headers, &id).await?;
+        DeregReason::Explicit
+    };
+    let c = app
+        .writer
+        .write(write(
+            Command::Dereg {
+                session_id: id,
+                reason,
+                exit_code: req.exit_code,
+            },
+            req.tx_id,
+            req.ts,
+        ))
+        .await?;
+    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+}

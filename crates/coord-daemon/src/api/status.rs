@@ -1,0 +1,88 @@
+//! `GET /v1/status`, `GET /v1/snapshot` and `POST /v1/admin/export`:
+//! what the daemon and its view look like, and the view written out.
+
+use super::*;
+
+pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+    let (sessions, locks) = app
+        .writer
+        .read(|s| (s.view.sessions.len() as u64, s.view.locks.len() as u64))
+        .await?;
+    let (oldest, _) = app
+        .store
+        .bounds()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    let events_by_kind = app
+        .stats
+        .events_by_kind
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    ok(&StatusResponse {
+        version: VERSION.to_string(),
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        log_id: app.log_id.clone(),
+        socket: app.socket.display().to_string(),
+        store: StoreStatus {
+            path: app.store_path.display().to_string(),
+            bytes: app.store.size_bytes(),
+            sync: app.sync.as_str().to_string(),
+        },
+        head_seq: app.hub.head(),
+        oldest_seq: oldest,
+        uptime_ms: app.started.elapsed().as_millis() as u64,
+        subscribers: app.hub.subscriber_count(),
+        sessions,
+        locks,
+        events_by_kind,
+    })
+}
+
+pub(crate) async fn snapshot<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+    let snap = app
+        .writer
+        .read(|s| Snapshot {
+            seq: s.head,
+            view: s.view.clone(),
+        })
+        .await?;
+    ok(&snap)
+}
+
+/// `POST /v1/admin/export`: write the view into a legacy root once.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportRequest {
+    legacy_root: PathBuf,
+}
+
+pub(crate) async fn export_legacy<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ExportRequest>,
+) -> ApiResult {
+    require_admin(&app, &headers)?;
+    if !req.legacy_root.is_absolute() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "legacy_root must be an absolute path",
+        )
+        .with("field", "legacy_root"));
+    }
+    let exporter = coord_legacy::Exporter::new(&req.legacy_root);
+    let (_, r) = crate::export::export_once(exporter, &app.writer, &app.store).await;
+    match r {
+        Ok(rep) => ok(&serde_json::json!({
+            "legacy_root": req.legacy_root,
+            "written": rep.written,
+            "removed": rep.removed,
+            "unchanged": rep.unchanged,
+        })),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("export to {} failed: {e}", req.legacy_root.display()),
+        )),
+    }
+}

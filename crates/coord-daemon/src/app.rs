@@ -1,0 +1,47 @@
+//! [`App`]: everything a request handler can reach (the writer, the hub,
+//! the store for reads, tokens, counters, the shutdown notice). Shared by
+//! `api` (the handlers) and `http` (extraction and authentication).
+
+use crate::hub::Hub;
+use crate::timers::Leases;
+use crate::tokens::TokenCache;
+use crate::writer::{Stats, WriterHandle};
+use coord_store::SyncMode;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Everything a handler can reach.
+pub struct App<L> {
+    /// The writer.
+    pub writer: WriterHandle,
+    /// The fan-out hub.
+    pub hub: Arc<Hub>,
+    /// The store (reads only: catch-up, bodies, tokens).
+    pub store: L,
+    /// Token hashes.
+    pub tokens: Arc<TokenCache>,
+    /// The admin token.
+    pub admin_token: String,
+    /// Where the admin token is written.
+    pub admin_token_path: PathBuf,
+    /// Flips to true when the daemon starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Start time.
+    pub started: Instant,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Store path.
+    pub store_path: PathBuf,
+    /// Sync mode.
+    pub sync: SyncMode,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Log bare heartbeats.
+    pub log_heartbeats: bool,
+    /// Every live session's lease (renewals included).
+    pub leases: Arc<Leases>,
+    /// The store's log identity (`Coord-Log-Id`).
+    pub log_id: String,
+}
