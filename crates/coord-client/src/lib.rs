@@ -520,6 +520,15 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
     }
 }
 
+/// Where a daemon on `socket` keeps its admin token:
+/// `<socket>.admin-token` (mode 0600, PROTOCOL §4). The daemon writes it
+/// there; the CLI and a child daemon's forwarder read it from there.
+pub fn admin_token_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".admin-token");
+    PathBuf::from(p)
+}
+
 /// Percent-encodes a path segment or query value.
 pub fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

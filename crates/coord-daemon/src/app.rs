@@ -10,7 +10,7 @@ use coord_store::SyncMode;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Everything a handler can reach.
 pub struct App<L> {
@@ -27,7 +27,7 @@ pub struct App<L> {
     /// Where the admin token is written.
     pub admin_token_path: PathBuf,
     /// Flips to true when the daemon starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
     /// Start time.
     pub started: Instant,
     /// Socket path.

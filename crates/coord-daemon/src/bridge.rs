@@ -24,7 +24,7 @@ use coord_proto::view::View;
 use coord_proto::{DeregReason, ErrorCode, Payload, Timestamp};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How the bridge learns of changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -206,8 +206,8 @@ async fn foreign(writer: &WriterHandle, change: &Change) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs the bridge until `shutdown` turns true.
-pub async fn run(config: BridgeConfig, writer: WriterHandle, mut shutdown: watch::Receiver<bool>) {
+/// Runs the bridge until `shutdown` is cancelled.
+pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: CancellationToken) {
     let source = config.mode.source();
     let known = match writer.read(|s| seed(&s.view)).await {
         Ok(k) => k,
@@ -227,7 +227,7 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, mut shutdown: watch
     loop {
         let next = tokio::select! {
             r = feed.next() => r,
-            _ = crate::until_shutdown(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         };
         let changes = match next {
             Ok(c) => c,
@@ -284,7 +284,7 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, mut shutdown: watch
         if idle && config.mode == LegacyMode::Poll {
             tokio::select! {
                 _ = tokio::time::sleep(config.poll_interval) => {}
-                _ = crate::until_shutdown(&mut shutdown) => break,
+                _ = shutdown.cancelled() => break,
             }
         }
     }

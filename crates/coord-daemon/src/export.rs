@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Quiet time after a commit before a continuous export runs.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -87,7 +87,7 @@ pub async fn run<L: EventLog + Clone>(
     writer: WriterHandle,
     store: L,
     hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut exporter = Exporter::new(&root);
     let mut head = hub.watch();
@@ -110,7 +110,7 @@ pub async fn run<L: EventLog + Clone>(
         }
         tokio::select! {
             r = head.changed() => if r.is_err() { break },
-            _ = crate::until_shutdown(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
         // Let the burst finish.
         loop {

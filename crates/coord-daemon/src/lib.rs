@@ -56,8 +56,3 @@ pub use config::{default_socket_path, default_store_path, Config};
 pub use lifecycle::{LifecycleConfig, LifecycleHandle, LifecycleManager, Thresholds};
 pub use server::{run, ServeError};
 pub use timers::Renewals;
-
-/// Resolves once the shutdown watch is true (or its sender is gone).
-async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}

@@ -26,7 +26,7 @@
 //! or the manager is stopped.
 
 use crate::deadline::{sleep_until, Deadlines};
-use crate::hub::{Hub, HubError};
+use crate::hub::{Hub, HubError, LogCursor};
 pub use crate::probes::{Activity, Agent, BoxFuture, ProbeError, Runtime};
 use crate::timers::Renewals;
 use crate::writer::{internal, WriterHandle};
@@ -37,9 +37,9 @@ use coord_store::EventLog;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The thresholds between states (PROTOCOL §6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +165,7 @@ impl Default for LifecycleConfig {
 /// The running manager. Dropping it leaves the manager running (it lives
 /// as long as the writer); [`LifecycleHandle::stop`] stops it.
 pub struct LifecycleHandle {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     join: JoinHandle<()>,
 }
 
@@ -173,7 +173,7 @@ impl LifecycleHandle {
     /// Stops the manager and waits until it has: a write it is retrying is
     /// abandoned, nothing else is left half done.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         if let Err(e) = self.join.await {
             tracing::error!(error = %e, "lifecycle manager task failed");
         }
@@ -196,9 +196,10 @@ struct Run<L> {
     config: LifecycleConfig,
     writer: WriterHandle,
     hub: Arc<Hub>,
-    store: L,
+    /// The committed events not yet observed.
+    log: LogCursor<L>,
     renewals: Arc<Renewals>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     sessions: HashMap<String, Tracked>,
     /// When to derive each session's state again (ms), earliest first, so
     /// a wake-up costs the sessions that are due and not every tracked
@@ -207,7 +208,6 @@ struct Run<L> {
     due: Deadlines<i64, String>,
     /// Tracked sessions a probe looks at.
     probed: usize,
-    cursor: u64,
 }
 
 impl LifecycleManager {
@@ -219,32 +219,20 @@ impl LifecycleManager {
         store: L,
         renewals: Arc<Renewals>,
     ) -> LifecycleHandle {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let run = Run {
             config,
             writer,
+            log: LogCursor::new(&hub, store, 0),
             hub,
-            store,
             renewals,
-            stop: stop_rx,
+            stop: stop.clone(),
             sessions: HashMap::new(),
             due: Deadlines::default(),
             probed: 0,
-            cursor: 0,
         };
         let join = tokio::spawn(run.main());
-        LifecycleHandle {
-            stop: stop_tx,
-            join,
-        }
-    }
-}
-
-/// Resolves when [`LifecycleHandle::stop`] is called. A dropped handle is
-/// not a stop: then this never resolves.
-async fn until_stopped(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
+        LifecycleHandle { stop, join }
     }
 }
 
@@ -255,7 +243,7 @@ fn instant_of(ms: i64) -> Instant {
 
 impl<L: EventLog + Clone> Run<L> {
     fn stopped(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.is_cancelled()
     }
 
     async fn main(mut self) {
@@ -283,9 +271,9 @@ impl<L: EventLog + Clone> Run<L> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let mut stop = self.stop.clone();
+            let stop = self.stop.clone();
             tokio::select! {
-                _ = until_stopped(&mut stop) => break,
+                _ = stop.cancelled() => break,
                 r = head.changed() => {
                     if r.is_err() {
                         break;
@@ -346,7 +334,7 @@ impl<L: EventLog + Clone> Run<L> {
             };
             self.track(s, now, last_activity);
         }
-        self.cursor = head;
+        self.log.seek(head);
         let ids: Vec<Session> = self.sessions.values().map(|t| t.session.clone()).collect();
         for s in ids {
             self.check_alive(&s).await;
@@ -397,8 +385,7 @@ impl<L: EventLog + Clone> Run<L> {
     /// Reads every committed event after the cursor. False when stopping.
     async fn follow(&mut self) -> bool {
         loop {
-            let upto = self.hub.head();
-            let batch = match self.hub.read_after(&self.store, self.cursor, upto).await {
+            let batch = match self.log.next_ready().await {
                 Ok(b) => b,
                 Err(HubError::Compacted { .. }) => return self.resync().await,
                 Err(e) => {
@@ -410,7 +397,6 @@ impl<L: EventLog + Clone> Run<L> {
                 return true;
             }
             for p in batch {
-                self.cursor = p.event.seq;
                 self.observe(&p.event).await;
             }
         }
@@ -621,10 +607,9 @@ impl<L: EventLog + Clone> Run<L> {
                 Ok(_) => return,
                 Err(e) if e.code() == Some(ErrorCode::StoreUnavailable) => {
                     tracing::warn!(error = %e.error.message, retry_in_ms = backoff.as_millis() as u64, "lifecycle write failed; retrying");
-                    let mut stop = self.stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = until_stopped(&mut stop) => return,
+                        _ = self.stop.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

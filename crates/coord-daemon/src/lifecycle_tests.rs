@@ -83,7 +83,7 @@ struct Rig {
     renewals: Arc<Renewals>,
     mock: Arc<Mock>,
     // Dropping it would stop the writer.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio_util::sync::CancellationToken,
 }
 
 const TH: Thresholds = Thresholds {

@@ -26,8 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for open connections.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -112,7 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let admin_token = tokens::generate();
-    let admin_token_path = admin_token_path(&socket);
+    let admin_token_path = coord_client::admin_token_path(&socket);
     write_private(&admin_token_path, &admin_token)?;
 
     if socket.exists() {
@@ -125,7 +127,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(io(format!("chmod 600 {}", socket.display())))?;
     tracing::info!(socket = %socket.display(), "listening");
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // One notice for every task: the accept loop, connections, streams,
+    // waits, the bridge, the exporter and the forwarder.
+    let stopping = CancellationToken::new();
+    let background = TaskTracker::new();
     let app = Arc::new(App {
         writer,
         hub,
@@ -133,7 +138,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokens: token_cache,
         admin_token,
         admin_token_path: admin_token_path.clone(),
-        shutdown: shutdown_rx.clone(),
+        shutdown: stopping.clone(),
         started: Instant::now(),
         socket: socket.clone(),
         store_path: config.store.clone(),
@@ -144,31 +149,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         log_id: coord_store::EventLog::log_id(&store).to_string(),
     });
     let router = api::router(app.clone());
-    let exporter = config.export_legacy.clone().map(|root| {
-        tokio::spawn(crate::export::run(
+    if let Some(root) = config.export_legacy.clone() {
+        background.spawn(crate::export::run(
             root,
             app.writer.clone(),
             store.clone(),
             app.hub.clone(),
-            shutdown_rx.clone(),
-        ))
-    });
-    let forwarder = config.parent_socket.clone().map(|parent| {
-        tokio::spawn(crate::forward::run(
+            stopping.clone(),
+        ));
+    }
+    if let Some(parent) = config.parent_socket.clone() {
+        background.spawn(crate::forward::run(
             parent,
             app.writer.clone(),
             store.clone(),
             app.hub.clone(),
-            shutdown_rx.clone(),
-        ))
-    });
-    let bridge = config.legacy.clone().map(|b| {
-        tokio::spawn(crate::bridge::run(
-            b,
-            app.writer.clone(),
-            shutdown_rx.clone(),
-        ))
-    });
+            stopping.clone(),
+        ));
+    }
+    if let Some(b) = config.legacy.clone() {
+        background.spawn(crate::bridge::run(b, app.writer.clone(), stopping.clone()));
+    }
+    background.close();
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
@@ -208,7 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-        let mut stop = shutdown_rx.clone();
+        let stop = stopping.clone();
         conns.spawn(async move {
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
@@ -220,7 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 }
-                _ = crate::until_shutdown(&mut stop) => {
+                _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
@@ -231,7 +233,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!("shutting down");
     drop(listener);
     let _ = std::fs::remove_file(&socket);
-    let _ = shutdown_tx.send(true);
+    stopping.cancel();
     let drained =
         tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -241,34 +243,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
         conns.abort_all();
     }
-    if let Some(e) = exporter {
-        let _ = e.await;
-    }
-    if let Some(b) = bridge {
-        // The bridge stops at the shutdown notice; its last write is
-        // answered because the writer is still running.
-        let _ = b.await;
-    }
-    if let Some(f) = forwarder {
-        let _ = f.await;
-    }
+    // The bridge's last write is answered: the writer still runs.
+    background.wait().await;
     lifecycle.stop().await;
     drop(router);
     drop(app);
-    let _ = writer_stop.send(());
+    writer_stop.cancel();
     if let Err(e) = writer_join.await {
         tracing::error!(error = %e, "writer task failed");
     }
     let _ = std::fs::remove_file(&admin_token_path);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `<socket>.admin-token`.
-fn admin_token_path(socket: &Path) -> PathBuf {
-    let mut p = socket.as_os_str().to_owned();
-    p.push(".admin-token");
-    PathBuf::from(p)
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {

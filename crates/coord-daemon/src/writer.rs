@@ -28,6 +28,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
 /// Most requests committed in one transaction.
@@ -244,7 +245,7 @@ pub async fn load_state<L: EventLog>(store: &L) -> Result<State, String> {
 /// join handle that ends once every handle is dropped and the queue is
 /// drained.
 ///
-/// Sending on the returned `oneshot` stops it: it then refuses new
+/// Cancelling the returned token stops it: it then refuses new
 /// requests, commits what is queued, and leaves a snapshot.
 pub fn spawn<L: EventLog + Clone>(
     state: State,
@@ -253,12 +254,8 @@ pub fn spawn<L: EventLog + Clone>(
     stats: Arc<Stats>,
     tokens: Arc<TokenCache>,
     config: WriterConfig,
-) -> (
-    WriterHandle,
-    tokio::task::JoinHandle<()>,
-    oneshot::Sender<()>,
-) {
-    let (stop_tx, stop_rx) = oneshot::channel();
+) -> (WriterHandle, tokio::task::JoinHandle<()>, CancellationToken) {
+    let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(QUEUE);
     let handle = WriterHandle { tx };
     let mut w = Writer {
@@ -279,17 +276,18 @@ pub fn spawn<L: EventLog + Clone>(
     // No waiter survives a restart: whoever waited got an error when the
     // old daemon died, so the queue is emptied first thing.
     handle.spawn_write(internal(Command::CancelAllWaits));
-    let join = tokio::spawn(async move { w.run(rx, stop_rx).await });
-    (handle, join, stop_tx)
+    let stopped = stop.clone();
+    let join = tokio::spawn(async move { w.run(rx, stopped).await });
+    (handle, join, stop)
 }
 
 impl<L: EventLog + Clone> Writer<L> {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Request>, mut stop: oneshot::Receiver<()>) {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
         let mut stopping = false;
         loop {
             let next = self.timers.next();
             let first = tokio::select! {
-                _ = &mut stop, if !stopping => {
+                _ = stop.cancelled(), if !stopping => {
                     // Refuse new requests; what is queued is still served.
                     stopping = true;
                     rx.close();

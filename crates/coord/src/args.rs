@@ -152,9 +152,7 @@ pub(crate) fn new_token() -> String {
 }
 
 pub(crate) fn admin_token(socket: &std::path::Path) -> Result<String> {
-    let mut p = socket.as_os_str().to_owned();
-    p.push(".admin-token");
-    let p = PathBuf::from(p);
+    let p = coord_client::admin_token_path(socket);
     std::fs::read_to_string(&p)
         .map(|s| s.trim().to_string())
         .with_context(|| format!("--force needs the admin token in {}", p.display()))

@@ -2,6 +2,7 @@
 //! wait for the next, ack, complete.
 
 use super::*;
+use crate::hub::LogCursor;
 
 pub(crate) async fn issue<L: EventLog + Clone>(
     State(app): AppState<L>,
@@ -113,8 +114,6 @@ pub(crate) async fn dispatch_next<L: EventLog + Clone>(
     };
     duration("wait_ms", wait_ms)?;
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    let mut head_rx = app.hub.watch();
-    let mut shutdown = app.shutdown.clone();
     loop {
         let who = assignee.clone();
         let (order, head) = app
@@ -134,26 +133,21 @@ pub(crate) async fn dispatch_next<L: EventLog + Clone>(
             return ok(&o);
         }
         // Sleep until an order for this assignee is published.
-        let mut cursor = head;
+        let mut log = LogCursor::new(&app.hub, app.store.clone(), head);
         loop {
-            if *head_rx.borrow_and_update() <= cursor {
-                tokio::select! {
-                    r = head_rx.changed() => if r.is_err() { return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")) },
-                    _ = tokio::time::sleep_until(deadline.into()) => {
-                        return Err(ApiError::new(ErrorCode::Timeout, format!("no order for {assignee} within {wait_ms} ms")));
-                    }
-                    _ = crate::until_shutdown(&mut shutdown) => return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")),
+            let batch = tokio::select! {
+                r = log.next() => r.map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(ApiError::new(ErrorCode::Timeout, format!("no order for {assignee} within {wait_ms} ms")));
                 }
-                continue;
-            }
-            let upto = app.hub.head();
-            let batch = app
-                .hub
-                .read_after(&app.store, cursor, upto)
-                .await
-                .map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?;
-            let Some(last) = batch.last() else { break };
-            cursor = last.event.seq;
+                _ = app.shutdown.cancelled() => return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")),
+            };
+            let Some(batch) = batch else {
+                return Err(ApiError::new(
+                    ErrorCode::ShuttingDown,
+                    "the daemon is shutting down",
+                ));
+            };
             if batch.iter().any(
                 |p| matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee),
             ) {

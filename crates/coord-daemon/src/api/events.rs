@@ -2,6 +2,7 @@
 //! and a filter per subscriber, at most one batch held at a time.
 
 use super::*;
+use crate::hub::LogCursor;
 
 pub(crate) async fn custom_event<L: EventLog + Clone>(
     State(app): AppState<L>,
@@ -199,14 +200,14 @@ pub(crate) async fn events<L: EventLog + Clone>(
             }
         }
     };
-    let upto = (!follow).then(|| app.hub.head());
+    let mut log = LogCursor::new(&app.hub, app.store.clone(), start);
+    if !follow {
+        log = log.until(app.hub.head());
+    }
     let sub = Subscription {
         guard: app.hub.subscriber(),
-        head_rx: app.hub.watch(),
         shutdown: app.shutdown.clone(),
-        app,
-        cursor: start,
-        upto,
+        log,
         filter,
         sse,
         first,
@@ -237,12 +238,9 @@ pub(crate) async fn events<L: EventLog + Clone>(
 /// One open events stream: a cursor and a filter; it holds at most one
 /// batch at a time and reads only when the client has taken the last.
 pub(crate) struct Subscription<L> {
-    app: Arc<App<L>>,
     guard: crate::hub::SubscriberGuard,
-    head_rx: watch::Receiver<u64>,
-    shutdown: watch::Receiver<bool>,
-    cursor: u64,
-    upto: Option<u64>,
+    shutdown: CancellationToken,
+    log: LogCursor<L>,
     filter: Filter,
     sse: bool,
     first: Option<Bytes>,
@@ -259,33 +257,15 @@ impl<L: EventLog + Clone> Subscription<L> {
             return None;
         }
         loop {
-            if *self.shutdown.borrow() {
-                return None;
-            }
-            let head = *self.head_rx.borrow_and_update();
-            let limit = self.upto.map_or(head, |u| u.min(head));
-            if self.cursor >= limit {
-                if self.upto.is_some_and(|u| self.cursor >= u) {
-                    return None;
-                }
-                tokio::select! {
-                    r = self.head_rx.changed() => if r.is_err() { return None },
-                    _ = self.shutdown.changed() => return None,
-                }
-                continue;
-            }
-            match self
-                .app
-                .hub
-                .read_after(&self.app.store, self.cursor, limit)
-                .await
-            {
-                Ok(batch) => {
+            let next = tokio::select! {
+                r = self.log.next() => r,
+                _ = self.shutdown.cancelled() => return None,
+            };
+            match next {
+                Ok(None) => return None,
+                Ok(Some(batch)) => {
                     let matching: Vec<&Arc<Published>> =
                         batch.iter().filter(|p| self.filter.matches(p)).collect();
-                    if let Some(last) = batch.last() {
-                        self.cursor = last.event.seq;
-                    }
                     // The common live case, one NDJSON event: send the shared
                     // line itself, no copy.
                     if let ([one], false) = (matching.as_slice(), self.sse) {
@@ -313,7 +293,7 @@ impl<L: EventLog + Clone> Subscription<L> {
                     let msg = match &e {
                         HubError::Compacted { oldest } => format!(
                             "the subscriber fell behind retention at seq {}; the oldest retained is {oldest}: re-sync with snapshot=true",
-                            self.cursor
+                            self.log.position()
                         ),
                         HubError::Store(s) => s.clone(),
                     };

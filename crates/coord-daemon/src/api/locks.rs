@@ -101,11 +101,10 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
         armed: true,
     };
     let deadline = started + Duration::from_millis(req.wait_ms);
-    let mut shutdown = app.shutdown.clone();
     let notice = tokio::select! {
         n = &mut rx => Some(n),
         _ = tokio::time::sleep_until(deadline.into()) => None,
-        _ = crate::until_shutdown(&mut shutdown) => {
+        _ = app.shutdown.cancelled() => {
             return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down; the wait is cancelled"));
         }
     };
