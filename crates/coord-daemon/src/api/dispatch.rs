@@ -163,19 +163,17 @@ pub(crate) async fn order_ack<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(req): JsonBody<AckRequest>,
 ) -> ApiResult {
+    // assignee_of authenticated the assignee.
     let assignee = assignee_of(&app, &headers, &id).await?;
-    let c = app
-        .writer
-        .write(write(
-            Command::AckOrder {
-                order_id: id,
-                session_id: assignee,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+    let w = write(
+        Command::AckOrder {
+            order_id: id,
+            session_id: assignee,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, Auth::Anyone, w, false).await
 }
 
 pub(crate) async fn order_complete<L: EventLog + Clone>(
@@ -184,20 +182,18 @@ pub(crate) async fn order_complete<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(req): JsonBody<CompleteRequest>,
 ) -> ApiResult {
+    // assignee_of authenticated the assignee.
     let assignee = assignee_of(&app, &headers, &id).await?;
-    let c = app
-        .writer
-        .write(write(
-            Command::Complete {
-                order_id: id,
-                session_id: assignee,
-                result: req.result,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+    let w = write(
+        Command::Complete {
+            order_id: id,
+            session_id: assignee,
+            result: req.result,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, Auth::Anyone, w, false).await
 }
 
 /// The order's assignee, after checking the request carries its token.

@@ -9,9 +9,9 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(req): JsonBody<CustomEventRequest>,
 ) -> ApiResult {
-    if let Some(s) = &req.session_id {
-        require_session(&app, &headers, s).await?;
-    }
+    Auth::MaybeSession(req.session_id.as_deref())
+        .check(&app, &headers)
+        .await?;
     let body = match req.payload {
         None => serde_json::Map::new(),
         Some(serde_json::Value::Object(m)) => m,
@@ -22,20 +22,17 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
             )
         }
     };
-    let c = app
-        .writer
-        .write(write(
-            Command::Custom {
-                kind: req.tx_kind,
-                body,
-                session_id: req.session_id,
-                resource: req.resource,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+    let w = write(
+        Command::Custom {
+            kind: req.tx_kind,
+            body,
+            session_id: req.session_id,
+            resource: req.resource,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, Auth::Anyone, w, true).await
 }
 
 /// What a subscriber wants to see.

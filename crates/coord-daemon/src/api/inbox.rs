@@ -19,9 +19,9 @@ pub(crate) async fn send<L: EventLog + Clone>(
         )
         .with("limit", MAX_MESSAGE_BYTES));
     }
-    if let Some(from) = &req.from_session {
-        require_session(&app, &headers, from).await?;
-    }
+    Auth::MaybeSession(req.from_session.as_deref())
+        .check(&app, &headers)
+        .await?;
     let msg_id = req.msg_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
     let mut w = write(
         Command::Deliver {
@@ -102,17 +102,13 @@ pub(crate) async fn inbox_ack<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(req): JsonBody<AckRequest>,
 ) -> ApiResult {
-    require_session(&app, &headers, &id).await?;
-    let c = app
-        .writer
-        .write(write(
-            Command::AckMessage {
-                session_id: id,
-                msg_id: msg,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+    let w = write(
+        Command::AckMessage {
+            session_id: id.clone(),
+            msg_id: msg,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, Auth::Session(&id), w, false).await
 }

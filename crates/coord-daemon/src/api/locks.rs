@@ -168,24 +168,21 @@ pub(crate) async fn release<L: EventLog + Clone>(
     JsonBody(mut req): JsonBody<ReleaseRequest>,
 ) -> ApiResult {
     req.resource = ids::normalize_resource(&req.resource);
-    if req.force {
-        require_admin(&app, &headers)?;
+    let auth = if req.force {
+        Auth::Admin
     } else {
-        require_session(&app, &headers, &req.session_id).await?;
-    }
-    let c = app
-        .writer
-        .write(write(
-            Command::Release {
-                session_id: req.session_id,
-                resource: req.resource,
-                force: req.force,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+        Auth::Session(&req.session_id)
+    };
+    let w = write(
+        Command::Release {
+            session_id: req.session_id.clone(),
+            resource: req.resource,
+            force: req.force,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, auth, w, false).await
 }
 
 /// `GET /v1/locks/check?resource=R&token=T`: whether fencing token T is

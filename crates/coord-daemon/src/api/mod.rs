@@ -130,6 +130,64 @@ pub(crate) async fn versions(
     resp
 }
 
+/// Who may ask for a write.
+pub(crate) enum Auth<'a> {
+    /// Anyone who can reach the socket.
+    Anyone,
+    /// The session's own token (`Authorization: Bearer`).
+    Session(&'a str),
+    /// The session's token when one is named (`from_session`), else anyone.
+    MaybeSession(Option<&'a str>),
+    /// The admin token (`force`).
+    Admin,
+}
+
+impl Auth<'_> {
+    /// Checks the request's credentials.
+    pub(crate) async fn check<L: EventLog + Clone>(
+        &self,
+        app: &App<L>,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        match self {
+            Auth::Anyone | Auth::MaybeSession(None) => Ok(()),
+            Auth::Session(id) | Auth::MaybeSession(Some(id)) => {
+                require_session(app, headers, id).await
+            }
+            Auth::Admin => require_admin(app, headers),
+        }
+    }
+}
+
+/// The one path of a write: authenticate, hand the command to the writer,
+/// wait for its commit.
+///
+/// # Errors
+/// The authentication error, the state machine's rejection,
+/// `store_unavailable` or `shutting_down`.
+pub(crate) async fn submit<L: EventLog + Clone>(
+    app: &App<L>,
+    headers: &HeaderMap,
+    auth: Auth<'_>,
+    w: Write,
+) -> Result<Committed, ApiError> {
+    auth.check(app, headers).await?;
+    Ok(app.writer.write(w).await?)
+}
+
+/// [`submit`], answered `{"seq":N}`: 201 when the write `creates`
+/// something, else 200 (a replay is always 200 with `Coord-Replayed`).
+pub(crate) async fn submit_seq<L: EventLog + Clone>(
+    app: &App<L>,
+    headers: &HeaderMap,
+    auth: Auth<'_>,
+    w: Write,
+    creates: bool,
+) -> ApiResult {
+    let c = submit(app, headers, auth, w).await?;
+    Ok(written(&c, creates, &WriteResponse { seq: c.seq }))
+}
+
 pub(crate) fn write(cmd: Command, tx_id: Option<ulid::Ulid>, ts: Option<Timestamp>) -> Write {
     Write {
         cmd,

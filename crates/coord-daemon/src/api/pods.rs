@@ -41,8 +41,8 @@ pub(crate) async fn report<L: EventLog + Clone>(
     if !local {
         w.source = crate::writer::PEER.to_string();
     }
-    let c = app.writer.write(w).await?;
-    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+    // Authenticated above: the admin token or the child's own.
+    submit_seq(&app, &headers, Auth::Anyone, w, true).await
 }
 
 /// `lock.delegate`: the parent (`session_id`, its token) hands part of its
@@ -52,19 +52,16 @@ pub(crate) async fn delegate<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(mut req): JsonBody<DelegateRequest>,
 ) -> ApiResult {
-    require_session(&app, &headers, &req.session_id).await?;
     req.resource = ids::normalize_resource(&req.resource);
-    let c = app
-        .writer
-        .write(write(
-            Command::Delegate {
-                session_id: req.session_id,
-                resource: req.resource,
-                to_session: req.to_session,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, true, &WriteResponse { seq: c.seq }))
+    let auth = Auth::Session(&req.session_id);
+    let w = write(
+        Command::Delegate {
+            session_id: req.session_id.clone(),
+            resource: req.resource,
+            to_session: req.to_session,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, auth, w, true).await
 }

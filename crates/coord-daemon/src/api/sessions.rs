@@ -218,24 +218,19 @@ pub(crate) async fn dereg<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(req): JsonBody<DeregRequest>,
 ) -> ApiResult {
-    let reason = if req.force {
-        require_admin(&app, &headers)?;
-        DeregReason::Forced
+    let (auth, reason) = if req.force {
+        (Auth::Admin, DeregReason::Forced)
     } else {
-        require_session(&app, &headers, &id).await?;
-        DeregReason::Explicit
+        (Auth::Session(&id), DeregReason::Explicit)
     };
-    let c = app
-        .writer
-        .write(write(
-            Command::Dereg {
-                session_id: id,
-                reason,
-                exit_code: req.exit_code,
-            },
-            req.tx_id,
-            req.ts,
-        ))
-        .await?;
-    Ok(written(&c, false, &WriteResponse { seq: c.seq }))
+    let w = write(
+        Command::Dereg {
+            session_id: id.clone(),
+            reason,
+            exit_code: req.exit_code,
+        },
+        req.tx_id,
+        req.ts,
+    );
+    submit_seq(&app, &headers, auth, w, false).await
 }
