@@ -453,15 +453,17 @@ impl Client {
     }
 
     /// `POST /v1/admin/export` (admin token): writes the view into a
-    /// legacy root once; answers `{"written":…,"removed":…,"unchanged":…}`.
+    /// legacy root once; answers what was written, removed and unchanged.
     ///
     /// # Errors
     /// See [`ClientError`]; `admin_required`.
-    pub async fn export_legacy(&self, root: &Path) -> Result<serde_json::Value> {
+    pub async fn export_legacy(&self, root: &Path) -> Result<ExportResponse> {
         Ok(self
             .post(
                 "/v1/admin/export",
-                &serde_json::json!({ "legacy_root": root }),
+                &ExportRequest {
+                    legacy_root: root.to_string_lossy().into_owned(),
+                },
             )
             .await?
             .body)

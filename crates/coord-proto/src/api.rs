@@ -11,6 +11,7 @@ use ulid::Ulid;
 /// `POST /v1/sessions`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// The id to register.
     pub session_id: String,
@@ -57,6 +58,7 @@ pub struct RegisterRequest {
     pub token: Option<String>,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time (default: now).
     #[serde(default)]
@@ -65,6 +67,7 @@ pub struct RegisterRequest {
 
 /// Answer to a register.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The id.
     pub session_id: String,
@@ -79,12 +82,14 @@ pub struct RegisterResponse {
 /// `POST /v1/sessions/{id}/heartbeat`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatRequest {
     /// New phase, if it changed.
     #[serde(default)]
     pub phase: Option<String>,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -93,6 +98,7 @@ pub struct HeartbeatRequest {
 
 /// Answer to a heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// Seq of the `session.heartbeat`, if one was appended.
     pub seq: Option<u64>,
@@ -103,6 +109,7 @@ pub struct HeartbeatResponse {
 /// `POST /v1/sessions/{id}/dereg`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeregRequest {
     /// Exit status of the session's process.
     #[serde(default)]
@@ -112,6 +119,7 @@ pub struct DeregRequest {
     pub force: bool,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -120,6 +128,7 @@ pub struct DeregRequest {
 
 /// The answer of most writes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WriteResponse {
     /// Seq of the last appended event; `None` if nothing was appended.
     pub seq: Option<u64>,
@@ -128,6 +137,7 @@ pub struct WriteResponse {
 /// `POST /v1/locks/acquire`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireRequest {
     /// The acting session.
     pub session_id: String,
@@ -144,6 +154,7 @@ pub struct AcquireRequest {
     pub wait_ms: u64,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -152,6 +163,7 @@ pub struct AcquireRequest {
 
 /// Answer to a successful acquire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireResponse {
     /// Seq of the `lock.acquire` (or of the existing grant if already held).
     pub seq: u64,
@@ -172,6 +184,7 @@ pub struct AcquireResponse {
 /// `POST /v1/locks/release`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseRequest {
     /// The acting session (the holder, or any with `force`).
     pub session_id: String,
@@ -182,6 +195,7 @@ pub struct ReleaseRequest {
     pub force: bool,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -192,6 +206,7 @@ pub struct ReleaseRequest {
 /// (within one of its exclusive locks) to its child `to_session`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DelegateRequest {
     /// The delegating parent (its token authorizes).
     pub session_id: String,
@@ -201,6 +216,7 @@ pub struct DelegateRequest {
     pub to_session: String,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -211,6 +227,7 @@ pub struct DelegateRequest {
 /// parent. The report's own fields (`kind`, `message`, `sub_session`,
 /// `scope`) sit at the top level, as in the `session.report` payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportRequest {
     /// The parent; default: the child's registered `parent_session`.
     /// Required when the child is not a session of this daemon (a report
@@ -223,6 +240,7 @@ pub struct ReportRequest {
     /// Idempotency key (a forwarding daemon sends the tx_id of the
     /// original event, so a repeated delivery appends nothing).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -232,6 +250,7 @@ pub struct ReportRequest {
 /// `POST /v1/inbox/{to_session}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendRequest {
     /// Sender session (needs its token).
     #[serde(default)]
@@ -246,6 +265,7 @@ pub struct SendRequest {
     pub msg_id: Option<String>,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -254,6 +274,7 @@ pub struct SendRequest {
 
 /// Answer to a send.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendResponse {
     /// Seq of the `inbox.deliver`.
     pub seq: u64,
@@ -264,9 +285,11 @@ pub struct SendResponse {
 /// `POST /v1/inbox/{session}/{msg_id}/ack` and dispatch ack bodies.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AckRequest {
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -276,6 +299,7 @@ pub struct AckRequest {
 /// `POST /v1/dispatch`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssueRequest {
     /// Order id (default: a new ULID).
     #[serde(default)]
@@ -293,6 +317,7 @@ pub struct IssueRequest {
     pub payload: Option<Value>,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -301,6 +326,7 @@ pub struct IssueRequest {
 
 /// Answer to an issue.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssueResponse {
     /// Seq of the `dispatch.issue`.
     pub seq: u64,
@@ -311,12 +337,14 @@ pub struct IssueResponse {
 /// `POST /v1/dispatch/{order_id}/complete`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteRequest {
     /// Free JSON result.
     #[serde(default)]
     pub result: Option<Value>,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
@@ -326,6 +354,7 @@ pub struct CompleteRequest {
 /// `POST /v1/events`: an `x.*` event.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustomEventRequest {
     /// The kind, `x.…`.
     pub tx_kind: String,
@@ -340,14 +369,39 @@ pub struct CustomEventRequest {
     pub resource: Option<String>,
     /// Idempotency key.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
     #[serde(default)]
     pub ts: Option<Timestamp>,
 }
 
+/// `POST /v1/admin/export` (admin token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// The legacy root to write, an absolute path.
+    pub legacy_root: String,
+}
+
+/// Answer to an export: files written, removed and left as they were.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportResponse {
+    /// The root written.
+    pub legacy_root: String,
+    /// Files written (new or changed).
+    pub written: u64,
+    /// Files removed (objects that left the view).
+    pub removed: u64,
+    /// Files already current.
+    pub unchanged: u64,
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse {
     /// Daemon version.
     pub version: String,
@@ -380,6 +434,7 @@ pub struct StatusResponse {
 
 /// Store part of the status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreStatus {
     /// Path of the store file.
     pub path: String,
@@ -391,6 +446,7 @@ pub struct StoreStatus {
 
 /// `GET /v1/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionsResponse {
     /// Seq the list reflects.
     pub seq: u64,
@@ -403,6 +459,7 @@ pub struct SessionsResponse {
 
 /// `GET /v1/locks/check?resource=R&token=T`: is T still a current grant?
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockCheckResponse {
     /// Seq the answer reflects.
     pub seq: u64,
@@ -418,6 +475,7 @@ pub struct LockCheckResponse {
 
 /// A current holder in a [`LockCheckResponse`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockCheckHolder {
     /// The holding session.
     pub session_id: String,
@@ -427,6 +485,7 @@ pub struct LockCheckHolder {
 
 /// `GET /v1/sessions/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionDetail {
     /// The session.
     #[serde(flatten)]
@@ -437,6 +496,7 @@ pub struct SessionDetail {
 
 /// `GET /v1/locks`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocksResponse {
     /// Seq the list reflects.
     pub seq: u64,
@@ -446,6 +506,7 @@ pub struct LocksResponse {
 
 /// `GET /v1/inbox/{session}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InboxResponse {
     /// Seq the list reflects.
     pub seq: u64,
@@ -455,6 +516,7 @@ pub struct InboxResponse {
 
 /// `GET /v1/dispatch`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrdersResponse {
     /// Seq the list reflects.
     pub seq: u64,
@@ -465,6 +527,7 @@ pub struct OrdersResponse {
 /// `GET /v1/snapshot`, and the first line of a stream with `snapshot=true`
 /// (wrapped as `{"snapshot": …}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     /// The view is the state after this seq.
     pub seq: u64,

@@ -14,6 +14,9 @@ macro_rules! codes {
         }
 
         impl ErrorCode {
+            /// Every code, in the order of PROTOCOL §3.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
             /// The code as on the wire (`lock_held`).
             pub fn as_str(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $name,)* }
@@ -121,6 +124,7 @@ impl Serialize for ErrorCode {
 
 /// The inside of an error body: code, message and code-specific fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// The wire code (kept as a string so newer codes still decode).
     pub code: String,
@@ -133,6 +137,7 @@ pub struct ErrorDetail {
 
 /// `{"error": ErrorDetail}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,

@@ -116,6 +116,7 @@ pub struct SessionRegister {
 /// expires (PROTOCOL §6.3). The session ends either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnExpiry {
     /// SIGTERM at expiry, SIGKILL after the kill grace if it still runs.
     #[default]
@@ -157,6 +158,7 @@ pub struct SessionHeartbeat {
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeregReason {
     /// The session asked.
     Explicit,
@@ -212,6 +214,7 @@ pub struct SessionState {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LifeState {
     /// Registered; nothing seen from it yet.
     #[default]
@@ -254,6 +257,7 @@ pub struct SessionProbeError {
 /// What a child session tells its parent (`session.report`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Report {
     /// The child finished a turn and waits for its next instruction.
     TurnEnded,
@@ -299,6 +303,7 @@ pub struct SessionReport {
 /// Exclusive or shared hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LockMode {
     /// One holder at a time.
     #[default]

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A registered session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     /// Its id.
     pub session_id: String,
@@ -92,6 +93,7 @@ fn is_default_expiry(e: &OnExpiry) -> bool {
 
 /// A session's lease in an API answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// When it was last renewed (registration, heartbeat or bare renewal;
     /// a daemon restart renews every lease).
@@ -102,6 +104,7 @@ pub struct Lease {
 
 /// One lock a session waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitingOn {
     /// The lock's resource (or pattern).
     pub resource: String,
@@ -116,6 +119,7 @@ pub struct WaitingOn {
 /// A session that ended, as `GET /v1/sessions?ended=true` lists it (the
 /// last [`crate::ENDED_SESSIONS_KEPT`], newest last).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndedSession {
     /// Its id.
     pub session_id: String,
@@ -144,6 +148,7 @@ pub struct EndedSession {
 
 /// One entry of a parent's registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PodMember {
     /// For a grandchild (or deeper): the direct child that reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +163,7 @@ pub struct PodMember {
 
 /// One holder of a lock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Holder {
     /// The holding session.
     pub session_id: String,
@@ -176,6 +182,7 @@ pub struct Holder {
 
 /// One waiter in a lock's FIFO queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Waiter {
     /// The waiting session.
     pub session_id: String,
@@ -192,6 +199,7 @@ pub struct Waiter {
 
 /// A lock: its holders (one if exclusive) and its queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lock {
     /// The resource.
     pub resource: String,
@@ -205,6 +213,7 @@ pub struct Lock {
 
 /// An inbox message's envelope (plus its body when read by id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Message id.
     pub msg_id: String,
@@ -228,6 +237,7 @@ pub struct Message {
 /// Where a dispatch order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OrderState {
     /// Issued, not yet taken.
     Issued,
@@ -250,6 +260,7 @@ impl OrderState {
 
 /// A dispatch order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     /// Order id.
     pub order_id: String,
@@ -271,6 +282,7 @@ pub struct Order {
 
 /// The whole view: what the log says is true after some seq.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct View {
     /// Live sessions by id.
     pub sessions: BTreeMap<String, Session>,

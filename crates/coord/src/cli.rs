@@ -189,9 +189,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 output::line(&format!(
                     "exported to {}: {} written, {} removed, {} unchanged",
                     root.display(),
-                    r["written"],
-                    r["removed"],
-                    r["unchanged"]
+                    r.written,
+                    r.removed,
+                    r.unchanged
                 ))?;
             }
             Ok(ExitCode::SUCCESS)

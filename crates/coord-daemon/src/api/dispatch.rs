@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::hub::LogCursor;
+use coord_proto::view::Order;
 
+#[utoipa::path(post, path = "/v1/dispatch", tag = "dispatch", request_body = IssueRequest, security(("session_token" = [])), responses((status = 201, description = "Issued", body = IssueResponse), (status = 200, description = "A replay", body = IssueResponse)))]
 pub(crate) async fn issue<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
@@ -40,6 +42,7 @@ pub(crate) async fn issue<L: EventLog + Clone>(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/dispatch", tag = "dispatch", params(("assignee" = Option<String>, Query, description = "Only this session's orders"), ("state" = Option<String>, Query, description = "issued or acked")), responses((status = 200, description = "Open orders", body = OrdersResponse)))]
 pub(crate) async fn list_orders<L: EventLog + Clone>(
     State(app): AppState<L>,
     Query(q): Query<HashMap<String, String>>,
@@ -76,6 +79,7 @@ pub(crate) async fn list_orders<L: EventLog + Clone>(
     ok(&r)
 }
 
+#[utoipa::path(get, path = "/v1/dispatch/{id}", tag = "dispatch", params(("id" = String, Path, description = "An order id")), responses((status = 200, description = "The order", body = Order)))]
 pub(crate) async fn get_order<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
@@ -96,6 +100,7 @@ pub(crate) fn order_not_found(id: &str) -> ApiError {
     ApiError::new(ErrorCode::OrderNotFound, format!("no open order {id}")).with("order_id", id)
 }
 
+#[utoipa::path(get, path = "/v1/dispatch/next", tag = "dispatch", params(("assignee" = String, Query, description = "The session"), ("wait_ms" = Option<u64>, Query, description = "How long to wait for one, ms (at most 86,400,000)")), responses((status = 200, description = "The oldest issued order of the assignee", body = Order)))]
 pub(crate) async fn dispatch_next<L: EventLog + Clone>(
     State(app): AppState<L>,
     Query(q): Query<HashMap<String, String>>,
@@ -157,6 +162,7 @@ pub(crate) async fn dispatch_next<L: EventLog + Clone>(
     }
 }
 
+#[utoipa::path(post, path = "/v1/dispatch/{id}/ack", tag = "dispatch", params(("id" = String, Path, description = "An order id")), request_body = AckRequest, security(("session_token" = [])), responses((status = 200, description = "Taken", body = WriteResponse)))]
 pub(crate) async fn order_ack<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
@@ -176,6 +182,7 @@ pub(crate) async fn order_ack<L: EventLog + Clone>(
     submit_seq(&app, &headers, Auth::Anyone, w, false).await
 }
 
+#[utoipa::path(post, path = "/v1/dispatch/{id}/complete", tag = "dispatch", params(("id" = String, Path, description = "An order id")), request_body = CompleteRequest, security(("session_token" = [])), responses((status = 200, description = "Completed", body = WriteResponse)))]
 pub(crate) async fn order_complete<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,

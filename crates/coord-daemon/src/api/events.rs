@@ -4,6 +4,7 @@
 use super::*;
 use crate::hub::LogCursor;
 
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = CustomEventRequest, responses((status = 201, description = "Appended", body = WriteResponse), (status = 200, description = "A replay", body = WriteResponse)))]
 pub(crate) async fn custom_event<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
@@ -82,6 +83,7 @@ pub(crate) fn parse_cursor(v: &str) -> Result<Cursor, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(("since" = Option<String>, Query, description = "A seq, start or now (default)"), ("kinds" = Option<String>, Query, description = "Comma-separated kind globs"), ("session" = Option<String>, Query, description = "Only events about this session"), ("resource" = Option<String>, Query, description = "Only events about this resource"), ("snapshot" = Option<bool>, Query, description = "First a snapshot of the view"), ("follow" = Option<bool>, Query, description = "false: stop at the head"), ("log_id" = Option<String>, Query, description = "The log the cursor belongs to")), responses((status = 200, description = "The events, one JSON object per line (NDJSON), or Server-Sent Events with Accept: text/event-stream", content_type = "application/x-ndjson", body = String)))]
 pub(crate) async fn events<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,

@@ -2,6 +2,7 @@
 
 use super::*;
 
+#[utoipa::path(post, path = "/v1/inbox/{id}", tag = "inbox", params(("id" = String, Path, description = "The recipient session")), request_body = SendRequest, security(("session_token" = [])), responses((status = 201, description = "Delivered", body = SendResponse), (status = 200, description = "A replay", body = SendResponse)))]
 pub(crate) async fn send<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(to): Path<String>,
@@ -47,6 +48,7 @@ pub(crate) async fn send<L: EventLog + Clone>(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/inbox/{id}", tag = "inbox", params(("id" = String, Path, description = "A session id (PROTOCOL §2)")), security(("session_token" = [])), responses((status = 200, description = "Unacked messages, without bodies", body = InboxResponse)))]
 pub(crate) async fn inbox_list<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
@@ -63,6 +65,7 @@ pub(crate) async fn inbox_list<L: EventLog + Clone>(
     ok(&r)
 }
 
+#[utoipa::path(get, path = "/v1/inbox/{id}/{msg}", tag = "inbox", params(("id" = String, Path, description = "A session id (PROTOCOL §2)"), ("msg" = String, Path, description = "A message id")), security(("session_token" = [])), responses((status = 200, description = "The message with its body", body = Message)))]
 pub(crate) async fn inbox_read<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path((id, msg)): Path<(String, String)>,
@@ -96,6 +99,7 @@ pub(crate) async fn inbox_read<L: EventLog + Clone>(
     ok(&m)
 }
 
+#[utoipa::path(post, path = "/v1/inbox/{id}/{msg}/ack", tag = "inbox", params(("id" = String, Path, description = "A session id (PROTOCOL §2)"), ("msg" = String, Path, description = "A message id")), request_body = AckRequest, security(("session_token" = [])), responses((status = 200, description = "Acked", body = WriteResponse)))]
 pub(crate) async fn inbox_ack<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path((id, msg)): Path<(String, String)>,

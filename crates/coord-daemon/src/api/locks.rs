@@ -3,6 +3,7 @@
 
 use super::*;
 
+#[utoipa::path(get, path = "/v1/locks", tag = "locks", responses((status = 200, description = "Held and awaited locks", body = LocksResponse)))]
 pub(crate) async fn list_locks<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
     let r = app
         .writer
@@ -39,6 +40,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
+#[utoipa::path(post, path = "/v1/locks/acquire", tag = "locks", request_body = AcquireRequest, security(("session_token" = [])), responses((status = 200, description = "Granted, with its fencing token", body = AcquireResponse)))]
 pub(crate) async fn acquire<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
@@ -162,6 +164,7 @@ pub(crate) fn timeout(resource: &str, started: Instant) -> ApiError {
     .with("resource", resource)
 }
 
+#[utoipa::path(post, path = "/v1/locks/release", tag = "locks", request_body = ReleaseRequest, security(("session_token" = []), ("admin_token" = [])), responses((status = 200, description = "Released", body = WriteResponse)))]
 pub(crate) async fn release<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
@@ -187,6 +190,7 @@ pub(crate) async fn release<L: EventLog + Clone>(
 
 /// `GET /v1/locks/check?resource=R&token=T`: whether fencing token T is
 /// still a current grant of R (PROTOCOL §7.2).
+#[utoipa::path(get, path = "/v1/locks/check", tag = "locks", params(("resource" = String, Query, description = "The lock (normalised)"), ("token" = u64, Query, description = "A fencing token")), responses((status = 200, description = "Whether the token is a current grant", body = LockCheckResponse)))]
 pub(crate) async fn check_lock<L: EventLog + Clone>(
     State(app): AppState<L>,
     Query(q): Query<HashMap<String, String>>,

@@ -36,6 +36,7 @@ mod dispatch;
 mod events;
 mod inbox;
 mod locks;
+pub(crate) mod openapi;
 mod pods;
 mod sessions;
 mod status;
@@ -44,6 +45,7 @@ use dispatch::*;
 use events::*;
 use inbox::*;
 use locks::*;
+use openapi::openapi_json;
 use pods::*;
 use sessions::*;
 use status::*;
@@ -57,6 +59,7 @@ pub(crate) type ApiResult = Result<Response, ApiError>;
 pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
     Router::new()
         .route("/v1/status", get(status::<L>))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/sessions", post(register::<L>).get(list_sessions::<L>))
         .route("/v1/sessions/{id}", get(get_session::<L>))
         .route("/v1/sessions/{id}/heartbeat", post(heartbeat::<L>))

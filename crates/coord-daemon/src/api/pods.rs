@@ -6,6 +6,7 @@ use super::*;
 /// A child's report to its parent. A child of this daemon acts with its
 /// token; a child of another daemon is reported by that daemon's
 /// forwarder with this daemon's admin token (source `peer`).
+#[utoipa::path(post, path = "/v1/sessions/{id}/report", tag = "pods", params(("id" = String, Path, description = "A session id (PROTOCOL §2)")), request_body = ReportRequest, security(("session_token" = []), ("admin_token" = [])), responses((status = 201, description = "Reported", body = WriteResponse), (status = 200, description = "A replay", body = WriteResponse)))]
 pub(crate) async fn report<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
@@ -47,6 +48,7 @@ pub(crate) async fn report<L: EventLog + Clone>(
 
 /// `lock.delegate`: the parent (`session_id`, its token) hands part of its
 /// scope to a child.
+#[utoipa::path(post, path = "/v1/locks/delegate", tag = "pods", request_body = DelegateRequest, security(("session_token" = [])), responses((status = 201, description = "Delegated", body = WriteResponse), (status = 200, description = "A replay", body = WriteResponse)))]
 pub(crate) async fn delegate<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,

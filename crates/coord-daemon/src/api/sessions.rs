@@ -4,6 +4,7 @@
 
 use super::*;
 
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = RegisterRequest, responses((status = 201, description = "Registered", body = RegisterResponse), (status = 200, description = "A replay of an earlier identical register (same tx_id)", body = RegisterResponse)))]
 pub(crate) async fn register<L: EventLog + Clone>(
     State(app): AppState<L>,
     JsonBody(req): JsonBody<RegisterRequest>,
@@ -84,6 +85,7 @@ pub(crate) async fn register<L: EventLog + Clone>(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(("ended" = Option<bool>, Query, description = "Also list recently ended sessions")), responses((status = 200, description = "Live sessions with their lease and waits", body = SessionsResponse)))]
 pub(crate) async fn list_sessions<L: EventLog + Clone>(
     State(app): AppState<L>,
     Query(q): Query<HashMap<String, String>>,
@@ -151,6 +153,7 @@ pub(crate) fn with_live_facts(
     out
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "A session id (PROTOCOL §2)")), responses((status = 200, description = "The session and the locks it holds", body = SessionDetail)))]
 pub(crate) async fn get_session<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
@@ -179,6 +182,7 @@ pub(crate) async fn get_session<L: EventLog + Clone>(
     }
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/heartbeat", tag = "sessions", params(("id" = String, Path, description = "A session id (PROTOCOL §2)")), request_body = HeartbeatRequest, security(("session_token" = [])), responses((status = 200, description = "The lease is renewed", body = HeartbeatResponse)))]
 pub(crate) async fn heartbeat<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
@@ -212,6 +216,7 @@ pub(crate) async fn heartbeat<L: EventLog + Clone>(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/dereg", tag = "sessions", params(("id" = String, Path, description = "A session id (PROTOCOL §2)")), request_body = DeregRequest, security(("session_token" = []), ("admin_token" = [])), responses((status = 200, description = "The session ended", body = WriteResponse)))]
 pub(crate) async fn dereg<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,

@@ -3,6 +3,7 @@
 
 use super::*;
 
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "The daemon and its log", body = StatusResponse)))]
 pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
     let (sessions, locks) = app
         .writer
@@ -40,6 +41,7 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
     })
 }
 
+#[utoipa::path(get, path = "/v1/snapshot", tag = "status", responses((status = 200, description = "The view after seq", body = Snapshot)))]
 pub(crate) async fn snapshot<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
     let snap = app
         .writer
@@ -51,38 +53,33 @@ pub(crate) async fn snapshot<L: EventLog + Clone>(State(app): AppState<L>) -> Ap
     ok(&snap)
 }
 
-/// `POST /v1/admin/export`: write the view into a legacy root once.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ExportRequest {
-    legacy_root: PathBuf,
-}
-
+#[utoipa::path(post, path = "/v1/admin/export", tag = "status", request_body = ExportRequest, security(("admin_token" = [])), responses((status = 200, description = "What was written", body = ExportResponse)))]
 pub(crate) async fn export_legacy<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ExportRequest>,
 ) -> ApiResult {
     require_admin(&app, &headers)?;
-    if !req.legacy_root.is_absolute() {
+    let root = PathBuf::from(&req.legacy_root);
+    if !root.is_absolute() {
         return Err(ApiError::new(
             ErrorCode::InvalidField,
             "legacy_root must be an absolute path",
         )
         .with("field", "legacy_root"));
     }
-    let exporter = coord_legacy::Exporter::new(&req.legacy_root);
+    let exporter = coord_legacy::Exporter::new(&root);
     let (_, r) = crate::export::export_once(exporter, &app.writer, &app.store).await;
     match r {
-        Ok(rep) => ok(&serde_json::json!({
-            "legacy_root": req.legacy_root,
-            "written": rep.written,
-            "removed": rep.removed,
-            "unchanged": rep.unchanged,
-        })),
+        Ok(rep) => ok(&ExportResponse {
+            legacy_root: req.legacy_root,
+            written: rep.written as u64,
+            removed: rep.removed as u64,
+            unchanged: rep.unchanged as u64,
+        }),
         Err(e) => Err(ApiError::new(
             ErrorCode::Internal,
-            format!("export to {} failed: {e}", req.legacy_root.display()),
+            format!("export to {} failed: {e}", root.display()),
         )),
     }
 }

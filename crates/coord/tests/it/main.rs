@@ -8,6 +8,7 @@ mod bad_input;
 mod basics;
 mod bridge;
 mod compaction;
+mod contract;
 mod crash;
 mod full_disk;
 mod idempotency;

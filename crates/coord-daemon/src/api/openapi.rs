@@ -1,0 +1,217 @@
+//! The HTTP contract as OpenAPI 3.1, generated from the handlers'
+//! `#[utoipa::path]` annotations and the wire types' schemas, served at
+//! `GET /v1/openapi.json` and checked in as `docs/openapi.json` (a test
+//! fails when the two differ).
+//!
+//! Every operation documents every error status with the codes that
+//! carry it (PROTOCOL §3): the daemon may answer any of them (a bad body,
+//! a full disk, a shutdown) and a client must be able to read each.
+
+use super::*;
+use coord_proto::view::{EndedSession, Holder, Lease, Lock, Message, Order, Session, View};
+use coord_proto::{ErrorBody, ErrorDetail, LifeState, OnExpiry};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, ResponseBuilder};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "coord",
+        description = "The coord daemon's API: sessions, leases, locks with fencing tokens, inboxes, dispatch orders and the totally ordered event log (docs/PROTOCOL.md). HTTP/1.1 with JSON bodies over a Unix socket; every answer carries Coord-Protocol, Coord-Version and Coord-Log-Id.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        status::status,
+        status::snapshot,
+        status::export_legacy,
+        openapi_json,
+        sessions::register,
+        sessions::list_sessions,
+        sessions::get_session,
+        sessions::heartbeat,
+        sessions::dereg,
+        pods::report,
+        pods::delegate,
+        locks::list_locks,
+        locks::acquire,
+        locks::release,
+        locks::check_lock,
+        inbox::send,
+        inbox::inbox_list,
+        inbox::inbox_read,
+        inbox::inbox_ack,
+        dispatch::issue,
+        dispatch::list_orders,
+        dispatch::dispatch_next,
+        dispatch::get_order,
+        dispatch::order_ack,
+        dispatch::order_complete,
+        events::custom_event,
+        events::events,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, Session, Lease, EndedSession, Lock, Holder, Message, Order, View,
+        LifeState, OnExpiry
+    )),
+    modifiers(&Contract),
+    tags(
+        (name = "status", description = "The daemon, its log and its view"),
+        (name = "sessions", description = "Sessions and their leases"),
+        (name = "pods", description = "Reports to parents and delegated scopes"),
+        (name = "locks", description = "Locks, waits and fencing tokens"),
+        (name = "inbox", description = "Messages between sessions"),
+        (name = "dispatch", description = "Dispatch orders"),
+        (name = "events", description = "The event log: follow it, publish x.* events"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds what the annotations cannot say once for all: the version, the
+/// security schemes, and the error answers of every operation.
+struct Contract;
+
+impl utoipa::Modify for Contract {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        doc.info.version = VERSION.to_string();
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The session's token (Authorization: Bearer)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Coord-Admin-Token",
+                "The admin token the daemon writes beside its socket",
+            ))),
+        );
+        let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+        for code in ErrorCode::ALL {
+            by_status
+                .entry(code.status())
+                .or_default()
+                .push(code.as_str());
+        }
+        for (status, codes) in &by_status {
+            components.responses.insert(
+                format!("Error{status}"),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(format!("Error: {}", codes.join(", ")))
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                                    "ErrorBody",
+                                ))))
+                                .build(),
+                        )
+                        .build(),
+                ),
+            );
+        }
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for status in by_status.keys() {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert(RefOr::Ref(utoipa::openapi::Ref::from_response_name(
+                            format!("Error{status}"),
+                        )));
+                }
+            }
+        }
+    }
+}
+
+/// The document, built once.
+pub(crate) fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            + "\n"
+    })
+}
+
+/// `GET /v1/openapi.json`: this contract.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "status", responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    let mut resp = Response::new(Body::from(document()));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/openapi.json` is this document. After changing the API,
+    /// regenerate it with `COORD_WRITE_OPENAPI=1 cargo test -p
+    /// coord-daemon openapi`.
+    #[test]
+    fn the_checked_in_openapi_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        if std::env::var("COORD_WRITE_OPENAPI").as_deref() == Ok("1") {
+            std::fs::write(&path, document()).expect("write docs/openapi.json");
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == document(),
+            "docs/openapi.json differs from the generated contract; regenerate it with COORD_WRITE_OPENAPI=1 cargo test -p coord-daemon openapi"
+        );
+    }
+
+    #[test]
+    fn every_error_code_is_a_documented_response_of_every_operation() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+            "{}",
+            doc["openapi"]
+        );
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 23, "{} paths", paths.len());
+        let responses = &doc["components"]["responses"];
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("item") {
+                for code in ErrorCode::ALL {
+                    let status = code.status().to_string();
+                    let r = &op["responses"][&status];
+                    let r = match r["$ref"].as_str() {
+                        Some(at) => &responses[at.rsplit('/').next().unwrap_or_default()],
+                        None => r,
+                    };
+                    assert!(
+                        r["description"]
+                            .as_str()
+                            .is_some_and(|d| d.contains(code.as_str())),
+                        "{method} {path} does not document {code}"
+                    );
+                }
+            }
+        }
+    }
+}
