@@ -152,26 +152,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             },
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = e.to_string();
-        match e.classify() {
+    // serde_path_to_error names the field that failed as a path
+    // (`ttl_ms`, `scope[2]`); serde's own message says what was wrong.
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // An unknown field fails at the object that holds it (path "."
+        // for the top level); serde names it in the message only.
+        let field = match (path.as_str(), backticked(&msg)) {
+            (".", Some(named)) => named,
+            (".", None) => String::new(),
+            (p, _) => p.to_string(),
+        };
+        match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 ApiError::new(ErrorCode::BadJson, format!("body is not valid JSON: {msg}"))
             }
             _ if msg.starts_with("unknown field") => {
-                let field = backticked(&msg).unwrap_or_default();
                 ApiError::new(ErrorCode::UnknownField, msg.clone()).with("field", field)
             }
-            _ if msg.starts_with("invalid type: map") || msg.contains("expected struct") => {
-                ApiError::new(
-                    ErrorCode::BadJson,
-                    format!("body must be a JSON object: {msg}"),
-                )
-            }
-            _ => {
-                let field = backticked(&msg).unwrap_or_default();
-                ApiError::new(ErrorCode::InvalidField, msg.clone()).with("field", field)
-            }
+            _ => ApiError::new(ErrorCode::InvalidField, msg.clone()).with("field", field),
         }
     })
 }
