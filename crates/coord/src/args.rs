@@ -5,7 +5,7 @@
 
 use crate::output::{code, Exit};
 use anyhow::{anyhow, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use coord_proto::api::RegisterRequest;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,8 +87,8 @@ pub(crate) struct SessionAbout {
     pub(crate) transcript: Option<PathBuf>,
     /// What to do to the process if it still runs when the lease expires:
     /// signal (SIGTERM, then SIGKILL after --kill-grace) or never.
-    #[arg(long, value_parser = ["signal", "never"])]
-    pub(crate) on_expiry: Option<String>,
+    #[arg(long, value_enum)]
+    pub(crate) on_expiry: Option<OnExpiryArg>,
     /// Time from that SIGTERM to SIGKILL [default: 5s].
     #[arg(long, value_parser = duration)]
     pub(crate) kill_grace: Option<Duration>,
@@ -116,12 +116,7 @@ impl SessionAbout {
         req.tmux = self.tmux.clone();
         req.activity_file = path(&self.activity_file)?;
         req.transcript = path(&self.transcript)?;
-        req.on_expiry = self
-            .on_expiry
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e: String| anyhow!(Exit(code::USAGE, format!("--on-expiry {e}"))))?;
+        req.on_expiry = self.on_expiry.map(Into::into);
         req.kill_grace_ms = self.kill_grace.map(ms);
         Ok(())
     }
@@ -174,4 +169,114 @@ pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>>
             _ = term.recv() => {}
         }
     })
+}
+
+/// `--on-expiry`: what the daemon does to a process that outlives its
+/// lease (PROTOCOL §6.3).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum OnExpiryArg {
+    /// SIGTERM, then SIGKILL after the kill grace.
+    Signal,
+    /// Leave it running.
+    Never,
+}
+
+impl From<OnExpiryArg> for coord_proto::OnExpiry {
+    fn from(a: OnExpiryArg) -> Self {
+        match a {
+            OnExpiryArg::Signal => coord_proto::OnExpiry::Signal,
+            OnExpiryArg::Never => coord_proto::OnExpiry::Never,
+        }
+    }
+}
+
+/// `coord events --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// One line per event for people.
+    Text,
+    /// Each event's JSON line as the daemon sent it.
+    Json,
+}
+
+/// `coord sentinel --source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SourceArg {
+    /// Scan a legacy root on a timer.
+    FsPoll,
+    /// Rescan a legacy root when inotify reports a change.
+    FsWatch,
+    /// The daemon's log.
+    EventManager,
+}
+
+impl SourceArg {
+    /// The name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SourceArg::FsPoll => "fs-poll",
+            SourceArg::FsWatch => "fs-watch",
+            SourceArg::EventManager => "event-manager",
+        }
+    }
+}
+
+/// `coord session report KIND`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub(crate) enum ReportKind {
+    /// The child finished a turn.
+    TurnEnded,
+    /// Something went wrong (needs --message).
+    Errored,
+    /// The child is done.
+    ShutDown,
+    /// The child handed scope on (needs --sub-session and --scope).
+    ScopeSubDelegated,
+}
+
+/// `coord dispatch list --state`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum OrderStateArg {
+    /// Issued, not yet taken.
+    Issued,
+    /// Taken by the assignee.
+    Acked,
+}
+
+impl OrderStateArg {
+    /// The name on the wire.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OrderStateArg::Issued => "issued",
+            OrderStateArg::Acked => "acked",
+        }
+    }
+}
+
+/// `coord daemon --sync`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum SyncArg {
+    /// WAL with synchronous=NORMAL: survives a crash of the daemon.
+    Normal,
+    /// fsync every commit: survives a power loss.
+    Full,
+}
+
+impl From<SyncArg> for coord_store::SyncMode {
+    fn from(a: SyncArg) -> Self {
+        match a {
+            SyncArg::Normal => coord_store::SyncMode::Normal,
+            SyncArg::Full => coord_store::SyncMode::Full,
+        }
+    }
+}
+
+/// `coord daemon --legacy-mode`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LegacyModeArg {
+    /// inotify, with a polling fallback.
+    Watch,
+    /// Rescan on an interval.
+    Poll,
 }

@@ -1,8 +1,7 @@
 //! `coord daemon`: the daemon in the foreground, configured from flags.
 
 use crate::args::*;
-use crate::output::{code, Exit};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +13,8 @@ pub(crate) struct DaemonArgs {
     #[arg(long, env = "COORD_STORE")]
     store: Option<PathBuf>,
     /// Commit durability: normal (survives a crash of the daemon) or full (fsync every commit).
-    #[arg(long, default_value = "normal")]
-    sync: String,
+    #[arg(long, value_enum, default_value_t = SyncArg::Normal)]
+    sync: SyncArg,
     /// Keep at least the last N events when compacting.
     #[arg(long)]
     keep_events: Option<u64>,
@@ -40,8 +39,8 @@ pub(crate) struct DaemonArgs {
     #[arg(long)]
     legacy_root: Option<PathBuf>,
     /// How the bridge sees changes: watch (inotify) or poll.
-    #[arg(long, default_value = "watch", value_parser = ["watch", "poll"])]
-    legacy_mode: String,
+    #[arg(long, value_enum, default_value_t = LegacyModeArg::Watch)]
+    legacy_mode: LegacyModeArg,
     /// Rescan interval of the bridge when polling.
     #[arg(long, default_value = "2s", value_parser = duration)]
     legacy_interval: Duration,
@@ -88,10 +87,7 @@ pub(crate) async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Res
     }
     let store = args.store.unwrap_or_else(coord_daemon::default_store_path);
     let mut config = coord_daemon::Config::new(store, socket);
-    config.sync = args
-        .sync
-        .parse()
-        .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?;
+    config.sync = args.sync.into();
     config.retention = coord_store::Retention {
         keep_events: args.keep_events,
         keep_ms: args.keep_days.map(|d| d.saturating_mul(86_400_000)),
@@ -113,10 +109,10 @@ pub(crate) async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Res
     if let Some(root) = args.legacy_root {
         config.legacy = Some(coord_daemon::BridgeConfig {
             root,
-            mode: args
-                .legacy_mode
-                .parse()
-                .map_err(|e: String| anyhow!(Exit(code::INVALID, e)))?,
+            mode: match args.legacy_mode {
+                LegacyModeArg::Watch => coord_daemon::LegacyMode::Watch,
+                LegacyModeArg::Poll => coord_daemon::LegacyMode::Poll,
+            },
             poll_interval: args.legacy_interval,
             ttl_ms: ms(args.legacy_ttl).max(coord_proto::MIN_SESSION_TTL_MS),
         });

@@ -33,8 +33,8 @@ pub(crate) enum DispatchCmd {
         #[arg(long)]
         assignee: Option<String>,
         /// Only orders in this state.
-        #[arg(long, value_parser = ["issued", "acked"])]
-        state: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<OrderStateArg>,
     },
     /// Take an order.
     Ack {
@@ -115,7 +115,9 @@ pub(crate) async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Res
             Ok(ExitCode::SUCCESS)
         }
         DispatchCmd::List { assignee, state } => {
-            let r = base.orders(assignee.as_deref(), state.as_deref()).await?;
+            let r = base
+                .orders(assignee.as_deref(), state.map(OrderStateArg::as_str))
+                .await?;
             output::json_or_table(
                 json,
                 &r,

@@ -1,5 +1,6 @@
 //! `coord events`: follow the log, as text or JSON lines.
 
+use crate::args::*;
 use crate::output::{self, code, Exit};
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -26,8 +27,8 @@ pub(crate) struct EventsArgs {
     snapshot: bool,
     /// json (one event per line, as the daemon sends it) or text; --json
     /// is the same as --format json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    format: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     /// Stop at the current head instead of following.
     #[arg(long)]
     no_follow: bool,
@@ -41,7 +42,7 @@ pub(crate) struct EventsArgs {
 }
 
 pub(crate) async fn events(base: &Client, args: EventsArgs, json: bool) -> Result<ExitCode> {
-    let text = args.format == "text" && !json;
+    let text = args.format == Format::Text && !json;
     let since: crate::follow::Since = args
         .since
         .parse()

@@ -14,9 +14,8 @@ pub(crate) struct SentinelArgs {
     /// Where events come from: fs-poll (scan a legacy root on a timer),
     /// fs-watch (rescan it when inotify reports a change) or event-manager
     /// (the daemon's log).
-    #[arg(long, env = "SENTINEL_SOURCE", default_value = "event-manager",
-          value_parser = ["fs-poll", "fs-watch", "event-manager"])]
-    source: String,
+    #[arg(long, env = "SENTINEL_SOURCE", value_enum, default_value_t = SourceArg::EventManager)]
+    source: SourceArg,
     /// The legacy coord root (fs-poll, fs-watch).
     #[arg(long)]
     coord_root: Option<PathBuf>,
@@ -79,7 +78,7 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
         let root = args.coord_root.clone().ok_or_else(|| {
             anyhow!(Exit(
                 code::USAGE,
-                format!("--source {} needs --coord-root DIR", args.source)
+                format!("--source {} needs --coord-root DIR", args.source.name())
             ))
         })?;
         if !root.is_dir() {
@@ -90,8 +89,8 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
         }
         Ok::<_, anyhow::Error>(root)
     };
-    match args.source.as_str() {
-        "fs-watch" => {
+    match args.source {
+        SourceArg::FsWatch => {
             let mut src = FsWatchSource::new(root()?)
                 .with_poll_interval(args.interval.unwrap_or(Duration::from_secs(2)));
             if let Some(n) = args.max_batch {
@@ -99,7 +98,7 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
             }
             run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
         }
-        "fs-poll" => {
+        SourceArg::FsPoll => {
             let mut src = FsPollSource::new(root()?);
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
@@ -107,7 +106,7 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
             let interval = args.interval.unwrap_or(Duration::from_secs(2));
             run(&mut src, &mut sink, interval, &args.kinds, shutdown).await?;
         }
-        _ => {
+        SourceArg::EventManager => {
             let log_id = base.status().await?.log_id;
             let state = args
                 .state_file

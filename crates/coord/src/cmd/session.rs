@@ -35,9 +35,9 @@ pub(crate) enum SessionCmd {
     /// Report to the parent session: turn_ended, errored, shut_down or
     /// scope_sub_delegated.
     Report {
-        /// turn_ended | errored | shut_down | scope_sub_delegated
-        #[arg(value_parser = ["turn_ended", "errored", "shut_down", "scope_sub_delegated"])]
-        kind: String,
+        /// What happened.
+        #[arg(value_enum)]
+        kind: ReportKind,
         /// For errored: what went wrong.
         #[arg(long)]
         message: Option<String>,
@@ -138,14 +138,19 @@ pub(crate) async fn session(
             acting,
         } => {
             let id = acting.id()?;
-            let need = |what: &str| anyhow!(Exit(code::INVALID, format!("{kind} needs {what}")));
-            let report = match kind.as_str() {
-                "turn_ended" => Report::TurnEnded,
-                "shut_down" => Report::ShutDown,
-                "errored" => Report::Errored {
+            let need = |what: &str| {
+                anyhow!(Exit(
+                    code::USAGE,
+                    format!("{} needs {what}", report_name(kind))
+                ))
+            };
+            let report = match kind {
+                ReportKind::TurnEnded => Report::TurnEnded,
+                ReportKind::ShutDown => Report::ShutDown,
+                ReportKind::Errored => Report::Errored {
                     message: message.ok_or_else(|| need("--message"))?,
                 },
-                _ => {
+                ReportKind::ScopeSubDelegated => {
                     if scope.is_empty() {
                         return Err(need("--scope PATTERN"));
                     }
@@ -168,7 +173,11 @@ pub(crate) async fn session(
                     },
                 )
                 .await?;
-            print_write(json, &a.body, &format!("{id} reported {kind}"))
+            print_write(
+                json,
+                &a.body,
+                &format!("{id} reported {}", report_name(kind)),
+            )
         }
         SessionCmd::Heartbeat { phase, acting } => {
             let id = acting.id()?;
@@ -313,5 +322,14 @@ pub(crate) async fn session(
             Ok(ExitCode::SUCCESS)
         }
         SessionCmd::Run(args) => crate::run::run(base, args).await,
+    }
+}
+
+fn report_name(kind: ReportKind) -> &'static str {
+    match kind {
+        ReportKind::TurnEnded => "turn_ended",
+        ReportKind::Errored => "errored",
+        ReportKind::ShutDown => "shut_down",
+        ReportKind::ScopeSubDelegated => "scope_sub_delegated",
     }
 }
