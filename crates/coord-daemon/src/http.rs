@@ -184,6 +184,57 @@ fn backticked(msg: &str) -> Option<String> {
     Some(msg[start..start + len].to_string())
 }
 
+/// Query parameters decoded into `T`, with coord's error codes: a value of
+/// the wrong type is `invalid_field` naming the parameter. Parameters `T`
+/// does not know are ignored.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                let field = if field == "." {
+                    backticked(&msg).unwrap_or_default()
+                } else {
+                    field
+                };
+                ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("query parameter {field}: {msg}"),
+                )
+                .with("field", field)
+            })
+    }
+}
+
+/// A query flag: `true`, `1` or empty (`?snapshot`) is true; `false` or
+/// `0` is false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl<'de> serde::Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "true" | "1" | "" => Ok(Flag(true)),
+            "false" | "0" => Ok(Flag(false)),
+            v => Err(serde::de::Error::custom(format!(
+                "{v:?}: expected true or false"
+            ))),
+        }
+    }
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers

@@ -42,12 +42,19 @@ pub(crate) async fn issue<L: EventLog + Clone>(
     ))
 }
 
+/// `GET /v1/dispatch` query.
+#[derive(serde::Deserialize)]
+pub(crate) struct OrdersQuery {
+    assignee: Option<String>,
+    state: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/dispatch", tag = "dispatch", params(("assignee" = Option<String>, Query, description = "Only this session's orders"), ("state" = Option<String>, Query, description = "issued or acked")), responses((status = 200, description = "Open orders", body = OrdersResponse)))]
 pub(crate) async fn list_orders<L: EventLog + Clone>(
     State(app): AppState<L>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams<OrdersQuery>,
 ) -> ApiResult {
-    let state = match q.get("state").map(String::as_str) {
+    let state = match q.state.as_deref() {
         None | Some("") => None,
         Some("issued") => Some(OrderState::Issued),
         Some("acked") => Some(OrderState::Acked),
@@ -61,7 +68,7 @@ pub(crate) async fn list_orders<L: EventLog + Clone>(
             .with("field", "state"))
         }
     };
-    let assignee = q.get("assignee").cloned().filter(|a| !a.is_empty());
+    let assignee = q.assignee.filter(|a| !a.is_empty());
     let r = app
         .writer
         .read(move |s| OrdersResponse {
@@ -100,23 +107,22 @@ pub(crate) fn order_not_found(id: &str) -> ApiError {
     ApiError::new(ErrorCode::OrderNotFound, format!("no open order {id}")).with("order_id", id)
 }
 
+/// `GET /v1/dispatch/next` query.
+#[derive(serde::Deserialize)]
+pub(crate) struct NextQuery {
+    #[serde(default)]
+    assignee: String,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
 #[utoipa::path(get, path = "/v1/dispatch/next", tag = "dispatch", params(("assignee" = String, Query, description = "The session"), ("wait_ms" = Option<u64>, Query, description = "How long to wait for one, ms (at most 86,400,000)")), responses((status = 200, description = "The oldest issued order of the assignee", body = Order)))]
 pub(crate) async fn dispatch_next<L: EventLog + Clone>(
     State(app): AppState<L>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams<NextQuery>,
 ) -> ApiResult {
-    let assignee = q.get("assignee").cloned().unwrap_or_default();
+    let NextQuery { assignee, wait_ms } = q;
     check_id("assignee", &assignee)?;
-    let wait_ms = match q.get("wait_ms") {
-        None => 0,
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidField,
-                format!("wait_ms {v:?} is not a number"),
-            )
-            .with("field", "wait_ms")
-        })?,
-    };
     duration("wait_ms", wait_ms)?;
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     loop {

@@ -83,11 +83,23 @@ pub(crate) fn parse_cursor(v: &str) -> Result<Cursor, ApiError> {
     }
 }
 
+/// `GET /v1/events` query (PROTOCOL §9).
+#[derive(serde::Deserialize)]
+pub(crate) struct EventsQuery {
+    since: Option<String>,
+    kinds: Option<String>,
+    session: Option<String>,
+    resource: Option<String>,
+    snapshot: Option<Flag>,
+    follow: Option<Flag>,
+    log_id: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(("since" = Option<String>, Query, description = "A seq, start or now (default)"), ("kinds" = Option<String>, Query, description = "Comma-separated kind globs"), ("session" = Option<String>, Query, description = "Only events about this session"), ("resource" = Option<String>, Query, description = "Only events about this resource"), ("snapshot" = Option<bool>, Query, description = "First a snapshot of the view"), ("follow" = Option<bool>, Query, description = "false: stop at the head"), ("log_id" = Option<String>, Query, description = "The log the cursor belongs to")), responses((status = 200, description = "The events, one JSON object per line (NDJSON), or Server-Sent Events with Accept: text/event-stream", content_type = "application/x-ndjson", body = String)))]
 pub(crate) async fn events<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams<EventsQuery>,
 ) -> ApiResult {
     let sse = headers
         .get(axum::http::header::ACCEPT)
@@ -97,23 +109,11 @@ pub(crate) async fn events<L: EventLog + Clone>(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let cursor = match last_event_id.or_else(|| q.get("since").cloned()) {
+    let cursor = match last_event_id.or(q.since) {
         Some(v) => parse_cursor(&v)?,
         None => Cursor::Now,
     };
-    let flag = |name: &str| -> Result<Option<bool>, ApiError> {
-        match q.get(name).map(String::as_str) {
-            None => Ok(None),
-            Some("true" | "1" | "") => Ok(Some(true)),
-            Some("false" | "0") => Ok(Some(false)),
-            Some(v) => Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!("{name}={v:?}: expected true or false"),
-            )
-            .with("field", name)),
-        }
-    };
-    if let Some(theirs) = q.get("log_id").filter(|v| !v.is_empty()) {
+    if let Some(theirs) = q.log_id.as_ref().filter(|v| !v.is_empty()) {
         if *theirs != app.log_id {
             return Err(ApiError::new(
                 ErrorCode::LogMismatch,
@@ -125,11 +125,11 @@ pub(crate) async fn events<L: EventLog + Clone>(
             .with("log_id", app.log_id.as_str()));
         }
     }
-    let want_snapshot = flag("snapshot")?.unwrap_or(false);
-    let follow = flag("follow")?.unwrap_or(true);
+    let want_snapshot = q.snapshot.is_some_and(|f| f.0);
+    let follow = q.follow.is_none_or(|f| f.0);
     let filter = Filter {
         kinds: q
-            .get("kinds")
+            .kinds
             .map(|k| {
                 k.split(',')
                     .map(str::trim)
@@ -138,11 +138,11 @@ pub(crate) async fn events<L: EventLog + Clone>(
                     .collect()
             })
             .unwrap_or_default(),
-        session: q.get("session").cloned().filter(|s| !s.is_empty()),
+        session: q.session.filter(|s| !s.is_empty()),
         resource: q
-            .get("resource")
+            .resource
             .filter(|s| !s.is_empty())
-            .map(|r| ids::normalize_resource(r)),
+            .map(|r| ids::normalize_resource(&r)),
     };
 
     let mut first: Option<Bytes> = None;

@@ -188,34 +188,35 @@ pub(crate) async fn release<L: EventLog + Clone>(
     submit_seq(&app, &headers, auth, w, false).await
 }
 
+/// `GET /v1/locks/check` query.
+#[derive(serde::Deserialize)]
+pub(crate) struct CheckQuery {
+    resource: Option<String>,
+    token: Option<u64>,
+}
+
 /// `GET /v1/locks/check?resource=R&token=T`: whether fencing token T is
 /// still a current grant of R (PROTOCOL §7.2).
 #[utoipa::path(get, path = "/v1/locks/check", tag = "locks", params(("resource" = String, Query, description = "The lock (normalised)"), ("token" = u64, Query, description = "A fencing token")), responses((status = 200, description = "Whether the token is a current grant", body = LockCheckResponse)))]
 pub(crate) async fn check_lock<L: EventLog + Clone>(
     State(app): AppState<L>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams<CheckQuery>,
 ) -> ApiResult {
-    let resource = q.get("resource").ok_or_else(|| {
+    let resource = q.resource.ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidField, "resource is required").with("field", "resource")
     })?;
-    let resource = ids::normalize_resource(resource);
+    let resource = ids::normalize_resource(&resource);
     ids::check_resource(&resource).map_err(|why| {
         ApiError::new(ErrorCode::InvalidId, format!("resource {resource:?} {why}"))
             .with("field", "resource")
     })?;
-    let token = q
-        .get("token")
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidField, "token is required").with("field", "token")
-        })?
-        .parse::<u64>()
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidField,
-                "token must be a fencing token (the seq of a grant)",
-            )
-            .with("field", "token")
-        })?;
+    let token = q.token.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidField,
+            "token is required: a fencing token (the seq of a grant)",
+        )
+        .with("field", "token")
+    })?;
     let r = app
         .writer
         .read(move |s| {

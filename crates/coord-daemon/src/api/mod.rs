@@ -3,7 +3,9 @@
 //! a [`Command`] (or a read of the view) and the writer's answer into JSON;
 //! none of them decides what is valid.
 
-use crate::http::{json_response, require_admin, require_session, ApiError, JsonBody};
+use crate::http::{
+    json_response, require_admin, require_session, ApiError, Flag, JsonBody, QueryParams,
+};
 use crate::hub::{HubError, Published};
 use crate::pidfd;
 use crate::timers::Leases;
@@ -11,7 +13,7 @@ use crate::tokens;
 use crate::waits::WaitNotice;
 use crate::writer::{body_key, Committed, Extras, Write, WriterHandle};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +27,6 @@ use coord_proto::{
     MAX_DURATION_MS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VERSION,
 };
 use coord_store::EventLog;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -85,22 +85,18 @@ pub(crate) async fn register<L: EventLog + Clone>(
     ))
 }
 
+/// `GET /v1/sessions` query.
+#[derive(serde::Deserialize)]
+pub(crate) struct SessionsQuery {
+    ended: Option<Flag>,
+}
+
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(("ended" = Option<bool>, Query, description = "Also list recently ended sessions")), responses((status = 200, description = "Live sessions with their lease and waits", body = SessionsResponse)))]
 pub(crate) async fn list_sessions<L: EventLog + Clone>(
     State(app): AppState<L>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams<SessionsQuery>,
 ) -> ApiResult {
-    let ended = match q.get("ended").map(String::as_str) {
-        None | Some("false" | "0") => false,
-        Some("true" | "1" | "") => true,
-        Some(v) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!("ended={v:?}: expected true or false"),
-            )
-            .with("field", "ended"))
-        }
-    };
+    let ended = q.ended.is_some_and(|f| f.0);
     let leases = app.leases.clone();
     let r = app
         .writer
