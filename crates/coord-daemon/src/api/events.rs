@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::hub::LogCursor;
+use axum::response::sse::{Event, Sse};
+use futures_util::StreamExt;
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = CustomEventRequest, responses((status = 201, description = "Appended", body = WriteResponse), (status = 200, description = "A replay", body = WriteResponse)))]
 pub(crate) async fn custom_event<L: EventLog + Clone>(
@@ -145,7 +147,7 @@ pub(crate) async fn events<L: EventLog + Clone>(
             .map(|r| ids::normalize_resource(&r)),
     };
 
-    let mut first: Option<Bytes> = None;
+    let mut first: Option<String> = None;
     let start = if want_snapshot {
         let snap = app
             .writer
@@ -154,13 +156,9 @@ pub(crate) async fn events<L: EventLog + Clone>(
                 view: s.view.clone(),
             })
             .await?;
-        let json =
-            serde_json::to_string(&serde_json::json!({ "snapshot": &snap })).unwrap_or_default();
-        first = Some(if sse {
-            Bytes::from(format!("event: snapshot\ndata: {json}\n\n"))
-        } else {
-            Bytes::from(format!("{json}\n"))
-        });
+        first = Some(
+            serde_json::to_string(&serde_json::json!({ "snapshot": &snap })).unwrap_or_default(),
+        );
         snap.seq
     } else {
         let (oldest, _) = app
@@ -208,30 +206,69 @@ pub(crate) async fn events<L: EventLog + Clone>(
         shutdown: app.shutdown.clone(),
         log,
         filter,
-        sse,
-        first,
         done: false,
     };
-    let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-        sub.next_chunk()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), sub))
+    let items = futures_util::stream::unfold(sub, |mut sub| async move {
+        sub.next_item().await.map(|item| (item, sub))
     });
+    if sse {
+        // axum frames Server-Sent Events; no keep-alive lines (PROTOCOL §9:
+        // the stream sends nothing while there are no events).
+        let snapshot = first.map(|json| Event::default().event("snapshot").data(json));
+        let events = items.flat_map(|item| {
+            let frames: Vec<Event> = match item {
+                Item::Events(batch) => batch
+                    .iter()
+                    .map(|p| {
+                        Event::default()
+                            .id(p.event.seq.to_string())
+                            .event(p.event.kind())
+                            .data(String::from_utf8_lossy(&p.json()))
+                    })
+                    .collect(),
+                Item::Error(json) => vec![Event::default().event("error").data(json)],
+            };
+            futures_util::stream::iter(frames)
+        });
+        let stream = futures_util::stream::iter(snapshot)
+            .chain(events)
+            .map(Ok::<_, std::convert::Infallible>);
+        return Ok(Sse::new(stream).into_response());
+    }
+    let chunks = items.map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            // The common live case, one event: the shared line itself, no
+            // copy.
+            Item::Events(batch) if batch.len() == 1 => batch[0].line.clone(),
+            Item::Events(batch) => {
+                let mut buf = BytesMut::new();
+                for p in &batch {
+                    buf.put_slice(&p.line);
+                }
+                buf.freeze()
+            }
+            Item::Error(json) => Bytes::from(json + "\n"),
+        })
+    });
+    let first = first.map(|json| Ok::<_, std::convert::Infallible>(Bytes::from(json + "\n")));
+    let stream = futures_util::stream::iter(first).chain(chunks);
     let mut resp = Response::new(Body::from_stream(stream));
-    let ct = if sse {
-        "text/event-stream"
-    } else {
-        "application/x-ndjson"
-    };
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static(ct),
+        HeaderValue::from_static("application/x-ndjson"),
     );
     resp.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache"),
     );
     Ok(resp)
+}
+
+/// What a subscription yields: matching events (never an empty batch), or
+/// the error line that ends the stream.
+pub(crate) enum Item {
+    Events(Vec<Arc<Published>>),
+    Error(String),
 }
 
 /// One open events stream: a cursor and a filter; it holds at most one
@@ -241,17 +278,12 @@ pub(crate) struct Subscription<L> {
     shutdown: CancellationToken,
     log: LogCursor<L>,
     filter: Filter,
-    sse: bool,
-    first: Option<Bytes>,
     done: bool,
 }
 
 impl<L: EventLog + Clone> Subscription<L> {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    async fn next_item(&mut self) -> Option<Item> {
         let _ = &self.guard;
-        if let Some(first) = self.first.take() {
-            return Some(first);
-        }
         if self.done {
             return None;
         }
@@ -263,28 +295,12 @@ impl<L: EventLog + Clone> Subscription<L> {
             match next {
                 Ok(None) => return None,
                 Ok(Some(batch)) => {
-                    let matching: Vec<&Arc<Published>> =
-                        batch.iter().filter(|p| self.filter.matches(p)).collect();
-                    // The common live case, one NDJSON event: send the shared
-                    // line itself, no copy.
-                    if let ([one], false) = (matching.as_slice(), self.sse) {
-                        return Some(one.line.clone());
-                    }
-                    let mut buf = BytesMut::new();
-                    for p in matching {
-                        if self.sse {
-                            buf.put_slice(
-                                format!("id: {}\nevent: {}\ndata: ", p.event.seq, p.event.kind())
-                                    .as_bytes(),
-                            );
-                            buf.put_slice(&p.json());
-                            buf.put_slice(b"\n\n");
-                        } else {
-                            buf.put_slice(&p.line);
-                        }
-                    }
-                    if !buf.is_empty() {
-                        return Some(buf.freeze());
+                    let matching: Vec<Arc<Published>> = batch
+                        .into_iter()
+                        .filter(|p| self.filter.matches(p))
+                        .collect();
+                    if !matching.is_empty() {
+                        return Some(Item::Events(matching));
                     }
                 }
                 Err(e) => {
@@ -300,12 +316,9 @@ impl<L: EventLog + Clone> Subscription<L> {
                     if let HubError::Compacted { oldest } = e {
                         body = body.with("oldest_seq", oldest);
                     }
-                    let json = serde_json::to_string(&body).unwrap_or_default();
-                    return Some(Bytes::from(if self.sse {
-                        format!("event: error\ndata: {json}\n\n")
-                    } else {
-                        format!("{json}\n")
-                    }));
+                    return Some(Item::Error(
+                        serde_json::to_string(&body).unwrap_or_default(),
+                    ));
                 }
             }
         }
