@@ -13,7 +13,7 @@
 
 pub use coord_proto::render_event;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use coord_proto::api::*;
 use coord_proto::view::{Message, Order};
 use coord_proto::{ErrorBody, ErrorCode, PROTOCOL_VERSION};
@@ -328,11 +328,8 @@ impl Client {
     /// # Errors
     /// See [`ClientError`]; `invalid_id` for a bad resource.
     pub async fn check_lock(&self, resource: &str, token: u64) -> Result<LockCheckResponse> {
-        self.get(&format!(
-            "/v1/locks/check?resource={}&token={token}",
-            enc(resource)
-        ))
-        .await
+        let q = query(&[("resource", resource), ("token", &token.to_string())])?;
+        self.get(&format!("/v1/locks/check?{q}")).await
     }
 
     /// `POST /v1/inbox/{to}`.
@@ -389,14 +386,15 @@ impl Client {
         assignee: Option<&str>,
         state: Option<&str>,
     ) -> Result<OrdersResponse> {
-        let mut q = Vec::new();
+        let mut pairs = Vec::new();
         if let Some(a) = assignee {
-            q.push(format!("assignee={}", enc(a)));
+            pairs.push(("assignee", a));
         }
         if let Some(s) = state {
-            q.push(format!("state={}", enc(s)));
+            pairs.push(("state", s));
         }
-        self.get(&format!("/v1/dispatch?{}", q.join("&"))).await
+        let q = query(&pairs)?;
+        self.get(&format!("/v1/dispatch?{q}")).await
     }
 
     /// `GET /v1/dispatch/{id}`.
@@ -412,11 +410,8 @@ impl Client {
     /// # Errors
     /// See [`ClientError`]; `timeout`.
     pub async fn next_order(&self, assignee: &str, wait_ms: u64) -> Result<Order> {
-        self.get(&format!(
-            "/v1/dispatch/next?assignee={}&wait_ms={wait_ms}",
-            enc(assignee)
-        ))
-        .await
+        let q = query(&[("assignee", assignee), ("wait_ms", &wait_ms.to_string())])?;
+        self.get(&format!("/v1/dispatch/next?{q}")).await
     }
 
     /// `POST /v1/dispatch/{id}/ack` (assignee's token).
@@ -477,14 +472,14 @@ impl Client {
         self.get("/v1/snapshot").await
     }
 
-    /// `GET /v1/events?…`: opens the NDJSON stream. `query` is the query
-    /// string without `?` (`since=0&kinds=lock.*`).
+    /// `GET /v1/events?…`: opens the NDJSON stream.
     ///
     /// # Errors
     /// See [`ClientError`]; `compacted`, `bad_cursor`.
-    pub async fn events(&self, query: &str) -> Result<EventStream> {
+    pub async fn events(&self, q: &EventsQuery) -> Result<EventStream> {
+        let q = query(q)?;
         let resp = self
-            .send(Method::GET, &format!("/v1/events?{query}"), None, None)
+            .send(Method::GET, &format!("/v1/events?{q}"), None, None)
             .await?;
         let status = resp.status();
         if !status.is_success() {
@@ -501,11 +496,7 @@ impl Client {
             .get("coord-log-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Ok(EventStream {
-            body: resp.into_body(),
-            buf: BytesMut::new(),
-            log_id,
-        })
+        Ok(EventStream::new(resp.into_body(), log_id))
     }
 }
 
@@ -531,7 +522,13 @@ pub fn admin_token_path(socket: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Percent-encodes a path segment or query value.
+/// A query string (without `?`) from pairs or a struct.
+fn query<T: serde::Serialize + ?Sized>(q: &T) -> Result<String> {
+    serde_urlencoded::to_string(q)
+        .map_err(|e| ClientError::Transport(format!("encoding the query: {e}")))
+}
+
+/// Percent-encodes a path segment.
 pub fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -546,10 +543,21 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+/// Longest NDJSON line accepted from the daemon (a snapshot of a large
+/// view is one line), bytes.
+const MAX_LINE: usize = 256 << 20;
+
+type Lines = tokio_util::codec::FramedRead<
+    tokio_util::io::StreamReader<
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>,
+        Bytes,
+    >,
+    tokio_util::codec::LinesCodec,
+>;
+
 /// An open events stream: one [`StreamItem`] per NDJSON line.
 pub struct EventStream {
-    body: Incoming,
-    buf: BytesMut,
+    lines: Lines,
     log_id: Option<String>,
 }
 
@@ -563,6 +571,18 @@ pub struct Line {
 }
 
 impl EventStream {
+    fn new(body: Incoming, log_id: Option<String>) -> Self {
+        use futures_util::TryStreamExt;
+        let data: std::pin::Pin<
+            Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>,
+        > = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+        let lines = tokio_util::codec::FramedRead::new(
+            tokio_util::io::StreamReader::new(data),
+            tokio_util::codec::LinesCodec::new_with_max_length(MAX_LINE),
+        );
+        EventStream { lines, log_id }
+    }
+
     /// The identity of the log this stream reads (`Coord-Log-Id`).
     pub fn log_id(&self) -> Option<&str> {
         self.log_id.as_deref()
@@ -574,41 +594,24 @@ impl EventStream {
     /// [`ClientError::Transport`] for a broken connection or a line that
     /// does not decode.
     pub async fn next(&mut self) -> Result<Option<Line>> {
-        loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let raw = self.buf.split_to(pos + 1).freeze().slice(..pos);
-                let text = std::str::from_utf8(&raw).map_err(|e| {
-                    ClientError::Transport(format!("stream line is not UTF-8: {e}"))
-                })?;
-                if text.starts_with("{\"error\"") {
-                    let body: ErrorBody = serde_json::from_str(text)
-                        .map_err(|e| ClientError::Transport(format!("bad error line: {e}")))?;
-                    return Ok(Some(Line {
-                        raw,
-                        item: Err(body),
-                    }));
-                }
-                let item = StreamItem::from_line(text)
-                    .map_err(|e| ClientError::Transport(format!("bad stream line: {e}")))?;
-                return Ok(Some(Line {
-                    raw,
-                    item: Ok(item),
-                }));
-            }
-            match self.body.frame().await {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(ClientError::Transport(format!("stream broke: {e}"))),
-                Some(Ok(frame)) => {
-                    if let Ok(mut data) = frame.into_data() {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            self.buf.extend_from_slice(chunk);
-                            let n = chunk.len();
-                            data.advance(n);
-                        }
-                    }
-                }
-            }
+        use futures_util::StreamExt;
+        let Some(text) = self.lines.next().await else {
+            return Ok(None);
+        };
+        let text = text.map_err(|e| ClientError::Transport(format!("stream broke: {e}")))?;
+        if text.starts_with("{\"error\"") {
+            let body: ErrorBody = serde_json::from_str(&text)
+                .map_err(|e| ClientError::Transport(format!("bad error line: {e}")))?;
+            return Ok(Some(Line {
+                raw: Bytes::from(text),
+                item: Err(body),
+            }));
         }
+        let item = StreamItem::from_line(&text)
+            .map_err(|e| ClientError::Transport(format!("bad stream line: {e}")))?;
+        Ok(Some(Line {
+            raw: Bytes::from(text),
+            item: Ok(item),
+        }))
     }
 }

@@ -376,6 +376,33 @@ pub struct CustomEventRequest {
     pub ts: Option<Timestamp>,
 }
 
+/// `GET /v1/events` query (PROTOCOL §9), as a client sends it; absent
+/// fields are left out of the query string.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventsQuery {
+    /// `N`, `start` or `now` (the daemon's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Comma-separated kind globs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<String>,
+    /// Only events about this session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Only events about this resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// First a snapshot of the view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<bool>,
+    /// `false`: stop at the head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
+    /// The log the cursor belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
+}
+
 /// `POST /v1/admin/export` (admin token).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

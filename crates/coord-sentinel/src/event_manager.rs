@@ -2,7 +2,7 @@
 
 use crate::source::{SentinelEventSource, SourceError};
 use coord_client::Client;
-use coord_proto::api::StreamItem;
+use coord_proto::api::{EventsQuery, StreamItem};
 use coord_proto::Event;
 use std::path::{Path, PathBuf};
 
@@ -37,8 +37,8 @@ pub struct EventManagerSource {
     saved: u64,
     /// The log the cursor belongs to, once known.
     log_id: Option<String>,
-    /// Extra query (`kinds=…`) passed to the stream.
-    filter: String,
+    /// Kind globs passed to the stream (`lock.*,session.*`).
+    kinds: Option<String>,
     max_batch: usize,
     /// How long a poll waits for the first new event.
     idle_wait: std::time::Duration,
@@ -84,7 +84,7 @@ impl EventManagerSource {
             cursor: saved.cursor,
             saved: saved.cursor,
             log_id: saved.log_id,
-            filter: String::new(),
+            kinds: None,
             max_batch: 1024,
             idle_wait: std::time::Duration::from_secs(30),
         })
@@ -128,7 +128,7 @@ impl EventManagerSource {
 
     /// Only kinds matching these globs (`lock.*`).
     pub fn with_kinds(mut self, kinds: &[&str]) -> Self {
-        self.filter = format!("&kinds={}", coord_client::enc(&kinds.join(",")));
+        self.kinds = Some(kinds.join(","));
         self
     }
 
@@ -194,12 +194,12 @@ impl SentinelEventSource for EventManagerSource {
         // Follow from the cursor: the first event may take up to
         // `idle_wait` to come; whatever arrives right behind it joins the
         // batch. The stream is dropped when the poll returns.
-        let log = self
-            .log_id
-            .as_deref()
-            .map(|id| format!("&log_id={}", coord_client::enc(id)))
-            .unwrap_or_default();
-        let query = format!("since={}{log}{}", self.cursor, self.filter);
+        let query = EventsQuery {
+            since: Some(self.cursor.to_string()),
+            kinds: self.kinds.clone(),
+            log_id: self.log_id.clone(),
+            ..Default::default()
+        };
         let mut stream = self.client.events(&query).await?;
         let mut out = Vec::new();
         let mut wait = self.idle_wait;

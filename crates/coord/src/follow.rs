@@ -14,7 +14,8 @@
 
 use crate::output::{code, Exit};
 use anyhow::{anyhow, Result};
-use coord_client::{enc, Client, EventStream, Line};
+use coord_client::{Client, EventStream, Line};
+use coord_proto::api::EventsQuery;
 use coord_proto::api::StreamItem;
 use std::time::Duration;
 
@@ -49,8 +50,9 @@ impl std::str::FromStr for Since {
 /// A resumable follow of the events stream.
 pub struct Follower {
     client: Client,
-    /// Filters, without `since` (`kinds=…&session=…`).
-    filters: String,
+    /// Filters (kinds, session, resource); the cursor fields are set per
+    /// connection.
+    filters: EventsQuery,
     /// `snapshot=true` until the first connection opened.
     snapshot: bool,
     follow: bool,
@@ -66,8 +68,9 @@ pub struct Follower {
 impl Follower {
     /// A follower of `client`'s log; nothing is sent until [`Self::next`].
     ///
-    /// `filters` is a query string without `since` (may be empty).
-    pub fn new(client: Client, start: Since, filters: String) -> Self {
+    /// `filters` selects kinds, a session or a resource; its cursor
+    /// fields are ignored.
+    pub fn new(client: Client, start: Since, filters: EventsQuery) -> Self {
         Follower {
             client,
             filters,
@@ -99,28 +102,20 @@ impl Follower {
         self
     }
 
-    fn query(&self) -> String {
+    fn query(&self) -> EventsQuery {
         let since = match (self.cursor, &self.start) {
             (Some(seq), _) => seq.to_string(),
             (None, Since::Start) => "start".into(),
             (None, Since::Now) => "now".into(),
             (None, Since::After(n)) => n.to_string(),
         };
-        let mut q = format!("since={since}");
-        if let Some(id) = &self.log_id {
-            q.push_str(&format!("&log_id={}", enc(id)));
+        EventsQuery {
+            since: Some(since),
+            log_id: self.log_id.clone(),
+            snapshot: self.snapshot.then_some(true),
+            follow: (!self.follow).then_some(false),
+            ..self.filters.clone()
         }
-        if self.snapshot {
-            q.push_str("&snapshot=true");
-        }
-        if !self.follow {
-            q.push_str("&follow=false");
-        }
-        if !self.filters.is_empty() {
-            q.push('&');
-            q.push_str(&self.filters);
-        }
-        q
     }
 
     /// Opens the stream; for `since=now` the head is pinned first, so a

@@ -4,8 +4,8 @@ use crate::args::*;
 use crate::output::{self, code, Exit};
 use anyhow::{anyhow, Result};
 use clap::Args;
-use coord_client::{enc, Client};
-use coord_proto::api::StreamItem;
+use coord_client::Client;
+use coord_proto::api::{EventsQuery, StreamItem};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -52,17 +52,13 @@ pub(crate) async fn events(base: &Client, args: EventsArgs, json: bool) -> Resul
     } else {
         args.reconnect || std::io::IsTerminal::is_terminal(&std::io::stdout())
     };
-    let mut q = Vec::new();
-    if !args.kinds.is_empty() {
-        q.push(format!("kinds={}", enc(&args.kinds.join(","))));
-    }
-    if let Some(s) = &args.session {
-        q.push(format!("session={}", enc(s)));
-    }
-    if let Some(r) = &args.resource {
-        q.push(format!("resource={}", enc(r)));
-    }
-    let mut stream = crate::follow::Follower::new(base.clone(), since, q.join("&"))
+    let filters = EventsQuery {
+        kinds: (!args.kinds.is_empty()).then(|| args.kinds.join(",")),
+        session: args.session.clone(),
+        resource: args.resource.clone(),
+        ..Default::default()
+    };
+    let mut stream = crate::follow::Follower::new(base.clone(), since, filters)
         .with_snapshot(args.snapshot)
         .with_follow(!args.no_follow)
         .with_reconnect(reconnect);

@@ -5,8 +5,8 @@ use crate::args::*;
 use crate::output::{self, print_write};
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use coord_client::{enc, Client};
-use coord_proto::api::StreamItem;
+use coord_client::Client;
+use coord_proto::api::{EventsQuery, StreamItem};
 use coord_proto::Payload;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,7 +106,11 @@ pub(crate) async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<Ex
             let mut stream = crate::follow::Follower::new(
                 c.clone(),
                 crate::follow::Since::After(listed.seq),
-                format!("kinds=inbox.deliver&session={}", enc(&id)),
+                EventsQuery {
+                    kinds: Some("inbox.deliver".into()),
+                    session: Some(id.clone()),
+                    ..Default::default()
+                },
             )
             .with_reconnect(reconnect);
             while let Some(line) = stream.next().await? {
@@ -158,11 +162,22 @@ pub(crate) async fn take_message(
     };
     let gone =
         |e: &coord_client::ClientError| e.code() == Some(coord_proto::ErrorCode::MessageNotFound);
+    // Said once per message, not once per attempt.
+    let mut said = false;
+    let say_once = |said: &mut bool, e: &coord_client::ClientError| {
+        if !*said {
+            eprintln!("coord: lost the daemon while reading {msg_id}: {e}; retrying");
+            *said = true;
+        }
+    };
     let m = loop {
         match c.read_message(id, msg_id).await {
             Ok(m) => break m,
             Err(e) if gone(&e) => return Ok(()),
-            Err(e) if lost(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) if lost(&e) => {
+                say_once(&mut said, &e);
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Err(e) => return Err(e.into()),
         }
     };
@@ -174,7 +189,10 @@ pub(crate) async fn take_message(
         match c.ack_message(id, msg_id).await {
             Ok(_) => return Ok(()),
             Err(e) if gone(&e) => return Ok(()),
-            Err(e) if lost(&e) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) if lost(&e) => {
+                say_once(&mut said, &e);
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Err(e) => return Err(e.into()),
         }
     }
