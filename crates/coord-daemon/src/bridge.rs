@@ -212,7 +212,7 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: Cancellat
     let known = match writer.read(|s| seed(&s.view)).await {
         Ok(k) => k,
         Err(e) => {
-            tracing::error!(error = %e.error.message, "legacy bridge cannot read the view; not started");
+            tracing::error!(error = %e, "legacy bridge cannot read the view; not started");
             return;
         }
     };
@@ -265,19 +265,17 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: Cancellat
             if let Err(e) = writer.write(w).await {
                 let expected = matches!(
                     e.code(),
-                    Some(
-                        ErrorCode::SessionExists
-                            | ErrorCode::MessageExists
-                            | ErrorCode::OrderExists
-                            | ErrorCode::LockNotHeld
-                            | ErrorCode::SessionNotFound
-                            | ErrorCode::MessageNotFound
-                    )
+                    ErrorCode::SessionExists
+                        | ErrorCode::MessageExists
+                        | ErrorCode::OrderExists
+                        | ErrorCode::LockNotHeld
+                        | ErrorCode::SessionNotFound
+                        | ErrorCode::MessageNotFound
                 );
                 if expected {
-                    tracing::debug!(code = %e.error.code, message = %e.error.message, "legacy change already applied or moot");
+                    tracing::debug!(code = %e.code(), message = %e, "legacy change already applied or moot");
                 } else {
-                    tracing::warn!(code = %e.error.code, message = %e.error.message, "legacy change refused");
+                    tracing::warn!(code = %e.code(), message = %e, "legacy change refused");
                 }
             }
         }

@@ -35,7 +35,7 @@ async fn gather<L: EventLog>(
             (s.view.clone(), bridged)
         })
         .await
-        .map_err(|e| e.error.message)?;
+        .map_err(|e| e.to_string())?;
     let mut bodies = BTreeMap::new();
     for (to, inbox) in &view.inboxes {
         for m in inbox {

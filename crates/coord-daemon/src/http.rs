@@ -21,6 +21,12 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
+impl From<crate::writer::WriteError> for ApiError {
+    fn from(e: crate::writer::WriteError) -> Self {
+        ApiError(e.to_body())
+    }
+}
+
 impl ApiError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {

@@ -605,8 +605,8 @@ impl<L: EventLog + Clone> Run<L> {
         loop {
             match self.writer.write(internal(cmd.clone())).await {
                 Ok(_) => return,
-                Err(e) if e.code() == Some(ErrorCode::StoreUnavailable) => {
-                    tracing::warn!(error = %e.error.message, retry_in_ms = backoff.as_millis() as u64, "lifecycle write failed; retrying");
+                Err(e) if e.code() == ErrorCode::StoreUnavailable => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lifecycle write failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.stop.cancelled() => return,
@@ -614,7 +614,7 @@ impl<L: EventLog + Clone> Run<L> {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e.error.message, "lifecycle write refused");
+                    tracing::debug!(error = %e, "lifecycle write refused");
                     return;
                 }
             }

@@ -85,7 +85,7 @@ pub struct Write {
     /// Extras.
     pub extras: Extras,
     /// Where the answer goes (`None` for fire-and-forget internal writes).
-    pub reply: Option<oneshot::Sender<Result<Committed, ErrorBody>>>,
+    pub reply: Option<oneshot::Sender<Result<Committed, WriteError>>>,
 }
 
 /// A read of the committed state.
@@ -109,8 +109,46 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
 }
 
-fn gone() -> ErrorBody {
-    ErrorBody::new(ErrorCode::ShuttingDown, "the daemon is shutting down")
+/// Why a write (or a read of the state) was not done. Converted to the
+/// wire's `ErrorBody` only at the HTTP edge.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The state machine refused the command (its code and details).
+    #[error(transparent)]
+    Rejected(#[from] coord_core::Rejection),
+    /// The store refused the append: nothing of the batch was committed.
+    #[error("the store refused the write ({0}); nothing was appended, retry")]
+    StoreUnavailable(String),
+    /// The writer stopped (the daemon is shutting down).
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// A bug (an idempotency record that does not decode).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WriteError {
+    /// The protocol error code (PROTOCOL §3).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            WriteError::Rejected(r) => r.code().unwrap_or(ErrorCode::Internal),
+            WriteError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            WriteError::ShuttingDown => ErrorCode::ShuttingDown,
+            WriteError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The wire form, `{"error":{"code","message",…}}`.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            WriteError::Rejected(r) => r.0.clone(),
+            other => ErrorBody::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+fn gone() -> WriteError {
+    WriteError::ShuttingDown
 }
 
 impl WriterHandle {
@@ -118,7 +156,7 @@ impl WriterHandle {
     ///
     /// # Errors
     /// The rejection, `store_unavailable`, or `shutting_down`.
-    pub async fn write(&self, mut w: Write) -> Result<Committed, ErrorBody> {
+    pub async fn write(&self, mut w: Write) -> Result<Committed, WriteError> {
         let (tx, rx) = oneshot::channel();
         w.reply = Some(tx);
         self.tx
@@ -143,7 +181,7 @@ impl WriterHandle {
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&State) -> T + Send + 'static,
-    ) -> Result<T, ErrorBody> {
+    ) -> Result<T, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Read(Box::new(move |s| {
@@ -344,7 +382,7 @@ impl<L: EventLog + Clone> Writer<L> {
         let mut batch = Batch::default();
         let mut events: Vec<Event> = Vec::new();
         let mut expected: HashMap<String, Option<u64>> = HashMap::new();
-        let mut answers: Vec<(Write, Result<Committed, ErrorBody>)> = Vec::new();
+        let mut answers: Vec<(Write, Result<Committed, WriteError>)> = Vec::new();
         let mut seen: HashSet<(String, Ulid)> = HashSet::new();
         let mut deferred: Vec<Write> = Vec::new();
         let ingress = Timestamp::now();
@@ -365,10 +403,7 @@ impl<L: EventLog + Clone> Writer<L> {
                                 c
                             })
                             .map_err(|e| {
-                                ErrorBody::new(
-                                    ErrorCode::Internal,
-                                    format!("idempotency record unreadable: {e}"),
-                                )
+                                WriteError::Internal(format!("idempotency record unreadable: {e}"))
                             });
                         answers.push((w, answer));
                         continue;
@@ -383,7 +418,7 @@ impl<L: EventLog + Clone> Writer<L> {
             let outcome = match validate(&self.state, &w.cmd) {
                 Ok(o) => o,
                 Err(rej) => {
-                    answers.push((w, Err(rej.0)));
+                    answers.push((w, Err(WriteError::Rejected(rej))));
                     continue;
                 }
             };
@@ -706,11 +741,8 @@ pub fn body_key(session_id: &str, msg_id: &str) -> String {
     format!("body/{session_id}/{msg_id}")
 }
 
-fn store_error(msg: &str) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::StoreUnavailable,
-        format!("the store refused the write ({msg}); nothing was appended, retry"),
-    )
+fn store_error(msg: &str) -> WriteError {
+    WriteError::StoreUnavailable(msg.to_string())
 }
 
 #[cfg(test)]
@@ -845,7 +877,7 @@ mod tests {
         );
         for r in [a, b] {
             let e = r.expect_err("the append failed");
-            assert_eq!(e.code(), Some(ErrorCode::StoreUnavailable), "{e:?}");
+            assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e:?}");
         }
         let after = writer.read(|s| s.clone()).await.expect("read");
         assert_eq!(after, before, "the state rolled back to the last commit");
