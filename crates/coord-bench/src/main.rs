@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,75 +133,32 @@ fn raise_nofile() {
     }
 }
 
-struct Daemon {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    store: PathBuf,
-    child: Option<Child>,
-    coord: PathBuf,
-    extra: Vec<String>,
+/// A daemon under measurement: the workspace's harness
+/// (`coord_testkit::DaemonProcess`), quiet (warnings only).
+struct Daemon(coord_testkit::DaemonProcess);
+
+impl std::ops::Deref for Daemon {
+    type Target = coord_testkit::DaemonProcess;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Daemon {
     async fn start(coord: &Path, extra: &[&str]) -> Result<Daemon> {
-        let dir = tempfile::Builder::new().prefix("cb").tempdir_in("/tmp")?;
-        let mut d = Daemon {
-            socket: dir.path().join("s").join("coord.sock"),
-            store: dir.path().join("coord.db"),
-            _dir: dir,
-            child: None,
-            coord: coord.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        d.spawn().await?;
-        Ok(d)
+        let mut p = coord_testkit::DaemonProcess::new(coord, None, extra)?.with_log_level("warn");
+        p.start().map_err(anyhow::Error::msg)?;
+        Ok(Daemon(p))
     }
 
-    /// Starts the process; returns the time until it first answered.
+    /// Starts the process again; returns the time until it first answered.
     async fn spawn(&mut self) -> Result<Duration> {
-        let t0 = Instant::now();
-        let child = Command::new(&self.coord)
-            .arg("daemon")
-            .arg("--store")
-            .arg(&self.store)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(&self.extra)
-            .env("COORD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", self.coord.display()))?;
-        self.child = Some(child);
-        loop {
-            if let Ok(mut c) = Conn::open(&self.socket).await {
-                if matches!(c.get("/v1/status").await, Ok((200, _))) {
-                    return Ok(t0.elapsed());
-                }
-            }
-            if t0.elapsed() > Duration::from_secs(120) {
-                bail!("daemon did not answer");
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        let p = &mut self.0;
+        tokio::task::block_in_place(|| p.start()).map_err(anyhow::Error::msg)
     }
 
     fn stop(&mut self, signal: i32) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, signal) };
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop(libc::SIGTERM);
+        self.0.stop(signal);
     }
 }
 

@@ -522,6 +522,39 @@ pub fn admin_token_path(socket: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Exponential backoff between retries: `first`, doubling up to `max`.
+/// The one retry pacing of coord (the lifecycle manager's store retries,
+/// the CLI's reconnects).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: std::time::Duration,
+    first: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Backoff {
+    /// Starts at `first`, never waits longer than `max`.
+    pub fn new(first: std::time::Duration, max: std::time::Duration) -> Self {
+        Backoff {
+            next: first,
+            first,
+            max,
+        }
+    }
+
+    /// The pause before the next attempt (and doubles the one after).
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// Back to `first` after a success.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// A query string (without `?`) from pairs or a struct.
 fn query<T: serde::Serialize + ?Sized>(q: &T) -> Result<String> {
     serde_urlencoded::to_string(q)

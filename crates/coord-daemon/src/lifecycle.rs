@@ -601,17 +601,18 @@ impl<L: EventLog + Clone> Run<L> {
     /// Writes one command; store failures are retried with backoff (the
     /// only failure that holds the manager up), rejections are dropped.
     async fn submit(&mut self, cmd: Command) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff =
+            coord_client::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             match self.writer.write(internal(cmd.clone())).await {
                 Ok(_) => return,
                 Err(e) if e.code() == ErrorCode::StoreUnavailable => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lifecycle write failed; retrying");
+                    let pause = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "lifecycle write failed; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = self.stop.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "lifecycle write refused");

@@ -146,7 +146,7 @@ impl Follower {
     /// `log_mismatch`, …); a daemon that went away, unless reconnecting
     /// (then this waits until it is back).
     pub async fn next(&mut self) -> Result<Option<Line>> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = coord_client::Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let mut lost = false;
         loop {
             if self.stream.is_none() {
@@ -171,8 +171,7 @@ impl Follower {
                             eprintln!("coord: {e}; retrying");
                             lost = true;
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                     Err(e) => return Err(e.into()),

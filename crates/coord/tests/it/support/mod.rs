@@ -14,13 +14,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_coord")
 }
 
-/// A daemon process and its files.
+/// A daemon process and its files: the workspace's one harness
+/// (`coord_testkit::DaemonProcess`), with panics instead of errors. Its
+/// fields (`dir`, `socket`, `store`) are the process's.
 pub struct Daemon {
-    pub dir: tempfile::TempDir,
-    pub socket: PathBuf,
-    pub store: PathBuf,
-    pub child: Option<Child>,
-    extra: Vec<String>,
+    p: coord_testkit::DaemonProcess,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = coord_testkit::DaemonProcess;
+    fn deref(&self) -> &Self::Target {
+        &self.p
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.p
+    }
 }
 
 impl Daemon {
@@ -32,90 +43,27 @@ impl Daemon {
     /// Like [`Daemon::start`], with the store at `store` (elsewhere than
     /// the temp dir) when given.
     pub fn start_with_store(store: Option<PathBuf>, extra: &[&str]) -> Daemon {
-        // Short paths: sun_path holds 107 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("cd")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let socket = dir.path().join("s").join("coord.sock");
-        let store = store.unwrap_or_else(|| dir.path().join("coord.db"));
-        let mut d = Daemon {
-            dir,
-            socket,
-            store,
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
+        let p = coord_testkit::DaemonProcess::new(Path::new(bin()), store, extra).expect("tempdir");
+        let mut d = Daemon { p };
         d.restart();
         d
     }
 
     /// (Re)starts the daemon process on the same store and socket.
     pub fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("daemon.log"))
-            .expect("log file");
-        let child = Command::new(bin())
-            .arg("daemon")
-            .arg("--store")
-            .arg(&self.store)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(&self.extra)
-            .env("COORD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn daemon");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = self.try_http("GET", "/v1/status", &[], None) {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("daemon exited at start with {status}: {}", self.log());
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not answer: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        if let Err(e) = self.p.start() {
+            panic!("{e}");
         }
-    }
-
-    /// The daemon's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    /// The daemon's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// SIGKILLs the daemon (no shutdown at all) and reaps it.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.p.stop(libc::SIGKILL);
     }
 
     /// SIGTERMs the daemon and waits for it to exit; returns its status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("daemon running");
-        // SAFETY: kill with our child's pid.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        c.wait().expect("wait daemon")
+        self.p.stop(libc::SIGTERM).expect("daemon running")
     }
 
     /// Runs the CLI against this daemon.
@@ -213,19 +161,8 @@ impl Drop for Daemon {
                 eprintln!("{l}");
             }
         }
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill with our child's pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The process itself is stopped by coord_testkit (SIGTERM, then
+        // SIGKILL after a grace).
     }
 }
 
@@ -550,8 +487,8 @@ impl Drop for Unread {
 impl Daemon {
     /// Starts a daemon in the temp dir of a stopped one, with other flags.
     pub fn start_in(mut old: Daemon, extra: &[&str]) -> Daemon {
-        old.child.take();
-        old.extra = extra.iter().map(|s| s.to_string()).collect();
+        old.p.forget();
+        old.p.extra = extra.iter().map(|s| s.to_string()).collect();
         old.restart();
         old
     }
