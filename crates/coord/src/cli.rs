@@ -161,14 +161,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            if json {
-                output::json(&a.body)?;
-            } else {
-                output::line(&format!(
-                    "sent {} to {} (seq {})",
-                    a.body.msg_id, to, a.body.seq
-                ))?;
-            }
+            output::json_or_line(json, &a.body, || {
+                format!("sent {} to {} (seq {})", a.body.msg_id, to, a.body.seq)
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inbox(cmd) => inbox(&base, cmd, json).await,

@@ -216,6 +216,20 @@ pub fn line(s: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints `value` as JSON for scripts, or one line for people (`line` is
+/// only built for people).
+pub fn json_or_line<T: serde::Serialize>(
+    as_json: bool,
+    value: &T,
+    line: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if as_json {
+        json(value)
+    } else {
+        self::line(&line())
+    }
+}
+
 /// Prints `value` as JSON for scripts, or as a table for people (`rows`
 /// is only built for the table).
 pub fn json_or_table<T: serde::Serialize>(

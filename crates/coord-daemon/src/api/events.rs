@@ -149,13 +149,7 @@ pub(crate) async fn events<L: EventLog + Clone>(
 
     let mut first: Option<String> = None;
     let start = if want_snapshot {
-        let snap = app
-            .writer
-            .read(|s| Snapshot {
-                seq: s.head,
-                view: s.view.clone(),
-            })
-            .await?;
+        let snap = take_snapshot(&app).await?;
         first = Some(
             serde_json::to_string(&serde_json::json!({ "snapshot": &snap })).unwrap_or_default(),
         );

@@ -43,14 +43,19 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
 
 #[utoipa::path(get, path = "/v1/snapshot", tag = "status", responses((status = 200, description = "The view after seq", body = Snapshot)))]
 pub(crate) async fn snapshot<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
-    let snap = app
+    ok(&take_snapshot(&app).await?)
+}
+
+/// The view and the seq it reflects, taken by the writer between batches
+/// (so a stream that follows from `seq` misses and doubles nothing).
+pub(crate) async fn take_snapshot<L: EventLog + Clone>(app: &App<L>) -> Result<Snapshot, ApiError> {
+    Ok(app
         .writer
         .read(|s| Snapshot {
             seq: s.head,
             view: s.view.clone(),
         })
-        .await?;
-    ok(&snap)
+        .await?)
 }
 
 #[utoipa::path(post, path = "/v1/admin/export", tag = "status", request_body = ExportRequest, security(("admin_token" = [])), responses((status = 200, description = "What was written", body = ExportResponse)))]

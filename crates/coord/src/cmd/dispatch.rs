@@ -104,14 +104,12 @@ pub(crate) async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Res
                     ..Default::default()
                 })
                 .await?;
-            if json {
-                output::json(&a.body)?;
-            } else {
-                output::line(&format!(
+            output::json_or_line(json, &a.body, || {
+                format!(
                     "issued {} to {assignee} (seq {})",
                     a.body.order_id, a.body.seq
-                ))?;
-            }
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         DispatchCmd::List { assignee, state } => {
