@@ -1,5 +1,5 @@
 //! [`Deadlines`]: the one deadline queue of the daemon. The writer keeps
-//! lease and lock-TTL deadlines in one (keyed by [`crate::timers`]' keys,
+//! lease and lock-TTL deadlines in one (keyed by lease and grant,
 //! in `Instant`s), the lifecycle manager its per-session re-derivation
 //! times (in ms). Each sleeps until the earliest entry with
 //! [`sleep_until`] and not at all while the queue is empty, so an idle
