@@ -1,42 +1,38 @@
 //! [`EventManagerSource`]: follow the daemon's log from a saved cursor.
 
+use crate::ledger::Ledger;
 use crate::source::{SentinelEventSource, SourceError};
 use coord_client::Client;
 use coord_proto::api::{EventsQuery, StreamItem};
 use coord_proto::Event;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Reads the daemon's events after a cursor that survives restarts.
 ///
-/// The cursor lives in a state file (`{"cursor":N,"log_id":"…"}`, written
-/// atomically). A cursor is a position in one log only: with
-/// [`EventManagerSource::with_log_id`] a state file saved from another log
-/// is refused, and every poll names the log so a daemon that now serves
-/// another log refuses it too (`log_mismatch`) instead of serving seqs
-/// that mean something else.
-/// It is saved at the start of the *next* poll, when the caller has shown
-/// it handled the previous batch by asking again; so a sentinel that
-/// crashes re-reads at most its last batch, and one that restarts cleanly
-/// resumes exactly where it stopped. A new state file starts from the
-/// beginning of the retained log.
+/// The cursor lives in a state file (a [`Ledger`]: `{"cursor":N,
+/// "log_id":"…","in_flight":…}`, written atomically). It moves only when
+/// the sentinel loop has handed a batch to its sink (the ledger's
+/// protocol), so a sentinel killed at any instant neither loses nor
+/// repeats an event its sink has. A cursor is a position in one log only:
+/// with [`EventManagerSource::with_log_id`] a state file saved from another
+/// log is refused, and every poll names the log so a daemon that now
+/// serves another log refuses it too (`log_mismatch`) instead of serving
+/// seqs that mean something else.
 ///
 /// A poll holds a stream open until the first new event arrives (at most
 /// `idle_wait`), so an idle sentinel costs one parked connection, not a
 /// request loop, and a new event reaches it as soon as it commits.
 ///
-/// Cancel-safe: the in-memory cursor moves only when `poll` returns; a
-/// dropped poll leaves it where it was and the daemon serves the same
-/// events again.
+/// Cancel-safe: the in-memory read position moves only when `poll`
+/// returns; a dropped poll leaves it where it was and the daemon serves
+/// the same events again.
 pub struct EventManagerSource {
     client: Client,
     name: String,
-    state_file: PathBuf,
-    /// Seq of the last event returned.
+    ledger: Ledger,
+    /// Seq of the last event returned by `poll` (ahead of the ledger's
+    /// cursor while a batch is being handed).
     cursor: u64,
-    /// Seq last written to the state file.
-    saved: u64,
-    /// The log the cursor belongs to, once known.
-    log_id: Option<String>,
     /// Kind globs passed to the stream (`lock.*,session.*`).
     kinds: Option<String>,
     max_batch: usize,
@@ -44,46 +40,25 @@ pub struct EventManagerSource {
     idle_wait: std::time::Duration,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct State {
-    cursor: u64,
-    /// Absent in files written before logs had identities.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    log_id: Option<String>,
-}
-
 impl EventManagerSource {
-    /// A source reading through `client`, its cursor kept in `state_file`.
+    /// A source reading through `client`, its ledger kept in `state_file`.
     ///
     /// # Errors
     /// [`SourceError::State`] if the state file exists but cannot be read.
     pub fn new(client: Client, state_file: impl Into<PathBuf>) -> Result<Self, SourceError> {
-        let state_file = state_file.into();
-        let saved = match std::fs::read(&state_file) {
-            Ok(bytes) => {
-                serde_json::from_slice::<State>(&bytes).map_err(|e| SourceError::State {
-                    path: state_file.display().to_string(),
-                    reason: format!("not a cursor file: {e}"),
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-                cursor: 0,
-                log_id: None,
-            },
-            Err(e) => {
-                return Err(SourceError::State {
-                    path: state_file.display().to_string(),
-                    reason: e.to_string(),
-                })
-            }
-        };
+        let ledger = Ledger::open(state_file)?;
+        // A batch in flight is already in the ledger: reading resumes
+        // after it, and the loop completes it first.
+        let cursor = ledger
+            .state
+            .in_flight
+            .as_ref()
+            .map_or(ledger.state.cursor, |f| f.cursor);
         Ok(EventManagerSource {
             name: format!("event-manager:{}", client.socket().display()),
             client,
-            state_file,
-            cursor: saved.cursor,
-            saved: saved.cursor,
-            log_id: saved.log_id,
+            ledger,
+            cursor,
             kinds: None,
             max_batch: 1024,
             idle_wait: std::time::Duration::from_secs(30),
@@ -98,31 +73,30 @@ impl EventManagerSource {
     /// re-sync. A state file without a log id (written by an older coord)
     /// is adopted with a warning.
     pub fn with_log_id(mut self, log_id: &str) -> Result<Self, SourceError> {
-        match &self.log_id {
+        match &self.ledger.state.log_id {
             Some(saved) if saved != log_id => {
                 return Err(SourceError::State {
-                    path: self.state_file.display().to_string(),
+                    path: self.ledger.path().display().to_string(),
                     reason: format!(
                         "the cursor (seq {}) was saved from log {saved}, but the daemon serves log {log_id}; \
-                         remove the file (or pass another --state-file) to read this log from its start",
-                        self.cursor
+                         remove the file (or pass another --state-file, or --reset) to read this log from its start",
+                        self.ledger.state.cursor
                     ),
                 })
             }
             Some(_) => {}
-            None if self.cursor > 0 => tracing::warn!(
-                path = %self.state_file.display(),
-                cursor = self.cursor,
+            None if self.ledger.state.cursor > 0 => tracing::warn!(
+                path = %self.ledger.path().display(),
+                cursor = self.ledger.state.cursor,
                 log_id,
                 "the cursor file names no log; assuming it belongs to this one"
             ),
             None => {}
         }
-        self.log_id = Some(log_id.to_string());
+        self.ledger.state.log_id = Some(log_id.to_string());
         // Record the binding at once, so even an idle sentinel's file says
         // which log it belongs to.
-        self.saved = u64::MAX;
-        self.save()?;
+        self.ledger.save()?;
         Ok(self)
     }
 
@@ -150,54 +124,22 @@ impl EventManagerSource {
         self.cursor
     }
 
-    /// Writes the cursor to the state file now (e.g. at shutdown, after the
-    /// last batch was handled).
-    ///
-    /// # Errors
-    /// [`SourceError::State`].
-    pub fn save(&mut self) -> Result<(), SourceError> {
-        if self.saved != self.cursor {
-            save(&self.state_file, self.cursor, self.log_id.as_deref())?;
-            self.saved = self.cursor;
-        }
-        Ok(())
+    /// The seq of the last event whose batch was fully handed (what the
+    /// state file says).
+    pub fn handled(&self) -> u64 {
+        self.ledger.state.cursor
     }
-}
-
-fn save(path: &Path, cursor: u64, log_id: Option<&str>) -> Result<(), SourceError> {
-    let err = |e: std::io::Error| SourceError::State {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let body = serde_json::to_string(&State {
-        cursor,
-        log_id: log_id.map(str::to_string),
-    })
-    .map_err(|e| SourceError::State {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    std::fs::write(&tmp, body + "\n").map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 impl SentinelEventSource for EventManagerSource {
     async fn poll(&mut self) -> Result<Vec<Event>, SourceError> {
-        // The caller asking again acknowledges the previous batch.
-        self.save()?;
         // Follow from the cursor: the first event may take up to
         // `idle_wait` to come; whatever arrives right behind it joins the
         // batch. The stream is dropped when the poll returns.
         let query = EventsQuery {
             since: Some(self.cursor.to_string()),
             kinds: self.kinds.clone(),
-            log_id: self.log_id.clone(),
+            log_id: self.ledger.state.log_id.clone(),
             ..Default::default()
         };
         let mut stream = self.client.events(&query).await?;
@@ -230,5 +172,9 @@ impl SentinelEventSource for EventManagerSource {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn ledger(&mut self) -> Option<&mut Ledger> {
+        Some(&mut self.ledger)
     }
 }

@@ -20,6 +20,7 @@
 mod event_manager;
 mod fs_poll;
 mod fs_watch;
+pub mod ledger;
 #[cfg(feature = "testing")]
 mod memory;
 pub mod sentinel;

@@ -59,4 +59,12 @@ pub trait SentinelEventSource: Send {
     /// A name that stays the same across restarts (`fs-poll:<root>`,
     /// `event-manager:<socket>`), for logs and state files.
     fn name(&self) -> &str;
+
+    /// The source's delivery ledger, when it keeps one: the sentinel loop
+    /// then hands each batch to the sink under the ledger's protocol
+    /// (exactly once into a `jsonl` sink across crashes). `None`: the
+    /// source keeps no durable position.
+    fn ledger(&mut self) -> Option<&mut crate::ledger::Ledger> {
+        None
+    }
 }

@@ -27,11 +27,19 @@ pub(crate) struct SentinelArgs {
     /// it as its fallback polling interval.
     #[arg(long, value_parser = duration)]
     interval: Option<Duration>,
-    /// Cursor file of the event-manager source [default: one per log,
-    /// $XDG_STATE_HOME/coord/sentinel-<log_id>.cursor]. A cursor saved from
-    /// another log is refused.
+    /// Where the sentinel keeps what it has handed to its sink: one file
+    /// per log, sentinel-<log_id>.cursor, never shared between two logs
+    /// [default: $XDG_STATE_HOME/coord].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The event-manager state file itself (overrides --state-dir). A
+    /// cursor saved from another log is refused.
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Start over: forget the saved state (the cursor and any unfinished
+    /// batch) and read the log from its start.
+    #[arg(long)]
+    reset: bool,
     /// Most events taken per poll.
     #[arg(long)]
     max_batch: Option<usize>,
@@ -40,9 +48,14 @@ pub(crate) struct SentinelArgs {
     kinds: Vec<String>,
 }
 
-/// The event-manager cursor file of the log `log_id`: one per log, so
-/// sentinels of two daemons never share a cursor.
-pub(crate) fn default_state_file(log_id: &str) -> PathBuf {
+/// The event-manager state file of the log `log_id` in `dir` (default
+/// `$XDG_STATE_HOME/coord`): one per log, so sentinels of two daemons
+/// never share a cursor.
+pub(crate) fn default_state_file(dir: Option<&std::path::Path>, log_id: &str) -> PathBuf {
+    let name = format!("sentinel-{log_id}.cursor");
+    if let Some(dir) = dir {
+        return dir.join(name);
+    }
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -52,7 +65,7 @@ pub(crate) fn default_state_file(log_id: &str) -> PathBuf {
                 .map(|h| PathBuf::from(h).join(".local").join("state"))
         })
         .unwrap_or_else(std::env::temp_dir);
-    base.join("coord").join(format!("sentinel-{log_id}.cursor"))
+    base.join("coord").join(name)
 }
 
 pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCode> {
@@ -110,7 +123,21 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
             let log_id = base.status().await?.log_id;
             let state = args
                 .state_file
-                .unwrap_or_else(|| default_state_file(&log_id));
+                .unwrap_or_else(|| default_state_file(args.state_dir.as_deref(), &log_id));
+            if args.reset {
+                match std::fs::remove_file(&state) {
+                    Ok(()) => eprintln!(
+                        "coord sentinel: --reset: forgot {}; reading the log from its start",
+                        state.display()
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(
+                            anyhow!(e).context(format!("--reset: removing {}", state.display()))
+                        )
+                    }
+                }
+            }
             eprintln!(
                 "coord sentinel: following log {log_id} at {}; cursor in {}",
                 base.socket().display(),
@@ -126,9 +153,9 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
+            // The loop records every batch it hands to the sink (the
+            // ledger's protocol), so there is nothing left to save here.
             run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
-            // Everything returned was handled: remember it.
-            src.save()?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ mod bridge;
 mod compaction;
 mod contract;
 mod crash;
+mod exactly_once;
 mod full_disk;
 mod idempotency;
 mod lifecycle;
