@@ -150,6 +150,17 @@ impl Feed {
         self
     }
 
+    /// The last scan (what the next diff starts from).
+    pub fn known(&self) -> &Root {
+        &self.known
+    }
+
+    /// True while changes of the last scan wait to be handed out (a
+    /// `max_batch` split them).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The quiet time that ends an event storm (watching; default 30 ms).
     pub fn with_settle(mut self, settle: Duration) -> Self {
         self.settle = settle;

@@ -6,13 +6,13 @@
 //! that match no pattern are ignored.
 
 use coord_proto::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// `sessions/<session_id>.json`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionFile {
     /// Must equal the file stem.
     pub session_id: String,
@@ -43,7 +43,7 @@ pub struct SessionFile {
 }
 
 /// `locks/<resource_dir>/record.json`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockFile {
     /// Must equal the decoded directory name.
     pub resource: String,
@@ -58,7 +58,7 @@ pub struct LockFile {
 }
 
 /// `messages/inbox-<session_id>/<msg_id>.json`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageFile {
     /// Must equal the file stem.
     pub msg_id: String,
@@ -80,7 +80,7 @@ pub struct MessageFile {
 }
 
 /// `dispatch-orders/<order_id>.json`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderFile {
     /// Must equal the file stem.
     pub order_id: String,
@@ -101,17 +101,43 @@ pub struct OrderFile {
 }
 
 /// Everything a scan found, keyed by file name so iteration is in the
-/// fixed order of LEGACY_LAYOUT ("by name within each").
-#[derive(Debug, Clone, Default, PartialEq)]
+/// fixed order of LEGACY_LAYOUT ("by name within each"). Serializable so
+/// a sentinel can keep its last scan across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Root {
     /// By file stem.
     pub sessions: BTreeMap<String, SessionFile>,
     /// By (encoded) directory name.
     pub locks: BTreeMap<String, LockFile>,
     /// By (recipient, file stem).
+    #[serde(with = "message_pairs")]
     pub messages: BTreeMap<(String, String), MessageFile>,
     /// By file stem.
     pub orders: BTreeMap<String, OrderFile>,
+}
+
+/// JSON maps need string keys: messages are kept as
+/// `[[recipient, stem, file], …]`.
+mod message_pairs {
+    use super::MessageFile;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<(String, String), MessageFile>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let v: Vec<(&String, &String, &MessageFile)> =
+            m.iter().map(|((to, stem), f)| (to, stem, f)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(String, String), MessageFile>, D::Error> {
+        let v: Vec<(String, String, MessageFile)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(to, stem, f)| ((to, stem), f)).collect())
+    }
 }
 
 /// A temp or hidden name a writer renames into place later.

@@ -2,6 +2,7 @@
 //! scan. The scanning itself is `coord_legacy::Feed`; this module stamps
 //! its changes as events.
 
+use crate::ledger::Ledger;
 use crate::source::{SentinelEventSource, SourceError};
 use coord_legacy::{Change, Feed};
 use coord_proto::{Event, Payload, Timestamp};
@@ -22,6 +23,8 @@ pub(crate) struct FeedSource {
     name: String,
     seq: u64,
     ids: ulid::Generator,
+    /// With a state file: the last scan whose changes were all handed.
+    ledger: Option<Ledger>,
 }
 
 impl FeedSource {
@@ -32,7 +35,53 @@ impl FeedSource {
             source,
             seq: 0,
             ids: ulid::Generator::new(),
+            ledger: None,
         }
+    }
+
+    /// Keeps the last handed scan in `state_file`, so a restart emits only
+    /// what changed since (removals made while it was down included). A
+    /// state file of another root, or one that cannot be read, is set
+    /// aside with a warning and the root is scanned from scratch.
+    pub(crate) fn with_state_file(mut self, state_file: PathBuf) -> Self {
+        let root = self.feed.root().display().to_string();
+        let mut ledger = match Ledger::open(&state_file) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable sentinel state; rescanning the root from scratch");
+                let _ = std::fs::remove_file(&state_file);
+                Ledger::open(&state_file).unwrap_or_else(|_| Ledger::empty(state_file.clone()))
+            }
+        };
+        if ledger.state.root.as_deref().is_some_and(|r| r != root) {
+            tracing::warn!(
+                state = %state_file.display(),
+                was = ?ledger.state.root,
+                root,
+                "the state file is of another root; rescanning from scratch"
+            );
+            ledger.state = Default::default();
+        }
+        ledger.state.root = Some(root);
+        // A batch in flight brings the source to its scan; the loop
+        // completes the batch first.
+        let scan = ledger
+            .state
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.next_scan.clone())
+            .or_else(|| ledger.state.scan.clone());
+        if let Some(scan) = scan {
+            match serde_json::from_value::<coord_legacy::layout::Root>(scan) {
+                Ok(known) => self.feed = self.feed.with_known(known),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the saved scan does not decode; rescanning from scratch");
+                    ledger.state.scan = None;
+                }
+            }
+        }
+        self.ledger = Some(ledger);
+        self
     }
 
     /// The same source over a reconfigured feed.
@@ -80,6 +129,19 @@ impl SentinelEventSource for FeedSource {
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn ledger(&mut self) -> Option<&mut Ledger> {
+        self.ledger.as_mut()
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        // A scan split over several batches is kept only once all of it
+        // was handed (see FsPollSource).
+        if self.feed.has_pending() {
+            return None;
+        }
+        serde_json::to_value(self.feed.known()).ok()
+    }
 }
 
 /// Scans a legacy coord root on every `poll()` and returns what changed
@@ -100,6 +162,15 @@ impl FsPollSource {
     pub fn with_max_batch(self, n: usize) -> Self {
         FsPollSource(self.0.map_feed(|f| f.with_max_batch(n)))
     }
+
+    /// Keeps the last handed scan in `state_file` (one per root): a
+    /// restart emits only what changed since, removals included. With
+    /// [`Self::with_max_batch`] a scan whose changes span several batches
+    /// is saved once all are handed, so a crash in between repeats that
+    /// scan's earlier batches.
+    pub fn with_state_file(self, state_file: impl Into<PathBuf>) -> Self {
+        FsPollSource(self.0.with_state_file(state_file.into()))
+    }
 }
 
 impl SentinelEventSource for FsPollSource {
@@ -111,6 +182,14 @@ impl SentinelEventSource for FsPollSource {
 
     fn name(&self) -> &str {
         self.0.name()
+    }
+
+    fn ledger(&mut self) -> Option<&mut Ledger> {
+        self.0.ledger()
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        self.0.position()
     }
 }
 

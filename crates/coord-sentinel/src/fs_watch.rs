@@ -48,7 +48,13 @@ impl FsWatchSource {
         self.map(|f| f.with_max_batch(n))
     }
 
-    /// True once the source has fallen back to polling.
+    /// Keeps the last handed scan in `state_file` (one per root); see
+    /// [`crate::FsPollSource::with_state_file`].
+    pub fn with_state_file(self, state_file: impl Into<PathBuf>) -> Self {
+        FsWatchSource(self.0.with_state_file(state_file.into()))
+    }
+
+    /// True once watching proved impossible and the source polls instead.
     pub fn is_polling(&self) -> bool {
         self.0.feed.is_fallback()
     }
@@ -63,5 +69,13 @@ impl SentinelEventSource for FsWatchSource {
 
     fn name(&self) -> &str {
         self.0.name()
+    }
+
+    fn ledger(&mut self) -> Option<&mut crate::ledger::Ledger> {
+        self.0.ledger()
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        self.0.position()
     }
 }

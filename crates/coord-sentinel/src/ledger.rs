@@ -47,6 +47,9 @@ pub struct InFlight {
     /// For a `jsonl` sink: its length in bytes when the batch began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink_len: Option<u64>,
+    /// For a file source: the scan the batch brings the source to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scan: Option<serde_json::Value>,
 }
 
 /// The state file's content.
@@ -60,6 +63,12 @@ pub struct LedgerState {
     /// The batch in flight, if a sentinel stopped in the middle of one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
+    /// For a file source: the root the scan is of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// For a file source: the last scan whose changes were all handed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<serde_json::Value>,
 }
 
 /// A state file and what it holds.
@@ -92,6 +101,14 @@ impl Ledger {
             }
         };
         Ok(Ledger { path, state })
+    }
+
+    /// A fresh ledger for `path` (nothing read).
+    pub fn empty(path: PathBuf) -> Self {
+        Ledger {
+            path,
+            state: LedgerState::default(),
+        }
     }
 
     /// The state file's path.
@@ -149,6 +166,9 @@ impl Ledger {
     pub fn finish(&mut self) -> Result<(), SourceError> {
         if let Some(f) = self.state.in_flight.take() {
             self.state.cursor = self.state.cursor.max(f.cursor);
+            if f.next_scan.is_some() {
+                self.state.scan = f.next_scan;
+            }
         }
         self.save()
     }
@@ -170,6 +190,7 @@ mod tests {
             cursor: 7,
             handed: 0,
             sink_len: Some(10),
+            next_scan: None,
         })
         .expect("begin");
         l.handed(1).expect("handed");

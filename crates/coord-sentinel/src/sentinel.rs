@@ -239,11 +239,13 @@ pub async fn run<S: SentinelEventSource>(
                             .iter()
                             .any(|k| coord_proto::ids::glob_match(k, e.kind()))
                 };
+                let position = source.position();
                 match source.ledger() {
                     Some(ledger) => {
                         let batch: Vec<&Event> = events.iter().filter(wanted).collect();
                         let cursor = events.last().map_or(0, |e| e.seq);
-                        hand_batch(ledger, sink, &batch, cursor).await?;
+                        let next_scan = position;
+                        hand_batch(ledger, sink, &batch, cursor, next_scan).await?;
                     }
                     None => {
                         for e in events.iter().filter(wanted) {
@@ -284,6 +286,7 @@ async fn hand_batch(
     sink: &mut Sink,
     batch: &[&Event],
     cursor: u64,
+    next_scan: Option<serde_json::Value>,
 ) -> std::io::Result<()> {
     let lines: Vec<String> = batch
         .iter()
@@ -301,6 +304,7 @@ async fn hand_batch(
             cursor,
             handed: 0,
             sink_len,
+            next_scan,
         })
         .map_err(state_error)?;
     hand_rest(ledger, sink, 0, false).await
@@ -362,6 +366,7 @@ mod tests {
             cursor: 90 + n as u64,
             handed,
             sink_len,
+            next_scan: None,
         }
     }
 
@@ -430,7 +435,7 @@ mod tests {
                 body: Default::default(),
             },
         };
-        hand_batch(&mut ledger, &mut sink, &[&e], 9)
+        hand_batch(&mut ledger, &mut sink, &[&e], 9, None)
             .await
             .expect("hand");
         assert_eq!(

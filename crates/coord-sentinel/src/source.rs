@@ -67,4 +67,12 @@ pub trait SentinelEventSource: Send {
     fn ledger(&mut self) -> Option<&mut crate::ledger::Ledger> {
         None
     }
+
+    /// Where the source stands after the last `poll`, when it must be kept
+    /// with a batch: a file source's last scan (`None` while a scan's
+    /// changes are still being handed out in several batches, or for a
+    /// source whose position is its cursor).
+    fn position(&self) -> Option<serde_json::Value> {
+        None
+    }
 }

@@ -28,12 +28,13 @@ pub(crate) struct SentinelArgs {
     #[arg(long, value_parser = duration)]
     interval: Option<Duration>,
     /// Where the sentinel keeps what it has handed to its sink: one file
-    /// per log, sentinel-<log_id>.cursor, never shared between two logs
+    /// per log (sentinel-<log_id>.cursor) or per legacy root
+    /// (sentinel-fs-poll-<hash>.cursor, sentinel-fs-watch-<hash>.cursor), never shared between two of them
     /// [default: $XDG_STATE_HOME/coord].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// The event-manager state file itself (overrides --state-dir). A
-    /// cursor saved from another log is refused.
+    /// The state file itself (overrides --state-dir). A cursor saved from
+    /// another log is refused; a scan of another root is set aside.
     #[arg(long)]
     state_file: Option<PathBuf>,
     /// Start over: forget the saved state (the cursor and any unfinished
@@ -46,6 +47,37 @@ pub(crate) struct SentinelArgs {
     /// Only observe kinds matching these globs (repeatable): --kind 'lock.*'.
     #[arg(long = "kind")]
     kinds: Vec<String>,
+}
+
+/// `--reset`: forgets the saved state, so the sentinel starts over.
+fn reset_if_asked(reset: bool, state: &std::path::Path) -> Result<()> {
+    if !reset {
+        return Ok(());
+    }
+    match std::fs::remove_file(state) {
+        Ok(()) => {
+            eprintln!(
+                "coord sentinel: --reset: forgot {}; starting over",
+                state.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!(e).context(format!("--reset: removing {}", state.display()))),
+    }
+}
+
+/// A file name part for a file source over a legacy root: the source
+/// (`fs-poll`, `fs-watch`) and a 64-bit FNV-1a hash of the root's absolute
+/// path, so neither two roots nor two sources share a state file.
+fn root_key(source: &str, root: &std::path::Path) -> String {
+    let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in abs.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{source}-{h:016x}")
 }
 
 /// The event-manager state file of the log `log_id` in `dir` (default
@@ -102,17 +134,39 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
         }
         Ok::<_, anyhow::Error>(root)
     };
+    // A file source keeps its last handed scan per root.
+    let root_state = |root: &std::path::Path| -> Result<PathBuf> {
+        let state = args.state_file.clone().unwrap_or_else(|| {
+            default_state_file(
+                args.state_dir.as_deref(),
+                &root_key(args.source.name(), root),
+            )
+        });
+        reset_if_asked(args.reset, &state)?;
+        eprintln!(
+            "coord sentinel: {} of {}; last scan in {}",
+            args.source.name(),
+            root.display(),
+            state.display()
+        );
+        Ok(state)
+    };
     match args.source {
         SourceArg::FsWatch => {
-            let mut src = FsWatchSource::new(root()?)
-                .with_poll_interval(args.interval.unwrap_or(Duration::from_secs(2)));
+            let root = root()?;
+            let state = root_state(&root)?;
+            let mut src = FsWatchSource::new(root)
+                .with_poll_interval(args.interval.unwrap_or(Duration::from_secs(2)))
+                .with_state_file(state);
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
             run(&mut src, &mut sink, Duration::ZERO, &args.kinds, shutdown).await?;
         }
         SourceArg::FsPoll => {
-            let mut src = FsPollSource::new(root()?);
+            let root = root()?;
+            let state = root_state(&root)?;
+            let mut src = FsPollSource::new(root).with_state_file(state);
             if let Some(n) = args.max_batch {
                 src = src.with_max_batch(n);
             }
@@ -124,20 +178,7 @@ pub(crate) async fn sentinel(base: Client, args: SentinelArgs) -> Result<ExitCod
             let state = args
                 .state_file
                 .unwrap_or_else(|| default_state_file(args.state_dir.as_deref(), &log_id));
-            if args.reset {
-                match std::fs::remove_file(&state) {
-                    Ok(()) => eprintln!(
-                        "coord sentinel: --reset: forgot {}; reading the log from its start",
-                        state.display()
-                    ),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(
-                            anyhow!(e).context(format!("--reset: removing {}", state.display()))
-                        )
-                    }
-                }
-            }
+            reset_if_asked(args.reset, &state)?;
             eprintln!(
                 "coord sentinel: following log {log_id} at {}; cursor in {}",
                 base.socket().display(),

@@ -34,7 +34,11 @@ fn sentinel(source: &str, root: &Path, out: &Path, socket: Option<&Path>) -> Chi
             c.args(["--kind", k]);
         }
     }
-    c.arg("--sink")
+    // File sources keep their last scan beside the output, not in the
+    // home directory.
+    c.arg("--state-dir")
+        .arg(out.parent().expect("dir"))
+        .arg("--sink")
         .arg(format!("jsonl:{}", out.display()))
         .args(["--interval", "50ms"])
         .env_remove("SENTINEL_SOURCE")

@@ -38,6 +38,8 @@ fn sentinel(d: &Daemon, args: &[&str]) -> Child {
         .arg("sentinel")
         .args(args)
         .env("COORD_SOCKET", &d.socket)
+        // State files go beside the daemon's, not into the home directory.
+        .env("XDG_STATE_HOME", d.dir.path())
         .env_remove("SENTINEL_SOURCE")
         .stdin(Stdio::null())
         .spawn()
@@ -235,4 +237,78 @@ async fn every_source_loses_nothing_when_a_poll_is_dropped() {
     assert_eq!(seqs(&first), [1, 2, 3]);
     assert!(mem.poll().await.expect("poll").is_empty());
     assert_eq!(mem.name(), "mem");
+}
+
+/// A file sentinel keeps its last handed scan: killed and restarted, it
+/// reports only what changed meanwhile — a removal made while it was down
+/// included — instead of the whole root again.
+#[test]
+fn a_file_sentinel_restart_emits_only_what_changed_removals_included() {
+    for source in ["fs-poll", "fs-watch"] {
+        let d = Daemon::start(&[]);
+        let root = d.dir.path().join("root");
+        std::fs::create_dir_all(root.join("sessions")).expect("root");
+        let session = |id: &str| {
+            std::fs::write(
+                root.join("sessions").join(format!("{id}.json")),
+                format!(
+                    r#"{{"session_id":"{id}","role":"w","task":"T","blob":{{}},"phase":"p","last_heartbeat":"2026-04-07T21:13:44.000Z"}}"#
+                ),
+            )
+            .expect("session file")
+        };
+        session("a");
+        session("b");
+        let out = d.dir.path().join(format!("{source}.jsonl"));
+        let sink = format!("jsonl:{}", out.display());
+        let root_s = root.to_string_lossy().into_owned();
+        let args = [
+            "--source",
+            source,
+            "--coord-root",
+            &root_s,
+            "--sink",
+            &sink,
+            "--interval",
+            "50ms",
+        ];
+        let mut s = sentinel(&d, &args);
+        wait_lines(&out, 2);
+        s.kill().expect("SIGKILL");
+        s.wait().expect("reap");
+        std::fs::remove_file(root.join("sessions").join("b.json")).expect("remove b");
+        session("c");
+        let s = sentinel(&d, &args);
+        let got = wait_lines(&out, 4);
+        std::thread::sleep(Duration::from_millis(300));
+        stop(s);
+        let got_after = lines(&out);
+        assert_eq!(
+            got_after.len(),
+            4,
+            "{source}: the whole root again? {got_after:#?}"
+        );
+        let tail: Vec<serde_json::Value> = got[2..]
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let mut seen: Vec<(String, String)> = tail
+            .iter()
+            .map(|o| {
+                (
+                    o["kind"].as_str().unwrap_or_default().to_string(),
+                    o["session"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("session.dereg".to_string(), "b".to_string()),
+                ("session.register".to_string(), "c".to_string())
+            ],
+            "{source}"
+        );
+    }
 }

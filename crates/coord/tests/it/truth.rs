@@ -878,6 +878,7 @@ fn the_sentinel_warns_when_its_coord_root_is_missing() {
     let mut s = Command::new(bin())
         .args(["sentinel", "--source", "fs-poll", "--coord-root"])
         .arg(&missing)
+        .env("XDG_STATE_HOME", d.dir.path())
         .args(["--interval", "50ms"])
         .env("COORD_SOCKET", &d.socket)
         .stdin(Stdio::null())
