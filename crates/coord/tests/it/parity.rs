@@ -221,3 +221,82 @@ fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
         "observations do not match the journal"
     );
 }
+
+/// The file sources across crashes: an fs-poll sentinel SIGKILLed and
+/// restarted again and again while `legacy_writer.py` drives the root
+/// writes exactly what a sentinel that was never killed writes — no
+/// repeat, no gap. (The writer's tick, 0.4 s, is longer than a restart, so
+/// no file changes twice while the sentinel is down.)
+#[test]
+fn a_killed_and_restarted_file_sentinel_matches_one_never_killed() {
+    let _alone = crate::support::exclusive();
+    let writer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/legacy_writer.py");
+    let dir = tempfile::Builder::new()
+        .prefix("ck")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).expect("root");
+    let reference = dir.path().join("ref").join("poll.jsonl");
+    let killed = dir.path().join("killed").join("poll.jsonl");
+    for p in [&reference, &killed] {
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("dir");
+    }
+    let steady = sentinel("fs-poll", &root, &reference, None);
+    let mut run = Command::new("python3")
+        .arg(&writer)
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--peers",
+            "10",
+            "--seconds",
+            "4",
+            "--tick",
+            "0.4",
+            "--seed",
+            "5",
+        ])
+        .arg("--leave-sessions")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run legacy_writer.py (python3)");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut victim = sentinel("fs-poll", &root, &killed, None);
+    while run.try_wait().expect("writer").is_none() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(150 + x % 350));
+        victim.kill().expect("SIGKILL");
+        victim.wait().expect("reap");
+        victim = sentinel("fs-poll", &root, &killed, None);
+    }
+    assert!(run.wait().expect("writer").success());
+    // Both catch up: no growth for a second.
+    let mut last = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = (size(&reference), size(&killed));
+        if now == last && now.0 == now.1 {
+            break;
+        }
+        last = now;
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    stop(steady);
+    stop(victim);
+    let (r, k) = (
+        std::fs::read_to_string(&reference).expect("reference"),
+        std::fs::read_to_string(&killed).expect("killed"),
+    );
+    assert!(!r.is_empty());
+    assert!(
+        r == k,
+        "the killed sentinel's observations differ from the reference:\n{r}\n---\n{k}"
+    );
+}
