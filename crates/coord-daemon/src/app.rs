@@ -40,6 +40,8 @@ pub struct App<L> {
     pub stats: Arc<Stats>,
     /// Log bare heartbeats.
     pub log_heartbeats: bool,
+    /// What `/v1/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Every live session's lease (renewals included).
     pub leases: Arc<Leases>,
     /// The store's log identity (`Coord-Log-Id`).

@@ -51,6 +51,9 @@ pub struct Hub {
     capacity: usize,
     head: watch::Sender<u64>,
     subscribers: AtomicU64,
+    /// Each open subscriber's cursor, for lag metrics.
+    cursors: std::sync::Mutex<std::collections::HashMap<u64, Arc<AtomicU64>>>,
+    next_id: AtomicU64,
 }
 
 /// Why a subscriber cannot go on.
@@ -75,12 +78,27 @@ impl HubError {
     }
 }
 
-/// Counts a subscriber for `/v1/status` while alive.
-pub struct SubscriberGuard(Arc<Hub>);
+/// Counts a subscriber for `/v1/status` while alive, and shows how far it
+/// has read (for lag metrics).
+pub struct SubscriberGuard {
+    hub: Arc<Hub>,
+    id: u64,
+    cursor: Arc<AtomicU64>,
+}
+
+impl SubscriberGuard {
+    /// Notes that the subscriber has read up to `seq`.
+    pub fn read_up_to(&self, seq: u64) {
+        self.cursor.store(seq, Ordering::Relaxed);
+    }
+}
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.hub.cursors.lock() {
+            c.remove(&self.id);
+        }
     }
 }
 
@@ -92,6 +110,8 @@ impl Hub {
             capacity: capacity.max(1),
             head: watch::Sender::new(head),
             subscribers: AtomicU64::new(0),
+            cursors: Default::default(),
+            next_id: AtomicU64::new(0),
         })
     }
 
@@ -122,9 +142,24 @@ impl Hub {
     }
 
     /// Registers a subscriber for the status counter.
-    pub fn subscriber(self: &Arc<Self>) -> SubscriberGuard {
+    pub fn subscriber(self: &Arc<Self>, cursor: u64) -> SubscriberGuard {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
-        SubscriberGuard(self.clone())
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cursor = Arc::new(AtomicU64::new(cursor));
+        if let Ok(mut c) = self.cursors.lock() {
+            c.insert(id, cursor.clone());
+        }
+        SubscriberGuard {
+            hub: self.clone(),
+            id,
+            cursor,
+        }
+    }
+
+    /// The lowest cursor of the open subscribers (the furthest behind).
+    pub fn slowest_cursor(&self) -> Option<u64> {
+        let c = self.cursors.lock().ok()?;
+        c.values().map(|a| a.load(Ordering::Relaxed)).min()
     }
 
     /// Open subscribers.

@@ -42,6 +42,7 @@ mod hub;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
+mod metrics;
 mod pidfd;
 mod pidwatch;
 pub mod probes;

@@ -109,6 +109,7 @@ async fn rig() -> Rig {
             retention: Retention::default(),
             renewals: renewals.clone(),
             leases: Default::default(),
+            metrics: Default::default(),
         },
     );
     Rig {

@@ -92,6 +92,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let token_cache = Arc::new(TokenCache::default());
     let renewals = Arc::new(Renewals::default());
     let leases = Arc::new(Leases::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         store.clone(),
@@ -103,6 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             retention: config.retention,
             renewals: renewals.clone(),
             leases: leases.clone(),
+            metrics: metrics.clone(),
         },
     );
     let lifecycle = crate::LifecycleManager::spawn(
@@ -146,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stats,
         log_heartbeats: config.log_heartbeats,
         leases,
+        metrics,
         log_id: coord_store::EventLog::log_id(&store).to_string(),
     });
     let router = api::router(app.clone());

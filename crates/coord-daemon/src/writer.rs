@@ -15,6 +15,7 @@
 //! periodic wake-ups.
 
 use crate::hub::{Hub, Published};
+use crate::metrics::{CodeLabel, EventLabels, ProbeLabel};
 use crate::pidwatch::PidWatches;
 use crate::timers::{Leases, Renewals, Timers};
 use crate::tokens::TokenCache;
@@ -166,6 +167,11 @@ impl WriterHandle {
         rx.await.map_err(|_| gone())?
     }
 
+    /// Requests waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues a write nobody waits for (timers, pidfd, dropped waits).
     pub fn spawn_write(&self, w: Write) {
         let tx = self.tx.clone();
@@ -215,6 +221,8 @@ pub struct WriterConfig {
     pub renewals: Arc<Renewals>,
     /// Where every lease's renewal and expiry are kept for the API.
     pub leases: Arc<Leases>,
+    /// What the writer counts for `/v1/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Writer<L: EventLog> {
@@ -500,7 +508,20 @@ impl<L: EventLog + Clone> Writer<L> {
             .map(|(key, last_seq)| Expectation { key, last_seq })
             .collect();
 
-        if let Err(e) = self.store.append(batch).await {
+        let started = std::time::Instant::now();
+        let appended = self.store.append(batch).await;
+        self.config
+            .metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = appended {
+            self.config
+                .metrics
+                .refused
+                .get_or_create(&CodeLabel {
+                    code: ErrorCode::StoreUnavailable.as_str().into(),
+                })
+                .inc_by((answers.len() + deferred.len()) as u64);
             tracing::error!(error = %e, "append failed; nothing of this batch is committed");
             // The state already holds the batch: go back to the last
             // committed state (rebuilt from the store if the cheap copy is
@@ -532,6 +553,7 @@ impl<L: EventLog + Clone> Writer<L> {
         for e in &events {
             self.after_commit(e);
         }
+        self.count(&events, &answers);
         if let Ok(mut by_kind) = self.stats.events_by_kind.lock() {
             for e in &events {
                 *by_kind.entry(e.kind().to_string()).or_default() += 1;
@@ -552,6 +574,40 @@ impl<L: EventLog + Clone> Writer<L> {
         }
         if !deferred.is_empty() {
             Box::pin(self.commit(deferred)).await;
+        }
+    }
+
+    /// Feeds the metrics of one committed batch.
+    fn count(&self, events: &[Event], answers: &[(Write, Result<Committed, WriteError>)]) {
+        let m = &self.config.metrics;
+        m.commits.inc();
+        m.batch_size.observe(answers.len() as f64);
+        for e in events {
+            m.events
+                .get_or_create(&EventLabels {
+                    kind: e.kind().to_string(),
+                    source: e.source.clone(),
+                })
+                .inc();
+            if let Payload::SessionProbeError(p) = &e.payload {
+                m.probe_errors
+                    .get_or_create(&ProbeLabel {
+                        probe: p.probe.clone(),
+                    })
+                    .inc();
+            }
+        }
+        for (w, a) in answers {
+            if w.source.starts_with("fs-") {
+                m.bridge_changes.inc();
+            }
+            if let Err(e) = a {
+                m.refused
+                    .get_or_create(&CodeLabel {
+                        code: e.code().as_str().into(),
+                    })
+                    .inc();
+            }
         }
     }
 
@@ -851,6 +907,7 @@ mod tests {
                 retention: Retention::default(),
                 renewals: Default::default(),
                 leases: Default::default(),
+                metrics: Default::default(),
             },
         );
         for i in 0..sessions_before {

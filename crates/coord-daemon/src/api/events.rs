@@ -196,7 +196,7 @@ pub(crate) async fn events<L: EventLog + Clone>(
         log = log.until(app.hub.head());
     }
     let sub = Subscription {
-        guard: app.hub.subscriber(),
+        guard: app.hub.subscriber(start),
         shutdown: app.shutdown.clone(),
         log,
         filter,
@@ -277,7 +277,6 @@ pub(crate) struct Subscription<L> {
 
 impl<L: EventLog + Clone> Subscription<L> {
     async fn next_item(&mut self) -> Option<Item> {
-        let _ = &self.guard;
         if self.done {
             return None;
         }
@@ -289,6 +288,7 @@ impl<L: EventLog + Clone> Subscription<L> {
             match next {
                 Ok(None) => return None,
                 Ok(Some(batch)) => {
+                    self.guard.read_up_to(self.log.position());
                     let matching: Vec<Arc<Published>> = batch
                         .into_iter()
                         .filter(|p| self.filter.matches(p))

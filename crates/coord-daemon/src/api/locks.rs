@@ -112,7 +112,12 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
     };
     guard.armed = false;
     match notice {
-        Some(Ok(WaitNotice::Granted(seq))) => Ok(granted(seq, false)),
+        Some(Ok(WaitNotice::Granted(seq))) => {
+            app.metrics
+                .lock_wait_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok(granted(seq, false))
+        }
         Some(Ok(WaitNotice::Cancelled(WaitCancelReason::OwnerGone))) => Err(ApiError::new(
             ErrorCode::SessionNotFound,
             format!(

@@ -61,6 +61,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
     Router::new()
         .route("/v1/status", get(status::<L>))
         .route("/v1/openapi.json", get(openapi_json))
+        .route("/v1/metrics", get(metrics::<L>))
         .route("/v1/sessions", post(register::<L>).get(list_sessions::<L>))
         .route("/v1/sessions/{id}", get(get_session::<L>))
         .route("/v1/sessions/{id}/heartbeat", post(heartbeat::<L>))
@@ -98,7 +99,36 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
             app.log_id.clone(),
             versions,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics.clone(),
+            timed,
+        ))
         .with_state(app)
+}
+
+/// Times every request into `coord_http_request_duration_seconds`, by the
+/// route's pattern (so session ids do not multiply the series).
+pub(crate) async fn timed(
+    State(metrics): State<Arc<crate::metrics::Metrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route,
+            method,
+            status: resp.status().as_u16().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// Adds `Coord-Protocol`, `Coord-Version` and `Coord-Log-Id` to every

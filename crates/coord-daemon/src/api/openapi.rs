@@ -27,6 +27,7 @@ use utoipa::OpenApi;
         status::status,
         status::snapshot,
         status::export_legacy,
+        status::metrics,
         openapi_json,
         sessions::register,
         sessions::list_sessions,

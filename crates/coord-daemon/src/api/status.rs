@@ -88,3 +88,50 @@ pub(crate) async fn export_legacy<L: EventLog + Clone>(
         )),
     }
 }
+
+/// `GET /v1/metrics`: every metric in the OpenMetrics text format
+/// (Prometheus scrapes it); gauges are read now.
+#[utoipa::path(get, path = "/v1/metrics", tag = "status", responses((status = 200, description = "Metrics in the OpenMetrics text format (docs/OBSERVABILITY.md)", content_type = "application/openmetrics-text", body = String)))]
+pub(crate) async fn metrics<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+    let m = app.metrics.clone();
+    let (by_state, locks, waiters) = app
+        .writer
+        .read(|s| {
+            let mut by_state: std::collections::BTreeMap<&'static str, i64> =
+                ["starting", "active", "idle", "needs_input", "stale"]
+                    .into_iter()
+                    .map(|k| (k, 0))
+                    .collect();
+            for x in s.view.sessions.values() {
+                *by_state.entry(x.state.as_str()).or_default() += 1;
+            }
+            let waiters: usize = s.view.locks.values().map(|l| l.waiters.len()).sum();
+            (by_state, s.view.locks.len() as i64, waiters as i64)
+        })
+        .await?;
+    for (state, n) in by_state {
+        m.sessions
+            .get_or_create(&crate::metrics::StateLabel {
+                state: state.to_string(),
+            })
+            .set(n);
+    }
+    m.locks.set(locks);
+    m.waiters.set(waiters);
+    let head = app.hub.head();
+    m.head_seq.set(head as i64);
+    m.subscribers.set(app.hub.subscriber_count() as i64);
+    m.subscriber_lag.set(
+        app.hub
+            .slowest_cursor()
+            .map_or(0, |c| head.saturating_sub(c)) as i64,
+    );
+    m.queue_depth.set(app.writer.queue_depth() as i64);
+    m.store_bytes.set(app.store.size_bytes() as i64);
+    let mut resp = Response::new(Body::from(m.encode()));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(resp)
+}

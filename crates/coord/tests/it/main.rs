@@ -15,6 +15,7 @@ mod full_disk;
 mod idempotency;
 mod lifecycle;
 mod main_job;
+mod metrics;
 mod parity;
 mod pods;
 mod sentinel;

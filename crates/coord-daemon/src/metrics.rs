@@ -1,0 +1,227 @@
+//! [`Metrics`]: what the daemon counts for Prometheus (`GET /v1/metrics`,
+//! OpenMetrics text from `prometheus-client`). Counters and histograms are
+//! fed where things happen (the writer's commits, the API's requests and
+//! lock waits); gauges are read from the state, the hub and the store when
+//! a scrape asks. Names follow Prometheus conventions (`coord_` prefix,
+//! `_total`, `_seconds`, `_bytes`), each with help text;
+//! `docs/OBSERVABILITY.md` lists them.
+//!
+//! It must not decide anything: it only counts.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// `kind`, `source` of an event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `tx_kind`.
+    pub kind: String,
+    /// `api`, `lifecycle`, `fs-watch`, …
+    pub source: String,
+}
+
+/// One label naming a code, a state, a probe.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The error code (`lock_held`, `store_unavailable`, …).
+    pub code: String,
+}
+
+/// A session state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// `starting`, `active`, `idle`, `needs_input`, `stale`.
+    pub state: String,
+}
+
+/// A lifecycle probe.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabel {
+    /// `tmux`, `process`, `activity_file`, `transcript`.
+    pub probe: String,
+}
+
+/// An HTTP request: its route (the pattern, so ids do not multiply the
+/// series), method and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `/v1/sessions/{id}`, …
+    pub route: String,
+    /// `GET`, `POST`.
+    pub method: String,
+    /// `200`, `409`, …
+    pub status: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    // 50 µs … ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric of the daemon, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// Events appended, by kind and source.
+    pub events: Family<EventLabels, Counter>,
+    /// Writes refused, by error code.
+    pub refused: Family<CodeLabel, Counter>,
+    /// Commits (batches appended).
+    pub commits: Counter,
+    /// Writes per commit.
+    pub batch_size: Histogram,
+    /// Time of one append (the store's transaction), seconds.
+    pub commit_seconds: Histogram,
+    /// Request latency by route, method and status, seconds.
+    pub requests: HistogramFamily<RequestLabels>,
+    /// Time a granted lock spent queued, seconds.
+    pub lock_wait_seconds: Histogram,
+    /// Probe errors by probe (`session.probe_error` events).
+    pub probe_errors: Family<ProbeLabel, Counter>,
+    /// Changes the legacy bridge found in its root.
+    pub bridge_changes: Counter,
+    /// Live sessions by lifecycle state.
+    pub sessions: Family<StateLabel, Gauge>,
+    /// Held or awaited locks.
+    pub locks: Gauge,
+    /// Sessions queued for a lock.
+    pub waiters: Gauge,
+    /// Open event streams.
+    pub subscribers: Gauge,
+    /// Events the furthest-behind subscriber has yet to read.
+    pub subscriber_lag: Gauge,
+    /// Requests queued for the writer.
+    pub queue_depth: Gauge,
+    /// The store on disk, bytes.
+    pub store_bytes: Gauge,
+    /// Seq of the last event.
+    pub head_seq: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            events: Family::default(),
+            refused: Family::default(),
+            commits: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            commit_seconds: latency(),
+            requests: Family::new_with_constructor(latency),
+            lock_wait_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 12)),
+            probe_errors: Family::default(),
+            bridge_changes: Counter::default(),
+            sessions: Family::default(),
+            locks: Gauge::default(),
+            waiters: Gauge::default(),
+            subscribers: Gauge::default(),
+            subscriber_lag: Gauge::default(),
+            queue_depth: Gauge::default(),
+            store_bytes: Gauge::default(),
+            head_seq: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "coord_events",
+            "Events appended to the log, by kind and source",
+            m.events.clone(),
+        );
+        r.register(
+            "coord_writes_refused",
+            "Writes refused, by error code (nothing was appended)",
+            m.refused.clone(),
+        );
+        r.register(
+            "coord_commits",
+            "Batches committed by the writer (one store transaction each)",
+            m.commits.clone(),
+        );
+        r.register(
+            "coord_commit_batch_size",
+            "Writes per committed batch",
+            m.batch_size.clone(),
+        );
+        r.register_with_unit(
+            "coord_commit_duration",
+            "Time of one batch's append to the store",
+            Unit::Seconds,
+            m.commit_seconds.clone(),
+        );
+        r.register_with_unit(
+            "coord_http_request_duration",
+            "HTTP request latency by route, method and status (streams: until the answer's head)",
+            Unit::Seconds,
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "coord_lock_wait",
+            "Time a granted lock spent in its queue",
+            Unit::Seconds,
+            m.lock_wait_seconds.clone(),
+        );
+        r.register(
+            "coord_probe_errors",
+            "Lifecycle probe failures, by probe (session.probe_error events)",
+            m.probe_errors.clone(),
+        );
+        r.register(
+            "coord_bridge_file_changes",
+            "Changes the legacy bridge found in its root",
+            m.bridge_changes.clone(),
+        );
+        r.register(
+            "coord_sessions",
+            "Live sessions by lifecycle state",
+            m.sessions.clone(),
+        );
+        r.register("coord_locks", "Held or awaited locks", m.locks.clone());
+        r.register(
+            "coord_lock_waiters",
+            "Sessions queued for a lock",
+            m.waiters.clone(),
+        );
+        r.register(
+            "coord_subscribers",
+            "Open event streams",
+            m.subscribers.clone(),
+        );
+        r.register(
+            "coord_subscriber_lag_events",
+            "Events the furthest-behind subscriber has yet to read",
+            m.subscriber_lag.clone(),
+        );
+        r.register(
+            "coord_writer_queue_depth",
+            "Requests waiting for the writer",
+            m.queue_depth.clone(),
+        );
+        r.register_with_unit(
+            "coord_store_size",
+            "The store on disk (database and WAL)",
+            Unit::Bytes,
+            m.store_bytes.clone(),
+        );
+        r.register(
+            "coord_head_seq",
+            "Seq of the last event in the log",
+            m.head_seq.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
