@@ -156,6 +156,19 @@ impl Hub {
         }
     }
 
+    /// Every open subscriber's cursor.
+    pub fn cursors(&self) -> Vec<u64> {
+        self.cursors
+            .lock()
+            .map(|c| c.values().map(|a| a.load(Ordering::Relaxed)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The oldest seq still in the ring.
+    pub fn ring_front(&self) -> Option<u64> {
+        self.ring.read().ok()?.front().map(|p| p.event.seq)
+    }
+
     /// The lowest cursor of the open subscribers (the furthest behind).
     pub fn slowest_cursor(&self) -> Option<u64> {
         let c = self.cursors.lock().ok()?;

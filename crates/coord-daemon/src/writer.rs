@@ -102,6 +102,36 @@ enum Request {
 pub struct Stats {
     /// Events appended since start, by kind.
     pub events_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Commits, writes in them, and the largest batch, since start.
+    pub batches: Mutex<BatchStats>,
+}
+
+/// What the writer's commits looked like (for `/v1/status`).
+#[derive(Debug, Default, Clone)]
+pub struct BatchStats {
+    /// Batches committed.
+    pub commits: u64,
+    /// Writes in them.
+    pub writes: u64,
+    /// The largest batch.
+    pub max_batch: u64,
+    /// Refused writes by code.
+    pub refused: BTreeMap<String, u64>,
+    /// (when, µs) of each commit in the last minute, oldest first.
+    pub recent: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+impl BatchStats {
+    /// Commit latency percentile `p` (0–100) over the last minute, µs.
+    pub fn recent_percentile(&self, p: f64) -> Option<u64> {
+        let mut v: Vec<u64> = self.recent.iter().map(|(_, us)| *us).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v.get(i).copied()
+    }
 }
 
 /// A cheap handle to the writer task.
@@ -510,10 +540,11 @@ impl<L: EventLog + Clone> Writer<L> {
 
         let started = std::time::Instant::now();
         let appended = self.store.append(batch).await;
+        let commit_us = started.elapsed().as_micros() as u64;
         self.config
             .metrics
             .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(commit_us as f64 / 1e6);
         if let Err(e) = appended {
             self.config
                 .metrics
@@ -554,6 +585,26 @@ impl<L: EventLog + Clone> Writer<L> {
             self.after_commit(e);
         }
         self.count(&events, &answers);
+        if let Ok(mut b) = self.stats.batches.lock() {
+            let now = std::time::Instant::now();
+            b.commits += 1;
+            b.writes += answers.len() as u64;
+            b.max_batch = b.max_batch.max(answers.len() as u64);
+            for (_, a) in &answers {
+                if let Err(e) = a {
+                    *b.refused.entry(e.code().as_str().to_string()).or_default() += 1;
+                }
+            }
+            b.recent.push_back((now, commit_us));
+            while b
+                .recent
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > std::time::Duration::from_secs(60))
+                || b.recent.len() > 100_000
+            {
+                b.recent.pop_front();
+            }
+        }
         if let Ok(mut by_kind) = self.stats.events_by_kind.lock() {
             for e in &events {
                 *by_kind.entry(e.kind().to_string()).or_default() += 1;
@@ -844,6 +895,9 @@ mod tests {
         }
         async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
             self.inner.load_snapshot().await
+        }
+        async fn snapshot_info(&self) -> Result<Option<(u64, i64)>, StoreError> {
+            self.inner.snapshot_info().await
         }
         async fn compact(
             &self,

@@ -457,6 +457,67 @@ pub struct StatusResponse {
     pub locks: u64,
     /// Events appended since start, by kind.
     pub events_by_kind: BTreeMap<String, u64>,
+    /// The writer's commits.
+    #[serde(default)]
+    pub writer: WriterStatus,
+    /// The event streams.
+    #[serde(default)]
+    pub streams: StreamsStatus,
+    /// Sessions, leases and locks.
+    #[serde(default)]
+    pub leases: LeasesStatus,
+}
+
+/// `/v1/status` `writer`: what the single writer has been doing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WriterStatus {
+    /// Batches committed since start.
+    pub commits: u64,
+    /// Writes per batch, on average.
+    pub mean_batch: f64,
+    /// The largest batch.
+    pub max_batch: u64,
+    /// Commit latency over the last minute, p50, µs.
+    pub commit_p50_us: Option<u64>,
+    /// Commit latency over the last minute, p99, µs.
+    pub commit_p99_us: Option<u64>,
+    /// Requests waiting for the writer now.
+    pub queue_depth: u64,
+    /// Writes refused since start, by error code.
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// `/v1/status` `streams`: the subscribers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamsStatus {
+    /// Open event streams.
+    pub subscribers: u64,
+    /// Those reading from the in-memory ring.
+    pub live: u64,
+    /// Those catching up from the store (behind the ring).
+    pub catching_up: u64,
+    /// The cursor of the furthest-behind subscriber.
+    pub furthest_behind_seq: Option<u64>,
+    /// How many events it has yet to read.
+    pub lag_events: u64,
+}
+
+/// `/v1/status` `leases`: sessions, leases and locks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeasesStatus {
+    /// Live sessions by lifecycle state.
+    pub sessions_by_state: BTreeMap<String, u64>,
+    /// Leases that run out within the next 60 s unless renewed.
+    pub expiring_within_60s: u64,
+    /// Locks with at least one holder.
+    pub locks_held: u64,
+    /// Sessions queued for a lock.
+    pub waiters: u64,
+    /// How long the longest-waiting waiter has waited, ms.
+    pub longest_wait_ms: Option<u64>,
 }
 
 /// Store part of the status.
@@ -469,6 +530,15 @@ pub struct StoreStatus {
     pub bytes: u64,
     /// `normal` or `full`.
     pub sync: String,
+    /// `sqlite`.
+    #[serde(default)]
+    pub backend: String,
+    /// Seq of the latest snapshot.
+    #[serde(default)]
+    pub snapshot_seq: Option<u64>,
+    /// How long ago it was taken, ms.
+    #[serde(default)]
+    pub snapshot_age_ms: Option<u64>,
 }
 
 /// `GET /v1/sessions`.

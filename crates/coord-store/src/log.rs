@@ -256,6 +256,13 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>, StoreError>> + Send;
 
+    /// The latest snapshot's seq and when it was taken (ms since the
+    /// epoch), without its bytes.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn snapshot_info(&self) -> impl Future<Output = Result<Option<(u64, i64)>, StoreError>> + Send;
+
     /// Drops events the retention lets go (never above the latest
     /// snapshot), with their idempotency records. `now_ms` is the wall
     /// clock, passed in for day-based retention.

@@ -410,6 +410,19 @@ impl EventLog for SqliteLog {
         .await
     }
 
+    async fn snapshot_info(&self) -> Result<Option<(u64, i64)>, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT seq, taken_ms FROM snapshots ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     async fn compact(
         &self,
         retention: Retention,

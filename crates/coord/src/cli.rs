@@ -39,7 +39,12 @@ enum Cmd {
     /// Run the daemon in the foreground.
     Daemon(DaemonArgs),
     /// Show the daemon's status and counters.
-    Status,
+    Status {
+        /// Also the writer, the streams, the leases and locks, and the
+        /// store's snapshot, grouped.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Register, renew, end and list sessions.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -107,7 +112,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let client = |a: &Acting| base.clone().with_token(a.token.clone());
     match cli.cmd {
         Cmd::Daemon(args) => daemon(socket, args, json).await,
-        Cmd::Status => {
+        Cmd::Status { verbose } => {
             let s = base.status().await?;
             if json {
                 output::json(&s)?;
@@ -130,6 +135,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 ))?;
                 for (k, n) in &s.events_by_kind {
                     output::line(&format!("  {k:<18} {n}"))?;
+                }
+                if verbose {
+                    output::verbose_status(&s)?;
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -310,3 +310,72 @@ pub fn print_write(
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+/// The grouped sections of `coord status --verbose`.
+pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()> {
+    let us = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.2} ms", v as f64 / 1000.0));
+    let w = &s.writer;
+    line("writer")?;
+    line(&format!(
+        "  commits {}  batch mean {:.1} max {}  commit p50 {} p99 {} (last minute)  queue {}",
+        w.commits,
+        w.mean_batch,
+        w.max_batch,
+        us(w.commit_p50_us),
+        us(w.commit_p99_us),
+        w.queue_depth
+    ))?;
+    if !w.refused.is_empty() {
+        let refused: Vec<String> = w.refused.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        line(&format!("  refused {}", refused.join(", ")))?;
+    }
+    let st = &s.streams;
+    line("streams")?;
+    line(&format!(
+        "  {} open: {} live, {} catching up from the store; furthest behind {} ({} events)",
+        st.subscribers,
+        st.live,
+        st.catching_up,
+        st.furthest_behind_seq
+            .map_or("-".to_string(), |c| format!("at seq {c}")),
+        st.lag_events
+    ))?;
+    let l = &s.leases;
+    line("sessions and locks")?;
+    let states: Vec<String> = l
+        .sessions_by_state
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    line(&format!(
+        "  {}  leases expiring within 60 s {}",
+        if states.is_empty() {
+            "no sessions".to_string()
+        } else {
+            states.join(", ")
+        },
+        l.expiring_within_60s
+    ))?;
+    line(&format!(
+        "  locks held {}  waiters {}  longest wait {}",
+        l.locks_held,
+        l.waiters,
+        l.longest_wait_ms
+            .map_or("-".to_string(), |ms| format!("{ms} ms"))
+    ))?;
+    let sto = &s.store;
+    line("store")?;
+    line(&format!(
+        "  {} {} ({} bytes, sync {})  oldest seq {}  snapshot {}",
+        sto.backend,
+        sto.path,
+        sto.bytes,
+        sto.sync,
+        s.oldest_seq,
+        match (sto.snapshot_seq, sto.snapshot_age_ms) {
+            (Some(seq), Some(age)) => format!("at seq {seq}, {} s ago", age / 1000),
+            _ => "none yet".to_string(),
+        }
+    ))?;
+    Ok(())
+}

@@ -2,16 +2,58 @@
 //! what the daemon and its view look like, and the view written out.
 
 use super::*;
+use std::collections::BTreeMap;
 
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "The daemon and its log", body = StatusResponse)))]
 pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
-    let (sessions, locks) = app
+    let now = Timestamp::now();
+    let leases_of = app.leases.clone();
+    let (sessions, locks, leases) = app
         .writer
-        .read(|s| (s.view.sessions.len() as u64, s.view.locks.len() as u64))
+        .read(move |s| {
+            let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+            let mut expiring = 0;
+            for x in s.view.sessions.values() {
+                *by_state.entry(x.state.as_str().to_string()).or_default() += 1;
+                if leases_of
+                    .get(&x.session_id)
+                    .is_some_and(|l| l.expires_at.as_millis() - now.as_millis() <= 60_000)
+                {
+                    expiring += 1;
+                }
+            }
+            let held = s
+                .view
+                .locks
+                .values()
+                .filter(|l| !l.holders.is_empty())
+                .count();
+            let waiters: Vec<_> = s.view.locks.values().flat_map(|l| &l.waiters).collect();
+            let longest = waiters
+                .iter()
+                .map(|w| (now.as_millis() - w.since_at.as_millis()).max(0) as u64)
+                .max();
+            (
+                s.view.sessions.len() as u64,
+                s.view.locks.len() as u64,
+                LeasesStatus {
+                    sessions_by_state: by_state,
+                    expiring_within_60s: expiring,
+                    locks_held: held as u64,
+                    waiters: waiters.len() as u64,
+                    longest_wait_ms: longest,
+                },
+            )
+        })
         .await?;
     let (oldest, _) = app
         .store
         .bounds()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    let snapshot = app
+        .store
+        .snapshot_info()
         .await
         .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
     let events_by_kind = app
@@ -20,6 +62,17 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
+    let batches = app
+        .stats
+        .batches
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let head = app.hub.head();
+    let cursors = app.hub.cursors();
+    let front = app.hub.ring_front();
+    let behind = |c: &u64| front.is_none_or(|f| c + 1 < f) && *c < head;
+    let slowest = cursors.iter().min().copied();
     ok(&StatusResponse {
         version: VERSION.to_string(),
         protocol: PROTOCOL_VERSION,
@@ -30,14 +83,38 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
             path: app.store_path.display().to_string(),
             bytes: app.store.size_bytes(),
             sync: app.sync.as_str().to_string(),
+            backend: "sqlite".into(),
+            snapshot_seq: snapshot.map(|(seq, _)| seq),
+            snapshot_age_ms: snapshot.map(|(_, at)| (now.as_millis() - at).max(0) as u64),
         },
-        head_seq: app.hub.head(),
+        head_seq: head,
         oldest_seq: oldest,
         uptime_ms: app.started.elapsed().as_millis() as u64,
         subscribers: app.hub.subscriber_count(),
         sessions,
         locks,
         events_by_kind,
+        writer: WriterStatus {
+            commits: batches.commits,
+            mean_batch: if batches.commits == 0 {
+                0.0
+            } else {
+                batches.writes as f64 / batches.commits as f64
+            },
+            max_batch: batches.max_batch,
+            commit_p50_us: batches.recent_percentile(50.0),
+            commit_p99_us: batches.recent_percentile(99.0),
+            queue_depth: app.writer.queue_depth() as u64,
+            refused: batches.refused,
+        },
+        streams: StreamsStatus {
+            subscribers: cursors.len() as u64,
+            catching_up: cursors.iter().filter(|c| behind(c)).count() as u64,
+            live: cursors.iter().filter(|c| !behind(c)).count() as u64,
+            furthest_behind_seq: slowest,
+            lag_events: slowest.map_or(0, |c| head.saturating_sub(c)),
+        },
+        leases,
     })
 }
 

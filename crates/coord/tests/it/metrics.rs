@@ -125,5 +125,27 @@ fn metrics_reflect_a_scripted_run_exactly() {
         lag > 100.0,
         "a stalled subscriber shows as behind: lag {lag}"
     );
+    // The status tells the same story.
+    let st = d.http("GET", "/v1/status", &[], None).json();
+    assert_eq!(st["writer"]["refused"]["session_exists"], 1, "{st}");
+    assert!(st["writer"]["commits"].as_u64().is_some_and(|c| c > 0));
+    assert!(st["writer"]["commit_p99_us"].as_u64().is_some(), "{st}");
+    assert_eq!(st["streams"]["subscribers"], 1);
+    assert!(
+        st["streams"]["lag_events"]
+            .as_u64()
+            .is_some_and(|l| l > 100),
+        "{st}"
+    );
+    assert_eq!(st["leases"]["locks_held"], 1);
+    assert_eq!(st["store"]["backend"], "sqlite");
+    let verbose = d.ok(&["status", "--verbose"]);
+    for section in ["writer", "streams", "sessions and locks", "store"] {
+        assert!(
+            verbose.lines().any(|l| l == section),
+            "no {section} section: {verbose}"
+        );
+    }
+    assert!(verbose.contains("refused session_exists 1"), "{verbose}");
     drop(stalled);
 }
