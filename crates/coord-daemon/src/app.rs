@@ -40,6 +40,8 @@ pub struct App<L> {
     pub stats: Arc<Stats>,
     /// Log bare heartbeats.
     pub log_heartbeats: bool,
+    /// What the lifecycle manager, the bridge and the export report.
+    pub observed: Arc<crate::observed::Observed>,
     /// What `/v1/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Every live session's lease (renewals included).

@@ -16,6 +16,7 @@
 //! Bridged sessions have no token and their pid is not watched (the file
 //! may come from another machine); their lease is `--legacy-ttl`.
 
+use crate::observed::Observed;
 use crate::writer::{Extras, Write, WriterHandle};
 use coord_core::Command;
 use coord_legacy::layout::{encode_resource, LockFile, Root, SessionFile};
@@ -23,6 +24,7 @@ use coord_legacy::{Change, Feed};
 use coord_proto::view::View;
 use coord_proto::{DeregReason, ErrorCode, Payload, Timestamp};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -207,7 +209,12 @@ async fn foreign(writer: &WriterHandle, change: &Change) -> bool {
 }
 
 /// Runs the bridge until `shutdown` is cancelled.
-pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: CancellationToken) {
+pub async fn run(
+    config: BridgeConfig,
+    writer: WriterHandle,
+    shutdown: CancellationToken,
+    observed: Arc<Observed>,
+) {
     let source = config.mode.source();
     let known = match writer.read(|s| seed(&s.view)).await {
         Ok(k) => k,
@@ -224,6 +231,10 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: Cancellat
     let mut feed = feed
         .with_known(known)
         .with_poll_interval(config.poll_interval);
+    observed.bridge(|b| {
+        b.root = config.root.display().to_string();
+        b.mode = source.trim_start_matches("fs-").to_string();
+    });
     loop {
         let next = tokio::select! {
             r = feed.next() => r,
@@ -233,9 +244,25 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: Cancellat
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "legacy scan failed; retrying");
+                let msg = format!("scan failed: {e}");
+                observed.bridge(|b| {
+                    b.last_error = Some(msg);
+                    b.last_error_at = Some(crate::observed::now());
+                });
                 Vec::new()
             }
         };
+        let fallback = feed.is_fallback();
+        let seen = changes.len() as u64;
+        observed.bridge(|b| {
+            if fallback {
+                b.mode = "polling fallback".into();
+                b.fallback_reason =
+                    Some("the root could not be watched (inotify); see the daemon log".into());
+            }
+            b.changes_seen += seen;
+            b.batches += u64::from(seen > 0);
+        });
         let idle = changes.is_empty();
         // A session file and its lock records that vanish in one scan mean
         // "released, then gone": deregistrations go last, so the locks are
@@ -262,7 +289,11 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: Cancellat
                 extras,
                 reply: None,
             };
-            if let Err(e) = writer.write(w).await {
+            let written = writer.write(w).await;
+            if written.is_ok() {
+                observed.bridge(|b| b.imports += 1);
+            }
+            if let Err(e) = written {
                 let expected = matches!(
                     e.code(),
                     ErrorCode::SessionExists
@@ -276,6 +307,11 @@ pub async fn run(config: BridgeConfig, writer: WriterHandle, shutdown: Cancellat
                     tracing::debug!(code = %e.code(), message = %e, "legacy change already applied or moot");
                 } else {
                     tracing::warn!(code = %e.code(), message = %e, "legacy change refused");
+                    let msg = format!("change refused: {e}");
+                    observed.bridge(|b| {
+                        b.last_error = Some(msg);
+                        b.last_error_at = Some(crate::observed::now());
+                    });
                 }
             }
         }

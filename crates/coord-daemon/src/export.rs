@@ -88,13 +88,36 @@ pub async fn run<L: EventLog + Clone>(
     store: L,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
+    observed: Arc<crate::observed::Observed>,
 ) {
     let mut exporter = Exporter::new(&root);
     let mut head = hub.watch();
+    let mut exported_at = 0u64;
+    observed.export(|x| x.root = root.display().to_string());
     tracing::info!(root = %root.display(), "exporting the view in the legacy layout");
     loop {
         let (ex, r) = export_once(exporter, &writer, &store).await;
         exporter = ex;
+        let now_head = hub.head();
+        let covered = now_head.saturating_sub(exported_at);
+        exported_at = now_head;
+        match &r {
+            Ok(rep) => {
+                let changed = (rep.written + rep.removed) as u64;
+                observed.export(|x| {
+                    x.exports += 1;
+                    x.batched_from += covered;
+                    x.files_changed += changed;
+                });
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                observed.export(|x| {
+                    x.last_error = Some(msg);
+                    x.last_error_at = Some(crate::observed::now());
+                });
+            }
+        }
         match r {
             Ok(rep) if rep.written + rep.removed > 0 => {
                 tracing::debug!(

@@ -43,6 +43,7 @@ pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
 mod metrics;
+pub mod observed;
 mod pidfd;
 mod pidwatch;
 pub mod probes;

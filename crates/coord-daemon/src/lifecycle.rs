@@ -142,6 +142,8 @@ pub struct LifecycleConfig {
     pub runtime: Arc<dyn Runtime>,
     /// Activity probe (default: [`FileAgent`]).
     pub agent: Arc<dyn Agent>,
+    /// Where the manager reports its probes for `/v1/status`.
+    pub observed: Arc<crate::observed::Observed>,
 }
 
 impl std::fmt::Debug for LifecycleConfig {
@@ -158,6 +160,7 @@ impl Default for LifecycleConfig {
             thresholds: Thresholds::default(),
             runtime: Arc::new(crate::probes::HostRuntime::default()),
             agent: Arc::new(crate::probes::FileAgent),
+            observed: Default::default(),
         }
     }
 }
@@ -258,6 +261,11 @@ impl<L: EventLog + Clone> Run<L> {
                 break;
             }
             self.evaluate_all().await;
+            let probed = self.probed as u64;
+            self.config.observed.lifecycle(|l| {
+                l.probing = probed > 0;
+                l.probed_sessions = probed;
+            });
             next_probe = match (self.probed > 0, next_probe) {
                 (false, _) => None,
                 (true, Some(at)) => Some(at),
@@ -509,6 +517,9 @@ impl<L: EventLog + Clone> Run<L> {
             return;
         }
         t.probe_error = Some(pe.clone());
+        self.config.observed.lifecycle(|l| {
+            *l.probe_errors.entry(s.session_id.clone()).or_default() += 1;
+        });
         tracing::info!(session = %s.session_id, probe = %pe.probe, error = %pe.message, "probe failed");
         self.submit(Command::ProbeError {
             session_id: s.session_id.clone(),
@@ -526,6 +537,8 @@ impl<L: EventLog + Clone> Run<L> {
             .filter(|t| t.probed)
             .map(|t| t.session.clone())
             .collect();
+        let probed = targets.len() as u64;
+        self.config.observed.lifecycle(|l| l.probes_run += probed);
         for s in targets {
             if self.stopped() {
                 return;

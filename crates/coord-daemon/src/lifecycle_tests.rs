@@ -130,6 +130,7 @@ impl Rig {
                 thresholds: TH,
                 runtime: Arc::new(MockRuntime(self.mock.clone())),
                 agent: Arc::new(MockAgent(self.mock.clone())),
+                observed: Default::default(),
             },
             self.writer.clone(),
             self.hub.clone(),

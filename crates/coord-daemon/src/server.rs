@@ -93,6 +93,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let renewals = Arc::new(Renewals::default());
     let leases = Arc::new(Leases::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    let observed = config.lifecycle.observed.clone();
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         store.clone(),
@@ -149,6 +150,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         log_heartbeats: config.log_heartbeats,
         leases,
         metrics,
+        observed: observed.clone(),
         log_id: coord_store::EventLog::log_id(&store).to_string(),
     });
     let router = api::router(app.clone());
@@ -159,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             store.clone(),
             app.hub.clone(),
             stopping.clone(),
+            observed.clone(),
         ));
     }
     if let Some(parent) = config.parent_socket.clone() {
@@ -171,7 +174,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ));
     }
     if let Some(b) = config.legacy.clone() {
-        background.spawn(crate::bridge::run(b, app.writer.clone(), stopping.clone()));
+        background.spawn(crate::bridge::run(
+            b,
+            app.writer.clone(),
+            stopping.clone(),
+            observed.clone(),
+        ));
     }
     background.close();
     // SAFETY: getuid has no preconditions and cannot fail.

@@ -466,6 +466,76 @@ pub struct StatusResponse {
     /// Sessions, leases and locks.
     #[serde(default)]
     pub leases: LeasesStatus,
+    /// The lifecycle manager's probes.
+    #[serde(default)]
+    pub lifecycle: LifecycleStatus,
+    /// The legacy bridge, when the daemon bridges a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<BridgeStatus>,
+    /// The legacy export, when the daemon keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStatus>,
+}
+
+/// `/v1/status` `lifecycle`: the lifecycle manager's probes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LifecycleStatus {
+    /// Probe calls made since start (tmux, process, activity file,
+    /// transcript).
+    pub probes_run: u64,
+    /// Probe failures reported, by session.
+    pub probe_errors: BTreeMap<String, u64>,
+    /// Whether the manager probes on an interval now (some session has a
+    /// runtime or files that cannot notify).
+    pub probing: bool,
+    /// How many sessions the interval probes.
+    pub probed_sessions: u64,
+}
+
+/// `/v1/status` `bridge`: the legacy bridge.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BridgeStatus {
+    /// `watch`, `poll`, or `polling fallback` (watching was impossible).
+    pub mode: String,
+    /// Why it fell back to polling, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// The root bridged.
+    pub root: String,
+    /// File changes seen.
+    pub changes_seen: u64,
+    /// Scans that found changes.
+    pub batches: u64,
+    /// Changes written to the log (imports), batched from `changes_seen`.
+    pub imports: u64,
+    /// The last error and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<Timestamp>,
+}
+
+/// `/v1/status` `export`: the legacy export.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportStatus {
+    /// The root written.
+    pub root: String,
+    /// Export passes run.
+    pub exports: u64,
+    /// Events those passes covered (one pass follows a burst of commits).
+    pub batched_from: u64,
+    /// Files written and removed in all.
+    pub files_changed: u64,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<Timestamp>,
 }
 
 /// `/v1/status` `writer`: what the single writer has been doing.

@@ -363,6 +363,55 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
         l.longest_wait_ms
             .map_or("-".to_string(), |ms| format!("{ms} ms"))
     ))?;
+    let lc = &s.lifecycle;
+    line("lifecycle")?;
+    line(&format!(
+        "  probes run {}  {}  probe errors {}",
+        lc.probes_run,
+        if lc.probing {
+            format!("probing {} session(s) on an interval", lc.probed_sessions)
+        } else {
+            "not probing (nothing needs it)".to_string()
+        },
+        if lc.probe_errors.is_empty() {
+            "none".to_string()
+        } else {
+            lc.probe_errors
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ))?;
+    if let Some(b) = &s.bridge {
+        line("legacy bridge")?;
+        line(&format!(
+            "  {} {}{}  changes seen {}  imports {} (batched from {} changes in {} scans)",
+            b.mode,
+            b.root,
+            b.fallback_reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            b.changes_seen,
+            b.imports,
+            b.changes_seen,
+            b.batches
+        ))?;
+        if let (Some(e), Some(at)) = (&b.last_error, b.last_error_at) {
+            line(&format!("  last error at {at}: {e}"))?;
+        }
+    }
+    if let Some(x) = &s.export {
+        line("legacy export")?;
+        line(&format!(
+            "  {}  exports {} (batched from {} events)  files changed {}",
+            x.root, x.exports, x.batched_from, x.files_changed
+        ))?;
+        if let (Some(e), Some(at)) = (&x.last_error, x.last_error_at) {
+            line(&format!("  last error at {at}: {e}"))?;
+        }
+    }
     let sto = &s.store;
     line("store")?;
     line(&format!(

@@ -68,6 +68,7 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
         .lock()
         .map(|b| b.clone())
         .unwrap_or_default();
+    let (lifecycle, bridge, export) = app.observed.snapshot();
     let head = app.hub.head();
     let cursors = app.hub.cursors();
     let front = app.hub.ring_front();
@@ -115,6 +116,9 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
             lag_events: slowest.map_or(0, |c| head.saturating_sub(c)),
         },
         leases,
+        lifecycle,
+        bridge,
+        export,
     })
 }
 

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub(crate) struct DaemonArgs {
+    /// Log lines as text (default) or one JSON object per line (also
+    /// chosen by the global --json).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    log_format: Format,
     /// The SQLite store [default: $XDG_DATA_HOME/coord/coord.db].
     #[arg(long, env = "COORD_STORE")]
     store: Option<PathBuf>,
@@ -78,7 +82,7 @@ pub(crate) async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Res
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr);
-    if json {
+    if json || args.log_format == Format::Json {
         // One JSON object per log line, for log shippers.
         logs.json().init();
     } else {

@@ -149,3 +149,64 @@ fn metrics_reflect_a_scripted_run_exactly() {
     assert!(verbose.contains("refused session_exists 1"), "{verbose}");
     drop(stalled);
 }
+
+/// The status reports the bridge, the export and the lifecycle manager's
+/// probes of a daemon that runs all three.
+#[test]
+fn the_status_reports_the_bridge_the_export_and_the_probes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let out = dir.path().join("export");
+    std::fs::create_dir_all(root.join("sessions")).expect("root");
+    std::fs::write(
+        root.join("sessions").join("legacy-1.json"),
+        r#"{"session_id":"legacy-1","role":"w","task":"T","blob":{},"phase":"p"}"#,
+    )
+    .expect("session file");
+    let (root_s, out_s) = (root.to_string_lossy(), out.to_string_lossy());
+    let d = Daemon::start(&[
+        "--legacy-root",
+        &root_s,
+        "--legacy-mode",
+        "poll",
+        "--legacy-interval",
+        "50ms",
+        "--export-legacy",
+        &out_s,
+        "--probe-interval",
+        "100ms",
+    ]);
+    let activity = dir.path().join("activity");
+    std::fs::write(&activity, "").expect("activity file");
+    d.ok(&[
+        "session",
+        "register",
+        "--id",
+        "probed",
+        "--activity-file",
+        activity.to_str().expect("utf8"),
+    ]);
+    crate::support::wait_until(
+        "bridge, export and probes reported",
+        Duration::from_secs(20),
+        || {
+            let st = d.http("GET", "/v1/status", &[], None).json();
+            st["bridge"]["imports"].as_u64().is_some_and(|n| n >= 1)
+                && st["export"]["exports"].as_u64().is_some_and(|n| n >= 1)
+                && st["lifecycle"]["probes_run"]
+                    .as_u64()
+                    .is_some_and(|n| n >= 1)
+        },
+    );
+    let st = d.http("GET", "/v1/status", &[], None).json();
+    assert_eq!(st["bridge"]["mode"], "poll", "{st}");
+    assert!(st["bridge"]["changes_seen"]
+        .as_u64()
+        .is_some_and(|n| n >= 1));
+    assert_eq!(st["lifecycle"]["probing"], true, "{st}");
+    assert_eq!(st["lifecycle"]["probed_sessions"], 1, "{st}");
+    let verbose = d.ok(&["status", "-v"]);
+    for section in ["lifecycle", "legacy bridge", "legacy export"] {
+        assert!(verbose.lines().any(|l| l == section), "{verbose}");
+    }
+}
