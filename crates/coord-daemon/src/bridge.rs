@@ -254,7 +254,9 @@ pub async fn run(
         };
         let fallback = feed.is_fallback();
         let seen = changes.len() as u64;
+        let skipped = feed.skipped();
         observed.bridge(|b| {
+            b.skipped_malformed = skipped;
             if fallback {
                 b.mode = "polling fallback".into();
                 b.fallback_reason =

@@ -110,6 +110,8 @@ pub struct Feed {
     mode: Mode,
     shared: Arc<Shared>,
     seen: u64,
+    /// Files the last scan skipped as malformed.
+    skipped: u64,
     settle: Duration,
     idle_wait: Duration,
     poll_interval: Duration,
@@ -126,6 +128,7 @@ impl Feed {
             mode,
             shared: Arc::new(Shared::default()),
             seen: 0,
+            skipped: 0,
             settle: DEFAULT_SETTLE,
             idle_wait: Duration::from_secs(30),
             poll_interval: Duration::from_secs(2),
@@ -153,6 +156,12 @@ impl Feed {
     /// The last scan (what the next diff starts from).
     pub fn known(&self) -> &Root {
         &self.known
+    }
+
+    /// Files the last scan skipped as malformed (half-written, or naming
+    /// another id than their file name).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// True while changes of the last scan wait to be handed out (a
@@ -242,14 +251,15 @@ impl Feed {
     async fn rescan(&mut self, covers: u64) -> Result<(), FeedError> {
         let root = self.root.clone();
         let prev = self.known.clone();
-        let (next, changes) = tokio::task::spawn_blocking(move || {
-            let next = layout::scan(&root, &prev);
+        let (next, changes, skipped) = tokio::task::spawn_blocking(move || {
+            let (next, skipped) = layout::scan_counted(&root, &prev);
             let changes = diff(&prev, &next);
-            (next, changes)
+            (next, changes, skipped)
         })
         .await
         .map_err(|e| FeedError::Worker(e.to_string()))?;
         self.known = next;
+        self.skipped = skipped;
         self.scanned = true;
         self.seen = covers;
         self.pending.extend(changes);

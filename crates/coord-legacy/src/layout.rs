@@ -175,6 +175,13 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 /// `prev` (it is being rewritten: "not yet"), so a half-written file never
 /// looks like a removal or a change.
 pub fn scan(root: &Path, prev: &Root) -> Root {
+    scan_counted(root, prev).0
+}
+
+/// [`scan`], and how many files it skipped as malformed (not parseable, or
+/// naming another id than their file name).
+pub fn scan_counted(root: &Path, prev: &Root) -> (Root, u64) {
+    let mut skipped = 0u64;
     let mut out = Root::default();
     for (name, path) in entries(&root.join("sessions")) {
         let Some(stem) = json_stem(&name) else {
@@ -186,9 +193,13 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
             }
             Some(s) => {
                 tracing::warn!(file = %path.display(), session_id = %s.session_id, "session_id does not match the file name; skipped");
+                skipped += 1;
                 keep(&mut out.sessions, &prev.sessions, stem);
             }
-            None => keep(&mut out.sessions, &prev.sessions, stem),
+            None => {
+                skipped += 1;
+                keep(&mut out.sessions, &prev.sessions, stem)
+            }
         }
     }
     for (dir, path) in entries(&root.join("locks")) {
@@ -197,6 +208,7 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
         }
         let Ok(resource) = percent_encoding::percent_decode_str(&dir).decode_utf8() else {
             tracing::warn!(dir = %dir, "lock directory is not percent-encoded UTF-8; skipped");
+            skipped += 1;
             continue;
         };
         let record = path.join("record.json");
@@ -209,9 +221,13 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
             }
             Some(l) => {
                 tracing::warn!(dir = %dir, resource = %l.resource, "lock record names another resource; skipped");
+                skipped += 1;
                 keep(&mut out.locks, &prev.locks, &dir);
             }
-            None => keep(&mut out.locks, &prev.locks, &dir),
+            None => {
+                skipped += 1;
+                keep(&mut out.locks, &prev.locks, &dir)
+            }
         }
     }
     for (dir, path) in entries(&root.join("messages")) {
@@ -229,9 +245,13 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
                 }
                 Some(m) => {
                     tracing::warn!(file = %file.display(), msg_id = %m.msg_id, "msg_id does not match the file name; skipped");
+                    skipped += 1;
                     keep(&mut out.messages, &prev.messages, &key);
                 }
-                None => keep(&mut out.messages, &prev.messages, &key),
+                None => {
+                    skipped += 1;
+                    keep(&mut out.messages, &prev.messages, &key)
+                }
             }
         }
     }
@@ -245,12 +265,16 @@ pub fn scan(root: &Path, prev: &Root) -> Root {
             }
             Some(o) => {
                 tracing::warn!(file = %path.display(), order_id = %o.order_id, "order_id does not match the file name; skipped");
+                skipped += 1;
                 keep(&mut out.orders, &prev.orders, stem);
             }
-            None => keep(&mut out.orders, &prev.orders, stem),
+            None => {
+                skipped += 1;
+                keep(&mut out.orders, &prev.orders, stem)
+            }
         }
     }
-    out
+    (out, skipped)
 }
 
 fn keep<K, Q, V>(out: &mut BTreeMap<K, V>, prev: &BTreeMap<K, V>, key: &Q)

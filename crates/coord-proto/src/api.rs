@@ -510,6 +510,10 @@ pub struct BridgeStatus {
     pub batches: u64,
     /// Changes written to the log (imports), batched from `changes_seen`.
     pub imports: u64,
+    /// Files the last scan skipped as malformed (half-written, or naming
+    /// another id than their file name).
+    #[serde(default)]
+    pub skipped_malformed: u64,
     /// The last error and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,

@@ -386,7 +386,7 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
     if let Some(b) = &s.bridge {
         line("legacy bridge")?;
         line(&format!(
-            "  {} {}{}  changes seen {}  imports {} (batched from {} changes in {} scans)",
+            "  {} {}{}  changes seen {}  imports {} (batched from {} changes in {} scans)  skipped as malformed {}",
             b.mode,
             b.root,
             b.fallback_reason
@@ -396,7 +396,8 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
             b.changes_seen,
             b.imports,
             b.changes_seen,
-            b.batches
+            b.batches,
+            b.skipped_malformed
         ))?;
         if let (Some(e), Some(at)) = (&b.last_error, b.last_error_at) {
             line(&format!("  last error at {at}: {e}"))?;

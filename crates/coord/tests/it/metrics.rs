@@ -163,6 +163,12 @@ fn the_status_reports_the_bridge_the_export_and_the_probes() {
         r#"{"session_id":"legacy-1","role":"w","task":"T","blob":{},"phase":"p"}"#,
     )
     .expect("session file");
+    // A half-written file: skipped as malformed, and said so.
+    std::fs::write(
+        root.join("sessions").join("legacy-2.json"),
+        r#"{"session_id":"leg"#,
+    )
+    .expect("half-written file");
     let (root_s, out_s) = (root.to_string_lossy(), out.to_string_lossy());
     let d = Daemon::start(&[
         "--legacy-root",
