@@ -280,6 +280,10 @@ pub async fn run(
                 continue;
             }
             let ts = change.ts.unwrap_or_else(Timestamp::now);
+            let (about_session, about_resource) = (
+                change.draft.session_id.clone().unwrap_or_default(),
+                change.draft.resource.clone().unwrap_or_default(),
+            );
             let Some((cmd, extras)) = command(change, config.ttl_ms) else {
                 continue;
             };
@@ -306,9 +310,9 @@ pub async fn run(
                         | ErrorCode::MessageNotFound
                 );
                 if expected {
-                    tracing::debug!(code = %e.code(), message = %e, "legacy change already applied or moot");
+                    tracing::debug!(session_id = %about_session, resource = %about_resource, code = %e.code(), message = %e, "legacy change already applied or moot");
                 } else {
-                    tracing::warn!(code = %e.code(), message = %e, "legacy change refused");
+                    tracing::warn!(session_id = %about_session, resource = %about_resource, code = %e.code(), message = %e, "legacy change refused");
                     let msg = format!("change refused: {e}");
                     observed.bridge(|b| {
                         b.last_error = Some(msg);

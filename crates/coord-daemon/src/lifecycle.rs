@@ -621,7 +621,7 @@ impl<L: EventLog + Clone> Run<L> {
                 Ok(_) => return,
                 Err(e) if e.code() == ErrorCode::StoreUnavailable => {
                     let pause = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "lifecycle write failed; retrying");
+                    tracing::warn!(command = ?cmd, error = %e, retry_in_ms = pause.as_millis() as u64, "lifecycle write failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = self.stop.cancelled() => return,

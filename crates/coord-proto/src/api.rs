@@ -576,6 +576,9 @@ pub struct StreamsStatus {
     pub furthest_behind_seq: Option<u64>,
     /// How many events it has yet to read.
     pub lag_events: u64,
+    /// How long ago the first event it has yet to read was appended, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
 }
 
 /// `/v1/status` `leases`: sessions, leases and locks.

@@ -332,13 +332,16 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
     let st = &s.streams;
     line("streams")?;
     line(&format!(
-        "  {} open: {} live, {} catching up from the store; furthest behind {} ({} events)",
+        "  {} open: {} live, {} catching up from the store; furthest behind {} ({} events{})",
         st.subscribers,
         st.live,
         st.catching_up,
         st.furthest_behind_seq
             .map_or("-".to_string(), |c| format!("at seq {c}")),
-        st.lag_events
+        st.lag_events,
+        st.lag_ms
+            .map(|ms| format!(", {ms} ms old"))
+            .unwrap_or_default()
     ))?;
     let l = &s.leases;
     line("sessions and locks")?;

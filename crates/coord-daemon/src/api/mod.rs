@@ -120,12 +120,14 @@ pub(crate) async fn timed(
     let method = req.method().as_str().to_string();
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    tracing::debug!(route = %route, method = %method, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
     metrics
         .requests
         .get_or_create(&crate::metrics::RequestLabels {
             route,
             method,
-            status: resp.status().as_u16().to_string(),
+            status: status.to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
     resp

@@ -74,6 +74,17 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
     let front = app.hub.ring_front();
     let behind = |c: &u64| front.is_none_or(|f| c + 1 < f) && *c < head;
     let slowest = cursors.iter().min().copied();
+    // The age of the oldest event a subscriber has yet to read.
+    let lag_ms = match slowest.filter(|c| *c < head) {
+        Some(c) => app
+            .hub
+            .read_after(&app.store, c, c + 1)
+            .await
+            .ok()
+            .and_then(|b| b.first().map(|p| p.event.ingress_ts))
+            .map(|t| (now.as_millis() - t.as_millis()).max(0) as u64),
+        None => None,
+    };
     ok(&StatusResponse {
         version: VERSION.to_string(),
         protocol: PROTOCOL_VERSION,
@@ -114,6 +125,7 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
             live: cursors.iter().filter(|c| !behind(c)).count() as u64,
             furthest_behind_seq: slowest,
             lag_events: slowest.map_or(0, |c| head.saturating_sub(c)),
+            lag_ms,
         },
         leases,
         lifecycle,

@@ -137,6 +137,7 @@ fn metrics_reflect_a_scripted_run_exactly() {
             .is_some_and(|l| l > 100),
         "{st}"
     );
+    assert!(st["streams"]["lag_ms"].as_u64().is_some(), "{st}");
     assert_eq!(st["leases"]["locks_held"], 1);
     assert_eq!(st["store"]["backend"], "sqlite");
     let verbose = d.ok(&["status", "--verbose"]);
@@ -215,4 +216,33 @@ fn the_status_reports_the_bridge_the_export_and_the_probes() {
     for section in ["lifecycle", "legacy bridge", "legacy export"] {
         assert!(verbose.lines().any(|l| l == section), "{verbose}");
     }
+}
+
+/// A bridge that cannot watch its root says it polls instead, and why.
+#[test]
+fn a_bridge_in_polling_fallback_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A root that does not exist yet cannot be watched.
+    let root = dir.path().join("not-yet");
+    let root_s = root.to_string_lossy();
+    let d = Daemon::start(&[
+        "--legacy-root",
+        &root_s,
+        "--legacy-mode",
+        "watch",
+        "--legacy-interval",
+        "50ms",
+    ]);
+    crate::support::wait_until("fallback reported", Duration::from_secs(20), || {
+        d.http("GET", "/v1/status", &[], None).json()["bridge"]["mode"] == "polling fallback"
+    });
+    let st = d.http("GET", "/v1/status", &[], None).json();
+    assert!(
+        st["bridge"]["fallback_reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{st}"
+    );
+    let verbose = d.ok(&["status", "--verbose"]);
+    assert!(verbose.contains("polling fallback"), "{verbose}");
 }
