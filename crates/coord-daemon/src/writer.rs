@@ -117,6 +117,8 @@ pub struct BatchStats {
     pub max_batch: u64,
     /// Refused writes by code.
     pub refused: BTreeMap<String, u64>,
+    /// The last compaction, if one ran.
+    pub last_compaction: Option<coord_proto::api::CompactionStatus>,
     /// (when, µs) of each commit in the last minute, oldest first.
     pub recent: std::collections::VecDeque<(std::time::Instant, u64)>,
 }
@@ -817,10 +819,18 @@ impl<L: EventLog + Clone> Writer<L> {
                 .compact(self.config.retention, Timestamp::now().as_millis())
                 .await
             {
-                Ok(r) if r.deleted > 0 => {
-                    tracing::info!(deleted = r.deleted, oldest_seq = r.oldest_seq, "compacted")
+                Ok(r) => {
+                    if r.deleted > 0 {
+                        tracing::info!(deleted = r.deleted, oldest_seq = r.oldest_seq, "compacted");
+                    }
+                    if let Ok(mut b) = self.stats.batches.lock() {
+                        b.last_compaction = Some(coord_proto::api::CompactionStatus {
+                            at: Timestamp::now(),
+                            deleted: r.deleted,
+                            oldest_seq: r.oldest_seq,
+                        });
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "compaction failed"),
             }
         }

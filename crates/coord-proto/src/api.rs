@@ -616,6 +616,21 @@ pub struct StoreStatus {
     /// How long ago it was taken, ms.
     #[serde(default)]
     pub snapshot_age_ms: Option<u64>,
+    /// The last compaction since the daemon started, if any ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compaction: Option<CompactionStatus>,
+}
+
+/// One compaction: when, how many events it dropped, the oldest seq left.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompactionStatus {
+    /// When it ran.
+    pub at: Timestamp,
+    /// Events dropped.
+    pub deleted: u64,
+    /// The oldest seq retained after it.
+    pub oldest_seq: u64,
 }
 
 /// `GET /v1/sessions`.

@@ -430,5 +430,11 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
             _ => "none yet".to_string(),
         }
     ))?;
+    if let Some(c) = &sto.last_compaction {
+        line(&format!(
+            "  last compaction at {}: {} events dropped, oldest seq {}",
+            c.at, c.deleted, c.oldest_seq
+        ))?;
+    }
     Ok(())
 }

@@ -98,6 +98,7 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
             backend: "sqlite".into(),
             snapshot_seq: snapshot.map(|(seq, _)| seq),
             snapshot_age_ms: snapshot.map(|(_, at)| (now.as_millis() - at).max(0) as u64),
+            last_compaction: batches.last_compaction.clone(),
         },
         head_seq: head,
         oldest_seq: oldest,

@@ -21,6 +21,14 @@ fn an_old_cursor_is_compacted_and_snapshot_plus_watch_resyncs() {
     let status = d.http("GET", "/v1/status", &[], None).json();
     let oldest = status["oldest_seq"].as_u64().expect("oldest");
     assert!(oldest > 1, "nothing was compacted: {status}");
+    // The status says when and how much.
+    let last = &status["store"]["last_compaction"];
+    assert!(last["deleted"].as_u64().is_some_and(|n| n > 0), "{status}");
+    assert_eq!(last["oldest_seq"].as_u64(), Some(oldest), "{status}");
+    assert!(
+        status["store"]["snapshot_seq"].as_u64().is_some(),
+        "{status}"
+    );
 
     let r = d.http("GET", "/v1/events?since=1", &[], None);
     assert_eq!((r.status, r.code().as_str()), (410, "compacted"));
