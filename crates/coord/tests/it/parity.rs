@@ -53,6 +53,24 @@ fn stop(mut c: Child) {
     let _ = c.wait();
 }
 
+/// Waits (at most 30 s) until the files stop growing for a second and
+/// are all the same size: every reader has caught up.
+fn settle(files: &[&Path]) {
+    let mut last: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now: Vec<u64> = files.iter().map(|f| size(f)).collect();
+        if now == last && now.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        last = now;
+        if Instant::now() > deadline {
+            return;
+        }
+    }
+}
+
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -167,20 +185,7 @@ fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
         .status()
         .expect("run legacy_writer.py (python3)");
     assert!(status.success());
-    // Let both catch up: no growth for a second.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = (0, 0, 0);
-    loop {
-        std::thread::sleep(Duration::from_millis(1000));
-        let now = (size(&a), size(&b), size(&c));
-        if now == last && now.0 == now.1 && now.1 == now.2 {
-            break;
-        }
-        last = now;
-        if Instant::now() > deadline {
-            break;
-        }
-    }
+    settle(&[&a, &b, &c]);
     stop(poll);
     stop(watch);
     stop(bridged);
@@ -274,20 +279,7 @@ fn a_killed_and_restarted_file_sentinel_matches_one_never_killed() {
         victim = sentinel("fs-poll", &root, &killed, None);
     }
     assert!(run.wait().expect("writer").success());
-    // Both catch up: no growth for a second.
-    let mut last = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        std::thread::sleep(Duration::from_millis(1000));
-        let now = (size(&reference), size(&killed));
-        if now == last && now.0 == now.1 {
-            break;
-        }
-        last = now;
-        if Instant::now() > deadline {
-            break;
-        }
-    }
+    settle(&[&reference, &killed]);
     stop(steady);
     stop(victim);
     let (r, k) = (
