@@ -48,10 +48,13 @@ mod pidfd;
 mod pidwatch;
 pub mod probes;
 mod server;
+mod stats;
 mod timers;
 mod tokens;
 mod waits;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};
