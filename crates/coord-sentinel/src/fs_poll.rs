@@ -343,8 +343,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_fixture_root_in_fixed_order() {
-        let root =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/legacy/coord-root");
         if !root.exists() {
             // The fixture lives beside the repository in the shared folder.
             panic!("fixture root missing at {}", root.display());
@@ -376,8 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn max_batch_bounds_a_poll_and_the_rest_follows() {
-        let root =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/legacy/coord-root");
         let mut src = FsPollSource::new(&root).with_max_batch(3);
         let mut all = Vec::new();
         for _ in 0..3 {

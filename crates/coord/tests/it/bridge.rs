@@ -21,7 +21,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn fixture_copy(d: &Daemon) -> std::path::PathBuf {
     let root = d.dir.path().join("legacy");
     copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/legacy/coord-root"),
         &root,
     );
     root

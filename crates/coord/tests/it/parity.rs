@@ -127,7 +127,7 @@ fn counts(v: &[(String, String, String)]) -> BTreeMap<&(String, String, String),
 fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
     let _alone = crate::support::exclusive();
     let writer =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/legacy_writer.py");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/legacy/legacy_writer.py");
     let secs: u64 = std::env::var("COORD_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -236,7 +236,7 @@ fn fs_poll_and_fs_watch_observe_the_same_bytes_and_match_the_journal() {
 fn a_killed_and_restarted_file_sentinel_matches_one_never_killed() {
     let _alone = crate::support::exclusive();
     let writer =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/legacy_writer.py");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/legacy/legacy_writer.py");
     let dir = tempfile::Builder::new()
         .prefix("ck")
         .tempdir_in("/tmp")

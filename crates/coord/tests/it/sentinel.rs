@@ -54,7 +54,7 @@ fn stop(mut c: Child) {
 }
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/coord-root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/legacy/coord-root")
 }
 
 #[test]
