@@ -6,6 +6,7 @@ use crate::args::*;
 use crate::cmd::daemon::{daemon, DaemonArgs};
 use crate::cmd::dispatch::{dispatch, DispatchCmd};
 use crate::cmd::events::{events, EventsArgs};
+use crate::cmd::guard::{guard, GuardCmd};
 use crate::cmd::inbox::{inbox, InboxCmd};
 use crate::cmd::lock::{lock, LockCmd};
 use crate::cmd::sentinel::{sentinel, SentinelArgs};
@@ -71,6 +72,10 @@ enum Cmd {
     Dispatch(DispatchCmd),
     /// Follow the event log.
     Events(EventsArgs),
+    /// Git hooks that refuse commits touching paths another session has
+    /// locked.
+    #[command(subcommand)]
+    Guard(GuardCmd),
     /// Watch coordination through a source and write one observation per event.
     Sentinel(SentinelArgs),
     /// Write the current view into a legacy coord root (once).
@@ -177,6 +182,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Inbox(cmd) => inbox(&base, cmd, json).await,
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
         Cmd::Events(args) => events(&base, args, json).await,
+        Cmd::Guard(cmd) => guard(&base, cmd, json).await,
         Cmd::Sentinel(args) => sentinel(base, args).await,
         Cmd::Export { legacy_root } => {
             let root = std::path::absolute(&legacy_root)

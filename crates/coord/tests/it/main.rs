@@ -12,6 +12,7 @@ mod contract;
 mod crash;
 mod exactly_once;
 mod full_disk;
+mod guard;
 mod idempotency;
 mod lifecycle;
 mod main_job;
