@@ -78,6 +78,19 @@ enum Cmd {
     Guard(GuardCmd),
     /// Watch coordination through a source and write one observation per event.
     Sentinel(SentinelArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into
+    /// --out DIR.
+    Man {
+        /// Write coord.1 and coord-SUBCOMMAND.1 pages into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Write the current view into a legacy coord root (once).
     Export {
         /// The root to write (created if missing).
@@ -183,6 +196,34 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
         Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "coord", &mut buf);
+            output::raw(&buf)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { out } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    clap_mangen::generate_to(cmd, &dir)
+                        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+                    output::line(&format!("wrote man pages into {}", dir.display()))?;
+                }
+                None => {
+                    let mut buf = Vec::new();
+                    clap_mangen::Man::new(cmd)
+                        .render(&mut buf)
+                        .context("rendering the man page")?;
+                    output::raw(&buf)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Sentinel(args) => sentinel(base, args).await,
         Cmd::Export { legacy_root } => {
             let root = std::path::absolute(&legacy_root)

@@ -207,6 +207,14 @@ pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes bytes to stdout as they are (a script, a page).
+pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Prints a line.
 pub fn line(s: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -2,10 +2,10 @@
 //! it at many moments while the daemon takes a steady stream of
 //! registrations, restart it each time, and compare the sink with the log.
 
-use crate::support::{bin, post, Daemon};
+use crate::support::{bin, post, Daemon, Reaped};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ fn register(d: &Daemon, i: usize) {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }
 
-fn sentinel(d: &Daemon, sink: &str, state: &Path) -> Child {
+fn sentinel(d: &Daemon, sink: &str, state: &Path) -> Reaped {
     Command::new(bin())
         .args([
             "sentinel",
@@ -44,6 +44,7 @@ fn sentinel(d: &Daemon, sink: &str, state: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("sentinel")
 }
 

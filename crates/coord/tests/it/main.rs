@@ -20,5 +20,6 @@ mod metrics;
 mod parity;
 mod pods;
 mod sentinel;
+mod shell;
 mod slow_subscriber;
 mod truth;

@@ -5,10 +5,10 @@
 //! byte-identical and match the writer's journal.
 //! `COORD_SOAK_SECS` makes the run longer (default 3 s in CI).
 
-use crate::support::{bin, Daemon};
+use crate::support::{bin, Daemon, Reaped};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The kinds a legacy poller can see (the bridge also logs inbox.ack).
@@ -22,7 +22,7 @@ const LEGACY_KINDS: &[&str] = &[
     "dispatch.issue",
 ];
 
-fn sentinel(source: &str, root: &Path, out: &Path, socket: Option<&Path>) -> Child {
+fn sentinel(source: &str, root: &Path, out: &Path, socket: Option<&Path>) -> Reaped {
     let mut c = Command::new(bin());
     c.args(["sentinel", "--source", source, "--coord-root"])
         .arg(root);
@@ -44,10 +44,11 @@ fn sentinel(source: &str, root: &Path, out: &Path, socket: Option<&Path>) -> Chi
         .env_remove("SENTINEL_SOURCE")
         .stdin(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("spawn sentinel")
 }
 
-fn stop(mut c: Child) {
+fn stop(mut c: Reaped) {
     // SAFETY: signalling a child this test started.
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     let _ = c.wait();

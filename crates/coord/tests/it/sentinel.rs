@@ -1,11 +1,11 @@
 //! The sentinel and its sources against a real daemon and real files.
 
-use crate::support::{bin, post, Daemon};
+use crate::support::{bin, post, Daemon, Reaped};
 use coord_sentinel::{EventManagerSource, FsPollSource, SentinelEventSource};
 use serde_json::json;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn lines(p: &Path) -> Vec<String> {
@@ -33,7 +33,7 @@ fn wait_lines(p: &Path, n: usize) -> Vec<String> {
     }
 }
 
-fn sentinel(d: &Daemon, args: &[&str]) -> Child {
+fn sentinel(d: &Daemon, args: &[&str]) -> Reaped {
     Command::new(bin())
         .arg("sentinel")
         .args(args)
@@ -43,10 +43,11 @@ fn sentinel(d: &Daemon, args: &[&str]) -> Child {
         .env_remove("SENTINEL_SOURCE")
         .stdin(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("spawn sentinel")
 }
 
-fn stop(mut c: Child) {
+fn stop(mut c: Reaped) {
     // SAFETY: signalling a child this test started.
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     let st = c.wait().expect("wait");

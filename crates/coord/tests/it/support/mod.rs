@@ -550,3 +550,29 @@ pub fn skip(test: &str, why: &str) {
     }
     eprintln!("SKIPPED {test}: {why}");
 }
+
+/// A child process that is SIGKILLed and reaped when dropped, so a test
+/// that fails half-way leaves nothing running behind it.
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
