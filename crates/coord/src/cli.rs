@@ -31,13 +31,26 @@ pub struct Cli {
     /// go to stderr as {"error":{"code","message"}}.
     #[arg(long, global = true)]
     json: bool,
+    /// Do not start a daemon when none answers on the socket (by default
+    /// every command but `daemon`, `guard`, `completions` and `man` starts
+    /// one in the background).
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_NO_AUTOSTART",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    no_autostart: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the daemon in the foreground.
+    /// Run the daemon in the foreground (`coord daemon stop` stops a
+    /// running one).
+    #[command(args_conflicts_with_subcommands = true)]
     Daemon(DaemonArgs),
     /// Show the daemon's status and counters.
     Status {
@@ -117,6 +130,16 @@ impl Cli {
     pub fn is_daemon(&self) -> bool {
         matches!(self.cmd, Cmd::Daemon(_))
     }
+
+    /// Whether the command talks to a daemon, so one is started when none
+    /// answers. The guard has its own rule for a silent daemon (an empty
+    /// new one would answer "no locks").
+    fn needs_daemon(&self) -> bool {
+        !matches!(
+            self.cmd,
+            Cmd::Daemon(_) | Cmd::Guard(_) | Cmd::Completions { .. } | Cmd::Man { .. }
+        )
+    }
 }
 
 /// Runs a parsed command line.
@@ -126,10 +149,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(coord_daemon::default_socket_path);
     let json = cli.json;
+    if cli.needs_daemon() && !cli.no_autostart {
+        let s = socket.clone();
+        let started = tokio::task::spawn_blocking(move || crate::autostart::ensure(&s))
+            .await
+            .context("the auto-start task failed")?;
+        if let Err(e) = started {
+            // Whatever stopped the start, the command has no daemon.
+            let e = match e.downcast::<crate::output::Exit>() {
+                Ok(exit) => anyhow::anyhow!(exit),
+                Err(e) => anyhow::anyhow!(crate::output::Exit(
+                    crate::output::code::UNREACHABLE,
+                    format!(
+                        "no daemon answers on {} and starting one failed: {e:#}",
+                        socket.display()
+                    )
+                )),
+            };
+            return Err(e);
+        }
+    }
     let base = Client::new(socket.clone());
     let client = |a: &Acting| base.clone().with_token(a.token.clone());
     match cli.cmd {
-        Cmd::Daemon(args) => daemon(socket, args, json).await,
+        Cmd::Daemon(args) => daemon(&base, socket, args, json).await,
         Cmd::Status { verbose } => {
             let s = base.status().await?;
             if json {

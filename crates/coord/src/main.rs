@@ -6,6 +6,7 @@
 //! in the library crates, never here.
 
 mod args;
+mod autostart;
 mod cli;
 mod cmd;
 mod follow;

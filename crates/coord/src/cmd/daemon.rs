@@ -1,14 +1,19 @@
 //! `coord daemon`: the daemon in the foreground, configured from flags.
 
 use crate::args::*;
+use crate::output::{self, code, Exit};
+use anyhow::anyhow;
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
+use coord_client::{Client, ClientError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub(crate) struct DaemonArgs {
+    #[command(subcommand)]
+    action: Option<DaemonAction>,
     /// Log lines as text (default) or one JSON object per line (also
     /// chosen by the global --json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -75,7 +80,28 @@ pub(crate) struct DaemonArgs {
     tmux_socket: Option<String>,
 }
 
-pub(crate) async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Result<ExitCode> {
+/// What to do with a running daemon.
+#[derive(Subcommand, Debug)]
+pub(crate) enum DaemonAction {
+    /// Stop the daemon on the socket gracefully (SIGTERM: in-flight
+    /// writes finish, streams end, the socket is removed) and wait until
+    /// it is gone.
+    Stop {
+        /// Give up waiting after this long (it keeps stopping).
+        #[arg(long, default_value = "30s", value_parser = duration)]
+        wait: Duration,
+    },
+}
+
+pub(crate) async fn daemon(
+    base: &Client,
+    socket: PathBuf,
+    args: DaemonArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    if let Some(DaemonAction::Stop { wait }) = args.action {
+        return stop(base, &socket, wait, json).await;
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COORD_LOG")
@@ -126,4 +152,77 @@ pub(crate) async fn daemon(socket: PathBuf, args: DaemonArgs, json: bool) -> Res
         .await
         .context("the daemon could not start")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `coord daemon stop`: SIGTERM to the pid the daemon reports, then wait
+/// until its socket stops answering and the process is gone. Nothing
+/// answering is not an error: there is nothing to stop.
+async fn stop(
+    base: &Client,
+    socket: &std::path::Path,
+    wait: Duration,
+    json: bool,
+) -> Result<ExitCode> {
+    let status = match base.status().await {
+        Ok(s) => s,
+        Err(ClientError::Connect { .. }) => {
+            let msg = format!("no daemon answers on {}", socket.display());
+            output::json_or_line(
+                json,
+                &serde_json::json!({"stopped": false, "socket": socket}),
+                || msg,
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = status.pid as libc::pid_t;
+    // SAFETY: kill has no memory effects; the pid is the daemon's own report.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(anyhow!(Exit(
+            code::ERROR,
+            format!("signalling the daemon (pid {pid}): {e}")
+        )));
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let alive = running(pid);
+        if !alive && !crate::autostart::answers(socket) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(anyhow!(Exit(
+                code::TIMEOUT,
+                format!(
+                    "the daemon (pid {pid}) is still stopping after {}; it was sent SIGTERM",
+                    humantime::format_duration(wait)
+                )
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    output::json_or_line(
+        json,
+        &serde_json::json!({"stopped": true, "pid": pid, "socket": socket}),
+        || format!("stopped the daemon (pid {pid}) on {}", socket.display()),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `pid` exists and has not exited (a zombie waiting for its
+/// parent to reap it has exited).
+fn running(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }

@@ -1,7 +1,7 @@
 //! Sessions, leases, pidfd, inbox, dispatch, SSE and the daemon's life
 //! cycle, each through the real CLI or raw HTTP.
 
-use crate::support::{bin, post, wait_until, Daemon, Follower};
+use crate::support::{bin, coord_cmd, post, wait_until, Daemon, Follower};
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -317,7 +317,7 @@ fn sigterm_ends_streams_cleanly_and_removes_the_socket() {
 #[test]
 fn a_second_daemon_is_refused_on_the_socket_and_on_the_store() {
     let d = Daemon::start(&[]);
-    let out = Command::new(bin())
+    let out = coord_cmd()
         .args(["daemon", "--store"])
         .arg(d.dir.path().join("other.db"))
         .arg("--socket")
@@ -331,7 +331,7 @@ fn a_second_daemon_is_refused_on_the_socket_and_on_the_store() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(bin())
+    let out = coord_cmd()
         .args(["daemon", "--store"])
         .arg(&d.store)
         .arg("--socket")
@@ -423,7 +423,7 @@ fn inbox_read_follow_prints_old_and_new_mail_once() {
     let tok = d.register("reader");
     d.register("writer");
     assert!(d.ok(&["send", "reader", "before"]).contains("sent"));
-    let mut child = Command::new(bin())
+    let mut child = coord_cmd()
         .args(["inbox", "read", "--follow", "--ack"])
         .env("COORD_SOCKET", &d.socket)
         .env("COORD_SESSION", "reader")

@@ -2,10 +2,10 @@
 //! it at many moments while the daemon takes a steady stream of
 //! registrations, restart it each time, and compare the sink with the log.
 
-use crate::support::{bin, post, Daemon, Reaped};
+use crate::support::{coord_cmd, post, Daemon, Reaped};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ fn register(d: &Daemon, i: usize) {
 }
 
 fn sentinel(d: &Daemon, sink: &str, state: &Path) -> Reaped {
-    Command::new(bin())
+    coord_cmd()
         .args([
             "sentinel",
             "--source",

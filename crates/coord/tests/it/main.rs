@@ -4,6 +4,7 @@
 
 mod support;
 
+mod autostart;
 mod bad_input;
 mod basics;
 mod bridge;

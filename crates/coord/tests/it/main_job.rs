@@ -5,10 +5,10 @@
 //! and one replaying afterwards, see the identical gap-free stream, and no
 //! exclusive lock ever has two holders.
 
-use crate::support::{bin, fold, wait_until, Daemon, Follower};
+use crate::support::{bin, coord_cmd, fold, wait_until, Daemon, Follower};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const AGENTS: usize = 20;
@@ -42,7 +42,7 @@ done
 
 fn spawn_agent(d: &Daemon, script: &std::path::Path, n: usize) -> Child {
     let id = format!("agent-{n:02}");
-    Command::new(bin())
+    coord_cmd()
         .args(["session", "run", "--id", &id, "--ttl", "60s", "--", "bash"])
         .arg(script)
         .arg(format!("{n:02}"))

@@ -5,7 +5,7 @@
 //! byte-identical and match the writer's journal.
 //! `COORD_SOAK_SECS` makes the run longer (default 3 s in CI).
 
-use crate::support::{bin, Daemon, Reaped};
+use crate::support::{coord_cmd, Daemon, Reaped};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,7 +23,7 @@ const LEGACY_KINDS: &[&str] = &[
 ];
 
 fn sentinel(source: &str, root: &Path, out: &Path, socket: Option<&Path>) -> Reaped {
-    let mut c = Command::new(bin());
+    let mut c = coord_cmd();
     c.args(["sentinel", "--source", source, "--coord-root"])
         .arg(root);
     if let Some(socket) = socket {

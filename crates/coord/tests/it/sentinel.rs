@@ -1,11 +1,11 @@
 //! The sentinel and its sources against a real daemon and real files.
 
-use crate::support::{bin, post, Daemon, Reaped};
+use crate::support::{coord_cmd, post, Daemon, Reaped};
 use coord_sentinel::{EventManagerSource, FsPollSource, SentinelEventSource};
 use serde_json::json;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn lines(p: &Path) -> Vec<String> {
@@ -34,7 +34,7 @@ fn wait_lines(p: &Path, n: usize) -> Vec<String> {
 }
 
 fn sentinel(d: &Daemon, args: &[&str]) -> Reaped {
-    Command::new(bin())
+    coord_cmd()
         .arg("sentinel")
         .args(args)
         .env("COORD_SOCKET", &d.socket)

@@ -6,7 +6,7 @@ use std::process::Command;
 
 #[test]
 fn bash_completion_loads_and_completes_subcommands() {
-    let script = Command::new(bin())
+    let script = coord_cmd()
         .args(["completions", "bash"])
         .output()
         .expect("coord");
@@ -30,7 +30,7 @@ fn bash_completion_loads_and_completes_subcommands() {
     );
 
     for shell in ["zsh", "fish"] {
-        let out = Command::new(bin())
+        let out = coord_cmd()
             .args(["completions", shell])
             .output()
             .expect("coord");
@@ -40,7 +40,7 @@ fn bash_completion_loads_and_completes_subcommands() {
             "{shell}"
         );
     }
-    let bad = Command::new(bin())
+    let bad = coord_cmd()
         .args(["completions", "tcsh"])
         .output()
         .expect("coord");
@@ -49,14 +49,14 @@ fn bash_completion_loads_and_completes_subcommands() {
 
 #[test]
 fn man_pages_render_for_coord_and_every_subcommand() {
-    let page = Command::new(bin()).arg("man").output().expect("coord");
+    let page = coord_cmd().arg("man").output().expect("coord");
     assert!(page.status.success());
     let text = String::from_utf8_lossy(&page.stdout);
     assert!(text.contains(".TH coord 1"), "{text}");
     assert!(text.contains("guard"), "{text}");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(bin())
+    let out = coord_cmd()
         .args(["man", "--out"])
         .arg(dir.path())
         .output()

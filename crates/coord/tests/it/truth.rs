@@ -77,7 +77,7 @@ fn a_killed_wrapper_takes_its_agent_with_it_and_the_lock_is_fenced() {
         std::env::var("PATH").unwrap_or_default()
     );
     let run = |id: &str, script: &std::path::Path| {
-        Command::new(bin())
+        coord_cmd()
             .args(["session", "run", "--id", id, "--ttl", "6s", "--", "bash"])
             .arg(script)
             .env("COORD_SOCKET", &d.socket)
@@ -268,7 +268,7 @@ fn an_expired_lease_signals_the_process_that_outlived_it() {
 #[test]
 fn session_run_tells_its_command_when_the_session_is_ended_for_it() {
     let d = Daemon::start(&[]);
-    let run = Command::new(bin())
+    let run = coord_cmd()
         .args([
             "session", "run", "--id", "told", "--ttl", "1500ms", "--", "sleep", "600",
         ])
@@ -412,7 +412,7 @@ fn every_log_has_an_identity_and_cursors_from_another_log_are_refused() {
         let sink = format!("jsonl:{}", out.display());
         let mut args = vec!["sentinel", "--source", "event-manager", "--sink", &sink];
         args.extend(extra);
-        Command::new(bin())
+        coord_cmd()
             .args(&args)
             .env("COORD_SOCKET", &d.socket)
             .env("XDG_STATE_HOME", state_home.path())
@@ -477,7 +477,7 @@ fn followers_notice_a_daemon_that_went_away_and_resume() {
     let mut d = Daemon::start(&[]);
     let tok = d.register("reader");
     let f = Follower::start(&d, &["--since", "start", "--reconnect"]);
-    let inbox = Command::new(bin())
+    let inbox = coord_cmd()
         .args([
             "inbox",
             "read",
@@ -596,7 +596,7 @@ fn session_list_shows_the_lease_the_waits_and_the_ends() {
         "--token",
         &t1,
     ]);
-    let mut waiting = Command::new(bin())
+    let mut waiting = coord_cmd()
         .args([
             "lock",
             "acquire",
@@ -817,7 +817,7 @@ fn the_cli_keeps_its_promises() {
     assert!(forced.contains("released src/a.rs held by w"), "{forced}");
 
     // An unreachable daemon: the OS error once.
-    let nowhere = Command::new(bin())
+    let nowhere = coord_cmd()
         .args(["status"])
         .env("COORD_SOCKET", d.dir.path().join("nope.sock"))
         .output()
@@ -828,7 +828,7 @@ fn the_cli_keeps_its_promises() {
 
     // session run takes what register takes.
     let out = d.dir.path().join("show.json");
-    let shown = Command::new(bin())
+    let shown = coord_cmd()
         .args([
             "session",
             "run",
@@ -871,7 +871,7 @@ fn the_cli_keeps_its_promises() {
 fn the_sentinel_warns_when_its_coord_root_is_missing() {
     let d = Daemon::start(&[]);
     let missing = d.dir.path().join("no-such-root");
-    let mut s = Command::new(bin())
+    let mut s = coord_cmd()
         .args(["sentinel", "--source", "fs-poll", "--coord-root"])
         .arg(&missing)
         .env("XDG_STATE_HOME", d.dir.path())

@@ -14,6 +14,14 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_coord")
 }
 
+/// A `coord` command that never auto-starts a daemon: a test that wants
+/// no daemon gets none (the auto-start tests clear the variable).
+pub fn coord_cmd() -> Command {
+    let mut c = Command::new(bin());
+    c.env("COORD_NO_AUTOSTART", "1");
+    c
+}
+
 /// A daemon process and its files: the workspace's one harness
 /// (`coord_testkit::DaemonProcess`), with panics instead of errors. Its
 /// fields (`dir`, `socket`, `store`) are the process's.
@@ -73,7 +81,7 @@ impl Daemon {
 
     /// Runs the CLI with extra environment.
     pub fn coord_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(bin());
+        let mut c = coord_cmd();
         c.args(args)
             .env("COORD_SOCKET", &self.socket)
             .env_remove("COORD_SESSION")
@@ -288,7 +296,7 @@ pub struct Follower {
 
 impl Follower {
     pub fn start(d: &Daemon, args: &[&str]) -> Follower {
-        let mut child = Command::new(bin())
+        let mut child = coord_cmd()
             .arg("events")
             .args(["--format", "json"])
             .args(args)
@@ -436,7 +444,7 @@ pub struct Unread {
 impl Follower {
     /// Starts `coord events --format json ARGS` and leaves its pipe unread.
     pub fn start_unread(d: &Daemon, args: &[&str]) -> Unread {
-        let child = Command::new(bin())
+        let child = coord_cmd()
             .arg("events")
             .args(["--format", "json"])
             .args(args)
