@@ -32,6 +32,11 @@ pub struct Config {
     /// Forward the reports of top-level sessions to the daemon on this
     /// socket (fire-and-forget).
     pub parent_socket: Option<PathBuf>,
+    /// A listening Unix socket handed over by a service manager (systemd
+    /// socket activation, `LISTEN_FDS`). The daemon serves on it instead of
+    /// binding `socket`, and leaves the socket file in place when it stops
+    /// (the manager owns it). `socket` must be its path.
+    pub listener: Option<std::sync::Arc<std::os::unix::net::UnixListener>>,
 }
 
 impl Config {
@@ -50,6 +55,7 @@ impl Config {
             export_legacy: None,
             lifecycle: crate::LifecycleConfig::default(),
             parent_socket: None,
+            listener: None,
         }
     }
 }

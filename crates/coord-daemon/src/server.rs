@@ -82,7 +82,10 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 /// and the daemon keeps serving.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let socket = config.socket.clone();
-    check_socket(&socket)?;
+    let activated = config.listener.clone();
+    if activated.is_none() {
+        check_socket(&socket)?;
+    }
     let store = SqliteLog::open(&config.store, config.sync)?;
     let state = writer::load_state(&store).await.map_err(ServeError::Fold)?;
     tracing::info!(head = state.head, sessions = state.view.sessions.len(), store = %config.store.display(), "state loaded");
@@ -120,15 +123,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let admin_token_path = coord_client::admin_token_path(&socket);
     write_private(&admin_token_path, &admin_token)?;
 
-    if socket.exists() {
-        std::fs::remove_file(&socket)
-            .map_err(io(format!("removing stale socket {}", socket.display())))?;
+    let listener = match &activated {
+        Some(l) => {
+            let l = l
+                .try_clone()
+                .map_err(io("duplicating the socket passed by the service manager"))?;
+            l.set_nonblocking(true)
+                .map_err(io("making the passed socket non-blocking"))?;
+            UnixListener::from_std(l).map_err(io("serving on the passed socket"))?
+        }
+        None => {
+            if socket.exists() {
+                std::fs::remove_file(&socket)
+                    .map_err(io(format!("removing stale socket {}", socket.display())))?;
+            }
+            let listener =
+                UnixListener::bind(&socket).map_err(io(format!("binding {}", socket.display())))?;
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("chmod 600 {}", socket.display())))?;
+            listener
+        }
+    };
+    tracing::info!(socket = %socket.display(), activated = activated.is_some(), "listening");
+    // A no-op unless a service manager asked (NOTIFY_SOCKET, Type=notify).
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not report readiness to the service manager");
     }
-    let listener =
-        UnixListener::bind(&socket).map_err(io(format!("binding {}", socket.display())))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod 600 {}", socket.display())))?;
-    tracing::info!(socket = %socket.display(), "listening");
 
     // One notice for every task: the accept loop, connections, streams,
     // waits, the bridge, the exporter and the forwarder.
@@ -242,8 +262,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     drop(listener);
-    let _ = std::fs::remove_file(&socket);
+    // A passed socket belongs to the service manager, which keeps
+    // accepting on it for the next start.
+    if activated.is_none() {
+        let _ = std::fs::remove_file(&socket);
+    }
     stopping.cancel();
     let drained =
         tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;

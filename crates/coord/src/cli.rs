@@ -10,6 +10,7 @@ use crate::cmd::guard::{guard, GuardCmd};
 use crate::cmd::inbox::{inbox, InboxCmd};
 use crate::cmd::lock::{lock, LockCmd};
 use crate::cmd::sentinel::{sentinel, SentinelArgs};
+use crate::cmd::service::{service, ServiceCmd};
 use crate::cmd::session::{session, SessionCmd};
 use crate::output::{self, print_write};
 use anyhow::{Context, Result};
@@ -32,7 +33,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Do not start a daemon when none answers on the socket (by default
-    /// every command but `daemon`, `guard`, `completions` and `man` starts
+    /// every command but `daemon`, `guard`, `service`, `completions` and
+    /// `man` starts
     /// one in the background).
     #[arg(
         long,
@@ -91,6 +93,9 @@ enum Cmd {
     Guard(GuardCmd),
     /// Watch coordination through a source and write one observation per event.
     Sentinel(SentinelArgs),
+    /// Install systemd user units that start the daemon on demand.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -137,7 +142,11 @@ impl Cli {
     fn needs_daemon(&self) -> bool {
         !matches!(
             self.cmd,
-            Cmd::Daemon(_) | Cmd::Guard(_) | Cmd::Completions { .. } | Cmd::Man { .. }
+            Cmd::Daemon(_)
+                | Cmd::Guard(_)
+                | Cmd::Service(_)
+                | Cmd::Completions { .. }
+                | Cmd::Man { .. }
         )
     }
 }
@@ -239,6 +248,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
         Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
+        Cmd::Service(cmd) => service(cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: the generator panics on a closed pipe.

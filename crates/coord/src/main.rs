@@ -45,6 +45,9 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    if args.is_daemon() {
+        cmd::daemon::take_systemd_socket();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(if args.is_daemon() { 2 } else { 1 })
         .enable_all()

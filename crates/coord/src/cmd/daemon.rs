@@ -116,7 +116,15 @@ pub(crate) async fn daemon(
             .init();
     }
     let store = args.store.unwrap_or_else(coord_daemon::default_store_path);
+    let (socket, listener) = match SYSTEMD_SOCKET.get().copied().flatten() {
+        Some(fd) => {
+            let (path, l) = passed_socket(fd)?;
+            (path, Some(std::sync::Arc::new(l)))
+        }
+        None => (socket, None),
+    };
     let mut config = coord_daemon::Config::new(store, socket);
+    config.listener = listener;
     config.sync = args.sync.into();
     config.retention = coord_store::Retention {
         keep_events: args.keep_events,
@@ -225,4 +233,37 @@ fn running(pid: libc::pid_t) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// The first socket a service manager passed (`LISTEN_FDS`/`LISTEN_PID`,
+/// sd_listen_fds(3)), taken once by `main` before any thread starts,
+/// because reading it unsets those variables.
+static SYSTEMD_SOCKET: std::sync::OnceLock<Option<std::os::fd::RawFd>> = std::sync::OnceLock::new();
+
+/// Takes the socket systemd passed to this process, if any. Call before
+/// the async runtime starts (it edits the environment).
+pub(crate) fn take_systemd_socket() {
+    let fd = sd_notify::listen_fds().ok().and_then(|mut fds| fds.next());
+    let _ = SYSTEMD_SOCKET.set(fd);
+}
+
+/// The passed descriptor as a listening Unix socket, and its path.
+fn passed_socket(fd: std::os::fd::RawFd) -> Result<(PathBuf, std::os::unix::net::UnixListener)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the service manager handed this descriptor to this process
+    // for its own use (sd_listen_fds(3)); it is taken exactly once.
+    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    let addr = l.local_addr().map_err(|e| {
+        anyhow!(Exit(
+            code::USAGE,
+            format!("the socket passed in LISTEN_FDS (fd {fd}) is not a Unix socket: {e}")
+        ))
+    })?;
+    let path = addr.as_pathname().map(PathBuf::from).ok_or_else(|| {
+        anyhow!(Exit(
+            code::USAGE,
+            format!("the socket passed in LISTEN_FDS (fd {fd}) has no path (ListenStream= must name a file)")
+        ))
+    })?;
+    Ok((path, l))
 }

@@ -9,4 +9,5 @@ pub(crate) mod guard;
 pub(crate) mod inbox;
 pub(crate) mod lock;
 pub(crate) mod sentinel;
+pub(crate) mod service;
 pub(crate) mod session;

@@ -23,4 +23,5 @@ mod pods;
 mod sentinel;
 mod shell;
 mod slow_subscriber;
+mod systemd;
 mod truth;
