@@ -33,8 +33,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Do not start a daemon when none answers on the socket (by default
-    /// every command but `daemon`, `guard`, `service`, `completions` and
-    /// `man` starts
+    /// every command but `daemon`, `guard`, `service`, `completions`, `man`
+    /// and a file-source `sentinel` starts
     /// one in the background).
     #[arg(
         long,
@@ -140,6 +140,9 @@ impl Cli {
     /// answers. The guard has its own rule for a silent daemon (an empty
     /// new one would answer "no locks").
     fn needs_daemon(&self) -> bool {
+        if let Cmd::Sentinel(args) = &self.cmd {
+            return args.needs_daemon();
+        }
         !matches!(
             self.cmd,
             Cmd::Daemon(_)

@@ -49,6 +49,14 @@ pub(crate) struct SentinelArgs {
     kinds: Vec<String>,
 }
 
+impl SentinelArgs {
+    /// Only the log source talks to the daemon; file sources read a
+    /// legacy root and must not start a daemon nobody asked for.
+    pub(crate) fn needs_daemon(&self) -> bool {
+        matches!(self.source, SourceArg::EventManager)
+    }
+}
+
 /// `--reset`: forgets the saved state, so the sentinel starts over.
 fn reset_if_asked(reset: bool, state: &std::path::Path) -> Result<()> {
     if !reset {
