@@ -179,8 +179,10 @@ impl Rig {
             .expect("read")
     }
 
+    /// Waits (at most 30 s, a ceiling for a loaded machine, not an
+    /// expectation) until `id` is in state `want`.
     async fn wait_state(&self, id: &str, want: Option<LifeState>) {
-        for _ in 0..1000 {
+        for _ in 0..3000 {
             if self.state(id).await == want {
                 return;
             }
@@ -237,8 +239,10 @@ async fn every_transition_is_recorded() {
     // start, with nothing to report yet.
     r.mock.set_activity("s1", Ok(None));
     r.mock.set_alive("s1", Ok(Some(true)));
-    // A 4 s lease: stale after 2 s without a heartbeat.
-    r.register("s1", 4_000).await;
+    // A 12 s lease: stale after 6 s without a heartbeat, long enough that
+    // the walk through the other states ends first even on a loaded
+    // machine (at 4 s a busy CI machine saw the lease run out mid-walk).
+    r.register("s1", 12_000).await;
     r.register("peer", 60_000).await;
     r.wait_state("s1", Some(Starting)).await;
     // starting -> active: it sends mail.
