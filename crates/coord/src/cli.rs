@@ -9,6 +9,7 @@ use crate::cmd::events::{events, EventsArgs};
 use crate::cmd::guard::{guard, GuardCmd};
 use crate::cmd::inbox::{inbox, InboxCmd};
 use crate::cmd::lock::{lock, LockCmd};
+use crate::cmd::mcp::{mcp, McpArgs};
 use crate::cmd::sentinel::{sentinel, SentinelArgs};
 use crate::cmd::service::{service, ServiceCmd};
 use crate::cmd::session::{session, SessionCmd};
@@ -93,6 +94,9 @@ enum Cmd {
     Guard(GuardCmd),
     /// Watch coordination through a source and write one observation per event.
     Sentinel(SentinelArgs),
+    /// Serve MCP over stdio as one coord session (for Claude Code, Codex,
+    /// any MCP client): `claude mcp add coord -- coord mcp`.
+    Mcp(McpArgs),
     /// Install systemd user units that start the daemon on demand.
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -252,6 +256,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
         Cmd::Service(cmd) => service(cmd),
+        Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: the generator panics on a closed pipe.

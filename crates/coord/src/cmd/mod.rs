@@ -8,6 +8,7 @@ pub(crate) mod events;
 pub(crate) mod guard;
 pub(crate) mod inbox;
 pub(crate) mod lock;
+pub(crate) mod mcp;
 pub(crate) mod sentinel;
 pub(crate) mod service;
 pub(crate) mod session;

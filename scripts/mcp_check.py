@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Drives `coord mcp` with a real MCP client that is not ours (the Python
+`mcp` SDK) over stdio, against a real daemon on a temporary socket.
+
+Checks: initialize and the tool list; a lock taken through MCP shows in
+`coord lock list`; a second MCP server contending for it gets a tool error
+naming the holder; a client subscribed to coord://inbox is told at once when
+mail arrives, and reads it; when the client goes away the session ends.
+
+Usage: scripts/mcp_check.py PATH-TO-COORD
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+import mcp.types as types
+
+COORD = os.path.abspath(sys.argv[1])
+WANT_TOOLS = {
+    "status", "session_list", "lock_acquire", "lock_release", "lock_list",
+    "send", "inbox", "inbox_ack", "dispatch_list", "dispatch_ack",
+    "dispatch_complete", "dispatch_wait", "events",
+}
+
+
+def coord(socket, *args):
+    out = subprocess.run(
+        [COORD, "--json", "--socket", socket, "--no-autostart", *args],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def text_of(result):
+    return " ".join(c.text for c in result.content if getattr(c, "text", None))
+
+
+def server(socket, sid):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COORD_")}
+    env.update(COORD_SOCKET=socket, COORD_NO_AUTOSTART="1")
+    return StdioServerParameters(command=COORD, args=["mcp", "--id", sid, "--ttl", "5s"], env=env)
+
+
+def live_sessions(socket):
+    return {s["session_id"] for s in coord(socket, "session", "list")["sessions"]}
+
+
+async def main(socket):
+    updated = asyncio.Queue()
+
+    async def on_message(message):
+        # SDK 2.x hands the notification itself; 1.x wrapped it.
+        message = getattr(message, "root", message)
+        if isinstance(message, types.ResourceUpdatedNotification):
+            await updated.put(str(message.params.uri))
+
+    async with stdio_client(server(socket, "agent-a")) as (ra, wa):
+        async with ClientSession(ra, wa, message_handler=on_message) as a:
+            await a.initialize()
+            tools = {t.name for t in (await a.list_tools()).tools}
+            missing = WANT_TOOLS - tools
+            assert not missing, f"tools missing: {missing}"
+            for t in (await a.list_tools()).tools:
+                assert t.description and t.input_schema, t.name
+
+            r = await a.call_tool("lock_acquire", {"resource": "src/**"})
+            assert not r.is_error, text_of(r)
+            assert "fencing token" in text_of(r), text_of(r)
+            assert r.structured_content["resource"] == "src/**", r.structured_content
+            locks = coord(socket, "lock", "list")["locks"]
+            holders = [h["session_id"] for l in locks if l["resource"] == "src/**" for h in l["holders"]]
+            assert holders == ["agent-a"], locks
+
+            await a.subscribe_resource("coord://inbox")
+
+            async with stdio_client(server(socket, "agent-b")) as (rb, wb):
+                async with ClientSession(rb, wb) as b:
+                    await b.initialize()
+                    r = await b.call_tool("lock_acquire", {"resource": "src/main.rs"})
+                    assert r.is_error, text_of(r)
+                    assert "agent-a" in text_of(r) and "lock_held" in text_of(r), text_of(r)
+
+                    sent_at = time.monotonic()
+                    r = await b.call_tool("send", {"to": "agent-a", "body": "please review"})
+                    assert not r.is_error, text_of(r)
+                    uri = await asyncio.wait_for(updated.get(), timeout=30)
+                    assert uri == "coord://inbox", uri
+                    print(f"mcp: resource-updated {time.monotonic() - sent_at:.3f} s after the send")
+
+            r = await a.call_tool("inbox", {"ack": True})
+            assert not r.is_error, text_of(r)
+            assert "please review" in text_of(r), text_of(r)
+            assert "agent-a" in live_sessions(socket)
+
+    # The client is gone: its server ends the session.
+    deadline = time.monotonic() + 30
+    while "agent-a" in live_sessions(socket):
+        assert time.monotonic() < deadline, "agent-a outlived its MCP client"
+        time.sleep(0.05)
+    assert not coord(socket, "lock", "list")["locks"], "its lock outlived it"
+    print("mcp: initialize, tools, locks, contention, push and session end all checked")
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory(prefix="coord-mcp.") as d:
+        sock_dir = os.path.join(d, "s")
+        os.mkdir(sock_dir, 0o700)
+        socket = os.path.join(sock_dir, "coord.sock")
+        daemon = subprocess.Popen(
+            [COORD, "daemon", "--socket", socket, "--store", os.path.join(d, "coord.db")],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "daemon.log"), "w"),
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(socket):
+                assert daemon.poll() is None, "the daemon exited"
+                assert time.monotonic() < deadline, "the daemon did not start"
+                time.sleep(0.02)
+            asyncio.run(main(socket))
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
