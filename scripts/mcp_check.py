@@ -26,7 +26,7 @@ COORD = os.path.abspath(sys.argv[1])
 WANT_TOOLS = {
     "status", "session_list", "lock_acquire", "lock_release", "lock_list",
     "send", "inbox", "inbox_ack", "dispatch_list", "dispatch_ack",
-    "dispatch_complete", "dispatch_wait", "events",
+    "dispatch_complete", "dispatch_wait", "events", "report",
 }
 
 
@@ -42,14 +42,16 @@ def text_of(result):
     return " ".join(c.text for c in result.content if getattr(c, "text", None))
 
 
-def server(socket, sid):
+def server(socket, sid, *extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("COORD_")}
     env.update(COORD_SOCKET=socket, COORD_NO_AUTOSTART="1")
-    return StdioServerParameters(command=COORD, args=["mcp", "--id", sid, "--ttl", "5s"], env=env)
+    return StdioServerParameters(
+        command=COORD, args=["mcp", "--id", sid, "--ttl", "5s", *extra], env=env
+    )
 
 
 def live_sessions(socket):
-    return {s["session_id"] for s in coord(socket, "session", "list")["sessions"]}
+    return {s["session_id"] for s in coord(socket, "session", "list")["sessions"]} - {"lead"}
 
 
 async def main(socket):
@@ -61,7 +63,8 @@ async def main(socket):
         if isinstance(message, types.ResourceUpdatedNotification):
             await updated.put(str(message.params.uri))
 
-    async with stdio_client(server(socket, "agent-a")) as (ra, wa):
+    coord(socket, "session", "register", "--id", "lead", "--ttl", "5m")
+    async with stdio_client(server(socket, "agent-a", "--parent", "lead")) as (ra, wa):
         async with ClientSession(ra, wa, message_handler=on_message) as a:
             await a.initialize()
             tools = {t.name for t in (await a.list_tools()).tools}
@@ -94,6 +97,15 @@ async def main(socket):
                     assert uri == "coord://inbox", uri
                     print(f"mcp: resource-updated {time.monotonic() - sent_at:.3f} s after the send")
 
+            r = await a.call_tool("report", {"kind": "turn_ended"})
+            assert not r.is_error, text_of(r)
+            reports = subprocess.run(
+                [COORD, "--socket", socket, "events", "--since", "start", "--no-follow",
+                 "--format", "json", "--kind", "session.report"],
+                capture_output=True, text=True, check=True,
+            ).stdout.splitlines()
+            assert any('"turn_ended"' in l and '"agent-a"' in l for l in reports), reports
+
             r = await a.call_tool("inbox", {"ack": True})
             assert not r.is_error, text_of(r)
             assert "please review" in text_of(r), text_of(r)
@@ -105,6 +117,7 @@ async def main(socket):
         assert time.monotonic() < deadline, "agent-a outlived its MCP client"
         time.sleep(0.05)
     assert not coord(socket, "lock", "list")["locks"], "its lock outlived it"
+    assert "lead" in {s["session_id"] for s in coord(socket, "session", "list")["sessions"]}
     print("mcp: initialize, tools, locks, contention, push and session end all checked")
 
 

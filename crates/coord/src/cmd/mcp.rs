@@ -41,6 +41,9 @@ pub(crate) struct McpArgs {
     /// Task of the session.
     #[arg(long, env = "COORD_TASK", default_value = "")]
     task: String,
+    /// Parent session: this one joins its pod and `report` goes to it.
+    #[arg(long)]
+    parent: Option<String>,
     /// Lease length; renewed every third of it while the client is connected.
     #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
     ttl: Duration,
@@ -120,6 +123,26 @@ struct CompleteArgs {
 struct WaitArgs {
     /// How long to wait for an order, ms.
     wait_ms: u64,
+}
+
+/// What a report says.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum ReportKindArg {
+    /// A turn ended; the session waits for its next instruction.
+    TurnEnded,
+    /// Something went wrong (say what in `message`).
+    Errored,
+    /// The session is shutting down.
+    ShutDown,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct ReportArgs {
+    /// turn_ended, errored or shut_down.
+    kind: ReportKindArg,
+    /// What went wrong (required for errored).
+    message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -386,6 +409,36 @@ impl CoordMcp {
     }
 
     #[tool(
+        description = "Report to your parent session (the one that started you): turn_ended, errored (with a message) or shut_down."
+    )]
+    async fn report(
+        &self,
+        Parameters(a): Parameters<ReportArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let report = match a.kind {
+            ReportKindArg::TurnEnded => coord_proto::Report::TurnEnded,
+            ReportKindArg::ShutDown => coord_proto::Report::ShutDown,
+            ReportKindArg::Errored => coord_proto::Report::Errored {
+                message: a.message.unwrap_or_else(|| "unspecified error".into()),
+            },
+        };
+        let kind = report.kind();
+        let req = ReportRequest {
+            parent_session: None,
+            report,
+            tx_id: Some(ulid::Ulid::new()),
+            ts: None,
+        };
+        Ok(match self.client.report(&self.session, &req).await {
+            Ok(r) => done(
+                format!("Reported {kind} to your parent."),
+                to_value(&r.body),
+            ),
+            Err(e) => refused(e),
+        })
+    }
+
+    #[tool(
         description = "Read events from the coord log (after seq `since`, filtered by kinds), oldest first."
     )]
     async fn events(
@@ -581,6 +634,7 @@ pub(crate) async fn mcp(base: &Client, args: McpArgs) -> Result<ExitCode> {
                     role: args.role,
                     task: args.task,
                     pid: Some(std::process::id()),
+                    parent_session: args.parent,
                     ttl_ms: Some(args.ttl.as_millis() as u64),
                     ..Default::default()
                 })
