@@ -118,7 +118,24 @@ async def main(socket):
         time.sleep(0.05)
     assert not coord(socket, "lock", "list")["locks"], "its lock outlived it"
     assert "lead" in {s["session_id"] for s in coord(socket, "session", "list")["sessions"]}
-    print("mcp: initialize, tools, locks, contention, push and session end all checked")
+
+    # Under `coord session run` the server adopts the wrapper's session.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COORD_")}
+    env.update(COORD_SOCKET=socket, COORD_NO_AUTOSTART="1")
+    wrapped = StdioServerParameters(
+        command=COORD, args=["session", "run", "--id", "wrapped", "--", COORD, "mcp"], env=env
+    )
+    async with stdio_client(wrapped) as (rw, ww):
+        async with ClientSession(rw, ww) as w:
+            await w.initialize()
+            r = await w.call_tool("status", {})
+            assert "You are session wrapped" in text_of(r), text_of(r)
+            assert live_sessions(socket) == {"wrapped"}, live_sessions(socket)
+    deadline = time.monotonic() + 30
+    while "wrapped" in live_sessions(socket):
+        assert time.monotonic() < deadline, "the wrapper's session outlived its MCP server"
+        time.sleep(0.05)
+    print("mcp: initialize, tools, locks, contention, push, report, adoption and session end all checked")
 
 
 if __name__ == "__main__":
