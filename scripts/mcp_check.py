@@ -81,6 +81,9 @@ async def main(socket):
             holders = [h["session_id"] for l in locks if l["resource"] == "src/**" for h in l["holders"]]
             assert holders == ["agent-a"], locks
 
+            r = await a.call_tool("session_list", {})
+            assert "agent-a (" in text_of(r) and "lead (" in text_of(r), text_of(r)
+
             await a.subscribe_resource("coord://inbox")
 
             async with stdio_client(server(socket, "agent-b")) as (rb, wb):

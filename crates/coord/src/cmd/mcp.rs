@@ -207,14 +207,24 @@ impl CoordMcp {
         })
     }
 
-    #[tool(description = "List live sessions: id, role, task, state, and what each waits for.")]
+    #[tool(
+        description = "List live sessions: id, state, role and task (the structured answer adds leases and what each waits for)."
+    )]
     async fn session_list(&self) -> Result<CallToolResult, ErrorData> {
         Ok(match self.client.sessions().await {
             Ok(s) => {
                 let words = s
                     .sessions
                     .iter()
-                    .map(|x| format!("{} ({}, {})", x.session_id, x.role, x.task))
+                    .map(|x| {
+                        format!(
+                            "{} ({}, role {:?}, task {:?})",
+                            x.session_id,
+                            x.state.as_str(),
+                            x.role,
+                            x.task
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ");
                 done(
