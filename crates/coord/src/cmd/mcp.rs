@@ -162,6 +162,18 @@ fn done(words: String, data: Value) -> CallToolResult {
     r
 }
 
+/// The answer to a tool call: `words` about what the daemon answered (and
+/// the answer itself as structured content), or the refusal.
+fn reply<T: serde::Serialize>(
+    answer: Result<T, ClientError>,
+    words: impl FnOnce(&T) -> String,
+) -> Result<CallToolResult, ErrorData> {
+    Ok(match answer {
+        Ok(v) => done(words(&v), to_value(&v)),
+        Err(e) => refused(e),
+    })
+}
+
 /// A refusal: the daemon's reason and what to do about it.
 fn refused(e: ClientError) -> CallToolResult {
     let hint = match e.code() {
@@ -211,28 +223,22 @@ impl CoordMcp {
         description = "List live sessions: id, state, role and task (the structured answer adds leases and what each waits for)."
     )]
     async fn session_list(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.client.sessions().await {
-            Ok(s) => {
-                let words = s
-                    .sessions
-                    .iter()
-                    .map(|x| {
-                        format!(
-                            "{} ({}, role {:?}, task {:?})",
-                            x.session_id,
-                            x.state.as_str(),
-                            x.role,
-                            x.task
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                done(
-                    format!("{} live sessions: {words}", s.sessions.len()),
-                    to_value(&s),
-                )
-            }
-            Err(e) => refused(e),
+        reply(self.client.sessions().await, |s| {
+            let words = s
+                .sessions
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} ({}, role {:?}, task {:?})",
+                        x.session_id,
+                        x.state.as_str(),
+                        x.role,
+                        x.task
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{} live sessions: {words}", s.sessions.len())
         })
     }
 
@@ -255,17 +261,13 @@ impl CoordMcp {
             wait_ms: a.wait_ms,
             ..Default::default()
         };
-        Ok(match self.client.acquire(&req).await {
-            Ok(r) => done(
-                format!(
-                    "You hold {} ({}, fencing token {}).",
-                    r.body.resource,
-                    r.body.mode.as_str(),
-                    r.body.fencing_token
-                ),
-                to_value(&r.body),
-            ),
-            Err(e) => refused(e),
+        reply(self.client.acquire(&req).await.map(|a| a.body), |r| {
+            format!(
+                "You hold {} ({}, fencing token {}).",
+                r.resource,
+                r.mode.as_str(),
+                r.fencing_token
+            )
         })
     }
 
@@ -280,9 +282,8 @@ impl CoordMcp {
             resource: resource.clone(),
             ..Default::default()
         };
-        Ok(match self.client.release(&req).await {
-            Ok(r) => done(format!("Released {resource}."), to_value(&r.body)),
-            Err(e) => refused(e),
+        reply(self.client.release(&req).await.map(|a| a.body), |_| {
+            format!("Released {resource}.")
         })
     }
 
@@ -290,32 +291,25 @@ impl CoordMcp {
         description = "List held and awaited locks: resource, mode, holders (with since when) and the queue."
     )]
     async fn lock_list(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.client.locks().await {
-            Ok(l) => {
-                let words = l
-                    .locks
-                    .iter()
-                    .map(|x| {
-                        let who: Vec<&str> =
-                            x.holders.iter().map(|h| h.session_id.as_str()).collect();
-                        format!(
-                            "{} ({}) held by {}",
-                            x.resource,
-                            x.mode.as_str(),
-                            who.join(", ")
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                done(
-                    if words.is_empty() {
-                        "No locks are held.".into()
-                    } else {
-                        words.join("; ")
-                    },
-                    to_value(&l),
-                )
+        reply(self.client.locks().await, |l| {
+            let words = l
+                .locks
+                .iter()
+                .map(|x| {
+                    let who: Vec<&str> = x.holders.iter().map(|h| h.session_id.as_str()).collect();
+                    format!(
+                        "{} ({}) held by {}",
+                        x.resource,
+                        x.mode.as_str(),
+                        who.join(", ")
+                    )
+                })
+                .collect::<Vec<_>>();
+            if words.is_empty() {
+                "No locks are held.".into()
+            } else {
+                words.join("; ")
             }
-            Err(e) => refused(e),
         })
     }
 
@@ -327,13 +321,10 @@ impl CoordMcp {
             body: a.body,
             ..Default::default()
         };
-        Ok(match self.client.send_message(&a.to, &req).await {
-            Ok(r) => done(
-                format!("Sent {} to {}.", r.body.msg_id, a.to),
-                to_value(&r.body),
-            ),
-            Err(e) => refused(e),
-        })
+        reply(
+            self.client.send_message(&a.to, &req).await.map(|a| a.body),
+            |r| format!("Sent {} to {}.", r.msg_id, a.to),
+        )
     }
 
     #[tool(
@@ -354,22 +345,19 @@ impl CoordMcp {
         &self,
         Parameters(a): Parameters<MsgArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(
-            match self.client.ack_message(&self.session, &a.msg_id).await {
-                Ok(r) => done(format!("Acked {}.", a.msg_id), to_value(&r.body)),
-                Err(e) => refused(e),
-            },
+        reply(
+            self.client
+                .ack_message(&self.session, &a.msg_id)
+                .await
+                .map(|a| a.body),
+            |_| format!("Acked {}.", a.msg_id),
         )
     }
 
     #[tool(description = "List the dispatch orders assigned to you that are not complete.")]
     async fn dispatch_list(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.client.orders(Some(&self.session), None).await {
-            Ok(o) => done(
-                format!("{} open orders for you.", o.orders.len()),
-                to_value(&o),
-            ),
-            Err(e) => refused(e),
+        reply(self.client.orders(Some(&self.session), None).await, |o| {
+            format!("{} open orders for you.", o.orders.len())
         })
     }
 
@@ -378,10 +366,10 @@ impl CoordMcp {
         &self,
         Parameters(a): Parameters<OrderArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.client.ack_order(&a.order_id).await {
-            Ok(r) => done(format!("You took order {}.", a.order_id), to_value(&r.body)),
-            Err(e) => refused(e),
-        })
+        reply(
+            self.client.ack_order(&a.order_id).await.map(|a| a.body),
+            |_| format!("You took order {}.", a.order_id),
+        )
     }
 
     #[tool(description = "Complete a dispatch order you took, with an optional result.")]
@@ -393,13 +381,13 @@ impl CoordMcp {
             result: a.result,
             ..Default::default()
         };
-        Ok(match self.client.complete_order(&a.order_id, &req).await {
-            Ok(r) => done(
-                format!("Completed order {}.", a.order_id),
-                to_value(&r.body),
-            ),
-            Err(e) => refused(e),
-        })
+        reply(
+            self.client
+                .complete_order(&a.order_id, &req)
+                .await
+                .map(|a| a.body),
+            |_| format!("Completed order {}.", a.order_id),
+        )
     }
 
     #[tool(description = "Wait up to wait_ms for the next dispatch order assigned to you.")]
@@ -407,14 +395,9 @@ impl CoordMcp {
         &self,
         Parameters(a): Parameters<WaitArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(
-            match self.client.next_order(&self.session, a.wait_ms).await {
-                Ok(o) => done(
-                    format!("Order {} ({}) is yours.", o.order_id, o.ticket),
-                    to_value(&o),
-                ),
-                Err(e) => refused(e),
-            },
+        reply(
+            self.client.next_order(&self.session, a.wait_ms).await,
+            |o| format!("Order {} ({}) is yours.", o.order_id, o.ticket),
         )
     }
 
@@ -439,13 +422,13 @@ impl CoordMcp {
             tx_id: Some(ulid::Ulid::new()),
             ts: None,
         };
-        Ok(match self.client.report(&self.session, &req).await {
-            Ok(r) => done(
-                format!("Reported {kind} to your parent."),
-                to_value(&r.body),
-            ),
-            Err(e) => refused(e),
-        })
+        reply(
+            self.client
+                .report(&self.session, &req)
+                .await
+                .map(|a| a.body),
+            |_| format!("Reported {kind} to your parent."),
+        )
     }
 
     #[tool(
@@ -689,6 +672,9 @@ pub(crate) async fn mcp(base: &Client, args: McpArgs) -> Result<ExitCode> {
                 let q = EventsQuery {
                     since: Some(since.to_string()),
                     kinds: Some("inbox.deliver,dispatch.issue".into()),
+                    // The daemon sends only events naming this session;
+                    // the payload check below tells recipient from sender.
+                    session: Some(id.clone()),
                     follow: Some(true),
                     ..Default::default()
                 };
