@@ -174,8 +174,23 @@ pub enum Command {
         /// Why.
         reason: WaitCancelReason,
     },
-    /// Cancel every wait (daemon start: no waiter survives a restart).
-    CancelAllWaits,
+    /// Cancel every wait of the sessions of one daemon (`Some(id)`), or
+    /// every wait (`None`): a daemon starting cancels its own sessions'
+    /// waits, since no waiter survives a restart.
+    CancelAllWaits {
+        /// Only sessions registered with this daemon.
+        daemon: Option<String>,
+    },
+    /// The daemon a session registered with is gone (its daemon lease ran
+    /// out): end the session as `daemon_lost`. Sent by another daemon of
+    /// the same log; a no-op unless the registration is still the one the
+    /// sender saw, so of many survivors exactly one ends it.
+    DaemonLost {
+        /// Id.
+        session_id: String,
+        /// Which registration the sender saw.
+        registered_seq: u64,
+    },
     /// Deliver a message (the body is stored beside the log).
     Deliver {
         /// Recipient.

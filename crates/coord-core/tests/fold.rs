@@ -165,7 +165,7 @@ fn command() -> impl Strategy<Value = Command> {
             session_id: s,
             reason: WaitCancelReason::Timeout
         }),
-        Just(Command::CancelAllWaits),
+        Just(Command::CancelAllWaits { daemon: None }),
         (sid(), sid(), "[a-c]").prop_map(|(to, from, m)| Command::Deliver {
             to_session: to,
             msg_id: m,

@@ -48,4 +48,6 @@ pub struct App<L> {
     pub leases: Arc<Leases>,
     /// The store's log identity (`Coord-Log-Id`).
     pub log_id: String,
+    /// This daemon's id on a shared log.
+    pub daemon_id: Option<String>,
 }

@@ -37,6 +37,15 @@ pub struct Config {
     /// binding `socket`, and leaves the socket file in place when it stops
     /// (the manager owns it). `socket` must be its path.
     pub listener: Option<std::sync::Arc<std::os::unix::net::UnixListener>>,
+    /// Use this NATS JetStream log instead of the SQLite `store` (many
+    /// daemons share it; PROTOCOL §12).
+    pub nats: Option<coord_store::NatsTarget>,
+    /// This daemon's id on a shared log (default: host name and a digest
+    /// of the socket path, stable across restarts).
+    pub daemon_id: Option<String>,
+    /// How long a daemon's lease lasts without renewal, ms: after it, the
+    /// other daemons end the sessions registered with it.
+    pub daemon_lease_ms: u64,
 }
 
 impl Config {
@@ -56,6 +65,9 @@ impl Config {
             lifecycle: crate::LifecycleConfig::default(),
             parent_socket: None,
             listener: None,
+            nats: None,
+            daemon_id: None,
+            daemon_lease_ms: 10_000,
         }
     }
 }

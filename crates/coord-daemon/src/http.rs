@@ -351,6 +351,9 @@ pub async fn session_gone<L: EventLog + Clone>(app: &App<L>, session_id: &str) -
                 coord_proto::DeregReason::Forced => "an admin ended it".to_string(),
                 coord_proto::DeregReason::Removed => "its legacy file was removed".to_string(),
                 coord_proto::DeregReason::RuntimeGone => "its runtime is gone".to_string(),
+                coord_proto::DeregReason::DaemonLost => {
+                    "the daemon it registered with was lost".to_string()
+                }
             };
             ApiError::new(
                 ErrorCode::SessionNotFound,

@@ -33,6 +33,7 @@
 mod api;
 mod app;
 mod bridge;
+pub mod cluster;
 mod config;
 mod deadline;
 mod export;
@@ -58,6 +59,7 @@ mod writer_tests;
 
 pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};
+pub use coord_store::NatsTarget;
 pub use lifecycle::{LifecycleConfig, LifecycleHandle, LifecycleManager, Thresholds};
 pub use server::{run, ServeError};
 pub use timers::Renewals;

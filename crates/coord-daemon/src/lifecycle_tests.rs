@@ -110,6 +110,7 @@ async fn rig() -> Rig {
             renewals: renewals.clone(),
             leases: Default::default(),
             metrics: Default::default(),
+            daemon_id: None,
         },
     );
     Rig {

@@ -73,6 +73,9 @@ pub struct Metrics {
     pub refused: Family<CodeLabel, Counter>,
     /// Commits (batches appended).
     pub commits: Counter,
+    /// Appends refused because another daemon appended first (shared
+    /// log), each followed by a catch-up and a retry.
+    pub conflicts: Counter,
     /// Writes per commit.
     pub batch_size: Histogram,
     /// Time of one append (the store's transaction), seconds.
@@ -110,6 +113,7 @@ impl Default for Metrics {
             events: Family::default(),
             refused: Family::default(),
             commits: Counter::default(),
+            conflicts: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             commit_seconds: latency(),
             requests: Family::new_with_constructor(latency),
@@ -140,6 +144,11 @@ impl Default for Metrics {
             "coord_commits",
             "Batches committed by the writer (one store transaction each)",
             m.commits.clone(),
+        );
+        r.register(
+            "coord_append_conflicts",
+            "Appends refused because another daemon appended first (then caught up and retried)",
+            m.conflicts.clone(),
         );
         r.register(
             "coord_commit_batch_size",

@@ -18,7 +18,7 @@ use crate::timers::{Leases, Renewals};
 use crate::tokens;
 use crate::tokens::TokenCache;
 use crate::writer::{self, Stats, WriterConfig};
-use coord_store::{SqliteLog, StoreError};
+use coord_store::{EventLog, JetStreamLog, SqliteLog, StoreError};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -86,9 +86,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if activated.is_none() {
         check_socket(&socket)?;
     }
-    let store = SqliteLog::open(&config.store, config.sync)?;
+    match config.nats.clone() {
+        Some(target) => {
+            let id = config
+                .daemon_id
+                .clone()
+                .unwrap_or_else(|| crate::cluster::default_daemon_id(&socket));
+            let store = JetStreamLog::open(target, &id).await?;
+            tracing::info!(daemon_id = %id, log_id = store.log_id(), "joined the shared log");
+            serve(config, store.clone(), Some((store, id)), shutdown).await
+        }
+        None => {
+            let store = SqliteLog::open(&config.store, config.sync)?;
+            serve(config, store, None, shutdown).await
+        }
+    }
+}
+
+async fn serve<L: EventLog + Clone>(
+    config: Config,
+    store: L,
+    shared: Option<(JetStreamLog, String)>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let socket = config.socket.clone();
+    let activated = config.listener.clone();
+    let daemon_id = shared.as_ref().map(|(_, id)| id.clone());
     let state = writer::load_state(&store).await.map_err(ServeError::Fold)?;
-    tracing::info!(head = state.head, sessions = state.view.sessions.len(), store = %config.store.display(), "state loaded");
+    tracing::info!(
+        head = state.head,
+        sessions = state.view.sessions.len(),
+        backend = store.backend(),
+        "state loaded"
+    );
 
     let hub = Hub::new(state.head, config.ring_capacity);
     let stats = Arc::new(Stats::default());
@@ -109,6 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             renewals: renewals.clone(),
             leases: leases.clone(),
             metrics: metrics.clone(),
+            daemon_id: daemon_id.clone(),
         },
     );
     let lifecycle = crate::LifecycleManager::spawn(
@@ -164,14 +195,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shutdown: stopping.clone(),
         started: Instant::now(),
         socket: socket.clone(),
-        store_path: config.store.clone(),
+        store_path: match &config.nats {
+            Some(t) => PathBuf::from(format!("nats://{}/{}", t.servers.join(","), t.log)),
+            None => config.store.clone(),
+        },
         sync: config.sync,
         stats,
         log_heartbeats: config.log_heartbeats,
         leases,
         metrics,
         observed: observed.clone(),
-        log_id: coord_store::EventLog::log_id(&store).to_string(),
+        log_id: store.log_id().to_string(),
+        daemon_id: daemon_id.clone(),
     });
     let router = api::router(app.clone());
     if let Some(root) = config.export_legacy.clone() {
@@ -190,6 +225,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             app.writer.clone(),
             store.clone(),
             app.hub.clone(),
+            stopping.clone(),
+        ));
+    }
+    if let Some((log, id)) = shared {
+        background.spawn(crate::cluster::run(
+            log,
+            id,
+            config.daemon_lease_ms,
+            app.writer.clone(),
             stopping.clone(),
         ));
     }

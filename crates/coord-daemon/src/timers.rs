@@ -48,16 +48,20 @@ pub(crate) struct Timers {
     /// The TTL timer of each (resource, holder).
     lock_ttls: HashMap<(String, String), TimerKey>,
     leases: Arc<Leases>,
+    /// This daemon's id on a shared log: only sessions registered with it
+    /// get a lease timer here (the others' daemons keep theirs).
+    daemon_id: Option<String>,
 }
 
 impl Timers {
     /// No deadlines; `leases` is kept in step with the lease timers.
-    pub(crate) fn new(leases: Arc<Leases>) -> Self {
+    pub(crate) fn new(leases: Arc<Leases>, daemon_id: Option<String>) -> Self {
         Timers {
             due: Deadlines::default(),
             lease_of: HashMap::new(),
             lock_ttls: HashMap::new(),
             leases,
+            daemon_id,
         }
     }
 
@@ -118,7 +122,9 @@ impl Timers {
     pub(crate) fn on_event(&mut self, e: &Event) {
         let sid = e.session_id.as_deref().unwrap_or_default();
         match &e.payload {
-            Payload::SessionRegister(p) => self.renew(sid, e.seq, p.ttl_ms),
+            Payload::SessionRegister(p) if p.daemon == self.daemon_id => {
+                self.renew(sid, e.seq, p.ttl_ms)
+            }
             Payload::SessionDereg(_) => {
                 self.leases.remove(sid);
                 if let Some(registered_seq) = self.lease_of.remove(sid) {
@@ -170,7 +176,9 @@ impl Timers {
         let now_wall = Timestamp::now().as_millis();
         let now = Instant::now();
         for s in state.view.sessions.values() {
-            self.renew(&s.session_id, s.registered_seq, s.ttl_ms);
+            if s.daemon == self.daemon_id {
+                self.renew(&s.session_id, s.registered_seq, s.ttl_ms);
+            }
         }
         for l in state.view.locks.values() {
             for h in &l.holders {

@@ -217,6 +217,10 @@ pub struct WriterConfig {
     pub leases: Arc<Leases>,
     /// What the writer counts for `/v1/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This daemon's id on a log shared by many daemons (NATS JetStream):
+    /// stamped on the sessions it registers, which are the only ones whose
+    /// leases and waits it keeps. `None` on a log this daemon alone writes.
+    pub daemon_id: Option<String>,
 }
 
 struct Writer<L: EventLog> {
@@ -232,6 +236,22 @@ struct Writer<L: EventLog> {
     handle: WriterHandle,
     config: WriterConfig,
     since_snapshot: u64,
+    /// The store's head, when other daemons append to it too.
+    store_head: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Most times one batch is re-validated after other daemons appended
+/// first, before its callers get `store_unavailable`.
+const MAX_CONFLICT_RETRIES: usize = 32;
+
+/// What an attempt to commit a batch came to.
+enum Attempt {
+    /// Committed or answered.
+    Done,
+    /// Another writer appended first: catch up, then try these again.
+    Conflict(Vec<Write>),
+    /// The batch is larger than the store takes in one append.
+    TooLarge(Vec<Write>),
 }
 
 /// Loads the state (latest snapshot plus the log's tail).
@@ -298,24 +318,27 @@ pub fn spawn<L: EventLog + Clone>(
     let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(QUEUE);
     let handle = WriterHandle { tx };
+    let daemon_id = config.daemon_id.clone();
+    let store_head = store.head_watch();
     let mut w = Writer {
         state,
         store,
         hub,
         stats,
         tokens,
-        timers: Timers::new(config.leases.clone()),
+        timers: Timers::new(config.leases.clone(), config.daemon_id.clone()),
         pids: PidWatches::default(),
         waits: Waits::default(),
         ids: ulid::Generator::new(),
         handle: handle.clone(),
         config,
         since_snapshot: 0,
+        store_head,
     };
     w.restore_timers_and_watches();
     // No waiter survives a restart: whoever waited got an error when the
     // old daemon died, so the queue is emptied first thing.
-    handle.spawn_write(internal(Command::CancelAllWaits));
+    handle.spawn_write(internal(Command::CancelAllWaits { daemon: daemon_id }));
     let stopped = stop.clone();
     let join = tokio::spawn(async move { w.run(rx, stopped).await });
     (handle, join, stop)
@@ -338,6 +361,10 @@ impl<L: EventLog + Clone> Writer<L> {
                     None => break,
                 },
                 _ = crate::deadline::sleep_until(next), if next.is_some() => None,
+                _ = store_moved(&mut self.store_head) => {
+                    self.catch_up().await;
+                    continue;
+                }
             };
             let pids = &self.pids;
             let mut writes: Vec<Write> = self
@@ -371,14 +398,131 @@ impl<L: EventLog + Clone> Writer<L> {
         self.pids.abort_all();
     }
 
+    /// Folds what other daemons appended (the store's head moved past the
+    /// state's): each event is applied, followed by timers and waits, and
+    /// published, exactly as if this writer had committed it.
+    async fn catch_up(&mut self) {
+        loop {
+            let stored = match self.store.read(self.state.head, 1024).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read what other daemons appended");
+                    return;
+                }
+            };
+            if stored.is_empty() {
+                return;
+            }
+            let mut published = Vec::with_capacity(stored.len());
+            for s in stored {
+                let e = match Event::from_json(&s.json) {
+                    Ok(e) if e.seq == self.state.head + 1 => e,
+                    Ok(e) => {
+                        tracing::error!(
+                            expected = self.state.head + 1,
+                            found = e.seq,
+                            "the shared log skipped a seq"
+                        );
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::error!(seq = s.seq, error = %err, "unreadable event in the shared log");
+                        return;
+                    }
+                };
+                apply(&mut self.state, &e);
+                self.after_commit(&e);
+                if let Ok(mut by_kind) = self.stats.events_by_kind.lock() {
+                    *by_kind.entry(e.kind().to_string()).or_default() += 1;
+                }
+                self.since_snapshot += 1;
+                published.push(Arc::new(Published::new(e, s.json)));
+            }
+            self.hub.publish(published);
+        }
+    }
+
+    /// Goes back to the last committed state after a refused append: the
+    /// cheap copy when there is one, else the state rebuilt from the store
+    /// (which may be ahead of the old head: the events in between are then
+    /// followed and published here, as a catch-up would).
+    async fn roll_back(&mut self, before: Option<State>) {
+        if let Some(s) = before {
+            self.state = s;
+            return;
+        }
+        let old_head = self.state.head.saturating_sub(0);
+        match load_state(&self.store).await {
+            Ok(s) => {
+                let committed_head = self.hub.head();
+                self.state = s;
+                if self.state.head > committed_head {
+                    if let Ok(stored) = self
+                        .store
+                        .read(committed_head, (self.state.head - committed_head) as usize)
+                        .await
+                    {
+                        let mut published = Vec::new();
+                        for s in stored {
+                            if let Ok(e) = Event::from_json(&s.json) {
+                                self.after_commit(&e);
+                                published.push(Arc::new(Published::new(e, s.json)));
+                            }
+                        }
+                        self.hub.publish(published);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, head = old_head, "cannot reload state after a failed append");
+            }
+        }
+    }
+
     fn next_id(&mut self) -> Ulid {
         self.ids.generate().unwrap_or_else(|_| Ulid::new())
     }
 
-    /// Validates, appends and applies a batch; answers every caller.
-    async fn commit(&mut self, writes: Vec<Write>) {
+    /// Validates, appends and applies a batch; answers every caller. On a
+    /// log shared with other daemons, an append refused because another
+    /// daemon appended first is retried after catching up, so callers see
+    /// one answer, never the conflict.
+    async fn commit(&mut self, mut writes: Vec<Write>) {
+        if self.store_head.is_some() {
+            // Start from the newest view the store knows: fewer conflicts.
+            self.catch_up().await;
+        }
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            match self.try_commit(writes, false).await {
+                Attempt::Done => return,
+                Attempt::Conflict(again) => {
+                    self.config.metrics.conflicts.inc();
+                    self.catch_up().await;
+                    writes = again;
+                }
+                Attempt::TooLarge(again) if again.len() > 1 => {
+                    // Each request's events are atomic by themselves: commit
+                    // them one by one.
+                    for w in again {
+                        Box::pin(self.commit(vec![w])).await;
+                    }
+                    return;
+                }
+                Attempt::TooLarge(again) => {
+                    let _ = self.try_commit(again, true).await;
+                    return;
+                }
+            }
+        }
+        // Contention did not let this batch in: answer, do not spin.
+        let _ = self.try_commit(writes, true).await;
+    }
+
+    /// One attempt at a batch. `last`: a refused append is answered with
+    /// `store_unavailable` instead of being handed back for a retry.
+    async fn try_commit(&mut self, writes: Vec<Write>, last: bool) -> Attempt {
         if writes.is_empty() {
-            return;
+            return Attempt::Done;
         }
         let before = self.state.clone_lite();
         let mut batch = Batch::default();
@@ -418,7 +562,16 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
             }
             let outcome = match validate(&self.state, &w.cmd) {
-                Ok(o) => o,
+                Ok(mut o) => {
+                    if let Some(id) = &self.config.daemon_id {
+                        for d in &mut o.drafts {
+                            if let Payload::SessionRegister(p) = &mut d.payload {
+                                p.daemon = Some(id.clone());
+                            }
+                        }
+                    }
+                    o
+                }
                 Err(rej) => {
                     answers.push((w, Err(WriteError::Rejected(rej))));
                     continue;
@@ -510,6 +663,27 @@ impl<L: EventLog + Clone> Writer<L> {
             .commit_seconds
             .observe(commit_us as f64 / 1e6);
         if let Err(e) = appended {
+            let retry = match &e {
+                coord_store::StoreError::Conflict { .. }
+                | coord_store::StoreError::SeqGap { .. }
+                    if !last =>
+                {
+                    Some(false)
+                }
+                coord_store::StoreError::TooLarge(_) if !last => Some(true),
+                _ => None,
+            };
+            if let Some(too_large) = retry {
+                self.roll_back(before).await;
+                let mut again: Vec<Write> = answers.into_iter().map(|(w, _)| w).collect();
+                again.extend(deferred);
+                tracing::debug!(error = %e, writes = again.len(), "append refused; retrying");
+                return if too_large {
+                    Attempt::TooLarge(again)
+                } else {
+                    Attempt::Conflict(again)
+                };
+            }
             self.config
                 .metrics
                 .refused
@@ -521,16 +695,7 @@ impl<L: EventLog + Clone> Writer<L> {
             // The state already holds the batch: go back to the last
             // committed state (rebuilt from the store if the cheap copy is
             // not enough) and tell every caller nothing happened.
-            self.state = match before {
-                Some(s) => s,
-                None => match load_state(&self.store).await {
-                    Ok(s) => s,
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot reload state after a failed append");
-                        self.state.clone()
-                    }
-                },
-            };
+            self.roll_back(before).await;
             let msg = e.to_string();
             for (w, _) in answers {
                 if let Some(tx) = w.reply {
@@ -542,7 +707,7 @@ impl<L: EventLog + Clone> Writer<L> {
                     let _ = tx.send(Err(store_error(&msg)));
                 }
             }
-            return;
+            return Attempt::Done;
         }
 
         for e in &events {
@@ -590,6 +755,7 @@ impl<L: EventLog + Clone> Writer<L> {
         if !deferred.is_empty() {
             Box::pin(self.commit(deferred)).await;
         }
+        Attempt::Done
     }
 
     /// Feeds the metrics of one committed batch.
@@ -707,7 +873,11 @@ impl<L: EventLog + Clone> Writer<L> {
             Command::Heartbeat { session_id, .. } => {
                 self.config.renewals.note(session_id);
                 if let Some(s) = self.state.view.sessions.get(session_id) {
-                    self.timers.renew(session_id, s.registered_seq, s.ttl_ms);
+                    // Only the daemon a session registered with keeps its
+                    // lease (PROTOCOL §12).
+                    if s.daemon == self.config.daemon_id {
+                        self.timers.renew(session_id, s.registered_seq, s.ttl_ms);
+                    }
                 }
             }
             Command::Acquire {
@@ -752,6 +922,7 @@ impl<L: EventLog + Clone> Writer<L> {
             .view
             .sessions
             .values()
+            .filter(|s| s.daemon == self.config.daemon_id)
             .filter_map(|s| {
                 s.watched_pid()
                     .map(|pid| (s.session_id.clone(), s.registered_seq, pid))
@@ -812,6 +983,19 @@ impl CloneLite for State {
             + self.view.orders.len()
             + self.view.inboxes.len();
         (size <= 64).then(|| self.clone())
+    }
+}
+
+/// Resolves when the shared store's head moves; never without one.
+async fn store_moved(head: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match head {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *head = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

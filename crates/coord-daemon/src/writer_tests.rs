@@ -112,6 +112,7 @@ async fn rollback_with(sessions_before: usize) {
             renewals: Default::default(),
             leases: Default::default(),
             metrics: Default::default(),
+            daemon_id: None,
         },
     );
     for i in 0..sessions_before {

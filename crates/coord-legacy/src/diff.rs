@@ -61,6 +61,7 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<Change> {
                         transcript: None,
                         on_expiry: None,
                         kill_grace_ms: None,
+                        daemon: None,
                         extra: s.extra.clone(),
                     }),
                 ),

@@ -619,6 +619,17 @@ pub struct StoreStatus {
     /// The last compaction since the daemon started, if any ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_compaction: Option<CompactionStatus>,
+    /// Remote store (`nats`) only: connected to a server now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// Remote store only: ms since the store last answered. While it does
+    /// not answer, reads serve the view as of then and writes get
+    /// `503 store_unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_ms: Option<u64>,
+    /// Remote store only: this daemon's id on the shared log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_id: Option<String>,
 }
 
 /// One compaction: when, how many events it dropped, the oldest seq left.

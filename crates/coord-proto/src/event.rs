@@ -106,6 +106,11 @@ pub struct SessionRegister {
     /// [`crate::DEFAULT_KILL_GRACE_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_ms: Option<u64>,
+    /// The daemon the session registered with, on a log shared by many
+    /// daemons (NATS JetStream; PROTOCOL §12): only that daemon renews and
+    /// expires its lease and watches its pid. Absent on a single-daemon log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<String>,
     /// Fields a legacy file carried that coord does not model (kept, not
     /// interpreted).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -172,6 +177,10 @@ pub enum DeregReason {
     Forced,
     /// Its runtime (a tmux session) is gone, as the lifecycle manager found.
     RuntimeGone,
+    /// The daemon it registered with stopped renewing its daemon lease
+    /// (killed, machine lost, partitioned away); another daemon of the
+    /// same log ended it (PROTOCOL §12).
+    DaemonLost,
 }
 
 /// `session.dereg`.

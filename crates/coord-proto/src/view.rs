@@ -64,6 +64,9 @@ pub struct Session {
     /// [`crate::DEFAULT_KILL_GRACE_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_ms: Option<u64>,
+    /// The daemon it registered with, on a log shared by many daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<String>,
     /// The lease as the daemon holds it, renewals included (bare renewals
     /// are not events, so the fold never fills this: only API answers
     /// carry it).

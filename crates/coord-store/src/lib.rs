@@ -14,16 +14,21 @@
 //! * **snapshots** of the folded state, so a restart folds only a tail and
 //!   retention can drop old events.
 //!
+//! Two backends: [`SqliteLog`] (embedded, one daemon; blocking SQLite work
+//! moved onto tokio's blocking pool) and [`JetStreamLog`] (NATS JetStream,
+//! any number of daemons appending conditionally to one stream).
+//!
 //! This crate stores bytes; it never interprets payloads (it does not depend
-//! on coord-core) and never decides what is valid. Everything it does is
-//! blocking SQLite work moved onto tokio's blocking pool.
+//! on coord-core) and never decides what is valid.
 #![deny(missing_docs)]
 
 mod log;
+mod nats;
 mod sqlite;
 
 pub use log::{
     AttachmentOp, Batch, CompactReport, EventLog, Expectation, Record, Retention, StoreError,
     StoredEvent, SyncMode, TxnRecord,
 };
+pub use nats::{JetStreamLog, NatsTarget, MIN_SERVER as MIN_NATS_SERVER};
 pub use sqlite::SqliteLog;

@@ -187,6 +187,16 @@ pub enum StoreError {
     /// The blocking task running the call died.
     #[error("store worker failed: {0}")]
     Worker(String),
+    /// The remote store (NATS JetStream) did not answer or refused for a
+    /// reason that is not the writer's: nothing was appended.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Bytes in the store do not decode (a foreign or damaged message).
+    #[error("unreadable store data: {0}")]
+    Invalid(String),
+    /// One batch is larger than the store takes in one message (bytes).
+    #[error("batch of {0} bytes exceeds the server's max_payload")]
+    TooLarge(usize),
 }
 
 /// A durable, totally ordered event log.
@@ -282,4 +292,23 @@ pub trait EventLog: Send + Sync + 'static {
     /// never changed. Two stores never share one, so a cursor saved
     /// against one log is recognised as foreign on another.
     fn log_id(&self) -> &str;
+
+    /// The log's head as the store knows it, when other processes can
+    /// append to it (NATS JetStream: other daemons). The writer watches it
+    /// to fold what others appended. `None` (the default) for a store only
+    /// this process writes.
+    fn head_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// `sqlite` or `nats` (for `/v1/status`).
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// For a remote store: whether it is connected now, and when it last
+    /// answered (ms since the epoch). `None` for a local store.
+    fn remote_health(&self) -> Option<(bool, i64)> {
+        None
+    }
 }

@@ -184,6 +184,7 @@ pub fn how_ended(e: &EndedSession) -> String {
         (DeregReason::Forced, _) => "forced by admin".into(),
         (DeregReason::Removed, _) => "legacy file removed".into(),
         (DeregReason::RuntimeGone, _) => "runtime gone".into(),
+        (DeregReason::DaemonLost, _) => "daemon lost".into(),
     };
     match &e.signal {
         Some(sig) => format!("{base} ({sig} sent to its live process)"),

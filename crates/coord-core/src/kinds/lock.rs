@@ -118,10 +118,14 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             cancel_wait_into(&mut locks, resource, session_id, *reason, &mut drafts);
             Ok(done(drafts))
         }
-        Command::CancelAllWaits => {
+        Command::CancelAllWaits { daemon } => {
             let mut drafts = Vec::new();
+            let of_daemon = |sid: &str| {
+                daemon.is_none()
+                    || view.sessions.get(sid).and_then(|s| s.daemon.as_ref()) == daemon.as_ref()
+            };
             for lock in view.locks.values() {
-                for w in &lock.waiters {
+                for w in lock.waiters.iter().filter(|w| of_daemon(&w.session_id)) {
                     drafts.push(Draft {
                         session_id: Some(w.session_id.clone()),
                         resource: Some(lock.resource.clone()),

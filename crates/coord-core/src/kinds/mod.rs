@@ -38,6 +38,7 @@ pub fn validate(state: &State, cmd: &Command) -> check::Result<Outcome> {
         | Command::Heartbeat { .. }
         | Command::Dereg { .. }
         | Command::ExpireLease { .. }
+        | Command::DaemonLost { .. }
         | Command::ProcessExited { .. }
         | Command::RuntimeGone { .. }
         | Command::SetState { .. }
@@ -47,7 +48,7 @@ pub fn validate(state: &State, cmd: &Command) -> check::Result<Outcome> {
         | Command::Release { .. }
         | Command::ExpireLock { .. }
         | Command::CancelWait { .. }
-        | Command::CancelAllWaits => lock::validate(state, cmd),
+        | Command::CancelAllWaits { .. } => lock::validate(state, cmd),
         Command::Deliver { .. } | Command::AckMessage { .. } => inbox::validate(state, cmd),
         Command::Issue { .. } | Command::AckOrder { .. } | Command::Complete { .. } => {
             dispatch::validate(state, cmd)

@@ -83,6 +83,7 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     transcript: probes.transcript.clone(),
                     on_expiry: expiry.on_expiry,
                     kill_grace_ms: expiry.kill_grace_ms,
+                    daemon: None,
                     extra: extra.clone(),
                 }),
             }]))
@@ -132,6 +133,20 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 None,
                 None,
                 *process_alive && s.pid.is_some(),
+            ),
+            _ => no_change(),
+        }),
+        Command::DaemonLost {
+            session_id,
+            registered_seq,
+        } => Ok(match view.sessions.get(session_id) {
+            Some(s) if s.registered_seq == *registered_seq => dereg_cascade(
+                state,
+                session_id,
+                DeregReason::DaemonLost,
+                None,
+                Some("its daemon stopped renewing its daemon lease"),
+                false,
             ),
             _ => no_change(),
         }),
@@ -461,6 +476,7 @@ pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Sessi
         ended_children: BTreeSet::new(),
         on_expiry: p.on_expiry.unwrap_or_default(),
         kill_grace_ms: p.kill_grace_ms,
+        daemon: p.daemon.clone(),
         lease: None,
         waiting_on: Vec::new(),
     }

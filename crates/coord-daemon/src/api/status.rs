@@ -95,7 +95,13 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
             path: app.store_path.display().to_string(),
             bytes: app.store.size_bytes(),
             sync: app.sync.as_str().to_string(),
-            backend: "sqlite".into(),
+            backend: app.store.backend().into(),
+            connected: app.store.remote_health().map(|(c, _)| c),
+            stale_ms: app
+                .store
+                .remote_health()
+                .map(|(_, at)| (now.as_millis() - at).max(0) as u64),
+            daemon_id: app.daemon_id.clone(),
             snapshot_seq: snapshot.map(|(seq, _)| seq),
             snapshot_age_ms: snapshot.map(|(_, at)| (now.as_millis() - at).max(0) as u64),
             last_compaction: batches.last_compaction.clone(),

@@ -18,9 +18,23 @@ pub(crate) struct DaemonArgs {
     /// chosen by the global --json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     log_format: Format,
-    /// The SQLite store [default: $XDG_DATA_HOME/coord/coord.db].
+    /// The log: a SQLite file [default: $XDG_DATA_HOME/coord/coord.db],
+    /// or a NATS JetStream log shared by many daemons,
+    /// nats://HOST:PORT[,HOST:PORT…]/LOG (see docs/DISTRIBUTED.md).
     #[arg(long, env = "COORD_STORE")]
     store: Option<PathBuf>,
+    /// Replicas of a NATS log's stream, KV bucket and snapshot store (1, or
+    /// 3 on a 3-node cluster); used when the log is first created.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// This daemon's id on a shared (NATS) log [default: host name and a
+    /// digest of the socket path].
+    #[arg(long, env = "COORD_DAEMON_ID")]
+    daemon_id: Option<String>,
+    /// On a shared log: how long this daemon's lease lasts unrenewed before
+    /// other daemons end the sessions registered with it.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    daemon_lease: Duration,
     /// Commit durability: normal (survives a crash of the daemon) or full (fsync every commit).
     #[arg(long, value_enum, default_value_t = SyncArg::Normal)]
     sync: SyncArg,
@@ -123,7 +137,26 @@ pub(crate) async fn daemon(
         }
         None => (socket, None),
     };
+    let nats = match store.to_str() {
+        Some(url) if url.starts_with("nats://") => {
+            Some(coord_daemon::NatsTarget::parse(url, args.replicas).map_err(|e| anyhow!(e))?)
+        }
+        _ => None,
+    };
+    if let Some(id) = &args.daemon_id {
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(anyhow!("--daemon-id {id:?}: must be 1-64 of [A-Za-z0-9_-]"));
+        }
+    }
     let mut config = coord_daemon::Config::new(store, socket);
+    config.nats = nats;
+    config.daemon_id = args.daemon_id.clone();
+    config.daemon_lease_ms = args.daemon_lease.as_millis() as u64;
     config.listener = listener;
     config.sync = args.sync.into();
     config.retention = coord_store::Retention {
