@@ -83,6 +83,7 @@ pub async fn run(
         peers.set(d, Instant::now() + lease);
     }
     let mut renew_at = Instant::now();
+    tracing::debug!(peers = peers.next().is_some(), "daemon lease task started");
     loop {
         let watch = match log.daemon_leases().await {
             Ok(w) => w,
@@ -100,8 +101,9 @@ pub async fn run(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(renew_at) => {
-                    if let Err(e) = log.put_daemon_lease(&daemon_id, value.clone()).await {
-                        tracing::warn!(error = %e, "daemon lease not renewed");
+                    match log.put_daemon_lease(&daemon_id, value.clone()).await {
+                        Ok(()) => tracing::trace!("daemon lease renewed"),
+                        Err(e) => tracing::warn!(error = %e, "daemon lease not renewed"),
                     }
                     renew_at = Instant::now() + renew_every;
                 }
@@ -111,9 +113,15 @@ pub async fn run(
                     }
                 }
                 update = watch.next() => match update {
-                    Some((id, Some(_))) if id != daemon_id => peers.set(id, Instant::now() + lease),
+                    Some((id, Some(_))) if id != daemon_id => {
+                        tracing::trace!(daemon = %id, "peer renewed its lease");
+                        peers.set(id, Instant::now() + lease);
+                    }
                     Some(_) => {}
-                    None => break,
+                    None => {
+                        tracing::debug!("daemon lease watch ended; watching again");
+                        break;
+                    }
                 },
             }
         }

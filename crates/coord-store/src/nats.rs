@@ -292,6 +292,9 @@ struct Inner {
     head_tx: watch::Sender<u64>,
     /// ms since the epoch of the last answer from the server.
     last_contact_ms: std::sync::atomic::AtomicI64,
+    /// The latest snapshot's `(seq, taken ms)` as last seen, so status
+    /// answers without the server.
+    snap_info: Mutex<Option<(u64, i64)>>,
 }
 
 /// An [`EventLog`] on a NATS JetStream stream. Cheap to clone.
@@ -328,10 +331,16 @@ impl JetStreamLog {
     /// older than [`MIN_SERVER`] or has no JetStream.
     pub async fn open(target: NatsTarget, name: &str) -> Result<Self, StoreError> {
         let addrs = target.servers.join(",");
+        let servers = target
+            .servers
+            .iter()
+            .map(|s| format!("nats://{s}").parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(format!("server address in {addrs}: {e}")))?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("coord-daemon {name}"))
             .connection_timeout(Duration::from_secs(5))
-            .connect(addrs.as_str())
+            .connect(servers)
             .await
             .map_err(|e| nats_err(&format!("cannot connect to {addrs}"), e))?;
         let info = client.server_info();
@@ -408,6 +417,7 @@ impl JetStreamLog {
                 index: Mutex::new(Index::default()),
                 head_tx,
                 last_contact_ms: std::sync::atomic::AtomicI64::new(now_ms()),
+                snap_info: Mutex::new(None),
             }),
         };
         log.rebuild().await?;
@@ -455,6 +465,9 @@ impl JetStreamLog {
     /// stream once to index it.
     async fn rebuild(&self) -> Result<(), StoreError> {
         if let Some((seq, header, _)) = self.fetch_snapshot().await? {
+            if let Ok(mut s) = self.inner.snap_info.lock() {
+                *s = Some((seq, header.taken_ms));
+            }
             let mut idx = self.index();
             idx.base = seq;
             idx.head = seq;
@@ -646,7 +659,7 @@ impl JetStreamLog {
         let watch = self
             .inner
             .kv
-            .watch("daemon.>")
+            .watch_with_history("daemon.>")
             .await
             .map_err(|e| nats_err("cannot watch daemon leases", e))?;
         Ok(watch.filter_map(|e| async move {
@@ -677,6 +690,13 @@ impl JetStreamLog {
         let payload = Bytes::from(payload);
         let mut last_err = None;
         for _ in 0..PUBLISH_ATTEMPTS {
+            if !self.connected() {
+                // Do not hold callers for the ack timeout while the client
+                // reconnects: nothing can be made durable now.
+                return Err(StoreError::Unavailable(
+                    "not connected to any NATS server".into(),
+                ));
+            }
             let sent = self
                 .inner
                 .js
@@ -895,6 +915,9 @@ impl EventLog for JetStreamLog {
             .put(meta, &mut bytes.as_slice())
             .await
             .map_err(|e| nats_err("cannot store the snapshot", e))?;
+        if let Ok(mut s) = self.inner.snap_info.lock() {
+            *s = Some((seq, header.taken_ms));
+        }
         Ok(())
     }
 
@@ -906,17 +929,9 @@ impl EventLog for JetStreamLog {
     }
 
     async fn snapshot_info(&self) -> Result<Option<(u64, i64)>, StoreError> {
-        match self.inner.snaps.info("snapshot").await {
-            Ok(info) => {
-                let get = |k: &str| info.metadata.get(k).and_then(|s| s.parse::<i64>().ok());
-                Ok(Some((
-                    get("seq").unwrap_or(0) as u64,
-                    get("taken_ms").unwrap_or(0),
-                )))
-            }
-            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(None),
-            Err(e) => Err(nats_err("cannot read the snapshot's info", e)),
-        }
+        // The last one seen (opened or saved here): status must answer
+        // while the server does not.
+        Ok(self.inner.snap_info.lock().ok().and_then(|s| *s))
     }
 
     async fn compact(

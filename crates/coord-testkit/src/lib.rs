@@ -48,7 +48,7 @@ impl DaemonProcess {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             bin: bin.to_path_buf(),
-            log_level: "info".into(),
+            log_level: std::env::var("COORD_TEST_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
             child: None,
         })
     }

@@ -11,6 +11,7 @@ mod bridge;
 mod compaction;
 mod contract;
 mod crash;
+mod distributed;
 mod exactly_once;
 mod full_disk;
 mod guard;
