@@ -321,6 +321,56 @@ fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
+/// How long opening waits for JetStream to answer (a new cluster elects
+/// its leader first).
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Creates (or joins) the stream, the KV bucket and the object store.
+async fn setup(
+    js: &jetstream::Context,
+    target: &NatsTarget,
+) -> Result<(stream::Stream, kv::Store, object_store::ObjectStore), StoreError> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: target.stream_name(),
+            subjects: vec![target.subject()],
+            storage: stream::StorageType::File,
+            num_replicas: target.replicas,
+            duplicate_window: Duration::from_secs(120),
+            description: Some(format!("coord event log {}", target.log)),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_err("cannot create the log stream (is JetStream enabled?)", e))?;
+    let kv = match js.get_key_value(target.bucket()).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: target.bucket(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: target.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err("cannot create the KV bucket", e))?,
+    };
+    let snap_bucket = format!("{}_snap", target.bucket());
+    let snaps = match js.get_object_store(&snap_bucket).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: snap_bucket,
+                storage: stream::StorageType::File,
+                num_replicas: target.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err("cannot create the snapshot store", e))?,
+    };
+    Ok((stream, kv, snaps))
+}
+
 impl JetStreamLog {
     /// Connects, checks the server, creates (or joins) the stream, the KV
     /// bucket and the object store, and rebuilds the index from the latest
@@ -354,43 +404,18 @@ impl JetStreamLog {
             }
         }
         let js = jetstream::new(client.clone());
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: target.stream_name(),
-                subjects: vec![target.subject()],
-                storage: stream::StorageType::File,
-                num_replicas: target.replicas,
-                duplicate_window: Duration::from_secs(120),
-                description: Some(format!("coord event log {}", target.log)),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_err("cannot create the log stream (is JetStream enabled?)", e))?;
-        let kv = match js.get_key_value(target.bucket()).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: target.bucket(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: target.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| nats_err("cannot create the KV bucket", e))?,
-        };
-        let snap_bucket = format!("{}_snap", target.bucket());
-        let snaps = match js.get_object_store(&snap_bucket).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: snap_bucket,
-                    storage: stream::StorageType::File,
-                    num_replicas: target.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| nats_err("cannot create the snapshot store", e))?,
+        // A cluster that has just started elects its JetStream leader for
+        // a few seconds: keep asking, within a bound.
+        let deadline = std::time::Instant::now() + SETUP_PATIENCE;
+        let (stream, kv, snaps) = loop {
+            match setup(&js, &target).await {
+                Ok(parts) => break parts,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "JetStream not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
         };
         let fresh = ulid::Ulid::new().to_string();
         let log_id = match kv.create("log_id", Bytes::from(fresh.clone())).await {
