@@ -144,6 +144,10 @@ pub struct LifecycleConfig {
     pub agent: Arc<dyn Agent>,
     /// Where the manager reports its probes for `/v1/status`.
     pub observed: Arc<crate::observed::Observed>,
+    /// On a shared log, this daemon's id: only the sessions registered
+    /// with it are tracked (the others' heartbeats and processes are seen
+    /// by their own daemons, which record their states).
+    pub daemon_id: Option<String>,
 }
 
 impl std::fmt::Debug for LifecycleConfig {
@@ -161,6 +165,7 @@ impl Default for LifecycleConfig {
             runtime: Arc::new(crate::probes::HostRuntime::default()),
             agent: Arc::new(crate::probes::FileAgent),
             observed: Default::default(),
+            daemon_id: None,
         }
     }
 }
@@ -351,6 +356,9 @@ impl<L: EventLog + Clone> Run<L> {
     }
 
     fn track(&mut self, s: Session, now: i64, last_activity: Option<(i64, &'static str)>) {
+        if s.daemon != self.config.daemon_id {
+            return;
+        }
         let inputs = Inputs {
             registered_ms: s.registered_at.as_millis().min(now),
             last_activity,

@@ -132,6 +132,7 @@ impl Rig {
                 runtime: Arc::new(MockRuntime(self.mock.clone())),
                 agent: Arc::new(MockAgent(self.mock.clone())),
                 observed: Default::default(),
+                daemon_id: None,
             },
             self.writer.clone(),
             self.hub.clone(),

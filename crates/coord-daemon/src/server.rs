@@ -127,6 +127,8 @@ async fn serve<L: EventLog + Clone>(
     let leases = Arc::new(Leases::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let observed = config.lifecycle.observed.clone();
+    let mut lifecycle_config = config.lifecycle.clone();
+    lifecycle_config.daemon_id = daemon_id.clone();
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         store.clone(),
@@ -143,7 +145,7 @@ async fn serve<L: EventLog + Clone>(
         },
     );
     let lifecycle = crate::LifecycleManager::spawn(
-        config.lifecycle.clone(),
+        lifecycle_config,
         writer.clone(),
         hub.clone(),
         store.clone(),

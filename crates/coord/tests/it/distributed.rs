@@ -217,8 +217,11 @@ fn a_retry_through_another_daemon_appends_once() {
 fn a_killed_daemon_s_lock_passes_to_the_next_waiter_elsewhere() {
     let nats = Nats::single();
     let url = nats.url("handover");
-    let mut a = daemon_on(&url, &["--daemon-lease", "1s"]);
-    let b = daemon_on(&url, &["--daemon-lease", "1s"]);
+    // Snapshots every few events, so the restart below rebuilds from a
+    // snapshot (in the object store) plus the stream's tail.
+    let lease = ["--daemon-lease", "1s", "--snapshot-every", "4"];
+    let mut a = daemon_on(&url, &lease);
+    let b = daemon_on(&url, &lease);
     let ta = a.register("holder");
     let tb = b.register("waiter");
     let env_a = [
@@ -305,6 +308,7 @@ fn without_nats_writes_are_refused_and_reads_go_on() {
     assert!(d.ok(&["session", "list"]).contains("s1"));
     let st = d.http("GET", "/v1/status", &[], None).json();
     assert_eq!(st["store"]["connected"], false, "{st}");
+    assert_eq!(st["store"]["backend"], "nats", "{st}");
     assert!(st["store"]["stale_ms"].as_u64().is_some(), "{st}");
     assert_eq!(st["head_seq"], head);
 

@@ -139,7 +139,12 @@ fn metrics_reflect_a_scripted_run_exactly() {
     );
     assert!(st["streams"]["lag_ms"].as_u64().is_some(), "{st}");
     assert_eq!(st["leases"]["locks_held"], 1);
-    assert_eq!(st["store"]["backend"], "sqlite");
+    let backend = if crate::support::on_nats() {
+        "nats"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(st["store"]["backend"], backend);
     let verbose = d.ok(&["status", "--verbose"]);
     for section in ["writer", "streams", "sessions and locks", "store"] {
         assert!(

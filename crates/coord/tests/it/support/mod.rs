@@ -52,7 +52,12 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the store at `store` (elsewhere than
     /// the temp dir) when given.
+    ///
+    /// With `COORD_TEST_NATS_URL=nats://host:port` set (the backend matrix
+    /// of scripts/test), a daemon without an explicit store gets a fresh
+    /// JetStream log of its own on that server instead of a SQLite file.
     pub fn start_with_store(store: Option<PathBuf>, extra: &[&str]) -> Daemon {
+        let store = store.or_else(matrix_store);
         let p = coord_testkit::DaemonProcess::new(Path::new(bin()), store, extra).expect("tempdir");
         let mut d = Daemon { p };
         d.restart();
@@ -503,6 +508,33 @@ impl Daemon {
         old.restart();
         old
     }
+}
+
+/// A fresh log on the matrix's NATS server, when the matrix asks.
+fn matrix_store() -> Option<PathBuf> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let url = std::env::var("COORD_TEST_NATS_URL").ok()?;
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(PathBuf::from(format!(
+        "{}/t{}_{}_{n}",
+        url.trim_end_matches('/'),
+        std::process::id(),
+        ulid_like()
+    )))
+}
+
+/// A short unique suffix (time in µs), so logs of reruns never meet.
+fn ulid_like() -> String {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!("{us:x}")
+}
+
+/// True when the tests run against the NATS backend (the matrix).
+pub fn on_nats() -> bool {
+    std::env::var_os("COORD_TEST_NATS_URL").is_some()
 }
 
 /// Polls `f` every 25 ms until it holds; panics naming `what` after `within`.
