@@ -47,6 +47,10 @@ use tokio::sync::watch;
 /// expected-last-sequence on R3; 2.9.15–2.9.20 had an R3 bug).
 pub const MIN_SERVER: (u64, u64, u64) = (2, 10, 0);
 
+/// More messages than this to catch up on are streamed through one
+/// consumer rather than fetched one request each.
+const BULK_SYNC: u64 = 64;
+
 /// Batches kept decoded in memory for reads near the head.
 const RECENT: usize = 512;
 
@@ -527,22 +531,18 @@ impl JetStreamLog {
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         self.touch();
         let mut next = self.index().last_stream.max(first.saturating_sub(1)) + 1;
+        if last.saturating_sub(next) > BULK_SYNC {
+            // Many messages (a start, a long disconnection): stream them
+            // with one consumer instead of one request each.
+            self.bulk_sync(next, last).await?;
+            next = self.index().last_stream + 1;
+        }
         while next <= last {
             match self.inner.stream.get_raw_message(next).await {
-                Ok(m) => {
-                    let d = decode(&m.payload)?;
-                    let mut idx = self.index();
-                    if d.header.last <= idx.base && !idx.batches.contains_key(&d.header.first) {
-                        // Older than the snapshot: index it for reads only.
-                        idx.batches
-                            .insert(d.header.first, (next, d.header.last, d.header.ms));
-                        idx.last_stream = idx.last_stream.max(next);
-                    } else {
-                        idx.add(next, d);
-                    }
-                }
+                Ok(m) => self.index_synced(next, &m.payload)?,
                 Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
-                    self.index().last_stream = next;
+                    let mut idx = self.index();
+                    idx.last_stream = idx.last_stream.max(next);
                 }
                 Err(e) => return Err(nats_err("cannot read the log stream", e)),
             }
@@ -551,6 +551,62 @@ impl JetStreamLog {
         let head = self.index().head;
         self.inner.head_tx.send_replace(head);
         Ok(())
+    }
+
+    /// Indexes one message read by [`sync`](Self::sync): batches older
+    /// than the snapshot only enter the seq → stream index (for reads).
+    fn index_synced(&self, stream_seq: u64, payload: &[u8]) -> Result<(), StoreError> {
+        let d = decode(payload)?;
+        let mut idx = self.index();
+        if d.header.last <= idx.base {
+            if !idx.batches.contains_key(&d.header.first) {
+                idx.batches
+                    .insert(d.header.first, (stream_seq, d.header.last, d.header.ms));
+            }
+            idx.last_stream = idx.last_stream.max(stream_seq);
+        } else {
+            idx.add(stream_seq, d);
+        }
+        Ok(())
+    }
+
+    /// Reads stream messages `from..=to` through one ordered consumer.
+    async fn bulk_sync(&self, from: u64, to: u64) -> Result<(), StoreError> {
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.inner.client.new_inbox(),
+                filter_subject: self.inner.target.subject(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err("cannot read the log stream", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| nats_err("cannot read the log stream", e))?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .map_err(|_| StoreError::Unavailable("reading the log stream timed out".into()))?;
+            let m = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(nats_err("cannot read the log stream", e)),
+                None => return Err(StoreError::Unavailable("the log stream ended".into())),
+            };
+            let stream_seq = m
+                .info()
+                .map_err(|e| nats_err("a log message without its sequence", e))?
+                .stream_sequence;
+            self.index_synced(stream_seq, &m.payload)?;
+            if stream_seq >= to {
+                return Ok(());
+            }
+        }
     }
 
     /// Follows the stream with an ordered push consumer (it re-creates
