@@ -299,6 +299,9 @@ struct Inner {
     /// The latest snapshot's `(seq, taken ms)` as last seen, so status
     /// answers without the server.
     snap_info: Mutex<Option<(u64, i64)>>,
+    /// Bytes of the stream: the server's figure at the last sync, plus
+    /// what was indexed since.
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 /// An [`EventLog`] on a NATS JetStream stream. Cheap to clone.
@@ -447,6 +450,7 @@ impl JetStreamLog {
                 head_tx,
                 last_contact_ms: std::sync::atomic::AtomicI64::new(now_ms()),
                 snap_info: Mutex::new(None),
+                bytes: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         log.rebuild().await?;
@@ -529,6 +533,9 @@ impl JetStreamLog {
             .await
             .map_err(|e| nats_err("cannot read the stream's state", e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        self.inner
+            .bytes
+            .store(info.state.bytes, std::sync::atomic::Ordering::Relaxed);
         self.touch();
         let mut next = self.index().last_stream.max(first.saturating_sub(1)) + 1;
         if last.saturating_sub(next) > BULK_SYNC {
@@ -559,10 +566,9 @@ impl JetStreamLog {
         let d = decode(payload)?;
         let mut idx = self.index();
         if d.header.last <= idx.base {
-            if !idx.batches.contains_key(&d.header.first) {
-                idx.batches
-                    .insert(d.header.first, (stream_seq, d.header.last, d.header.ms));
-            }
+            idx.batches
+                .entry(d.header.first)
+                .or_insert((stream_seq, d.header.last, d.header.ms));
             idx.last_stream = idx.last_stream.max(stream_seq);
         } else {
             idx.add(stream_seq, d);
@@ -656,6 +662,12 @@ impl JetStreamLog {
                     log.touch();
                     let Ok(info) = m.info() else { continue };
                     let stream_seq = info.stream_sequence;
+                    if stream_seq > log.index().last_stream {
+                        log.inner.bytes.fetch_add(
+                            m.payload.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
                     match decode(&m.payload) {
                         Ok(d) => {
                             let last_stream = log.index().last_stream;
@@ -857,6 +869,9 @@ impl EventLog for JetStreamLog {
         let (header, payload) = encode(&batch)?;
         match self.publish(&header, payload.clone(), expect).await {
             Ok(stream_seq) => {
+                self.inner
+                    .bytes
+                    .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let d = decode(&payload)?;
                 let head = {
                     let mut idx = self.index();
@@ -1075,7 +1090,7 @@ impl EventLog for JetStreamLog {
     }
 
     fn size_bytes(&self) -> u64 {
-        self.inner.stream.cached_info().state.bytes
+        self.inner.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn log_id(&self) -> &str {
