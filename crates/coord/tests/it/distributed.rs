@@ -3,7 +3,7 @@
 //! `nats://` store, the real CLI.
 
 use crate::support::nats::Nats;
-use crate::support::{post, wait_until, Daemon};
+use crate::support::{coord_cmd, post, wait_until, Daemon, Follower};
 use coord_proto::{LockMode, Payload};
 use serde_json::json;
 use std::time::Duration;
@@ -164,6 +164,20 @@ fn two_daemons_share_one_log() {
         .collect();
     crate::support::assert_gap_free(&events, 1);
     check_locks(&events);
+    // A cursor saved against A (seq and log id) resumes exactly on B.
+    let log_id = sa["log_id"].as_str().expect("log id").to_string();
+    let r = b.http(
+        "GET",
+        &format!("/v1/events?since=10&follow=false&log_id={log_id}"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).starts_with("{\"seq\":11,"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let grants = events
         .iter()
         .filter(|e| e["tx_kind"] == "lock.acquire")
@@ -303,6 +317,8 @@ fn without_nats_writes_are_refused_and_reads_go_on() {
     let d = daemon_on(&url, &[]);
     d.register("s1");
     let head = d.head();
+    let follower = Follower::start(&d, &["--since", "start"]);
+    follower.wait_for_seq(head, Duration::from_secs(10));
     nats.nodes[0].stop(libc::SIGKILL);
     let refused = post(&d, "/v1/events", None, &json!({"tx_kind":"x.lost"}));
     assert_eq!(refused.status, 503, "{:?}", refused.json());
@@ -330,6 +346,58 @@ fn without_nats_writes_are_refused_and_reads_go_on() {
         head + 1,
         "the next write takes the next seq"
     );
+    // A subscriber that stayed connected through the outage saw every
+    // event once, in order.
+    let new_head = d.head();
+    let lines = follower.wait_for_seq(new_head, Duration::from_secs(10));
+    let seen: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    crate::support::assert_gap_free(&seen, 1);
+    follower.stop();
+}
+
+#[test]
+fn a_server_older_than_2_10_is_refused_by_name() {
+    // A NATS protocol peer that says it is 2.9.10: enough for the client's
+    // handshake (INFO, then PONG to its PING), so the daemon's version
+    // check is what refuses it.
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let info = r#"INFO {"server_id":"OLD","server_name":"old","version":"2.9.10","proto":1,"host":"127.0.0.1","port":0,"headers":true,"max_payload":1048576,"jetstream":true}"#;
+        let _ = s.write_all(format!("{info}\r\n").as_bytes());
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let mut line = String::new();
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if line.starts_with("PING") {
+                let _ = s.write_all(b"PONG\r\n");
+            }
+            line.clear();
+        }
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("cd")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let out = coord_cmd()
+        .args(["daemon", "--store", &format!("nats://127.0.0.1:{port}/old")])
+        .arg("--socket")
+        .arg(dir.path().join("s").join("coord.sock"))
+        .output()
+        .expect("run coord daemon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version 2.9.10") && err.contains("2.10.0 or newer"),
+        "{err}"
+    );
+    let _ = server.join();
 }
 
 #[test]
@@ -338,7 +406,11 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
     let url = nats.url("r3");
     let a = daemon_on(&url, &["--replicas", "3"]);
     let b = daemon_on(&url, &["--replicas", "3"]);
-    let acked = std::sync::Mutex::new(Vec::<u64>::new());
+    // Each write has its own tx_id and is retried (same tx_id) while the
+    // cluster answers 503 (a leader election after the kill): every write
+    // must end acknowledged, exactly once in the log.
+    let acked = std::sync::Mutex::new(Vec::<(u64, usize, usize)>::new());
+    let head_at_kill = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..4)
             .map(|w| {
@@ -346,49 +418,56 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
                 let acked = &acked;
                 s.spawn(move || {
                     for i in 0..60 {
-                        let r = post(
-                            d,
-                            "/v1/events",
-                            None,
-                            &json!({"tx_kind":"x.load","payload":{"w":w,"i":i}}),
-                        );
-                        if r.status == 201 {
-                            if let Some(seq) = r.json()["seq"].as_u64() {
-                                acked.lock().expect("lock").push(seq);
+                        let tx = format!("01J{:023}", w * 1000 + i);
+                        let body = json!({"tx_kind":"x.load","payload":{"w":w,"i":i},"tx_id":tx});
+                        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                        loop {
+                            let r = post(d, "/v1/events", None, &body);
+                            if r.status == 201 || r.status == 200 {
+                                let seq = r.json()["seq"].as_u64().expect("seq");
+                                acked.lock().expect("lock").push((seq, w, i));
+                                break;
                             }
+                            assert_eq!(r.code(), "store_unavailable", "{:?}", r.json());
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "write w{w} i{i} never acknowledged"
+                            );
+                            std::thread::sleep(Duration::from_millis(100));
                         }
                     }
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // Kill a node once the load runs, with most writes still to come.
+        wait_until("the first 40 writes", Duration::from_secs(60), || {
+            acked.lock().expect("lock").len() >= 40
+        });
+        head_at_kill.store(a.head(), std::sync::atomic::Ordering::SeqCst);
         nats.nodes[1].stop(libc::SIGKILL);
         for w in writers {
             w.join().expect("writer");
         }
     });
     let acked = acked.into_inner().expect("acked");
+    assert_eq!(acked.len(), 240);
+    let killed_at = head_at_kill.into_inner();
     assert!(
-        acked.len() >= 200,
-        "writes continued: {} of 240 acked",
-        acked.len()
+        acked.iter().any(|(seq, _, _)| *seq > killed_at + 8),
+        "no write was acknowledged after the node died (head then {killed_at})"
     );
-    wait_until("both heads meet", Duration::from_secs(20), || {
+    wait_until("both heads meet", Duration::from_secs(30), || {
         a.head() == b.head()
     });
     let events = a.all_events();
     crate::support::assert_gap_free(&events, 1);
-    for seq in &acked {
+    for (seq, w, i) in &acked {
         let e = &events[(*seq - 1) as usize];
         assert_eq!(e["tx_kind"], "x.load", "acked seq {seq} is not the write");
+        assert_eq!(e["payload"]["w"], *w);
+        assert_eq!(e["payload"]["i"], *i);
     }
-    let mut seen = std::collections::HashSet::new();
-    for e in events.iter().filter(|e| e["tx_kind"] == "x.load") {
-        let key = (
-            e["payload"]["w"].clone().to_string(),
-            e["payload"]["i"].to_string(),
-        );
-        assert!(seen.insert(key), "a write is in the log twice: {e}");
-    }
+    let loads = events.iter().filter(|e| e["tx_kind"] == "x.load").count();
+    assert_eq!(loads, 240, "every write is in the log exactly once");
     assert_eq!(events_text(&a), events_text(&b));
 }
