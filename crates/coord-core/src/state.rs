@@ -32,6 +32,27 @@ pub struct State {
 }
 
 impl State {
+    /// A state to follow the log from, built from a snapshot of the view at
+    /// `seq` (`GET /v1/events?snapshot=true`): folding the events after
+    /// `seq` into it keeps the view exactly as the daemon's. For followers
+    /// (`coord top`), never for validation: the key heads and the list of
+    /// ended sessions are not in a view and start empty.
+    pub fn from_view(view: View, seq: u64) -> State {
+        let pattern_locks = view
+            .locks
+            .keys()
+            .filter(|r| is_pattern(r))
+            .cloned()
+            .collect();
+        State {
+            view,
+            head: seq,
+            key_heads: BTreeMap::new(),
+            pattern_locks,
+            ended: VecDeque::new(),
+        }
+    }
+
     /// The most recent end of `session_id`, if it is still remembered.
     pub fn ended_session(&self, session_id: &str) -> Option<&EndedSession> {
         self.ended.iter().rev().find(|e| e.session_id == session_id)

@@ -97,6 +97,9 @@ enum Cmd {
     /// Serve MCP over stdio as one coord session (for Claude Code, Codex,
     /// any MCP client): `claude mcp add coord -- coord mcp`.
     Mcp(McpArgs),
+    /// A live full-screen view of the fleet: sessions, locks, orders,
+    /// inboxes and the events tail (q quits, ? shows the keys).
+    Top(crate::top::TopArgs),
     /// Install systemd user units that start the daemon on demand.
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -257,6 +260,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
         Cmd::Service(cmd) => service(cmd),
         Cmd::Mcp(args) => mcp(&base, args).await,
+        Cmd::Top(args) => crate::top::run(base.clone(), args).await,
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: the generator panics on a closed pipe.

@@ -13,6 +13,7 @@ mod follow;
 mod output;
 mod paths;
 mod run;
+mod top;
 
 use std::process::ExitCode;
 

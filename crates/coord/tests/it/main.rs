@@ -25,4 +25,5 @@ mod sentinel;
 mod shell;
 mod slow_subscriber;
 mod systemd;
+mod top;
 mod truth;
