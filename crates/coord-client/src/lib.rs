@@ -464,6 +464,19 @@ impl Client {
             .body)
     }
 
+    /// `POST /v1/ui/login` (needs the admin token): a one-time login URL
+    /// for the web dashboard.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `not_found` when the daemon serves no
+    /// dashboard.
+    pub async fn ui_login(&self) -> Result<coord_proto::api::UiLoginResponse> {
+        Ok(self
+            .post("/v1/ui/login", &serde_json::json!({}))
+            .await?
+            .body)
+    }
+
     /// `GET /v1/snapshot`.
     ///
     /// # Errors

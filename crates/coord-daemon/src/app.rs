@@ -50,4 +50,6 @@ pub struct App<L> {
     pub log_id: String,
     /// This daemon's id on a shared log.
     pub daemon_id: Option<String>,
+    /// The web dashboard's secrets, when `--http` serves one.
+    pub web: Option<Arc<crate::web::WebAuth>>,
 }

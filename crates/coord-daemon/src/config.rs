@@ -46,6 +46,9 @@ pub struct Config {
     /// How long a daemon's lease lasts without renewal, ms: after it, the
     /// other daemons end the sessions registered with it.
     pub daemon_lease_ms: u64,
+    /// Serve the API and the web dashboard over HTTP/TCP on this address
+    /// (PROTOCOL §13). Port 0 picks a free one (status reports it).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -68,6 +71,7 @@ impl Config {
             nats: None,
             daemon_id: None,
             daemon_lease_ms: 10_000,
+            http: None,
         }
     }
 }

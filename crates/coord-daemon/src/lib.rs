@@ -53,6 +53,7 @@ mod stats;
 mod timers;
 mod tokens;
 mod waits;
+pub mod web;
 mod writer;
 #[cfg(test)]
 mod writer_tests;

@@ -152,6 +152,17 @@ async fn serve<L: EventLog + Clone>(
         renewals,
     );
 
+    let web = match config.http {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io(format!("binding --http {addr}")))?;
+            let bound = l.local_addr().map_err(io("reading the --http address"))?;
+            tracing::info!(http = %bound, "web dashboard listening");
+            Some((l, Arc::new(crate::web::WebAuth::new(bound))))
+        }
+        None => None,
+    };
     let admin_token = tokens::generate();
     let admin_token_path = coord_client::admin_token_path(&socket);
     write_private(&admin_token_path, &admin_token)?;
@@ -209,6 +220,7 @@ async fn serve<L: EventLog + Clone>(
         observed: observed.clone(),
         log_id: store.log_id().to_string(),
         daemon_id: daemon_id.clone(),
+        web: web.as_ref().map(|(_, a)| a.clone()),
     });
     let router = api::router(app.clone());
     if let Some(root) = config.export_legacy.clone() {
@@ -229,6 +241,10 @@ async fn serve<L: EventLog + Clone>(
             app.hub.clone(),
             stopping.clone(),
         ));
+    }
+    if let Some((listener, auth)) = web {
+        let web_router = crate::web::router(app.clone(), auth, router.clone());
+        background.spawn(crate::web::serve(listener, web_router, stopping.clone()));
     }
     if let Some((log, id)) = shared {
         background.spawn(crate::cluster::run(

@@ -443,6 +443,10 @@ pub struct StatusResponse {
     pub socket: String,
     /// Store facts.
     pub store: StoreStatus,
+    /// The HTTP/TCP address of the web dashboard, when `--http` serves
+    /// one (`127.0.0.1:8765`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
     /// Last seq in the log (0 when empty).
     pub head_seq: u64,
     /// Oldest retained seq (head+1 when empty).
@@ -595,6 +599,16 @@ pub struct LeasesStatus {
     pub waiters: u64,
     /// How long the longest-waiting waiter has waited, ms.
     pub longest_wait_ms: Option<u64>,
+}
+
+/// `POST /v1/ui/login` (admin token): a one-time login URL for the web
+/// dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UiLoginResponse {
+    /// `http://ADDR/login?token=…`: opening it sets the dashboard's
+    /// cookie; usable once, within 120 s.
+    pub url: String,
 }
 
 /// Store part of the status.

@@ -54,8 +54,12 @@ codes! {
     TokenRequired = ("token_required", 401),
     /// The token is not the session's.
     BadToken = ("bad_token", 403),
-    /// `force` without the admin token.
+    /// `force` without the admin token; over HTTP/TCP, a write without
+    /// the admin token in a header (a cookie never authorizes a write).
     AdminRequired = ("admin_required", 403),
+    /// Over HTTP/TCP: the `Host` header names no address this daemon
+    /// serves (a DNS-rebinding page).
+    HostNotAllowed = ("host_not_allowed", 403),
     /// Releasing a lock held by another session.
     NotOwner = ("not_owner", 403),
     /// Acting on an order assigned to another session.

@@ -150,7 +150,12 @@ pub(crate) fn admin_token(socket: &std::path::Path) -> Result<String> {
     let p = coord_client::admin_token_path(socket);
     std::fs::read_to_string(&p)
         .map(|s| s.trim().to_string())
-        .with_context(|| format!("--force needs the admin token in {}", p.display()))
+        .with_context(|| {
+            format!(
+                "this needs the admin token in {} (written by the daemon for its user)",
+                p.display()
+            )
+        })
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

@@ -100,6 +100,13 @@ enum Cmd {
     /// A live full-screen view of the fleet: sessions, locks, orders,
     /// inboxes and the events tail (q quits, ? shows the keys).
     Top(crate::top::TopArgs),
+    /// Print (with --open, open) a one-time login URL for the web
+    /// dashboard of a daemon started with --http.
+    Ui {
+        /// Open it in the browser (xdg-open).
+        #[arg(long)]
+        open: bool,
+    },
     /// Install systemd user units that start the daemon on demand.
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -261,6 +268,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Service(cmd) => service(cmd),
         Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Top(args) => crate::top::run(base.clone(), args).await,
+        Cmd::Ui { open } => crate::top::ui(&base, open, json).await,
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: the generator panics on a closed pipe.

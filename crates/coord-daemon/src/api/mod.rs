@@ -83,6 +83,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))
         .route("/v1/admin/export", post(export_legacy::<L>))
+        .route("/v1/ui/login", post(ui_login::<L>))
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,

@@ -27,6 +27,7 @@ use utoipa::OpenApi;
         status::status,
         status::snapshot,
         status::export_legacy,
+        status::ui_login,
         status::metrics,
         openapi_json,
         sessions::register,

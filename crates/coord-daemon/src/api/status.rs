@@ -91,6 +91,7 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
         pid: std::process::id(),
         log_id: app.log_id.clone(),
         socket: app.socket.display().to_string(),
+        http: app.web.as_ref().map(|w| w.addr.to_string()),
         store: StoreStatus {
             path: app.store_path.display().to_string(),
             bytes: app.store.size_bytes(),
@@ -234,4 +235,19 @@ pub(crate) async fn metrics<L: EventLog + Clone>(State(app): AppState<L>) -> Api
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     Ok(resp)
+}
+
+#[utoipa::path(post, path = "/v1/ui/login", tag = "status", security(("admin_token" = [])), responses((status = 200, description = "A one-time login URL for the web dashboard (`coord ui`)", body = UiLoginResponse)))]
+pub(crate) async fn ui_login<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_admin(&app, &headers)?;
+    match &app.web {
+        Some(w) => ok(&coord_proto::api::UiLoginResponse { url: w.login_url() }),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this daemon serves no dashboard: start it with --http 127.0.0.1:PORT",
+        )),
+    }
 }

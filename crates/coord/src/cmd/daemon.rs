@@ -35,6 +35,15 @@ pub(crate) struct DaemonArgs {
     /// other daemons end the sessions registered with it.
     #[arg(long, default_value = "10s", value_parser = duration)]
     daemon_lease: Duration,
+    /// Also serve the API and the web dashboard over HTTP on this TCP
+    /// address (loopback: 127.0.0.1:8765; port 0 picks one). Every request
+    /// needs a token; `coord ui` prints a login URL.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// Allow --http on an address other than loopback (the dashboard is
+    /// then reachable from other machines; it still needs a token).
+    #[arg(long)]
+    http_allow_remote: bool,
     /// Commit durability: normal (survives a crash of the daemon) or full (fsync every commit).
     #[arg(long, value_enum, default_value_t = SyncArg::Normal)]
     sync: SyncArg,
@@ -153,7 +162,15 @@ pub(crate) async fn daemon(
             return Err(anyhow!("--daemon-id {id:?}: must be 1-64 of [A-Za-z0-9_-]"));
         }
     }
+    if let Some(addr) = args.http {
+        if !addr.ip().is_loopback() && !args.http_allow_remote {
+            return Err(anyhow!(
+                "--http {addr} is not a loopback address: pass --http-allow-remote to serve the dashboard to other machines"
+            ));
+        }
+    }
     let mut config = coord_daemon::Config::new(store, socket);
+    config.http = args.http;
     config.nats = nats;
     config.daemon_id = args.daemon_id.clone();
     config.daemon_lease_ms = args.daemon_lease.as_millis() as u64;

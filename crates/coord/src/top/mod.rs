@@ -112,6 +112,33 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
     result.map(|()| std::process::ExitCode::SUCCESS)
 }
 
+/// `coord ui`: asks the daemon (over its socket, with the admin token) for
+/// a one-time login URL to its web dashboard, prints it, and with `open`
+/// hands it to `xdg-open`.
+pub(crate) async fn ui(base: &Client, open: bool, json: bool) -> Result<std::process::ExitCode> {
+    let token = crate::args::admin_token(base.socket())?;
+    let answer = base
+        .clone()
+        .with_admin_token(Some(token))
+        .ui_login()
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string(&answer)?);
+    } else {
+        println!("{}", answer.url);
+    }
+    if open {
+        let status = std::process::Command::new("xdg-open")
+            .arg(&answer.url)
+            .status()
+            .context("running xdg-open (is a desktop session there? open the URL by hand)")?;
+        if !status.success() {
+            anyhow::bail!("xdg-open failed ({status}); open the URL by hand");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 fn apply_feed(model: &mut Model, f: Feed) {
     match f {
         Feed::Snapshot(s) => model.reset(s.view, s.seq),

@@ -27,3 +27,4 @@ mod slow_subscriber;
 mod systemd;
 mod top;
 mod truth;
+mod web;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub use nats::free_port;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

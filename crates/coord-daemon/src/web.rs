@@ -1,0 +1,341 @@
+//! The web dashboard: the API and one embedded page over HTTP/TCP, only
+//! when `coord daemon --http ADDR` asks (PROTOCOL §13).
+//!
+//! Over TCP the Unix socket's peer check is gone, so every request must
+//! carry a credential, and a browser must not be turned against the
+//! daemon:
+//!
+//! * **Host check.** The `Host` header must name the address served (or
+//!   `localhost` / `127.0.0.1` / `[::1]` with its port): a page on another
+//!   name that resolves to us (DNS rebinding) is refused `403
+//!   host_not_allowed`.
+//! * **Credentials.** The admin token (`Coord-Admin-Token` header) or the
+//!   viewer secret, as the HttpOnly, SameSite=Strict cookie `coord_view`
+//!   that `/login?token=…` sets from a one-time login token (`coord ui`
+//!   asks for one over the socket), or as `Authorization: Bearer`. None:
+//!   `401 token_required`; a wrong one: `403 bad_token`.
+//! * **Writes need the admin token in a header.** A cookie (or the viewer
+//!   secret) only reads: a cross-site form or a script on another page
+//!   cannot write (no CSRF), and a viewer cannot either.
+//!
+//! It owns the TCP listener, the login tokens and the page; it must not
+//! change what the API does: requests that pass the guard go to the same
+//! router as on the socket.
+
+use crate::app::App;
+use crate::http::ApiError;
+use crate::tokens;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use coord_proto::ErrorCode;
+use coord_store::EventLog;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The page, embedded: no build step, no CDN; works offline.
+const PAGE: &str = include_str!("web/index.html");
+
+/// How long a login token from `coord ui` stays usable.
+const LOGIN_TTL: Duration = Duration::from_secs(120);
+
+/// Most login tokens outstanding (older ones are dropped first).
+const MAX_LOGINS: usize = 64;
+
+/// The dashboard's secrets: the viewer secret (the cookie's value) and the
+/// one-time login tokens, kept as hashes.
+pub struct WebAuth {
+    viewer: String,
+    logins: Mutex<HashMap<String, Instant>>,
+    /// The address served, as `Host` must name it.
+    pub addr: SocketAddr,
+}
+
+impl WebAuth {
+    /// New secrets for a dashboard on `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        WebAuth {
+            viewer: tokens::generate(),
+            logins: Mutex::new(HashMap::new()),
+            addr,
+        }
+    }
+
+    /// A one-time login URL (`http://ADDR/login?token=…`), valid for
+    /// [`LOGIN_TTL`].
+    pub fn login_url(&self) -> String {
+        let token = tokens::generate();
+        if let Ok(mut l) = self.logins.lock() {
+            let now = Instant::now();
+            l.retain(|_, at| now.duration_since(*at) < LOGIN_TTL);
+            while l.len() >= MAX_LOGINS {
+                let Some(oldest) = l.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                l.remove(&oldest);
+            }
+            l.insert(tokens::hash(&token), now);
+        }
+        format!("http://{}/login?token={token}", self.addr)
+    }
+
+    /// Consumes a login token: true once, within its lifetime.
+    fn redeem(&self, token: &str) -> bool {
+        let Ok(mut l) = self.logins.lock() else {
+            return false;
+        };
+        match l.remove(&tokens::hash(token)) {
+            Some(at) => at.elapsed() < LOGIN_TTL,
+            None => false,
+        }
+    }
+
+    fn host_ok(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else { return false };
+        let port = self.addr.port();
+        let served = self.addr.to_string();
+        host == served
+            || host == format!("localhost:{port}")
+            || (self.addr.ip().is_loopback()
+                && (host == format!("127.0.0.1:{port}") || host == format!("[::1]:{port}")))
+    }
+}
+
+/// Who a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// The admin token, in a header: may read and write.
+    Admin,
+    /// The viewer secret, in a header: reads.
+    Viewer,
+    /// The viewer secret, from the cookie only: reads.
+    Cookie,
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn who<L>(app: &App<L>, auth: &WebAuth, headers: &HeaderMap) -> Result<Who, ApiError> {
+    let admin = headers
+        .get("coord-admin-token")
+        .and_then(|v| v.to_str().ok());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let jar = cookie(headers, "coord_view");
+    if admin.is_none() && bearer.is_none() && jar.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::TokenRequired,
+            "this dashboard needs a token: open the URL `coord ui` prints, or send Coord-Admin-Token",
+        ));
+    }
+    if let Some(a) = admin {
+        return if tokens::same(a, &app.admin_token) {
+            Ok(Who::Admin)
+        } else {
+            Err(ApiError::new(ErrorCode::BadToken, "wrong admin token"))
+        };
+    }
+    if let Some(b) = bearer {
+        return if tokens::same(b, &auth.viewer) {
+            Ok(Who::Viewer)
+        } else if tokens::same(b, &app.admin_token) {
+            Ok(Who::Admin)
+        } else {
+            Err(ApiError::new(ErrorCode::BadToken, "wrong token"))
+        };
+    }
+    match jar {
+        Some(c) if tokens::same(c, &auth.viewer) => Ok(Who::Cookie),
+        _ => Err(ApiError::new(
+            ErrorCode::BadToken,
+            "the login cookie is not this daemon's (it restarted?): open a new `coord ui` URL",
+        )),
+    }
+}
+
+/// Host check, credentials and the write rule, before any route.
+async fn guard<L: EventLog + Clone>(
+    State((app, auth)): State<(Arc<App<L>>, Arc<WebAuth>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !auth.host_ok(host) {
+        return ApiError::new(
+            ErrorCode::HostNotAllowed,
+            format!(
+                "Host {:?} is not an address this daemon serves ({})",
+                host.unwrap_or(""),
+                auth.addr
+            ),
+        )
+        .into_response();
+    }
+    if req.uri().path() == "/login" {
+        return next.run(req).await;
+    }
+    let who = match who(&app, &auth, req.headers()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !reads && who != Who::Admin {
+        return ApiError::new(
+            ErrorCode::AdminRequired,
+            "over HTTP a write needs the admin token in the Coord-Admin-Token header; the login cookie only reads",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    token: String,
+}
+
+async fn login(State(auth): State<Arc<WebAuth>>, Query(q): Query<LoginQuery>) -> Response {
+    if !auth.redeem(&q.token) {
+        return ApiError::new(
+            ErrorCode::BadToken,
+            "this login link was used already or expired: run `coord ui` again",
+        )
+        .into_response();
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                format!(
+                    "coord_view={}; HttpOnly; SameSite=Strict; Path=/",
+                    auth.viewer
+                ),
+            ),
+            (header::LOCATION, "/".to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// The dashboard's router: `/login`, `/` and the API, behind [`guard`].
+pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Router) -> Router {
+    let own = Router::new()
+        .route("/login", get(login))
+        .route("/", get(page))
+        .with_state(auth.clone());
+    own.merge(api).layer(axum::middleware::from_fn_with_state(
+        (app, auth),
+        guard::<L>,
+    ))
+}
+
+/// Serves `router` on `listener` until `stop`, each connection with the
+/// same graceful end as the socket's.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "http connection ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_tokens_work_once() {
+        let auth = WebAuth::new("127.0.0.1:8765".parse().expect("addr"));
+        let url = auth.login_url();
+        let token = url.rsplit('=').next().expect("token");
+        assert!(url.starts_with("http://127.0.0.1:8765/login?token="));
+        assert!(auth.redeem(token));
+        assert!(!auth.redeem(token), "a login token is one-time");
+        assert!(!auth.redeem("forged"));
+    }
+
+    #[test]
+    fn hosts() {
+        let auth = WebAuth::new("127.0.0.1:8765".parse().expect("addr"));
+        assert!(auth.host_ok(Some("127.0.0.1:8765")));
+        assert!(auth.host_ok(Some("localhost:8765")));
+        assert!(!auth.host_ok(Some("evil.example:8765")));
+        assert!(!auth.host_ok(Some("127.0.0.1:9999")));
+        assert!(!auth.host_ok(None));
+    }
+
+    #[test]
+    fn cookies_parse() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; coord_view=xyz; b=2".parse().expect("hv"),
+        );
+        assert_eq!(cookie(&h, "coord_view"), Some("xyz"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}
