@@ -40,6 +40,8 @@ enum Feed {
     Snapshot(coord_proto::api::Snapshot),
     Event(Box<coord_proto::Event>),
     Lost(String),
+    /// A session's events read from the log for its detail.
+    Detail(String, Vec<coord_proto::Event>),
 }
 
 /// Runs the view until `q`.
@@ -48,7 +50,7 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
     let theme = render::Theme { color };
     let mut model = Model::new(&client.socket().display().to_string(), !args.no_bell);
     let (feed_tx, mut feed) = mpsc::channel::<Feed>(4096);
-    let follower = tokio::spawn(follow(client, feed_tx));
+    let follower = tokio::spawn(follow(client.clone(), feed_tx.clone()));
     let (key_tx, mut keys) = mpsc::unbounded_channel::<TermEvent>();
     // crossterm's read blocks: it gets a thread of its own.
     std::thread::spawn(move || {
@@ -92,7 +94,12 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
                 k = keys.recv() => match k {
                     Some(TermEvent::Key(k)) => {
                         let Some(key) = decode(k) else { continue };
-                        match model.key(key) {
+                        let before = model.detail.clone();
+                        let outcome = model.key(key);
+                        if let (Some(sid), true) = (&model.detail, model.detail != before) {
+                            tokio::spawn(session_history(client.clone(), sid.clone(), feed_tx.clone()));
+                        }
+                        match outcome {
                             Outcome::Quit => return Ok(()),
                             Outcome::Redraw => dirty = true,
                             Outcome::Same => {}
@@ -144,7 +151,31 @@ fn apply_feed(model: &mut Model, f: Feed) {
         Feed::Snapshot(s) => model.reset(s.view, s.seq),
         Feed::Event(e) => model.apply(*e),
         Feed::Lost(why) => model.lost(Timestamp::now().as_millis(), why),
+        Feed::Detail(sid, events) => model.detail_events = Some((sid, events)),
     }
+}
+
+/// Reads `session`'s events from the log (the last 200), for its detail.
+async fn session_history(client: Client, session: String, tx: mpsc::Sender<Feed>) {
+    let query = EventsQuery {
+        since: Some("start".into()),
+        session: Some(session.clone()),
+        follow: Some(false),
+        ..Default::default()
+    };
+    let Ok(mut stream) = client.events(&query).await else {
+        return;
+    };
+    let mut events = std::collections::VecDeque::new();
+    while let Ok(Some(line)) = stream.next().await {
+        if let Ok(StreamItem::Event(e)) = line.item {
+            events.push_back(e);
+            if events.len() > 200 {
+                events.pop_front();
+            }
+        }
+    }
+    let _ = tx.send(Feed::Detail(session, events.into())).await;
 }
 
 fn decode(k: term::KeyEvent) -> Option<Key> {

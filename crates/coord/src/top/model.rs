@@ -128,6 +128,10 @@ pub struct Model {
     pub bell: bool,
     /// Bells owed since the caller last took them.
     pub bells: u32,
+    /// The open detail's session and its events read from the log (the
+    /// caller fetches them when a detail opens; newer ones come from the
+    /// tail).
+    pub detail_events: Option<(String, Vec<Event>)>,
 }
 
 impl Model {
@@ -150,6 +154,7 @@ impl Model {
             editing: None,
             bell,
             bells: 0,
+            detail_events: None,
         }
     }
 
@@ -355,6 +360,25 @@ impl Model {
             _ => return Outcome::Same,
         }
         Outcome::Redraw
+    }
+
+    /// The events of `session` to show in its detail: those read from the
+    /// log when it opened, then those of the tail after them.
+    pub fn session_events(&self, session: &str) -> Vec<&Event> {
+        let mut out: Vec<&Event> = Vec::new();
+        let mut last = 0;
+        if let Some((sid, events)) = &self.detail_events {
+            if sid == session {
+                out.extend(events.iter());
+                last = events.last().map_or(0, |e| e.seq);
+            }
+        }
+        out.extend(
+            self.tail
+                .iter()
+                .filter(|e| e.seq > last && matches_filter(e, session)),
+        );
+        out
     }
 
     /// How long `session` has been in its state at `now` (ms).

@@ -432,11 +432,7 @@ fn draw_detail(f: &mut Frame, area: Rect, m: &Model, sid: &str, now: Timestamp, 
         )));
     }
     lines.push(Line::from("events:"));
-    let own: Vec<_> = m
-        .tail
-        .iter()
-        .filter(|e| super::model::matches_filter(e, sid))
-        .collect();
+    let own = m.session_events(sid);
     let room = (area.height as usize).saturating_sub(lines.len() + 2);
     for e in own.iter().skip(own.len().saturating_sub(room)) {
         lines.push(Line::from(format!("  {}", event_line(e))));

@@ -27,6 +27,19 @@ fn wait_for(tmux: &Tmux, what: &str, f: impl Fn(&str) -> bool) {
 fn top_shows_sessions_live_their_death_and_survives_a_daemon_restart() {
     let tmux = Tmux(format!("coord-top-{}", std::process::id()));
     let mut d = Daemon::start(&[]);
+    // History from before the view started: the detail reads it from the
+    // log.
+    let tok = d.register("aaa-early");
+    let env = [
+        ("COORD_SESSION", "aaa-early"),
+        ("COORD_SESSION_TOKEN", tok.as_str()),
+    ];
+    let out = d.coord_env(&["lock", "acquire", "/repo/early.rs"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cmd = format!(
         "COORD_NO_AUTOSTART=1 NO_COLOR=1 {} --socket {} top --no-bell",
         bin(),
@@ -51,6 +64,15 @@ fn top_shows_sessions_live_their_death_and_survives_a_daemon_restart() {
     wait_for(&tmux, "the view", |p| {
         p.contains("coord top") && p.contains("SESSION")
     });
+    wait_for(&tmux, "aaa-early", |p| p.contains("aaa-early"));
+    tmux.run(&["send-keys", "-t", "top", "Enter"]);
+    wait_for(&tmux, "the detail with events from the log", |p| {
+        p.contains("Session aaa-early")
+            && p.contains("lock.acquire")
+            && p.contains("/repo/early.rs")
+    });
+    tmux.run(&["send-keys", "-t", "top", "Escape"]);
+    wait_for(&tmux, "back to the list", |p| p.contains("SESSION"));
 
     // A session registered by another process appears without a key.
     d.register("alpha");
