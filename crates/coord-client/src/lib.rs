@@ -464,6 +464,19 @@ impl Client {
             .body)
     }
 
+    /// `POST /v1/events/batch`: `ndjson` holds one custom-event request per
+    /// line; all are appended in one commit or none is.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a bad line is `400` naming it (`line`).
+    pub async fn publish_batch(
+        &self,
+        ndjson: Vec<u8>,
+    ) -> Result<Answer<coord_proto::api::BatchResponse>> {
+        self.call(Method::POST, "/v1/events/batch", Some(ndjson))
+            .await
+    }
+
     /// `POST /v1/ui/login` (needs the admin token): a one-time login URL
     /// for the web dashboard.
     ///

@@ -96,6 +96,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// An NDJSON body (`POST /v1/events/batch`) of at most
+/// [`coord_proto::MAX_BATCH_BYTES`], unparsed.
+pub struct NdjsonBody(pub Vec<u8>);
+
+impl<S: Send + Sync> FromRequest<S> for NdjsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            let ok = ct.starts_with("application/x-ndjson")
+                || ct.starts_with("application/jsonl")
+                || ct.starts_with("application/json")
+                || ct.starts_with("application/x-www-form-urlencoded")
+                || ct.is_empty();
+            if !ok {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("content-type {ct:?}: send application/x-ndjson"),
+                ));
+            }
+        }
+        read_body_up_to(req.into_body(), coord_proto::MAX_BATCH_BYTES)
+            .await
+            .map(NdjsonBody)
+    }
+}
+
 /// Most bytes of an oversized body read (and dropped) before answering 413.
 const DRAIN_LIMIT: usize = 16 << 20;
 
@@ -103,14 +131,19 @@ const DRAIN_LIMIT: usize = 16 << 20;
 /// and dropped, up to [`DRAIN_LIMIT`], before the 413 is answered: closing
 /// a Unix socket with unread data resets it, and the client would see
 /// `ECONNRESET` instead of the error.
-async fn read_body(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+async fn read_body(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    read_body_up_to(body, MAX_REQUEST_BYTES).await
+}
+
+/// [`read_body`] with another limit.
+async fn read_body_up_to(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(
             ErrorCode::BodyTooLarge,
-            format!("request body is over {MAX_REQUEST_BYTES} bytes"),
+            format!("request body is over {limit} bytes"),
         )
-        .with("limit", MAX_REQUEST_BYTES)
+        .with("limit", limit)
     };
     let mut buf = Vec::new();
     let mut seen = 0usize;
@@ -122,14 +155,14 @@ async fn read_body(mut body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
             continue;
         };
         seen += data.len();
-        if seen > DRAIN_LIMIT {
+        if seen > DRAIN_LIMIT.max(limit) {
             return Err(too_large());
         }
-        if seen <= MAX_REQUEST_BYTES {
+        if seen <= limit {
             buf.extend_from_slice(&data);
         }
     }
-    if seen > MAX_REQUEST_BYTES {
+    if seen > limit {
         return Err(too_large());
     }
     Ok(buf)

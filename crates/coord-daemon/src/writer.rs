@@ -95,6 +95,8 @@ pub type ReadFn = Box<dyn FnOnce(&State) + Send>;
 
 enum Request {
     Write(Box<Write>),
+    /// Writes committed in one append, all or none (a batch append).
+    Group(Vec<Write>),
     Read(ReadFn),
 }
 
@@ -159,6 +161,37 @@ impl WriterHandle {
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Sends writes that must commit in one append (all or none), and
+    /// waits for each one's answer, in order.
+    ///
+    /// # Errors
+    /// `shutting_down` when the writer is gone; each write's own answer
+    /// otherwise.
+    pub async fn write_group(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Result<Committed, WriteError>>, WriteError> {
+        let mut rxs = Vec::with_capacity(writes.len());
+        let writes: Vec<Write> = writes
+            .into_iter()
+            .map(|mut w| {
+                let (tx, rx) = oneshot::channel();
+                w.reply = Some(tx);
+                rxs.push(rx);
+                w
+            })
+            .collect();
+        self.tx
+            .send(Request::Group(writes))
+            .await
+            .map_err(|_| gone())?;
+        let mut out = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            out.push(rx.await.map_err(|_| gone())?);
+        }
+        Ok(out)
     }
 
     /// Requests waiting in the queue.
@@ -378,6 +411,8 @@ impl<L: EventLog + Clone> Writer<L> {
                 while let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) {
                     match r {
                         Request::Write(w) => writes.push(*w),
+                        // Never split: one commit takes the whole group.
+                        Request::Group(ws) => writes.extend(ws),
                         // A read must see every write queued before it, so
                         // the batch so far is committed first.
                         Request::Read(f) => {

@@ -376,6 +376,17 @@ pub struct CustomEventRequest {
     pub ts: Option<Timestamp>,
 }
 
+/// Answer to `POST /v1/events/batch` (PROTOCOL §9.2): every line's seq,
+/// in the order of the lines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchResponse {
+    /// Seq of each line's event (a replayed line: its first seq).
+    pub seqs: Vec<u64>,
+    /// Lines that were replays of an earlier write (same `tx_id`).
+    pub replayed: u64,
+}
+
 /// `GET /v1/events` query (PROTOCOL §9), as a client sends it; absent
 /// fields are left out of the query string.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

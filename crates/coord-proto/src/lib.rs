@@ -46,6 +46,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest request body the daemon accepts, in bytes (1 MiB).
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
+/// Largest `POST /v1/events/batch` body, in bytes (16 MiB).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Most events in one `POST /v1/events/batch` (65,536).
+pub const MAX_BATCH_EVENTS: usize = 65_536;
+
 /// Largest inbox message body, in bytes (64 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
 

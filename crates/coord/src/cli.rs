@@ -129,10 +129,16 @@ enum Cmd {
         #[arg(long)]
         legacy_root: PathBuf,
     },
-    /// Publish a custom x.* event.
+    /// Publish a custom x.* event, or with --batch many in one commit.
     Publish {
-        /// The kind, x.something.
-        kind: String,
+        /// The kind, x.something (not with --batch).
+        #[arg(required_unless_present = "batch")]
+        kind: Option<String>,
+        /// Publish every line of FILE ("-": standard input), each a JSON
+        /// object as POST /v1/events takes ({"tx_kind":"x.…","payload":{…}}),
+        /// in one commit: all or none; prints every seq.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["payload", "resource"])]
+        batch: Option<PathBuf>,
         /// A JSON object.
         #[arg(long)]
         payload: Option<String>,
@@ -320,11 +326,50 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Publish {
+            batch: Some(file),
+            acting,
+            ..
+        } => {
+            let body = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                    .context("reading the batch from standard input")?;
+                b
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let a = client(&acting).publish_batch(body).await?;
+            if json {
+                println!("{}", serde_json::to_string(&a.body)?);
+            } else {
+                let n = a.body.seqs.len();
+                match (a.body.seqs.first(), a.body.seqs.last()) {
+                    (Some(first), Some(last)) => println!(
+                        "published {n} events (seq {first}..={last}{})",
+                        if a.body.replayed > 0 {
+                            format!(", {} replayed", a.body.replayed)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    _ => println!("published nothing"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Publish {
             kind,
             payload,
             resource,
             acting,
+            ..
         } => {
+            let Some(kind) = kind else {
+                return Err(anyhow::anyhow!(crate::output::Exit(
+                    crate::output::code::USAGE,
+                    "publish needs a KIND (or --batch FILE)".into()
+                )));
+            };
             let a = client(&acting)
                 .publish(&CustomEventRequest {
                     tx_kind: kind,

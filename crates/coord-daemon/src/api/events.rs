@@ -38,6 +38,97 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
     submit_seq(&app, &headers, Auth::Anyone, w, true).await
 }
 
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body(content = String, content_type = "application/x-ndjson", description = "One custom-event request (as POST /v1/events takes) per line"), responses((status = 201, description = "Appended in one commit, all or nothing; every line's seq", body = BatchResponse), (status = 200, description = "Every line was a replay (same tx_id)", body = BatchResponse)))]
+/// `POST /v1/events/batch`: many `x.*` events in one request, appended in
+/// one commit — all or nothing — with one answer carrying every seq.
+/// Each line is idempotent by its own `tx_id`. A bad line refuses the
+/// whole batch and names its line number.
+pub(crate) async fn custom_batch<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    crate::http::NdjsonBody(bytes): crate::http::NdjsonBody,
+) -> ApiResult {
+    let empty = coord_core::State::default();
+    let mut writes = Vec::new();
+    let mut sessions = std::collections::BTreeSet::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let n = i + 1;
+        if writes.len() == coord_proto::MAX_BATCH_EVENTS {
+            return Err(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "a batch holds at most {} events",
+                    coord_proto::MAX_BATCH_EVENTS
+                ),
+            )
+            .with("limit", coord_proto::MAX_BATCH_EVENTS));
+        }
+        let req: CustomEventRequest =
+            crate::http::parse_json(line).map_err(|e| e.with("line", n))?;
+        let body = match req.payload {
+            None => serde_json::Map::new(),
+            Some(serde_json::Value::Object(m)) => m,
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("line {n}: payload must be a JSON object"),
+                )
+                .with("field", "payload")
+                .with("line", n))
+            }
+        };
+        let cmd = Command::Custom {
+            kind: req.tx_kind,
+            body,
+            session_id: req.session_id,
+            resource: req.resource,
+        };
+        // Custom events are checked on their own, not against the view:
+        // every line is known good before anything is queued.
+        if let Err(rej) = coord_core::validate(&empty, &cmd) {
+            let e: ApiError = crate::writer::WriteError::Rejected(rej).into();
+            return Err(e.with("line", n));
+        }
+        if let Command::Custom {
+            session_id: Some(s),
+            ..
+        } = &cmd
+        {
+            sessions.insert(s.clone());
+        }
+        writes.push(write(cmd, req.tx_id, req.ts));
+    }
+    if writes.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "the batch is empty: send one JSON object per line",
+        ));
+    }
+    for s in &sessions {
+        Auth::MaybeSession(Some(s)).check(&app, &headers).await?;
+    }
+    let answers = app.writer.write_group(writes).await?;
+    let mut seqs = Vec::with_capacity(answers.len());
+    let mut replayed = 0;
+    for a in answers {
+        let c = a?;
+        replayed += u64::from(c.replayed);
+        seqs.push(c.seq.unwrap_or(0));
+    }
+    let status = if replayed as usize == seqs.len() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    };
+    Ok(crate::http::json_response(
+        status,
+        &BatchResponse { seqs, replayed },
+    ))
+}
+
 /// What a subscriber wants to see.
 pub(crate) struct Filter {
     kinds: Vec<String>,

@@ -81,6 +81,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/dispatch/{id}/ack", post(order_ack::<L>))
         .route("/v1/dispatch/{id}/complete", post(order_complete::<L>))
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
+        .route("/v1/events/batch", post(custom_batch::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))
         .route("/v1/admin/export", post(export_legacy::<L>))
         .route("/v1/ui/login", post(ui_login::<L>))

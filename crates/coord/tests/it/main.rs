@@ -7,6 +7,7 @@ mod support;
 mod autostart;
 mod bad_input;
 mod basics;
+mod batch;
 mod bridge;
 mod compaction;
 mod contract;

@@ -1,0 +1,131 @@
+//! `POST /v1/events/batch` and `coord publish --batch`: one request, many
+//! events, one commit — order kept, all or nothing, idempotent per line.
+
+use crate::support::{coord_cmd, Daemon};
+use std::io::Write;
+use std::process::Stdio;
+
+fn batch(d: &Daemon, body: &str) -> crate::support::Resp {
+    d.http(
+        "POST",
+        "/v1/events/batch",
+        &[("Content-Type", "application/x-ndjson")],
+        Some(body.as_bytes()),
+    )
+}
+
+#[test]
+fn a_batch_keeps_its_order_and_answers_every_seq() {
+    let d = Daemon::start(&[]);
+    d.register("warm");
+    let head = d.head();
+    let lines: String = (0..1000)
+        .map(|i| format!("{{\"tx_kind\":\"x.bulk\",\"payload\":{{\"i\":{i}}}}}\n"))
+        .collect();
+    // Through the CLI, from standard input.
+    let mut child = coord_cmd()
+        .args(["--json", "publish", "--batch", "-"])
+        .env("COORD_SOCKET", &d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("coord publish");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let seqs: Vec<u64> = answer["seqs"]
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .map(|s| s.as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (head + 1..=head + 1000).collect::<Vec<_>>());
+    assert_eq!(d.head(), head + 1000);
+    let events = d.all_events();
+    let bulk: Vec<u64> = events
+        .iter()
+        .filter(|e| e["tx_kind"] == "x.bulk")
+        .map(|e| e["payload"]["i"].as_u64().expect("i"))
+        .collect();
+    assert_eq!(
+        bulk,
+        (0..1000).collect::<Vec<_>>(),
+        "the log keeps the lines' order"
+    );
+    // Text output.
+    let file = d.dir.path().join("b.ndjson");
+    std::fs::write(&file, "{\"tx_kind\":\"x.one\"}\n{\"tx_kind\":\"x.two\"}\n").expect("file");
+    let text = d.ok(&["publish", "--batch", file.to_str().expect("utf-8")]);
+    assert_eq!(
+        text.trim(),
+        format!("published 2 events (seq {}..={})", head + 1001, head + 1002)
+    );
+}
+
+#[test]
+fn a_bad_line_refuses_the_whole_batch_and_names_its_line() {
+    let d = Daemon::start(&[]);
+    let head = d.head();
+    let r = batch(
+        &d,
+        "{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"lock.acquire\"}\n",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.code(), "unknown_kind");
+    assert_eq!(r.json()["error"]["line"], 3);
+    let r = batch(&d, "{\"tx_kind\":\"x.ok\"}\n\n{\"tx_kind\": \n");
+    assert_eq!(r.code(), "bad_json");
+    assert_eq!(r.json()["error"]["line"], 3);
+    let r = batch(&d, "{\"tx_kind\":\"x.ok\",\"payload\":[1]}\n");
+    assert_eq!(r.code(), "invalid_field");
+    let r = batch(&d, "\n\n");
+    assert_eq!(r.code(), "invalid_field", "an empty batch");
+    // Acting for a session needs its token, for the whole batch.
+    d.register("owner");
+    let head2 = d.head();
+    let r = batch(
+        &d,
+        "{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.mine\",\"session_id\":\"owner\"}\n",
+    );
+    assert_eq!(r.status, 401, "{:?}", r.json());
+    assert_eq!(d.head(), head2, "nothing of a refused batch was appended");
+    assert!(head2 > head);
+    assert!(d.all_events().iter().all(|e| e["tx_kind"] != "x.ok"));
+}
+
+#[test]
+fn a_retried_batch_appends_each_line_once() {
+    let d = Daemon::start(&[]);
+    let body: String = (0..5)
+        .map(|i| format!("{{\"tx_kind\":\"x.idem\",\"tx_id\":\"01J0000000000000000000000{i}\"}}\n"))
+        .collect();
+    let first = batch(&d, &body);
+    assert_eq!(first.status, 201);
+    let again = batch(&d, &body);
+    assert_eq!(again.status, 200, "every line a replay");
+    assert_eq!(again.json()["seqs"], first.json()["seqs"]);
+    assert_eq!(again.json()["replayed"], 5);
+    // Old and new lines together: the old keep their seqs, the new append.
+    let head = d.head();
+    let mixed =
+        format!("{body}{{\"tx_kind\":\"x.idem\",\"tx_id\":\"01J00000000000000000000009\"}}\n");
+    let r = batch(&d, &mixed);
+    assert_eq!(r.status, 201);
+    let seqs = r.json()["seqs"].clone();
+    assert_eq!(seqs[0], first.json()["seqs"][0]);
+    assert_eq!(seqs[5], head + 1);
+    assert_eq!(r.json()["replayed"], 5);
+    assert_eq!(
+        d.all_events()
+            .iter()
+            .filter(|e| e["tx_kind"] == "x.idem")
+            .count(),
+        6
+    );
+}
