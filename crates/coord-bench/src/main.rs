@@ -73,6 +73,16 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
     },
+    /// Batch append (`POST /v1/events/batch`): one writer sending batches
+    /// of N events back to back.
+    Batch {
+        #[arg(long, default_value_t = 1000)]
+        size: usize,
+        #[arg(long, default_value = "normal")]
+        sync: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Two daemons on one NATS log (needs --nats): throughput with the
     /// writers split across them, write-on-one to subscriber-on-the-other
     /// latency, lock hand-over between them, and the conflicts counted.
@@ -146,6 +156,11 @@ fn main() -> Result<()> {
                 seconds,
                 idle,
             } => legacy(&coord, &source, peers, seconds, idle).await,
+            Bench::Batch {
+                size,
+                sync,
+                seconds,
+            } => batch(&coord, size, &sync, seconds).await,
             Bench::Shared {
                 writers,
                 seconds,
@@ -867,3 +882,38 @@ async fn shared(
     );
     Ok(())
 }
+
+async fn batch(coord: &Path, size: usize, sync: &str, seconds: u64) -> Result<()> {
+    let d = Daemon::start(coord, &["--sync", sync]).await?;
+    let mut c = Conn::open(&d.socket).await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let t0 = Instant::now();
+    let (mut n, mut requests) = (0u64, 0u64);
+    let mut lat = Vec::new();
+    while Instant::now() < deadline {
+        let mut body = String::with_capacity(size * 48);
+        for i in 0..size {
+            body.push_str(&format!(
+                "{{\"tx_kind\":\"x.bulk\",\"payload\":{{\"r\":{requests},\"i\":{i}}}}}\n"
+            ));
+        }
+        let sent = Instant::now();
+        let (s, b) = c.post("/v1/events/batch", body).await?;
+        if s != 201 {
+            bail!("batch refused {s}: {}", String::from_utf8_lossy(&b));
+        }
+        lat.push(sent.elapsed().as_secs_f64() * 1e3);
+        n += size as u64;
+        requests += 1;
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "batch append size={size} sync={sync}: {n} events in {requests} requests, {:.1}s = {:.0} events/s; per request p50={:.2} ms p99={:.2} ms",
+        t0.elapsed().as_secs_f64(),
+        n as f64 / t0.elapsed().as_secs_f64(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    );
+    Ok(())
+}
+
