@@ -916,4 +916,3 @@ async fn batch(coord: &Path, size: usize, sync: &str, seconds: u64) -> Result<()
     );
     Ok(())
 }
-

@@ -666,8 +666,10 @@ impl<L: EventLog + Clone> Writer<L> {
             answers.push((w, Ok(committed)));
         }
 
+        // The events move into what the hub shares (no copy of an event);
+        // the JSON is made once and copied once, into the store's record.
         let published: Vec<Arc<Published>> = events
-            .iter()
+            .into_iter()
             .map(|e| {
                 let json = e.to_json();
                 batch.records.push(Record {
@@ -678,7 +680,7 @@ impl<L: EventLog + Clone> Writer<L> {
                     ingress_ms: e.ingress_ts.as_millis(),
                     json: json.clone(),
                 });
-                Arc::new(Published::new(e.clone(), json))
+                Arc::new(Published::new(e, json))
             })
             .collect();
         batch.key_updates = expected
@@ -745,10 +747,10 @@ impl<L: EventLog + Clone> Writer<L> {
             return Attempt::Done;
         }
 
-        for e in &events {
-            self.after_commit(e);
+        for p in &published {
+            self.after_commit(&p.event);
         }
-        self.count(&events, &answers);
+        self.count(&published, &answers);
         if let Ok(mut b) = self.stats.batches.lock() {
             let now = std::time::Instant::now();
             b.commits += 1;
@@ -770,10 +772,20 @@ impl<L: EventLog + Clone> Writer<L> {
             }
         }
         if let Ok(mut by_kind) = self.stats.events_by_kind.lock() {
-            for e in &events {
-                *by_kind.entry(e.kind().to_string()).or_default() += 1;
+            let mut per: HashMap<&str, u64> = HashMap::new();
+            for p in &published {
+                *per.entry(p.event.kind()).or_default() += 1;
+            }
+            for (kind, n) in per {
+                match by_kind.get_mut(kind) {
+                    Some(c) => *c += n,
+                    None => {
+                        by_kind.insert(kind.to_string(), n);
+                    }
+                }
             }
         }
+        let appended_events = published.len() as u64;
         self.hub.publish(published);
         for (mut w, answer) in answers {
             if let Ok(c) = &answer {
@@ -783,7 +795,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 let _ = tx.send(answer);
             }
         }
-        self.since_snapshot += events.len() as u64;
+        self.since_snapshot += appended_events;
         if self.since_snapshot >= self.config.snapshot_every {
             self.snapshot().await;
         }
@@ -794,17 +806,15 @@ impl<L: EventLog + Clone> Writer<L> {
     }
 
     /// Feeds the metrics of one committed batch.
-    fn count(&self, events: &[Event], answers: &[(Write, Result<Committed, WriteError>)]) {
+    fn count(&self, events: &[Arc<Published>], answers: &[(Write, Result<Committed, WriteError>)]) {
         let m = &self.config.metrics;
         m.commits.inc();
         m.batch_size.observe(answers.len() as f64);
-        for e in events {
-            m.events
-                .get_or_create(&EventLabels {
-                    kind: e.kind().to_string(),
-                    source: e.source.clone(),
-                })
-                .inc();
+        // One label lookup per (kind, source) of the batch, not per event.
+        let mut per: HashMap<(&str, &str), u64> = HashMap::new();
+        for p in events {
+            let e = &p.event;
+            *per.entry((e.kind(), e.source.as_str())).or_default() += 1;
             if let Payload::SessionProbeError(p) = &e.payload {
                 m.probe_errors
                     .get_or_create(&ProbeLabel {
@@ -812,6 +822,14 @@ impl<L: EventLog + Clone> Writer<L> {
                     })
                     .inc();
             }
+        }
+        for ((kind, source), n) in per {
+            m.events
+                .get_or_create(&EventLabels {
+                    kind: kind.to_string(),
+                    source: source.to_string(),
+                })
+                .inc_by(n);
         }
         for (w, a) in answers {
             if w.source.starts_with("fs-") {
