@@ -108,6 +108,7 @@ impl<S: Send + Sync> FromRequest<S> for NdjsonBody {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let ok = ct.starts_with("application/x-ndjson")
                 || ct.starts_with("application/jsonl")
+                || ct.starts_with("text/plain")
                 || ct.starts_with("application/json")
                 || ct.starts_with("application/x-www-form-urlencoded")
                 || ct.is_empty();

@@ -38,7 +38,7 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
     submit_seq(&app, &headers, Auth::Anyone, w, true).await
 }
 
-#[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body(content = String, content_type = "application/x-ndjson", description = "One custom-event request (as POST /v1/events takes) per line"), responses((status = 201, description = "Appended in one commit, all or nothing; every line's seq", body = BatchResponse), (status = 200, description = "Every line was a replay (same tx_id)", body = BatchResponse)))]
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body(content((String = "application/x-ndjson"), (String = "text/plain")), description = "One custom-event request (as POST /v1/events takes) per line"), responses((status = 201, description = "Appended in one commit, all or nothing; every line's seq", body = BatchResponse), (status = 200, description = "Every line was a replay (same tx_id)", body = BatchResponse)))]
 /// `POST /v1/events/batch`: many `x.*` events in one request, appended in
 /// one commit — all or nothing — with one answer carrying every seq.
 /// Each line is idempotent by its own `tx_id`. A bad line refuses the
