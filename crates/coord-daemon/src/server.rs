@@ -94,18 +94,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 .unwrap_or_else(|| crate::cluster::default_daemon_id(&socket));
             let store = JetStreamLog::open(target, &id).await?;
             tracing::info!(daemon_id = %id, log_id = store.log_id(), "joined the shared log");
-            serve(config, store.clone(), Some((store, id)), shutdown).await
+            serve(
+                config,
+                store.clone(),
+                store.clone(),
+                Some((store, id)),
+                shutdown,
+            )
+            .await
         }
         None => {
             let store = SqliteLog::open(&config.store, config.sync)?;
-            serve(config, store, None, shutdown).await
+            // The writer commits on its own worker thread: no hop to the
+            // blocking pool and back per batch (docs/BENCHMARKS.md, "the
+            // write path").
+            let writes = store.on_caller_thread();
+            serve(config, store, writes, None, shutdown).await
         }
     }
 }
 
+/// `writes` is the handle the writer appends through (the same log as
+/// `store`, maybe with another commit strategy).
 async fn serve<L: EventLog + Clone>(
     config: Config,
     store: L,
+    writes: L,
     shared: Option<(JetStreamLog, String)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -131,7 +145,7 @@ async fn serve<L: EventLog + Clone>(
     lifecycle_config.daemon_id = daemon_id.clone();
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
-        store.clone(),
+        writes,
         hub.clone(),
         stats.clone(),
         token_cache.clone(),

@@ -47,6 +47,9 @@ const READER_POOL: usize = 8;
 #[derive(Clone)]
 pub struct SqliteLog {
     inner: Arc<Inner>,
+    /// Writes run on the calling thread instead of the blocking pool
+    /// (see [`SqliteLog::on_caller_thread`]).
+    inline_writes: bool,
 }
 
 struct Inner {
@@ -117,12 +120,28 @@ impl SqliteLog {
                 readers: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
+            inline_writes: false,
         })
     }
 
     /// The store's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// A handle to the same log whose appends run on the calling thread,
+    /// blocking it for the commit (tens to hundreds of µs with `sync
+    /// normal`, an fsync with `full`), instead of hopping to the blocking
+    /// pool and back. For the daemon's writer task, which has nothing else
+    /// to do while it commits: the two thread hops per commit cost more
+    /// than the commit on a 2-core machine (docs/BENCHMARKS.md, "the write
+    /// path"). Snapshots, compaction and reads, which can take long, still
+    /// go to the blocking pool.
+    pub fn on_caller_thread(&self) -> SqliteLog {
+        SqliteLog {
+            inner: self.inner.clone(),
+            inline_writes: true,
+        }
     }
 
     /// Runs `f` with the writer connection on the blocking pool.
@@ -329,6 +348,14 @@ impl EventLog for SqliteLog {
         if batch.records.is_empty() && batch.attachments.is_empty() && batch.txns.is_empty() {
             return Ok(());
         }
+        if self.inline_writes {
+            let mut conn = self
+                .inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Worker("writer connection poisoned".into()))?;
+            return append_blocking(&mut conn, batch);
+        }
         self.with_writer(move |conn| append_blocking(conn, batch))
             .await
     }
@@ -528,6 +555,23 @@ mod tests {
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(log.bounds().await.expect("bounds"), (1, 5));
         assert_eq!(log.read(0, 2).await.expect("read").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn appends_on_the_caller_thread_share_the_log_and_its_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir);
+        let inline = log.on_caller_thread();
+        inline.append(batch(1..=2)).await.expect("append");
+        log.append(batch(3..=3)).await.expect("append");
+        inline.append(batch(4..=4)).await.expect("append");
+        assert!(matches!(
+            inline.append(batch(4..=4)).await,
+            Err(StoreError::SeqGap { expected: 5, .. })
+        ));
+        let got = log.read(0, 10).await.expect("read");
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(inline.bounds().await.expect("bounds"), (1, 4));
     }
 
     #[tokio::test]

@@ -1,0 +1,525 @@
+//! `coord-bench compare`: the same workloads against coord, NATS JetStream
+//! and Redis Streams in one run, with the ratios between them.
+//!
+//! Every system goes through one code path ([`measure`]) over a
+//! [`Target`]: an append, and a subscriber from "now" on a connection of
+//! its own. So the workloads cannot drift apart:
+//! - **ack**: one writer, `n` appends back to back (after 1,000 unmeasured
+//!   ones), the time each takes to be acknowledged;
+//! - **deliver**: one subscriber, `n / 4` appends about 1 ms apart, each
+//!   carrying its send time; append-sent to subscriber-received;
+//! - **throughput**: `writers` concurrent writers, each on its own
+//!   connection, appending back to back for `seconds`;
+//! - **fan-out** (with `--fanout N`): N subscribers, each on its own
+//!   connection; one append per round, the time until the last of them
+//!   has it.
+//!
+//! The native clients: coord over HTTP/1.1 on its socket (`x.*` events,
+//! NDJSON stream), JetStream with async-nats (file storage, publish with
+//! ack, an ordered push consumer per subscriber), Redis with the redis
+//! crate (`XADD`, `XREAD BLOCK`). A system that does not answer is left
+//! out and said so. Nothing here asserts: it measures.
+
+use crate::{pct, Conn, Daemon};
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+/// Unmeasured appends before the ack figures.
+const WARMUP: usize = 1000;
+/// Longest wait for one delivery or one fan-out round.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `coord-bench compare` was asked for.
+pub struct Opts {
+    /// Systems to run, in order: `coord`, `jetstream`, `redis`.
+    pub systems: Vec<String>,
+    /// Appends measured for the ack figures (deliver: a quarter of it).
+    pub n: usize,
+    /// Concurrent writers for the throughput figure.
+    pub writers: usize,
+    /// Seconds of the throughput run.
+    pub seconds: u64,
+    /// Subscribers for the fan-out figure; none: no fan-out run.
+    pub fanout: Option<usize>,
+    /// Fan-out rounds measured (after 2 unmeasured).
+    pub rounds: usize,
+    /// coord's `--sync`.
+    pub sync: String,
+    /// The JetStream server (`nats://host:port`).
+    pub jetstream: String,
+    /// Replicas of the JetStream stream (and of coord's log with `--nats`).
+    pub replicas: usize,
+    /// The Redis server (`redis://host:port`).
+    pub redis: String,
+    /// coord's log is on this NATS server instead of SQLite.
+    pub coord_nats: Option<String>,
+}
+
+/// One system's figures: µs for ack and deliver, ms for fan-out.
+#[derive(Default)]
+struct Figures {
+    ack: Vec<f64>,
+    deliver: Vec<f64>,
+    throughput: f64,
+    fanout: Vec<f64>,
+}
+
+/// Where appends go and subscribers read, for one system.
+enum Target {
+    Coord {
+        socket: PathBuf,
+    },
+    JetStream {
+        url: String,
+        stream: String,
+    },
+    Redis {
+        client: redis::Client,
+        prefix: String,
+    },
+}
+
+/// One writer's connection.
+enum Appender {
+    Coord(Conn, String),
+    JetStream(async_nats::jetstream::Context, String),
+    Redis(redis::aio::MultiplexedConnection, String),
+}
+
+impl Appender {
+    /// Appends one event carrying `v`; returns once it is acknowledged.
+    async fn append(&mut self, v: u64) -> Result<()> {
+        match self {
+            Appender::Coord(c, kind) => {
+                let body = format!(r#"{{"tx_kind":"{kind}","payload":{{"v":{v}}}}}"#);
+                let (status, b) = c.post("/v1/events", body).await?;
+                if status != 201 {
+                    return Err(anyhow!(
+                        "coord answered {status}: {}",
+                        String::from_utf8_lossy(&b)
+                    ));
+                }
+            }
+            Appender::JetStream(js, subject) => {
+                js.publish(subject.clone(), Bytes::from(v.to_string()))
+                    .await?
+                    .await?;
+            }
+            Appender::Redis(c, key) => {
+                let _: String = redis::cmd("XADD")
+                    .arg(&*key)
+                    .arg("*")
+                    .arg("v")
+                    .arg(v)
+                    .query_async(c)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Target {
+    /// A writer on a connection of its own, appending to `channel`.
+    async fn appender(&self, channel: &str) -> Result<Appender> {
+        Ok(match self {
+            Target::Coord { socket } => {
+                Appender::Coord(Conn::open(socket).await?, format!("x.cmp.{channel}"))
+            }
+            Target::JetStream { url, stream } => {
+                let nc = async_nats::connect(url.as_str()).await?;
+                Appender::JetStream(
+                    async_nats::jetstream::new(nc),
+                    format!("{stream}.{channel}"),
+                )
+            }
+            Target::Redis { client, prefix } => Appender::Redis(
+                client.get_multiplexed_async_connection().await?,
+                format!("{prefix}:{channel}"),
+            ),
+        })
+    }
+
+    /// Subscribes from "now" to `channel` on a connection of its own; every
+    /// value received goes to `tx` with the instant it arrived. The reader
+    /// ends when `tx`'s receiver is dropped.
+    async fn subscribe(&self, channel: &str, tx: UnboundedSender<(u64, Instant)>) -> Result<()> {
+        match self {
+            Target::Coord { socket } => {
+                let mut c = Conn::open(socket).await?;
+                let path = format!("/v1/events?since=now&kinds=x.cmp.{channel}");
+                let mut body = c.send("GET", &path, Bytes::new()).await?.into_body();
+                tokio::spawn(async move {
+                    let _keep = c;
+                    let mut buf = Vec::new();
+                    while let Some(Ok(frame)) = body.frame().await {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        let at = Instant::now();
+                        buf.extend_from_slice(&data);
+                        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = buf.drain(..=pos).collect();
+                            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                                continue;
+                            };
+                            if let Some(v) = v["payload"]["v"].as_u64() {
+                                if tx.send((v, at)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            Target::JetStream { url, stream } => {
+                use async_nats::jetstream::consumer::{push::OrderedConfig, DeliverPolicy};
+                let nc = async_nats::connect(url.as_str()).await?;
+                let js = async_nats::jetstream::new(nc.clone());
+                let s = js.get_stream(stream).await?;
+                let consumer = s
+                    .create_consumer(OrderedConfig {
+                        deliver_subject: nc.new_inbox(),
+                        filter_subject: format!("{stream}.{channel}"),
+                        deliver_policy: DeliverPolicy::New,
+                        ..Default::default()
+                    })
+                    .await?;
+                let mut msgs = consumer.messages().await?;
+                tokio::spawn(async move {
+                    let _keep = nc;
+                    while let Some(Ok(m)) = msgs.next().await {
+                        let at = Instant::now();
+                        let v = std::str::from_utf8(&m.payload)
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok());
+                        if let Some(v) = v {
+                            if tx.send((v, at)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            Target::Redis { client, prefix } => {
+                let mut c = client.get_multiplexed_async_connection().await?;
+                let key = format!("{prefix}:{channel}");
+                tokio::spawn(async move {
+                    let mut last = "$".to_string();
+                    let opts = redis::streams::StreamReadOptions::default()
+                        .block(1000)
+                        .count(100);
+                    loop {
+                        let r: redis::RedisResult<redis::streams::StreamReadReply> =
+                            redis::AsyncCommands::xread_options(&mut c, &[&key], &[&last], &opts)
+                                .await;
+                        let Ok(r) = r else { return };
+                        let at = Instant::now();
+                        for k in r.keys {
+                            for id in k.ids {
+                                last = id.id.clone();
+                                let v: u64 = id.get("v").unwrap_or(0);
+                                if tx.send((v, at)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `n` subscribers are reading: coord counts them; the
+    /// others are given time (their subscriptions are registered when the
+    /// call returns, their first read a little later).
+    async fn settle(&self, n: usize) -> Result<()> {
+        match self {
+            Target::Coord { socket } => {
+                let mut c = Conn::open(socket).await?;
+                let deadline = Instant::now() + ROUND_TIMEOUT;
+                loop {
+                    let (_, b) = c.get("/v1/status").await?;
+                    let v: serde_json::Value = serde_json::from_slice(&b)?;
+                    if v["subscribers"].as_u64().unwrap_or(0) >= n as u64 {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(anyhow!("coord never counted {n} subscribers"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(300 + n as u64 / 4)).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs the workloads on one system.
+async fn measure(t: &Target, o: &Opts) -> Result<Figures> {
+    let mut f = Figures::default();
+    let mut w = t.appender("ack").await?;
+    for i in 0..o.n + WARMUP {
+        let t0 = Instant::now();
+        w.append(0).await?;
+        if i >= WARMUP {
+            f.ack.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+
+    let (tx, mut rx) = unbounded_channel();
+    t.subscribe("deliver", tx).await?;
+    t.settle(1).await?;
+    let mut w = t.appender("deliver").await?;
+    let base = Instant::now();
+    let dn = (o.n / 4).max(1);
+    for _ in 0..dn {
+        w.append(base.elapsed().as_nanos() as u64 + 1).await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while f.deliver.len() < dn {
+        let (v, at) = tokio::time::timeout(ROUND_TIMEOUT, rx.recv())
+            .await
+            .context("a delivery never came")?
+            .context("the subscriber ended")?;
+        let sent = Duration::from_nanos(v - 1);
+        f.deliver
+            .push(at.duration_since(base).saturating_sub(sent).as_secs_f64() * 1e6);
+    }
+    drop(rx);
+
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..o.writers {
+        let mut w = t.appender("tput").await?;
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                w.append(0).await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let t0 = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    f.throughput = count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+
+    if let Some(n) = o.fanout {
+        let (tx, mut rx) = unbounded_channel();
+        for _ in 0..n {
+            t.subscribe("fan", tx.clone()).await?;
+        }
+        drop(tx);
+        t.settle(n).await?;
+        let mut w = t.appender("fan").await?;
+        for r in 0..o.rounds + 2 {
+            let t0 = Instant::now();
+            w.append(r as u64 + 1).await?;
+            let mut last = t0;
+            let mut got = 0;
+            while got < n {
+                let (v, at) = tokio::time::timeout(ROUND_TIMEOUT, rx.recv())
+                    .await
+                    .context("a fan-out round never completed")?
+                    .context("every subscriber ended")?;
+                if v == r as u64 + 1 {
+                    got += 1;
+                    last = last.max(at);
+                }
+            }
+            if r >= 2 {
+                f.fanout.push(last.duration_since(t0).as_secs_f64() * 1e3);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for v in [&mut f.ack, &mut f.deliver, &mut f.fanout] {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    Ok(f)
+}
+
+/// `coord-bench compare`: each system in turn, then one table and the
+/// ratios of coord to each peer.
+pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
+    let run = crate::now_ns();
+    let mut results: Vec<(String, Figures)> = Vec::new();
+    for system in &o.systems {
+        let r = match system.as_str() {
+            "coord" => {
+                let sync = ["--sync", o.sync.as_str()];
+                let mut extra = vec!["--max-connections", "20000"];
+                extra.extend(sync);
+                let d = Daemon::start(coord, &extra).await?;
+                let label = match &o.coord_nats {
+                    Some(_) => format!("coord (JetStream log, R{})", o.replicas),
+                    None => format!("coord (SQLite, sync {})", o.sync),
+                };
+                let t = Target::Coord {
+                    socket: d.socket.clone(),
+                };
+                measure(&t, &o).await.map(|f| (label, f))
+            }
+            "jetstream" => jetstream(&o, run).await,
+            "redis" => redis_streams(&o, run).await,
+            other => Err(anyhow!(
+                "unknown system {other:?} (coord, jetstream, redis)"
+            )),
+        };
+        match r {
+            Ok((label, f)) => {
+                println!("{}", line(&label, &f, &o));
+                results.push((label, f));
+            }
+            Err(e) => println!("{system}: left out: {e:#}"),
+        }
+    }
+    print_table(&results, &o);
+    Ok(())
+}
+
+async fn jetstream(o: &Opts, run: u64) -> Result<(String, Figures)> {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    let nc = async_nats::connect(o.jetstream.as_str())
+        .await
+        .with_context(|| format!("no NATS server answers at {}", o.jetstream))?;
+    let version = nc.server_info().version;
+    let js = async_nats::jetstream::new(nc);
+    let stream = format!("CBENCH_{run:x}");
+    js.create_stream(Config {
+        name: stream.clone(),
+        subjects: vec![format!("{stream}.>")],
+        storage: StorageType::File,
+        num_replicas: o.replicas,
+        ..Default::default()
+    })
+    .await
+    .context("cannot create a JetStream stream")?;
+    let t = Target::JetStream {
+        url: o.jetstream.clone(),
+        stream: stream.clone(),
+    };
+    let f = measure(&t, o).await;
+    let _ = js.delete_stream(&stream).await;
+    Ok((
+        format!("NATS {version} JetStream (file, R{})", o.replicas),
+        f?,
+    ))
+}
+
+async fn redis_streams(o: &Opts, run: u64) -> Result<(String, Figures)> {
+    let client = redis::Client::open(o.redis.as_str())?;
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("no Redis server answers at {}", o.redis))?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let prefix = format!("coord-bench:{run:x}");
+    let t = Target::Redis {
+        client: client.clone(),
+        prefix: prefix.clone(),
+    };
+    let f = measure(&t, o).await;
+    for ch in ["ack", "deliver", "tput", "fan"] {
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(format!("{prefix}:{ch}"))
+            .query_async(&mut c)
+            .await;
+    }
+    Ok((format!("Redis {version} Streams (in memory)"), f?))
+}
+
+fn p50_p99(v: &[f64]) -> (f64, f64) {
+    (pct(v, 0.5), pct(v, 0.99))
+}
+
+fn line(label: &str, f: &Figures, o: &Opts) -> String {
+    let (a50, a99) = p50_p99(&f.ack);
+    let (d50, d99) = p50_p99(&f.deliver);
+    let mut s = format!(
+        "{label}: ack p50 {a50:.0} µs p99 {a99:.0} µs | deliver p50 {d50:.0} µs p99 {d99:.0} µs | {} writers {:.0} ev/s",
+        o.writers, f.throughput
+    );
+    if let Some(n) = o.fanout {
+        let (f50, f99) = p50_p99(&f.fanout);
+        s.push_str(&format!(
+            " | fan-out to {n} p50 {f50:.1} ms p99 {f99:.1} ms"
+        ));
+    }
+    s
+}
+
+/// A Markdown table of every system, then coord's ratios to each peer
+/// (above 1: coord is ahead; throughput coord ÷ peer, latency peer ÷ coord).
+fn print_table(results: &[(String, Figures)], o: &Opts) {
+    let fan = o.fanout.map(|n| format!(" fan-out to {n}, p50 / p99 |"));
+    println!();
+    println!(
+        "| system | ack p50 / p99 | deliver p50 / p99 | {}-writer throughput |{}",
+        o.writers,
+        fan.clone().unwrap_or_default()
+    );
+    println!(
+        "| --- | --- | --- | --- |{}",
+        if fan.is_some() { " --- |" } else { "" }
+    );
+    for (label, f) in results {
+        let (a50, a99) = p50_p99(&f.ack);
+        let (d50, d99) = p50_p99(&f.deliver);
+        let mut row = format!(
+            "| {label} | {a50:.0} / {a99:.0} µs | {d50:.0} / {d99:.0} µs | {:.0} ev/s |",
+            f.throughput
+        );
+        if fan.is_some() {
+            let (f50, f99) = p50_p99(&f.fanout);
+            row.push_str(&format!(" {f50:.1} / {f99:.1} ms |"));
+        }
+        println!("{row}");
+    }
+    let Some((coord_label, c)) = results.iter().find(|(l, _)| l.starts_with("coord")) else {
+        return;
+    };
+    for (label, p) in results.iter().filter(|(l, _)| !l.starts_with("coord")) {
+        let lat = |mine: &[f64], theirs: &[f64], q: f64| pct(theirs, q) / pct(mine, q);
+        let mut s = format!(
+            "{coord_label} vs {label}: throughput {:.2}×, ack p50 {:.2}×, ack p99 {:.2}×, deliver p50 {:.2}×, deliver p99 {:.2}×",
+            c.throughput / p.throughput,
+            lat(&c.ack, &p.ack, 0.5),
+            lat(&c.ack, &p.ack, 0.99),
+            lat(&c.deliver, &p.deliver, 0.5),
+            lat(&c.deliver, &p.deliver, 0.99),
+        );
+        if o.fanout.is_some() {
+            s.push_str(&format!(
+                ", fan-out p50 {:.2}×, p99 {:.2}×",
+                lat(&c.fanout, &p.fanout, 0.5),
+                lat(&c.fanout, &p.fanout, 0.99)
+            ));
+        }
+        println!("{s}  (above 1: coord ahead)");
+    }
+}
