@@ -84,6 +84,9 @@ enum Bench {
         sync: String,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Give every line a tx_id (the idempotent bulk producer).
+        #[arg(long)]
+        idempotent: bool,
     },
     /// Two daemons on one NATS log (needs --nats): throughput with the
     /// writers split across them, write-on-one to subscriber-on-the-other
@@ -193,7 +196,8 @@ fn main() -> Result<()> {
                 size,
                 sync,
                 seconds,
-            } => batch(&coord, size, &sync, seconds).await,
+                idempotent,
+            } => batch(&coord, size, &sync, seconds, idempotent).await,
             Bench::Shared {
                 writers,
                 seconds,
@@ -950,7 +954,13 @@ async fn shared(
     Ok(())
 }
 
-async fn batch(coord: &Path, size: usize, sync: &str, seconds: u64) -> Result<()> {
+async fn batch(
+    coord: &Path,
+    size: usize,
+    sync: &str,
+    seconds: u64,
+    idempotent: bool,
+) -> Result<()> {
     let d = Daemon::start(coord, &["--sync", sync]).await?;
     let mut c = Conn::open(&d.socket).await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -960,8 +970,13 @@ async fn batch(coord: &Path, size: usize, sync: &str, seconds: u64) -> Result<()
     while Instant::now() < deadline {
         let mut body = String::with_capacity(size * 48);
         for i in 0..size {
+            let tx = if idempotent {
+                format!("\"tx_id\":\"{}\",", ulid::Ulid::new())
+            } else {
+                String::new()
+            };
             body.push_str(&format!(
-                "{{\"tx_kind\":\"x.bulk\",\"payload\":{{\"r\":{requests},\"i\":{i}}}}}\n"
+                "{{{tx}\"tx_kind\":\"x.bulk\",\"payload\":{{\"r\":{requests},\"i\":{i}}}}}\n"
             ));
         }
         let sent = Instant::now();
@@ -975,7 +990,8 @@ async fn batch(coord: &Path, size: usize, sync: &str, seconds: u64) -> Result<()
     }
     lat.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "batch append size={size} sync={sync}: {n} events in {requests} requests, {:.1}s = {:.0} events/s; per request p50={:.2} ms p99={:.2} ms",
+        "batch append size={size} sync={sync}{}: {n} events in {requests} requests, {:.1}s = {:.0} events/s; per request p50={:.2} ms p99={:.2} ms",
+        if idempotent { " idempotent" } else { "" },
         t0.elapsed().as_secs_f64(),
         n as f64 / t0.elapsed().as_secs_f64(),
         pct(&lat, 0.5),

@@ -561,9 +561,11 @@ impl<L: EventLog + Clone> Writer<L> {
         }
         let before = self.state.clone_lite();
         let mut batch = Batch::default();
-        let mut events: Vec<Event> = Vec::new();
+        batch.records.reserve(writes.len());
+        let mut events: Vec<Event> = Vec::with_capacity(writes.len());
         let mut expected: HashMap<String, Option<u64>> = HashMap::new();
-        let mut answers: Vec<(Write, Result<Committed, WriteError>)> = Vec::new();
+        let mut answers: Vec<(Write, Result<Committed, WriteError>)> =
+            Vec::with_capacity(writes.len());
         let mut seen: HashSet<(String, Ulid)> = HashSet::new();
         let mut deferred: Vec<Write> = Vec::new();
         let ingress = Timestamp::now();

@@ -129,7 +129,8 @@ impl SqliteLog {
         &self.inner.path
     }
 
-    /// A handle to the same log whose appends run on the calling thread,
+    /// A handle to the same log whose appends (and idempotency lookups)
+    /// run on the calling thread,
     /// blocking it for the commit (tens to hundreds of µs with `sync
     /// normal`, an fsync with `full`), instead of hopping to the blocking
     /// pool and back. For the daemon's writer task, which has nothing else
@@ -257,6 +258,25 @@ fn bounds(conn: &Connection) -> Result<(u64, u64), StoreError> {
     Ok((oldest, head))
 }
 
+fn txn_blocking(
+    conn: &Connection,
+    source: String,
+    tx_id: String,
+) -> Result<Option<TxnRecord>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT seq, response FROM txns WHERE source = ?1 AND tx_id = ?2")?
+        .query_row(params![&source, &tx_id], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })
+        .optional()?
+        .map(|(seq, response)| TxnRecord {
+            source,
+            tx_id,
+            seq,
+            response,
+        }))
+}
+
 fn append_blocking(conn: &mut Connection, batch: Batch) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(first) = batch.records.first() {
@@ -382,20 +402,19 @@ impl EventLog for SqliteLog {
 
     async fn txn(&self, source: &str, tx_id: &str) -> Result<Option<TxnRecord>, StoreError> {
         let (source, tx_id) = (source.to_string(), tx_id.to_string());
-        self.with_reader(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT seq, response FROM txns WHERE source = ?1 AND tx_id = ?2")?
-                .query_row(params![source, tx_id], |r| {
-                    Ok(TxnRecord {
-                        source: source.clone(),
-                        tx_id: tx_id.clone(),
-                        seq: r.get::<_, i64>(0)? as u64,
-                        response: r.get(1)?,
-                    })
-                })
-                .optional()?)
-        })
-        .await
+        if self.inline_writes {
+            // The writer asks before every write that carries a tx_id: a
+            // hop to the pool per line of a batch would cost more than the
+            // lookup. Its own connection sees everything committed.
+            let conn = self
+                .inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Worker("writer connection poisoned".into()))?;
+            return txn_blocking(&conn, source, tx_id);
+        }
+        self.with_reader(move |conn| txn_blocking(conn, source, tx_id))
+            .await
     }
 
     async fn attachment(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

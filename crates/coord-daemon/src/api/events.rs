@@ -49,7 +49,8 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
     crate::http::NdjsonBody(bytes): crate::http::NdjsonBody,
 ) -> ApiResult {
     let empty = coord_core::State::default();
-    let mut writes = Vec::new();
+    let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
+    let mut writes = Vec::with_capacity(lines.min(coord_proto::MAX_BATCH_EVENTS));
     let mut sessions = std::collections::BTreeSet::new();
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
