@@ -668,6 +668,11 @@ impl JetStreamLog {
                             std::sync::atomic::Ordering::Relaxed,
                         );
                     }
+                    if stream_seq <= log.index().last_stream {
+                        // This daemon's own append, indexed when its ack
+                        // came: nothing to decode.
+                        continue;
+                    }
                     match decode(&m.payload) {
                         Ok(d) => {
                             let last_stream = log.index().last_stream;
@@ -867,12 +872,24 @@ impl EventLog for JetStreamLog {
             }
         };
         let (header, payload) = encode(&batch)?;
-        match self.publish(&header, payload.clone(), expect).await {
+        let len = payload.len() as u64;
+        match self.publish(&header, payload, expect).await {
             Ok(stream_seq) => {
                 self.inner
                     .bytes
-                    .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let d = decode(&payload)?;
+                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                // What was just encoded, without parsing it back.
+                let d = Decoded {
+                    events: batch
+                        .records
+                        .into_iter()
+                        .map(|r| StoredEvent {
+                            seq: r.seq,
+                            json: r.json,
+                        })
+                        .collect(),
+                    header,
+                };
                 let head = {
                     let mut idx = self.index();
                     idx.add(stream_seq, d);
