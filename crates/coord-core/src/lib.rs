@@ -20,6 +20,7 @@ mod kinds;
 mod state;
 
 pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply};
+pub use kinds::custom::check_custom;
 pub use kinds::session::registered_session;
 pub use kinds::{apply, validate, MAX_REPORT_MESSAGE_BYTES};
 pub use state::{keys, State};

@@ -48,7 +48,6 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
     headers: HeaderMap,
     crate::http::NdjsonBody(bytes): crate::http::NdjsonBody,
 ) -> ApiResult {
-    let empty = coord_core::State::default();
     let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
     let mut writes = Vec::with_capacity(lines.min(coord_proto::MAX_BATCH_EVENTS));
     let mut sessions = std::collections::BTreeSet::new();
@@ -81,18 +80,22 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
                 .with("line", n))
             }
         };
+        // Custom events are checked on their own, not against the view:
+        // every line is known good before anything is queued.
+        if let Err(rej) = coord_core::check_custom(
+            &req.tx_kind,
+            req.session_id.as_deref(),
+            req.resource.as_deref(),
+        ) {
+            let e: ApiError = crate::writer::WriteError::Rejected(rej).into();
+            return Err(e.with("line", n));
+        }
         let cmd = Command::Custom {
             kind: req.tx_kind,
             body,
             session_id: req.session_id,
             resource: req.resource,
         };
-        // Custom events are checked on their own, not against the view:
-        // every line is known good before anything is queued.
-        if let Err(rej) = coord_core::validate(&empty, &cmd) {
-            let e: ApiError = crate::writer::WriteError::Rejected(rej).into();
-            return Err(e.with("line", n));
-        }
         if let Command::Custom {
             session_id: Some(s),
             ..
