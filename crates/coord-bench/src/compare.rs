@@ -14,8 +14,11 @@
 //!   connection; one append per round, the time until the last of them
 //!   has it.
 //!
-//! The native clients: coord over HTTP/1.1 on its socket (`x.*` events,
-//! NDJSON stream), JetStream with async-nats (file storage, publish with
+//! The clients: coord over HTTP/1.1 on its socket (`x.*` events, NDJSON
+//! stream) through [`RawHttp`], a keep-alive exchange in the calling task
+//! as peerbench does it (hyper's client, with its connection task, costs
+//! the shared two cores about a third of coord's 16-writer figure);
+//! JetStream with async-nats (file storage, publish with
 //! ack, an ordered push consumer per subscriber), Redis with the redis
 //! crate (`XADD`, `XREAD BLOCK`). A system that does not answer is left
 //! out and said so. Nothing here asserts: it measures.
@@ -24,11 +27,12 @@ use crate::{pct, Conn, Daemon};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 /// Unmeasured appends before the ack figures.
@@ -86,9 +90,68 @@ enum Target {
     },
 }
 
+/// A keep-alive HTTP/1.1 connection to coord driven from the calling task:
+/// one request written, its answer read (status line, headers,
+/// `Content-Length` body). Enough for `POST /v1/events`; not a client.
+struct RawHttp {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+    line: String,
+}
+
+impl RawHttp {
+    async fn open(socket: &Path) -> Result<RawHttp> {
+        let (r, w) = tokio::net::UnixStream::connect(socket).await?.into_split();
+        Ok(RawHttp {
+            r: BufReader::new(r),
+            w,
+            line: String::new(),
+        })
+    }
+
+    /// Sends one request; returns the status and the body.
+    async fn request(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, Vec<u8>)> {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: coord\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.w.write_all(req.as_bytes()).await?;
+        let (status, len) = self.head().await?;
+        let mut buf = vec![0; len];
+        self.r.read_exact(&mut buf).await?;
+        Ok((status, buf))
+    }
+
+    /// Reads a status line and headers: the status and `Content-Length`.
+    async fn head(&mut self) -> Result<(u16, usize)> {
+        self.line.clear();
+        if self.r.read_line(&mut self.line).await? == 0 {
+            return Err(anyhow!("coord closed the connection"));
+        }
+        let status = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("not an HTTP status line: {:?}", self.line))?;
+        let mut len = 0;
+        loop {
+            self.line.clear();
+            if self.r.read_line(&mut self.line).await? == 0 || self.line == "\r\n" {
+                return Ok((status, len));
+            }
+            if let Some((name, value)) = self.line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    len = value.trim().parse()?;
+                }
+            }
+        }
+    }
+}
+
 /// One writer's connection.
 enum Appender {
-    Coord(Conn, String),
+    Coord(RawHttp, String),
     JetStream(async_nats::jetstream::Context, String),
     Redis(redis::aio::MultiplexedConnection, String),
 }
@@ -99,7 +162,7 @@ impl Appender {
         match self {
             Appender::Coord(c, kind) => {
                 let body = format!(r#"{{"tx_kind":"{kind}","payload":{{"v":{v}}}}}"#);
-                let (status, b) = c.post("/v1/events", body).await?;
+                let (status, b) = c.request("POST", "/v1/events", &body).await?;
                 if status != 201 {
                     return Err(anyhow!(
                         "coord answered {status}: {}",
@@ -131,7 +194,7 @@ impl Target {
     async fn appender(&self, channel: &str) -> Result<Appender> {
         Ok(match self {
             Target::Coord { socket } => {
-                Appender::Coord(Conn::open(socket).await?, format!("x.cmp.{channel}"))
+                Appender::Coord(RawHttp::open(socket).await?, format!("x.cmp.{channel}"))
             }
             Target::JetStream { url, stream } => {
                 let nc = async_nats::connect(url.as_str()).await?;
@@ -153,27 +216,38 @@ impl Target {
     async fn subscribe(&self, channel: &str, tx: UnboundedSender<(u64, Instant)>) -> Result<()> {
         match self {
             Target::Coord { socket } => {
-                let mut c = Conn::open(socket).await?;
+                let mut c = RawHttp::open(socket).await?;
                 let path = format!("/v1/events?since=now&kinds=x.cmp.{channel}");
-                let mut body = c.send("GET", &path, Bytes::new()).await?.into_body();
+                let req = format!("GET {path} HTTP/1.1\r\nHost: coord\r\n\r\n");
+                c.w.write_all(req.as_bytes()).await?;
+                let (status, _) = c.head().await?;
+                if status != 200 {
+                    return Err(anyhow!("coord answered {status} to {path}"));
+                }
+                // Dropping the write half would shut the socket for
+                // writing, which ends the stream: the reader keeps it.
+                let RawHttp { mut r, w, .. } = c;
                 tokio::spawn(async move {
-                    let _keep = c;
-                    let mut buf = Vec::new();
-                    while let Some(Ok(frame)) = body.frame().await {
-                        let Ok(data) = frame.into_data() else {
+                    let _keep = w;
+                    // Chunked NDJSON: chunk sizes and their CRLFs are lines
+                    // of their own, every event is one line.
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match r.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if !line.starts_with('{') {
+                            continue;
+                        }
+                        let at = Instant::now();
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                             continue;
                         };
-                        let at = Instant::now();
-                        buf.extend_from_slice(&data);
-                        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=pos).collect();
-                            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
-                                continue;
-                            };
-                            if let Some(v) = v["payload"]["v"].as_u64() {
-                                if tx.send((v, at)).is_err() {
-                                    return;
-                                }
+                        if let Some(v) = v["payload"]["v"].as_u64() {
+                            if tx.send((v, at)).is_err() {
+                                return;
                             }
                         }
                     }
@@ -256,7 +330,7 @@ impl Target {
                         return Ok(());
                     }
                     if Instant::now() > deadline {
-                        return Err(anyhow!("coord never counted {n} subscribers"));
+                        return Err(anyhow!("coord never counted {n} subscribers (status: {v})"));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
