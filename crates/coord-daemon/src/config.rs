@@ -14,7 +14,8 @@ pub struct Config {
     pub sync: SyncMode,
     /// What compaction keeps.
     pub retention: Retention,
-    /// Take a snapshot (and compact) every this many events.
+    /// Take a snapshot (and compact) once this many events lie past the
+    /// log's latest snapshot (counted across restarts).
     pub snapshot_every: u64,
     /// Log every heartbeat, not only phase changes.
     pub log_heartbeats: bool,

@@ -240,7 +240,8 @@ pub fn internal(cmd: Command) -> Write {
 
 /// Writer settings.
 pub struct WriterConfig {
-    /// Snapshot (and compact) every this many events.
+    /// Snapshot (and compact) once this many events lie past the log's
+    /// latest snapshot (counted across restarts).
     pub snapshot_every: u64,
     /// What compaction keeps.
     pub retention: Retention,
@@ -379,6 +380,7 @@ pub fn spawn<L: EventLog + Clone>(
 
 impl<L: EventLog + Clone> Writer<L> {
     async fn run(&mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+        self.measure_snapshot_distance().await;
         let mut stopping = false;
         loop {
             let next = self.timers.next();
@@ -985,6 +987,28 @@ impl<L: EventLog + Clone> Writer<L> {
             .collect();
         for (sid, seq, pid) in watched {
             self.watch_pid(sid, seq, pid, None);
+        }
+    }
+
+    /// Counts the events since the log's latest snapshot, not since this
+    /// start: a daemon killed every few thousand events would otherwise
+    /// never reach `snapshot_every` and fold a longer tail at every start.
+    /// Snapshots at once when that distance is already due.
+    async fn measure_snapshot_distance(&mut self) {
+        let at = match self.store.snapshot_info().await {
+            Ok(info) => info.map_or(0, |(seq, _)| seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the latest snapshot's seq; counting from this start");
+                self.state.head
+            }
+        };
+        self.since_snapshot = self.state.head.saturating_sub(at);
+        if self.since_snapshot >= self.config.snapshot_every {
+            tracing::info!(
+                events = self.since_snapshot,
+                "the log's tail past its latest snapshot is due a snapshot"
+            );
+            self.snapshot().await;
         }
     }
 

@@ -53,7 +53,8 @@ pub(crate) struct DaemonArgs {
     /// Keep at least the events of the last D days when compacting.
     #[arg(long)]
     keep_days: Option<u64>,
-    /// Snapshot (and compact) every N events.
+    /// Snapshot (and compact) every N events, counted from the log's latest
+    /// snapshot (so restarts do not reset the count), and at shutdown.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
     /// Append a session.heartbeat for every renewal, not only phase changes.

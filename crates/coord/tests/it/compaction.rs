@@ -86,3 +86,40 @@ fn an_old_cursor_is_compacted_and_snapshot_plus_watch_resyncs() {
     assert_eq!(before["view"], after_restart["view"]);
     assert_eq!(before["seq"], after_restart["seq"]);
 }
+
+/// Issue: the snapshot counter restarted at zero on every start, so a
+/// daemon killed more often than every `--snapshot-every` events never
+/// snapshotted and its restarts folded an ever longer tail. The distance
+/// is now counted from the log's latest snapshot.
+#[test]
+fn a_daemon_killed_between_snapshots_still_snapshots_by_distance() {
+    let mut d = Daemon::start(&["--snapshot-every", "100"]);
+    let snapshot_seq = |d: &Daemon| {
+        d.http("GET", "/v1/status", &[], None).json()["store"]["snapshot_seq"].as_u64()
+    };
+    let mut written = 0u64;
+    // Three lives of 60 events each, every one ended by SIGKILL (no
+    // shutdown snapshot): none reaches 100 events by itself.
+    for life in 0..3 {
+        for i in 0..60 {
+            let r = post(
+                &d,
+                "/v1/events",
+                None,
+                &json!({"tx_kind":"x.crash","payload":{"life":life,"i":i}}),
+            );
+            assert_eq!(r.status, 201);
+            written += 1;
+        }
+        d.kill9();
+        d.restart();
+    }
+    let head = d.head();
+    assert!(head >= written, "head {head} < {written} written");
+    let seq = snapshot_seq(&d).expect("a snapshot by distance, none taken");
+    assert!(
+        head - seq < 100,
+        "the tail past the snapshot ({seq}) is {} events: at least one snapshot was skipped",
+        head - seq
+    );
+}
