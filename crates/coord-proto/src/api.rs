@@ -57,7 +57,7 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub token: Option<String>,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time (default: now).
@@ -88,7 +88,7 @@ pub struct HeartbeatRequest {
     #[serde(default)]
     pub phase: Option<String>,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -118,7 +118,7 @@ pub struct DeregRequest {
     #[serde(default)]
     pub force: bool,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -153,7 +153,7 @@ pub struct AcquireRequest {
     #[serde(default)]
     pub wait_ms: u64,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -194,7 +194,7 @@ pub struct ReleaseRequest {
     #[serde(default)]
     pub force: bool,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -215,7 +215,7 @@ pub struct DelegateRequest {
     /// The child receiving it.
     pub to_session: String,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -239,7 +239,7 @@ pub struct ReportRequest {
     pub report: crate::Report,
     /// Idempotency key (a forwarding daemon sends the tx_id of the
     /// original event, so a repeated delivery appends nothing).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -264,7 +264,7 @@ pub struct SendRequest {
     #[serde(default)]
     pub msg_id: Option<String>,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -288,7 +288,7 @@ pub struct SendResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AckRequest {
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -316,7 +316,7 @@ pub struct IssueRequest {
     #[serde(default)]
     pub payload: Option<Value>,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -343,7 +343,7 @@ pub struct CompleteRequest {
     #[serde(default)]
     pub result: Option<Value>,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.
@@ -368,7 +368,7 @@ pub struct CustomEventRequest {
     #[serde(default)]
     pub resource: Option<String>,
     /// Idempotency key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tx_id: Option<Ulid>,
     /// Source time.

@@ -9,6 +9,45 @@ pub const MAX_RESOURCE_BYTES: usize = 1024;
 /// Longest short text field (role, task, phase, kind, ticket), in bytes.
 pub const MAX_TEXT_BYTES: usize = 256;
 
+/// Parses a ULID strictly: 26 Crockford base32 characters whose value
+/// fits 128 bits, so the first is `0`–`7` (ULID spec, "Overflow Errors
+/// when Parsing Base32 Strings"). A lenient parse would read `8ZZZ…` as
+/// `0ZZZ…` and make two distinct idempotency keys collide.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn parse_ulid(s: &str) -> Result<ulid::Ulid, String> {
+    if s.len() != ulid::ULID_LEN {
+        return Err(format!(
+            "{s:?} is not a ULID: it must be {} characters, not {}",
+            ulid::ULID_LEN,
+            s.len()
+        ));
+    }
+    if !matches!(s.as_bytes()[0], b'0'..=b'7') {
+        return Err(format!(
+            "{s:?} is not a ULID: its first character must be 0-7 (larger values overflow 128 bits)"
+        ));
+    }
+    ulid::Ulid::from_string(s).map_err(|e| format!("{s:?} is not a ULID: {e}"))
+}
+
+/// serde's `deserialize_with` for an optional `tx_id`: absent or `null`
+/// is `None`, a string must pass [`parse_ulid`].
+///
+/// # Errors
+/// The deserializer's error carrying [`parse_ulid`]'s sentence.
+pub fn deserialize_opt_ulid<'de, D>(d: D) -> Result<Option<ulid::Ulid>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => parse_ulid(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 /// Checks a `session_id`, `msg_id` or `order_id`: 1–128 bytes of
 /// `A-Z a-z 0-9 . _ - : @`, not `.` or `..`.
 ///
@@ -150,6 +189,26 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ulids_are_parsed_strictly() {
+        let id = ulid::Ulid::new();
+        assert_eq!(parse_ulid(&id.to_string()), Ok(id));
+        assert_eq!(
+            parse_ulid("7ZZZZZZZZZZZZZZZZZZZZZZZZZ").map(|u| u.0),
+            Ok(u128::MAX)
+        );
+        for bad in [
+            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "01J0000000000000000000000",
+            "01J00000000000000000000000X",
+            "01J000000000000000000000U!",
+            "",
+        ] {
+            assert!(parse_ulid(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn ids() {

@@ -62,3 +62,65 @@ fn a_retried_write_appends_once() {
     assert_eq!(replay.json()["seq"].as_u64(), Some(head + 1));
     assert_eq!(replay.header("coord-replayed"), Some("true"));
 }
+
+/// An over-long ULID (first character above 7 overflows 128 bits) was
+/// read as another id, so `8ZZZ…` and `0ZZZ…` collided and the second
+/// write was dropped as a replay. Every request body that takes a
+/// `tx_id`, and every line of a batch, now refuses it by name.
+#[test]
+fn an_overflowing_or_malformed_tx_id_is_refused_not_rewritten() {
+    let d = Daemon::start(&[]);
+    let tok = d.register("ulid");
+    let overflow = "8ZZZZZZZZZZZZZZZZZZZZZZZZZ";
+    let wrapped = "0ZZZZZZZZZZZZZZZZZZZZZZZZZ";
+    let head = d.head();
+    for (path, body) in [
+        ("/v1/events", json!({"tx_kind":"x.a","tx_id":overflow})),
+        (
+            "/v1/locks/acquire",
+            json!({"session_id":"ulid","resource":"r","tx_id":overflow}),
+        ),
+        (
+            "/v1/sessions/ulid/heartbeat",
+            json!({"phase":"work","tx_id":overflow}),
+        ),
+        (
+            "/v1/events",
+            json!({"tx_kind":"x.a","tx_id":"01J0000000000000000000000"}),
+        ),
+        (
+            "/v1/events",
+            json!({"tx_kind":"x.a","tx_id":"01J000000000000000000000U!"}),
+        ),
+    ] {
+        let r = post(&d, path, Some(&tok), &body);
+        assert_eq!(r.status, 400, "{path} {body}: {:?}", r.json());
+        assert_eq!(r.code(), "invalid_field", "{path}: {:?}", r.json());
+        assert_eq!(
+            r.json()["error"]["field"],
+            "tx_id",
+            "{path}: {:?}",
+            r.json()
+        );
+    }
+    let lines =
+        format!("{{\"tx_kind\":\"x.ok\"}}\n{{\"tx_kind\":\"x.b\",\"tx_id\":\"{overflow}\"}}\n");
+    let r = d.http(
+        "POST",
+        "/v1/events/batch",
+        &[("Content-Type", "application/x-ndjson")],
+        Some(lines.as_bytes()),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["line"], 2, "{:?}", r.json());
+    assert_eq!(d.head(), head, "a refused request appended");
+
+    // The id it used to be mistaken for is an ordinary, unused key.
+    let r = post(
+        &d,
+        "/v1/events",
+        None,
+        &json!({"tx_kind":"x.a","tx_id":wrapped}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.json());
+}
