@@ -51,6 +51,10 @@ pub enum ServeError {
         /// Its mode bits.
         mode: u32,
     },
+    /// Something other than a socket (a regular file, a directory, a link)
+    /// sits at the socket path; the daemon never deletes it.
+    #[error("{0} exists and is not a socket; coord will not delete it (move it away, or pick another --socket)")]
+    NotASocket(PathBuf),
     /// The socket path does not fit in `sun_path`.
     #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes; pick a shorter --socket")]
     SocketPathTooLong(PathBuf),
@@ -81,6 +85,12 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 /// [`ServeError`] when start-up fails; after start-up, problems are logged
 /// and the daemon keeps serving.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // Every file the daemon creates (store, WAL, lock, socket, tokens,
+    // snapshots) is private to its user: message bodies live in the WAL.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let socket = config.socket.clone();
     let activated = config.listener.clone();
     if activated.is_none() {
@@ -191,10 +201,7 @@ async fn serve<L: EventLog + Clone>(
             UnixListener::from_std(l).map_err(io("serving on the passed socket"))?
         }
         None => {
-            if socket.exists() {
-                std::fs::remove_file(&socket)
-                    .map_err(io(format!("removing stale socket {}", socket.display())))?;
-            }
+            remove_stale_socket(&socket)?;
             let listener =
                 UnixListener::bind(&socket).map_err(io(format!("binding {}", socket.display())))?;
             std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
@@ -342,7 +349,7 @@ async fn serve<L: EventLog + Clone>(
     drop(listener);
     // A passed socket belongs to the service manager, which keeps
     // accepting on it for the next start.
-    if activated.is_none() {
+    if activated.is_none() && is_socket(&socket) {
         let _ = std::fs::remove_file(&socket);
     }
     stopping.cancel();
@@ -367,6 +374,29 @@ async fn serve<L: EventLog + Clone>(
     let _ = std::fs::remove_file(&admin_token_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// True when `path` itself (not what a link points to) is a socket.
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Removes a socket file left by a daemon that died (`check_socket` has
+/// made sure none answers on it). Anything else at that path — a regular
+/// file, a directory, a link — is someone's data or a trap: refused, never
+/// deleted.
+fn remove_stale_socket(socket: &Path) -> Result<(), ServeError> {
+    match std::fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ServeError::Io {
+            context: format!("reading {}", socket.display()),
+            source: e,
+        }),
+        Ok(_) if is_socket(socket) => std::fs::remove_file(socket)
+            .map_err(io(format!("removing stale socket {}", socket.display()))),
+        Ok(_) => Err(ServeError::NotASocket(socket.to_path_buf())),
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {

@@ -55,9 +55,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
+    // A fresh name created exclusively (O_EXCL, mode 0600): a symlink or
+    // file planted at a predictable temp name is never followed or
+    // overwritten. The rename replaces a link at `path` itself, never
+    // what it points to.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(true)
 }
 
@@ -271,6 +278,36 @@ mod tests {
             },
         );
         v
+    }
+
+    #[test]
+    fn a_link_planted_at_a_temp_name_is_never_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "precious").expect("victim");
+        // Where the first exporter put its temp files, for every file it
+        // writes: a predictable name someone else could plant first.
+        for (sub, name) in [
+            ("sessions", "api-1.json"),
+            ("locks", "src%2Fmain.rs"),
+            ("orders", "o1.json"),
+        ] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
+            std::os::unix::fs::symlink(&victim, dir.path().join(sub).join(format!(".{name}.tmp")))
+                .expect("plant");
+        }
+        let mut ex = Exporter::new(dir.path());
+        let r = ex
+            .export(&view(), &BTreeMap::new(), &|_: &str| false)
+            .expect("export");
+        assert!(r.written > 0);
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious"
+        );
+        let root = scan(dir.path(), &Root::default());
+        assert_eq!(root.sessions["api-1"].phase, "editing");
     }
 
     #[test]

@@ -158,6 +158,15 @@ pub enum StoreError {
     /// Another process has the store open.
     #[error("store {0} is in use by another coord daemon (its lock file is held)")]
     Locked(String),
+    /// The store's directory can be written by other users, who could
+    /// replace or hold its files: refused.
+    #[error("store directory {dir} has mode {mode:o}: other users can write to it (chmod 700 it, or pick another --store)")]
+    InsecureDir {
+        /// The directory.
+        dir: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The store was written by a newer coord.
     #[error("store schema version {found} is newer than this coord understands ({known})")]
     TooNew {

@@ -7,6 +7,7 @@ use crate::log::{
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -69,17 +70,19 @@ impl SqliteLog {
     /// [`StoreError::Locked`] when another process holds the store;
     /// [`StoreError::TooNew`] for a store from a newer coord; I/O errors.
     pub fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                context: format!("creating {}", dir.display()),
-                source,
-            })?;
-        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        private_dir(dir)?;
         let lock_path = lock_path(path);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            // A link planted at the lock's name is refused, not followed.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|source| StoreError::Io {
                 context: format!("opening {}", lock_path.display()),
@@ -203,9 +206,54 @@ fn lock_path(path: &Path) -> PathBuf {
 }
 
 /// The store holds token hashes and message bodies: owner-only.
+/// Makes the store's files 0600 (the database, its WAL and shared-memory
+/// index, which hold message bodies, and the lock file): SQLite creates
+/// the WAL and index with the database's mode, and a store made by an
+/// older coord may be 0644.
 fn set_private(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    let name = path.as_os_str().to_string_lossy();
+    for p in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{name}-wal")),
+        PathBuf::from(format!("{name}-shm")),
+        lock_path(path),
+    ] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// Creates the store's directory 0700 if missing; refuses one that its
+/// group or other users can write to (they could swap the database, plant
+/// a link at its lock or hold it), even a sticky one like /tmp: the error
+/// names the chmod that fixes it.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+    }
+    let mode = std::fs::metadata(dir)
+        .map_err(|source| StoreError::Io {
+            context: format!("reading {}", dir.display()),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(StoreError::InsecureDir {
+            dir: dir.display().to_string(),
+            mode: mode & 0o777,
+        });
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

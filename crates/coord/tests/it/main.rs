@@ -22,6 +22,7 @@ mod main_job;
 mod metrics;
 mod parity;
 mod pods;
+mod privacy;
 mod sentinel;
 mod shell;
 mod slow_subscriber;
