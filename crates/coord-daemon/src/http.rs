@@ -73,12 +73,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            let ct = media_type(ct);
             // curl -d sends a form type by default; a JSON body under it is
             // still accepted so the documented one-liners work.
-            let ok = ct.starts_with("application/json")
-                || ct.starts_with("application/x-www-form-urlencoded")
-                || ct.is_empty();
+            let ok = matches!(
+                ct.as_str(),
+                "application/json" | "application/x-www-form-urlencoded" | ""
+            );
             if !ok {
                 return Err(ApiError::new(
                     ErrorCode::UnsupportedMediaType,
@@ -96,6 +97,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The media type of a `Content-Type` value (RFC 9110 §8.3.1): what comes
+/// before any `;` parameter, trimmed and lowercased, compared whole — so
+/// `application/jsonfoo` is not `application/json`. A value that is not
+/// visible ASCII comes back as itself escaped, which matches no type.
+fn media_type(v: &axum::http::HeaderValue) -> String {
+    match v.to_str() {
+        Ok(s) => s
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+        Err(_) => format!("{:?}", v.as_bytes()),
+    }
+}
+
 /// An NDJSON body (`POST /v1/events/batch`) of at most
 /// [`coord_proto::MAX_BATCH_BYTES`], unparsed.
 pub struct NdjsonBody(pub Vec<u8>);
@@ -105,13 +122,16 @@ impl<S: Send + Sync> FromRequest<S> for NdjsonBody {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-            let ok = ct.starts_with("application/x-ndjson")
-                || ct.starts_with("application/jsonl")
-                || ct.starts_with("text/plain")
-                || ct.starts_with("application/json")
-                || ct.starts_with("application/x-www-form-urlencoded")
-                || ct.is_empty();
+            let ct = media_type(ct);
+            let ok = matches!(
+                ct.as_str(),
+                "application/x-ndjson"
+                    | "application/jsonl"
+                    | "text/plain"
+                    | "application/json"
+                    | "application/x-www-form-urlencoded"
+                    | ""
+            );
             if !ok {
                 return Err(ApiError::new(
                     ErrorCode::UnsupportedMediaType,

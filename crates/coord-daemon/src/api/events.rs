@@ -202,10 +202,19 @@ pub(crate) async fn events<L: EventLog + Clone>(
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::BadCursor,
+                        "Last-Event-ID is not visible ASCII: send the seq of the last event read",
+                    )
+                })?
+                .to_string(),
+        ),
+    };
     let cursor = match last_event_id.or(q.since) {
         Some(v) => parse_cursor(&v)?,
         None => Cursor::Now,

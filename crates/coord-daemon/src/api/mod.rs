@@ -142,11 +142,12 @@ pub(crate) async fn versions(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let theirs = req
-        .headers()
-        .get("coord-protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    // A header that is there but unreadable is a mismatch, not absent.
+    let theirs = req.headers().get("coord-protocol").map(|v| {
+        v.to_str()
+            .map(str::to_string)
+            .unwrap_or_else(|_| format!("{:?}", v.as_bytes()))
+    });
     let mut resp = match theirs {
         Some(v) if v.trim() != PROTOCOL_VERSION.to_string() => ApiError::new(
             ErrorCode::ProtocolMismatch,

@@ -304,3 +304,79 @@ fn the_cli_reports_errors_with_documented_exit_codes() {
     let v: serde_json::Value = serde_json::from_str(&locks).expect("json");
     assert_eq!(v["locks"][0]["waiters"], serde_json::json!([]));
 }
+
+/// Sends `head` (request line and headers, without the blank line), then
+/// `body`, on a fresh connection; returns the status and the JSON body.
+fn exchange(d: &Daemon, head: &[u8], body: &[u8]) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = head.to_vec();
+    req.extend_from_slice(
+        format!(
+            "\r\nHost: coord\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    req.extend_from_slice(body);
+    s.write_all(&req).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b.trim()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[test]
+fn malformed_headers_are_named_not_ignored() {
+    let d = Daemon::start(&[]);
+    let body = br#"{"tx_kind":"x.h"}"#;
+    let head = d.head();
+    // A media type is compared whole: a prefix match is not a match.
+    for ct in [
+        &b"application/jsonfoo"[..],
+        b"application/json-seq",
+        b"text/json",
+        b"\xffjson",
+    ] {
+        let mut h = b"POST /v1/events HTTP/1.1\r\nContent-Type: ".to_vec();
+        h.extend_from_slice(ct);
+        let (status, json) = exchange(&d, &h, body);
+        assert_eq!(status, 415, "{}: {json}", String::from_utf8_lossy(ct));
+        assert_eq!(json["error"]["code"], "unsupported_media_type", "{json}");
+    }
+    // Parameters are fine.
+    let (status, json) = exchange(
+        &d,
+        b"POST /v1/events HTTP/1.1\r\nContent-Type: Application/JSON; charset=utf-8",
+        body,
+    );
+    assert_eq!(status, 201, "{json}");
+    // A Coord-Protocol header that is there is checked, readable or not.
+    for v in [&b"\xff\xfe"[..], b"one", b""] {
+        let mut h = b"GET /v1/status HTTP/1.1\r\nCoord-Protocol: ".to_vec();
+        h.extend_from_slice(v);
+        let (status, json) = exchange(&d, &h, b"");
+        assert_eq!(status, 400, "{}: {json}", String::from_utf8_lossy(v));
+        assert_eq!(json["error"]["code"], "protocol_mismatch", "{json}");
+    }
+    // A Last-Event-ID that is not text is a bad cursor, not "from now".
+    let (status, json) = exchange(
+        &d,
+        b"GET /v1/events?follow=false HTTP/1.1\r\nLast-Event-ID: \xc3\x28",
+        b"",
+    );
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(json["error"]["code"], "bad_cursor", "{json}");
+    assert_eq!(d.head(), head + 1, "only the one good write appended");
+}
