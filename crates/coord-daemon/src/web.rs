@@ -270,13 +270,14 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Ro
 /// Serves `router` on `listener` until `stop`, each connection with the
 /// same graceful end as the socket's.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+    let mut accept_errors = crate::server::AcceptErrors::default();
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
+                    accept_errors.note("http accept failed", &e, std::time::Instant::now());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
