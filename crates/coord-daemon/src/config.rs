@@ -24,6 +24,12 @@ pub struct Config {
     /// Most connections served at once (streams included); more wait in
     /// the accept queue.
     pub max_connections: usize,
+    /// Longest a connection may take to send a request's headers, or stay
+    /// idle between requests, before it is closed (default 10 s).
+    pub header_timeout: std::time::Duration,
+    /// Longest a request's body may take to arrive before the request is
+    /// answered `408 timeout` (default 30 s).
+    pub body_timeout: std::time::Duration,
     /// Bridge a legacy coord root into the log.
     pub legacy: Option<crate::BridgeConfig>,
     /// Keep this directory a legacy-layout copy of the view.
@@ -64,6 +70,8 @@ impl Config {
             log_heartbeats: false,
             ring_capacity: 8_192,
             max_connections: 16_384,
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
             legacy: None,
             export_legacy: None,
             lifecycle: crate::LifecycleConfig::default(),

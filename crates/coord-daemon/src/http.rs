@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use coord_proto::{ErrorBody, ErrorCode, MAX_REQUEST_BYTES};
 use coord_store::EventLog;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// An error answer: `{"error":{…}}` with the status of its code.
 #[derive(Debug)]
@@ -87,7 +88,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ));
             }
         }
-        let bytes = read_body(req.into_body()).await?;
+        let timeout = body_timeout(&req);
+        let bytes = read_body(req.into_body(), timeout).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -139,7 +141,8 @@ impl<S: Send + Sync> FromRequest<S> for NdjsonBody {
                 ));
             }
         }
-        read_body_up_to(req.into_body(), coord_proto::MAX_BATCH_BYTES)
+        let timeout = body_timeout(&req);
+        read_body_up_to(req.into_body(), coord_proto::MAX_BATCH_BYTES, timeout)
             .await
             .map(NdjsonBody)
     }
@@ -152,12 +155,47 @@ const DRAIN_LIMIT: usize = 16 << 20;
 /// and dropped, up to [`DRAIN_LIMIT`], before the 413 is answered: closing
 /// a Unix socket with unread data resets it, and the client would see
 /// `ECONNRESET` instead of the error.
-async fn read_body(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
-    read_body_up_to(body, MAX_REQUEST_BYTES).await
+async fn read_body(body: axum::body::Body, timeout: Duration) -> Result<Vec<u8>, ApiError> {
+    read_body_up_to(body, MAX_REQUEST_BYTES, timeout).await
+}
+
+/// How long a request's body may take to arrive (the daemon's
+/// `--body-timeout`), carried to the extractors as a request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyTimeout(pub Duration);
+
+/// When no [`BodyTimeout`] was set (a router built without the daemon).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn body_timeout(req: &Request) -> Duration {
+    req.extensions()
+        .get::<BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0)
 }
 
 /// [`read_body`] with another limit.
-async fn read_body_up_to(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body_up_to(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    // A body sent slowly holds a connection and its buffer: the whole body
+    // must arrive within `timeout`.
+    tokio::time::timeout(timeout, read_body_within(body, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+            .with("timeout_ms", timeout.as_millis() as u64))
+        })
+}
+
+async fn read_body_within(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(

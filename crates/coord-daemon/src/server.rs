@@ -243,7 +243,9 @@ async fn serve<L: EventLog + Clone>(
         daemon_id: daemon_id.clone(),
         web: web.as_ref().map(|(_, a)| a.clone()),
     });
-    let router = api::router(app.clone());
+    let router = api::router(app.clone()).layer(axum::Extension(crate::http::BodyTimeout(
+        config.body_timeout,
+    )));
     if let Some(root) = config.export_legacy.clone() {
         background.spawn(crate::export::run(
             root,
@@ -265,7 +267,12 @@ async fn serve<L: EventLog + Clone>(
     }
     if let Some((listener, auth)) = web {
         let web_router = crate::web::router(app.clone(), auth, router.clone());
-        background.spawn(crate::web::serve(listener, web_router, stopping.clone()));
+        background.spawn(crate::web::serve(
+            listener,
+            web_router,
+            stopping.clone(),
+            config.header_timeout,
+        ));
     }
     if let Some((log, id)) = shared {
         background.spawn(crate::cluster::run(
@@ -291,6 +298,7 @@ async fn serve<L: EventLog + Clone>(
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut accept_errors = AcceptErrors::default();
+    let header_timeout = config.header_timeout;
 
     loop {
         while conns.try_join_next().is_some() {}
@@ -328,8 +336,7 @@ async fn serve<L: EventLog + Clone>(
         let stop = stopping.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            let conn = http1(header_timeout).serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -375,6 +382,19 @@ async fn serve<L: EventLog + Clone>(
     let _ = std::fs::remove_file(&admin_token_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// hyper's HTTP/1 server with the read timeout set: a connection that
+/// takes longer than `header_timeout` to send a request's headers — or
+/// stays idle that long between requests (hyper starts the timer when a
+/// response is done) — is closed. A response being streamed (an event
+/// stream) is not waiting for headers: streams are bounded by their own
+/// rules (the hub's ring, the subscriber limit).
+pub(crate) fn http1(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    b
 }
 
 /// How often a run of accept failures is logged.

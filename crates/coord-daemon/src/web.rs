@@ -269,7 +269,12 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Ro
 
 /// Serves `router` on `listener` until `stop`, each connection with the
 /// same graceful end as the socket's.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    header_timeout: std::time::Duration,
+) {
     let mut accept_errors = crate::server::AcceptErrors::default();
     loop {
         let stream = tokio::select! {
@@ -286,8 +291,8 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: Canc
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            let conn =
+                crate::server::http1(header_timeout).serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

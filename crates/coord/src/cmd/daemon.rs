@@ -63,6 +63,15 @@ pub(crate) struct DaemonArgs {
     /// Most connections (event streams included) served at once.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Close a connection that takes longer than this to send a request's
+    /// headers, or stays idle this long between requests (event streams
+    /// being answered are not idle).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+    /// Answer `408 timeout` when a request's body takes longer than this
+    /// to arrive.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    body_timeout: Duration,
     /// Recent events kept in memory for live subscribers; slower ones read
     /// the store.
     #[arg(long, default_value_t = 8_192)]
@@ -184,6 +193,8 @@ pub(crate) async fn daemon(
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
+    config.header_timeout = args.header_timeout;
+    config.body_timeout = args.body_timeout;
     config.ring_capacity = args.ring_events.max(1);
     config.export_legacy = args.export_legacy;
     config.parent_socket = args.parent_socket;

@@ -25,6 +25,7 @@ mod pods;
 mod privacy;
 mod sentinel;
 mod shell;
+mod slow_clients;
 mod slow_subscriber;
 mod systemd;
 mod top;
