@@ -48,14 +48,20 @@ fn idle_and_slow_connections_cannot_lock_clients_out() {
         String::from_utf8_lossy(&out.stderr)
     );
     for s in &mut idle {
-        assert!(closed_by_daemon(s, Duration::from_secs(30)), "an idle socket stayed open");
+        assert!(
+            closed_by_daemon(s, Duration::from_secs(30)),
+            "an idle socket stayed open"
+        );
     }
 
     // Slowloris: a header line a byte at a time never completes in time.
     let mut slow = UnixStream::connect(&d.socket).expect("connect");
     let started = Instant::now();
     let mut closed = false;
-    for b in b"GET /v1/status HTTP/1.1\r\nHost: coord\r\nX-Slow: ".iter().cycle() {
+    for b in b"GET /v1/status HTTP/1.1\r\nHost: coord\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
         if slow.write_all(&[*b]).is_err() {
             closed = true;
             break;
@@ -73,7 +79,8 @@ fn idle_and_slow_connections_cannot_lock_clients_out() {
         b"POST /v1/events HTTP/1.1\r\nHost: coord\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"tx_kind\":",
     )
     .expect("send");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
@@ -84,7 +91,10 @@ fn idle_and_slow_connections_cannot_lock_clients_out() {
     let mut k = UnixStream::connect(&d.socket).expect("connect");
     k.write_all(b"GET /v1/health HTTP/1.1\r\nHost: coord\r\n\r\n")
         .expect("send");
-    assert!(closed_by_daemon(&mut k, Duration::from_secs(30)), "an idle keep-alive connection stayed open");
+    assert!(
+        closed_by_daemon(&mut k, Duration::from_secs(30)),
+        "an idle keep-alive connection stayed open"
+    );
     let out = d.coord(&["status", "--json"]);
     assert!(out.status.success());
 }
