@@ -40,30 +40,59 @@ const WARMUP: usize = 1000;
 /// Longest wait for one delivery or one fan-out round.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What `coord-bench compare` was asked for.
+/// What `coord-bench compare` was asked for: its options, plus the global
+/// `--nats` and `--replicas`.
+#[derive(clap::Args)]
 pub struct Opts {
-    /// Systems to run, in order: `coord`, `jetstream`, `redis`.
+    /// Systems, in order: coord, jetstream, redis.
+    #[arg(long, value_delimiter = ',', default_value = "coord,jetstream,redis")]
     pub systems: Vec<String>,
-    /// Appends measured for the ack figures (deliver: a quarter of it).
+    /// Appends measured for ack latency (a quarter of it for delivery).
+    #[arg(long, default_value_t = 10_000)]
     pub n: usize,
     /// Concurrent writers for the throughput figure.
+    #[arg(long, default_value_t = 16)]
     pub writers: usize,
     /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 3)]
     pub seconds: u64,
-    /// Subscribers for the fan-out figure; none: no fan-out run.
+    /// Also fan one event out to this many subscribers per round.
+    #[arg(long)]
     pub fanout: Option<usize>,
     /// Fan-out rounds measured (after 2 unmeasured).
+    #[arg(long, default_value_t = 20)]
     pub rounds: usize,
-    /// coord's `--sync`.
+    /// coord's --sync (normal or full).
+    #[arg(long, default_value = "normal")]
     pub sync: String,
-    /// The JetStream server (`nats://host:port`).
-    pub jetstream: String,
-    /// Replicas of the JetStream stream (and of coord's log with `--nats`).
-    pub replicas: usize,
-    /// The Redis server (`redis://host:port`).
+    /// The JetStream server [default: --nats, else nats://127.0.0.1:4222].
+    #[arg(long)]
+    pub jetstream: Option<String>,
+    /// The Redis server.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
-    /// coord's log is on this NATS server instead of SQLite.
+    /// Replicas of the JetStream stream and of coord's log (`--replicas`).
+    #[arg(skip)]
+    pub replicas: usize,
+    /// coord's log is on this NATS server instead of SQLite (`--nats`).
+    #[arg(skip)]
     pub coord_nats: Option<String>,
+}
+
+impl Opts {
+    /// The JetStream server to measure: `--jetstream`, else the first
+    /// server of `--nats` (coord's overhead over its own stream), else the
+    /// standard local port.
+    fn jetstream_url(&self) -> String {
+        self.jetstream
+            .clone()
+            .or_else(|| {
+                self.coord_nats
+                    .as_ref()
+                    .map(|u| u.split(',').next().unwrap_or(u).to_string())
+            })
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+    }
 }
 
 /// One system's figures: µs for ack and deliver, ms for fan-out.
@@ -472,9 +501,10 @@ pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
 
 async fn jetstream(o: &Opts, run: u64) -> Result<(String, Figures)> {
     use async_nats::jetstream::stream::{Config, StorageType};
-    let nc = async_nats::connect(o.jetstream.as_str())
+    let url = o.jetstream_url();
+    let nc = async_nats::connect(url.as_str())
         .await
-        .with_context(|| format!("no NATS server answers at {}", o.jetstream))?;
+        .with_context(|| format!("no NATS server answers at {url}"))?;
     let version = nc.server_info().version;
     let js = async_nats::jetstream::new(nc);
     let stream = format!("CBENCH_{run:x}");
@@ -488,7 +518,7 @@ async fn jetstream(o: &Opts, run: u64) -> Result<(String, Figures)> {
     .await
     .context("cannot create a JetStream stream")?;
     let t = Target::JetStream {
-        url: o.jetstream.clone(),
+        url,
         stream: stream.clone(),
     };
     let f = measure(&t, o).await;

@@ -108,32 +108,7 @@ enum Bench {
     /// optionally fan-out), then one table and coord's ratios to each.
     /// With --nats, coord's log is on that server and the JetStream run
     /// uses it too: coord's overhead over the raw stream.
-    Compare {
-        /// Systems, in order: coord, jetstream, redis.
-        #[arg(long, value_delimiter = ',', default_value = "coord,jetstream,redis")]
-        systems: Vec<String>,
-        /// Appends measured for ack latency (a quarter of it for delivery).
-        #[arg(long, default_value_t = 10_000)]
-        n: usize,
-        #[arg(long, default_value_t = 16)]
-        writers: usize,
-        /// Seconds of the throughput run.
-        #[arg(long, default_value_t = 3)]
-        seconds: u64,
-        /// Also fan one event out to this many subscribers per round.
-        #[arg(long)]
-        fanout: Option<usize>,
-        #[arg(long, default_value_t = 20)]
-        rounds: usize,
-        /// coord's --sync (normal or full).
-        #[arg(long, default_value = "normal")]
-        sync: String,
-        /// The JetStream server [default: --nats, else nats://127.0.0.1:4222].
-        #[arg(long)]
-        jetstream: Option<String>,
-        #[arg(long, default_value = "redis://127.0.0.1:6379")]
-        redis: String,
-    },
+    Compare(compare::Opts),
     /// File-change-to-observation latency of a legacy-root reader (a
     /// `coord sentinel` on fs-poll or fs-watch, or a daemon bridging the
     /// root), with simulated peers heartbeating; then its CPU while idle.
@@ -204,38 +179,9 @@ fn main() -> Result<()> {
                 rate,
                 handovers,
             } => shared(&coord, writers, seconds, rate, handovers).await,
-            Bench::Compare {
-                systems,
-                n,
-                writers,
-                seconds,
-                fanout,
-                rounds,
-                sync,
-                jetstream,
-                redis,
-            } => {
-                let coord_nats = args.nats.clone();
-                let jetstream = jetstream
-                    .or_else(|| {
-                        coord_nats
-                            .as_ref()
-                            .map(|u| u.split(',').next().unwrap_or(u).to_string())
-                    })
-                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-                let o = compare::Opts {
-                    systems,
-                    n,
-                    writers,
-                    seconds,
-                    fanout,
-                    rounds,
-                    sync,
-                    jetstream,
-                    replicas: args.replicas,
-                    redis,
-                    coord_nats,
-                };
+            Bench::Compare(mut o) => {
+                o.replicas = args.replicas;
+                o.coord_nats = args.nats.clone();
                 compare::compare(&coord, o).await
             }
         }

@@ -16,7 +16,15 @@ impl Mount {
     fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
         std::fs::create_dir_all(at).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            // mode=0700: the daemon refuses a store directory others can
+            // write to, and a fresh tmpfs is 1777.
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()
             .is_ok_and(|s| s.success());
