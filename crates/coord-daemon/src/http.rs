@@ -180,15 +180,8 @@ async fn read_body_up_to(
     timeout: Duration,
 ) -> Result<Vec<u8>, ApiError> {
     // A body sent slowly holds a connection and its buffer: the whole body
-    // must arrive within `timeout`. Most bodies came in with their headers
-    // and are read at once: those start no timer (a timer per request cost
-    // the 16-writer benchmark a few per cent).
-    let read = read_body_within(body, limit);
-    tokio::pin!(read);
-    if let Some(done) = futures_util::future::poll_immediate(&mut read).await {
-        return done;
-    }
-    tokio::time::timeout(timeout, read)
+    // must arrive within `timeout`.
+    tokio::time::timeout(timeout, read_body_within(body, limit))
         .await
         .unwrap_or_else(|_| {
             Err(ApiError::new(
