@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod chaos;
 mod compare;
+mod locks;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks a coord daemon")]
@@ -109,6 +111,14 @@ enum Bench {
     /// With --nats, coord's log is on that server and the JetStream run
     /// uses it too: coord's overhead over the raw stream.
     Compare(compare::Opts),
+    /// What one heavy lock user costs others: a session with many patterns
+    /// ending, acquires against long patterns, thousands of leases lapsing
+    /// together; each with a probe writer's latency meanwhile.
+    Locks(locks::Opts),
+    /// SIGKILLs of a daemon under mixed write load, `coord verify` after
+    /// each; then every acknowledged write is in the log once at its seq
+    /// and the view equals the fold.
+    Chaos(chaos::Opts),
     /// File-change-to-observation latency of a legacy-root reader (a
     /// `coord sentinel` on fs-poll or fs-watch, or a daemon bridging the
     /// root), with simulated peers heartbeating; then its CPU while idle.
@@ -179,6 +189,8 @@ fn main() -> Result<()> {
                 rate,
                 handovers,
             } => shared(&coord, writers, seconds, rate, handovers).await,
+            Bench::Locks(o) => locks::locks(&coord, o).await,
+            Bench::Chaos(o) => chaos::chaos(&coord, o).await,
             Bench::Compare(mut o) => {
                 o.replicas = args.replicas;
                 o.coord_nats = args.nats.clone();

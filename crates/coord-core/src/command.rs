@@ -303,6 +303,12 @@ pub enum Reply {
         /// Grant seq if it holds the lock (it was granted before the cancel).
         held_seq: Option<u64>,
     },
+    /// Events were produced but the command is not finished: a session's
+    /// end with more than `CASCADE_CHUNK` locks releases them over several
+    /// commits. The writer commits these events, lets other requests in,
+    /// and runs the same command again; callers never see this answer and
+    /// no idempotency record holds it.
+    Unfinished,
 }
 
 /// The result of a valid command.

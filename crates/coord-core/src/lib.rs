@@ -15,12 +15,15 @@
 //! `tests/fold.rs` guards.
 #![deny(missing_docs)]
 
+pub mod audit;
 mod command;
 mod kinds;
+mod lock_index;
 mod state;
 
 pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply};
 pub use kinds::custom::check_custom;
 pub use kinds::session::registered_session;
 pub use kinds::{apply, validate, MAX_REPORT_MESSAGE_BYTES};
+pub use lock_index::LockIndex;
 pub use state::{keys, State};

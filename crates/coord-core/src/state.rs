@@ -1,15 +1,18 @@
 //! The state and the fold: [`apply`] is the only function that changes it.
 
-use coord_proto::pattern::is_pattern;
+use crate::lock_index::LockIndex;
 use coord_proto::view::{EndedSession, View};
 use coord_proto::{Draft, Event, Payload};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// The view plus what the log needs to know about it.
 ///
 /// Serializable so the store can snapshot it; the API shows only `view`.
+/// The lock index is derived from the view, so a snapshot leaves it out
+/// and reading one rebuilds it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub struct State {
     /// The view clients see.
     pub view: View,
@@ -19,16 +22,39 @@ pub struct State {
     /// conditional append are read from here.
     #[serde(default)]
     pub key_heads: BTreeMap<String, u64>,
-    /// Resources of live locks that are patterns (`src/**`): a plain
-    /// resource can only conflict with these, so an acquire looks here
-    /// instead of at every lock.
-    #[serde(default)]
-    pub pattern_locks: BTreeSet<String>,
     /// The last [`coord_proto::ENDED_SESSIONS_KEPT`] sessions that ended,
     /// oldest first: how each ended, for `session list --ended` and for
     /// errors that name an ended session ("expired at …").
     #[serde(default)]
     pub ended: VecDeque<EndedSession>,
+    /// Live locks by literal prefix, suffix and session, so that no lock
+    /// command scans every lock (kept in step by the fold).
+    #[serde(skip)]
+    pub lock_index: LockIndex,
+}
+
+/// A snapshot as stored: the state without what is derived from the view.
+/// Snapshots of older versions carry a `pattern_locks` field, ignored.
+#[derive(Deserialize)]
+struct Stored {
+    view: View,
+    head: u64,
+    #[serde(default)]
+    key_heads: BTreeMap<String, u64>,
+    #[serde(default)]
+    ended: VecDeque<EndedSession>,
+}
+
+impl From<Stored> for State {
+    fn from(s: Stored) -> State {
+        State {
+            lock_index: LockIndex::from_view(&s.view),
+            view: s.view,
+            head: s.head,
+            key_heads: s.key_heads,
+            ended: s.ended,
+        }
+    }
 }
 
 impl State {
@@ -38,17 +64,11 @@ impl State {
     /// (`coord top`), never for validation: the key heads and the list of
     /// ended sessions are not in a view and start empty.
     pub fn from_view(view: View, seq: u64) -> State {
-        let pattern_locks = view
-            .locks
-            .keys()
-            .filter(|r| is_pattern(r))
-            .cloned()
-            .collect();
         State {
+            lock_index: LockIndex::from_view(&view),
             view,
             head: seq,
             key_heads: BTreeMap::new(),
-            pattern_locks,
             ended: VecDeque::new(),
         }
     }
@@ -91,21 +111,10 @@ fn keys_of(session_id: Option<&str>, resource: Option<&str>, payload: &Payload) 
     out
 }
 
-/// After a kind folded its event: the index of pattern locks, the key
-/// heads and the head seq follow the view.
+/// After a kind folded its event: the lock index, the key heads and the
+/// head seq follow the view.
 pub(crate) fn after_apply(state: &mut State, event: &Event) {
-    if let Some(r) = event.resource.as_deref().filter(|r| is_pattern(r)) {
-        if state.view.locks.contains_key(r) {
-            state.pattern_locks.insert(r.to_string());
-        } else {
-            state.pattern_locks.remove(r);
-        }
-    }
-    if let Payload::SessionDereg(_) = &event.payload {
-        // The fold's own cleanup above may have dropped pattern locks.
-        let locks = &state.view.locks;
-        state.pattern_locks.retain(|r| locks.contains_key(r));
-    }
+    index_locks(state, event);
     for k in keys_of(
         event.session_id.as_deref(),
         event.resource.as_deref(),
@@ -129,5 +138,48 @@ fn live(view: &View, key: &str) -> bool {
         view.orders.contains_key(id)
     } else {
         false
+    }
+}
+
+/// Keeps [`State::lock_index`] in step with the view after `event`: the
+/// lock it names and the session(s) whose hold or wait it changed, or,
+/// for a session's end, every lock that session was in (which the session
+/// fold already left).
+fn index_locks(state: &mut State, event: &Event) {
+    let (view, index) = (&state.view, &mut state.lock_index);
+    let member = |s: &str, r: &str| {
+        view.locks.get(r).is_some_and(|l| {
+            l.holders.iter().any(|h| h.session_id == s)
+                || l.waiters.iter().any(|w| w.session_id == s)
+        })
+    };
+    let mut touch = |s: &str, r: &str| {
+        if member(s, r) {
+            index.join(s, r);
+        } else {
+            index.leave(s, r);
+        }
+        if view.locks.contains_key(r) {
+            index.insert(r);
+        } else {
+            index.remove(r);
+        }
+    };
+    match &event.payload {
+        Payload::LockAcquire(p) => touch(&p.owner_session, &p.resource),
+        Payload::LockWait(p) => touch(&p.owner_session, &p.resource),
+        Payload::LockWaitCancel(p) => touch(&p.owner_session, &p.resource),
+        Payload::LockRelease(p) => touch(&p.owner_session, &p.resource),
+        Payload::LockDelegate(p) => touch(&p.to_session, &p.resource),
+        Payload::SessionDereg(_) => {
+            if let Some(sid) = event.session_id.as_deref() {
+                for r in index.leave_all(sid) {
+                    if !view.locks.contains_key(&r) {
+                        index.remove(&r);
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }

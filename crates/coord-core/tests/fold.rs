@@ -4,8 +4,8 @@
 //! (one exclusive holder, FIFO queue, no holder without a session) hold
 //! after every command.
 
-use coord_core::{apply, validate, Command, State};
-use coord_proto::pattern::{is_pattern, overlap};
+use coord_core::{apply, validate, Command, Reply, State};
+use coord_proto::pattern::overlap;
 use coord_proto::{
     DeregReason, Event, LifeState, LockMode, Payload, Report, Timestamp, WaitCancelReason,
 };
@@ -29,6 +29,9 @@ fn resource() -> impl Strategy<Value = String> {
             Just("src/r?.rs".to_string()),
             Just("**".to_string()),
             Just("docs/**".to_string()),
+            Just("**/r1.rs".to_string()),
+            Just("*.rs".to_string()),
+            Just("src/r*".to_string()),
         ],
         1 => any::<String>(),
     ]
@@ -209,9 +212,21 @@ fn run(cmds: &[Command]) -> (State, Vec<Event>) {
     let mut state = State::default();
     let mut log = Vec::new();
     for cmd in cmds {
-        let Ok(outcome) = validate(&state, cmd) else {
-            continue;
+        run_one(&mut state, &mut log, cmd);
+        check_invariants(&state);
+    }
+    (state, log)
+}
+
+/// One command, run again while it answers `Unfinished` (as the writer
+/// does); the number of commits it took.
+fn run_one(state: &mut State, log: &mut Vec<Event>, cmd: &Command) -> usize {
+    let mut commits = 0;
+    loop {
+        let Ok(outcome) = validate(state, cmd) else {
+            return commits;
         };
+        commits += 1;
         for d in outcome.drafts {
             let e = Event {
                 seq: state.head + 1,
@@ -223,12 +238,13 @@ fn run(cmds: &[Command]) -> (State, Vec<Event>) {
                 resource: d.resource,
                 payload: d.payload,
             };
-            apply(&mut state, &e);
+            apply(state, &e);
             log.push(e);
         }
-        check_invariants(&state);
+        if outcome.reply != Reply::Unfinished {
+            return commits;
+        }
     }
-    (state, log)
 }
 
 fn fold(log: &[Event]) -> State {
@@ -314,11 +330,10 @@ fn check_invariants(state: &State) {
             }
         }
     }
-    let patterns: Vec<&String> = state.view.locks.keys().filter(|r| is_pattern(r)).collect();
     assert_eq!(
-        state.pattern_locks.iter().collect::<Vec<_>>(),
-        patterns,
-        "pattern index out of step"
+        state.lock_index,
+        coord_core::LockIndex::from_view(&state.view),
+        "lock index out of step with the view"
     );
     for id in state.view.inboxes.keys() {
         assert!(
@@ -468,4 +483,85 @@ fn shared_waiters_behind_an_exclusive_one_wait_for_it() {
     let lock = &state.view.locks["db"];
     assert_eq!(lock.holders.len(), 1, "c must not barge past b: {lock:?}");
     assert_eq!(lock.waiters.len(), 2);
+}
+
+fn acquire(s: &str, resource: &str, wait: bool) -> Command {
+    Command::Acquire {
+        session_id: s.into(),
+        resource: resource.into(),
+        mode: LockMode::Exclusive,
+        ttl_ms: None,
+        wait,
+        extra: Default::default(),
+    }
+}
+
+#[test]
+fn a_session_with_many_locks_ends_over_bounded_commits() {
+    let (mut state, mut log) = run(&[reg("a"), reg("b")]);
+    for i in 0..600 {
+        run_one(
+            &mut state,
+            &mut log,
+            &acquire("a", &format!("p{i}/**"), false),
+        );
+    }
+    run_one(&mut state, &mut log, &acquire("b", "p7/x.rs", true));
+    assert_eq!(state.lock_index.count_of("a"), 600);
+    let end = Command::Dereg {
+        session_id: "a".into(),
+        reason: DeregReason::Explicit,
+        exit_code: None,
+    };
+    let first = validate(&state, &end).expect("dereg");
+    assert_eq!(first.reply, Reply::Unfinished);
+    let releases = first
+        .drafts
+        .iter()
+        .filter(|d| matches!(d.payload, Payload::LockRelease(_)))
+        .count();
+    assert_eq!(releases, coord_proto::CASCADE_CHUNK);
+    let before = log.len();
+    let commits = run_one(&mut state, &mut log, &end);
+    assert_eq!(
+        commits,
+        600usize.div_ceil(coord_proto::CASCADE_CHUNK),
+        "600 locks in chunks, the last with the end"
+    );
+    check_invariants(&state);
+    assert!(!state.view.sessions.contains_key("a"));
+    assert_eq!(state.lock_index.count_of("a"), 0);
+    assert_eq!(state.view.locks["p7/x.rs"].holders[0].session_id, "b");
+    // One dereg event, last; every release before it.
+    let tail = &log[before..];
+    assert!(matches!(
+        tail.last().map(|e| &e.payload),
+        Some(Payload::SessionDereg(_))
+    ));
+    assert_eq!(fold(&log), state);
+}
+
+#[test]
+fn lock_bounds_have_their_own_codes() {
+    let (mut state, mut log) = run(&[reg("a")]);
+    let long = format!("{}/**", "d".repeat(coord_proto::MAX_PATTERN_BYTES - 3));
+    assert_eq!(long.len(), coord_proto::MAX_PATTERN_BYTES);
+    assert!(validate(&state, &acquire("a", &long, false)).is_ok());
+    let too_long = format!("d{long}");
+    let err = validate(&state, &acquire("a", &too_long, false)).expect_err("too long");
+    assert_eq!(err.code(), Some(coord_proto::ErrorCode::PatternTooLong));
+    // A plain name keeps the resource limit.
+    assert!(validate(&state, &acquire("a", &"n".repeat(1000), false)).is_ok());
+
+    for i in 0..coord_proto::MAX_LOCKS_PER_SESSION {
+        run_one(&mut state, &mut log, &acquire("a", &format!("r{i}"), false));
+    }
+    assert_eq!(
+        state.lock_index.count_of("a"),
+        coord_proto::MAX_LOCKS_PER_SESSION
+    );
+    let err = validate(&state, &acquire("a", "one-more", false)).expect_err("full");
+    assert_eq!(err.code(), Some(coord_proto::ErrorCode::TooManyLocks));
+    // What it holds already still answers as held.
+    assert!(validate(&state, &acquire("a", "r5", false)).is_ok());
 }

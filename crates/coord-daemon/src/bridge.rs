@@ -291,6 +291,7 @@ pub async fn run(
                 cmd,
                 source: source.to_string(),
                 tx_id: None,
+                digest: None,
                 ts,
                 extras,
                 reply: None,

@@ -108,7 +108,7 @@ pub async fn run(
                     renew_at = Instant::now() + renew_every;
                 }
                 _ = crate::deadline::sleep_until(next_peer), if next_peer.is_some() => {
-                    for gone in peers.pop_due(Instant::now()) {
+                    for gone in peers.pop_due(Instant::now(), usize::MAX) {
                         end_sessions_of(&writer, &gone).await;
                     }
                 }

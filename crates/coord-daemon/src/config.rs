@@ -30,6 +30,9 @@ pub struct Config {
     /// Longest a request's body may take to arrive before the request is
     /// answered `408 timeout` (default 30 s).
     pub body_timeout: std::time::Duration,
+    /// Bytes of request bodies held at once while they arrive, over every
+    /// connection (default 64 MiB); more is `503 overloaded`.
+    pub body_memory: usize,
     /// Bridge a legacy coord root into the log.
     pub legacy: Option<crate::BridgeConfig>,
     /// Keep this directory a legacy-layout copy of the view.
@@ -72,6 +75,7 @@ impl Config {
             max_connections: 16_384,
             header_timeout: std::time::Duration::from_secs(10),
             body_timeout: std::time::Duration::from_secs(30),
+            body_memory: 64 << 20,
             legacy: None,
             export_legacy: None,
             lifecycle: crate::LifecycleConfig::default(),

@@ -51,10 +51,11 @@ impl<T: Ord + Copy, K: Ord + Hash + Clone> Deadlines<T, K> {
         self.queue.first().map(|(at, _)| *at)
     }
 
-    /// Removes and returns every key due at `now`, earliest first.
-    pub fn pop_due(&mut self, now: T) -> Vec<K> {
+    /// Removes and returns at most `max` keys due at `now`, earliest
+    /// first; the rest stay due for the next call.
+    pub fn pop_due(&mut self, now: T, max: usize) -> Vec<K> {
         let mut due = Vec::new();
-        while self.queue.first().is_some_and(|(at, _)| *at <= now) {
+        while due.len() < max && self.queue.first().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, key)) = self.queue.pop_first() {
                 self.index.remove(&key);
                 due.push(key);
@@ -97,11 +98,22 @@ mod tests {
         d.set("b", 5); // moved earlier
         assert_eq!(d.next(), Some(5));
         assert_eq!(d.len(), 3);
-        assert_eq!(d.pop_due(10), vec!["b", "a"]);
+        assert_eq!(d.pop_due(10, usize::MAX), vec!["b", "a"]);
         d.clear(&"c");
         d.clear(&"nope");
         assert!(d.is_empty());
-        assert_eq!(d.pop_due(100), Vec::<&str>::new());
+        assert_eq!(d.pop_due(100, usize::MAX), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_bounded_pop_leaves_the_rest_due() {
+        let mut d: Deadlines<i64, u32> = Deadlines::default();
+        for k in 0..5 {
+            d.set(k, i64::from(k));
+        }
+        assert_eq!(d.pop_due(10, 2), vec![0, 1]);
+        assert_eq!(d.next(), Some(2));
+        assert_eq!(d.pop_due(10, 10), vec![2, 3, 4]);
     }
 
     #[test]
@@ -140,7 +152,7 @@ mod tests {
                     for (_, k) in &want {
                         model.remove(k);
                     }
-                    let got = d.pop_due(now);
+                    let got = d.pop_due(now, usize::MAX);
                     assert_eq!(got, want.into_iter().map(|(_, k)| k).collect::<Vec<_>>());
                 }
             }

@@ -66,8 +66,50 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Respo
 
 /// A JSON request body, parsed with coord's error codes: `bad_json`,
 /// `unknown_field`, `invalid_field`, `body_too_large`,
-/// `unsupported_media_type`. An empty body reads as `{}`.
-pub struct JsonBody<T>(pub T);
+/// `unsupported_media_type`. An empty body reads as `{}`. The second field
+/// is the request's [`Digest`] when the body carries a `tx_id`.
+pub struct JsonBody<T>(pub T, pub Digest);
+
+/// What an idempotency record is bound to (PROTOCOL §7): SHA-256 (its
+/// first 128 bits, in hex: the record carries it per event)
+/// of the method, the path (with its parameters: the session, message or
+/// order it names) and the body as canonical JSON (keys sorted, no
+/// whitespace) without `ts`, the one field a retry may change. `None` for
+/// a request without a `tx_id`, which leaves no record.
+///
+/// A write whose `tx_id` has a record with another digest is
+/// `409 tx_id_reused`; a record made before digests existed matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digest(pub Option<String>);
+
+impl Digest {
+    /// The digest of `method path` with JSON `body`, if the body is an
+    /// object with a `tx_id` (the caller has parsed it already, so it is
+    /// valid JSON; anything else gives `None`).
+    pub fn of(method: &str, path: &str, body: &[u8]) -> Digest {
+        use sha2::{Digest as _, Sha256};
+        // Cheap test first: most writes carry no tx_id.
+        if !body.windows(7).any(|w| w == b"\"tx_id\"") {
+            return Digest(None);
+        }
+        let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(body) else {
+            return Digest(None);
+        };
+        if !m.contains_key("tx_id") {
+            return Digest(None);
+        }
+        m.remove("ts");
+        // serde_json's map is ordered by key: the encoding is canonical.
+        let canonical = serde_json::Value::Object(m).to_string();
+        let mut h = Sha256::new();
+        h.update(method.as_bytes());
+        h.update(b" ");
+        h.update(path.as_bytes());
+        h.update(b"\n");
+        h.update(canonical.as_bytes());
+        Digest(Some(crate::tokens::hex(&h.finalize()[..16])))
+    }
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -89,13 +131,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             }
         }
         let timeout = body_timeout(&req);
-        let bytes = read_body(req.into_body(), timeout).await?;
+        let budget = body_budget(&req);
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let bytes = read_body_up_to(req.into_body(), MAX_REQUEST_BYTES, timeout, budget).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
             &bytes
         };
-        parse_json(bytes).map(JsonBody)
+        let body = parse_json(bytes)?;
+        Ok(JsonBody(body, Digest::of(&method, &path, bytes)))
     }
 }
 
@@ -103,7 +149,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// before any `;` parameter, trimmed and lowercased, compared whole — so
 /// `application/jsonfoo` is not `application/json`. A value that is not
 /// visible ASCII comes back as itself escaped, which matches no type.
-fn media_type(v: &axum::http::HeaderValue) -> String {
+pub(crate) fn media_type(v: &axum::http::HeaderValue) -> String {
     match v.to_str() {
         Ok(s) => s
             .split(';')
@@ -142,22 +188,20 @@ impl<S: Send + Sync> FromRequest<S> for NdjsonBody {
             }
         }
         let timeout = body_timeout(&req);
-        read_body_up_to(req.into_body(), coord_proto::MAX_BATCH_BYTES, timeout)
-            .await
-            .map(NdjsonBody)
+        let budget = body_budget(&req);
+        read_body_up_to(
+            req.into_body(),
+            coord_proto::MAX_BATCH_BYTES,
+            timeout,
+            budget,
+        )
+        .await
+        .map(NdjsonBody)
     }
 }
 
 /// Most bytes of an oversized body read (and dropped) before answering 413.
 const DRAIN_LIMIT: usize = 16 << 20;
-
-/// Reads a body of at most [`MAX_REQUEST_BYTES`]. A larger one is read on
-/// and dropped, up to [`DRAIN_LIMIT`], before the 413 is answered: closing
-/// a Unix socket with unread data resets it, and the client would see
-/// `ECONNRESET` instead of the error.
-async fn read_body(body: axum::body::Body, timeout: Duration) -> Result<Vec<u8>, ApiError> {
-    read_body_up_to(body, MAX_REQUEST_BYTES, timeout).await
-}
 
 /// How long a request's body may take to arrive (the daemon's
 /// `--body-timeout`), carried to the extractors as a request extension.
@@ -173,15 +217,79 @@ fn body_timeout(req: &Request) -> Duration {
         .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0)
 }
 
-/// [`read_body`] with another limit.
+/// The bytes of request bodies the daemon holds at once while they arrive,
+/// over every connection (`--body-memory-mib`, default 64 MiB): a body
+/// whose next bytes do not fit is answered `503 overloaded`. Carried to
+/// the extractors as a request extension; a router without it is
+/// unbounded (tests of the handlers alone).
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    bytes: usize,
+    left: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes,
+            left: std::sync::Arc::new(tokio::sync::Semaphore::new(bytes)),
+        }
+    }
+
+    /// Takes `n` more bytes into `held`, or says the daemon is full.
+    fn take(
+        &self,
+        n: usize,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), ApiError> {
+        let Ok(n32) = u32::try_from(n) else {
+            return Err(self.full());
+        };
+        match self.left.clone().try_acquire_many_owned(n32) {
+            Ok(p) => {
+                match held {
+                    Some(h) => h.merge(p),
+                    None => *held = Some(p),
+                }
+                Ok(())
+            }
+            Err(_) => Err(self.full()),
+        }
+    }
+
+    fn full(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "the daemon is receiving {} MiB of request bodies, its --body-memory-mib; retry shortly",
+                self.bytes >> 20
+            ),
+        )
+        .with("limit", self.bytes)
+    }
+}
+
+fn body_budget(req: &Request) -> Option<BodyBudget> {
+    req.extensions().get::<BodyBudget>().cloned()
+}
+
+/// Reads a body of at most `limit` bytes (1 MiB for JSON, 16 MiB for a
+/// batch). A larger one — or one refused by the budget — is read on and
+/// dropped, up to [`DRAIN_LIMIT`], before the 413 (503) is answered:
+/// closing a Unix socket with unread data resets it, and the client would
+/// see `ECONNRESET` instead of the error.
 async fn read_body_up_to(
     body: axum::body::Body,
     limit: usize,
     timeout: Duration,
+    budget: Option<BodyBudget>,
 ) -> Result<Vec<u8>, ApiError> {
     // A body sent slowly holds a connection and its buffer: the whole body
-    // must arrive within `timeout`.
-    tokio::time::timeout(timeout, read_body_within(body, limit))
+    // must arrive within `timeout`, and its bytes count against the budget
+    // of every body in flight while it does.
+    tokio::time::timeout(timeout, read_body_within(body, limit, budget))
         .await
         .unwrap_or_else(|_| {
             Err(ApiError::new(
@@ -195,7 +303,11 @@ async fn read_body_up_to(
         })
 }
 
-async fn read_body_within(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body_within(
+    mut body: axum::body::Body,
+    limit: usize,
+    budget: Option<BodyBudget>,
+) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(
@@ -204,8 +316,17 @@ async fn read_body_within(mut body: axum::body::Body, limit: usize) -> Result<Ve
         )
         .with("limit", limit)
     };
-    let mut buf = Vec::new();
+    // Sized once from the declared length (within the limit): a body
+    // grown by doubling leaves a trail of freed buffers behind it.
+    let declared = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= limit)
+        .unwrap_or(0);
+    let mut buf = Vec::with_capacity(declared);
     let mut seen = 0usize;
+    let mut held = None;
+    let mut refused: Option<ApiError> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::new(ErrorCode::BadJson, format!("reading the body failed: {e}"))
@@ -217,12 +338,22 @@ async fn read_body_within(mut body: axum::body::Body, limit: usize) -> Result<Ve
         if seen > DRAIN_LIMIT.max(limit) {
             return Err(too_large());
         }
-        if seen <= limit {
+        if seen <= limit && refused.is_none() {
+            if let Some(Err(e)) = budget.as_ref().map(|b| b.take(data.len(), &mut held)) {
+                // Over budget: free what is held, drain the rest.
+                refused = Some(e);
+                buf = Vec::new();
+                held = None;
+                continue;
+            }
             buf.extend_from_slice(&data);
         }
     }
     if seen > limit {
         return Err(too_large());
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
     Ok(buf)
 }

@@ -38,6 +38,8 @@ mod config;
 mod deadline;
 mod export;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 pub mod lifecycle;
@@ -54,6 +56,7 @@ mod timers;
 mod tokens;
 mod waits;
 pub mod web;
+pub mod wire;
 mod writer;
 #[cfg(test)]
 mod writer_tests;

@@ -595,7 +595,7 @@ impl<L: EventLog + Clone> Run<L> {
         let now = Timestamp::now().as_millis();
         let th = self.config.thresholds;
         let mut writes = Vec::new();
-        for sid in self.due.pop_due(now) {
+        for sid in self.due.pop_due(now, usize::MAX) {
             let Some(t) = self.sessions.get_mut(&sid) else {
                 continue;
             };

@@ -243,9 +243,13 @@ async fn serve<L: EventLog + Clone>(
         daemon_id: daemon_id.clone(),
         web: web.as_ref().map(|(_, a)| a.clone()),
     });
-    let router = api::router(app.clone()).layer(axum::Extension(crate::http::BodyTimeout(
-        config.body_timeout,
-    )));
+    let router = api::router(app.clone())
+        .layer(axum::Extension(crate::http::BodyTimeout(
+            config.body_timeout,
+        )))
+        .layer(axum::Extension(crate::http::BodyBudget::new(
+            config.body_memory,
+        )));
     if let Some(root) = config.export_legacy.clone() {
         background.spawn(crate::export::run(
             root,
@@ -336,7 +340,8 @@ async fn serve<L: EventLog + Clone>(
         let stop = stopping.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let conn = http1(header_timeout).serve_connection(TokioIo::new(stream), svc);
+            let conn = http1(header_timeout)
+                .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -384,7 +389,12 @@ async fn serve<L: EventLog + Clone>(
     Ok(())
 }
 
-/// hyper's HTTP/1 server with the read timeout set: a connection that
+/// A connection's read buffer, bytes (128 KiB): the most a request line and
+/// headers may take (more is `431 headers_too_large`), and with the body
+/// limit what one connection can make the daemon hold.
+const MAX_HEAD_BYTES: usize = 128 << 10;
+
+/// hyper's HTTP/1 server with the read timeout and the read buffer (`MAX_HEAD_BYTES`) set: a connection that
 /// takes longer than `header_timeout` to send a request's headers — or
 /// stays idle that long between requests (hyper starts the timer when a
 /// response is done) — is closed. A response being streamed (an event
@@ -393,7 +403,8 @@ async fn serve<L: EventLog + Clone>(
 pub(crate) fn http1(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     b
 }
 

@@ -70,11 +70,17 @@ impl Timers {
         self.due.next()
     }
 
-    /// The commands of every deadline due at `now`. `running` says whether
-    /// a session's watched process still runs (an expiry says so).
-    pub(crate) fn due(&mut self, now: Instant, running: impl Fn(&str) -> bool) -> Vec<Command> {
+    /// The commands of at most `max` deadlines due at `now`, earliest
+    /// first (the rest stay due). `running` says whether a session's
+    /// watched process still runs (an expiry says so).
+    pub(crate) fn due(
+        &mut self,
+        now: Instant,
+        max: usize,
+        running: impl Fn(&str) -> bool,
+    ) -> Vec<Command> {
         self.due
-            .pop_due(now)
+            .pop_due(now, max)
             .into_iter()
             .map(|key| match key {
                 TimerKey::Lease {

@@ -291,8 +291,8 @@ pub async fn serve(
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
-            let conn =
-                crate::server::http1(header_timeout).serve_connection(TokioIo::new(stream), svc);
+            let conn = crate::server::http1(header_timeout)
+                .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

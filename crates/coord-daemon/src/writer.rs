@@ -37,6 +37,10 @@ use ulid::Ulid;
 const MAX_BATCH: usize = 1024;
 /// Depth of the request queue before callers wait.
 const QUEUE: usize = 16_384;
+/// Most lease and lock-TTL expiries committed in one transaction: when
+/// thousands come due at once they go over several commits, so a caller's
+/// write waits for one of them, not for all (each may end a session).
+const EXPIRIES_PER_COMMIT: usize = 128;
 
 /// Source name of events the daemon makes itself (timers, pidfd, start).
 pub const LIFECYCLE: &str = "lifecycle";
@@ -59,6 +63,10 @@ pub struct Committed {
     /// The answer comes from an earlier identical write.
     #[serde(skip)]
     pub replayed: bool,
+    /// The digest of the request that made it (kept in its idempotency
+    /// record, which a later write with the same `tx_id` must match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// Extras a write carries besides its command.
@@ -82,6 +90,10 @@ pub struct Write {
     pub source: String,
     /// The client's idempotency key.
     pub tx_id: Option<Ulid>,
+    /// What the key is bound to: the request's digest
+    /// (`crate::http::Digest`); `None` binds it to nothing (internal
+    /// writes, requests without a `tx_id`).
+    pub digest: Option<String>,
     /// Source time.
     pub ts: Timestamp,
     /// Extras.
@@ -232,6 +244,7 @@ pub fn internal(cmd: Command) -> Write {
         cmd,
         source: LIFECYCLE.to_string(),
         tx_id: None,
+        digest: None,
         ts: Timestamp::now(),
         extras: Extras::default(),
         reply: None,
@@ -272,6 +285,12 @@ struct Writer<L: EventLog> {
     since_snapshot: u64,
     /// The store's head, when other daemons append to it too.
     store_head: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Commands committed in part (`Reply::Unfinished`: a session's end
+    /// with many locks), run again in the next batch, after what other
+    /// callers queued meanwhile.
+    unfinished: Vec<Write>,
+    /// The snapshot being encoded and saved, if one is.
+    snapshotting: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Most times one batch is re-validated after other daemons appended
@@ -368,6 +387,8 @@ pub fn spawn<L: EventLog + Clone>(
         config,
         since_snapshot: 0,
         store_head,
+        unfinished: Vec::new(),
+        snapshotting: None,
     };
     w.restore_timers_and_watches();
     // No waiter survives a restart: whoever waited got an error when the
@@ -393,9 +414,13 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
                 r = rx.recv() => match r {
                     Some(r) => Some(r),
-                    None => break,
+                    // Closed and drained; a session's end still underway
+                    // finishes first.
+                    None if self.unfinished.is_empty() => break,
+                    None => None,
                 },
                 _ = crate::deadline::sleep_until(next), if next.is_some() => None,
+                _ = std::future::ready(()), if !self.unfinished.is_empty() => None,
                 _ = store_moved(&mut self.store_head) => {
                     self.catch_up().await;
                     continue;
@@ -404,10 +429,13 @@ impl<L: EventLog + Clone> Writer<L> {
             let pids = &self.pids;
             let mut writes: Vec<Write> = self
                 .timers
-                .due(Instant::now(), |sid| pids.is_running(sid))
+                .due(Instant::now(), EXPIRIES_PER_COMMIT, |sid| {
+                    pids.is_running(sid)
+                })
                 .into_iter()
                 .map(internal)
                 .collect();
+            writes.append(&mut self.unfinished);
             if let Some(r) = first {
                 let mut pending = Some(r);
                 while let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) {
@@ -583,12 +611,17 @@ impl<L: EventLog + Clone> Writer<L> {
                 match self.store.txn(&w.source, &tx_id.to_string()).await {
                     Ok(Some(rec)) => {
                         let answer = serde_json::from_str::<Committed>(&rec.response)
-                            .map(|mut c| {
-                                c.replayed = true;
-                                c
-                            })
                             .map_err(|e| {
                                 WriteError::Internal(format!("idempotency record unreadable: {e}"))
+                            })
+                            .and_then(|mut c| match (&c.digest, &w.digest) {
+                                (Some(first), Some(now)) if first != now => {
+                                    Err(tx_id_reused(&tx_id, rec.seq))
+                                }
+                                _ => {
+                                    c.replayed = true;
+                                    Ok(c)
+                                }
                             });
                         answers.push((w, answer));
                         continue;
@@ -625,12 +658,15 @@ impl<L: EventLog + Clone> Writer<L> {
             }
             let first_seq = (!outcome.drafts.is_empty()).then_some(self.state.head + 1);
             let bodies = outcome.bodies;
+            // The part of an unfinished command carries no tx_id: the
+            // client's goes on the first event of the part that finishes it.
+            let finished = outcome.reply != Reply::Unfinished;
             for (i, d) in outcome.drafts.into_iter().enumerate() {
                 // The first event carries the request's tx_id (the
                 // idempotency key); follow-on events get fresh ULIDs, never
                 // `tx_id + 1`, which a monotonic source may use next.
                 let tx_id = match (i, w.tx_id) {
-                    (0, Some(t)) => t,
+                    (0, Some(t)) if finished => t,
                     _ => self.next_id(),
                 };
                 self.attachments_for(
@@ -658,8 +694,9 @@ impl<L: EventLog + Clone> Writer<L> {
                 seq: first_seq.map(|_| self.state.head),
                 reply: outcome.reply,
                 replayed: false,
+                digest: w.digest.clone(),
             };
-            if let (Some(client_tx), Some(seq)) = (w.tx_id, committed.seq) {
+            if let (Some(client_tx), Some(seq), true) = (w.tx_id, committed.seq, finished) {
                 batch.txns.push(TxnRecord {
                     source: w.source.clone(),
                     tx_id: client_tx.to_string(),
@@ -792,6 +829,10 @@ impl<L: EventLog + Clone> Writer<L> {
         let appended_events = published.len() as u64;
         self.hub.publish(published);
         for (mut w, answer) in answers {
+            if matches!(&answer, Ok(c) if c.reply == Reply::Unfinished) {
+                self.unfinished.push(w);
+                continue;
+            }
             if let Ok(c) = &answer {
                 self.after_answer(&mut w, c);
             }
@@ -801,7 +842,7 @@ impl<L: EventLog + Clone> Writer<L> {
         }
         self.since_snapshot += appended_events;
         if self.since_snapshot >= self.config.snapshot_every {
-            self.snapshot().await;
+            self.snapshot_in_background();
         }
         if !deferred.is_empty() {
             Box::pin(self.commit(deferred)).await;
@@ -1012,40 +1053,83 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 
+    /// Takes a snapshot and waits for it (at start and at shutdown, when
+    /// nobody is waiting on the writer), after any still being written.
     async fn snapshot(&mut self) {
+        if let Some(running) = self.snapshotting.take() {
+            let _ = running.await;
+        }
         self.since_snapshot = 0;
-        let bytes = match serde_json::to_vec(&self.state) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode snapshot");
-                return;
-            }
-        };
-        if let Err(e) = self.store.save_snapshot(self.state.head, bytes).await {
-            tracing::warn!(error = %e, "snapshot failed; the log is kept whole");
+        save_snapshot(
+            self.store.clone(),
+            self.state.clone(),
+            self.config.retention,
+            self.stats.clone(),
+        )
+        .await;
+    }
+
+    /// Takes a snapshot while the writer goes on committing: the state is
+    /// copied here, encoded and saved (then the log compacted) by a task
+    /// of its own, so a large view does not hold every caller up for its
+    /// encoding. One at a time: while one runs, the next waits for the
+    /// following commit.
+    fn snapshot_in_background(&mut self) {
+        if self.snapshotting.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        if !self.config.retention.keeps_everything() {
-            match self
-                .store
-                .compact(self.config.retention, Timestamp::now().as_millis())
-                .await
-            {
-                Ok(r) => {
-                    if r.deleted > 0 {
-                        tracing::info!(deleted = r.deleted, oldest_seq = r.oldest_seq, "compacted");
-                    }
-                    if let Ok(mut b) = self.stats.batches.lock() {
-                        b.last_compaction = Some(coord_proto::api::CompactionStatus {
-                            at: Timestamp::now(),
-                            deleted: r.deleted,
-                            oldest_seq: r.oldest_seq,
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "compaction failed"),
+        self.since_snapshot = 0;
+        self.snapshotting = Some(tokio::spawn(save_snapshot(
+            self.store.clone(),
+            self.state.clone(),
+            self.config.retention,
+            self.stats.clone(),
+        )));
+    }
+}
+
+/// Encodes `state` (on the blocking pool), saves it as the log's snapshot
+/// and compacts the log by `retention`. Failures are logged: the log stays
+/// whole and the next snapshot tries again.
+async fn save_snapshot<L: EventLog>(
+    store: L,
+    state: State,
+    retention: Retention,
+    stats: Arc<Stats>,
+) {
+    let head = state.head;
+    let bytes = match tokio::task::spawn_blocking(move || serde_json::to_vec(&state)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot encode snapshot");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "snapshot encoder stopped");
+            return;
+        }
+    };
+    if let Err(e) = store.save_snapshot(head, bytes).await {
+        tracing::warn!(error = %e, "snapshot failed; the log is kept whole");
+        return;
+    }
+    if retention.keeps_everything() {
+        return;
+    }
+    match store.compact(retention, Timestamp::now().as_millis()).await {
+        Ok(r) => {
+            if r.deleted > 0 {
+                tracing::info!(deleted = r.deleted, oldest_seq = r.oldest_seq, "compacted");
+            }
+            if let Ok(mut b) = stats.batches.lock() {
+                b.last_compaction = Some(coord_proto::api::CompactionStatus {
+                    at: Timestamp::now(),
+                    deleted: r.deleted,
+                    oldest_seq: r.oldest_seq,
+                });
             }
         }
+        Err(e) => tracing::warn!(error = %e, "compaction failed"),
     }
 }
 
@@ -1081,6 +1165,21 @@ async fn store_moved(head: &mut Option<tokio::sync::watch::Receiver<u64>>) {
 /// The attachment key of a message body.
 pub fn body_key(session_id: &str, msg_id: &str) -> String {
     format!("body/{session_id}/{msg_id}")
+}
+
+/// A `tx_id` already used by a different request (PROTOCOL §7).
+fn tx_id_reused(tx_id: &Ulid, seq: u64) -> WriteError {
+    WriteError::Rejected(coord_core::Rejection(
+        ErrorBody::new(
+            ErrorCode::TxIdReused,
+            format!(
+                "tx_id {tx_id} was used by a different request (committed at seq {seq}); \
+                 a retry must repeat the same endpoint and body, a new request needs a new tx_id"
+            ),
+        )
+        .with("tx_id", tx_id.to_string())
+        .with("seq", seq),
+    ))
 }
 
 fn store_error(msg: &str) -> WriteError {

@@ -3,6 +3,10 @@
 //! the next commit continues the log without a gap. Both ways back are
 //! driven: the cheap copy (a small state) and the reload from the store
 //! (a state too large to copy per batch).
+//!
+//! And the writer's bounds on one commit: a session's end with many locks
+//! goes over several commits with other callers' writes between them, and
+//! leases that expire together are committed a bounded number at a time.
 
 use crate::hub::Hub;
 use crate::tokens::TokenCache;
@@ -99,22 +103,7 @@ async fn rollback_with(sessions_before: usize) {
         inner: inner.clone(),
         fail: fail.clone(),
     };
-    let hub = Hub::new(0, 1024);
-    let (writer, _join, _stop) = spawn(
-        State::default(),
-        store,
-        hub,
-        Arc::new(Stats::default()),
-        Arc::new(TokenCache::default()),
-        WriterConfig {
-            snapshot_every: 1_000_000,
-            retention: Retention::default(),
-            renewals: Default::default(),
-            leases: Default::default(),
-            metrics: Default::default(),
-            daemon_id: None,
-        },
-    );
+    let (writer, _stats) = writer_on(store);
     for i in 0..sessions_before {
         writer
             .write(internal(register(&format!("s{i}"))))
@@ -170,4 +159,115 @@ async fn a_failed_append_rolls_back_a_small_state() {
 #[tokio::test]
 async fn a_failed_append_rolls_back_a_large_state_by_reloading() {
     rollback_with(80).await;
+}
+
+/// A writer on `store` with snapshots out of the way.
+fn writer_on<L: EventLog + Clone>(store: L) -> (WriterHandle, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let (writer, _join, _stop) = spawn(
+        State::default(),
+        store,
+        Hub::new(0, 1 << 16),
+        stats.clone(),
+        Arc::new(TokenCache::default()),
+        WriterConfig {
+            snapshot_every: 1_000_000,
+            retention: Retention::default(),
+            renewals: Default::default(),
+            leases: Default::default(),
+            metrics: Default::default(),
+            daemon_id: None,
+        },
+    );
+    (writer, stats)
+}
+
+/// The single-threaded runtime lets both requests reach the writer's
+/// queue before it runs: without chunking the unrelated write would be
+/// committed after every one of the session's releases.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_queued_behind_a_big_session_end_is_not_held_for_all_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
+    let (writer, _stats) = writer_on(store.clone());
+    for id in ["big", "other"] {
+        writer
+            .write(internal(register(id)))
+            .await
+            .expect("register");
+    }
+    let n = 3 * coord_proto::CASCADE_CHUNK + 10;
+    for i in 0..n {
+        writer
+            .write(internal(acquire("big", &format!("src/m{i}/**"))))
+            .await
+            .expect("acquire");
+    }
+    let (end, unrelated) = tokio::join!(
+        writer.write(internal(Command::Dereg {
+            session_id: "big".into(),
+            reason: coord_proto::DeregReason::Explicit,
+            exit_code: None,
+        })),
+        writer.write(internal(acquire("other", "docs/readme.md"))),
+    );
+    let end = end.expect("dereg");
+    let unrelated = unrelated.expect("unrelated acquire");
+    let (end_seq, write_seq) = (end.seq.expect("seq"), unrelated.seq.expect("seq"));
+    assert!(
+        write_seq < end_seq,
+        "the unrelated write ({write_seq}) waited for the whole end ({end_seq})"
+    );
+    let log = store.read(0, 1_000_000).await.expect("read");
+    let releases_before_write = log
+        .iter()
+        .filter(|e| e.seq < write_seq && e.json.contains("\"lock.release\""))
+        .count();
+    assert!(
+        releases_before_write <= coord_proto::CASCADE_CHUNK,
+        "{releases_before_write} releases went ahead of the unrelated write"
+    );
+    let released = log
+        .iter()
+        .filter(|e| e.json.contains("\"lock.release\""))
+        .count();
+    assert_eq!(released, n, "every lock released once");
+    // The end's answer is its last event, and the log folds to the view.
+    assert_eq!(end_seq, log.last().map(|e| e.seq).unwrap_or(0));
+    let folded = load_state(&store).await.expect("fold");
+    let live = writer.read(|s| s.clone()).await.expect("read");
+    assert_eq!(folded, live);
+    assert!(!live.view.sessions.contains_key("big"));
+}
+
+/// Time stands still while the sessions register (paused clock; appends
+/// on the writer's thread, so nothing idles the runtime), so every lease
+/// comes due at the same instant.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn leases_that_expire_together_are_committed_a_bounded_number_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
+    let (writer, stats) = writer_on(store.on_caller_thread());
+    let n = 300;
+    for i in 0..n {
+        let mut cmd = register(&format!("s{i}"));
+        if let Command::Register { ttl_ms, .. } = &mut cmd {
+            *ttl_ms = coord_proto::MIN_SESSION_TTL_MS;
+        }
+        writer.write(internal(cmd)).await.expect("register");
+    }
+    // Wait (without a clock in the assertion) until every lease ran out.
+    loop {
+        let left = writer.read(|s| s.view.sessions.len()).await.expect("read");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let max_batch = stats.batches.lock().map(|b| b.max_batch).unwrap_or(0);
+    assert!(max_batch >= 1);
+    assert!(
+        max_batch <= 128,
+        "{max_batch} writes in one commit: expiries were not spread"
+    );
 }

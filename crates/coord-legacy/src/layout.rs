@@ -306,6 +306,18 @@ pub fn encode_resource(resource: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Found by the legacy_files fuzz target: a large float among a
+    /// file's unknown fields came back one ulp off after a round trip
+    /// (serde_json's default float parsing is not correctly rounded).
+    #[test]
+    fn unknown_float_fields_round_trip_exactly() {
+        let text = r#"{"session_id":"claudeng","p`id":952888888888885288888888888888}"#;
+        let f: SessionFile = serde_json::from_str(text).expect("parses");
+        let again = serde_json::to_string(&f).expect("encodes");
+        let back: SessionFile = serde_json::from_str(&again).expect("parses back");
+        assert_eq!(back, f);
+    }
+
     #[test]
     fn resources_encode_like_the_legacy_writers() {
         assert_eq!(encode_resource("src/main.rs"), "src%2Fmain.rs");

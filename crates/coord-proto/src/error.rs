@@ -36,6 +36,10 @@ macro_rules! codes {
 }
 
 codes! {
+    /// The request is not valid HTTP/1.1 (answered before any handler:
+    /// garbage, a bad or duplicate `Content-Length`, a control character
+    /// in the path).
+    BadRequest = ("bad_request", 400),
     /// The body is not JSON or not an object.
     BadJson = ("bad_json", 400),
     /// A field the endpoint does not know.
@@ -44,6 +48,8 @@ codes! {
     InvalidField = ("invalid_field", 400),
     /// An identifier breaks the rules of PROTOCOL §2.
     InvalidId = ("invalid_id", 400),
+    /// A lock pattern longer than `MAX_PATTERN_BYTES` (`limit`).
+    PatternTooLong = ("pattern_too_long", 400),
     /// A custom event kind outside `x.*`.
     UnknownKind = ("unknown_kind", 400),
     /// A cursor that is not a number, `start` or `now`.
@@ -85,6 +91,12 @@ codes! {
     LockHeld = ("lock_held", 409),
     /// Releasing a lock nobody holds.
     LockNotHeld = ("lock_not_held", 409),
+    /// The session already holds or waits for `MAX_LOCKS_PER_SESSION`
+    /// locks (`limit`).
+    TooManyLocks = ("too_many_locks", 409),
+    /// A `tx_id` already used by a different request (another endpoint,
+    /// or another body on the same one).
+    TxIdReused = ("tx_id_reused", 409),
     /// A message id already in the inbox.
     MessageExists = ("message_exists", 409),
     /// An order id that exists.
@@ -102,8 +114,12 @@ codes! {
     BodyTooLarge = ("body_too_large", 413),
     /// The message body is over 64 KiB.
     MessageTooLarge = ("message_too_large", 413),
+    /// The request target is longer than the daemon reads.
+    UriTooLong = ("uri_too_long", 414),
     /// The body is not `application/json`.
     UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// The request line and headers are longer than the daemon reads.
+    HeadersTooLarge = ("headers_too_large", 431),
     /// The registered pid does not exist.
     NoSuchProcess = ("no_such_process", 422),
     /// A bug in the daemon.
@@ -112,6 +128,9 @@ codes! {
     StoreUnavailable = ("store_unavailable", 503),
     /// The daemon is stopping.
     ShuttingDown = ("shutting_down", 503),
+    /// The daemon holds its budget of request bodies in flight
+    /// (`--body-memory-mib`; `limit` in bytes); retry shortly.
+    Overloaded = ("overloaded", 503),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -55,6 +55,25 @@ pub const MAX_BATCH_EVENTS: usize = 65_536;
 /// Largest inbox message body, in bytes (64 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
+/// Longest lock *pattern* (a resource with `*` or `?`), in bytes (256).
+/// Deciding whether two patterns conflict costs up to the product of their
+/// lengths; plain names keep the 1,024-byte limit of every resource.
+pub const MAX_PATTERN_BYTES: usize = 256;
+
+/// Most locks one session may hold or wait for at once (10,000); one more
+/// is `409 too_many_locks`. A session's end releases them in chunks of
+/// [`CASCADE_CHUNK`], so it never holds other writers up for all of them.
+pub const MAX_LOCKS_PER_SESSION: usize = 10_000;
+
+/// Most lock releases (and the grants they cause) one commit of a
+/// session's end carries (64): a session with more locks ends over
+/// several commits, with other writers' requests between them.
+pub const CASCADE_CHUNK: usize = 64;
+
+/// Most kind globs one events subscription may filter by
+/// (`GET /v1/events?kinds=…`): 64, each at most 128 bytes.
+pub const MAX_KINDS: usize = 64;
+
 /// The `source` of events written through the HTTP API.
 pub const SOURCE_API: &str = "api";
 

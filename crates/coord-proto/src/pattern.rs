@@ -147,8 +147,83 @@ pub fn common_path(a: &str, b: &str) -> Option<String> {
     None
 }
 
+/// The literal text a pattern starts with: everything before its first
+/// `*` or `?` (all of a plain name). Every path the pattern matches, and
+/// its own text, starts with it.
+pub fn literal_prefix(r: &str) -> &str {
+    r.find(['*', '?']).map_or(r, |i| &r[..i])
+}
+
+/// The literal text a pattern ends with: everything after its last `*` or
+/// `?` (all of a plain name). Every path the pattern matches, and its own
+/// text, ends with it.
+pub fn literal_suffix(r: &str) -> &str {
+    r.rfind(['*', '?']).map_or(r, |i| &r[i + 1..])
+}
+
+/// Whether a path matches both patterns: [`common_path`] without building
+/// the path, on a bit set of token positions, so it allocates
+/// (|a|+1)·(|b|+1) bits once and nothing per step.
+pub fn intersects(a: &str, b: &str) -> bool {
+    let (a, b) = (tokens(a), tokens(b));
+    let w = b.len() + 1;
+    let goal = a.len() * w + b.len();
+    let mut seen = vec![0u64; ((a.len() + 1) * w).div_ceil(64)];
+    let mut stack = vec![0usize];
+    seen[0] = 1;
+    while let Some(s) = stack.pop() {
+        if s == goal {
+            return true;
+        }
+        let (i, j) = (s / w, s % w);
+        let mut next = [None; 3];
+        if i < a.len() && a[i].repeats() {
+            next[0] = Some((i + 1) * w + j);
+        }
+        if j < b.len() && b[j].repeats() {
+            next[1] = Some(i * w + j + 1);
+        }
+        if i < a.len() && j < b.len() {
+            let c = match (a[i], b[j]) {
+                (Tok::Lit(x), _) | (_, Tok::Lit(x)) => x,
+                _ => 'x',
+            };
+            if a[i].accepts(c) && b[j].accepts(c) {
+                let ni = if a[i].repeats() { i } else { i + 1 };
+                let nj = if b[j].repeats() { j } else { j + 1 };
+                if (ni, nj) != (i, j) {
+                    next[2] = Some(ni * w + nj);
+                }
+            }
+        }
+        for n in next.into_iter().flatten() {
+            let (word, bit) = (n / 64, 1u64 << (n % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
+                stack.push(n);
+            }
+        }
+    }
+    false
+}
+
+/// Whether one of `x`, `y` starts with the other.
+fn comparable_prefixes(x: &str, y: &str) -> bool {
+    x.starts_with(y) || y.starts_with(x)
+}
+
+/// Whether one of `x`, `y` ends with the other.
+fn comparable_suffixes(x: &str, y: &str) -> bool {
+    x.ends_with(y) || y.ends_with(x)
+}
+
 /// The conflict rule: `a` and `b` overlap when they are equal, either
 /// matches the other's text, or a path matches both.
+///
+/// Two patterns whose literal prefixes (or suffixes) are not one the
+/// other's prefix (suffix) cannot overlap: that is decided in O(|a|+|b|)
+/// before the O(|a|·|b|) search, and it is what the state's lock index
+/// (`coord_core::LockIndex`) looks up by.
 pub fn overlap(a: &str, b: &str) -> bool {
     if a == b {
         return true;
@@ -156,7 +231,24 @@ pub fn overlap(a: &str, b: &str) -> bool {
     if !is_pattern(a) && !is_pattern(b) {
         return false;
     }
-    matches(a, b) || matches(b, a) || common_path(a, b).is_some()
+    let (pa, pb) = (literal_prefix(a), literal_prefix(b));
+    let (sa, sb) = (literal_suffix(a), literal_suffix(b));
+    if !comparable_prefixes(pa, pb) || !comparable_suffixes(sa, sb) {
+        return false;
+    }
+    // The shorter literal prefix (and suffix) is text both start (end)
+    // with: a path matches both iff it carries that text and its middle
+    // matches both middles, so only the middles are searched. Every
+    // pattern matches its own text, so "one matches the other's text"
+    // is a case of "a path matches both".
+    let head = pa.len().min(pb.len());
+    let tail = sa.len().min(sb.len());
+    match (a.len() >= head + tail, b.len() >= head + tail) {
+        (true, true) => intersects(&a[head..a.len() - tail], &b[head..b.len() - tail]),
+        // A plain name shorter than both literal ends together cannot
+        // carry both: only its own prefix/suffix overlap remains.
+        _ => intersects(a, b),
+    }
 }
 
 /// Whether every path `inner` matches is matched by `outer` too (`src/db/**`

@@ -3,7 +3,9 @@
 //! both patterns, it finds one whenever a brute-force search over short
 //! paths does, and `within` never claims an inclusion a path disproves.
 
-use coord_proto::pattern::{common_path, matches, overlap, within};
+use coord_proto::pattern::{
+    common_path, intersects, literal_prefix, literal_suffix, matches, overlap, within,
+};
 use proptest::prelude::*;
 
 /// Patterns over a tiny alphabet, so collisions are frequent.
@@ -56,6 +58,33 @@ proptest! {
             prop_assert!(matches(&a, &p), "{a:?} does not match its witness {p:?}");
             prop_assert!(matches(&b, &p), "{b:?} does not match its witness {p:?}");
         }
+    }
+
+    #[test]
+    fn intersects_is_common_path_without_the_path(a in pattern(), b in pattern()) {
+        prop_assert_eq!(intersects(&a, &b), common_path(&a, &b).is_some());
+    }
+
+    /// What the lock index relies on: overlapping patterns have literal
+    /// prefixes one of which starts the other, and likewise suffixes.
+    #[test]
+    fn overlapping_patterns_have_comparable_literal_ends(a in pattern(), b in pattern()) {
+        if overlap(&a, &b) {
+            let (pa, pb) = (literal_prefix(&a), literal_prefix(&b));
+            prop_assert!(pa.starts_with(pb) || pb.starts_with(pa), "{a:?} {b:?}");
+            let (sa, sb) = (literal_suffix(&a), literal_suffix(&b));
+            prop_assert!(sa.ends_with(sb) || sb.ends_with(sa), "{a:?} {b:?}");
+        }
+    }
+
+    /// The literal-ends shortcut never changes an answer of the rule as
+    /// PROTOCOL §7.1 states it.
+    #[test]
+    fn overlap_is_the_stated_rule(a in pattern(), b in pattern()) {
+        let rule = a == b
+            || ((a.contains(['*', '?']) || b.contains(['*', '?']))
+                && (matches(&a, &b) || matches(&b, &a) || common_path(&a, &b).is_some()));
+        prop_assert_eq!(overlap(&a, &b), rule, "{:?} {:?}", a, b);
     }
 
     #[test]

@@ -31,4 +31,4 @@ pub use log::{
     StoredEvent, SyncMode, TxnRecord,
 };
 pub use nats::{JetStreamLog, NatsTarget, MIN_SERVER as MIN_NATS_SERVER};
-pub use sqlite::SqliteLog;
+pub use sqlite::{SqliteLog, StoreReader, StoredRow};

@@ -584,6 +584,93 @@ fn time_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// One stored row as `coord verify` reads it: the columns beside the body,
+/// so their agreement with the body can be checked too.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    /// The row's seq column.
+    pub seq: u64,
+    /// The row's source column.
+    pub source: String,
+    /// The row's tx_id column.
+    pub tx_id: String,
+    /// The event as stored (one JSON line).
+    pub json: String,
+}
+
+/// A read-only handle on a SQLite store for offline checks (`coord
+/// verify`): it takes no lock and writes nothing, so it may look at the
+/// store of a running daemon (it sees the last committed transaction) or of
+/// a stopped or crashed one.
+pub struct StoreReader {
+    conn: Connection,
+}
+
+impl StoreReader {
+    /// Opens `path` read-only.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when it is no SQLite database or cannot be
+    /// read; [`StoreError::TooNew`] is not checked (a newer store is read as
+    /// far as its tables allow).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Io {
+                context: format!("opening {}", path.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(StoreReader { conn })
+    }
+
+    /// `(oldest retained seq, head seq)`, as [`crate::EventLog::bounds`].
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn bounds(&self) -> Result<(u64, u64), StoreError> {
+        bounds(&self.conn)
+    }
+
+    /// Up to `limit` rows after `after`, in seq order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn rows(&self, after: u64, limit: usize) -> Result<Vec<StoredRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, source, tx_id, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+            Ok(StoredRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                source: r.get(1)?,
+                tx_id: r.get(2)?,
+                json: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The latest snapshot: its seq and the encoded state.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, state FROM snapshots ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,10 @@ enum Cmd {
     /// Install systemd user units that start the daemon on demand.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Check a store offline: seqs gap-free, every event decodes,
+    /// (source, tx_id) unique, lock safety throughout, the snapshot equal
+    /// to the fold. Names the first violation and exits 11.
+    Verify(crate::cmd::verify::VerifyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -168,6 +172,7 @@ impl Cli {
             Cmd::Daemon(_)
                 | Cmd::Guard(_)
                 | Cmd::Service(_)
+                | Cmd::Verify(_)
                 | Cmd::Completions { .. }
                 | Cmd::Man { .. }
         )
@@ -272,6 +277,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
         Cmd::Service(cmd) => service(cmd),
+        Cmd::Verify(args) => crate::cmd::verify::verify(args, json),
         Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Top(args) => crate::top::run(base.clone(), args).await,
         Cmd::Ui { open } => crate::top::ui(&base, open, json).await,

@@ -29,6 +29,8 @@ pub mod code {
     pub const COMPACTED: u8 = 9;
     /// Invalid input.
     pub const INVALID: u8 = 10;
+    /// `coord verify` found a store that breaks a guarantee.
+    pub const VIOLATION: u8 = 11;
 }
 
 /// The exit code for an error chain.
@@ -134,6 +136,7 @@ fn code_name(c: u8) -> &'static str {
         code::PROTOCOL => "protocol_mismatch",
         code::COMPACTED => "cursor",
         code::INVALID => "invalid",
+        code::VIOLATION => "violation",
         _ => "error",
     }
 }

@@ -46,6 +46,44 @@ pub(crate) fn res(value: &str) -> Result<()> {
     })
 }
 
+/// A resource that may become a new lock: a valid resource, and a pattern
+/// no longer than `MAX_PATTERN_BYTES` (the conflict test costs the product
+/// of two patterns' lengths).
+pub(crate) fn lockable(value: &str) -> Result<()> {
+    res(value)?;
+    let limit = coord_proto::MAX_PATTERN_BYTES;
+    if coord_proto::pattern::is_pattern(value) && value.len() > limit {
+        return Err(Rejection::new(
+            ErrorCode::PatternTooLong,
+            format!(
+                "lock pattern is {} bytes, at most {limit}; name a shorter scope",
+                value.len()
+            ),
+        )
+        .with("field", "resource")
+        .with("limit", limit));
+    }
+    Ok(())
+}
+
+/// Room for one more lock in `session_id`'s holds and waits.
+pub(crate) fn room_for_lock(state: &crate::State, session_id: &str) -> Result<()> {
+    let (held, limit) = (
+        state.lock_index.count_of(session_id),
+        coord_proto::MAX_LOCKS_PER_SESSION,
+    );
+    if held >= limit {
+        return Err(Rejection::new(
+            ErrorCode::TooManyLocks,
+            format!("{session_id} already holds or waits for {held} locks, at most {limit}; release some first"),
+        )
+        .with("session_id", session_id)
+        .with("held", held)
+        .with("limit", limit));
+    }
+    Ok(())
+}
+
 pub(crate) fn text(field: &str, value: &str) -> Result<()> {
     ids::check_text(value).map_err(|why| invalid(field, why))
 }

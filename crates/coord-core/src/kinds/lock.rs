@@ -7,7 +7,7 @@ use super::MAX_POD_DEPTH;
 use crate::command::{Command, Outcome, Rejection, Reply};
 use crate::kinds::check::*;
 use crate::state::State;
-use coord_proto::pattern::{is_pattern, overlap, within};
+use coord_proto::pattern::{overlap, within};
 use coord_proto::view::{Holder, Lock, View, Waiter};
 use coord_proto::Event;
 use coord_proto::{
@@ -201,6 +201,9 @@ pub(crate) fn apply(state: &mut State, event: &Event) {
 pub(crate) struct Locks<'s> {
     state: &'s State,
     changed: BTreeMap<String, Lock>,
+    /// Locks this command created (absent from the view, so absent from
+    /// the state's index): the few a lookup must check besides the index.
+    created: Vec<String>,
 }
 
 impl<'s> Locks<'s> {
@@ -208,6 +211,7 @@ impl<'s> Locks<'s> {
         Locks {
             state,
             changed: BTreeMap::new(),
+            created: Vec::new(),
         }
     }
 
@@ -228,6 +232,9 @@ impl<'s> Locks<'s> {
 
     pub(crate) fn entry(&mut self, r: &str, mode: LockMode) -> &mut Lock {
         let base = self.state.view.locks.get(r);
+        if base.is_none() && !self.changed.contains_key(r) {
+            self.created.push(r.to_string());
+        }
         self.changed.entry(r.to_string()).or_insert_with(|| {
             base.cloned().unwrap_or_else(|| Lock {
                 resource: r.to_string(),
@@ -239,16 +246,16 @@ impl<'s> Locks<'s> {
     }
 
     /// Resources other than `r` that conflict with it under the pattern
-    /// rule. A plain name can only meet patterns, which the state indexes,
-    /// so the common case costs nothing per held lock.
+    /// rule: the state's index narrows the live locks to the few whose
+    /// literal ends fit `r`'s, so the cost does not grow with what else
+    /// is held.
     pub(crate) fn overlapping(&self, r: &str) -> Vec<String> {
-        let base: Box<dyn Iterator<Item = &String>> = if is_pattern(r) {
-            Box::new(self.state.view.locks.keys())
-        } else {
-            Box::new(self.state.pattern_locks.iter())
-        };
-        let mut out: Vec<String> = base
-            .chain(self.changed.keys())
+        let mut out: Vec<String> = self
+            .state
+            .lock_index
+            .candidates(r)
+            .into_iter()
+            .chain(self.created.iter())
             .filter(|k| k.as_str() != r && overlap(k, r))
             .cloned()
             .collect();
@@ -306,9 +313,8 @@ impl<'s> Locks<'s> {
     pub(crate) fn holds_of(&self, who: &str) -> Vec<String> {
         let mut keys: Vec<String> = self
             .state
-            .view
-            .locks
-            .keys()
+            .lock_index
+            .of_session(who)
             .chain(self.changed.keys())
             .filter(|k| {
                 self.get(k)
@@ -331,7 +337,7 @@ pub(crate) fn acquire(
 ) -> Result<Outcome> {
     let view = &state.view;
     session(view, session_id)?;
-    res(resource)?;
+    lockable(resource)?;
     if let Some(t) = ttl_ms {
         if !(1..=MAX_DURATION_MS).contains(&t) {
             return Err(invalid(
@@ -372,6 +378,7 @@ pub(crate) fn acquire(
             });
         }
     }
+    room_for_lock(state, session_id)?;
     let same_free = match lock {
         None => true,
         Some(l) => {

@@ -144,7 +144,7 @@ pub(crate) fn delegate(
     let view = &state.view;
     let p = session(view, parent)?;
     let c = session(view, child)?;
-    res(resource)?;
+    lockable(resource)?;
     if c.parent_session.as_deref() != Some(parent) {
         return Err(Rejection::new(
             ErrorCode::NotChild,
@@ -179,6 +179,7 @@ pub(crate) fn delegate(
         }
         return Err(held(l, resource));
     }
+    room_for_lock(state, child)?;
     for k in locks.overlapping(resource) {
         let Some(l) = locks.get(&k) else { continue };
         let others: Vec<String> = l

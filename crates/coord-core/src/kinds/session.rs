@@ -6,7 +6,7 @@
 //! `session.probe_error`. Pure: no I/O, no clock.
 
 use super::MAX_REPORT_MESSAGE_BYTES;
-use crate::command::{Command, Outcome, Probes, Rejection};
+use crate::command::{Command, Outcome, Probes, Rejection, Reply};
 use crate::kinds::check::*;
 use crate::kinds::lock::*;
 use crate::kinds::pod::*;
@@ -17,7 +17,9 @@ use coord_proto::{
     DeregReason, Draft, LifeState, OnExpiry, Payload, ReleaseReason, Report, SessionDereg,
     SessionHeartbeat, SessionProbeError, SessionRegister, SessionState, WaitCancelReason,
 };
-use coord_proto::{ErrorCode, DEFAULT_KILL_GRACE_MS, MAX_DURATION_MS, MIN_SESSION_TTL_MS};
+use coord_proto::{
+    ErrorCode, CASCADE_CHUNK, DEFAULT_KILL_GRACE_MS, MAX_DURATION_MS, MIN_SESSION_TTL_MS,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Decides what a session command does (see [`crate::validate`]).
@@ -280,12 +282,17 @@ pub(crate) fn apply(state: &mut State, event: &Event) {
                 }
                 view.inboxes.remove(id);
                 // Validate releases locks and waits first; this keeps the fold
-                // total for logs that do not.
-                view.locks.retain(|_, lock| {
-                    lock.holders.retain(|h| &h.session_id != id);
-                    lock.waiters.retain(|w| &w.session_id != id);
-                    !(lock.holders.is_empty() && lock.waiters.is_empty())
-                });
+                // total for logs that do not. The index names the session's
+                // locks, so an end costs what it holds, not every lock.
+                for r in state.lock_index.of_session(id) {
+                    if let Some(lock) = view.locks.get_mut(r) {
+                        lock.holders.retain(|h| &h.session_id != id);
+                        lock.waiters.retain(|w| &w.session_id != id);
+                        if lock.holders.is_empty() && lock.waiters.is_empty() {
+                            view.locks.remove(r);
+                        }
+                    }
+                }
             }
         }
         Payload::SessionState(p) => {
@@ -352,40 +359,27 @@ pub(crate) fn dereg_cascade(
         }),
     });
     let mut locks = Locks::new(state);
-    let involved: Vec<String> = view
-        .locks
-        .values()
-        .filter(|l| {
-            l.holders.iter().any(|h| h.session_id == session_id)
-                || l.waiters.iter().any(|w| w.session_id == session_id)
-        })
-        .map(|l| l.resource.clone())
+    let involved: Vec<String> = state
+        .lock_index
+        .of_session(session_id)
+        .take(CASCADE_CHUNK + 1)
+        .cloned()
         .collect();
+    if involved.len() > CASCADE_CHUNK {
+        // Too many locks for one commit: release the first chunk now and
+        // end the session when what is left fits (Reply::Unfinished).
+        let mut part = Outcome {
+            drafts: Vec::new(),
+            reply: Reply::Unfinished,
+            bodies: BTreeMap::new(),
+        };
+        for r in &involved[..CASCADE_CHUNK] {
+            leave_lock(&mut locks, r, session_id, &mut part.drafts);
+        }
+        return part;
+    }
     for r in involved {
-        let Some(l) = locks.get(&r) else { continue };
-        let holds = l
-            .holders
-            .iter()
-            .find(|h| h.session_id == session_id)
-            .cloned();
-        let waits = l.waiters.iter().any(|w| w.session_id == session_id);
-        if waits {
-            cancel_wait_into(
-                &mut locks,
-                &r,
-                session_id,
-                WaitCancelReason::OwnerGone,
-                &mut out.drafts,
-            );
-        }
-        if let Some(h) = holds {
-            let why = if h.delegated_from.is_some() {
-                ReleaseReason::Returned
-            } else {
-                ReleaseReason::OwnerGone
-            };
-            release_into(&mut locks, &r, session_id, why, &mut out.drafts);
-        }
+        leave_lock(&mut locks, &r, session_id, &mut out.drafts);
     }
     if let Some(parent) = &s.parent_session {
         let abnormal = match (reason, exit_code) {
@@ -423,6 +417,29 @@ pub(crate) fn dereg_cascade(
         }),
     });
     out
+}
+
+/// A session's end as one lock sees it: its wait cancelled, its hold
+/// released (`returned` for a delegated one), and the grants that follow.
+fn leave_lock(locks: &mut Locks<'_>, r: &str, session_id: &str, out: &mut Vec<Draft>) {
+    let Some(l) = locks.get(r) else { return };
+    let holds = l
+        .holders
+        .iter()
+        .find(|h| h.session_id == session_id)
+        .cloned();
+    let waits = l.waiters.iter().any(|w| w.session_id == session_id);
+    if waits {
+        cancel_wait_into(locks, r, session_id, WaitCancelReason::OwnerGone, out);
+    }
+    if let Some(h) = holds {
+        let why = if h.delegated_from.is_some() {
+            ReleaseReason::Returned
+        } else {
+            ReleaseReason::OwnerGone
+        };
+        release_into(locks, r, session_id, why, out);
+    }
 }
 
 pub(crate) fn check_probes(p: &Probes) -> Result<()> {

@@ -9,7 +9,7 @@ use coord_proto::view::Order;
 pub(crate) async fn issue<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<IssueRequest>,
+    JsonBody(req, digest): JsonBody<IssueRequest>,
 ) -> ApiResult {
     if let Some(from) = &req.from_session {
         require_session(&app, &headers, from).await?;
@@ -30,6 +30,7 @@ pub(crate) async fn issue<L: EventLog + Clone>(
             },
             req.tx_id,
             req.ts,
+            &digest,
         ))
         .await?;
     Ok(written(
@@ -173,7 +174,7 @@ pub(crate) async fn order_ack<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<AckRequest>,
+    JsonBody(req, digest): JsonBody<AckRequest>,
 ) -> ApiResult {
     // assignee_of authenticated the assignee.
     let assignee = assignee_of(&app, &headers, &id).await?;
@@ -184,6 +185,7 @@ pub(crate) async fn order_ack<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     submit_seq(&app, &headers, Auth::Anyone, w, false).await
 }
@@ -193,7 +195,7 @@ pub(crate) async fn order_complete<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<CompleteRequest>,
+    JsonBody(req, digest): JsonBody<CompleteRequest>,
 ) -> ApiResult {
     // assignee_of authenticated the assignee.
     let assignee = assignee_of(&app, &headers, &id).await?;
@@ -205,6 +207,7 @@ pub(crate) async fn order_complete<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     submit_seq(&app, &headers, Auth::Anyone, w, false).await
 }

@@ -7,7 +7,7 @@ pub(crate) async fn send<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(to): Path<String>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<SendRequest>,
+    JsonBody(req, digest): JsonBody<SendRequest>,
 ) -> ApiResult {
     check_id("to_session", &to)?;
     if req.body.len() > MAX_MESSAGE_BYTES {
@@ -35,6 +35,7 @@ pub(crate) async fn send<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     w.extras.body = Some(req.body);
     let c = app.writer.write(w).await?;
@@ -104,7 +105,7 @@ pub(crate) async fn inbox_ack<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path((id, msg)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<AckRequest>,
+    JsonBody(req, digest): JsonBody<AckRequest>,
 ) -> ApiResult {
     let w = write(
         Command::AckMessage {
@@ -113,6 +114,7 @@ pub(crate) async fn inbox_ack<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     submit_seq(&app, &headers, Auth::Session(&id), w, false).await
 }

@@ -35,6 +35,7 @@ impl Drop for CancelOnDrop {
                 },
                 None,
                 None,
+                &Digest::default(),
             ));
         }
     }
@@ -44,7 +45,7 @@ impl Drop for CancelOnDrop {
 pub(crate) async fn acquire<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(mut req): JsonBody<AcquireRequest>,
+    JsonBody(mut req, digest): JsonBody<AcquireRequest>,
 ) -> ApiResult {
     require_session(&app, &headers, &req.session_id).await?;
     req.resource = ids::normalize_resource(&req.resource);
@@ -59,7 +60,7 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
         extra: Default::default(),
     };
     let (tx, mut rx) = oneshot::channel();
-    let mut w = write(cmd.clone(), req.tx_id, req.ts);
+    let mut w = write(cmd.clone(), req.tx_id, req.ts, &digest);
     w.extras.wait = Some(tx);
     let mut c = app.writer.write(w).await?;
     if c.replayed && matches!(c.reply, Reply::Waiting) {
@@ -67,7 +68,7 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
         // request is the one told of the grant.
         let (tx, rx2) = oneshot::channel();
         rx = rx2;
-        let mut w = write(cmd, None, req.ts);
+        let mut w = write(cmd, None, req.ts, &Digest::default());
         w.extras.wait = Some(tx);
         c = app.writer.write(w).await?;
     }
@@ -146,6 +147,7 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
                     },
                     None,
                     None,
+                    &Digest::default(),
                 ))
                 .await?;
             match c.reply {
@@ -173,7 +175,7 @@ pub(crate) fn timeout(resource: &str, started: Instant) -> ApiError {
 pub(crate) async fn release<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(mut req): JsonBody<ReleaseRequest>,
+    JsonBody(mut req, digest): JsonBody<ReleaseRequest>,
 ) -> ApiResult {
     req.resource = ids::normalize_resource(&req.resource);
     let auth = if req.force {
@@ -189,6 +191,7 @@ pub(crate) async fn release<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     submit_seq(&app, &headers, auth, w, false).await
 }

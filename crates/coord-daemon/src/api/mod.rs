@@ -4,7 +4,7 @@
 //! none of them decides what is valid.
 
 use crate::http::{
-    json_response, require_admin, require_session, ApiError, Flag, JsonBody, QueryParams,
+    json_response, require_admin, require_session, ApiError, Digest, Flag, JsonBody, QueryParams,
 };
 use crate::hub::{HubError, Published};
 use crate::pidfd;
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 mod dispatch;
 mod events;
+pub(crate) use events::parse_query_and_cursor;
 mod inbox;
 mod locks;
 pub(crate) mod openapi;
@@ -227,11 +228,19 @@ pub(crate) async fn submit_seq<L: EventLog + Clone>(
     Ok(written(&c, creates, &WriteResponse { seq: c.seq }))
 }
 
-pub(crate) fn write(cmd: Command, tx_id: Option<ulid::Ulid>, ts: Option<Timestamp>) -> Write {
+/// A write from the API: its idempotency key, source time and the
+/// request digest its record is bound to (PROTOCOL §7).
+pub(crate) fn write(
+    cmd: Command,
+    tx_id: Option<ulid::Ulid>,
+    ts: Option<Timestamp>,
+    digest: &Digest,
+) -> Write {
     Write {
         cmd,
         source: crate::writer::API.to_string(),
         tx_id,
+        digest: digest.0.clone(),
         ts: ts.unwrap_or_else(Timestamp::now),
         extras: Extras::default(),
         reply: None,

@@ -11,7 +11,7 @@ pub(crate) async fn report<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<ReportRequest>,
+    JsonBody(req, digest): JsonBody<ReportRequest>,
 ) -> ApiResult {
     check_id("session_id", &id)?;
     let sid = id.clone();
@@ -38,6 +38,7 @@ pub(crate) async fn report<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     if !local {
         w.source = crate::writer::PEER.to_string();
@@ -52,7 +53,7 @@ pub(crate) async fn report<L: EventLog + Clone>(
 pub(crate) async fn delegate<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(mut req): JsonBody<DelegateRequest>,
+    JsonBody(mut req, digest): JsonBody<DelegateRequest>,
 ) -> ApiResult {
     req.resource = ids::normalize_resource(&req.resource);
     let auth = Auth::Session(&req.session_id);
@@ -64,6 +65,7 @@ pub(crate) async fn delegate<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     submit_seq(&app, &headers, auth, w, true).await
 }

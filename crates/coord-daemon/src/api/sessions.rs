@@ -7,7 +7,7 @@ use super::*;
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = RegisterRequest, responses((status = 201, description = "Registered", body = RegisterResponse), (status = 200, description = "A replay of an earlier identical register (same tx_id)", body = RegisterResponse)))]
 pub(crate) async fn register<L: EventLog + Clone>(
     State(app): AppState<L>,
-    JsonBody(req): JsonBody<RegisterRequest>,
+    JsonBody(req, digest): JsonBody<RegisterRequest>,
 ) -> ApiResult {
     check_id("session_id", &req.session_id)?;
     let token = match req.token.clone() {
@@ -62,6 +62,7 @@ pub(crate) async fn register<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     w.extras.token_hash = Some(tokens::hash(&token));
     w.extras.pidfd = pidfd;
@@ -183,7 +184,7 @@ pub(crate) async fn heartbeat<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<HeartbeatRequest>,
+    JsonBody(req, digest): JsonBody<HeartbeatRequest>,
 ) -> ApiResult {
     require_session(&app, &headers, &id).await?;
     let at = req.ts.unwrap_or_else(Timestamp::now);
@@ -198,6 +199,7 @@ pub(crate) async fn heartbeat<L: EventLog + Clone>(
             },
             req.tx_id,
             Some(at),
+            &digest,
         ))
         .await?;
     let ttl_ms = app
@@ -217,7 +219,7 @@ pub(crate) async fn dereg<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<DeregRequest>,
+    JsonBody(req, digest): JsonBody<DeregRequest>,
 ) -> ApiResult {
     let (auth, reason) = if req.force {
         (Auth::Admin, DeregReason::Forced)
@@ -232,6 +234,7 @@ pub(crate) async fn dereg<L: EventLog + Clone>(
         },
         req.tx_id,
         req.ts,
+        &digest,
     );
     submit_seq(&app, &headers, auth, w, false).await
 }

@@ -163,7 +163,7 @@ pub(crate) async fn take_snapshot<L: EventLog + Clone>(app: &App<L>) -> Result<S
 pub(crate) async fn export_legacy<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<ExportRequest>,
+    JsonBody(req, _): JsonBody<ExportRequest>,
 ) -> ApiResult {
     require_admin(&app, &headers)?;
     let root = PathBuf::from(&req.legacy_root);

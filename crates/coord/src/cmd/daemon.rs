@@ -72,6 +72,10 @@ pub(crate) struct DaemonArgs {
     /// to arrive.
     #[arg(long, default_value = "30s", value_parser = duration)]
     body_timeout: Duration,
+    /// MiB of request bodies held at once while they arrive, over every
+    /// connection; a body that does not fit is answered `503 overloaded`.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    body_memory_mib: u64,
     /// Recent events kept in memory for live subscribers; slower ones read
     /// the store.
     #[arg(long, default_value_t = 8_192)]
@@ -195,6 +199,7 @@ pub(crate) async fn daemon(
     config.max_connections = args.max_connections;
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
+    config.body_memory = usize::try_from(args.body_memory_mib << 20).unwrap_or(usize::MAX);
     config.ring_capacity = args.ring_events.max(1);
     config.export_legacy = args.export_legacy;
     config.parent_socket = args.parent_socket;

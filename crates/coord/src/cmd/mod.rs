@@ -12,3 +12,4 @@ pub(crate) mod mcp;
 pub(crate) mod sentinel;
 pub(crate) mod service;
 pub(crate) mod session;
+pub(crate) mod verify;

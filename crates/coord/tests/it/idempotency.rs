@@ -124,3 +124,102 @@ fn an_overflowing_or_malformed_tx_id_is_refused_not_rewritten() {
     );
     assert_eq!(r.status, 201, "{:?}", r.json());
 }
+
+/// PROTOCOL §7: a record is bound to the endpoint and the request. A true
+/// retry (only `ts` may differ) gets the first answer; another request
+/// with the same `tx_id` gets `409 tx_id_reused` and changes nothing.
+#[test]
+fn a_tx_id_is_bound_to_its_endpoint_and_request() {
+    let d = Daemon::start(&[]);
+    let tx = "01J0000000000000000000B0ND";
+
+    // A registration replayed with another session id.
+    let reg = json!({"session_id":"first","tx_id":tx,"token":"t".repeat(40)});
+    let r1 = post(&d, "/v1/sessions", None, &reg);
+    assert_eq!(r1.status, 201, "{}", r1.json());
+    let head = d.head();
+    let other = json!({"session_id":"second","tx_id":tx,"token":"t".repeat(40)});
+    let r = post(&d, "/v1/sessions", None, &other);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "tx_id_reused"),
+        "{}",
+        r.json()
+    );
+    assert_eq!(r.json()["error"]["tx_id"], tx);
+    assert_eq!(d.head(), head, "the reused tx_id appended");
+    let sessions = d.http("GET", "/v1/sessions", &[], None).json();
+    assert!(sessions["sessions"]["second"].is_null(), "{sessions}");
+    // The true retry: the first answer, byte for byte.
+    let r2 = post(&d, "/v1/sessions", None, &reg);
+    assert_eq!(r2.status, 200);
+    assert_eq!(r2.header("coord-replayed"), Some("true"));
+    assert_eq!(r2.body, r1.body);
+
+    // The same tx_id on another endpoint is refused, not dropped.
+    let tok = "t".repeat(40);
+    let r = post(
+        &d,
+        "/v1/locks/acquire",
+        Some(&tok),
+        &json!({"session_id":"first","resource":"a.rs","tx_id":tx}),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "tx_id_reused"),
+        "{}",
+        r.json()
+    );
+    assert_eq!(d.head(), head);
+
+    // Only `ts` may differ in a retry; key order and spacing never matter.
+    let tx2 = "01J0000000000000000000B0N2";
+    let ev = format!(
+        r#"{{"tx_kind":"x.a","tx_id":"{tx2}","payload":{{"b":1,"a":2}},"ts":"2026-01-01T00:00:00Z"}}"#
+    );
+    let e1 = d.http(
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        Some(ev.as_bytes()),
+    );
+    assert_eq!(e1.status, 201, "{}", e1.json());
+    let retry = format!(
+        r#"{{ "payload": {{"a":2, "b":1}}, "tx_id":"{tx2}", "tx_kind":"x.a", "ts":"2026-01-01T00:00:09Z" }}"#
+    );
+    let e2 = d.http(
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        Some(retry.as_bytes()),
+    );
+    assert_eq!(e2.status, 200, "{}", e2.json());
+    assert_eq!(e2.body, e1.body);
+    let changed = json!({"tx_kind":"x.a","tx_id":tx2,"payload":{"a":2,"b":2}});
+    let e3 = post(&d, "/v1/events", None, &changed);
+    assert_eq!(e3.code(), "tx_id_reused");
+
+    // A batch line and the same event sent alone are one request.
+    let tx3 = "01J0000000000000000000B0N3";
+    let line = json!({"tx_kind":"x.line","tx_id":tx3,"payload":{"n":1}});
+    let b = d.http(
+        "POST",
+        "/v1/events/batch",
+        &[("Content-Type", "application/x-ndjson")],
+        Some(format!("{line}\n").as_bytes()),
+    );
+    assert_eq!(b.status, 201, "{}", b.json());
+    let alone = post(&d, "/v1/events", None, &line);
+    assert_eq!(alone.status, 200, "{}", alone.json());
+    assert_eq!(alone.header("coord-replayed"), Some("true"));
+    assert_eq!(alone.json()["seq"], b.json()["seqs"][0]);
+
+    // Per-path parameters count: a heartbeat's tx_id on another session.
+    let tok_b = d.register("b");
+    let tx4 = "01J0000000000000000000B0N4";
+    let hb = json!({"tx_id":tx4,"phase":"x"});
+    let h1 = post(&d, "/v1/sessions/b/heartbeat", Some(&tok_b), &hb);
+    assert_eq!(h1.status, 200, "{}", h1.json());
+    let r = post(&d, "/v1/sessions/first/heartbeat", Some(&tok), &hb);
+    assert_eq!(r.code(), "tx_id_reused", "{}", r.json());
+}

@@ -2,25 +2,13 @@
 //! written then receives all of them in order, and the daemon's memory
 //! stays bounded meanwhile (the subscriber holds no queue of its own).
 
-use crate::support::{Daemon, Follower};
+use crate::support::{rss_kib, Daemon, Follower};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 const EVENTS: u64 = 100_000;
 const WRITERS: u64 = 4;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Posts `n` custom events of ~1 KiB on one keep-alive connection.
 fn post_many(socket: &std::path::Path, w: u64, n: u64) {

@@ -1,0 +1,87 @@
+//! The HTTP front end end to end (PROTOCOL §1, §3): any bytes sent on a
+//! connection get HTTP/1.1 answers, and every error answer is the
+//! documented JSON (`{"error":{"code":…,"message":…}}`) — hyper's own
+//! answers to what it cannot parse included. The daemon (its router, writer
+//! and a real SQLite store in a temp dir) lives for the whole run.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Daemon {
+    rt: tokio::runtime::Runtime,
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+fn daemon() -> &'static Daemon {
+    static D: OnceLock<Daemon> = OnceLock::new();
+    D.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let router = rt
+            .block_on(coord_daemon::fuzzing::router(dir.path()))
+            .expect("router");
+        Daemon {
+            rt,
+            router,
+            _dir: dir,
+        }
+    })
+}
+
+/// The first answer's status and, for an error, its body.
+fn first_answer(out: &[u8]) -> Option<(u16, &[u8], &[u8])> {
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = &out[..end];
+    let status = std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()?;
+    Some((status, head, &out[end + 4..]))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let d = daemon();
+    let out = d.rt.block_on(coord_daemon::fuzzing::serve_bytes(
+        &d.router,
+        data,
+        Duration::from_millis(300),
+    ));
+    if out.is_empty() {
+        // Nothing complete was sent (or a stream was still open): no answer.
+        return;
+    }
+    // An HTTP/1.0 request is answered in HTTP/1.0.
+    assert!(
+        out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "),
+        "not an HTTP answer: {:?}",
+        String::from_utf8_lossy(&out[..out.len().min(200)])
+    );
+    let Some((status, head, body)) = first_answer(&out) else {
+        return;
+    };
+    if status >= 400 {
+        let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json"),
+            "error without JSON: {head}"
+        );
+        let len: Option<usize> = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok());
+        // The answer to HEAD has the head of the error and no body.
+        let body = match len {
+            _ if data.starts_with(b"HEAD ") => return,
+            Some(n) if body.len() >= n => &body[..n],
+            _ => return, // chunked or cut off: the head was checked
+        };
+        let v: serde_json::Value = serde_json::from_slice(body).expect("an error body is JSON");
+        assert!(
+            v["error"]["code"].is_string(),
+            "error body without a code: {v}"
+        );
+    }
+});
