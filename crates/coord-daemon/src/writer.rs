@@ -437,6 +437,13 @@ impl<L: EventLog + Clone> Writer<L> {
                 .collect();
             writes.append(&mut self.unfinished);
             if let Some(r) = first {
+                // Group commit needs a group: let the connection tasks that
+                // are ready on this worker run first and queue their
+                // writes, so one commit carries them all instead of each
+                // paying for a transaction of its own.
+                if matches!(r, Request::Write(_) | Request::Group(_)) {
+                    tokio::task::yield_now().await;
+                }
                 let mut pending = Some(r);
                 while let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) {
                     match r {
