@@ -381,6 +381,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             },
         ));
     }
+    // The fast path: serde_path_to_error records every key it passes (an
+    // allocation per key of a payload), which only an error needs. A body
+    // that fails is parsed again, the same way, to name the failing field.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     // serde_path_to_error names the field that failed as a path
     // (`ttl_ms`, `scope[2]`); serde's own message says what was wrong.
     let de = &mut serde_json::Deserializer::from_slice(bytes);

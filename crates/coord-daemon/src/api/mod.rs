@@ -98,52 +98,43 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
                 "method not allowed on this path",
             )
         })
+        // One layer, not two: each `from_fn` layer boxes a future and
+        // clones the router's service per request.
         .layer(axum::middleware::from_fn_with_state(
-            app.log_id.clone(),
-            versions,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.metrics.clone(),
-            timed,
+            Front {
+                metrics: app.metrics.clone(),
+                log_id: app.log_id.clone(),
+            },
+            front,
         ))
         .with_state(app)
 }
 
-/// Times every request into `coord_http_request_duration_seconds`, by the
-/// route's pattern (so session ids do not multiply the series).
-pub(crate) async fn timed(
-    State(metrics): State<Arc<crate::metrics::Metrics>>,
+/// What [`front`] needs: the metrics it times into and the log id it
+/// stamps on every answer.
+#[derive(Clone)]
+pub(crate) struct Front {
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) log_id: String,
+}
+
+/// Every request passes here: a client that speaks another protocol is
+/// refused (a `Coord-Protocol` header that is there but unreadable is a
+/// mismatch, not absent); every answer carries `Coord-Protocol`,
+/// `Coord-Version` and `Coord-Log-Id`; every request is timed into
+/// `coord_http_request_duration_seconds` by the route's pattern (so
+/// session ids do not multiply the series).
+pub(crate) async fn front(
+    State(front): State<Front>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let started = std::time::Instant::now();
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
-    let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    tracing::debug!(route = %route, method = %method, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
-    metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            route,
-            method,
-            status: status.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    resp
-}
-
-/// Adds `Coord-Protocol`, `Coord-Version` and `Coord-Log-Id` to every
-/// answer and refuses a client that speaks another protocol.
-pub(crate) async fn versions(
-    State(log_id): State<String>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    // A header that is there but unreadable is a mismatch, not absent.
     let theirs = req.headers().get("coord-protocol").map(|v| {
         v.to_str()
             .map(str::to_string)
@@ -164,9 +155,20 @@ pub(crate) async fn versions(
     let h = resp.headers_mut();
     h.insert("coord-protocol", HeaderValue::from(PROTOCOL_VERSION));
     h.insert("coord-version", HeaderValue::from_static(VERSION));
-    if let Ok(v) = HeaderValue::from_str(&log_id) {
+    if let Ok(v) = HeaderValue::from_str(&front.log_id) {
         h.insert("coord-log-id", v);
     }
+    let status = resp.status().as_u16();
+    tracing::debug!(route = %route, method = %method, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    front
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route,
+            method,
+            status: status.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
     resp
 }
 
