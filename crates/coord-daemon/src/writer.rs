@@ -35,6 +35,8 @@ use ulid::Ulid;
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Most yields before a commit while writes keep arriving.
+const MAX_YIELDS: usize = 3;
 /// Depth of the request queue before callers wait.
 const QUEUE: usize = 16_384;
 /// Most lease and lock-TTL expiries committed in one transaction: when
@@ -445,7 +447,24 @@ impl<L: EventLog + Clone> Writer<L> {
                     tokio::task::yield_now().await;
                 }
                 let mut pending = Some(r);
-                while let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) {
+                let mut yields = 1;
+                loop {
+                    let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) else {
+                        // More arrived during the last yield: others may
+                        // be on their way; one more round, a few at most.
+                        if yields < MAX_YIELDS && writes.len() > 1 && writes.len() < MAX_BATCH {
+                            yields += 1;
+                            tokio::task::yield_now().await;
+                            match rx.try_recv() {
+                                Ok(r) => {
+                                    pending = Some(r);
+                                    continue;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        break;
+                    };
                     match r {
                         Request::Write(w) => writes.push(*w),
                         // Never split: one commit takes the whole group.
