@@ -3,8 +3,10 @@
 //!
 //! One task owns the [`State`], the store handle, the timer queue and the
 //! pidfd watches. It takes requests from a bounded channel (so callers feel
-//! backpressure instead of the daemon buffering without limit), drains as
-//! many as are ready into one batch, validates each against the state as
+//! backpressure instead of the daemon buffering without limit), yields to
+//! the connection tasks ready on its worker so their writes join (up to
+//! [`MAX_YIELDS`] times while writes keep arriving), drains as many as are
+//! ready into one batch, validates each against the state as
 //! the earlier ones left it, appends the whole batch in one transaction
 //! (group commit), and only then applies its side effects, answers the
 //! callers and publishes the events. Reads of the view are requests too, so
