@@ -5,7 +5,7 @@
 //! pidfd watches. It takes requests from a bounded channel (so callers feel
 //! backpressure instead of the daemon buffering without limit), yields to
 //! the connection tasks ready on its worker so their writes join (up to
-//! [`MAX_YIELDS`] times while writes keep arriving), drains as many as are
+//! `MAX_YIELDS` times while writes keep arriving), drains as many as are
 //! ready into one batch, validates each against the state as
 //! the earlier ones left it, appends the whole batch in one transaction
 //! (group commit), and only then applies its side effects, answers the
@@ -452,8 +452,9 @@ impl<L: EventLog + Clone> Writer<L> {
                 let mut yields = 1;
                 loop {
                     let Some(r) = pending.take().or_else(|| rx.try_recv().ok()) else {
-                        // More arrived during the last yield: others may
-                        // be on their way; one more round, a few at most.
+                        // Others joined the first write: more may be on
+                        // their way. Yield again, a few times at most, and
+                        // stop as soon as a yield brings nothing.
                         if yields < MAX_YIELDS && writes.len() > 1 && writes.len() < MAX_BATCH {
                             yields += 1;
                             tokio::task::yield_now().await;

@@ -286,8 +286,12 @@ fn a_killed_and_restarted_file_sentinel_matches_one_never_killed() {
             "4",
             "--tick",
             "0.4",
+            // With 10 peers, seed 3's first action (taken with no tick
+            // after the registrations) is a lock record. Seed 5's is a
+            // heartbeat, which a reader merges into the registration or
+            // not depending on where its scans fall (seen failing in CI).
             "--seed",
-            "5",
+            "3",
         ])
         .arg("--leave-sessions")
         .stdout(Stdio::null())
