@@ -64,6 +64,12 @@ enum Bench {
         subscribers: usize,
         #[arg(long, default_value_t = 30)]
         rounds: usize,
+        /// How each subscriber reads its stream: `raw` reads the socket and
+        /// counts lines (as a lean subscriber would); `hyper` runs a full
+        /// HTTP client per subscriber (two tasks each, about 9 µs of the
+        /// bench's CPU per subscriber per event).
+        #[arg(long, default_value = "raw")]
+        client: FanClient,
     },
     /// Daemon CPU while idle with N sessions registered.
     IdleCpu {
@@ -168,7 +174,8 @@ fn main() -> Result<()> {
             Bench::Fanout {
                 subscribers,
                 rounds,
-            } => fanout(&coord, subscribers, rounds).await,
+                client,
+            } => fanout(&coord, subscribers, rounds, client).await,
             Bench::IdleCpu { sessions, seconds } => idle_cpu(&coord, sessions, seconds).await,
             Bench::ColdStart { events } => cold_start(&coord, events).await,
             Bench::Legacy {
@@ -416,39 +423,105 @@ async fn throughput(coord: &Path, writers: usize, sync: &str, seconds: u64) -> R
         }));
     }
     let t0 = Instant::now();
+    let cpu_before = cpu_ticks(d.pid())?;
     for t in tasks {
         t.await?;
     }
     let n = count.load(Ordering::Relaxed);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_us = (cpu_ticks(d.pid())? - cpu_before) as f64 / hz * 1e6 / n.max(1) as f64;
     println!(
-        "throughput writers={writers} sync={sync}: {n} events in {:.1}s = {:.0} events/s",
+        "throughput writers={writers} sync={sync}: {n} events in {:.1}s = {:.0} events/s; daemon CPU {cpu_us:.1} µs per event",
         t0.elapsed().as_secs_f64(),
         n as f64 / t0.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-async fn fanout(coord: &Path, subscribers: usize, rounds: usize) -> Result<()> {
-    let d = Daemon::start(coord, &["--max-connections", "20000"]).await?;
-    let received = Arc::new(AtomicUsize::new(0));
-    let notify = Arc::new(tokio::sync::Notify::new());
-    for _ in 0..subscribers {
-        let mut c = Conn::open(&d.socket).await?;
-        let resp = c
-            .send("GET", "/v1/events?since=now&kinds=x.fan", Bytes::new())
-            .await?;
-        let mut body = resp.into_body();
-        let (received, notify) = (received.clone(), notify.clone());
-        tokio::spawn(async move {
-            let _keep = c;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    let lines = data.iter().filter(|b| **b == b'\n').count();
-                    received.fetch_add(lines, Ordering::AcqRel);
-                    notify.notify_one();
+/// How `coord-bench fanout`'s subscribers read.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FanClient {
+    /// A raw socket read loop per subscriber, counting event lines.
+    Raw,
+    /// A hyper HTTP/1 client connection per subscriber.
+    Hyper,
+}
+
+/// Counts events that arrived at the subscribers and wakes the round loop
+/// once the round's target is reached (not on every arrival: waking it
+/// 10,000 times a round would cost more than the reads).
+struct Arrivals {
+    received: AtomicUsize,
+    target: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Arrivals {
+    fn add(&self, lines: usize) {
+        if lines == 0 {
+            return;
+        }
+        let now = self.received.fetch_add(lines, Ordering::AcqRel) + lines;
+        if now >= self.target.load(Ordering::Acquire) {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// Opens one subscriber of `x.fan` events that reports to `arrivals`.
+async fn fan_subscriber(socket: &Path, client: FanClient, arrivals: Arc<Arrivals>) -> Result<()> {
+    const PATH: &str = "/v1/events?since=now&kinds=x.fan";
+    match client {
+        FanClient::Hyper => {
+            let mut c = Conn::open(socket).await?;
+            let resp = c.send("GET", PATH, Bytes::new()).await?;
+            let mut body = resp.into_body();
+            tokio::spawn(async move {
+                let _keep = c;
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Ok(data) = frame.into_data() {
+                        arrivals.add(data.iter().filter(|b| **b == b'\n').count());
+                    }
                 }
-            }
-        });
+            });
+        }
+        FanClient::Raw => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::UnixStream::connect(socket).await?;
+            s.write_all(format!("GET {PATH} HTTP/1.1\r\nHost: coord\r\n\r\n").as_bytes())
+                .await?;
+            tokio::spawn(async move {
+                // Chunked NDJSON: every event line ends in "}\n", which
+                // neither the response head nor a chunk frame contains. A
+                // line split across two reads is counted by the second.
+                let mut buf = vec![0u8; 4096];
+                let mut last = 0u8;
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut lines = usize::from(last == b'}' && buf[0] == b'\n');
+                    lines += buf[..n].windows(2).filter(|w| *w == b"}\n").count();
+                    last = buf[n - 1];
+                    arrivals.add(lines);
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn fanout(coord: &Path, subscribers: usize, rounds: usize, client: FanClient) -> Result<()> {
+    let d = Daemon::start(coord, &["--max-connections", "20000"]).await?;
+    let arrivals = Arc::new(Arrivals {
+        received: AtomicUsize::new(0),
+        target: AtomicUsize::new(usize::MAX),
+        done: tokio::sync::Notify::new(),
+    });
+    for _ in 0..subscribers {
+        fan_subscriber(&d.socket, client, arrivals.clone()).await?;
     }
     // Every stream is open once the daemon counts it.
     let mut c = Conn::open(&d.socket).await?;
@@ -462,22 +535,26 @@ async fn fanout(coord: &Path, subscribers: usize, rounds: usize) -> Result<()> {
     }
     let mut samples = Vec::new();
     let cpu_before = cpu_ticks(d.pid())?;
+    let own_before = cpu_ticks(std::process::id())?;
     for r in 0..rounds {
         let target = subscribers * (r + 1);
+        arrivals.target.store(target, Ordering::Release);
         let t0 = Instant::now();
         c.post("/v1/events", r#"{"tx_kind":"x.fan"}"#.to_string())
             .await?;
-        while received.load(Ordering::Acquire) < target {
-            let _ = tokio::time::timeout(Duration::from_millis(50), notify.notified()).await;
+        while arrivals.received.load(Ordering::Acquire) < target {
+            let _ = tokio::time::timeout(Duration::from_millis(50), arrivals.done.notified()).await;
         }
         samples.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let daemon_ms = (cpu_ticks(d.pid())? - cpu_before) as f64 / hz * 1e3 / rounds as f64;
+    let per_event = |ticks: u64| ticks as f64 / hz * 1e3 / rounds as f64;
+    let daemon_ms = per_event(cpu_ticks(d.pid())? - cpu_before);
+    let own_ms = per_event(cpu_ticks(std::process::id())? - own_before);
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "fan-out to {subscribers} subscribers ({rounds} rounds): p50={:.2} ms p99={:.2} ms max={:.2} ms; daemon CPU {daemon_ms:.1} ms per event",
+        "fan-out to {subscribers} subscribers ({rounds} rounds, {client:?} client): p50={:.2} ms p99={:.2} ms max={:.2} ms; CPU per event: daemon {daemon_ms:.1} ms, bench (the subscribers) {own_ms:.1} ms",
         pct(&samples, 0.5),
         pct(&samples, 0.99),
         samples.last().copied().unwrap_or(f64::NAN)

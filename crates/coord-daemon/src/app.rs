@@ -10,7 +10,6 @@ use coord_store::SyncMode;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Everything a handler can reach.
 pub struct App<L> {
@@ -27,7 +26,7 @@ pub struct App<L> {
     /// Where the admin token is written.
     pub admin_token_path: PathBuf,
     /// Flips to true when the daemon starts shutting down.
-    pub shutdown: CancellationToken,
+    pub shutdown: crate::stop::Stop,
     /// Start time.
     pub started: Instant,
     /// Socket path.

@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 /// Decodes `body` as every write request body of PROTOCOL §8, with the
 /// daemon's own decoder (its error codes and field paths); returns how
@@ -93,7 +92,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         tokens,
         admin_token: "a".repeat(32),
         admin_token_path: dir.join("admin-token"),
-        shutdown: CancellationToken::new(),
+        shutdown: crate::stop::Stop::new(),
         started: Instant::now(),
         socket: dir.join("fuzz.sock"),
         store_path: dir.join("fuzz.db"),

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for open connections.
@@ -217,7 +216,7 @@ async fn serve<L: EventLog + Clone>(
 
     // One notice for every task: the accept loop, connections, streams,
     // waits, the bridge, the exporter and the forwarder.
-    let stopping = CancellationToken::new();
+    let stopping = crate::stop::Stop::new();
     let background = TaskTracker::new();
     let app = Arc::new(App {
         writer,
@@ -256,7 +255,7 @@ async fn serve<L: EventLog + Clone>(
             app.writer.clone(),
             store.clone(),
             app.hub.clone(),
-            stopping.clone(),
+            stopping.token().clone(),
             observed.clone(),
         ));
     }
@@ -266,7 +265,7 @@ async fn serve<L: EventLog + Clone>(
             app.writer.clone(),
             store.clone(),
             app.hub.clone(),
-            stopping.clone(),
+            stopping.token().clone(),
         ));
     }
     if let Some((listener, auth)) = web {
@@ -274,7 +273,7 @@ async fn serve<L: EventLog + Clone>(
         background.spawn(crate::web::serve(
             listener,
             web_router,
-            stopping.clone(),
+            stopping.token().clone(),
             config.header_timeout,
         ));
     }
@@ -284,14 +283,14 @@ async fn serve<L: EventLog + Clone>(
             id,
             config.daemon_lease_ms,
             app.writer.clone(),
-            stopping.clone(),
+            stopping.token().clone(),
         ));
     }
     if let Some(b) = config.legacy.clone() {
         background.spawn(crate::bridge::run(
             b,
             app.writer.clone(),
-            stopping.clone(),
+            stopping.token().clone(),
             observed.clone(),
         ));
     }
@@ -336,6 +335,13 @@ async fn serve<L: EventLog + Clone>(
                 continue;
             }
         }
+        let stream = match crate::socket::ClientSocket::new(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register a connection; closed");
+                continue;
+            }
+        };
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stopping.clone();
         conns.spawn(async move {
@@ -349,7 +355,7 @@ async fn serve<L: EventLog + Clone>(
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 }
-                _ = stop.cancelled() => {
+                _ = stop.watch() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }

@@ -383,7 +383,7 @@ pub(crate) async fn events<L: EventLog + Clone>(
     }
     let sub = Subscription {
         guard: app.hub.subscriber(start),
-        shutdown: app.shutdown.clone(),
+        shutdown: app.shutdown.watch(),
         log,
         filter,
         done: false,
@@ -455,7 +455,9 @@ pub(crate) enum Item {
 /// batch at a time and reads only when the client has taken the last.
 pub(crate) struct Subscription<L> {
     guard: crate::hub::SubscriberGuard,
-    shutdown: CancellationToken,
+    /// Polled on every wake-up, so a [`crate::stop::StopWatch`], not the
+    /// token's own future.
+    shutdown: crate::stop::StopWatch,
     log: LogCursor<L>,
     filter: Filter,
     done: bool,
@@ -469,18 +471,15 @@ impl<L: EventLog + Clone> Subscription<L> {
         loop {
             let next = tokio::select! {
                 r = self.log.next() => r,
-                _ = self.shutdown.cancelled() => return None,
+                _ = &mut self.shutdown => return None,
             };
             match next {
                 Ok(None) => return None,
-                Ok(Some(batch)) => {
+                Ok(Some(mut batch)) => {
                     self.guard.read_up_to(self.log.position());
-                    let matching: Vec<Arc<Published>> = batch
-                        .into_iter()
-                        .filter(|p| self.filter.matches(p))
-                        .collect();
-                    if !matching.is_empty() {
-                        return Some(Item::Events(matching));
+                    batch.retain(|p| self.filter.matches(p));
+                    if !batch.is_empty() {
+                        return Some(Item::Events(batch));
                     }
                 }
                 Err(e) => {

@@ -28,8 +28,9 @@ pub(crate) enum InboxCmd {
         /// Ack each message after printing it.
         #[arg(long)]
         ack: bool,
-        /// With --follow: when the daemon goes away, wait for it and go on
-        /// after the last message seen.
+        /// With --follow: when the daemon goes away (or is not up yet when
+        /// the command starts), wait for it and go on after the last
+        /// message seen.
         #[arg(long, requires = "follow")]
         reconnect: bool,
         #[command(flatten)]
@@ -95,7 +96,25 @@ pub(crate) async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<Ex
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let listed = c.inbox(&id).await?;
+            // With --reconnect, a daemon that is down when the command
+            // starts is waited for too, not only one lost while following.
+            let mut said = false;
+            let listed = loop {
+                match c.inbox(&id).await {
+                    Ok(l) => break l,
+                    Err(
+                        e @ (coord_client::ClientError::Connect { .. }
+                        | coord_client::ClientError::Transport(_)),
+                    ) if follow && reconnect => {
+                        if !said {
+                            eprintln!("coord: {e}; retrying");
+                            said = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             for m in &listed.messages {
                 take_message(&c, &id, &m.msg_id, ack, reconnect, &print).await?;
             }
