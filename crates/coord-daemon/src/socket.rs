@@ -78,7 +78,12 @@ impl ClientSocket {
         if !self.writable {
             let first = op(self.fd()?.get_ref());
             match first {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.want_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.want_writable()?;
+                    // The old registration took any read waker with it:
+                    // poll the task again so its reads register anew.
+                    cx.waker().wake_by_ref();
+                }
                 r => return Poll::Ready(r),
             }
         }
