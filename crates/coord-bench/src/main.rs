@@ -428,8 +428,7 @@ async fn throughput(coord: &Path, writers: usize, sync: &str, seconds: u64) -> R
         t.await?;
     }
     let n = count.load(Ordering::Relaxed);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let cpu_us = (cpu_ticks(d.pid())? - cpu_before) as f64 / hz * 1e6 / n.max(1) as f64;
     println!(
         "throughput writers={writers} sync={sync}: {n} events in {:.1}s = {:.0} events/s; daemon CPU {cpu_us:.1} µs per event",
@@ -547,8 +546,7 @@ async fn fanout(coord: &Path, subscribers: usize, rounds: usize, client: FanClie
         }
         samples.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let per_event = |ticks: u64| ticks as f64 / hz * 1e3 / rounds as f64;
     let daemon_ms = per_event(cpu_ticks(d.pid())? - cpu_before);
     let own_ms = per_event(cpu_ticks(std::process::id())? - own_before);
@@ -560,6 +558,12 @@ async fn fanout(coord: &Path, subscribers: usize, rounds: usize, client: FanClie
         samples.last().copied().unwrap_or(f64::NAN)
     );
     Ok(())
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`].
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 fn cpu_ticks(pid: u32) -> Result<u64> {
@@ -586,8 +590,7 @@ async fn idle_cpu(coord: &Path, sessions: usize, seconds: u64) -> Result<()> {
     }
     drop(c);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let before = cpu_ticks(d.pid())?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let used = (cpu_ticks(d.pid())? - before) as f64 / hz;
@@ -756,8 +759,7 @@ async fn legacy(coord: &Path, source: &str, peers: usize, seconds: u64, idle: u6
     };
     // Let the reader take in the initial state.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let cpu0 = cpu_ticks(pid)?;
     let mut sent = Vec::new();
     let total = seconds * 10;

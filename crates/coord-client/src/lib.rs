@@ -65,6 +65,17 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The daemon is not there: the connection was refused, or it was
+    /// accepted and dropped by a daemon going down or coming up. What a
+    /// caller that waits for the daemon (`--reconnect`) retries on; every
+    /// other error is an answer.
+    pub fn daemon_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. } | ClientError::Transport(_)
+        )
+    }
 }
 
 type Result<T> = std::result::Result<T, ClientError>;

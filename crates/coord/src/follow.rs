@@ -161,12 +161,7 @@ impl Follower {
                             lost = false;
                         }
                     }
-                    // Refused, or accepted and dropped by a daemon that is
-                    // going down or coming up: both pass.
-                    Err(
-                        e @ (coord_client::ClientError::Connect { .. }
-                        | coord_client::ClientError::Transport(_)),
-                    ) if self.reconnect => {
+                    Err(e) if self.reconnect && e.daemon_lost() => {
                         if !lost {
                             eprintln!("coord: {e}; retrying");
                             lost = true;

@@ -102,10 +102,7 @@ pub(crate) async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<Ex
             let listed = loop {
                 match c.inbox(&id).await {
                     Ok(l) => break l,
-                    Err(
-                        e @ (coord_client::ClientError::Connect { .. }
-                        | coord_client::ClientError::Transport(_)),
-                    ) if follow && reconnect => {
+                    Err(e) if follow && reconnect && e.daemon_lost() => {
                         if !said {
                             eprintln!("coord: {e}; retrying");
                             said = true;
@@ -172,13 +169,7 @@ pub(crate) async fn take_message(
     reconnect: bool,
     print: &impl Fn(&coord_proto::view::Message) -> Result<()>,
 ) -> Result<()> {
-    let lost = |e: &coord_client::ClientError| {
-        reconnect
-            && matches!(
-                e,
-                coord_client::ClientError::Connect { .. } | coord_client::ClientError::Transport(_)
-            )
-    };
+    let lost = |e: &coord_client::ClientError| reconnect && e.daemon_lost();
     let gone =
         |e: &coord_client::ClientError| e.code() == Some(coord_proto::ErrorCode::MessageNotFound);
     // Said once per message, not once per attempt.
