@@ -54,6 +54,7 @@ mod server;
 mod socket;
 mod stats;
 mod stop;
+mod threads;
 mod timers;
 mod tokens;
 mod waits;

@@ -33,17 +33,18 @@ pub struct ClientSocket {
 }
 
 impl ClientSocket {
-    /// Takes over an accepted connection (moving its registration from
-    /// tokio's `UnixStream` to read readiness only).
+    /// Takes over a connection that no runtime watches, registering it
+    /// with the epoll set of the runtime this is called on (the thread
+    /// that will serve it, `crate::threads`).
     ///
     /// # Errors
-    /// When the socket cannot be deregistered or registered (the epoll set
-    /// is gone: the runtime is shutting down).
-    pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
-        let std = stream.into_std()?;
-        std.set_nonblocking(true)?;
+    /// When the socket cannot be made non-blocking or registered (the
+    /// epoll set is gone: the runtime is shutting down), or when called
+    /// outside a runtime.
+    pub fn from_std(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
         Ok(ClientSocket {
-            fd: Some(register(std, Interest::READABLE)?),
+            fd: Some(register(stream, Interest::READABLE)?),
             writable: false,
         })
     }
@@ -191,7 +192,8 @@ mod tests {
 
     async fn pair() -> (ClientSocket, tokio::net::UnixStream) {
         let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
-        (ClientSocket::new(a).expect("register"), b)
+        let a = a.into_std().expect("into_std");
+        (ClientSocket::from_std(a).expect("register"), b)
     }
 
     #[tokio::test]

@@ -57,11 +57,19 @@ fn main() -> ExitCode {
     if args.is_daemon() {
         cmd::daemon::take_systemd_socket();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if args.is_daemon() { 2 } else { 1 })
-        .enable_all()
-        .build()
-    {
+    // The daemon runs on one thread (its extra I/O threads, if any, are
+    // its own: coord_daemon::Config::io_threads); a client needs no more.
+    let built = if args.is_daemon() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coord: cannot start the async runtime: {e}");

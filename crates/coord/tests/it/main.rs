@@ -17,6 +17,7 @@ mod exactly_once;
 mod full_disk;
 mod guard;
 mod idempotency;
+mod io_threads;
 mod lifecycle;
 mod lock_bounds;
 mod main_job;
