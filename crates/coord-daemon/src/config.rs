@@ -24,12 +24,6 @@ pub struct Config {
     /// Most connections served at once (streams included); more wait in
     /// the accept queue.
     pub max_connections: usize,
-    /// Threads serving connections (default 1: everything on the daemon's
-    /// one thread). More spreads connections over that many threads, each
-    /// new one to the least busy (`crate::threads`): for fan-out to many
-    /// thousands of subscribers, or many concurrent writers, at a cost in
-    /// a lone client's latency.
-    pub io_threads: usize,
     /// Longest a connection may take to send a request's headers, or stay
     /// idle between requests, before it is closed (default 10 s).
     pub header_timeout: std::time::Duration,
@@ -79,7 +73,6 @@ impl Config {
             log_heartbeats: false,
             ring_capacity: 8_192,
             max_connections: 16_384,
-            io_threads: 1,
             header_timeout: std::time::Duration::from_secs(10),
             body_timeout: std::time::Duration::from_secs(30),
             body_memory: 64 << 20,

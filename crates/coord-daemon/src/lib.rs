@@ -54,7 +54,6 @@ mod server;
 mod socket;
 mod stats;
 mod stop;
-mod threads;
 mod timers;
 mod tokens;
 mod waits;

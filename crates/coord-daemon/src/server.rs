@@ -302,9 +302,6 @@ async fn serve<L: EventLog + Clone>(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut accept_errors = AcceptErrors::default();
     let header_timeout = config.header_timeout;
-    let mut io_threads = crate::threads::IoThreads::start(config.io_threads)
-        .map_err(io("cannot start the I/O threads"))?;
-    tracing::debug!(threads = io_threads.count(), "serving connections");
 
     loop {
         while conns.try_join_next().is_some() {}
@@ -338,26 +335,20 @@ async fn serve<L: EventLog + Clone>(
                 continue;
             }
         }
-        // Out of this thread's epoll set: the thread that serves it
-        // registers it with its own (`crate::threads`).
-        let stream = match stream.into_std() {
+        let stream = match stream
+            .into_std()
+            .and_then(crate::socket::ClientSocket::from_std)
+        {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot take over a connection; closed");
+                tracing::warn!(error = %e, "cannot register a connection; closed");
                 continue;
             }
         };
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stopping.clone();
-        io_threads.spawn(&mut conns, async move {
+        conns.spawn(async move {
             let _permit = permit;
-            let stream = match crate::socket::ClientSocket::from_std(stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot register a connection; closed");
-                    return;
-                }
-            };
             let conn = http1(header_timeout)
                 .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
             let mut conn = std::pin::pin!(conn);
@@ -392,9 +383,7 @@ async fn serve<L: EventLog + Clone>(
             "connections still open after the drain window; closing them"
         );
         conns.abort_all();
-        while conns.join_next().await.is_some() {}
     }
-    io_threads.stop().await;
     // The bridge's last write is answered: the writer still runs.
     background.wait().await;
     lifecycle.stop().await;

@@ -33,9 +33,9 @@ pub struct ClientSocket {
 }
 
 impl ClientSocket {
-    /// Takes over a connection that no runtime watches, registering it
-    /// with the epoll set of the runtime this is called on (the thread
-    /// that will serve it, `crate::threads`).
+    /// Takes over an accepted connection that no runtime watches (tokio's
+    /// `UnixStream::into_std` deregisters it), registering it with the
+    /// current runtime's epoll set for read readiness only.
     ///
     /// # Errors
     /// When the socket cannot be made non-blocking or registered (the

@@ -57,17 +57,18 @@ fn main() -> ExitCode {
     if args.is_daemon() {
         cmd::daemon::take_systemd_socket();
     }
-    // The daemon runs on one thread (its extra I/O threads, if any, are
-    // its own: coord_daemon::Config::io_threads); a client needs no more.
-    let built = if args.is_daemon() {
-        tokio::runtime::Builder::new_current_thread()
+    // One thread, unless the daemon is told otherwise: on a machine with
+    // few cores, a request that crosses threads (connection, writer and
+    // back) pays more in wake-ups than in its own work
+    // (docs/BENCHMARKS.md, "one thread").
+    let built = match args.threads() {
+        0 | 1 if args.is_daemon() => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n).max(1))
             .enable_all()
-            .build()
+            .build(),
     };
     let rt = match built {
         Ok(rt) => rt,

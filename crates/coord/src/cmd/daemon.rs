@@ -63,12 +63,12 @@ pub(crate) struct DaemonArgs {
     /// Most connections (event streams included) served at once.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
-    /// Threads serving connections. 1 (the default) serves everything on
-    /// the daemon's one thread: no cross-thread wake-ups, the highest
-    /// write throughput. More deals connections over that many threads,
-    /// for fan-out to many thousands of subscribers on spare cores.
-    #[arg(long, env = "COORD_IO_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    io_threads: u16,
+    /// Threads the daemon runs on. 1 (the default): one thread for
+    /// everything, no cross-thread wake-ups, the highest write throughput
+    /// and lowest CPU per request. More: a work-stealing pool of that many
+    /// threads, for fan-out to many thousands of subscribers.
+    #[arg(long, env = "COORD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) threads: u16,
     /// Close a connection that takes longer than this to send a request's
     /// headers, or stays idle this long between requests (event streams
     /// being answered are not idle).
@@ -203,7 +203,6 @@ pub(crate) async fn daemon(
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
-    config.io_threads = usize::from(args.io_threads);
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
     config.body_memory = usize::try_from(args.body_memory_mib << 20).unwrap_or(usize::MAX);

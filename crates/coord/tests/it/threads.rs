@@ -1,17 +1,16 @@
-//! `coord daemon --io-threads N`: connections spread over several threads
-//! keep every promise of the one-thread daemon — one total order seen by
-//! every stream, every acknowledged write in the log once, lock state
-//! correct, and a clean SIGTERM.
+//! `coord daemon --threads N`: a daemon on a pool of threads keeps every
+//! promise of the one-thread daemon — one total order seen by every
+//! stream, every acknowledged write in the log once, lock state correct,
+//! and a clean SIGTERM.
 
 use crate::support::{assert_gap_free, coord_cmd, Daemon, Follower};
 use std::time::Duration;
 
 #[test]
 fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
-    let mut d = Daemon::start(&["--io-threads", "3"]);
+    let mut d = Daemon::start(&["--threads", "3"]);
     let h0 = d.head();
-    // Streams first: they spread over the three threads (each new
-    // connection goes to the least busy one).
+    // Streams first, then writers: the pool's threads serve them all.
     let since = h0.to_string();
     let followers: Vec<Follower> = (0..4)
         .map(|_| Follower::start(&d, &["--since", &since]))
@@ -111,7 +110,7 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
         assert_eq!(seen, log, "a stream differs from the log");
     }
 
-    // Streams open on the extra threads end cleanly on SIGTERM too.
+    // Streams end cleanly on SIGTERM from the pool too.
     let since = head.to_string();
     let mut f = Follower::start(&d, &["--since", &since]);
     let mut g = Follower::start(&d, &["--since", &since]);
@@ -128,14 +127,14 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
 }
 
 #[test]
-fn io_threads_out_of_range_is_a_usage_error() {
+fn threads_out_of_range_is_a_usage_error() {
     for bad in ["0", "65", "two"] {
         let out = coord_cmd()
-            .args(["daemon", "--io-threads", bad])
+            .args(["daemon", "--threads", bad])
             .output()
             .expect("coord daemon");
-        assert_eq!(out.status.code(), Some(2), "--io-threads {bad}");
+        assert_eq!(out.status.code(), Some(2), "--threads {bad}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--io-threads"), "{err}");
+        assert!(err.contains("--threads"), "{err}");
     }
 }
