@@ -335,10 +335,7 @@ async fn serve<L: EventLog + Clone>(
                 continue;
             }
         }
-        let stream = match stream
-            .into_std()
-            .and_then(crate::socket::ClientSocket::from_std)
-        {
+        let stream = match crate::socket::ClientSocket::new(stream) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot register a connection; closed");

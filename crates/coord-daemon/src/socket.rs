@@ -33,18 +33,17 @@ pub struct ClientSocket {
 }
 
 impl ClientSocket {
-    /// Takes over an accepted connection that no runtime watches (tokio's
-    /// `UnixStream::into_std` deregisters it), registering it with the
-    /// current runtime's epoll set for read readiness only.
+    /// Takes over an accepted connection (moving its registration from
+    /// tokio's `UnixStream` to read readiness only).
     ///
     /// # Errors
-    /// When the socket cannot be made non-blocking or registered (the
-    /// epoll set is gone: the runtime is shutting down), or when called
-    /// outside a runtime.
-    pub fn from_std(stream: UnixStream) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
+    /// When the socket cannot be deregistered or registered (the epoll set
+    /// is gone: the runtime is shutting down).
+    pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
+        let std = stream.into_std()?;
+        std.set_nonblocking(true)?;
         Ok(ClientSocket {
-            fd: Some(register(stream, Interest::READABLE)?),
+            fd: Some(register(std, Interest::READABLE)?),
             writable: false,
         })
     }
@@ -192,8 +191,7 @@ mod tests {
 
     async fn pair() -> (ClientSocket, tokio::net::UnixStream) {
         let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
-        let a = a.into_std().expect("into_std");
-        (ClientSocket::from_std(a).expect("register"), b)
+        (ClientSocket::new(a).expect("register"), b)
     }
 
     #[tokio::test]

@@ -440,6 +440,19 @@ impl<L: EventLog + Clone> Writer<L> {
                 .map(internal)
                 .collect();
             writes.append(&mut self.unfinished);
+            let first = match first {
+                // Going on with a command done in parts (a session ending
+                // with thousands of locks) or with expiries: let the
+                // connection tasks ready on this thread run first, so a
+                // write that arrived meanwhile joins this commit instead
+                // of waiting for every part. On the one-thread daemon
+                // nothing else would read it until the writer awaits.
+                None if !writes.is_empty() => {
+                    tokio::task::yield_now().await;
+                    rx.try_recv().ok()
+                }
+                f => f,
+            };
             if let Some(r) = first {
                 // Group commit needs a group: let the connection tasks that
                 // are ready on this worker run first and queue their

@@ -61,14 +61,15 @@ fn main() -> ExitCode {
     // few cores, a request that crosses threads (connection, writer and
     // back) pays more in wake-ups than in its own work
     // (docs/BENCHMARKS.md, "one thread").
-    let built = match args.threads() {
-        0 | 1 if args.is_daemon() => tokio::runtime::Builder::new_current_thread()
+    let built = if args.is_daemon() && args.threads() <= 1 {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n).max(1))
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads().max(1)))
             .enable_all()
-            .build(),
+            .build()
     };
     let rt = match built {
         Ok(rt) => rt,

@@ -22,7 +22,8 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     }
 
     // Six writers at once, each its own process and connections, so
-    // writes arrive from every thread and join the same commits.
+    // writes arrive on several of the pool's threads together and join
+    // the same commits.
     let writers: Vec<std::thread::JoinHandle<Vec<u64>>> = (0..6)
         .map(|w| {
             let socket = d.socket.clone();
