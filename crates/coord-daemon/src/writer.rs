@@ -4,7 +4,7 @@
 //! One task owns the [`State`], the store handle, the timer queue and the
 //! pidfd watches. It takes requests from a bounded channel (so callers feel
 //! backpressure instead of the daemon buffering without limit), yields to
-//! the connection tasks ready on its worker so their writes join (up to
+//! the connection tasks ready on its thread so their writes join (up to
 //! `MAX_YIELDS` times while writes keep arriving), drains as many as are
 //! ready into one batch, validates each against the state as
 //! the earlier ones left it, appends the whole batch in one transaction
@@ -455,7 +455,7 @@ impl<L: EventLog + Clone> Writer<L> {
             };
             if let Some(r) = first {
                 // Group commit needs a group: let the connection tasks that
-                // are ready on this worker run first and queue their
+                // are ready on this thread run first and queue their
                 // writes, so one commit carries them all instead of each
                 // paying for a transaction of its own.
                 if matches!(r, Request::Write(_) | Request::Group(_)) {

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     // One thread, unless the daemon is told otherwise: on a machine with
     // few cores, a request that crosses threads (connection, writer and
     // back) pays more in wake-ups than in its own work
-    // (docs/BENCHMARKS.md, "one thread").
+    // (docs/BENCHMARKS.md, "The write path", the daemon on one thread).
     let built = if args.is_daemon() && args.threads() <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -24,35 +24,27 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     // Six writers at once, each its own process and connections, so
     // writes arrive on several of the pool's threads together and join
     // the same commits.
-    let writers: Vec<std::thread::JoinHandle<Vec<u64>>> = (0..6)
-        .map(|w| {
-            let socket = d.socket.clone();
-            std::thread::spawn(move || {
-                (0..15)
-                    .map(|i| {
-                        let out = coord_cmd()
-                            .args(["--json", "publish", "x.load", "--payload"])
-                            .arg(format!("{{\"w\":{w},\"i\":{i}}}"))
-                            .env("COORD_SOCKET", &socket)
-                            .output()
-                            .expect("coord publish");
-                        assert!(
-                            out.status.success(),
-                            "{}",
-                            String::from_utf8_lossy(&out.stderr)
-                        );
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&out.stdout).expect("json");
-                        v["seq"].as_u64().expect("seq")
-                    })
-                    .collect()
+    let mut acked: Vec<u64> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..6)
+            .map(|w| {
+                let d = &d;
+                s.spawn(move || {
+                    (0..15)
+                        .map(|i| {
+                            let payload = format!("{{\"w\":{w},\"i\":{i}}}");
+                            let out = d.ok(&["--json", "publish", "x.load", "--payload", &payload]);
+                            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+                            v["seq"].as_u64().expect("seq")
+                        })
+                        .collect::<Vec<u64>>()
+                })
             })
-        })
-        .collect();
-    let mut acked: Vec<u64> = writers
-        .into_iter()
-        .flat_map(|w| w.join().expect("writer"))
-        .collect();
+            .collect();
+        writers
+            .into_iter()
+            .flat_map(|w| w.join().expect("writer"))
+            .collect()
+    });
     acked.sort_unstable();
     let last = h0 + 1 + 90;
     assert_eq!(
@@ -61,16 +53,20 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
         "every acknowledged write has its own seq"
     );
 
-    // A lock handed between sessions whose requests take different threads.
+    // A lock handed between sessions, on the pool's threads.
     let a = d.register("io-a");
     let b = d.register("io-b");
     let acquire = |sid: &str, tok: &str| {
-        coord_cmd()
-            .args(["--json", "lock", "acquire", "res/one", "--session", sid])
-            .args(["--token", tok])
-            .env("COORD_SOCKET", &d.socket)
-            .output()
-            .expect("coord lock acquire")
+        d.coord(&[
+            "--json",
+            "lock",
+            "acquire",
+            "res/one",
+            "--session",
+            sid,
+            "--token",
+            tok,
+        ])
     };
     assert!(acquire("io-a", &a).status.success());
     let refused = acquire("io-b", &b);
