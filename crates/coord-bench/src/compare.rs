@@ -130,7 +130,7 @@ struct RawHttp {
 
 impl RawHttp {
     async fn open(socket: &Path) -> Result<RawHttp> {
-        let (r, w) = tokio::net::UnixStream::connect(socket).await?.into_split();
+        let (r, w) = crate::connect(socket).await?.into_split();
         Ok(RawHttp {
             r: BufReader::new(r),
             w,

@@ -280,7 +280,7 @@ struct Conn {
 
 impl Conn {
     async fn open(socket: &Path) -> Result<Conn> {
-        let s = tokio::net::UnixStream::connect(socket).await?;
+        let s = connect(socket).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -474,6 +474,23 @@ impl Arrivals {
 }
 
 /// Opens one subscriber of `x.fan` events that reports to `arrivals`.
+/// Connects to the daemon's socket, waiting out a full listen backlog:
+/// a Unix socket refuses a connect with `EAGAIN` (not a wait) while the
+/// daemon has more connections queued than the backlog holds, which
+/// thousands of subscribers connecting back to back reach. Other errors,
+/// and a backlog still full after 10 s, are returned.
+pub(crate) async fn connect(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::UnixStream::connect(socket).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn fan_subscriber(socket: &Path, client: FanClient, arrivals: Arc<Arrivals>) -> Result<()> {
     const PATH: &str = "/v1/events?since=now&kinds=x.fan";
     match client {
@@ -492,7 +509,7 @@ async fn fan_subscriber(socket: &Path, client: FanClient, arrivals: Arc<Arrivals
         }
         FanClient::Raw => {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::UnixStream::connect(socket).await?;
+            let mut s = connect(socket).await?;
             s.write_all(format!("GET {PATH} HTTP/1.1\r\nHost: coord\r\n\r\n").as_bytes())
                 .await?;
             tokio::spawn(async move {
