@@ -72,9 +72,18 @@ fuzz_target!(|data: &[u8]| {
             .lines()
             .find_map(|l| l.strip_prefix("content-length: "))
             .and_then(|n| n.trim().parse().ok());
-        // The answer to HEAD has the head of the error and no body.
+        // The answer to HEAD has the head of the error and no body. The
+        // parser skips empty lines before a request line (RFC 9112 §2.2),
+        // so "\r\n\r\nHEAD …" is a HEAD too.
+        let request = {
+            let mut r = data;
+            while let [b'\r' | b'\n', rest @ ..] = r {
+                r = rest;
+            }
+            r
+        };
         let body = match len {
-            _ if data.starts_with(b"HEAD ") => return,
+            _ if request.starts_with(b"HEAD ") => return,
             Some(n) if body.len() >= n => &body[..n],
             _ => return, // chunked or cut off: the head was checked
         };
