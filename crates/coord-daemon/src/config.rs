@@ -59,6 +59,11 @@ pub struct Config {
     /// Serve the API and the web dashboard over HTTP/TCP on this address
     /// (PROTOCOL §13). Port 0 picks a free one (status reports it).
     pub http: Option<std::net::SocketAddr>,
+    /// Extra threads that serve client connections beside the main one
+    /// (which keeps the writer, the hub and the timers); 0: one thread
+    /// serves everything. Only for a daemon on a one-thread runtime
+    /// (`crate::conn_threads`).
+    pub conn_threads: usize,
 }
 
 impl Config {
@@ -85,6 +90,7 @@ impl Config {
             daemon_id: None,
             daemon_lease_ms: 10_000,
             http: None,
+            conn_threads: 0,
         }
     }
 }

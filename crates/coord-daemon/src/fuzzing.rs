@@ -121,8 +121,9 @@ pub async fn serve_bytes(router: &axum::Router, input: &[u8], within: Duration) 
         return Vec::new();
     };
     let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+    let timer = crate::coarse_timer::CoarseTimer::new(Duration::from_millis(200));
     let conn = tokio::spawn(async move {
-        let _ = crate::server::http1(Duration::from_millis(200))
+        let _ = crate::server::http1(&timer, Duration::from_millis(200))
             .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(server)), svc)
             .await;
     });

@@ -136,9 +136,21 @@ impl Hub {
         *self.head.borrow()
     }
 
-    /// A receiver that changes whenever the head moves.
+    /// A receiver that changes whenever the head moves. On a connection
+    /// thread, that thread's copy ([`crate::conn_threads`]), which follows
+    /// the hub's one relay hop behind.
     pub fn watch(&self) -> watch::Receiver<u64> {
+        crate::conn_threads::local_head(self.addr()).unwrap_or_else(|| self.head.subscribe())
+    }
+
+    /// The hub's own head watch, never a thread's copy.
+    pub(crate) fn watch_direct(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
+    }
+
+    /// This hub's address, naming it for [`crate::conn_threads`].
+    pub(crate) fn addr(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// Registers a subscriber for the status counter.

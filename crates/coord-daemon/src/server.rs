@@ -302,6 +302,21 @@ async fn serve<L: EventLog + Clone>(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut accept_errors = AcceptErrors::default();
     let header_timeout = config.header_timeout;
+    let timer = crate::coarse_timer::CoarseTimer::new(header_timeout);
+    let threads = if config.conn_threads > 0 {
+        let t = crate::conn_threads::ConnThreads::start(
+            config.conn_threads,
+            app.hub.addr(),
+            app.hub.watch_direct(),
+        )
+        .map_err(|source| ServeError::Io {
+            context: "starting the connection threads".into(),
+            source,
+        })?;
+        Some(t)
+    } else {
+        None
+    };
 
     loop {
         while conns.try_join_next().is_some() {}
@@ -335,6 +350,39 @@ async fn serve<L: EventLog + Clone>(
                 continue;
             }
         }
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = stopping.clone();
+        let timer = timer.clone();
+        let (handle, placed) = match threads.as_ref().map(|t| t.pick()) {
+            Some(p) => (p.handle, Some(p.guard)),
+            None => (None, None),
+        };
+        if let Some(handle) = handle {
+            // Registered with the connection thread's own epoll set, from
+            // that thread.
+            let std = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand a connection over; closed");
+                    continue;
+                }
+            };
+            conns.spawn_on(
+                async move {
+                    let _placed = placed;
+                    match crate::socket::ClientSocket::from_std(std) {
+                        Ok(stream) => {
+                            serve_conn(stream, svc, stop, timer, header_timeout, permit).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot register a connection; closed");
+                        }
+                    }
+                },
+                &handle,
+            );
+            continue;
+        }
         let stream = match crate::socket::ClientSocket::new(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -342,24 +390,9 @@ async fn serve<L: EventLog + Clone>(
                 continue;
             }
         };
-        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-        let stop = stopping.clone();
         conns.spawn(async move {
-            let _permit = permit;
-            let conn = http1(header_timeout)
-                .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = stop.watch() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            let _placed = placed;
+            serve_conn(stream, svc, stop, timer, header_timeout, permit).await;
         });
     }
 
@@ -380,6 +413,7 @@ async fn serve<L: EventLog + Clone>(
             "connections still open after the drain window; closing them"
         );
         conns.abort_all();
+        while conns.join_next().await.is_some() {}
     }
     // The bridge's last write is answered: the writer still runs.
     background.wait().await;
@@ -390,9 +424,38 @@ async fn serve<L: EventLog + Clone>(
     if let Err(e) = writer_join.await {
         tracing::error!(error = %e, "writer task failed");
     }
+    // Last: whatever a connection left running on its thread (a write
+    // queued as its client went away) has had the writer until now.
+    drop(threads);
     let _ = std::fs::remove_file(&admin_token_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves one connection until it ends or the daemon stops (then
+/// gracefully: the request in flight is answered).
+async fn serve_conn(
+    stream: crate::socket::ClientSocket,
+    svc: hyper_util::service::TowerToHyperService<axum::Router>,
+    stop: crate::stop::Stop,
+    timer: crate::coarse_timer::CoarseTimer,
+    header_timeout: Duration,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let conn = http1(&timer, header_timeout)
+        .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.watch() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// A connection's read buffer, bytes (128 KiB): the most a request line and
@@ -400,15 +463,22 @@ async fn serve<L: EventLog + Clone>(
 /// limit what one connection can make the daemon hold.
 const MAX_HEAD_BYTES: usize = 128 << 10;
 
-/// hyper's HTTP/1 server with the read timeout and the read buffer (`MAX_HEAD_BYTES`) set: a connection that
-/// takes longer than `header_timeout` to send a request's headers — or
-/// stays idle that long between requests (hyper starts the timer when a
-/// response is done) — is closed. A response being streamed (an event
-/// stream) is not waiting for headers: streams are bounded by their own
-/// rules (the hub's ring, the subscriber limit).
-pub(crate) fn http1(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+/// hyper's HTTP/1 server with the read timeout and the read buffer
+/// (`MAX_HEAD_BYTES`) set: a connection that takes longer than
+/// `header_timeout` (plus at most a tenth of it, the [`CoarseTimer`]'s
+/// grain) to send a request's headers — or stays idle that long between
+/// requests (hyper starts the timer when a response is done) — is closed.
+/// A response being streamed (an event stream) is not waiting for headers:
+/// streams are bounded by their own rules (the hub's ring, the subscriber
+/// limit).
+///
+/// [`CoarseTimer`]: crate::coarse_timer::CoarseTimer
+pub(crate) fn http1(
+    timer: &crate::coarse_timer::CoarseTimer,
+    header_timeout: Duration,
+) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(hyper_util::rt::TokioTimer::new())
+    b.timer(timer.clone())
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
     b

@@ -48,6 +48,19 @@ impl ClientSocket {
         })
     }
 
+    /// Takes over a connection accepted on another thread, registering it
+    /// with the calling thread's runtime (read readiness only).
+    ///
+    /// # Errors
+    /// As [`ClientSocket::new`].
+    pub fn from_std(std: UnixStream) -> io::Result<Self> {
+        std.set_nonblocking(true)?;
+        Ok(ClientSocket {
+            fd: Some(register(std, Interest::READABLE)?),
+            writable: false,
+        })
+    }
+
     fn fd(&self) -> io::Result<&AsyncFd<UnixStream>> {
         self.fd
             .as_ref()

@@ -276,6 +276,7 @@ pub async fn serve(
     header_timeout: std::time::Duration,
 ) {
     let mut accept_errors = crate::server::AcceptErrors::default();
+    let timer = crate::coarse_timer::CoarseTimer::new(header_timeout);
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -290,8 +291,9 @@ pub async fn serve(
         };
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stop.clone();
+        let timer = timer.clone();
         tokio::spawn(async move {
-            let conn = crate::server::http1(header_timeout)
+            let conn = crate::server::http1(&timer, header_timeout)
                 .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {

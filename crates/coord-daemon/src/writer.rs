@@ -103,7 +103,7 @@ pub struct Write {
     /// Extras.
     pub extras: Extras,
     /// Where the answer goes (`None` for fire-and-forget internal writes).
-    pub reply: Option<oneshot::Sender<Result<Committed, WriteError>>>,
+    pub reply: Option<crate::conn_threads::Replier>,
 }
 
 /// A read of the committed state.
@@ -120,6 +120,9 @@ enum Request {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
+    /// The runtime the writer runs on, where [`WriterHandle::spawn_write`]
+    /// queues its sends: a connection thread may be gone before they are.
+    rt: tokio::runtime::Handle,
 }
 
 /// Why a write (or a read of the state) was not done. Converted to the
@@ -171,7 +174,7 @@ impl WriterHandle {
     /// The rejection, `store_unavailable`, or `shutting_down`.
     pub async fn write(&self, mut w: Write) -> Result<Committed, WriteError> {
         let (tx, rx) = oneshot::channel();
-        w.reply = Some(tx);
+        w.reply = Some(crate::conn_threads::Replier::here(tx));
         self.tx
             .send(Request::Write(Box::new(w)))
             .await
@@ -194,7 +197,7 @@ impl WriterHandle {
             .into_iter()
             .map(|mut w| {
                 let (tx, rx) = oneshot::channel();
-                w.reply = Some(tx);
+                w.reply = Some(crate::conn_threads::Replier::here(tx));
                 rxs.push(rx);
                 w
             })
@@ -218,7 +221,7 @@ impl WriterHandle {
     /// Queues a write nobody waits for (timers, pidfd, dropped waits).
     pub fn spawn_write(&self, w: Write) {
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let _ = tx.send(Request::Write(Box::new(w))).await;
         });
     }
@@ -374,7 +377,10 @@ pub fn spawn<L: EventLog + Clone>(
 ) -> (WriterHandle, tokio::task::JoinHandle<()>, CancellationToken) {
     let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(QUEUE);
-    let handle = WriterHandle { tx };
+    let handle = WriterHandle {
+        tx,
+        rt: tokio::runtime::Handle::current(),
+    };
     let daemon_id = config.daemon_id.clone();
     let store_head = store.head_watch();
     let mut w = Writer {

@@ -160,15 +160,6 @@ impl Cli {
         matches!(self.cmd, Cmd::Daemon(_))
     }
 
-    /// The daemon's `--threads` (1 for every other command: a client
-    /// needs no more).
-    pub fn threads(&self) -> u16 {
-        match &self.cmd {
-            Cmd::Daemon(d) => d.threads,
-            _ => 1,
-        }
-    }
-
     /// Whether the command talks to a daemon, so one is started when none
     /// answers. The guard has its own rule for a silent daemon (an empty
     /// new one would answer "no locks").

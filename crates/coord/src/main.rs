@@ -57,17 +57,19 @@ fn main() -> ExitCode {
     if args.is_daemon() {
         cmd::daemon::take_systemd_socket();
     }
-    // One thread, unless the daemon is told otherwise: on a machine with
-    // few cores, a request that crosses threads (connection, writer and
-    // back) pays more in wake-ups than in its own work
-    // (docs/BENCHMARKS.md, "The write path", the daemon on one thread).
-    let built = if args.is_daemon() && args.threads() <= 1 {
+    // The daemon's main thread is a current-thread runtime: the writer,
+    // the hub and the connections placed there hand over through its
+    // local run queue, with no wake-up between threads
+    // (docs/BENCHMARKS.md, "The write path"). `--threads` adds connection
+    // threads beside it (coord_daemon's `conn_threads`); a client needs
+    // one worker.
+    let built = if args.is_daemon() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(args.threads().max(1)))
+            .worker_threads(1)
             .enable_all()
             .build()
     };

@@ -63,12 +63,14 @@ pub(crate) struct DaemonArgs {
     /// Most connections (event streams included) served at once.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
-    /// Threads the daemon runs on. 1 (the default): one thread for
-    /// everything, no cross-thread wake-ups, the highest write throughput
-    /// and lowest CPU per request. More: a work-stealing pool of that many
-    /// threads, for fan-out to many thousands of subscribers.
-    #[arg(long, env = "COORD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub(crate) threads: u16,
+    /// Threads that serve connections. The first also runs the writer,
+    /// the hub and the timers; each other one serves its share of the
+    /// connections (a new connection goes to the thread with the fewest
+    /// open), handing writes to the writer and taking the answers back
+    /// once per commit. 1: everything on one thread. Default: 2, or 1 on
+    /// a one-CPU machine.
+    #[arg(long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) threads: Option<u16>,
     /// Close a connection that takes longer than this to send a request's
     /// headers, or stays idle this long between requests (event streams
     /// being answered are not idle).
@@ -203,6 +205,11 @@ pub(crate) async fn daemon(
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+        usize::from,
+    );
+    config.conn_threads = threads.saturating_sub(1);
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
     config.body_memory = usize::try_from(args.body_memory_mib << 20).unwrap_or(usize::MAX);

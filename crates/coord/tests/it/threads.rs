@@ -1,7 +1,10 @@
-//! `coord daemon --threads N`: a daemon on a pool of threads keeps every
-//! promise of the one-thread daemon — one total order seen by every
-//! stream, every acknowledged write in the log once, lock state correct,
-//! and a clean SIGTERM.
+//! `coord daemon --threads N`: a daemon whose connections are spread over
+//! its main thread and N−1 connection threads keeps every promise of the
+//! one-thread daemon — one total order seen by every stream (streams on
+//! every thread, fed by each thread's copy of the head), every
+//! acknowledged write in the log once (answers taken home through the
+//! threads' relays), lock state correct across threads, and a clean
+//! SIGTERM.
 
 use crate::support::{assert_gap_free, coord_cmd, Daemon, Follower};
 use std::time::Duration;
@@ -10,7 +13,8 @@ use std::time::Duration;
 fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     let mut d = Daemon::start(&["--threads", "3"]);
     let h0 = d.head();
-    // Streams first, then writers: the pool's threads serve them all.
+    // Streams first, then writers: placement by fewest open connections
+    // puts them on every thread.
     let since = h0.to_string();
     let followers: Vec<Follower> = (0..4)
         .map(|_| Follower::start(&d, &["--since", &since]))
@@ -22,7 +26,7 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     }
 
     // Six writers at once, each its own process and connections, so
-    // writes arrive on several of the pool's threads together and join
+    // writes arrive on several threads together and join
     // the same commits.
     let mut acked: Vec<u64> = std::thread::scope(|s| {
         let writers: Vec<_> = (0..6)
@@ -53,7 +57,8 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
         "every acknowledged write has its own seq"
     );
 
-    // A lock handed between sessions, on the pool's threads.
+    // A lock handed between sessions whose connections are on different
+    // threads.
     let a = d.register("io-a");
     let b = d.register("io-b");
     let acquire = |sid: &str, tok: &str| {

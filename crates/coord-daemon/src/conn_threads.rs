@@ -1,0 +1,372 @@
+//! Connection threads: extra one-thread runtimes that serve client
+//! connections beside the daemon's main thread, which keeps the writer,
+//! the hub, the timers and the accept loop (and serves its share of the
+//! connections too).
+//!
+//! Why not tokio's work-stealing pool: a request that crosses threads pays
+//! a wake-up per hop, and on a 2-core machine the hops cost more than the
+//! work (docs/BENCHMARKS.md, "The write path"). Here a connection lives on
+//! one thread for its whole life, and the two things that must cross —
+//! the writer's answers and the hub's "the head moved" — cross **once per
+//! commit per thread**, not once per request or per subscriber:
+//!
+//! * [`Replier`] carries a write's answer home. Sent from the writer's
+//!   thread to a connection thread, it is queued on that thread's relay,
+//!   and only the first answer of a commit wakes the relay task, which
+//!   then completes every queued answer with local (free) wake-ups.
+//! * [`local_head`] gives subscribers on a connection thread a head watch
+//!   of their own thread, fed by one relay task per thread from the hub's.
+//!
+//! Everything else a handler shares with the main thread (the writer's
+//! queue, waits, reads of the state) works across threads as before, only
+//! at the price of a wake-up.
+//!
+//! It must not decide anything about requests: it only moves connections,
+//! answers and head positions between threads.
+
+use crate::writer::{Committed, WriteError};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// A write's answer.
+type Answer = Result<Committed, WriteError>;
+
+/// Answers waiting to be completed on a connection thread.
+#[derive(Default)]
+struct Relay {
+    queued: Mutex<Vec<(oneshot::Sender<Answer>, Answer)>>,
+    wake: Notify,
+}
+
+impl Relay {
+    fn push(&self, tx: oneshot::Sender<Answer>, answer: Answer) {
+        // A poisoned lock (a completion panicked) still holds a usable Vec.
+        let first = {
+            let mut q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+            q.push((tx, answer));
+            q.len() == 1
+        };
+        // Only the first answer since the relay last drained wakes it: the
+        // rest of the commit's answers ride along.
+        if first {
+            self.wake.notify_one();
+        }
+    }
+
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => {}
+            }
+            let batch = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|p| p.into_inner()));
+            for (tx, answer) in batch {
+                let _ = tx.send(answer);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The relay of the connection thread this is, if it is one.
+    static HOME: RefCell<Option<Arc<Relay>>> = const { RefCell::new(None) };
+    /// This thread's copy of a hub's head watch: the hub's address and
+    /// the sender a relay task keeps current.
+    static HEAD: RefCell<Option<(usize, watch::Sender<u64>)>> = const { RefCell::new(None) };
+}
+
+/// Where a write's answer goes: a oneshot, and the connection thread its
+/// receiver lives on (none: the main thread, or a multi-thread runtime).
+pub struct Replier {
+    tx: oneshot::Sender<Answer>,
+    home: Option<Arc<Relay>>,
+}
+
+impl Replier {
+    /// A replier for a receiver awaited on the calling thread.
+    pub fn here(tx: oneshot::Sender<Answer>) -> Self {
+        Replier {
+            tx,
+            home: HOME.with(|h| h.borrow().clone()),
+        }
+    }
+
+    /// Sends the answer: directly on the receiver's own thread, through
+    /// its thread's relay from any other.
+    ///
+    /// # Errors
+    /// The answer back when the receiver is already gone (direct sends
+    /// only; a relayed answer to a gone receiver is dropped there).
+    pub fn send(self, answer: Answer) -> Result<(), Answer> {
+        match self.home {
+            Some(relay)
+                if !HOME.with(|h| h.borrow().as_ref().is_some_and(|r| Arc::ptr_eq(r, &relay))) =>
+            {
+                relay.push(self.tx, answer);
+                Ok(())
+            }
+            _ => self.tx.send(answer),
+        }
+    }
+}
+
+/// A head watch for `hub_addr`'s subscribers on the calling thread: the
+/// thread's own copy on a connection thread (so one commit wakes the
+/// thread once, not once per subscriber), else `None` (use the hub's).
+pub(crate) fn local_head(hub_addr: usize) -> Option<watch::Receiver<u64>> {
+    HEAD.with(|h| {
+        h.borrow()
+            .as_ref()
+            .filter(|(addr, _)| *addr == hub_addr)
+            .map(|(_, tx)| tx.subscribe())
+    })
+}
+
+/// One connection thread.
+struct Thread {
+    handle: tokio::runtime::Handle,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The connection threads of a daemon; see the module docs. Dropping it
+/// stops the threads and joins them; the caller first ends the
+/// connections on them (they are in its `JoinSet`).
+pub struct ConnThreads {
+    threads: Vec<Thread>,
+    /// Open connections per thread: the main one first, then each
+    /// connection thread.
+    open: Arc<[AtomicUsize]>,
+    stop: CancellationToken,
+}
+
+impl ConnThreads {
+    /// Starts `n` connection threads whose subscribers follow `head` (the
+    /// hub's watch; `hub_addr` names the hub).
+    ///
+    /// # Errors
+    /// When a thread or its runtime cannot be started.
+    pub fn start(
+        n: usize,
+        hub_addr: usize,
+        head: watch::Receiver<u64>,
+    ) -> std::io::Result<ConnThreads> {
+        let stop = CancellationToken::new();
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let stop = stop.clone();
+            let mut head = head.clone();
+            let join = std::thread::Builder::new()
+                .name(format!("coord-conn-{}", i + 1))
+                .spawn(move || {
+                    let relay = Arc::new(Relay::default());
+                    HOME.with(|h| *h.borrow_mut() = Some(relay.clone()));
+                    let (local, _) = watch::channel(*head.borrow_and_update());
+                    HEAD.with(|h| *h.borrow_mut() = Some((hub_addr, local.clone())));
+                    rt.block_on(async move {
+                        tokio::spawn(relay.run(stop.clone()));
+                        // The head relay: ends when the hub does, which
+                        // ends this thread's subscribers' watches too.
+                        tokio::spawn(async move {
+                            while head.changed().await.is_ok() {
+                                local.send_replace(*head.borrow_and_update());
+                            }
+                            HEAD.with(|h| h.borrow_mut().take());
+                        });
+                        stop.cancelled().await;
+                    });
+                    HOME.with(|h| h.borrow_mut().take());
+                    HEAD.with(|h| h.borrow_mut().take());
+                })?;
+            threads.push(Thread {
+                handle,
+                join: Some(join),
+            });
+        }
+        Ok(ConnThreads {
+            open: (0..=n).map(|_| AtomicUsize::new(0)).collect(),
+            threads,
+            stop,
+        })
+    }
+
+    /// Where the next connection goes: the thread (the main one included)
+    /// serving the fewest open connections, the main thread on a tie —
+    /// so a lone client is served where the writer runs, without a hop,
+    /// and many share both cores. `None` in the placement is the main
+    /// thread. The placement's guard counts the connection until dropped.
+    pub fn pick(&self) -> Placement {
+        let i = (0..self.open.len())
+            .min_by_key(|&i| (self.open[i].load(Ordering::Relaxed), i))
+            .unwrap_or(0);
+        self.open[i].fetch_add(1, Ordering::Relaxed);
+        Placement {
+            handle: i
+                .checked_sub(1)
+                .and_then(|t| self.threads.get(t))
+                .map(|t| t.handle.clone()),
+            guard: OpenGuard {
+                open: self.open.clone(),
+                i,
+            },
+        }
+    }
+}
+
+/// Where a connection is served; see [`ConnThreads::pick`].
+pub struct Placement {
+    /// The connection thread's runtime, or `None` for the main thread.
+    pub handle: Option<tokio::runtime::Handle>,
+    /// Counts the connection as open on that thread while held.
+    pub guard: OpenGuard,
+}
+
+/// Counts one open connection on a thread; see [`ConnThreads::pick`].
+pub struct OpenGuard {
+    open: Arc<[AtomicUsize]>,
+    i: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open[self.i].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ConnThreads {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for t in &mut self.threads {
+            if let Some(j) = t.join.take() {
+                let _ = j.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Waits for `rx` from the main thread; the value is checked by the
+    /// caller.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("timed out")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_reach_a_connection_thread_through_its_relay_in_order() {
+        let (head_tx, head_rx) = watch::channel(0u64);
+        let threads = ConnThreads::start(1, 1, head_rx).expect("start");
+        // The first placement is the main thread (a tie), the next the
+        // connection thread.
+        let main = threads.pick();
+        assert!(main.handle.is_none());
+        let placed = threads.pick();
+        let handle = placed.handle.clone().expect("a connection thread");
+        // Receivers made on the connection thread, as a handler's are.
+        let (repliers_tx, repliers_rx) = std::sync::mpsc::channel();
+        let got = handle.spawn(async move {
+            let mut rxs = Vec::new();
+            for _ in 0..3 {
+                let (tx, rx) = oneshot::channel();
+                let r = Replier::here(tx);
+                assert!(r.home.is_some(), "made on a connection thread");
+                repliers_tx.send(r).expect("send");
+                rxs.push(rx);
+            }
+            let mut seqs = Vec::new();
+            for rx in rxs {
+                seqs.push(rx.await.expect("answered").expect("ok").seq);
+            }
+            seqs
+        });
+        let repliers: Vec<Replier> = within(async {
+            let mut v = Vec::new();
+            while v.len() < 3 {
+                match repliers_rx.try_recv() {
+                    Ok(r) => v.push(r),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            v
+        })
+        .await;
+        for (i, r) in repliers.into_iter().enumerate() {
+            let answer = Committed {
+                first_seq: Some(i as u64 + 1),
+                seq: Some(i as u64 + 1),
+                reply: coord_core::Reply::Done,
+                replayed: false,
+                digest: None,
+            };
+            assert!(r.send(Ok(answer)).is_ok(), "queued on the relay");
+        }
+        let seqs = within(got).await.expect("join");
+        assert_eq!(seqs, vec![Some(1), Some(2), Some(3)]);
+        drop(head_tx);
+        drop((main, placed));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_thread_follows_the_hub_head_and_ends_with_it() {
+        let (head_tx, head_rx) = watch::channel(5u64);
+        let threads = ConnThreads::start(1, 7, head_rx).expect("start");
+        let _main = threads.pick();
+        let placed = threads.pick();
+        let handle = placed.handle.clone().expect("a connection thread");
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let seen = handle.spawn(async move {
+            // Another hub's address gets no local copy.
+            assert!(local_head(8).is_none());
+            let mut rx = local_head(7).expect("a local copy on a connection thread");
+            let _ = ready_tx.send(());
+            let mut seen = vec![*rx.borrow_and_update()];
+            while rx.changed().await.is_ok() {
+                seen.push(*rx.borrow_and_update());
+            }
+            seen
+        });
+        within(ready_rx).await.expect("ready");
+        head_tx.send_replace(9);
+        // The relay forwards the latest value; wait until it has.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(head_tx);
+        let seen = within(seen).await.expect("join");
+        assert_eq!(seen.first(), Some(&5));
+        assert_eq!(seen.last(), Some(&9), "{seen:?}");
+    }
+
+    #[test]
+    fn placement_goes_to_the_fewest_open_and_counts_closes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (_tx, rx) = watch::channel(0u64);
+            let threads = ConnThreads::start(2, 1, rx).expect("start");
+            let a = threads.pick(); // main (tie)
+            let b = threads.pick(); // thread 1
+            let c = threads.pick(); // thread 2
+            assert!(a.handle.is_none() && b.handle.is_some() && c.handle.is_some());
+            drop(b);
+            let d = threads.pick(); // thread 1 again: the fewest open
+            assert_eq!(d.guard.i, 1);
+            let e = threads.pick(); // all at one: main
+            assert!(e.handle.is_none());
+            drop((a, c, d, e));
+            assert!(threads.open.iter().all(|n| n.load(Ordering::Relaxed) == 0));
+        });
+    }
+}
