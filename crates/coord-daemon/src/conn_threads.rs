@@ -31,6 +31,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+/// Connections the main thread takes before any goes to a connection
+/// thread; see [`ConnThreads::pick`].
+pub const MAIN_FIRST: usize = 4;
+
 /// A write's answer.
 type Answer = Result<Committed, WriteError>;
 
@@ -197,15 +201,22 @@ impl ConnThreads {
         })
     }
 
-    /// Where the next connection goes: the thread (the main one included)
-    /// serving the fewest open connections, the main thread on a tie —
-    /// so a lone client is served where the writer runs, without a hop,
-    /// and many share both cores. `None` in the placement is the main
-    /// thread. The placement's guard counts the connection until dropped.
+    /// Where the next connection goes: the main thread while it serves
+    /// fewer than [`MAIN_FIRST`] connections, else the thread (the main
+    /// one included) serving the fewest, the main thread on a tie. So a
+    /// few clients are served where the writer runs, without a hop each
+    /// way (on an idle machine a cross-thread wake-up costs tens of µs of
+    /// latency), and many share the cores. `None` in the placement is the
+    /// main thread. The placement's guard counts the connection until
+    /// dropped.
     pub fn pick(&self) -> Placement {
-        let i = (0..self.open.len())
-            .min_by_key(|&i| (self.open[i].load(Ordering::Relaxed), i))
-            .unwrap_or(0);
+        let i = if self.open[0].load(Ordering::Relaxed) < MAIN_FIRST {
+            0
+        } else {
+            (0..self.open.len())
+                .min_by_key(|&i| (self.open[i].load(Ordering::Relaxed), i))
+                .unwrap_or(0)
+        };
         self.open[i].fetch_add(1, Ordering::Relaxed);
         Placement {
             handle: i
@@ -268,10 +279,10 @@ mod tests {
     async fn answers_reach_a_connection_thread_through_its_relay_in_order() {
         let (head_tx, head_rx) = watch::channel(0u64);
         let threads = ConnThreads::start(1, 1, head_rx).expect("start");
-        // The first placement is the main thread (a tie), the next the
-        // connection thread.
-        let main = threads.pick();
-        assert!(main.handle.is_none());
+        // The main thread takes the first MAIN_FIRST connections, the
+        // connection thread the next.
+        let main: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
+        assert!(main.iter().all(|p| p.handle.is_none()));
         let placed = threads.pick();
         let handle = placed.handle.clone().expect("a connection thread");
         // Receivers made on the connection thread, as a handler's are.
@@ -322,7 +333,7 @@ mod tests {
     async fn a_connection_thread_follows_the_hub_head_and_ends_with_it() {
         let (head_tx, head_rx) = watch::channel(5u64);
         let threads = ConnThreads::start(1, 7, head_rx).expect("start");
-        let _main = threads.pick();
+        let _main: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
         let placed = threads.pick();
         let handle = placed.handle.clone().expect("a connection thread");
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -348,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn placement_goes_to_the_fewest_open_and_counts_closes() {
+    fn placement_fills_the_main_thread_first_then_the_fewest_open() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -356,16 +367,19 @@ mod tests {
         rt.block_on(async {
             let (_tx, rx) = watch::channel(0u64);
             let threads = ConnThreads::start(2, 1, rx).expect("start");
-            let a = threads.pick(); // main (tie)
+            let first: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
+            assert!(first.iter().all(|p| p.handle.is_none()), "main first");
             let b = threads.pick(); // thread 1
             let c = threads.pick(); // thread 2
-            assert!(a.handle.is_none() && b.handle.is_some() && c.handle.is_some());
+            assert_eq!((b.guard.i, c.guard.i), (1, 2));
             drop(b);
             let d = threads.pick(); // thread 1 again: the fewest open
             assert_eq!(d.guard.i, 1);
-            let e = threads.pick(); // all at one: main
+            drop(first);
+            // The main thread is below MAIN_FIRST again.
+            let e = threads.pick();
             assert!(e.handle.is_none());
-            drop((a, c, d, e));
+            drop((c, d, e));
             assert!(threads.open.iter().all(|n| n.load(Ordering::Relaxed) == 0));
         });
     }

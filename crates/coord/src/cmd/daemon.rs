@@ -64,11 +64,11 @@ pub(crate) struct DaemonArgs {
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
     /// Threads that serve connections. The first also runs the writer,
-    /// the hub and the timers; each other one serves its share of the
-    /// connections (a new connection goes to the thread with the fewest
-    /// open), handing writes to the writer and taking the answers back
-    /// once per commit. 1: everything on one thread. Default: 2, or 1 on
-    /// a one-CPU machine.
+    /// the hub and the timers and takes the first four connections; after
+    /// that a new connection goes to the thread with the fewest open. The
+    /// others hand writes to the writer and take the answers back once
+    /// per commit. 1: everything on one thread. Default: 2, or 1 on a
+    /// one-CPU machine.
     #[arg(long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: Option<u16>,
     /// Close a connection that takes longer than this to send a request's

@@ -13,10 +13,11 @@ use std::time::Duration;
 fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     let mut d = Daemon::start(&["--threads", "3"]);
     let h0 = d.head();
-    // Streams first, then writers: placement by fewest open connections
-    // puts them on every thread.
+    // Streams first, then writers. The main thread takes the first
+    // MAIN_FIRST (4) connections, then each goes to the thread with the
+    // fewest: ten streams put some on every thread.
     let since = h0.to_string();
-    let followers: Vec<Follower> = (0..4)
+    let followers: Vec<Follower> = (0..10)
         .map(|_| Follower::start(&d, &["--since", &since]))
         .collect();
     // Each follower has its stream open once it sees the first event.
