@@ -51,4 +51,7 @@ pub struct App<L> {
     pub daemon_id: Option<String>,
     /// The web dashboard's secrets, when `--http` serves one.
     pub web: Option<Arc<crate::web::WebAuth>>,
+    /// Open connections per thread serving them, the main one first
+    /// (`crate::conn_threads`).
+    pub connections: Arc<[std::sync::atomic::AtomicUsize]>,
 }

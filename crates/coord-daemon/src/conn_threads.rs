@@ -148,8 +148,17 @@ pub struct ConnThreads {
 }
 
 impl ConnThreads {
-    /// Starts `n` connection threads whose subscribers follow `head` (the
-    /// hub's watch; `hub_addr` names the hub).
+    /// One counter of open connections per thread for `n` connection
+    /// threads (the main one first): what [`ConnThreads::start`] places by
+    /// and `/v1/status` reports.
+    pub fn counters(n: usize) -> Arc<[AtomicUsize]> {
+        (0..=n).map(|_| AtomicUsize::new(0)).collect()
+    }
+
+    /// Starts `n` connection threads (0: the main thread serves every
+    /// connection) whose subscribers follow `head` (the hub's watch;
+    /// `hub_addr` names the hub), counting open connections in `open`
+    /// (from [`ConnThreads::counters`] for the same `n`).
     ///
     /// # Errors
     /// When a thread or its runtime cannot be started.
@@ -157,6 +166,7 @@ impl ConnThreads {
         n: usize,
         hub_addr: usize,
         head: watch::Receiver<u64>,
+        open: Arc<[AtomicUsize]>,
     ) -> std::io::Result<ConnThreads> {
         let stop = CancellationToken::new();
         let mut threads = Vec::with_capacity(n);
@@ -195,7 +205,7 @@ impl ConnThreads {
             });
         }
         Ok(ConnThreads {
-            open: (0..=n).map(|_| AtomicUsize::new(0)).collect(),
+            open,
             threads,
             stop,
         })
@@ -278,7 +288,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn answers_reach_a_connection_thread_through_its_relay_in_order() {
         let (head_tx, head_rx) = watch::channel(0u64);
-        let threads = ConnThreads::start(1, 1, head_rx).expect("start");
+        let threads = ConnThreads::start(1, 1, head_rx, ConnThreads::counters(1)).expect("start");
         // The main thread takes the first MAIN_FIRST connections, the
         // connection thread the next.
         let main: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
@@ -332,7 +342,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_thread_follows_the_hub_head_and_ends_with_it() {
         let (head_tx, head_rx) = watch::channel(5u64);
-        let threads = ConnThreads::start(1, 7, head_rx).expect("start");
+        let threads = ConnThreads::start(1, 7, head_rx, ConnThreads::counters(1)).expect("start");
         let _main: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
         let placed = threads.pick();
         let handle = placed.handle.clone().expect("a connection thread");
@@ -366,7 +376,7 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let (_tx, rx) = watch::channel(0u64);
-            let threads = ConnThreads::start(2, 1, rx).expect("start");
+            let threads = ConnThreads::start(2, 1, rx, ConnThreads::counters(2)).expect("start");
             let first: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
             assert!(first.iter().all(|p| p.handle.is_none()), "main first");
             let b = threads.pick(); // thread 1

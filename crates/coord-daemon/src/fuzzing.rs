@@ -104,6 +104,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         observed: Default::default(),
         daemon_id: None,
         web: None,
+        connections: crate::conn_threads::ConnThreads::counters(0),
     });
     Ok(
         api::router(app).layer(axum::Extension(crate::http::BodyTimeout(

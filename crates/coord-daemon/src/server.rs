@@ -241,6 +241,7 @@ async fn serve<L: EventLog + Clone>(
         log_id: store.log_id().to_string(),
         daemon_id: daemon_id.clone(),
         web: web.as_ref().map(|(_, a)| a.clone()),
+        connections: crate::conn_threads::ConnThreads::counters(config.conn_threads),
     });
     let router = api::router(app.clone())
         .layer(axum::Extension(crate::http::BodyTimeout(
@@ -303,20 +304,16 @@ async fn serve<L: EventLog + Clone>(
     let mut accept_errors = AcceptErrors::default();
     let header_timeout = config.header_timeout;
     let timer = crate::coarse_timer::CoarseTimer::new(header_timeout);
-    let threads = if config.conn_threads > 0 {
-        let t = crate::conn_threads::ConnThreads::start(
-            config.conn_threads,
-            app.hub.addr(),
-            app.hub.watch_direct(),
-        )
-        .map_err(|source| ServeError::Io {
-            context: "starting the connection threads".into(),
-            source,
-        })?;
-        Some(t)
-    } else {
-        None
-    };
+    let threads = crate::conn_threads::ConnThreads::start(
+        config.conn_threads,
+        app.hub.addr(),
+        app.hub.watch_direct(),
+        app.connections.clone(),
+    )
+    .map_err(|source| ServeError::Io {
+        context: "starting the connection threads".into(),
+        source,
+    })?;
 
     loop {
         while conns.try_join_next().is_some() {}
@@ -353,10 +350,10 @@ async fn serve<L: EventLog + Clone>(
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stopping.clone();
         let timer = timer.clone();
-        let (handle, placed) = match threads.as_ref().map(|t| t.pick()) {
-            Some(p) => (p.handle, Some(p.guard)),
-            None => (None, None),
-        };
+        let crate::conn_threads::Placement {
+            handle,
+            guard: placed,
+        } = threads.pick();
         if let Some(handle) = handle {
             // Registered with the connection thread's own epoll set, from
             // that thread.

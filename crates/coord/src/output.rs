@@ -355,6 +355,19 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
             .map(|ms| format!(", {ms} ms old"))
             .unwrap_or_default()
     ))?;
+    if !s.threads.is_empty() {
+        let per: Vec<String> = s
+            .threads
+            .iter()
+            .map(|t| t.connections.to_string())
+            .collect();
+        line("threads")?;
+        line(&format!(
+            "  {} serving connections (the first runs the writer): {} open",
+            s.threads.len(),
+            per.join(" / ")
+        ))?;
+    }
     let l = &s.leases;
     line("sessions and locks")?;
     let states: Vec<String> = l

@@ -25,6 +25,22 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     for f in &followers {
         f.wait_for_seq(h0 + 1, Duration::from_secs(30));
     }
+    // Every thread serves some of the streams (the status request itself
+    // is one more connection somewhere).
+    let status = d.http("GET", "/v1/status", &[], None).json();
+    let per_thread: Vec<u64> = status["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .map(|t| t["connections"].as_u64().expect("connections"))
+        .collect();
+    assert_eq!(per_thread.len(), 3, "{status}");
+    assert!(
+        per_thread[0] >= 4,
+        "the main thread fills first: {per_thread:?}"
+    );
+    assert!(per_thread.iter().all(|n| *n > 0), "{per_thread:?}");
+    assert!(per_thread.iter().sum::<u64>() >= 11, "{per_thread:?}");
 
     // Six writers at once, each its own process and connections, so
     // writes arrive on several threads together and join
