@@ -363,8 +363,7 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
             .collect();
         line("threads")?;
         line(&format!(
-            "  {} serving connections (the first runs the writer): {} open",
-            s.threads.len(),
+            "  connections open per thread: {} (the first runs the writer)",
             per.join(" / ")
         ))?;
     }

@@ -67,8 +67,9 @@ pub(crate) struct DaemonArgs {
     /// the hub and the timers and takes the first four connections; after
     /// that a new connection goes to the thread with the fewest open. The
     /// others hand writes to the writer and take the answers back once
-    /// per commit. 1: everything on one thread. Default: 2, or 1 on a
-    /// one-CPU machine.
+    /// per commit. 1: everything on one thread. Default: 2; 1 on a
+    /// one-CPU machine and on a NATS JetStream log (the writer waits on
+    /// each publish's round trip there, and more threads only add hops).
     #[arg(long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: Option<u16>,
     /// Close a connection that takes longer than this to send a request's
@@ -205,10 +206,14 @@ pub(crate) async fn daemon(
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
-    let threads = args.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
-        usize::from,
-    );
+    // On a JetStream log the writer waits for each publish's ack, so the
+    // round trip bounds it and a second thread only adds hops: one thread
+    // there (docs/BENCHMARKS.md, "Connection threads").
+    let threads = match args.threads {
+        Some(n) => usize::from(n),
+        None if config.nats.is_some() => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+    };
     config.conn_threads = threads.saturating_sub(1);
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
