@@ -354,43 +354,27 @@ async fn serve<L: EventLog + Clone>(
             handle,
             guard: placed,
         } = threads.pick();
-        if let Some(handle) = handle {
-            // Registered with the connection thread's own epoll set, from
-            // that thread.
-            let std = match stream.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot hand a connection over; closed");
-                    continue;
-                }
-            };
-            conns.spawn_on(
-                async move {
-                    let _placed = placed;
-                    match crate::socket::ClientSocket::from_std(std) {
-                        Ok(stream) => {
-                            serve_conn(stream, svc, stop, timer, header_timeout, permit).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot register a connection; closed");
-                        }
-                    }
-                },
-                &handle,
-            );
-            continue;
-        }
-        let stream = match crate::socket::ClientSocket::new(stream) {
+        // Registered with the epoll set of the thread that serves it, from
+        // that thread.
+        let std = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot register a connection; closed");
+                tracing::warn!(error = %e, "cannot hand a connection over; closed");
                 continue;
             }
         };
-        conns.spawn(async move {
+        let conn = async move {
             let _placed = placed;
-            serve_conn(stream, svc, stop, timer, header_timeout, permit).await;
-        });
+            let _permit = permit;
+            match crate::socket::ClientSocket::from_std(std) {
+                Ok(stream) => serve_http(stream, svc, &timer, header_timeout, stop.watch()).await,
+                Err(e) => tracing::warn!(error = %e, "cannot register a connection; closed"),
+            }
+        };
+        match handle {
+            Some(handle) => conns.spawn_on(conn, &handle),
+            None => conns.spawn(conn),
+        };
     }
 
     tracing::info!("shutting down");
@@ -429,17 +413,19 @@ async fn serve<L: EventLog + Clone>(
     Ok(())
 }
 
-/// Serves one connection until it ends or the daemon stops (then
-/// gracefully: the request in flight is answered).
-async fn serve_conn(
-    stream: crate::socket::ClientSocket,
+/// Serves one HTTP/1 connection (the socket's or the dashboard's) until
+/// it ends, or until `stop` completes — then gracefully: the request in
+/// flight is answered.
+pub(crate) async fn serve_http<S>(
+    stream: S,
     svc: hyper_util::service::TowerToHyperService<axum::Router>,
-    stop: crate::stop::Stop,
-    timer: crate::coarse_timer::CoarseTimer,
+    timer: &crate::coarse_timer::CoarseTimer,
     header_timeout: Duration,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let conn = http1(&timer, header_timeout)
+    stop: impl std::future::Future<Output = ()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http1(timer, header_timeout)
         .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -448,7 +434,7 @@ async fn serve_conn(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         }
-        _ = stop.watch() => {
+        _ = stop => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

@@ -33,26 +33,13 @@ pub struct ClientSocket {
 }
 
 impl ClientSocket {
-    /// Takes over an accepted connection (moving its registration from
-    /// tokio's `UnixStream` to read readiness only).
+    /// Takes over an accepted connection (on this thread or another),
+    /// registering it with the calling thread's runtime for read readiness
+    /// only.
     ///
     /// # Errors
-    /// When the socket cannot be deregistered or registered (the epoll set
-    /// is gone: the runtime is shutting down).
-    pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
-        let std = stream.into_std()?;
-        std.set_nonblocking(true)?;
-        Ok(ClientSocket {
-            fd: Some(register(std, Interest::READABLE)?),
-            writable: false,
-        })
-    }
-
-    /// Takes over a connection accepted on another thread, registering it
-    /// with the calling thread's runtime (read readiness only).
-    ///
-    /// # Errors
-    /// As [`ClientSocket::new`].
+    /// When the socket cannot be made non-blocking or registered (the
+    /// epoll set is gone: the runtime is shutting down).
     pub fn from_std(std: UnixStream) -> io::Result<Self> {
         std.set_nonblocking(true)?;
         Ok(ClientSocket {
@@ -204,7 +191,8 @@ mod tests {
 
     async fn pair() -> (ClientSocket, tokio::net::UnixStream) {
         let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
-        (ClientSocket::new(a).expect("register"), b)
+        let a = a.into_std().expect("into_std");
+        (ClientSocket::from_std(a).expect("register"), b)
     }
 
     #[tokio::test]

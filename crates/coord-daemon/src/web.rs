@@ -32,7 +32,6 @@ use axum::routing::get;
 use axum::Router;
 use coord_proto::ErrorCode;
 use coord_store::EventLog;
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -293,20 +292,7 @@ pub async fn serve(
         let stop = stop.clone();
         let timer = timer.clone();
         tokio::spawn(async move {
-            let conn = crate::server::http1(&timer, header_timeout)
-                .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "http connection ended with an error");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            crate::server::serve_http(stream, svc, &timer, header_timeout, stop.cancelled()).await;
         });
     }
 }
