@@ -16,6 +16,8 @@
 //!   then completes every queued answer with local (free) wake-ups.
 //! * [`local_head`] gives subscribers on a connection thread a head watch
 //!   of their own thread, fed by one relay task per thread from the hub's.
+//!   The relay follows the hub only while the thread has a subscriber: a
+//!   thread serving only writes is not woken by every commit.
 //!
 //! Everything else a handler shares with the main thread (the writer's
 //! queue, waits, reads of the state) works across threads as before, only
@@ -78,9 +80,22 @@ impl Relay {
 thread_local! {
     /// The relay of the connection thread this is, if it is one.
     static HOME: RefCell<Option<Arc<Relay>>> = const { RefCell::new(None) };
-    /// This thread's copy of a hub's head watch: the hub's address and
-    /// the sender a relay task keeps current.
-    static HEAD: RefCell<Option<(usize, watch::Sender<u64>)>> = const { RefCell::new(None) };
+    /// This thread's copy of a hub's head watch.
+    static HEAD: RefCell<Option<LocalHead>> = const { RefCell::new(None) };
+}
+
+/// A connection thread's copy of a hub's head watch.
+struct LocalHead {
+    /// The hub's address.
+    hub_addr: usize,
+    /// The copy, which the relay task keeps current while it has
+    /// receivers.
+    local: watch::Sender<u64>,
+    /// The hub's own watch, read to bring the copy up to date when the
+    /// first subscriber arrives.
+    hub: watch::Receiver<u64>,
+    /// Wakes the relay task when a subscriber arrives.
+    wanted: Arc<Notify>,
 }
 
 /// Where a write's answer goes: a oneshot, and the connection thread its
@@ -123,11 +138,51 @@ impl Replier {
 /// thread once, not once per subscriber), else `None` (use the hub's).
 pub(crate) fn local_head(hub_addr: usize) -> Option<watch::Receiver<u64>> {
     HEAD.with(|h| {
-        h.borrow()
-            .as_ref()
-            .filter(|(addr, _)| *addr == hub_addr)
-            .map(|(_, tx)| tx.subscribe())
+        let h = h.borrow();
+        let head = h.as_ref().filter(|l| l.hub_addr == hub_addr)?;
+        // The relay does not follow the hub while no one here watches, so
+        // the copy may be behind: catch it up before handing it out.
+        let current = *head.hub.borrow();
+        head.local.send_if_modified(|v| {
+            let behind = *v < current;
+            if behind {
+                *v = current;
+            }
+            behind
+        });
+        let rx = head.local.subscribe();
+        head.wanted.notify_one();
+        Some(rx)
     })
+}
+
+/// Keeps a connection thread's head copy current while it has receivers,
+/// and sleeps (registered nowhere on the hub's side, so a commit costs the
+/// thread nothing) while it has none. Ends when the hub does, which ends
+/// the copy's receivers too.
+async fn follow_head(
+    mut hub: watch::Receiver<u64>,
+    local: watch::Sender<u64>,
+    wanted: Arc<Notify>,
+) {
+    loop {
+        if local.receiver_count() == 0 {
+            // A stored permit from an earlier subscriber only costs one
+            // more turn of the loop.
+            wanted.notified().await;
+            continue;
+        }
+        tokio::select! {
+            changed = hub.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                local.send_replace(*hub.borrow_and_update());
+            }
+            _ = local.closed() => {}
+        }
+    }
+    HEAD.with(|h| h.borrow_mut().take());
 }
 
 /// One connection thread.
@@ -183,17 +238,18 @@ impl ConnThreads {
                     let relay = Arc::new(Relay::default());
                     HOME.with(|h| *h.borrow_mut() = Some(relay.clone()));
                     let (local, _) = watch::channel(*head.borrow_and_update());
-                    HEAD.with(|h| *h.borrow_mut() = Some((hub_addr, local.clone())));
+                    let wanted = Arc::new(Notify::new());
+                    HEAD.with(|h| {
+                        *h.borrow_mut() = Some(LocalHead {
+                            hub_addr,
+                            local: local.clone(),
+                            hub: head.clone(),
+                            wanted: wanted.clone(),
+                        })
+                    });
                     rt.block_on(async move {
                         tokio::spawn(relay.run(stop.clone()));
-                        // The head relay: ends when the hub does, which
-                        // ends this thread's subscribers' watches too.
-                        tokio::spawn(async move {
-                            while head.changed().await.is_ok() {
-                                local.send_replace(*head.borrow_and_update());
-                            }
-                            HEAD.with(|h| h.borrow_mut().take());
-                        });
+                        tokio::spawn(follow_head(head, local, wanted));
                         stop.cancelled().await;
                     });
                     HOME.with(|h| h.borrow_mut().take());
@@ -366,6 +422,47 @@ mod tests {
         let seen = within(seen).await.expect("join");
         assert_eq!(seen.first(), Some(&5));
         assert_eq!(seen.last(), Some(&9), "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_subscriber_arriving_after_the_head_moved_unwatched_starts_at_the_head() {
+        let (head_tx, head_rx) = watch::channel(1u64);
+        let threads = ConnThreads::start(1, 7, head_rx, ConnThreads::counters(1)).expect("start");
+        let _main: Vec<Placement> = (0..MAIN_FIRST).map(|_| threads.pick()).collect();
+        let handle = threads.pick().handle.clone().expect("a connection thread");
+        // A first subscriber comes and goes; the relay then stops
+        // following the hub.
+        let first = handle.spawn(async {
+            let rx = local_head(7).expect("a local copy");
+            let v = *rx.borrow();
+            drop(rx);
+            v
+        });
+        assert_eq!(within(first).await.expect("join"), 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The head moves while no one on the thread watches.
+        head_tx.send_replace(4);
+        head_tx.send_replace(6);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let second = handle.spawn(async move {
+            let mut rx = local_head(7).expect("a local copy");
+            let start = *rx.borrow_and_update();
+            let _ = ready_tx.send(());
+            let mut last = start;
+            while last < 8 {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+                last = *rx.borrow_and_update();
+            }
+            (start, last)
+        });
+        within(ready_rx).await.expect("ready");
+        head_tx.send_replace(8);
+        let (start, last) = within(second).await.expect("join");
+        assert_eq!(start, 6, "caught up with the hub, not the stale copy");
+        assert_eq!(last, 8, "and follows it again");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! on coord-core) and never decides what is valid.
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod log;
 mod nats;
 mod sqlite;

@@ -1,6 +1,7 @@
 //! [`SqliteLog`]: the embedded default backend (WAL, versioned migrations,
 //! one writer connection, a small pool of reader connections).
 
+use crate::checkpoint::{estimate_pages, Checkpointer};
 use crate::log::{
     AttachmentOp, Batch, CompactReport, EventLog, Retention, StoreError, StoredEvent, SyncMode,
     TxnRecord,
@@ -56,6 +57,10 @@ pub struct SqliteLog {
 struct Inner {
     path: PathBuf,
     log_id: String,
+    /// Declared before the writer, so it stops (and closes its
+    /// connection) first, and the writer's close, the last, checkpoints
+    /// what is left and removes the WAL.
+    checkpointer: Checkpointer,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Held for the life of the log so a second daemon cannot open it.
@@ -102,23 +107,24 @@ impl SqliteLog {
         }
         let mut writer = Connection::open(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(
-            None,
-            "synchronous",
-            match sync {
-                SyncMode::Normal => "NORMAL",
-                SyncMode::Full => "FULL",
-            },
-        )?;
+        let synchronous = match sync {
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Full => "FULL",
+        };
+        writer.pragma_update(None, "synchronous", synchronous)?;
+        // The checkpoint thread takes over (crate::checkpoint).
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut writer)?;
         let log_id = log_identity(&writer)?;
         set_private(path);
+        let checkpointer = Checkpointer::start(path, synchronous)?;
         Ok(SqliteLog {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 log_id,
+                checkpointer,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 _lock: lock,
@@ -325,6 +331,21 @@ fn txn_blocking(
         }))
 }
 
+/// [`append_blocking`], then counts the pages it wrote towards the next
+/// checkpoint.
+fn append_counted(
+    checkpointer: &Checkpointer,
+    conn: &mut Connection,
+    batch: Batch,
+) -> Result<(), StoreError> {
+    let rows = batch.records.len() + batch.txns.len() + batch.attachments.len();
+    let bytes = batch.records.iter().map(|r| r.json.len()).sum::<usize>()
+        + batch.txns.iter().map(|t| t.response.len()).sum::<usize>();
+    append_blocking(conn, batch)?;
+    checkpointer.wrote(conn, estimate_pages(rows, bytes));
+    Ok(())
+}
+
 fn append_blocking(conn: &mut Connection, batch: Batch) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(first) = batch.records.first() {
@@ -422,9 +443,10 @@ impl EventLog for SqliteLog {
                 .writer
                 .lock()
                 .map_err(|_| StoreError::Worker("writer connection poisoned".into()))?;
-            return append_blocking(&mut conn, batch);
+            return append_counted(&self.inner.checkpointer, &mut conn, batch);
         }
-        self.with_writer(move |conn| append_blocking(conn, batch))
+        let inner = self.inner.clone();
+        self.with_writer(move |conn| append_counted(&inner.checkpointer, conn, batch))
             .await
     }
 
@@ -478,7 +500,9 @@ impl EventLog for SqliteLog {
 
     async fn save_snapshot(&self, seq: u64, state: Vec<u8>) -> Result<(), StoreError> {
         let now = time_ms();
+        let inner = self.inner.clone();
         self.with_writer(move |conn| {
+            let pages = estimate_pages(1, state.len());
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT OR REPLACE INTO snapshots (seq, taken_ms, state) VALUES (?1, ?2, ?3)",
@@ -486,6 +510,7 @@ impl EventLog for SqliteLog {
             )?;
             tx.execute("DELETE FROM snapshots WHERE seq < ?1", [seq as i64])?;
             tx.commit()?;
+            inner.checkpointer.wrote(conn, pages);
             Ok(())
         })
         .await
@@ -522,6 +547,7 @@ impl EventLog for SqliteLog {
         retention: Retention,
         now_ms: i64,
     ) -> Result<CompactReport, StoreError> {
+        let inner = self.inner.clone();
         self.with_writer(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (oldest, head) = bounds(&tx)?;
@@ -557,6 +583,7 @@ impl EventLog for SqliteLog {
             tx.execute("DELETE FROM txns WHERE seq <= ?1", [cut as i64])?;
             let (oldest_seq, _) = bounds(&tx)?;
             tx.commit()?;
+            inner.checkpointer.wrote(conn, estimate_pages(deleted, 0));
             Ok(CompactReport { deleted: deleted as u64, oldest_seq })
         })
         .await
@@ -709,6 +736,44 @@ mod tests {
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(log.bounds().await.expect("bounds"), (1, 5));
         assert_eq!(log.read(0, 2).await.expect("read").len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn checkpoints_run_on_their_thread_and_keep_the_wal_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir).on_caller_thread();
+        let body = "x".repeat(1024);
+        // About 40 MB of rows through the WAL: without checkpoints it
+        // would grow to some 70 MB.
+        for start in (1..=36_000u64).step_by(100) {
+            let records = (start..start + 100)
+                .map(|seq| Record {
+                    json: format!("{{\"seq\":{seq},\"pad\":\"{body}\"}}"),
+                    ..rec(seq)
+                })
+                .collect();
+            log.append(Batch {
+                records,
+                ..Batch::default()
+            })
+            .await
+            .expect("append");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while log.inner.checkpointer.completed() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            log.inner.checkpointer.completed() > 0,
+            "no checkpoint ran on the thread"
+        );
+        let wal = std::fs::metadata(dir.path().join("coord.db-wal"))
+            .expect("wal")
+            .len();
+        // INLINE_AFTER_PAGES (16 MiB) of WAL, and as much again for what
+        // the estimate misses of big rows' page overhead.
+        assert!(wal < 32 << 20, "the WAL grew to {wal} bytes");
+        assert_eq!(log.bounds().await.expect("bounds"), (1, 36_000));
     }
 
     #[tokio::test]
