@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i+1`.
@@ -62,6 +63,12 @@ struct Inner {
     /// what is left and removes the WAL.
     checkpointer: Checkpointer,
     writer: Mutex<Connection>,
+    /// The log's head as the writer last committed it ([`HEAD_UNKNOWN`]
+    /// until the first append, and after a failed one), so an append need
+    /// not query it. Read and written only under the writer's lock; only
+    /// the writer connection appends (the lock file keeps other processes
+    /// out), and compaction never moves the head.
+    head: AtomicU64,
     readers: Mutex<Vec<Connection>>,
     /// Held for the life of the log so a second daemon cannot open it.
     _lock: File,
@@ -126,6 +133,7 @@ impl SqliteLog {
                 log_id,
                 checkpointer,
                 writer: Mutex::new(writer),
+                head: AtomicU64::new(HEAD_UNKNOWN),
                 readers: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
@@ -331,25 +339,74 @@ fn txn_blocking(
         }))
 }
 
+/// `head` when the writer does not know the log's head (see
+/// [`Inner::head`]).
+const HEAD_UNKNOWN: u64 = u64::MAX;
+
+/// A write transaction (`BEGIN IMMEDIATE`) on the writer connection whose
+/// `BEGIN` and `COMMIT` are cached statements: rusqlite's `Transaction`
+/// prepares both anew for every commit, which the writer, committing
+/// thousands of times a second, would pay each time. Rolled back when
+/// dropped uncommitted.
+struct WriteTxn<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> WriteTxn<'c> {
+    fn begin(conn: &'c Connection) -> Result<Self, StoreError> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(WriteTxn { conn })
+    }
+
+    fn commit(self) -> Result<(), StoreError> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTxn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        // After a COMMIT, or an error that SQLite rolled back itself, no
+        // transaction is open.
+        if !self.conn.is_autocommit() {
+            let _ = self
+                .conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+        }
+    }
+}
+
 /// [`append_blocking`], then counts the pages it wrote towards the next
 /// checkpoint.
-fn append_counted(
-    checkpointer: &Checkpointer,
-    conn: &mut Connection,
-    batch: Batch,
-) -> Result<(), StoreError> {
+fn append_counted(inner: &Inner, conn: &Connection, batch: Batch) -> Result<(), StoreError> {
     let rows = batch.records.len() + batch.txns.len() + batch.attachments.len();
     let bytes = batch.records.iter().map(|r| r.json.len()).sum::<usize>()
         + batch.txns.iter().map(|t| t.response.len()).sum::<usize>();
-    append_blocking(conn, batch)?;
-    checkpointer.wrote(conn, estimate_pages(rows, bytes));
+    let last = batch.records.last().map(|r| r.seq);
+    let known = inner.head.swap(HEAD_UNKNOWN, Ordering::Relaxed);
+    append_blocking(conn, batch, (known != HEAD_UNKNOWN).then_some(known))?;
+    inner.head.store(last.unwrap_or(known), Ordering::Relaxed);
+    inner.checkpointer.wrote(conn, estimate_pages(rows, bytes));
     Ok(())
 }
 
-fn append_blocking(conn: &mut Connection, batch: Batch) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// Appends `batch` in one transaction. `head`: the log's head if the
+/// caller knows it, saving the query.
+fn append_blocking(conn: &Connection, batch: Batch, head: Option<u64>) -> Result<(), StoreError> {
+    let tx = WriteTxn::begin(conn)?;
     if let Some(first) = batch.records.first() {
-        let (_, head) = bounds(&tx)?;
+        let head = match head {
+            Some(h) => h,
+            None => bounds(&tx)?.1,
+        };
         if first.seq != head + 1 {
             return Err(StoreError::SeqGap {
                 expected: head + 1,
@@ -438,15 +495,15 @@ impl EventLog for SqliteLog {
             return Ok(());
         }
         if self.inline_writes {
-            let mut conn = self
+            let conn = self
                 .inner
                 .writer
                 .lock()
                 .map_err(|_| StoreError::Worker("writer connection poisoned".into()))?;
-            return append_counted(&self.inner.checkpointer, &mut conn, batch);
+            return append_counted(&self.inner, &conn, batch);
         }
         let inner = self.inner.clone();
-        self.with_writer(move |conn| append_counted(&inner.checkpointer, conn, batch))
+        self.with_writer(move |conn| append_counted(&inner, conn, batch))
             .await
     }
 
@@ -810,6 +867,24 @@ mod tests {
             Err(StoreError::SeqGap { .. })
         ));
         assert_eq!(log.bounds().await.expect("bounds"), (1, 2));
+        // A refused batch left no transaction open, and the writer's
+        // remembered head is still right: on both write paths, the next
+        // batch goes in and a gap is still refused.
+        let inline = log.on_caller_thread();
+        inline
+            .append(batch(3..=3))
+            .await
+            .expect("append after refusals");
+        log.append(batch(4..=5)).await.expect("append on the pool");
+        assert!(matches!(
+            inline.append(batch(7..=7)).await,
+            Err(StoreError::SeqGap {
+                expected: 6,
+                got: 7
+            })
+        ));
+        inline.append(batch(6..=6)).await.expect("append");
+        assert_eq!(log.bounds().await.expect("bounds"), (1, 6));
     }
 
     #[tokio::test]
