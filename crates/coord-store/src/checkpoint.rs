@@ -84,6 +84,7 @@ impl Checkpointer {
         let join = std::thread::Builder::new()
             .name("coord-checkpoint".into())
             .spawn(move || {
+                lower_priority();
                 // Ends when the sender is dropped (the log closes).
                 while rx.recv().is_ok() {
                     // Nudges that came while a checkpoint ran are covered by
@@ -147,6 +148,21 @@ impl Drop for Checkpointer {
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
+    }
+}
+
+/// Gives the calling thread a lower CPU share (nice 10): a pass copies
+/// megabytes, and on a machine with few cores it would otherwise take a
+/// core from a client or connection thread that wakes meanwhile, adding
+/// its length to their latency. The scheduler still runs it whenever a
+/// core is idle, and never starves it (the writer's own step bounds the
+/// WAL regardless). Best effort: a failure leaves the default priority.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers; on the calling
+    // thread's own id they only change that thread's nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
 
