@@ -22,11 +22,19 @@
 //! between two commits. The thread has copied all but the frames since its
 //! last pass by then (at most about [`CHECKPOINT_PAGES`]), so the writer
 //! does a fraction of the copying SQLite's own checkpoint did, a quarter
-//! as often, and the next commit starts the WAL over. The same step bounds
-//! the WAL should the thread fall behind, or be gone.
+//! as often, and the next commit starts the WAL over.
 //!
-//! The estimate need not be exact: it only paces the nudges, as SQLite's
-//! own threshold does.
+//! Only one checkpoint runs at a time (SQLite's checkpoint lock, which no
+//! busy handler waits for), so the two take turns through `pass`: the
+//! writer skips its step while the thread's pass runs and tries again at
+//! its next commit; past [`HARD_CAP_PAGES`] it waits for the pass instead.
+//! That bounds the WAL however slow the thread gets on a loaded machine,
+//! or should it be gone. A reader whose snapshot still uses the WAL's end
+//! keeps any checkpoint from finishing; the writer then tries again after
+//! another [`CHECKPOINT_PAGES`], not at every commit.
+//!
+//! The estimate need not be exact: it only paces the nudges and the
+//! bounds, as SQLite's own threshold does.
 //!
 //! It must not write anything but checkpoints, and owns no data.
 
@@ -43,8 +51,13 @@ pub(crate) const CHECKPOINT_PAGES: u64 = 1_000;
 
 /// Pages written without the WAL copied to its end after which the writer
 /// checkpoints itself (see the module docs): the WAL's size stays within
-/// about this many pages (16 MiB).
+/// about this many pages (16 MiB) while the thread keeps up.
 pub(crate) const INLINE_AFTER_PAGES: u64 = 4 * CHECKPOINT_PAGES;
+
+/// Pages after which the writer waits for a pass of the thread under way
+/// rather than skip its step: the WAL's bound (32 MiB) however slow the
+/// thread is.
+pub(crate) const HARD_CAP_PAGES: u64 = 2 * INLINE_AFTER_PAGES;
 
 /// Counters shared by the writer and the checkpoint thread.
 #[derive(Default)]
@@ -61,6 +74,8 @@ struct Pages {
 /// checkpoint under way to end.
 pub(crate) struct Checkpointer {
     pages: Arc<Pages>,
+    /// Held by whoever runs a checkpoint, the thread or the writer.
+    pass: Arc<Mutex<()>>,
     nudge: Mutex<Option<mpsc::Sender<()>>>,
     join: Option<JoinHandle<()>>,
 }
@@ -79,20 +94,23 @@ impl Checkpointer {
         // checkpoint of its own on the side either.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let pages = Arc::new(Pages::default());
+        let pass = Arc::new(Mutex::new(()));
         let (tx, rx) = mpsc::channel::<()>();
         let shared = pages.clone();
+        let turn = pass.clone();
         let join = std::thread::Builder::new()
             .name("coord-checkpoint".into())
             .spawn(move || {
-                lower_priority();
                 // Ends when the sender is dropped (the log closes).
                 while rx.recv().is_ok() {
                     // Nudges that came while a checkpoint ran are covered by
                     // the next one.
                     while rx.try_recv().is_ok() {}
-                    // Busy or failing: the next nudge tries again, and the
-                    // writer's own step bounds the WAL. Done or not, the
-                    // writer cannot tell from here whether it has committed
+                    // A poisoned lock guards nothing but the turn itself.
+                    let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+                    // Failing: the next nudge tries again, and the writer's
+                    // own step bounds the WAL. Done or not, the writer
+                    // cannot tell from here whether it has committed
                     // meanwhile, so only its own step counts as "copied to
                     // the end".
                     let _ = passive_checkpoint(&conn);
@@ -105,6 +123,7 @@ impl Checkpointer {
             })?;
         Ok(Checkpointer {
             pages,
+            pass,
             nudge: Mutex::new(Some(tx)),
             join: Some(join),
         })
@@ -118,9 +137,22 @@ impl Checkpointer {
         let since_done = self.pages.since_done.fetch_add(pages, Ordering::Relaxed) + pages;
         let since_nudge = self.pages.since_nudge.fetch_add(pages, Ordering::Relaxed) + pages;
         if since_done >= INLINE_AFTER_PAGES {
-            if passive_checkpoint(conn) == Ok(Some(0)) {
-                self.pages.since_done.store(0, Ordering::Relaxed);
-            }
+            let turn = if since_done >= HARD_CAP_PAGES {
+                Some(self.pass.lock().unwrap_or_else(|p| p.into_inner()))
+            } else {
+                self.pass.try_lock().ok()
+            };
+            // The thread's pass is under way: try again at the next commit.
+            let Some(_turn) = turn else { return };
+            let left = if passive_checkpoint(conn) == Ok(Some(0)) {
+                0
+            } else {
+                // A reader still uses the WAL's end (or the checkpoint
+                // failed): try again after another CHECKPOINT_PAGES, not
+                // at every commit meanwhile.
+                INLINE_AFTER_PAGES - CHECKPOINT_PAGES
+            };
+            self.pages.since_done.store(left, Ordering::Relaxed);
             return;
         }
         if since_nudge >= CHECKPOINT_PAGES {
@@ -133,7 +165,7 @@ impl Checkpointer {
         }
     }
 
-    /// Checkpoints completed on the thread so far.
+    /// Checkpoints the thread has run so far.
     #[cfg(test)]
     pub(crate) fn completed(&self) -> u64 {
         self.pages.done.load(Ordering::Relaxed)
@@ -148,21 +180,6 @@ impl Drop for Checkpointer {
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
-    }
-}
-
-/// Gives the calling thread a lower CPU share (nice 10): a pass copies
-/// megabytes, and on a machine with few cores it would otherwise take a
-/// core from a client or connection thread that wakes meanwhile, adding
-/// its length to their latency. The scheduler still runs it whenever a
-/// core is idle, and never starves it (the writer's own step bounds the
-/// WAL regardless). Best effort: a failure leaves the default priority.
-fn lower_priority() {
-    // SAFETY: gettid and setpriority take no pointers; on the calling
-    // thread's own id they only change that thread's nice value.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
 
@@ -181,9 +198,10 @@ fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 
 /// About how many WAL pages a commit of `rows` rows holding `bytes` bytes
 /// writes: a commit rewrites at least a table's last leaf and an index's,
-/// and a row takes its bytes and some 64 more of keys and headers.
+/// a row takes its bytes and some 64 more of keys and headers, and pages
+/// are about two thirds full (rows of 1 KB fill three to a page).
 pub(crate) fn estimate_pages(rows: usize, bytes: usize) -> u64 {
-    2 + (bytes + 64 * rows) as u64 / 4_096
+    2 + (bytes + 64 * rows) as u64 * 3 / 2 / 4_096
 }
 
 #[cfg(test)]
@@ -195,8 +213,8 @@ mod tests {
         assert_eq!(estimate_pages(0, 0), 2);
         // One small event: its row and its index entry, two pages.
         assert_eq!(estimate_pages(1, 200), 2);
-        // 1,000 rows of 1 KB: some 265 pages of rows.
-        assert_eq!(estimate_pages(1_000, 1_024_000), 2 + 1_088_000 / 4_096);
+        // 1,000 rows of 1 KB: some 400 pages of rows.
+        assert_eq!(estimate_pages(1_000, 1_024_000), 2 + 1_632_000 / 4_096);
     }
 
     #[test]
@@ -229,5 +247,49 @@ mod tests {
             "checkpointed inline"
         );
         assert!(backfilled(&conn) > 0);
+    }
+
+    #[test]
+    fn a_checkpoint_a_reader_holds_back_is_retried_later_not_on_every_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no auto");
+        conn.execute_batch("CREATE TABLE t (v BLOB); INSERT INTO t VALUES (zeroblob(100000));")
+            .expect("write");
+        let c = Checkpointer::start(&path, "NORMAL").expect("start");
+        c.nudge.lock().expect("lock").take();
+        // A reader's snapshot ends where the WAL ends now; what is written
+        // after it cannot be copied while it reads.
+        let reader = Connection::open(&path).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(n, 1);
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .expect("write");
+        c.wrote(&conn, INLINE_AFTER_PAGES);
+        assert_eq!(
+            c.pages.since_done.load(Ordering::Relaxed),
+            INLINE_AFTER_PAGES - CHECKPOINT_PAGES,
+            "held back: retried after another CHECKPOINT_PAGES"
+        );
+        c.wrote(&conn, 1);
+        assert_eq!(
+            c.pages.since_done.load(Ordering::Relaxed),
+            INLINE_AFTER_PAGES - CHECKPOINT_PAGES + 1,
+            "not retried on the next commit"
+        );
+        reader.execute_batch("COMMIT").expect("end the read");
+        c.wrote(&conn, CHECKPOINT_PAGES);
+        assert_eq!(
+            c.pages.since_done.load(Ordering::Relaxed),
+            0,
+            "done once released"
+        );
     }
 }

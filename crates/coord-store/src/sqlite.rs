@@ -827,9 +827,9 @@ mod tests {
         let wal = std::fs::metadata(dir.path().join("coord.db-wal"))
             .expect("wal")
             .len();
-        // INLINE_AFTER_PAGES (16 MiB) of WAL, and as much again for what
-        // the estimate misses of big rows' page overhead.
-        assert!(wal < 32 << 20, "the WAL grew to {wal} bytes");
+        // At most HARD_CAP_PAGES (32 MiB) of WAL however slow the thread
+        // is on a loaded machine, and some slack for the estimate.
+        assert!(wal < 40 << 20, "the WAL grew to {wal} bytes");
         assert_eq!(log.bounds().await.expect("bounds"), (1, 36_000));
     }
 
