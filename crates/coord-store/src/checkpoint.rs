@@ -217,9 +217,12 @@ mod tests {
         assert_eq!(estimate_pages(1_000, 1_024_000), 2 + 1_632_000 / 4_096);
     }
 
-    #[test]
-    fn far_behind_the_writer_checkpoints_inline() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A WAL database at `dir/c.db` with a row in its WAL, its writer
+    /// connection (no automatic checkpoints), and a checkpointer whose
+    /// thread is stopped: only the writer's own step can checkpoint.
+    fn writer_without_thread(
+        dir: &tempfile::TempDir,
+    ) -> (std::path::PathBuf, Connection, Checkpointer) {
         let path = dir.path().join("c.db");
         let conn = Connection::open(&path).expect("open");
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -229,8 +232,14 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (v BLOB); INSERT INTO t VALUES (zeroblob(100000));")
             .expect("write");
         let c = Checkpointer::start(&path, "NORMAL").expect("start");
-        // Stop the thread: only the inline path can checkpoint now.
         c.nudge.lock().expect("lock").take();
+        (path, conn, c)
+    }
+
+    #[test]
+    fn far_behind_the_writer_checkpoints_inline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, conn, c) = writer_without_thread(&dir);
         let backfilled = |conn: &Connection| -> i64 {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))
                 .expect("pragma")
@@ -252,16 +261,7 @@ mod tests {
     #[test]
     fn a_checkpoint_a_reader_holds_back_is_retried_later_not_on_every_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.db");
-        let conn = Connection::open(&path).expect("open");
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .expect("wal");
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .expect("no auto");
-        conn.execute_batch("CREATE TABLE t (v BLOB); INSERT INTO t VALUES (zeroblob(100000));")
-            .expect("write");
-        let c = Checkpointer::start(&path, "NORMAL").expect("start");
-        c.nudge.lock().expect("lock").take();
+        let (path, conn, c) = writer_without_thread(&dir);
         // A reader's snapshot ends where the WAL ends now; what is written
         // after it cannot be copied while it reads.
         let reader = Connection::open(&path).expect("reader");
