@@ -38,6 +38,7 @@ mod coarse_timer;
 mod config;
 mod conn_threads;
 mod deadline;
+mod event_ids;
 mod export;
 mod forward;
 #[doc(hidden)]

@@ -592,8 +592,39 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 
-    fn next_id(&mut self) -> Ulid {
-        self.ids.generate().unwrap_or_else(|_| Ulid::new())
+    /// The `tx_id` of an event the daemon names itself: its seq inside,
+    /// the time from the monotonic generator (`crate::event_ids`).
+    fn next_id(&mut self, seq: u64) -> Ulid {
+        let fresh = self.ids.generate().unwrap_or_else(|_| Ulid::new());
+        crate::event_ids::for_event(seq, fresh)
+    }
+
+    /// The seq of the event that already carries `tx_id` from `source`,
+    /// when the client sent back an id the daemon made (no idempotency
+    /// record has it; the id names its event, `crate::event_ids`).
+    ///
+    /// # Errors
+    /// The store could not be read: the write cannot be checked.
+    async fn made_here(&self, source: &str, tx_id: Ulid) -> Result<Option<u64>, WriteError> {
+        let Some(seq) = crate::event_ids::seq_of(tx_id) else {
+            return Ok(None);
+        };
+        if seq > self.state.head {
+            return Ok(None);
+        }
+        match self.hub.read_after(&self.store, seq - 1, seq).await {
+            Ok(found) => Ok(found
+                .first()
+                .filter(|p| {
+                    p.event.seq == seq && p.event.tx_id == tx_id && p.event.source == source
+                })
+                .map(|p| p.event.seq)),
+            // Compacted away: no retained event carries it.
+            Err(crate::hub::HubError::Compacted { .. }) => Ok(None),
+            Err(crate::hub::HubError::Store(e)) => Err(store_error(&format!(
+                "cannot check the tx_id against the log: {e}"
+            ))),
+        }
     }
 
     /// Validates, appends and applies a batch; answers every caller. On a
@@ -674,7 +705,17 @@ impl<L: EventLog + Clone> Writer<L> {
                         answers.push((w, answer));
                         continue;
                     }
-                    Ok(None) => {}
+                    Ok(None) => match self.made_here(&w.source, tx_id).await {
+                        Ok(None) => {}
+                        Ok(Some(seq)) => {
+                            answers.push((w, Err(tx_id_reused(&tx_id, seq))));
+                            continue;
+                        }
+                        Err(e) => {
+                            answers.push((w, Err(e)));
+                            continue;
+                        }
+                    },
                     Err(e) => {
                         answers.push((w, Err(store_error(&e.to_string()))));
                         continue;
@@ -711,11 +752,11 @@ impl<L: EventLog + Clone> Writer<L> {
             let finished = outcome.reply != Reply::Unfinished;
             for (i, d) in outcome.drafts.into_iter().enumerate() {
                 // The first event carries the request's tx_id (the
-                // idempotency key); follow-on events get fresh ULIDs, never
-                // `tx_id + 1`, which a monotonic source may use next.
+                // idempotency key); follow-on events get ids made here,
+                // never `tx_id + 1`, which a monotonic source may use next.
                 let tx_id = match (i, w.tx_id) {
                     (0, Some(t)) if finished => t,
-                    _ => self.next_id(),
+                    _ => self.next_id(self.state.head + 1),
                 };
                 self.attachments_for(
                     &d.payload,

@@ -271,3 +271,89 @@ async fn leases_that_expire_together_are_committed_a_bounded_number_at_a_time() 
         "{max_batch} writes in one commit: expiries were not spread"
     );
 }
+
+fn custom(kind: &str, tx_id: Option<ulid::Ulid>) -> Write {
+    Write {
+        source: API.to_string(),
+        tx_id,
+        ..internal(Command::Custom {
+            kind: kind.into(),
+            body: Default::default(),
+            session_id: None,
+            resource: None,
+        })
+    }
+}
+
+/// The store keeps no index on `(source, tx_id)`: an id the daemon made,
+/// sent back by a client as its own, is found through the seq inside it
+/// and refused like any reused id, alone, while the writes committed with
+/// it go in; an id that only looks like one (its seq names an event with
+/// another id) is a new write.
+#[tokio::test(flavor = "current_thread")]
+async fn a_tx_id_the_daemon_made_is_refused_when_a_client_sends_it_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
+    let (writer, _stats) = writer_on(store.clone());
+    let first = writer.write(custom("x.first", None)).await.expect("write");
+    let seq = first.seq.expect("seq");
+    let made = {
+        let stored = store.read(seq - 1, 1).await.expect("read");
+        let e = coord_proto::Event::from_json(&stored[0].json).expect("event");
+        assert_eq!(crate::event_ids::seq_of(e.tx_id), Some(seq));
+        e.tx_id
+    };
+
+    let answers = writer
+        .write_group(vec![
+            custom("x.innocent", None),
+            custom("x.copied", Some(made)),
+            custom("x.also_innocent", Some(ulid::Ulid::new())),
+        ])
+        .await
+        .expect("group");
+    assert!(answers[0].is_ok(), "{:?}", answers[0].as_ref().err());
+    match &answers[1] {
+        Err(e) => {
+            assert_eq!(e.code(), ErrorCode::TxIdReused);
+            let body = serde_json::to_value(e.to_body()).expect("json");
+            assert_eq!(body["error"]["seq"], seq, "{body}");
+        }
+        Ok(c) => panic!("a copied id was committed at {:?}", c.seq),
+    }
+    assert!(answers[2].is_ok(), "{:?}", answers[2].as_ref().err());
+
+    // Its seq names the first event, its random bits differ: a new id.
+    let lookalike = ulid::Ulid::from_parts(made.timestamp_ms(), made.random() ^ 1);
+    writer
+        .write(custom("x.lookalike", Some(lookalike)))
+        .await
+        .expect("a lookalike id is a new write");
+
+    let log = store.read(0, 100).await.expect("read");
+    let kinds: Vec<String> = log
+        .iter()
+        .map(|e| {
+            coord_proto::Event::from_json(&e.json)
+                .expect("event")
+                .kind()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["x.first", "x.innocent", "x.also_innocent", "x.lookalike"]
+    );
+    let mut ids: Vec<String> = log
+        .iter()
+        .map(|e| {
+            coord_proto::Event::from_json(&e.json)
+                .expect("event")
+                .tx_id
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), log.len(), "every (source, tx_id) once");
+}

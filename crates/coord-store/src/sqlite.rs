@@ -41,6 +41,27 @@ const MIGRATIONS: &[&str] = &[
     // 2: the log's identity (a ULID made once, when the store is created
     // or first opened by a coord that knows identities).
     "CREATE TABLE identity (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+    // 3: the events table without its UNIQUE (source, tx_id). That index
+    // was a second B-tree every commit wrote (about 2.5 more WAL pages per
+    // commit, a tenth of the daemon's CPU per event), and it turned a
+    // client's copied tx_id into a failed commit for every write batched
+    // with it. The writer keeps the pair unique instead: client ids are
+    // checked against `txns`, and the ids it makes carry their event's seq
+    // (coord-daemon's `event_ids`). SQLite cannot drop a UNIQUE constraint,
+    // so the table is rebuilt (its rows copied once, on the first open
+    // after the upgrade).
+    "CREATE TABLE events_v3 (
+        seq        INTEGER PRIMARY KEY,
+        source     TEXT    NOT NULL,
+        tx_id      TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,
+        ingress_ms INTEGER NOT NULL,
+        body       TEXT    NOT NULL
+     );
+     INSERT INTO events_v3 (seq, source, tx_id, kind, ingress_ms, body)
+        SELECT seq, source, tx_id, kind, ingress_ms, body FROM events ORDER BY seq;
+     DROP TABLE events;
+     ALTER TABLE events_v3 RENAME TO events;",
 ];
 
 /// Readers kept open for reuse; more may be opened under load.
@@ -888,20 +909,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn duplicate_source_tx_id_is_refused() {
+    async fn a_store_made_before_version_3_keeps_its_events_and_loses_the_index() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = open(&dir);
-        log.append(batch(1..=1)).await.expect("append");
-        let mut dup = rec(2);
-        dup.tx_id = rec(1).tx_id;
-        let err = log
-            .append(Batch {
-                records: vec![dup],
-                ..Batch::default()
-            })
+        let path = dir.path().join("coord.db");
+        {
+            // The schema as released up to version 2, with a few events.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(&MIGRATIONS[..2].join("\n"))
+                .expect("schema v2");
+            conn.pragma_update(None, "user_version", 2)
+                .expect("version");
+            for r in batch(1..=3).records {
+                conn.execute(
+                    "INSERT INTO events (seq, source, tx_id, kind, ingress_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![r.seq as i64, r.source, r.tx_id, r.kind, r.ingress_ms, r.json],
+                )
+                .expect("insert");
+            }
+        }
+        let log = SqliteLog::open(&path, SyncMode::Normal).expect("migrate");
+        assert_eq!(log.bounds().await.expect("bounds"), (1, 3));
+        let read = log.read(0, 10).await.expect("read");
+        assert_eq!(
+            read.iter()
+                .map(|e| (e.seq, e.json.clone()))
+                .collect::<Vec<_>>(),
+            batch(1..=3)
+                .records
+                .into_iter()
+                .map(|r| (r.seq, r.json))
+                .collect::<Vec<_>>()
+        );
+        log.append(batch(4..=4))
             .await
-            .expect_err("duplicate");
-        assert!(err.to_string().contains("UNIQUE"), "{err}");
+            .expect("append after the migration");
+        drop(log);
+        let conn = Connection::open(&path).expect("reopen");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events'")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(indexes.is_empty(), "{indexes:?}");
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity");
+        assert_eq!(check, "ok");
     }
 
     #[tokio::test]

@@ -223,3 +223,49 @@ fn a_tx_id_is_bound_to_its_endpoint_and_request() {
     let r = post(&d, "/v1/sessions/first/heartbeat", Some(&tok), &hb);
     assert_eq!(r.code(), "tx_id_reused", "{}", r.json());
 }
+
+/// An id the daemon made (here for an event sent without a `tx_id`) that a
+/// client sends back as its own is refused like a reused one, naming the
+/// event that carries it; the log keeps each `(source, tx_id)` once.
+#[test]
+fn a_tx_id_copied_from_the_stream_is_refused() {
+    let d = Daemon::start(&[]);
+    let first = post(&d, "/v1/events", None, &json!({"tx_kind":"x.original"}));
+    assert_eq!(first.status, 201, "{}", first.json());
+    let events = d.all_events();
+    let original = events
+        .iter()
+        .find(|e| e["tx_kind"] == "x.original")
+        .expect("the event");
+    let copied = original["tx_id"].as_str().expect("tx_id").to_string();
+    let head = d.head();
+
+    let echo = post(
+        &d,
+        "/v1/events",
+        None,
+        &json!({"tx_kind":"x.echo","tx_id":copied}),
+    );
+    assert_eq!(echo.status, 409, "{}", echo.json());
+    assert_eq!(echo.code(), "tx_id_reused", "{}", echo.json());
+    assert_eq!(echo.json()["error"]["seq"], original["seq"]);
+    assert_eq!(d.head(), head, "the copy appended");
+
+    // A fresh id still goes in, and no id is in the log twice.
+    let fresh = post(
+        &d,
+        "/v1/events",
+        None,
+        &json!({"tx_kind":"x.fresh","tx_id":"01J0000000000000000000FRE5"}),
+    );
+    assert_eq!(fresh.status, 201, "{}", fresh.json());
+    let mut ids: Vec<(String, String)> = d
+        .all_events()
+        .iter()
+        .map(|e| (e["source"].to_string(), e["tx_id"].to_string()))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "an id twice in the log");
+}
