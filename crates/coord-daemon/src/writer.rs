@@ -141,6 +141,11 @@ pub enum WriteError {
     /// A bug (an idempotency record that does not decode).
     #[error("{0}")]
     Internal(String),
+    /// Another write of its all-or-nothing group (a batch append) was
+    /// refused, so this one was not appended either. The group's caller
+    /// answers with the refused write's own error.
+    #[error("another line of the batch was refused; nothing was appended")]
+    GroupRefused,
 }
 
 impl WriteError {
@@ -151,6 +156,7 @@ impl WriteError {
             WriteError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             WriteError::ShuttingDown => ErrorCode::ShuttingDown,
             WriteError::Internal(_) => ErrorCode::Internal,
+            WriteError::GroupRefused => ErrorCode::InvalidField,
         }
     }
 
@@ -489,8 +495,12 @@ impl<L: EventLog + Clone> Writer<L> {
                     };
                     match r {
                         Request::Write(w) => writes.push(*w),
-                        // Never split: one commit takes the whole group.
-                        Request::Group(ws) => writes.extend(ws),
+                        // All or nothing: what queued before it commits
+                        // first, then the group alone, never split.
+                        Request::Group(ws) => {
+                            self.commit(std::mem::take(&mut writes)).await;
+                            self.commit_group(ws).await;
+                        }
                         // A read must see every write queued before it, so
                         // the batch so far is committed first.
                         Request::Read(f) => {
@@ -631,20 +641,31 @@ impl<L: EventLog + Clone> Writer<L> {
     /// log shared with other daemons, an append refused because another
     /// daemon appended first is retried after catching up, so callers see
     /// one answer, never the conflict.
-    async fn commit(&mut self, mut writes: Vec<Write>) {
+    async fn commit(&mut self, writes: Vec<Write>) {
+        self.commit_as(writes, false).await;
+    }
+
+    /// [`commit`](Self::commit) for a group that is appended all or none
+    /// (a batch append): one refused write refuses them all, and a group
+    /// too large for one append is refused, not split.
+    async fn commit_group(&mut self, writes: Vec<Write>) {
+        self.commit_as(writes, true).await;
+    }
+
+    async fn commit_as(&mut self, mut writes: Vec<Write>, atomic: bool) {
         if self.store_head.is_some() {
             // Start from the newest view the store knows: fewer conflicts.
             self.catch_up().await;
         }
         for _ in 0..MAX_CONFLICT_RETRIES {
-            match self.try_commit(writes, false).await {
+            match self.try_commit(writes, false, atomic).await {
                 Attempt::Done => return,
                 Attempt::Conflict(again) => {
                     self.config.metrics.conflicts.inc();
                     self.catch_up().await;
                     writes = again;
                 }
-                Attempt::TooLarge(again) if again.len() > 1 => {
+                Attempt::TooLarge(again) if again.len() > 1 && !atomic => {
                     // Each request's events are atomic by themselves: commit
                     // them one by one.
                     for w in again {
@@ -653,18 +674,18 @@ impl<L: EventLog + Clone> Writer<L> {
                     return;
                 }
                 Attempt::TooLarge(again) => {
-                    let _ = self.try_commit(again, true).await;
+                    let _ = self.try_commit(again, true, atomic).await;
                     return;
                 }
             }
         }
         // Contention did not let this batch in: answer, do not spin.
-        let _ = self.try_commit(writes, true).await;
+        let _ = self.try_commit(writes, true, atomic).await;
     }
 
     /// One attempt at a batch. `last`: a refused append is answered with
     /// `store_unavailable` instead of being handed back for a retry.
-    async fn try_commit(&mut self, writes: Vec<Write>, last: bool) -> Attempt {
+    async fn try_commit(&mut self, writes: Vec<Write>, last: bool, atomic: bool) -> Attempt {
         if writes.is_empty() {
             return Attempt::Done;
         }
@@ -794,6 +815,24 @@ impl<L: EventLog + Clone> Writer<L> {
                 });
             }
             answers.push((w, Ok(committed)));
+        }
+
+        if atomic && answers.iter().any(|(_, a)| a.is_err()) {
+            // One refused write refuses its group (PROTOCOL §9.2): nothing
+            // is appended, the state goes back, and each write that was
+            // not refused itself is told why it was not appended.
+            self.roll_back(before).await;
+            for (w, a) in answers {
+                if let Some(tx) = w.reply {
+                    let _ = tx.send(a.and(Err(WriteError::GroupRefused)));
+                }
+            }
+            for w in deferred {
+                if let Some(tx) = w.reply {
+                    let _ = tx.send(Err(WriteError::GroupRefused));
+                }
+            }
+            return Attempt::Done;
         }
 
         // The events move into what the hub shares (no copy of an event);

@@ -287,8 +287,9 @@ fn custom(kind: &str, tx_id: Option<ulid::Ulid>) -> Write {
 
 /// The store keeps no index on `(source, tx_id)`: an id the daemon made,
 /// sent back by a client as its own, is found through the seq inside it
-/// and refused like any reused id, alone, while the writes committed with
-/// it go in; an id that only looks like one (its seq names an event with
+/// and refused like any reused id, alone, while the other callers' writes
+/// committed with it go in (a batch append's lines go in all or none:
+/// `coord/tests/it/batch.rs`); an id that only looks like one (its seq names an event with
 /// another id) is a new write.
 #[tokio::test(flavor = "current_thread")]
 async fn a_tx_id_the_daemon_made_is_refused_when_a_client_sends_it_back() {
@@ -304,14 +305,16 @@ async fn a_tx_id_the_daemon_made_is_refused_when_a_client_sends_it_back() {
         e.tx_id
     };
 
-    let answers = writer
-        .write_group(vec![
-            custom("x.innocent", None),
-            custom("x.copied", Some(made)),
-            custom("x.also_innocent", Some(ulid::Ulid::new())),
-        ])
-        .await
-        .expect("group");
+    // Three callers' writes reach the queue before the writer runs (one
+    // thread): one commit.
+    let answers = {
+        let (a, b, c) = tokio::join!(
+            writer.write(custom("x.innocent", None)),
+            writer.write(custom("x.copied", Some(made))),
+            writer.write(custom("x.also_innocent", Some(ulid::Ulid::new()))),
+        );
+        [a, b, c]
+    };
     assert!(answers[0].is_ok(), "{:?}", answers[0].as_ref().err());
     match &answers[1] {
         Err(e) => {

@@ -87,6 +87,8 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
 ) -> ApiResult {
     let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
     let mut writes = Vec::with_capacity(lines.min(coord_proto::MAX_BATCH_EVENTS));
+    // Each write's line number, for the error of a line the writer refuses.
+    let mut line_of = Vec::with_capacity(writes.capacity());
     let mut sessions = std::collections::BTreeSet::new();
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -144,6 +146,7 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
             sessions.insert(s.clone());
         }
         writes.push(write(cmd, req.tx_id, req.ts, &digest));
+        line_of.push(n);
     }
     if writes.is_empty() {
         return Err(ApiError::new(
@@ -155,6 +158,15 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
         Auth::MaybeSession(Some(s)).check(&app, &headers).await?;
     }
     let answers = app.writer.write_group(writes).await?;
+    // All or nothing: a refused line refused the whole batch; answer with
+    // that line's own error (the others only say they went with it).
+    if let Some((line, e)) = line_of.iter().zip(&answers).find_map(|(n, a)| match a {
+        Err(e) if !matches!(e, crate::writer::WriteError::GroupRefused) => Some((*n, e)),
+        _ => None,
+    }) {
+        let e: ApiError = e.clone().into();
+        return Err(e.with("line", line));
+    }
     let mut seqs = Vec::with_capacity(answers.len());
     let mut replayed = 0;
     for a in answers {

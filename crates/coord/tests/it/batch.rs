@@ -129,3 +129,59 @@ fn a_retried_batch_appends_each_line_once() {
         6
     );
 }
+
+/// A line the writer refuses (here a `tx_id` bound to another request, and
+/// one copied from an event the daemon named) refuses the whole batch
+/// too: nothing of it is appended, and the answer is that line's error.
+#[test]
+fn a_line_the_writer_refuses_refuses_the_whole_batch() {
+    let d = Daemon::start(&[]);
+    let tx = "01J00000000000000000000B7A";
+    let first = batch(
+        &d,
+        &format!("{{\"tx_kind\":\"x.first\",\"tx_id\":\"{tx}\"}}\n"),
+    );
+    assert_eq!(first.status, 201, "{}", first.json());
+    let head = d.head();
+    let r = batch(
+        &d,
+        &format!(
+            "{{\"tx_kind\":\"x.ok\"}}\n\n{{\"tx_kind\":\"x.other\",\"tx_id\":\"{tx}\"}}\n{{\"tx_kind\":\"x.ok\"}}\n"
+        ),
+    );
+    assert_eq!(r.status, 409, "{}", r.json());
+    assert_eq!(r.code(), "tx_id_reused");
+    assert_eq!(r.json()["error"]["line"], 3);
+    assert_eq!(d.head(), head, "a line of a refused batch was appended");
+
+    let named = d
+        .all_events()
+        .into_iter()
+        .find(|e| e["tx_kind"] == "x.first")
+        .and_then(|e| e["seq"].as_u64())
+        .expect("the first event");
+    // An event the daemon named itself, and its id sent back in a batch.
+    let plain = batch(&d, "{\"tx_kind\":\"x.plain\"}\n");
+    assert_eq!(plain.status, 201);
+    let copied = d
+        .all_events()
+        .into_iter()
+        .find(|e| e["tx_kind"] == "x.plain")
+        .and_then(|e| e["tx_id"].as_str().map(str::to_string))
+        .expect("its tx_id");
+    let head = d.head();
+    let r = batch(
+        &d,
+        &format!("{{\"tx_kind\":\"x.ok\"}}\n{{\"tx_kind\":\"x.echo\",\"tx_id\":\"{copied}\"}}\n"),
+    );
+    assert_eq!(r.code(), "tx_id_reused", "{}", r.json());
+    assert_eq!(r.json()["error"]["line"], 2);
+    assert_eq!(d.head(), head);
+    assert!(d.all_events().iter().all(|e| e["tx_kind"] != "x.ok"));
+    assert!(named < head);
+
+    // The same lines without the bad one go in, in one commit.
+    let r = batch(&d, "{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.ok\"}\n");
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(d.head(), head + 2);
+}
