@@ -822,6 +822,17 @@ impl<L: EventLog + Clone> Writer<L> {
             // is appended, the state goes back, and each write that was
             // not refused itself is told why it was not appended.
             self.roll_back(before).await;
+            for (_, a) in &answers {
+                if let Err(e) = a {
+                    self.config
+                        .metrics
+                        .refused
+                        .get_or_create(&CodeLabel {
+                            code: e.code().as_str().into(),
+                        })
+                        .inc();
+                }
+            }
             for (w, a) in answers {
                 if let Some(tx) = w.reply {
                     let _ = tx.send(a.and(Err(WriteError::GroupRefused)));

@@ -153,6 +153,12 @@ fn a_line_the_writer_refuses_refuses_the_whole_batch() {
     assert_eq!(r.code(), "tx_id_reused");
     assert_eq!(r.json()["error"]["line"], 3);
     assert_eq!(d.head(), head, "a line of a refused batch was appended");
+    let m = d.http("GET", "/v1/metrics", &[], None);
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert!(
+        text.contains("coord_writes_refused_total{code=\"tx_id_reused\"} 1"),
+        "the refused line is counted once: {text}"
+    );
 
     let named = d
         .all_events()
