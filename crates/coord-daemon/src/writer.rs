@@ -516,8 +516,15 @@ impl<L: EventLog + Clone> Writer<L> {
             self.commit(writes).await;
         }
         // The queue is closed and drained: leave a snapshot so the next
-        // start folds nothing.
-        self.snapshot().await;
+        // start folds nothing. Not when the store is out of reach (a NATS
+        // log whose servers are gone): the snapshot could only wait out
+        // the client's timeouts (25 s measured) and hold the exit, and the
+        // log is whole without it.
+        if let Some((false, _)) = self.store.remote_health() {
+            tracing::warn!("the store is unreachable: no snapshot at shutdown");
+        } else {
+            self.snapshot().await;
+        }
         self.pids.abort_all();
     }
 

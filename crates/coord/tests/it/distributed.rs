@@ -518,3 +518,27 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
     assert_eq!(up[0]["seq"], head + 1, "the next write takes the next seq");
     follower.stop();
 }
+
+/// A daemon whose NATS server is gone still stops promptly on SIGTERM: it
+/// skips the shutdown snapshot, which could only wait out the client's
+/// timeouts, and exits cleanly.
+#[test]
+fn a_daemon_cut_off_from_nats_stops_without_its_snapshot() {
+    let mut nats = Nats::single();
+    let url = nats.url("cutoff");
+    let mut d = daemon_on(&url, &[]);
+    d.register("s1");
+    nats.nodes[0].stop(libc::SIGKILL);
+    wait_until(
+        "the daemon sees the outage",
+        Duration::from_secs(30),
+        || d.http("GET", "/v1/status", &[], None).json()["store"]["connected"] == false,
+    );
+    let status = d.terminate();
+    assert!(status.success(), "{status}: {}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("no snapshot at shutdown") && !log.contains("snapshot failed"),
+        "{log}"
+    );
+}
