@@ -920,7 +920,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("coord.db");
         {
-            // The schema as released up to version 2, with a few events.
+            // The schema as released up to version 2, with 5,000 events.
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(&MIGRATIONS[..2].join("\n"))
                 .expect("schema v2");
