@@ -64,6 +64,9 @@ pub struct Config {
     /// serves everything. Only for a daemon on a one-thread runtime
     /// (`crate::conn_threads`).
     pub conn_threads: usize,
+    /// How long a serving thread keeps polling after a write to a client
+    /// before it sleeps, under light load (`crate::idle_spin`); zero: never.
+    pub spin: std::time::Duration,
 }
 
 impl Config {
@@ -91,6 +94,7 @@ impl Config {
             daemon_lease_ms: 10_000,
             http: None,
             conn_threads: 0,
+            spin: crate::idle_spin::DEFAULT_WINDOW,
         }
     }
 }

@@ -45,6 +45,7 @@ mod forward;
 pub mod fuzzing;
 mod http;
 mod hub;
+mod idle_spin;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;

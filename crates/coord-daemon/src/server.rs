@@ -304,6 +304,7 @@ async fn serve<L: EventLog + Clone>(
     let mut accept_errors = AcceptErrors::default();
     let header_timeout = config.header_timeout;
     let timer = crate::coarse_timer::CoarseTimer::new(header_timeout);
+    crate::idle_spin::set_window(config.spin);
     let threads = crate::conn_threads::ConnThreads::start(
         config.conn_threads,
         app.hub.addr(),

@@ -84,7 +84,10 @@ impl ClientSocket {
                     // poll the task again so its reads register anew.
                     cx.waker().wake_by_ref();
                 }
-                r => return Poll::Ready(r),
+                r => {
+                    crate::idle_spin::wrote();
+                    return Poll::Ready(r);
+                }
             }
         }
         loop {

@@ -879,6 +879,11 @@ impl<L: EventLog + Clone> Writer<L> {
             .map(|(key, last_seq)| Expectation { key, last_seq })
             .collect();
 
+        // A remote append parks the thread until the server's ack: under
+        // light load, spin through the round trip (`crate::idle_spin`).
+        if self.store.remote_health().is_some() {
+            crate::idle_spin::appending();
+        }
         let started = std::time::Instant::now();
         let appended = self.store.append(batch).await;
         let commit_us = started.elapsed().as_micros() as u64;
@@ -937,6 +942,8 @@ impl<L: EventLog + Clone> Writer<L> {
         for p in &published {
             self.after_commit(&p.event);
         }
+        // The load that decides whether serving threads spin.
+        crate::idle_spin::committed(answers.len());
         self.count(&published, &answers);
         if let Ok(mut b) = self.stats.batches.lock() {
             let now = std::time::Instant::now();

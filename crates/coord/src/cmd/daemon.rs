@@ -72,6 +72,14 @@ pub(crate) struct DaemonArgs {
     /// each publish's round trip there, and more threads only add hops).
     #[arg(long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: Option<u16>,
+    /// After it writes to a client, a serving thread keeps polling for
+    /// this long before it sleeps, so the client's next request finds it
+    /// awake (only while the writer's commits carry at most two writes:
+    /// few clients, each waiting on its answer). Costs up to this much
+    /// CPU per answer under light load, none while idle. 0 turns it off;
+    /// at most 10ms.
+    #[arg(long, env = "COORD_SPIN", default_value = "50us", value_parser = spin_window)]
+    spin: Duration,
     /// Close a connection that takes longer than this to send a request's
     /// headers, or stays idle this long between requests (event streams
     /// being answered are not idle).
@@ -215,6 +223,7 @@ pub(crate) async fn daemon(
         None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
     };
     config.conn_threads = threads.saturating_sub(1);
+    config.spin = args.spin;
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
     config.body_memory = usize::try_from(args.body_memory_mib << 20).unwrap_or(usize::MAX);
@@ -351,4 +360,15 @@ fn passed_socket(fd: std::os::fd::RawFd) -> Result<(PathBuf, std::os::unix::net:
         ))
     })?;
     Ok((path, l))
+}
+
+/// `--spin`: a duration of at most 10 ms.
+fn spin_window(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d > Duration::from_millis(10) {
+        return Err(format!(
+            "{s} is longer than 10ms: a thread would burn a CPU that long after every answer"
+        ));
+    }
+    Ok(d)
 }

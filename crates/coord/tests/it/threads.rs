@@ -157,3 +157,70 @@ fn threads_out_of_range_is_a_usage_error() {
         assert!(err.contains("--threads"), "{err}");
     }
 }
+
+/// CPU time (user + system) of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat shape");
+    // After the name: state is field 3, utime 14 and stime 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// `--spin` (crate coord-daemon, `idle_spin`): after it answers, a thread
+/// polls for a few µs before it sleeps — and then it does sleep. A daemon
+/// that served writes from several clients, then nothing, uses no CPU;
+/// a spin that never ended would burn a core (100 ticks a second).
+#[test]
+fn threads_that_spun_after_answers_sleep_once_the_clients_are_gone() {
+    let d = Daemon::start(&["--threads", "2", "--spin", "200us"]);
+    std::thread::scope(|s| {
+        for w in 0..3 {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..20 {
+                    d.ok(&[
+                        "publish",
+                        "x.spin",
+                        "--payload",
+                        &format!("{{\"w\":{w},\"i\":{i}}}"),
+                    ]);
+                }
+            });
+        }
+    });
+    assert_idle(&d, "after the writers");
+    // A follower on the stream keeps a connection open and gets writes.
+    // From an explicit seq, not `now`: the stream may open after the
+    // publish (a NATS log answers the first request later).
+    let since = d.head().to_string();
+    let f = Follower::start(&d, &["--since", &since]);
+    d.ok(&["publish", "x.spin"]);
+    f.wait_for_seq(d.head(), Duration::from_secs(30));
+    assert_idle(&d, "with a follower open");
+    drop(f);
+}
+
+/// The daemon spends (almost) no CPU over 2 s, 300 ms after its last
+/// request.
+fn assert_idle(d: &Daemon, when: &str) {
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(d.pid()) - before;
+    assert!(
+        spent <= 5,
+        "{when}: an idle daemon used {spent} ticks of CPU in 2 s: a thread kept spinning"
+    );
+}
+
+#[test]
+fn a_spin_longer_than_10ms_is_refused_with_the_reason() {
+    let out = coord_cmd()
+        .args(["daemon", "--spin", "1s", "--socket", "/nonexistent/c.sock"])
+        .output()
+        .expect("run coord");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--spin") && err.contains("10ms"), "{err}");
+}

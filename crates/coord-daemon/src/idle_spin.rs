@@ -1,0 +1,279 @@
+//! Spin before sleep: after a serving thread wrote to a client, it keeps
+//! polling its epoll set without blocking for a short window
+//! (`coord daemon --spin`, default [`DEFAULT_WINDOW`]) before it sleeps in
+//! `epoll_wait`.
+//!
+//! Why: a client that waits on its answer sends its next request a few
+//! tens of µs after it got the answer. By then the daemon's thread has
+//! parked, and on a virtual machine whose idle vCPU halts (no guest
+//! halt-polling, the kind this project is measured on) the request lands
+//! on a halted vCPU: waking it goes through the hypervisor, and that
+//! wake-up was the largest single share of a write's round trip. A thread
+//! still polling takes the request at once. Go's scheduler (NATS) does
+//! the same: a thread that runs out of work polls the network for a while
+//! before it sleeps. Measured with peerbench, one writer: ack p50 125–172
+//! → 73–127 µs (docs/BENCHMARKS.md, "Spin before sleep").
+//!
+//! When: only under light load, while the writer's last commit carried at
+//! most [`LIGHT_BATCH`] writes (a few clients, each waiting on its
+//! answer). Under many writers the thread seldom runs dry, group commit
+//! already shares each wake-up among the batch, and a spinning thread
+//! would take CPU that clients on the same machine need (16 writers lost
+//! ~10 % of their throughput with an ungated spin).
+//!
+//! On a NATS log the writer's thread also spins while it waits for an
+//! append's ack ([`appending`], up to [`REMOTE_APPEND_WINDOW`]), with one
+//! writer at a time only: ack p50 on that backend 266–351 → 206–244 µs.
+//!
+//! Idle stays idle: the window opens only after a write to a client and
+//! closes [`DEFAULT_WINDOW`] later; a daemon nobody talks to never spins.
+//! A write made while the window is open moves its end.
+//!
+//! It must not block the thread: each turn of the spin is a
+//! [`tokio::task::yield_now`], after which the current-thread runtime
+//! polls epoll without blocking and runs whatever became ready before the
+//! spin's next turn. Only current-thread runtimes spin (the daemon's
+//! threads); elsewhere [`wrote`] does nothing.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// The window when `--spin` is not given: 50 µs, above the round trip
+/// of a client that answers at once (measured 30–40 µs from the daemon's
+/// write to the next request), below what a 20 µs window missed.
+pub const DEFAULT_WINDOW: Duration = Duration::from_micros(50);
+
+/// How long a thread spins while it waits for a remote append's ack
+/// ([`appending`]): above a JetStream publish's round trip on one machine
+/// (120–300 µs measured).
+pub const REMOTE_APPEND_WINDOW: Duration = Duration::from_micros(500);
+
+/// Most writes in the writer's last commit for which threads still spin.
+pub const LIGHT_BATCH: usize = 2;
+
+/// Most writes in the writer's last commit for which the writer's thread
+/// spins through a remote append: one writer at a time. With two, the
+/// spin through each round trip took CPU the NATS server beside it
+/// needed (16-writer throughput 3–20 % lower over four runs), with one it did not.
+pub const LIGHT_BATCH_REMOTE: usize = 1;
+
+/// The window in µs for every thread of this process; 0: no spin.
+static WINDOW_US: AtomicU64 = AtomicU64::new(0);
+
+/// Writes in the writer's last commit.
+static LAST_BATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the window for every serving thread of this process (`--spin`);
+/// zero turns the spin off.
+pub fn set_window(window: Duration) {
+    WINDOW_US.store(
+        u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// The writer reports each commit's number of writes: the load that
+/// decides whether threads spin.
+pub fn committed(writes: usize) {
+    LAST_BATCH.store(writes, Ordering::Relaxed);
+}
+
+/// One thread's spin: its state lives in the thread, because the spin
+/// polls that thread's epoll set and nothing else.
+struct Spin {
+    /// A write came since the spin last looked: the window starts anew.
+    rearm: Cell<bool>,
+    /// The window, in µs, as of the last write.
+    window_us: Cell<u64>,
+    /// The spin task, when it waits for a write.
+    waker: Cell<Option<Waker>>,
+    /// The spin task exists on this thread's runtime.
+    spawned: Cell<bool>,
+    /// Turns the spin took (for tests).
+    turns: Cell<u64>,
+}
+
+thread_local! {
+    static SPIN: Spin = const {
+        Spin {
+            rearm: Cell::new(false),
+            window_us: Cell::new(0),
+            waker: Cell::new(None),
+            spawned: Cell::new(false),
+            turns: Cell::new(0),
+        }
+    };
+}
+
+/// Whether to spin: a window is set and the writer's last commit carried
+/// at most `most` writes ([`LIGHT_BATCH`] after an answer,
+/// [`LIGHT_BATCH_REMOTE`] through an append).
+fn should_spin(window_us: u64, last_batch: usize, most: usize) -> bool {
+    window_us > 0 && last_batch <= most
+}
+
+/// Called after each write to a client (an answer, events to a
+/// subscriber): opens the window, or moves its end. Costs two relaxed
+/// loads and a thread-local store; the first call on a thread starts its
+/// spin task.
+pub fn wrote() {
+    let window_us = WINDOW_US.load(Ordering::Relaxed);
+    if should_spin(window_us, LAST_BATCH.load(Ordering::Relaxed), LIGHT_BATCH) {
+        open(window_us);
+    }
+}
+
+/// Called by the writer as it starts an append to a remote store (a NATS
+/// log): the thread would park until the server's ack, a round trip
+/// longer than the window after an answer. With one writer at a time
+/// ([`LIGHT_BATCH_REMOTE`]), and when a window is set at all, the thread
+/// spins through up to
+/// [`REMOTE_APPEND_WINDOW`] of it; the answer written after the ack
+/// opens the usual window.
+pub fn appending() {
+    let window_us = WINDOW_US.load(Ordering::Relaxed);
+    if should_spin(
+        window_us,
+        LAST_BATCH.load(Ordering::Relaxed),
+        LIGHT_BATCH_REMOTE,
+    ) {
+        let remote = u64::try_from(REMOTE_APPEND_WINDOW.as_micros()).unwrap_or(u64::MAX);
+        open(window_us.max(remote));
+    }
+}
+
+/// Opens this thread's window of `window_us` µs (see [`wrote`]).
+fn open(window_us: u64) {
+    SPIN.with(|s| {
+        s.window_us.set(window_us);
+        if s.rearm.replace(true) {
+            return;
+        }
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        } else if !s.spawned.get() {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+                s.spawned.set(true);
+                rt.spawn(spin());
+            }
+        }
+    });
+}
+
+/// The spin task of one thread: waits for a write, then yields to the
+/// runtime until a window with no write in it has passed.
+async fn spin() {
+    loop {
+        std::future::poll_fn(|cx| {
+            SPIN.with(|s| {
+                if s.rearm.get() {
+                    Poll::Ready(())
+                } else {
+                    s.waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+        })
+        .await;
+        let mut until = Instant::now();
+        loop {
+            let window = SPIN.with(|s| {
+                s.turns.set(s.turns.get() + 1);
+                s.rearm.replace(false).then(|| s.window_us.get())
+            });
+            if let Some(us) = window {
+                until = Instant::now() + Duration::from_micros(us);
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turns() -> u64 {
+        SPIN.with(|s| s.turns.get())
+    }
+
+    /// While the window is open the thread keeps turning (the spin runs
+    /// while the test task sleeps on a timer); after it, the thread
+    /// sleeps until the next write. Nothing here depends on the machine's
+    /// speed but the spin ending within seconds of a 20 ms window.
+    #[test]
+    fn a_write_keeps_the_thread_polling_for_the_window_then_it_sleeps() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            assert_eq!(turns(), 0);
+            open(20_000);
+            // The test task sleeps: only the spin can turn the runtime.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(SPIN.with(|s| s.spawned.get()), "no spin task started");
+            assert!(
+                turns() > 1,
+                "the thread did not spin while the window was open"
+            );
+            // The window closes and the spin waits for the next write.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut before = turns();
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let now = turns();
+                if now == before {
+                    break;
+                }
+                before = now;
+                assert!(Instant::now() < deadline, "the spin never ended");
+            }
+            // Asleep: nothing turns across another 100 ms.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(turns(), before, "the spin went on with no write");
+            // The next write wakes it again.
+            open(20_000);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(turns() > before, "a second write did not spin");
+        });
+    }
+
+    #[test]
+    fn only_light_load_with_a_window_spins() {
+        assert!(should_spin(50, 0, LIGHT_BATCH));
+        assert!(should_spin(50, LIGHT_BATCH, LIGHT_BATCH));
+        assert!(!should_spin(50, LIGHT_BATCH + 1, LIGHT_BATCH));
+        assert!(!should_spin(0, 1, LIGHT_BATCH));
+        assert!(should_spin(50, 1, LIGHT_BATCH_REMOTE));
+        assert!(!should_spin(50, LIGHT_BATCH_REMOTE + 1, LIGHT_BATCH_REMOTE));
+        assert!(!should_spin(0, 0, LIGHT_BATCH_REMOTE));
+    }
+
+    #[test]
+    fn a_thread_outside_a_runtime_or_on_a_pool_does_not_spin() {
+        open(1_000);
+        assert!(!SPIN.with(|s| s.spawned.get()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::spawn(async {
+                open(1_000);
+                assert!(!SPIN.with(|s| s.spawned.get()));
+            })
+            .await
+            .expect("task");
+        });
+    }
+}
