@@ -302,6 +302,15 @@ struct Inner {
     /// Bytes of the stream: the server's figure at the last sync, plus
     /// what was indexed since.
     bytes: std::sync::atomic::AtomicU64,
+    /// Set when an append found no stream to answer it (a node died, a
+    /// leader election): the log follower's consumer may have died with
+    /// that node.
+    cluster_trouble: std::sync::atomic::AtomicBool,
+    /// Tells the log follower to re-create its consumer: sent by the
+    /// first append that succeeds after `cluster_trouble`, so the others'
+    /// writes show again once the cluster answers, not after the client
+    /// has missed two 5 s heartbeats.
+    follower_kick: tokio::sync::Notify,
 }
 
 /// An [`EventLog`] on a NATS JetStream stream. Cheap to clone.
@@ -451,6 +460,8 @@ impl JetStreamLog {
                 last_contact_ms: std::sync::atomic::AtomicI64::new(now_ms()),
                 snap_info: Mutex::new(None),
                 bytes: std::sync::atomic::AtomicU64::new(0),
+                cluster_trouble: std::sync::atomic::AtomicBool::new(false),
+                follower_kick: tokio::sync::Notify::new(),
             }),
         };
         log.rebuild().await?;
@@ -615,10 +626,14 @@ impl JetStreamLog {
         }
     }
 
-    /// Follows the stream with an ordered push consumer (it re-creates
-    /// itself after a reconnect from the last stream sequence it
-    /// delivered, so nothing is skipped or repeated) and indexes what
-    /// other daemons append.
+    /// Follows the stream with an ordered push consumer and indexes what
+    /// other daemons append. The consumer is R1: when its node dies it is
+    /// gone. This loop re-creates it from the index's own position (so
+    /// nothing is skipped; what is indexed already is skipped on arrival)
+    /// when the client reports it lost (two missed 5 s heartbeats), when
+    /// filling a gap fails, and when an append succeeds again after the
+    /// stream had no leader (`follower_kick`), retrying every 500 ms
+    /// while the cluster cannot create it.
     fn spawn_follower(&self) {
         let log = self.clone();
         tokio::spawn(async move {
@@ -651,12 +666,27 @@ impl JetStreamLog {
                         continue;
                     }
                 };
-                while let Some(m) = messages.next().await {
+                loop {
+                    let m = tokio::select! {
+                        m = messages.next() => m,
+                        () = log.inner.follower_kick.notified() => {
+                            tracing::info!("re-creating the log follower's consumer after the cluster answered again");
+                            break;
+                        }
+                    };
+                    let Some(m) = m else { break };
                     let m = match m {
                         Ok(m) => m,
                         Err(e) => {
-                            tracing::debug!(error = %e, "log follower interrupted");
-                            continue;
+                            // Its consumer is gone (missed heartbeats: the
+                            // node that held it died). The client's own
+                            // re-creation backs off to 10 s between tries
+                            // while the cluster elects new leaders, which
+                            // left this daemon blind to the others' writes
+                            // for half a minute; re-create it here, from
+                            // the index's exact position, every 500 ms.
+                            tracing::info!(error = %e, "log follower lost its consumer; re-creating it");
+                            break;
                         }
                     };
                     log.touch();
@@ -680,10 +710,12 @@ impl JetStreamLog {
                                 // Messages between were deleted (purge) or
                                 // are ours not yet indexed: sync() fills in.
                                 if let Err(e) = log.sync().await {
-                                    // Never index past a hole: the next
-                                    // message or append syncs again.
-                                    tracing::warn!(error = %e, "log follower cannot sync");
-                                    continue;
+                                    // Never index past a hole, and never
+                                    // drop this message either (it may be
+                                    // the last for a long time): start
+                                    // again from the index's position.
+                                    tracing::warn!(error = %e, "log follower cannot sync; re-creating it");
+                                    break;
                                 }
                             }
                             let added = {
@@ -811,6 +843,13 @@ impl JetStreamLog {
             match ack {
                 Ok(ack) => {
                     self.touch();
+                    if self
+                        .inner
+                        .cluster_trouble
+                        .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        self.inner.follower_kick.notify_one();
+                    }
                     return Ok(ack.sequence);
                 }
                 Err(e) => match e.kind() {
@@ -830,10 +869,21 @@ impl JetStreamLog {
                     // first ack instead of appending again.
                     jetstream::context::PublishErrorKind::TimedOut
                     | jetstream::context::PublishErrorKind::BrokenPipe => last_err = Some(e),
-                    _ => return Err(nats_err("append refused", e)),
+                    kind => {
+                        if kind == jetstream::context::PublishErrorKind::StreamNotFound {
+                            // No responders: the stream has no leader now.
+                            self.inner
+                                .cluster_trouble
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        return Err(nats_err("append refused", e));
+                    }
                 },
             }
         }
+        self.inner
+            .cluster_trouble
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Err(nats_err(
             "append not acknowledged",
             last_err.map(|e| e.to_string()).unwrap_or_default(),

@@ -412,6 +412,7 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
     // must end acknowledged, exactly once in the log.
     let acked = std::sync::Mutex::new(Vec::<(u64, usize, usize)>::new());
     let head_at_kill = std::sync::atomic::AtomicU64::new(0);
+    let victim = nats.node_with_most_consumers("r3");
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..4)
             .map(|w| {
@@ -440,12 +441,14 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
                 })
             })
             .collect();
-        // Kill a node once the load runs, with most writes still to come.
+        // Kill a node once the load runs, with most writes still to come:
+        // the one holding the daemons' log followers (R1 consumers), so
+        // that they must notice and re-create them.
         wait_until("the first 40 writes", Duration::from_secs(60), || {
             acked.lock().expect("lock").len() >= 40
         });
         head_at_kill.store(a.head(), std::sync::atomic::Ordering::SeqCst);
-        nats.nodes[1].stop(libc::SIGKILL);
+        nats.nodes[victim].stop(libc::SIGKILL);
         for w in writers {
             w.join().expect("writer");
         }
@@ -457,9 +460,21 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
         acked.iter().any(|(seq, _, _)| *seq > killed_at + 8),
         "no write was acknowledged after the node died (head then {killed_at})"
     );
-    wait_until("both heads meet", Duration::from_secs(30), || {
-        a.head() == b.head()
-    });
+    // Each daemon learns the other's writes from its log follower, whose
+    // consumer may have lived on the killed node: it must be re-created
+    // well within this.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ha, hb) = (a.head(), b.head());
+        if ha == hb {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the heads did not meet in 30 s: A at {ha}, B at {hb}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
     let events = a.all_events();
     crate::support::assert_gap_free(&events, 1);
     for (seq, w, i) in &acked {
@@ -483,7 +498,7 @@ fn a_cluster_keeps_every_acknowledged_write_when_a_node_dies() {
 
     // Every node stopped: writes refused, reads served; all restarted:
     // writes resume at the next seq.
-    nats.nodes[1].restart();
+    nats.nodes[victim].restart();
     for n in &mut nats.nodes {
         n.stop(libc::SIGTERM);
     }
