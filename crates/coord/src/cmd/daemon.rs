@@ -75,9 +75,11 @@ pub(crate) struct DaemonArgs {
     /// After it writes to a client, a serving thread keeps polling for
     /// this long before it sleeps, so the client's next request finds it
     /// awake (only while the writer's commits carry at most two writes:
-    /// few clients, each waiting on its answer). Costs up to this much
-    /// CPU per answer under light load, none while idle. 0 turns it off;
-    /// at most 10ms.
+    /// few clients, each waiting on its answer), and only while it pays:
+    /// after four windows in a row with no commit in them, only one
+    /// write in eight still spins, until one catches a commit again.
+    /// Costs up to this much CPU per answer under light load, none while
+    /// idle. 0 turns it off; at most 10ms.
     #[arg(long, env = "COORD_SPIN", default_value = "50us", value_parser = spin_window)]
     spin: Duration,
     /// Close a connection that takes longer than this to send a request's
