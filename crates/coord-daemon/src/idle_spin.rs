@@ -332,21 +332,27 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            // One write and its window (1 ms), with a commit 200 µs in or
-            // none, then 10 ms of sleep, by which the window has ended.
-            // Whether it opened a window.
+            // One write and its window (100 ms), with a commit in it or
+            // none, then sleep until it has ended. Whether it opened a
+            // window. The commit comes once the spin has taken its first
+            // turn of this window (the runtime alternates the two tasks),
+            // so it falls inside the window unless the thread stalls for
+            // 100 ms.
             async fn window(commit: bool) -> bool {
                 let before = turns();
-                open(1_000);
+                open(100_000);
                 if commit {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    let deadline = Instant::now() + Duration::from_millis(50);
+                    while turns() == before && Instant::now() < deadline {
+                        tokio::task::yield_now().await;
+                    }
                     committed(1);
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
                 turns() > before
             }
             let misses = || SPIN.with(|s| s.misses.get());
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + Duration::from_secs(120);
             while misses() < MISSES_BEFORE_BACKOFF {
                 assert!(window(false).await, "a window did not open");
                 assert!(Instant::now() < deadline, "windows never counted as misses");
