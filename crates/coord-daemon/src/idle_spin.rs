@@ -118,8 +118,8 @@ struct Spin {
     active: Cell<bool>,
     /// Windows in a row that ended with no commit in them.
     misses: Cell<u32>,
-    /// Writes that found the spin backed off (for the probe's count).
-    skipped: Cell<u32>,
+    /// Writes that would open a window (the probe counts them).
+    opens: Cell<u32>,
     /// Turns the spin took (for tests).
     turns: Cell<u64>,
 }
@@ -133,7 +133,7 @@ thread_local! {
             spawned: Cell::new(false),
             active: Cell::new(false),
             misses: Cell::new(0),
-            skipped: Cell::new(0),
+            opens: Cell::new(0),
             turns: Cell::new(0),
         }
     };
@@ -178,10 +178,10 @@ pub fn appending() {
 
 /// Whether a write that would open a window skips it: the last
 /// `misses` windows caught no commit (at least [`MISSES_BEFORE_BACKOFF`]),
-/// and this is not the [`PROBE_EVERY`]th such write (`skipped`, counting
-/// this one).
-fn backed_off(misses: u32, skipped: u32) -> bool {
-    misses >= MISSES_BEFORE_BACKOFF && !skipped.is_multiple_of(PROBE_EVERY)
+/// and this is not a [`PROBE_EVERY`]th such write (`opens`: the
+/// thread's writes that would open a window, this one included).
+fn backed_off(misses: u32, opens: u32) -> bool {
+    misses >= MISSES_BEFORE_BACKOFF && !opens.is_multiple_of(PROBE_EVERY)
 }
 
 /// Opens this thread's window of `window_us` µs (see [`wrote`]), or
@@ -189,9 +189,9 @@ fn backed_off(misses: u32, skipped: u32) -> bool {
 fn open(window_us: u64) {
     SPIN.with(|s| {
         if !s.active.get() && !s.rearm.get() {
-            let skipped = s.skipped.get().wrapping_add(1);
-            s.skipped.set(skipped);
-            if backed_off(s.misses.get(), skipped) {
+            let opens = s.opens.get().wrapping_add(1);
+            s.opens.set(opens);
+            if backed_off(s.misses.get(), opens) {
                 return;
             }
         }
@@ -308,13 +308,13 @@ mod tests {
 
     #[test]
     fn after_enough_misses_only_probes_open_a_window() {
-        for skipped in 1..=3 * PROBE_EVERY {
-            assert!(!backed_off(0, skipped));
-            assert!(!backed_off(MISSES_BEFORE_BACKOFF - 1, skipped));
+        for opens in 1..=3 * PROBE_EVERY {
+            assert!(!backed_off(0, opens));
+            assert!(!backed_off(MISSES_BEFORE_BACKOFF - 1, opens));
             assert_eq!(
-                backed_off(MISSES_BEFORE_BACKOFF, skipped),
-                !skipped.is_multiple_of(PROBE_EVERY),
-                "write {skipped}"
+                backed_off(MISSES_BEFORE_BACKOFF, opens),
+                !opens.is_multiple_of(PROBE_EVERY),
+                "write {opens}"
             );
         }
     }
