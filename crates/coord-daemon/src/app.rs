@@ -17,6 +17,8 @@ pub struct App<L> {
     pub writer: WriterHandle,
     /// The fan-out hub.
     pub hub: Arc<Hub>,
+    /// The open subscribers' filters, shared between equal ones.
+    pub filters: crate::api::Filters,
     /// The store (reads only: catch-up, bodies, tokens).
     pub store: L,
     /// Token hashes.

@@ -87,6 +87,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
     let app = Arc::new(App {
         writer,
         hub,
+        filters: Default::default(),
         log_id: store.log_id().to_string(),
         store,
         tokens,

@@ -43,6 +43,26 @@ impl Published {
     pub fn json(&self) -> Bytes {
         self.line.slice(..self.line.len().saturating_sub(1))
     }
+
+    /// A custom event of `kind` at `seq` with an empty payload, for tests.
+    #[cfg(test)]
+    pub(crate) fn custom(seq: u64, kind: &str) -> Self {
+        let event = Event {
+            seq,
+            tx_id: ulid::Ulid::new(),
+            ts: coord_proto::Timestamp(0),
+            ingress_ts: coord_proto::Timestamp(0),
+            source: "test".into(),
+            session_id: None,
+            resource: None,
+            payload: coord_proto::Payload::Custom {
+                kind: kind.into(),
+                body: Default::default(),
+            },
+        };
+        let json = event.to_json();
+        Published::new(event, json)
+    }
 }
 
 /// See the module docs.
@@ -87,6 +107,12 @@ pub struct SubscriberGuard {
 }
 
 impl SubscriberGuard {
+    /// Its cursor as shared with the lag metrics, for a writer that moves
+    /// it on the subscriber's behalf ([`crate::lane`]).
+    pub fn cursor(&self) -> Arc<AtomicU64> {
+        self.cursor.clone()
+    }
+
     /// Notes that the subscriber has read up to `seq`.
     pub fn read_up_to(&self, seq: u64) {
         self.cursor.store(seq, Ordering::Relaxed);
@@ -192,6 +218,28 @@ impl Hub {
         self.subscribers.load(Ordering::Relaxed)
     }
 
+    /// The events after `after` up to `upto`, from the ring only: `None`
+    /// when the ring no longer holds them all or they are more than
+    /// `most`.
+    pub fn ring_after(&self, after: u64, upto: u64, most: usize) -> Option<Vec<Arc<Published>>> {
+        if upto <= after {
+            return Some(Vec::new());
+        }
+        let want = usize::try_from(upto - after).ok().filter(|&n| n <= most)?;
+        let ring = self.ring.read().ok()?;
+        let first = ring.front()?.event.seq;
+        if first > after + 1 {
+            return None;
+        }
+        let start = usize::try_from(after + 1 - first).ok()?;
+        let events: Vec<_> = ring
+            .range(start.min(ring.len())..)
+            .take(want)
+            .cloned()
+            .collect();
+        (events.len() == want).then_some(events)
+    }
+
     /// Up to [`BATCH`] events after `cursor` and at most `upto`, from the
     /// ring if it still holds `cursor + 1`, else from the store. Returns an
     /// empty batch only when `cursor >= upto`.
@@ -277,6 +325,16 @@ impl<L: EventLog> LogCursor<L> {
     pub fn until(mut self, upto: u64) -> Self {
         self.upto = Some(upto);
         self
+    }
+
+    /// Whether it follows the log (no `until` bound).
+    pub fn follows(&self) -> bool {
+        self.upto.is_none()
+    }
+
+    /// The hub it reads.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The seq of the last event handed out.

@@ -38,6 +38,7 @@ mod coarse_timer;
 mod config;
 mod conn_threads;
 mod deadline;
+mod direct;
 mod event_ids;
 mod export;
 mod forward;
@@ -46,6 +47,7 @@ pub mod fuzzing;
 mod http;
 mod hub;
 mod idle_spin;
+mod lane;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;

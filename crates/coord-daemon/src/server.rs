@@ -221,6 +221,7 @@ async fn serve<L: EventLog + Clone>(
     let app = Arc::new(App {
         writer,
         hub,
+        filters: Default::default(),
         store: store.clone(),
         tokens: token_cache,
         admin_token,
@@ -368,7 +369,10 @@ async fn serve<L: EventLog + Clone>(
             let _placed = placed;
             let _permit = permit;
             match crate::socket::ClientSocket::from_std(std) {
-                Ok(stream) => serve_http(stream, svc, &timer, header_timeout, stop.watch()).await,
+                Ok(stream) => {
+                    crate::direct::serve_client::<L>(stream, svc, &timer, header_timeout, stop)
+                        .await
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot register a connection; closed"),
             }
         };

@@ -48,6 +48,71 @@ impl ClientSocket {
         })
     }
 
+    /// Copies up to `buf.len()` bytes the peer has sent into `buf` without
+    /// consuming them (`recv` with `MSG_PEEK`), waiting until there is at
+    /// least one. `Ok(0)`: the peer closed its end.
+    ///
+    /// # Errors
+    /// The socket's error (a reset), or a lost registration.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.fd()?;
+        loop {
+            let mut guard = fd.readable().await?;
+            let res = guard.try_io(|s| peek_into(s, buf));
+            match res {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Polls whether the peer has sent something or closed its end,
+    /// without consuming anything: `Ready(Ok(0))` when it closed,
+    /// `Ready(Ok(n))` with `n > 0` when it sent bytes. Unlike a
+    /// [`ClientSocket::peek`] future, nothing is left to drop when another
+    /// branch wins: a stream polls this on every wake-up.
+    ///
+    /// # Errors
+    /// As [`ClientSocket::peek`].
+    pub fn poll_peer(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let fd = self.fd()?;
+        loop {
+            let mut guard = ready!(fd.poll_read_ready(cx))?;
+            match guard.try_io(|s| peek_into(s, &mut [0u8; 1])) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Whether the peer has closed both directions (`POLLHUP` or
+    /// `POLLERR` now), as opposed to only its sending side (a half-close,
+    /// after which it may still read what the daemon writes).
+    pub fn peer_gone(&self) -> bool {
+        let Ok(fd) = self.fd() else { return true };
+        let mut p = libc::pollfd {
+            fd: fd.get_ref().as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout: never blocks.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n < 0 || p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+
+    /// One non-blocking `writev` of `bufs`, never waiting and never
+    /// changing the registration: the bytes written, or `WouldBlock` when
+    /// the socket is full (the caller then writes through
+    /// [`AsyncWrite`], which waits). For a writer that holds the socket
+    /// shared ([`crate::lane`]).
+    ///
+    /// # Errors
+    /// `WouldBlock`, or the socket's error (`EPIPE` once the peer left).
+    pub fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut s = self.fd()?.get_ref();
+        s.write_vectored(bufs)
+    }
+
     fn fd(&self) -> io::Result<&AsyncFd<UnixStream>> {
         self.fd
             .as_ref()
@@ -98,6 +163,24 @@ impl ClientSocket {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+/// `recv` with `MSG_PEEK` into `buf`: copies without consuming.
+fn peek_into(s: &AsyncFd<UnixStream>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -235,6 +318,20 @@ mod tests {
             writer.await.expect("join"),
             "the blocked write asked for write readiness"
         );
+    }
+
+    /// A half-close leaves the peer reading; a close does not.
+    #[tokio::test]
+    async fn a_half_close_is_not_a_peer_gone() {
+        let (ours, theirs) = pair().await;
+        let theirs = theirs.into_std().expect("into_std");
+        theirs
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        assert_eq!(ours.peek(&mut [0u8; 1]).await.expect("peek"), 0);
+        assert!(!ours.peer_gone());
+        drop(theirs);
+        assert!(ours.peer_gone());
     }
 
     #[tokio::test]

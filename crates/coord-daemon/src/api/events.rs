@@ -5,6 +5,9 @@ use super::*;
 use crate::hub::LogCursor;
 use axum::response::sse::{Event, Sse};
 use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Weak;
 
 /// The [`Digest`] of a custom event, from its parsed fields rather than
 /// the canonical JSON of its body: the same binding (method, path, every
@@ -185,31 +188,124 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
     ))
 }
 
-/// What a subscriber wants to see.
-pub(crate) struct Filter {
+/// What a subscriber wants to see: the query's filter fields.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FilterKey {
     kinds: Vec<String>,
     session: Option<String>,
     resource: Option<String>,
 }
 
+/// A subscriber's filter, shared by every open subscriber that asked for
+/// the same one ([`Filters`]), with the verdict on the last event it was
+/// asked about.
+///
+/// Why shared: one event wakes every subscriber, and subscribers mostly
+/// ask for the same few filters (a fleet's sentinels, a dashboard's
+/// tabs). Each evaluating its own copy cost two cache misses per
+/// subscriber (its globs live on the heap) — 6 % of the daemon's CPU when
+/// fanning out to 10,000 (docs/BENCHMARKS.md, "Fan-out"). Shared, the
+/// first subscriber woken evaluates it and the others read the verdict.
+pub(crate) struct Filter {
+    key: FilterKey,
+    /// `seq << 1 | matched` for the last event evaluated; 0 for none (seqs
+    /// start at 1). A verdict is a pure function of the filter and the
+    /// event, and a seq names one event for the daemon's life, so a
+    /// verdict stored by one thread is right for any other.
+    last: AtomicU64,
+}
+
 impl Filter {
-    fn matches(&self, p: &Published) -> bool {
-        let e = &p.event;
-        if !self.kinds.is_empty() && !self.kinds.iter().any(|k| ids::glob_match(k, e.kind())) {
+    fn new(key: FilterKey) -> Self {
+        Filter {
+            key,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn matches(&self, p: &Published) -> bool {
+        let seq = p.event.seq;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && last >> 1 == seq {
+            return last & 1 == 1;
+        }
+        let matched = self.evaluate(p);
+        if seq < 1 << 63 {
+            self.last
+                .store(seq << 1 | u64::from(matched), Ordering::Relaxed);
+        }
+        matched
+    }
+
+    fn evaluate(&self, p: &Published) -> bool {
+        let (e, f) = (&p.event, &self.key);
+        if !f.kinds.is_empty() && !f.kinds.iter().any(|k| ids::glob_match(k, e.kind())) {
             return false;
         }
-        if let Some(r) = &self.resource {
+        if let Some(r) = &f.resource {
             if e.resource.as_deref() != Some(r.as_str()) {
                 return false;
             }
         }
-        if let Some(s) = &self.session {
+        if let Some(s) = &f.session {
             if e.session_id.as_deref() != Some(s.as_str()) && !e.payload.sessions().any(|x| x == s)
             {
                 return false;
             }
         }
         true
+    }
+}
+
+/// The open subscribers' filters, one [`Filter`] per distinct
+/// [`FilterKey`]; see [`Filter`] for why. Holds them weakly: a filter
+/// lives as long as a subscriber uses it, and dead entries are swept
+/// whenever the table reaches a power of two from 64 up, so it holds at
+/// most 64 entries or twice the live filters, whichever is more.
+#[derive(Default)]
+pub struct Filters {
+    table: std::sync::Mutex<HashMap<FilterKey, Weak<Filter>>>,
+}
+
+impl Filters {
+    /// The shared filter for `key`.
+    pub(crate) fn get(&self, key: FilterKey) -> Arc<Filter> {
+        // A poisoned table (a panic while held) is still a usable map.
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = table.get(&key).and_then(Weak::upgrade) {
+            return f;
+        }
+        if table.len() >= 64 && table.len().is_power_of_two() {
+            table.retain(|_, f| f.strong_count() > 0);
+        }
+        let f = Arc::new(Filter::new(key.clone()));
+        table.insert(key, Arc::downgrade(&f));
+        f
+    }
+
+    /// A filter that takes every event, for tests elsewhere.
+    #[cfg(test)]
+    pub(crate) fn everything(&self) -> Arc<Filter> {
+        self.get(FilterKey {
+            kinds: Vec::new(),
+            session: None,
+            resource: None,
+        })
+    }
+
+    /// A filter that takes the kinds matching `glob`, for tests elsewhere.
+    #[cfg(test)]
+    pub(crate) fn kinds(&self, glob: &str) -> Arc<Filter> {
+        self.get(FilterKey {
+            kinds: vec![glob.to_string()],
+            session: None,
+            resource: None,
+        })
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.lock().map(|t| t.len()).unwrap_or(0)
     }
 }
 
@@ -275,6 +371,7 @@ pub(crate) struct EventsQuery {
 pub(crate) async fn events<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
+    direct: Option<axum::Extension<crate::direct::StreamSlot>>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> ApiResult {
     let sse = headers
@@ -336,14 +433,14 @@ pub(crate) async fn events<L: EventLog + Clone>(
         .with("field", "kinds")
         .with("limit", coord_proto::MAX_KINDS));
     }
-    let filter = Filter {
+    let filter = app.filters.get(FilterKey {
         kinds,
         session: q.session.filter(|s| !s.is_empty()),
         resource: q
             .resource
             .filter(|s| !s.is_empty())
             .map(|r| ids::normalize_resource(&r)),
-    };
+    });
 
     let mut first: Option<String> = None;
     let start = if want_snapshot {
@@ -400,14 +497,16 @@ pub(crate) async fn events<L: EventLog + Clone>(
         filter,
         done: false,
     };
-    let items = futures_util::stream::unfold(sub, |mut sub| async move {
-        sub.next_item().await.map(|item| (item, sub))
-    });
+    let items = |sub: Subscription<L>| {
+        futures_util::stream::unfold(sub, |mut sub| async move {
+            sub.next_item().await.map(|item| (item, sub))
+        })
+    };
     if sse {
         // axum frames Server-Sent Events; no keep-alive lines (PROTOCOL §9:
         // the stream sends nothing while there are no events).
         let snapshot = first.map(|json| Event::default().event("snapshot").data(json));
-        let events = items.flat_map(|item| {
+        let events = items(sub).flat_map(|item| {
             let frames: Vec<Event> = match item {
                 Item::Events(batch) => batch
                     .iter()
@@ -427,24 +526,22 @@ pub(crate) async fn events<L: EventLog + Clone>(
             .map(Ok::<_, std::convert::Infallible>);
         return Ok(Sse::new(stream).into_response());
     }
-    let chunks = items.map(|item| {
-        Ok::<_, std::convert::Infallible>(match item {
-            // The common live case, one event: the shared line itself, no
-            // copy.
-            Item::Events(batch) if batch.len() == 1 => batch[0].line.clone(),
-            Item::Events(batch) => {
-                let mut buf = BytesMut::new();
-                for p in &batch {
-                    buf.put_slice(&p.line);
-                }
-                buf.freeze()
-            }
-            Item::Error(json) => Bytes::from(json + "\n"),
-        })
-    });
-    let first = first.map(|json| Ok::<_, std::convert::Infallible>(Bytes::from(json + "\n")));
-    let stream = futures_util::stream::iter(first).chain(chunks);
-    let mut resp = Response::new(Body::from_stream(stream));
+    let first = first.map(|json| Bytes::from(json + "\n"));
+    let mut resp = match direct {
+        // The connection writes the stream itself (crate::direct).
+        Some(axum::Extension(slot)) => {
+            slot.put(DirectStream { first, sub });
+            Response::new(Body::empty())
+        }
+        None => {
+            let chunks =
+                items(sub).map(|item| Ok::<_, std::convert::Infallible>(item.into_bytes()));
+            let first = first.map(Ok::<_, std::convert::Infallible>);
+            Response::new(Body::from_stream(
+                futures_util::stream::iter(first).chain(chunks),
+            ))
+        }
+    };
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
@@ -463,6 +560,73 @@ pub(crate) enum Item {
     Error(String),
 }
 
+impl Item {
+    /// Its NDJSON lines, as sent.
+    fn into_bytes(self) -> Bytes {
+        match self {
+            // The common live case, one event: the shared line itself, no
+            // copy.
+            Item::Events(batch) if batch.len() == 1 => batch[0].line.clone(),
+            Item::Events(batch) => {
+                let mut buf = BytesMut::new();
+                for p in &batch {
+                    buf.put_slice(&p.line);
+                }
+                buf.freeze()
+            }
+            Item::Error(json) => Bytes::from(json + "\n"),
+        }
+    }
+}
+
+/// A live NDJSON stream left for the connection to write itself
+/// ([`crate::direct`]): the snapshot line, if one was asked for, then the
+/// subscription's.
+pub(crate) struct DirectStream<L> {
+    first: Option<Bytes>,
+    sub: Subscription<L>,
+}
+
+impl<L: EventLog + Clone> DirectStream<L> {
+    /// What the fan-out lane needs to write this stream for it
+    /// ([`crate::lane`]), when it may: the stream follows the log, its
+    /// snapshot line is sent, and it has not ended.
+    pub(crate) fn parking(
+        &self,
+        socket: &Arc<crate::socket::ClientSocket>,
+    ) -> Option<crate::lane::Parking> {
+        if self.first.is_some() || self.sub.done || !self.sub.log.follows() {
+            return None;
+        }
+        Some(crate::lane::Parking {
+            socket: socket.clone(),
+            filter: self.sub.filter.clone(),
+            after: self.sub.log.position(),
+            read: self.sub.guard.cursor(),
+        })
+    }
+
+    /// The hub the stream reads.
+    pub(crate) fn hub(&self) -> &Arc<crate::hub::Hub> {
+        self.sub.log.hub()
+    }
+
+    /// Goes on after `seq`, which the lane has sent.
+    pub(crate) fn resume(&mut self, seq: u64) {
+        self.sub.log.seek(seq);
+        self.sub.guard.read_up_to(seq);
+    }
+
+    /// The next lines to send; `None` when the stream ends. Cancel-safe, as
+    /// the subscription's cursor is.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        self.sub.next_item().await.map(Item::into_bytes)
+    }
+}
+
 /// One open events stream: a cursor and a filter; it holds at most one
 /// batch at a time and reads only when the client has taken the last.
 pub(crate) struct Subscription<L> {
@@ -471,7 +635,7 @@ pub(crate) struct Subscription<L> {
     /// token's own future.
     shutdown: crate::stop::StopWatch,
     log: LogCursor<L>,
-    filter: Filter,
+    filter: Arc<Filter>,
     done: bool,
 }
 
@@ -513,5 +677,55 @@ impl<L: EventLog + Clone> Subscription<L> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn published(seq: u64, kind: &str) -> Published {
+        Published::custom(seq, kind)
+    }
+
+    fn key(kinds: &[&str]) -> FilterKey {
+        FilterKey {
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            session: None,
+            resource: None,
+        }
+    }
+
+    #[test]
+    fn equal_filters_are_shared_and_dead_ones_swept() {
+        let filters = Filters::default();
+        let a = filters.get(key(&["x.a"]));
+        let b = filters.get(key(&["x.a"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = filters.get(key(&["x.*"]));
+        assert!(!Arc::ptr_eq(&a, &c));
+        // 200 filters opened and closed one by one: the table is swept as
+        // it grows, so it never holds more than twice the live ones (3).
+        for i in 0..200 {
+            drop(filters.get(key(&[&format!("x.k{i}")])));
+            assert!(filters.len() <= 64 + 3, "{}", filters.len());
+        }
+        assert!(Arc::ptr_eq(&a, &filters.get(key(&["x.a"]))));
+    }
+
+    #[test]
+    fn a_verdict_is_per_event() {
+        let f = Filter::new(key(&["x.a*"]));
+        assert!(f.matches(&published(1, "x.ab")));
+        assert!(!f.matches(&published(2, "x.b")));
+        assert!(!f.matches(&published(2, "x.b")));
+        assert!(f.matches(&published(3, "x.a")));
+        // The verdict is kept by seq: the same seq is the same event, so
+        // the second subscriber asking about it reads the first's answer
+        // (this one's body differs only to show the memo is read).
+        assert!(f.matches(&published(3, "x.zzz")));
+        assert!(!f.matches(&published(4, "x.zzz")));
+        // A filter with no kinds takes everything.
+        let all = Filter::new(key(&[]));
+        assert!(all.matches(&published(5, "x.q")));
     }
 }

@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 mod dispatch;
 mod events;
-pub(crate) use events::parse_query_and_cursor;
+pub(crate) use events::{parse_query_and_cursor, DirectStream};
 mod inbox;
 mod locks;
 pub(crate) mod openapi;
@@ -52,6 +52,8 @@ use sessions::*;
 use status::*;
 
 pub use crate::app::App;
+pub(crate) use events::Filter;
+pub use events::Filters;
 
 pub(crate) type AppState<L> = State<Arc<App<L>>>;
 pub(crate) type ApiResult = Result<Response, ApiError>;

@@ -1,0 +1,506 @@
+//! Event streams written straight to the client's socket, beside hyper.
+//!
+//! Why: fanning one event out to 10,000 subscribers, hyper's connection
+//! machinery — its dispatcher polling the response body, the body's
+//! adapters, its write queue, the chunk encoder — was the largest part of
+//! the daemon's user-space CPU per subscriber (docs/BENCHMARKS.md,
+//! "Fan-out"). A live stream needs none of it: after the head it is one
+//! chunk per batch of events.
+//!
+//! What: a connection on the daemon's socket is looked at before hyper
+//! takes it. When the request waiting on it is a whole `GET /v1/events`
+//! head asking for NDJSON (no body, HTTP/1.1, not Server-Sent Events),
+//! that request is read here and passed through the same router as any
+//! other — so it gets the same checks, errors, headers and metrics. The
+//! events handler, finding a [`StreamSlot`] on the request, leaves its
+//! subscription there instead of in the response body; this module writes
+//! the head and then the stream in HTTP/1.1 chunked coding, one `writev`
+//! per batch; once the stream has caught up it parks in its thread's
+//! fan-out lane ([`crate::lane`]), which writes the next events for it. A
+//! stream that ends (`follow=false`, or the daemon stopping)
+//! ends with the last chunk, and the connection goes on as before. Any
+//! other request — and everything after it on that connection — is
+//! hyper's.
+//!
+//! It must not decide anything about a request (the router does), and it
+//! must not read past a request's head: what a client sent after it stays
+//! in the socket for whoever serves the next request.
+
+use crate::api::DirectStream;
+use crate::coarse_timer::CoarseTimer;
+use crate::lane::Back;
+use crate::socket::ClientSocket;
+use crate::stop::Stop;
+use axum::body::Body;
+use axum::http::{header, Method, Request, Response, Version};
+use coord_store::EventLog;
+use http_body_util::BodyExt;
+use hyper_util::service::TowerToHyperService;
+use std::any::Any;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The most of a request's head looked at, bytes. A longer head (or one
+/// not all there yet) is hyper's to read.
+const PEEK_BYTES: usize = 4 << 10;
+/// The most header lines parsed; more, and the request is hyper's.
+const MAX_HEADERS: usize = 32;
+
+/// Where the events handler leaves a live stream for the connection to
+/// write itself (see the module docs). Put on a request only by
+/// [`serve_client`]; cloning shares the slot.
+#[derive(Clone, Default)]
+pub(crate) struct StreamSlot(Arc<Mutex<Option<Box<dyn Any + Send>>>>);
+
+impl StreamSlot {
+    /// Leaves `stream` for the connection.
+    pub(crate) fn put<T: Any + Send>(&self, stream: T) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(Box::new(stream));
+        }
+    }
+
+    /// What the handler left, if it left a `T`.
+    fn take<T: Any>(&self) -> Option<T> {
+        let boxed = self.0.lock().ok()?.take()?;
+        boxed.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+/// A request head this module serves: the request (with an empty body),
+/// the head's length in bytes, and whether the client asked to close the
+/// connection after it.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) request: Request<Body>,
+    pub(crate) len: usize,
+    pub(crate) close: bool,
+}
+
+/// The request whose head starts `buf`, when it is one this module
+/// serves: a complete `GET /v1/events` head of HTTP/1.1 with no body,
+/// no `Expect` or `Upgrade`, and no `Accept` naming `text/event-stream`.
+/// `None` leaves the request to hyper, which also answers every malformed
+/// one.
+pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
+    // Most connections carry something else: decided without parsing.
+    if !buf.starts_with(b"GET /v1/events") {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return None,
+    };
+    if req.version != Some(1) {
+        return None;
+    }
+    let target = req.path?;
+    if target.split('?').next() != Some("/v1/events") {
+        return None;
+    }
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(target)
+        .version(Version::HTTP_11);
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+        match name.as_str() {
+            "content-length" if value.trim() != "0" => return None,
+            "transfer-encoding" | "expect" | "upgrade" => return None,
+            "accept" if value.contains("text/event-stream") => return None,
+            "connection" if value.split(',').any(|t| t.trim() == "close") => close = true,
+            _ => {}
+        }
+        builder = builder.header(h.name, h.value);
+    }
+    let request = builder.body(Body::empty()).ok()?;
+    Some(Head {
+        request,
+        len,
+        close,
+    })
+}
+
+/// Serves one connection on the daemon's socket: requests this module
+/// takes (see the module docs) here, the rest of the connection from the
+/// first other request on with hyper ([`crate::server::serve_http`]).
+/// Before a request's head arrives, `header_timeout` and the stop notice
+/// close the connection, as hyper would.
+pub(crate) async fn serve_client<L: EventLog + Clone>(
+    stream: ClientSocket,
+    svc: TowerToHyperService<axum::Router>,
+    timer: &CoarseTimer,
+    header_timeout: Duration,
+    stop: Stop,
+) {
+    // Shared with the fan-out lane while a stream is parked there; owned
+    // again whenever this task writes.
+    let mut stream = Arc::new(stream);
+    loop {
+        let mut buf = vec![0u8; PEEK_BYTES];
+        let peeked = {
+            let sleep = hyper::rt::Timer::sleep(timer, header_timeout);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = stream.peek(&mut buf) => r,
+                _ = sleep => return,
+            }
+        };
+        let head = match peeked {
+            Ok(0) | Err(_) => return,
+            Ok(n) => match parse_head(&buf[..n]) {
+                Some(h) => h,
+                None => break,
+            },
+        };
+        drop(buf);
+        // The head was peeked whole, so this reads exactly it and nothing
+        // after it.
+        let mut consumed = vec![0u8; head.len];
+        let Ok(own) = owned(&mut stream) else { return };
+        if own.read_exact(&mut consumed).await.is_err() {
+            return;
+        }
+        if !answer::<L>(&mut stream, &svc, head, &stop).await {
+            return;
+        }
+    }
+    if let Ok(stream) = Arc::try_unwrap(stream) {
+        crate::server::serve_http(stream, svc, timer, header_timeout, stop.watch()).await;
+    }
+}
+
+/// The socket for this task to write: no stream is parked in the lane, so
+/// no one else holds it. Anything else is a broken invariant, which ends
+/// the connection rather than interleave two writers' bytes.
+fn owned(stream: &mut Arc<ClientSocket>) -> io::Result<&mut ClientSocket> {
+    Arc::get_mut(stream)
+        .ok_or_else(|| io::Error::other("the socket is still shared with the fan-out lane"))
+}
+
+/// Answers one request taken by [`serve_client`]; whether the connection
+/// goes on.
+async fn answer<L: EventLog + Clone>(
+    stream: &mut Arc<ClientSocket>,
+    svc: &TowerToHyperService<axum::Router>,
+    head: Head,
+    stop: &Stop,
+) -> bool {
+    let Head {
+        mut request, close, ..
+    } = head;
+    let slot = StreamSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = match hyper::service::Service::call(svc, request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let mut out = head_of(&response, close);
+    let body = response.into_body();
+    match slot.take::<DirectStream<L>>() {
+        Some(mut events) => {
+            drop(body);
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+            let Ok(own) = owned(stream) else { return false };
+            if own.write_all(&out).await.is_err() {
+                return false;
+            }
+            if !write_stream(stream, &mut events, stop).await {
+                return false;
+            }
+            drop(events);
+            let Ok(own) = owned(stream) else { return false };
+            if own.write_all(b"0\r\n\r\n").await.is_err() {
+                return false;
+            }
+        }
+        None => {
+            let Ok(own) = owned(stream) else { return false };
+            if !write_body(own, out, body).await {
+                return false;
+            }
+        }
+    }
+    !close && !stop.token().is_cancelled()
+}
+
+/// The status line and headers of `response` (less its framing headers,
+/// which the caller adds), a `Date`, and `connection: close` if asked.
+fn head_of(response: &Response<Body>, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let status = response.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !response.headers().contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out
+}
+
+/// Writes an answer the router made whole (an error, in practice): with
+/// `content-length` when its size is known, else chunked, frame by frame.
+async fn write_body(stream: &mut ClientSocket, mut out: Vec<u8>, mut body: Body) -> bool {
+    let size = axum::body::HttpBody::size_hint(&body).exact();
+    if let Some(n) = size {
+        out.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes());
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Ok(data) = frame.into_data() {
+            if data.is_empty() {
+                continue;
+            }
+            if size.is_some() {
+                out.extend_from_slice(&data);
+            } else {
+                if stream.write_all(&out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+                if write_chunk(stream, &data).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    if size.is_none() {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    stream.write_all(&out).await.is_ok()
+}
+
+/// Writes the stream's chunks until it ends (`true`) or the client goes
+/// away (`false`). Caught up, the stream parks in the fan-out lane, which
+/// writes the next events for it ([`crate::lane`]); this task then only
+/// waits for it to be handed back. While waiting it watches the socket: a
+/// client that closed its end is let go at once rather than at the next
+/// event's failed write.
+async fn write_stream<L: EventLog + Clone>(
+    stream: &mut Arc<ClientSocket>,
+    events: &mut DirectStream<L>,
+    stop: &Stop,
+) -> bool {
+    // A client that sent more (a pipelined request) or half-closed keeps
+    // the socket readable: stop watching it then.
+    let mut sent_more = false;
+    // The lane runs on the thread's own scheduler: a runtime that may move
+    // tasks between threads has no lane.
+    let lane = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
+    loop {
+        if lane && !stop.token().is_cancelled() {
+            let parked = events
+                .parking(stream)
+                .and_then(|p| crate::lane::park(events.hub(), p));
+            if let Some((ticket, back)) = parked {
+                let outcome = wait_parked(stream, back, stop, &mut sent_more).await;
+                // Out of the lane (if it has not handed the stream back),
+                // so the socket is this task's again.
+                drop(ticket);
+                match outcome {
+                    Parked::Back(Back::From { after }) => events.resume(after),
+                    Parked::Back(Back::Partial { after, rest }) => {
+                        events.resume(after);
+                        let Ok(own) = owned(stream) else { return false };
+                        if own.write_all(&rest).await.is_err() {
+                            return false;
+                        }
+                    }
+                    Parked::Back(Back::Failed) | Parked::HungUp => return false,
+                    Parked::Stopping => {}
+                }
+                continue;
+            }
+        }
+        let mut next = std::pin::pin!(events.next_chunk());
+        let chunk = std::future::poll_fn(|cx| {
+            if let Poll::Ready(chunk) = next.as_mut().poll(cx) {
+                return Poll::Ready(Some(chunk));
+            }
+            if !sent_more {
+                match peer(stream, cx) {
+                    Peer::Quiet => {}
+                    Peer::Done => sent_more = true,
+                    Peer::Gone => return Poll::Ready(None),
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match chunk {
+            None => return false,
+            Some(None) => return true,
+            Some(Some(chunk)) => {
+                let Ok(own) = owned(stream) else { return false };
+                if write_chunk(own, &chunk).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// What the client of a stream did, as far as its socket tells.
+enum Peer {
+    /// Nothing yet.
+    Quiet,
+    /// Nothing more to watch for: it sent a request behind the stream's
+    /// (served after the stream) or closed only its sending side (it still
+    /// reads).
+    Done,
+    /// It closed the connection, or the socket failed.
+    Gone,
+}
+
+/// Polls the socket of a stream for what its client did.
+fn peer(stream: &ClientSocket, cx: &mut std::task::Context<'_>) -> Peer {
+    match stream.poll_peer(cx) {
+        Poll::Pending => Peer::Quiet,
+        Poll::Ready(Ok(n)) if n > 0 => Peer::Done,
+        Poll::Ready(Ok(_)) if !stream.peer_gone() => Peer::Done,
+        Poll::Ready(_) => Peer::Gone,
+    }
+}
+
+/// How a parked stream's wait ended.
+enum Parked {
+    /// The lane handed it back.
+    Back(Back),
+    /// Its client closed the connection.
+    HungUp,
+    /// The daemon is stopping (or the lane's hub is gone).
+    Stopping,
+}
+
+/// Waits while the stream is parked in the lane.
+async fn wait_parked(
+    stream: &Arc<ClientSocket>,
+    mut back: tokio::sync::oneshot::Receiver<Back>,
+    stop: &Stop,
+    sent_more: &mut bool,
+) -> Parked {
+    let mut stopping = std::pin::pin!(stop.cancelled());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = std::pin::Pin::new(&mut back).poll(cx) {
+            // A lane that let its streams go without a word: its hub is
+            // gone, so the daemon is stopping.
+            return Poll::Ready(r.map_or(Parked::Stopping, Parked::Back));
+        }
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Parked::Stopping);
+        }
+        if !*sent_more {
+            match peer(stream, cx) {
+                Peer::Quiet => {}
+                Peer::Done => *sent_more = true,
+                Peer::Gone => return Poll::Ready(Parked::HungUp),
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes `data` as one chunk of HTTP/1.1 chunked coding (RFC 9112 §7.1):
+/// its length in hex, CRLF, the data, CRLF — one `writev` unless the
+/// socket takes only part.
+async fn write_chunk(stream: &mut ClientSocket, data: &[u8]) -> io::Result<()> {
+    let mut size = [0u8; 18];
+    let size = crate::lane::chunk_size_line(data.len(), &mut size);
+    let total = size.len() + data.len() + 2;
+    let bufs = [
+        IoSlice::new(size),
+        IoSlice::new(data),
+        IoSlice::new(b"\r\n"),
+    ];
+    let n = stream.write_vectored(&bufs).await?;
+    if n == total {
+        return Ok(());
+    }
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    let mut rest = Vec::with_capacity(total);
+    rest.extend_from_slice(size);
+    rest.extend_from_slice(data);
+    rest.extend_from_slice(b"\r\n");
+    stream.write_all(&rest[n..]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> Option<Head> {
+        parse_head(s.as_bytes())
+    }
+
+    #[test]
+    fn takes_whole_ndjson_event_stream_heads() {
+        let h = head("GET /v1/events?since=start&kinds=x.* HTTP/1.1\r\nhost: coord\r\naccept: application/x-ndjson\r\n\r\nPOST /v1/events HTTP/1.1\r\n")
+            .expect("an events head");
+        assert_eq!(h.len, "GET /v1/events?since=start&kinds=x.* HTTP/1.1\r\nhost: coord\r\naccept: application/x-ndjson\r\n\r\n".len());
+        assert_eq!(h.request.uri(), "/v1/events?since=start&kinds=x.*");
+        assert_eq!(h.request.headers()["host"], "coord");
+        assert!(!h.close);
+        let h = head(
+            "GET /v1/events HTTP/1.1\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n",
+        )
+        .expect("an events head");
+        assert!(h.close);
+    }
+
+    #[test]
+    fn leaves_everything_else_to_hyper() {
+        for s in [
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\n",
+            "GET /v1/events HTTP/1.0\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /v1/events/batch HTTP/1.1\r\n\r\n",
+            "GET /v1/eventsx HTTP/1.1\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            "GET /v1/events HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            "GET /v1/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nbad header\r\n\r\n",
+            "GET /v1/status HTTP/1.1\r\n\r\n",
+            "HEAD /v1/events HTTP/1.1\r\n\r\n",
+            "",
+        ] {
+            assert!(head(s).is_none(), "{s:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: y\r\n")).collect();
+        assert!(head(&format!("GET /v1/events HTTP/1.1\r\n{many}\r\n")).is_none());
+    }
+}
