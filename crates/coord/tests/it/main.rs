@@ -13,6 +13,7 @@ mod compaction;
 mod contract;
 mod crash;
 mod distributed;
+mod event_streams;
 mod exactly_once;
 mod full_disk;
 mod guard;

@@ -236,6 +236,12 @@ pub fn raw_http(
     // A body the daemon refuses part-way may be cut off: that is fine.
     let _ = s.write_all(body);
     let mut r = BufReader::new(s);
+    read_response(&mut r)
+}
+
+/// Reads one HTTP/1.1 answer from `r`: its body by `Content-Length`, by
+/// chunks, or (neither) to the end of the connection.
+pub fn read_response(r: &mut BufReader<UnixStream>) -> std::io::Result<Resp> {
     let mut status_line = String::new();
     r.read_line(&mut status_line)?;
     let status: u16 = status_line
@@ -258,6 +264,10 @@ pub fn raw_http(
     let chunked = hdrs
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let length = hdrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
     let mut body = Vec::new();
     if chunked {
         loop {
@@ -265,12 +275,18 @@ pub fn raw_http(
             r.read_line(&mut size)?;
             let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
             if n == 0 {
+                // The last chunk's CRLF (no trailers are sent).
+                let mut end = String::new();
+                r.read_line(&mut end)?;
                 break;
             }
             let mut chunk = vec![0; n + 2];
             r.read_exact(&mut chunk)?;
             body.extend_from_slice(&chunk[..n]);
         }
+    } else if let Some(n) = length {
+        body = vec![0; n];
+        r.read_exact(&mut body)?;
     } else {
         r.read_to_end(&mut body)?;
     }
