@@ -255,10 +255,14 @@ impl<L: EventLog + Clone> Run<L> {
     }
 
     async fn main(mut self) {
+        // The watch is taken before the first read of the state: a commit
+        // between the two then still marks it changed. Taken after, such a
+        // commit went unseen until the next one (a session registered as
+        // the manager started was never moved to idle on a quiet log).
+        let mut head = self.hub.watch();
         if !self.resync().await {
             return;
         }
-        let mut head = self.hub.watch();
         let renewals = self.renewals.clone();
         let mut next_probe: Option<Instant> = None;
         loop {
