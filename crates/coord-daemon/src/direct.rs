@@ -1,30 +1,33 @@
-//! Event streams written straight to the client's socket, beside hyper.
+//! Event streams and appends served straight on the client's socket,
+//! beside hyper.
 //!
 //! Why: fanning one event out to 10,000 subscribers, hyper's connection
 //! machinery — its dispatcher polling the response body, the body's
 //! adapters, its write queue, the chunk encoder — was the largest part of
 //! the daemon's user-space CPU per subscriber (docs/BENCHMARKS.md,
 //! "Fan-out"). A live stream needs none of it: after the head it is one
-//! chunk per batch of events.
+//! chunk per batch of events. An append (`POST /v1/events`) is the write
+//! path's one request: served here, it costs no dispatcher either.
 //!
-//! What: a connection on the daemon's socket is looked at before hyper
-//! takes it. When the request waiting on it is a whole `GET /v1/events`
-//! head asking for NDJSON (no body, HTTP/1.1, not Server-Sent Events),
-//! that request is read here and passed through the same router as any
-//! other — so it gets the same checks, errors, headers and metrics. The
-//! events handler, finding a [`StreamSlot`] on the request, leaves its
-//! subscription there instead of in the response body; this module writes
-//! the head and then the stream in HTTP/1.1 chunked coding, one `writev`
-//! per batch; once the stream has caught up it parks in its thread's
-//! fan-out lane ([`crate::lane`]), which writes the next events for it. A
-//! stream that ends (`follow=false`, or the daemon stopping)
-//! ends with the last chunk, and the connection goes on as before. Any
-//! other request — and everything after it on that connection — is
-//! hyper's.
+//! What: a connection on the daemon's socket is read here first. When a
+//! request read is a whole `GET /v1/events` head asking for NDJSON (no
+//! body, HTTP/1.1, not Server-Sent Events), it is passed through the same
+//! router as any other — so it gets the same checks, errors, headers and
+//! metrics. The events handler, finding a [`StreamSlot`] on the request,
+//! leaves its subscription there instead of in the response body; this
+//! module writes the head and then the stream in HTTP/1.1 chunked coding,
+//! one `writev` per batch; once the stream has caught up it parks in its
+//! thread's fan-out lane ([`crate::lane`]), which writes the next events
+//! for it. A stream that ends (`follow=false`, or the daemon stopping)
+//! ends with the last chunk, and the connection goes on as before. An
+//! append read whole (head and body) goes through the router the same way,
+//! with its body, and its answer is written with its `content-length`.
+//! Any other request — and everything after it on that connection — is
+//! hyper's, which reads first what was read here of it.
 //!
 //! It must not decide anything about a request (the router does), and it
-//! must not read past a request's head: what a client sent after it stays
-//! in the socket for whoever serves the next request.
+//! must not lose or reorder a byte: what a client sent behind a request is
+//! the next request, served after it, here or by hyper.
 
 use crate::api::DirectStream;
 use crate::coarse_timer::CoarseTimer;
@@ -44,9 +47,10 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The most of a request's head looked at, bytes. A longer head (or one
-/// not all there yet) is hyper's to read.
-const PEEK_BYTES: usize = 4 << 10;
+/// The most of a request read at once, bytes: a request this module
+/// serves must arrive whole within it; a longer one (or one not all there
+/// yet) is hyper's to read.
+const READ_BYTES: usize = 4 << 10;
 /// The most header lines parsed; more, and the request is hyper's.
 const MAX_HEADERS: usize = 32;
 
@@ -71,26 +75,38 @@ impl StreamSlot {
     }
 }
 
-/// A request head this module serves: the request (with an empty body),
-/// the head's length in bytes, and whether the client asked to close the
-/// connection after it.
+/// A request this module serves: the request, the bytes it takes on the
+/// socket (head and body), whether the client asked to close the
+/// connection after it, and which kind it is.
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) request: Request<Body>,
     pub(crate) len: usize,
     pub(crate) close: bool,
+    pub(crate) append: bool,
 }
 
-/// The request whose head starts `buf`, when it is one this module
-/// serves: a complete `GET /v1/events` head of HTTP/1.1 with no body,
-/// no `Expect` or `Upgrade`, and no `Accept` naming `text/event-stream`.
+/// The request that starts `buf` (what was read of the connection), when
+/// it is one this module serves:
+///
+/// - a complete `GET /v1/events` head of HTTP/1.1 with no body, no
+///   `Expect` or `Upgrade`, and no `Accept` naming `text/event-stream`
+///   (an event stream; `len` is the head's);
+/// - a complete `POST /v1/events` of HTTP/1.1 (an append) whose
+///   `Content-Length` body is all in `buf`, with no `Transfer-Encoding`,
+///   `Expect` or `Upgrade` (`len` is the head's and the body's).
+///
 /// `None` leaves the request to hyper, which also answers every malformed
 /// one.
 pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
     // Most connections carry something else: decided without parsing.
-    if !buf.starts_with(b"GET /v1/events") {
+    let append = if buf.starts_with(b"GET /v1/events") {
+        false
+    } else if buf.starts_with(b"POST /v1/events") {
+        true
+    } else {
         return None;
-    }
+    };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -104,36 +120,73 @@ pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
     if target.split('?').next() != Some("/v1/events") {
         return None;
     }
+    let method = if append { Method::POST } else { Method::GET };
     let mut builder = Request::builder()
-        .method(Method::GET)
+        .method(method)
         .uri(target)
         .version(Version::HTTP_11);
     let mut close = false;
+    let mut length: Option<usize> = None;
+    // Names and values compared in place: this runs once per append.
+    let is = |name: &str, want: &str| name.eq_ignore_ascii_case(want);
     for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-        match name.as_str() {
-            "content-length" if value.trim() != "0" => return None,
-            "transfer-encoding" | "expect" | "upgrade" => return None,
-            "accept" if value.contains("text/event-stream") => return None,
-            "connection" if value.split(',').any(|t| t.trim() == "close") => close = true,
-            _ => {}
+        let value = h.value.trim_ascii();
+        if is(h.name, "content-length") {
+            // One length, digits only (RFC 9110 §8.6); anything else is
+            // hyper's to refuse.
+            if length.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
+        } else if is(h.name, "transfer-encoding")
+            || is(h.name, "expect")
+            || is(h.name, "upgrade")
+            || (!append && is(h.name, "accept") && names_event_stream(value))
+        {
+            return None;
+        } else if is(h.name, "connection")
+            && value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            close = true;
         }
         builder = builder.header(h.name, h.value);
     }
-    let request = builder.body(Body::empty()).ok()?;
+    let (body, len) = match (append, length.unwrap_or(0)) {
+        (false, 0) => (Body::empty(), len),
+        (false, _) => return None,
+        (true, n) => {
+            let end = len.checked_add(n).filter(|&end| end <= buf.len())?;
+            (
+                Body::from(bytes::Bytes::copy_from_slice(&buf[len..end])),
+                end,
+            )
+        }
+    };
+    let request = builder.body(body).ok()?;
     Some(Head {
         request,
         len,
         close,
+        append,
     })
+}
+
+/// Whether an `Accept` value names `text/event-stream`, in any case.
+fn names_event_stream(accept: &[u8]) -> bool {
+    const SSE: &[u8] = b"text/event-stream";
+    accept
+        .windows(SSE.len())
+        .any(|w| w.eq_ignore_ascii_case(SSE))
 }
 
 /// Serves one connection on the daemon's socket: requests this module
 /// takes (see the module docs) here, the rest of the connection from the
-/// first other request on with hyper ([`crate::server::serve_http`]).
-/// Before a request's head arrives, `header_timeout` and the stop notice
-/// close the connection, as hyper would.
+/// first other request on with hyper ([`crate::server::serve_http`]),
+/// which is handed what was read of that request first. Before a
+/// request's head arrives, `header_timeout` and the stop notice close the
+/// connection, as hyper would.
 pub(crate) async fn serve_client<L: EventLog + Clone>(
     stream: ClientSocket,
     svc: TowerToHyperService<axum::Router>,
@@ -144,38 +197,109 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
     // Shared with the fan-out lane while a stream is parked there; owned
     // again whenever this task writes.
     let mut stream = Arc::new(stream);
+    // What was read and not yet served: `buf[..filled]`. Kept from one
+    // request to the next; let go while a stream is served with nothing
+    // behind it (a parked subscriber holds no buffer).
+    let mut buf = Vec::new();
+    let mut filled = 0;
     loop {
-        let mut buf = vec![0u8; PEEK_BYTES];
-        let peeked = {
-            let sleep = hyper::rt::Timer::sleep(timer, header_timeout);
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                r = stream.peek(&mut buf) => r,
-                _ = sleep => return,
+        if filled == 0 {
+            buf.resize(READ_BYTES, 0);
+            let Ok(own) = owned(&mut stream) else { return };
+            let read = {
+                let sleep = hyper::rt::Timer::sleep(timer, header_timeout);
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    r = own.read(&mut buf) => r,
+                    _ = sleep => return,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => filled = n,
             }
-        };
-        let head = match peeked {
-            Ok(0) | Err(_) => return,
-            Ok(n) => match parse_head(&buf[..n]) {
-                Some(h) => h,
-                None => break,
-            },
-        };
-        drop(buf);
-        // The head was peeked whole, so this reads exactly it and nothing
-        // after it.
-        let mut consumed = vec![0u8; head.len];
-        let Ok(own) = owned(&mut stream) else { return };
-        if own.read_exact(&mut consumed).await.is_err() {
-            return;
         }
-        if !answer::<L>(&mut stream, &svc, head, &stop).await {
+        let Some(head) = parse_head(&buf[..filled]) else {
+            break;
+        };
+        // Take the request out of the buffer; a request sent behind it
+        // stays for the next turn.
+        buf.copy_within(head.len..filled, 0);
+        filled -= head.len;
+        if !head.append && filled == 0 {
+            buf = Vec::new();
+        }
+        if !answer::<L>(&mut stream, &svc, head, &stop, filled > 0).await {
             return;
         }
     }
+    buf.truncate(filled);
     if let Ok(stream) = Arc::try_unwrap(stream) {
+        let stream = Rewound {
+            read: bytes::Bytes::from(buf),
+            stream,
+        };
         crate::server::serve_http(stream, svc, timer, header_timeout, stop.watch()).await;
+    }
+}
+
+/// A connection handed to hyper with the bytes this module read of its
+/// next request, which hyper reads first.
+struct Rewound {
+    read: bytes::Bytes,
+    stream: ClientSocket,
+}
+
+impl tokio::io::AsyncRead for Rewound {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            let first = self.read.split_to(n);
+            buf.put_slice(&first);
+            return Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -194,12 +318,18 @@ async fn answer<L: EventLog + Clone>(
     svc: &TowerToHyperService<axum::Router>,
     head: Head,
     stop: &Stop,
+    sent_more: bool,
 ) -> bool {
     let Head {
-        mut request, close, ..
+        mut request,
+        close,
+        append,
+        ..
     } = head;
     let slot = StreamSlot::default();
-    request.extensions_mut().insert(slot.clone());
+    if !append {
+        request.extensions_mut().insert(slot.clone());
+    }
     let response = match hyper::service::Service::call(svc, request).await {
         Ok(r) => r,
         Err(never) => match never {},
@@ -214,7 +344,7 @@ async fn answer<L: EventLog + Clone>(
             if own.write_all(&out).await.is_err() {
                 return false;
             }
-            if !write_stream(stream, &mut events, stop).await {
+            if !write_stream(stream, &mut events, stop, sent_more).await {
                 return false;
             }
             drop(events);
@@ -310,10 +440,11 @@ async fn write_stream<L: EventLog + Clone>(
     stream: &mut Arc<ClientSocket>,
     events: &mut DirectStream<L>,
     stop: &Stop,
+    mut sent_more: bool,
 ) -> bool {
-    // A client that sent more (a pipelined request) or half-closed keeps
-    // the socket readable: stop watching it then.
-    let mut sent_more = false;
+    // A client that sent more (a pipelined request, maybe read already:
+    // `sent_more`) or half-closed keeps the socket readable: stop watching
+    // it then.
     // The lane runs on the thread's own scheduler: a runtime that may move
     // tasks between threads has no lane.
     let lane = tokio::runtime::Handle::current().runtime_flavor()
@@ -482,14 +613,47 @@ mod tests {
     }
 
     #[test]
+    fn takes_whole_appends_with_their_body() {
+        let one = "POST /v1/events HTTP/1.1\r\nHost: coord\r\nContent-Length: 2\r\n\r\n{}";
+        let h = head(&format!("{one}GET /v1/status HTTP/1.1\r\n\r\n")).expect("an append");
+        assert!(h.append);
+        assert_eq!(
+            h.len,
+            one.len(),
+            "the head and the body, not the next request"
+        );
+        assert_eq!(h.request.method(), Method::POST);
+        assert_eq!(h.request.headers()["host"], "coord");
+        assert_eq!(
+            axum::body::HttpBody::size_hint(h.request.body()).exact(),
+            Some(2)
+        );
+        let h = head("POST /v1/events HTTP/1.1\r\nconnection: close\r\n\r\n").expect("no body");
+        assert!(h.close);
+        assert_eq!(
+            axum::body::HttpBody::size_hint(h.request.body()).exact(),
+            Some(0)
+        );
+        let h = head("GET /v1/events HTTP/1.1\r\n\r\n").expect("a stream");
+        assert!(!h.append);
+    }
+
+    #[test]
     fn leaves_everything_else_to_hyper() {
         for s in [
             "GET /v1/events HTTP/1.1\r\nhost: coord\r\n",
             "GET /v1/events HTTP/1.0\r\n\r\n",
             "GET /v1/events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nAccept: application/json, Text/Event-Stream\r\n\r\n",
             "GET /v1/events/batch HTTP/1.1\r\n\r\n",
             "GET /v1/eventsx HTTP/1.1\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\ncontent-length: 3\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\ncontent-length: +2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n",
+            "POST /v1/events/batch HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}",
             "GET /v1/events HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
             "GET /v1/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
             "GET /v1/events HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",

@@ -48,32 +48,14 @@ impl ClientSocket {
         })
     }
 
-    /// Copies up to `buf.len()` bytes the peer has sent into `buf` without
-    /// consuming them (`recv` with `MSG_PEEK`), waiting until there is at
-    /// least one. `Ok(0)`: the peer closed its end.
-    ///
-    /// # Errors
-    /// The socket's error (a reset), or a lost registration.
-    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = self.fd()?;
-        loop {
-            let mut guard = fd.readable().await?;
-            let res = guard.try_io(|s| peek_into(s, buf));
-            match res {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
     /// Polls whether the peer has sent something or closed its end,
     /// without consuming anything: `Ready(Ok(0))` when it closed,
-    /// `Ready(Ok(n))` with `n > 0` when it sent bytes. Unlike a
-    /// [`ClientSocket::peek`] future, nothing is left to drop when another
+    /// `Ready(Ok(n))` with `n > 0` when it sent bytes (`recv` with
+    /// `MSG_PEEK` of one byte). Nothing is left to drop when another
     /// branch wins: a stream polls this on every wake-up.
     ///
     /// # Errors
-    /// As [`ClientSocket::peek`].
+    /// The socket's error (a reset), or a lost registration.
     pub fn poll_peer(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let fd = self.fd()?;
         loop {
@@ -328,7 +310,8 @@ mod tests {
         theirs
             .shutdown(std::net::Shutdown::Write)
             .expect("shutdown");
-        assert_eq!(ours.peek(&mut [0u8; 1]).await.expect("peek"), 0);
+        let peer = std::future::poll_fn(|cx| ours.poll_peer(cx)).await;
+        assert_eq!(peer.expect("peek"), 0);
         assert!(!ours.peer_gone());
         drop(theirs);
         assert!(ours.peer_gone());
