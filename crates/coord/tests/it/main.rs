@@ -12,6 +12,7 @@ mod bridge;
 mod compaction;
 mod contract;
 mod crash;
+mod direct_appends;
 mod distributed;
 mod event_streams;
 mod exactly_once;

@@ -1,0 +1,149 @@
+//! Appends the daemon serves on the socket itself (crate
+//! `coord_daemon::direct`): requests sent together are answered in order,
+//! a bad one among them is refused and loses nothing, and a request that
+//! does not arrive whole in one read (split across writes, longer than a
+//! read, or cut by the read's end) is served by hyper from its first byte.
+
+use crate::support::{read_response, Daemon, Resp};
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn connect(d: &Daemon) -> (UnixStream, BufReader<UnixStream>) {
+    let s = UnixStream::connect(&d.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let r = BufReader::new(s.try_clone().expect("clone"));
+    (s, r)
+}
+
+/// `POST /v1/events` with `body`, as bytes.
+fn append(body: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/events HTTP/1.1\r\nHost: coord\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The `x.direct` event with payload `{"i": i}`.
+fn event(i: usize) -> String {
+    format!(r#"{{"tx_kind":"x.direct","payload":{{"i":{i}}}}}"#)
+}
+
+fn expect_append(r: &mut BufReader<UnixStream>, seq: u64) -> Resp {
+    let resp = read_response(r).expect("an answer");
+    assert_eq!(resp.status, 201, "{:?}", resp.json());
+    assert_eq!(resp.json()["seq"], seq, "{:?}", resp.json());
+    assert_eq!(
+        resp.header("content-length"),
+        Some(resp.body.len().to_string().as_str())
+    );
+    assert_eq!(resp.header("coord-protocol"), Some("1"));
+    resp
+}
+
+/// The `i` of every `x.direct` event in the log, in log order.
+fn logged(d: &Daemon) -> Vec<u64> {
+    d.all_events()
+        .iter()
+        .filter(|e| e["tx_kind"] == "x.direct")
+        .filter_map(|e| e["payload"]["i"].as_u64())
+        .collect()
+}
+
+/// One write carries five requests: two appends, one with malformed JSON,
+/// one of an unknown kind, another append and a status read. Each is
+/// answered in order with what the daemon answers anywhere; the bad ones
+/// append nothing and the connection goes on.
+#[test]
+fn appends_sent_together_are_answered_in_order_and_a_bad_one_loses_nothing() {
+    let d = Daemon::start(&[]);
+    let (mut s, mut r) = connect(&d);
+    let mut all = Vec::new();
+    all.extend(append(&event(0)));
+    all.extend(append(r#"{"tx_kind":"x.direct","payload":"#));
+    all.extend(append(&event(1)));
+    all.extend(append(r#"{"tx_kind":"deploy.started"}"#));
+    all.extend(append(&event(2)));
+    all.extend_from_slice(b"GET /v1/status HTTP/1.1\r\nHost: coord\r\n\r\n");
+    s.write_all(&all).expect("send");
+
+    expect_append(&mut r, 1);
+    let bad = read_response(&mut r).expect("the malformed one");
+    assert_eq!((bad.status, bad.code().as_str()), (400, "bad_json"));
+    expect_append(&mut r, 2);
+    let unknown = read_response(&mut r).expect("the unknown kind");
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (400, "unknown_kind")
+    );
+    expect_append(&mut r, 3);
+    let status = read_response(&mut r).expect("the status");
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["head_seq"], 3);
+
+    // Still open, and still served.
+    s.write_all(&append(&event(3))).expect("send");
+    expect_append(&mut r, 4);
+    assert_eq!(logged(&d), vec![0, 1, 2, 3]);
+}
+
+/// An append whose head, then body halves, come in three writes with
+/// pauses between them: not whole in the first read, so hyper serves it
+/// (and the rest of the connection) from its first byte.
+#[test]
+fn an_append_split_across_writes_is_served_whole() {
+    let d = Daemon::start(&[]);
+    let (mut s, mut r) = connect(&d);
+    let req = append(&event(0));
+    let head_end = req
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head end")
+        + 4;
+    let mid = head_end + (req.len() - head_end) / 2;
+    for part in [&req[..head_end], &req[head_end..mid], &req[mid..]] {
+        s.write_all(part).expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    expect_append(&mut r, 1);
+    s.write_all(&append(&event(1))).expect("send");
+    expect_append(&mut r, 2);
+    assert_eq!(logged(&d), vec![0, 1]);
+}
+
+/// An append longer than one read (a 20 KB payload), and two appends of
+/// which the second is cut by the end of the first read: each is served
+/// once, whole, in order.
+#[test]
+fn appends_longer_than_a_read_or_cut_by_it_are_served_whole() {
+    let d = Daemon::start(&[]);
+    let (mut s, mut r) = connect(&d);
+    let long = format!(
+        r#"{{"tx_kind":"x.direct","payload":{{"i":0,"pad":"{}"}}}}"#,
+        "p".repeat(20_000)
+    );
+    s.write_all(&append(&long)).expect("send");
+    expect_append(&mut r, 1);
+
+    // On a fresh connection: the first append fills most of a 4 KiB read,
+    // so the second starts inside it and ends beyond it.
+    let (mut s2, mut r2) = connect(&d);
+    let first = format!(
+        r#"{{"tx_kind":"x.direct","payload":{{"i":1,"pad":"{}"}}}}"#,
+        "q".repeat(3_900)
+    );
+    let mut both = append(&first);
+    assert!(both.len() < 4096, "the first append fits in one read");
+    both.extend(append(&event(2)));
+    assert!(both.len() > 4096, "the second is cut by the read's end");
+    s2.write_all(&both).expect("send");
+    expect_append(&mut r2, 2);
+    expect_append(&mut r2, 3);
+    drop((s, s2));
+    assert_eq!(logged(&d), vec![0, 1, 2]);
+    let events = d.all_events();
+    let pad = events[0]["payload"]["pad"].as_str().expect("pad");
+    assert_eq!(pad.len(), 20_000);
+}
