@@ -41,7 +41,7 @@ use http_body_util::BodyExt;
 use hyper_util::service::TowerToHyperService;
 use std::any::Any;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -387,7 +387,7 @@ fn head_of(response: &Response<Body>, close: bool) -> Vec<u8> {
     }
     if !response.headers().contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        http_date(&mut out);
         out.extend_from_slice(b"\r\n");
     }
     if close {
@@ -396,12 +396,32 @@ fn head_of(response: &Response<Body>, close: bool) -> Vec<u8> {
     out
 }
 
+/// Appends the current time as an HTTP date (RFC 9110 §5.6.7), formatted
+/// at most once a second per thread, as hyper does for its answers.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(d.1.as_bytes());
+    });
+}
+
 /// Writes an answer the router made whole (an error, in practice): with
 /// `content-length` when its size is known, else chunked, frame by frame.
 async fn write_body(stream: &mut ClientSocket, mut out: Vec<u8>, mut body: Body) -> bool {
     let size = axum::body::HttpBody::size_hint(&body).exact();
     if let Some(n) = size {
-        out.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {n}\r\n\r\n");
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
     }
