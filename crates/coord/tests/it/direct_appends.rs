@@ -4,18 +4,10 @@
 //! does not arrive whole in one read (split across writes, longer than a
 //! read, or cut by the read's end) is served by hyper from its first byte.
 
-use crate::support::{read_response, Daemon, Resp};
+use crate::support::{connect, read_response, Daemon, Resp};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-fn connect(d: &Daemon) -> (UnixStream, BufReader<UnixStream>) {
-    let s = UnixStream::connect(&d.socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let r = BufReader::new(s.try_clone().expect("clone"));
-    (s, r)
-}
 
 /// `POST /v1/events` with `body`, as bytes.
 fn append(body: &str) -> Vec<u8> {

@@ -4,18 +4,10 @@
 //! follows a stream's head in the same write left for the next answer, and
 //! a subscriber that hangs up let go without waiting for an event.
 
-use crate::support::{read_response, wait_until, Daemon};
+use crate::support::{connect, read_response, wait_until, Daemon};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-fn connect(d: &Daemon) -> (UnixStream, BufReader<UnixStream>) {
-    let s = UnixStream::connect(&d.socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let r = BufReader::new(s.try_clone().expect("clone"));
-    (s, r)
-}
 
 /// Opens a following stream of `query` on its own connection and reads
 /// its status line (the head comes at once; the body waits for events).

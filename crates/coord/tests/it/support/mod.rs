@@ -239,6 +239,17 @@ pub fn raw_http(
     read_response(&mut r)
 }
 
+/// A raw connection to the daemon's socket (reads time out after 30 s,
+/// a ceiling for a loaded machine) and a buffered reader of it, for tests
+/// that write HTTP themselves.
+pub fn connect(d: &Daemon) -> (UnixStream, BufReader<UnixStream>) {
+    let s = UnixStream::connect(&d.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let r = BufReader::new(s.try_clone().expect("clone"));
+    (s, r)
+}
+
 /// Reads one HTTP/1.1 answer from `r`: its body by `Content-Length`, by
 /// chunks, or (neither) to the end of the connection.
 pub fn read_response(r: &mut BufReader<UnixStream>) -> std::io::Result<Resp> {
