@@ -20,16 +20,18 @@
 //! thread's fan-out lane ([`crate::lane`]), which writes the next events
 //! for it. A stream that ends (`follow=false`, or the daemon stopping)
 //! ends with the last chunk, and the connection goes on as before. An
-//! append read whole (head and body) goes through the router the same way,
-//! with its body, and its answer is written with its `content-length`.
-//! Any other request — and everything after it on that connection — is
-//! hyper's, which reads first what was read here of it.
+//! append read whole (head and body) goes to [`Appends`], which takes it
+//! through the router's steps for that one route without the router
+//! itself, and its answer is written with its `content-length`. Any other
+//! request — and everything after it on that connection — is hyper's,
+//! which reads first what was read here of it.
 //!
-//! It must not decide anything about a request (the router does), and it
-//! must not lose or reorder a byte: what a client sent behind a request is
-//! the next request, served after it, here or by hyper.
+//! It must not decide anything about a request (the router and
+//! [`Appends`] do), and it must not lose or reorder a byte: what a client
+//! sent behind a request is the next request, served after it, here or by
+//! hyper.
 
-use crate::api::DirectStream;
+use crate::api::{Appends, DirectStream};
 use crate::coarse_timer::CoarseTimer;
 use crate::lane::Back;
 use crate::socket::ClientSocket;
@@ -75,12 +77,13 @@ impl StreamSlot {
     }
 }
 
-/// A request this module serves: the request, the bytes it takes on the
-/// socket (head and body), whether the client asked to close the
-/// connection after it, and which kind it is.
+/// A request this module serves: the request (its body, an append's, is
+/// `body`), the bytes it takes on the socket (head and body), whether the
+/// client asked to close the connection after it, and which kind it is.
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) request: Request<Body>,
+    pub(crate) body: bytes::Bytes,
     pub(crate) len: usize,
     pub(crate) close: bool,
     pub(crate) append: bool,
@@ -154,19 +157,17 @@ pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
         builder = builder.header(h.name, h.value);
     }
     let (body, len) = match (append, length.unwrap_or(0)) {
-        (false, 0) => (Body::empty(), len),
+        (false, 0) => (bytes::Bytes::new(), len),
         (false, _) => return None,
         (true, n) => {
             let end = len.checked_add(n).filter(|&end| end <= buf.len())?;
-            (
-                Body::from(bytes::Bytes::copy_from_slice(&buf[len..end])),
-                end,
-            )
+            (bytes::Bytes::copy_from_slice(&buf[len..end]), end)
         }
     };
-    let request = builder.body(body).ok()?;
+    let request = builder.body(Body::empty()).ok()?;
     Some(Head {
         request,
+        body,
         len,
         close,
         append,
@@ -190,6 +191,7 @@ fn names_event_stream(accept: &[u8]) -> bool {
 pub(crate) async fn serve_client<L: EventLog + Clone>(
     stream: ClientSocket,
     svc: TowerToHyperService<axum::Router>,
+    appends: Arc<Appends<L>>,
     timer: &CoarseTimer,
     header_timeout: Duration,
     stop: Stop,
@@ -230,7 +232,7 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
         if !head.append && filled == 0 {
             buf = Vec::new();
         }
-        if !answer::<L>(&mut stream, &svc, head, &stop, filled > 0).await {
+        if !answer::<L>(&mut stream, &svc, &appends, head, &stop, filled > 0).await {
             return;
         }
     }
@@ -316,23 +318,27 @@ fn owned(stream: &mut Arc<ClientSocket>) -> io::Result<&mut ClientSocket> {
 async fn answer<L: EventLog + Clone>(
     stream: &mut Arc<ClientSocket>,
     svc: &TowerToHyperService<axum::Router>,
+    appends: &Appends<L>,
     head: Head,
     stop: &Stop,
     sent_more: bool,
 ) -> bool {
     let Head {
         mut request,
+        body,
         close,
         append,
         ..
     } = head;
     let slot = StreamSlot::default();
-    if !append {
+    let response = if append {
+        appends.answer(request.headers(), &body).await
+    } else {
         request.extensions_mut().insert(slot.clone());
-    }
-    let response = match hyper::service::Service::call(svc, request).await {
-        Ok(r) => r,
-        Err(never) => match never {},
+        match hyper::service::Service::call(svc, request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
     };
     let mut out = head_of(&response, close);
     let body = response.into_body();

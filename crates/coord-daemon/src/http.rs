@@ -111,11 +111,11 @@ impl Digest {
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// Refuses a `Content-Type` that is not JSON (`unsupported_media_type`);
+    /// none at all is JSON.
+    pub(crate) fn check_type(headers: &HeaderMap) -> Result<(), ApiError> {
+        if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
             let ct = media_type(ct);
             // curl -d sends a form type by default; a JSON body under it is
             // still accepted so the documented one-liners work.
@@ -130,18 +130,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Parses a body read whole (an empty one reads as `{}`), with the
+    /// digest of `method` and `path` over it.
+    pub(crate) fn parse(method: &str, path: &str, bytes: &[u8]) -> Result<Self, ApiError> {
+        let bytes = Self::or_empty_object(bytes);
+        let body = parse_json(bytes)?;
+        Ok(JsonBody(body, Digest::of(method, path, bytes)))
+    }
+
+    /// Parses a body read whole, as [`Self::parse`] does, without its
+    /// digest (for a handler that binds its record otherwise).
+    pub(crate) fn parse_body(bytes: &[u8]) -> Result<T, ApiError> {
+        parse_json(Self::or_empty_object(bytes))
+    }
+
+    fn or_empty_object(bytes: &[u8]) -> &[u8] {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            bytes
+        }
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::check_type(req.headers())?;
         let timeout = body_timeout(&req);
         let budget = body_budget(&req);
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
         let bytes = read_body_up_to(req.into_body(), MAX_REQUEST_BYTES, timeout, budget).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        let body = parse_json(bytes)?;
-        Ok(JsonBody(body, Digest::of(&method, &path, bytes)))
+        Self::parse(&method, &path, &bytes)
     }
 }
 
@@ -235,6 +260,20 @@ impl BodyBudget {
         BodyBudget {
             bytes,
             left: std::sync::Arc::new(tokio::sync::Semaphore::new(bytes)),
+        }
+    }
+
+    /// Whether a body of `n` bytes, already read whole (a direct append,
+    /// [`crate::direct`]), fits now: the same test a body read through
+    /// the extractors passes, with nothing held after it.
+    pub(crate) fn admit(&self, n: usize) -> Result<(), ApiError> {
+        let fits = u32::try_from(n)
+            .ok()
+            .is_some_and(|n| self.left.try_acquire_many(n).is_ok());
+        if fits {
+            Ok(())
+        } else {
+            Err(self.full())
         }
     }
 

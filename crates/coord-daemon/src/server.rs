@@ -244,13 +244,13 @@ async fn serve<L: EventLog + Clone>(
         web: web.as_ref().map(|(_, a)| a.clone()),
         connections: crate::conn_threads::ConnThreads::counters(config.conn_threads),
     });
+    let budget = crate::http::BodyBudget::new(config.body_memory);
+    let appends = Arc::new(api::Appends::new(app.clone(), budget.clone()));
     let router = api::router(app.clone())
         .layer(axum::Extension(crate::http::BodyTimeout(
             config.body_timeout,
         )))
-        .layer(axum::Extension(crate::http::BodyBudget::new(
-            config.body_memory,
-        )));
+        .layer(axum::Extension(budget));
     if let Some(root) = config.export_legacy.clone() {
         background.spawn(crate::export::run(
             root,
@@ -350,6 +350,7 @@ async fn serve<L: EventLog + Clone>(
             }
         }
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        let appends = appends.clone();
         let stop = stopping.clone();
         let timer = timer.clone();
         let crate::conn_threads::Placement {
@@ -370,8 +371,15 @@ async fn serve<L: EventLog + Clone>(
             let _permit = permit;
             match crate::socket::ClientSocket::from_std(std) {
                 Ok(stream) => {
-                    crate::direct::serve_client::<L>(stream, svc, &timer, header_timeout, stop)
-                        .await
+                    crate::direct::serve_client::<L>(
+                        stream,
+                        svc,
+                        appends,
+                        &timer,
+                        header_timeout,
+                        stop,
+                    )
+                    .await
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot register a connection; closed"),
             }
@@ -405,6 +413,7 @@ async fn serve<L: EventLog + Clone>(
     background.wait().await;
     lifecycle.stop().await;
     drop(router);
+    drop(appends);
     drop(app);
     writer_stop.cancel();
     if let Err(e) = writer_join.await {

@@ -50,9 +50,19 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
     headers: HeaderMap,
     JsonBody(req, _): JsonBody<CustomEventRequest>,
 ) -> ApiResult {
+    append_event(&app, &headers, req).await
+}
+
+/// The handler of `POST /v1/events` past its extractors: also the end of
+/// a direct append ([`crate::api::Appends`]).
+pub(crate) async fn append_event<L: EventLog + Clone>(
+    app: &App<L>,
+    headers: &HeaderMap,
+    req: CustomEventRequest,
+) -> ApiResult {
     let digest = custom_digest(&req);
     Auth::MaybeSession(req.session_id.as_deref())
-        .check(&app, &headers)
+        .check(app, headers)
         .await?;
     let body = match req.payload {
         None => serde_json::Map::new(),
@@ -75,7 +85,7 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
         req.ts,
         &digest,
     );
-    submit_seq(&app, &headers, Auth::Anyone, w, true).await
+    submit_seq(app, headers, Auth::Anyone, w, true).await
 }
 
 #[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body(content((String = "application/x-ndjson"), (String = "text/plain")), description = "One custom-event request (as POST /v1/events takes) per line"), responses((status = 201, description = "Appended in one commit, all or nothing; every line's seq", body = BatchResponse), (status = 200, description = "Every line was a replay (same tx_id)", body = BatchResponse)))]

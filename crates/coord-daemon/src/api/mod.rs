@@ -136,41 +136,113 @@ pub(crate) async fn front(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
-    let theirs = req.headers().get("coord-protocol").map(|v| {
+    let resp = match protocol_refusal(req.headers()) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    };
+    front.finish(resp, route, method, started)
+}
+
+/// The answer to a client that speaks another protocol: a
+/// `Coord-Protocol` header that is there but is not ours (or unreadable).
+fn protocol_refusal(headers: &HeaderMap) -> Option<Response> {
+    let theirs = headers.get("coord-protocol").map(|v| {
         v.to_str()
             .map(str::to_string)
             .unwrap_or_else(|_| format!("{:?}", v.as_bytes()))
-    });
-    let mut resp = match theirs {
-        Some(v) if v.trim() != PROTOCOL_VERSION.to_string() => ApiError::new(
+    })?;
+    if theirs.trim() == PROTOCOL_VERSION.to_string() {
+        return None;
+    }
+    Some(
+        ApiError::new(
             ErrorCode::ProtocolMismatch,
             format!(
-                "daemon speaks protocol {PROTOCOL_VERSION} (coord {VERSION}), client speaks {v}; use the coord binary that matches the daemon"
+                "daemon speaks protocol {PROTOCOL_VERSION} (coord {VERSION}), client speaks {theirs}; use the coord binary that matches the daemon"
             ),
         )
         .with("daemon", PROTOCOL_VERSION)
-        .with("client", v)
+        .with("client", theirs)
         .into_response(),
-        _ => next.run(req).await,
-    };
-    let h = resp.headers_mut();
-    h.insert("coord-protocol", HeaderValue::from(PROTOCOL_VERSION));
-    h.insert("coord-version", HeaderValue::from_static(VERSION));
-    if let Ok(v) = HeaderValue::from_str(&front.log_id) {
-        h.insert("coord-log-id", v);
+    )
+}
+
+impl Front {
+    /// Stamps an answer with the protocol, version and log id headers and
+    /// times its request into the metrics.
+    fn finish(
+        &self,
+        mut resp: Response,
+        route: String,
+        method: String,
+        started: Instant,
+    ) -> Response {
+        let h = resp.headers_mut();
+        h.insert("coord-protocol", HeaderValue::from(PROTOCOL_VERSION));
+        h.insert("coord-version", HeaderValue::from_static(VERSION));
+        if let Ok(v) = HeaderValue::from_str(&self.log_id) {
+            h.insert("coord-log-id", v);
+        }
+        let status = resp.status().as_u16();
+        tracing::debug!(route = %route, method = %method, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+        self.metrics
+            .requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                route,
+                method,
+                status: status.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        resp
     }
-    let status = resp.status().as_u16();
-    tracing::debug!(route = %route, method = %method, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
-    front
-        .metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            route,
-            method,
-            status: status.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    resp
+}
+
+/// `POST /v1/events` answered without the router, for an append whose
+/// body the connection read whole ([`crate::direct`]): the same steps in
+/// the same order as the router's path — [`front`] (protocol check,
+/// answer headers, metrics under the route `/v1/events`), the body's
+/// media type, the body budget, the JSON parse and digest, then the
+/// handler's own checks and write — without the router's matching, its
+/// boxed services and middleware, or a request body to poll. Why: those
+/// were about a sixth of the daemon's CPU per append under 16 writers
+/// (docs/BENCHMARKS.md, "The write path").
+pub(crate) struct Appends<L> {
+    app: Arc<App<L>>,
+    front: Front,
+    budget: crate::http::BodyBudget,
+}
+
+impl<L: EventLog + Clone> Appends<L> {
+    /// The append path of `app`, under the daemon's body `budget`.
+    pub(crate) fn new(app: Arc<App<L>>, budget: crate::http::BodyBudget) -> Self {
+        let front = Front {
+            metrics: app.metrics.clone(),
+            log_id: app.log_id.clone(),
+        };
+        Appends { app, front, budget }
+    }
+
+    /// Answers one append: its head's `headers` and its `body`.
+    pub(crate) async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let resp = match protocol_refusal(headers) {
+            Some(refused) => refused,
+            None => self
+                .append(headers, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        };
+        self.front
+            .finish(resp, "/v1/events".into(), "POST".into(), started)
+    }
+
+    async fn append(&self, headers: &HeaderMap, body: &[u8]) -> ApiResult {
+        JsonBody::<CustomEventRequest>::check_type(headers)?;
+        self.budget.admit(body.len())?;
+        // The handler binds its record by its own digest (`custom_digest`).
+        let req = JsonBody::<CustomEventRequest>::parse_body(body)?;
+        append_event(&self.app, headers, req).await
+    }
 }
 
 /// Who may ask for a write.

@@ -139,3 +139,152 @@ fn appends_longer_than_a_read_or_cut_by_it_are_served_whole() {
     let pad = events[0]["payload"]["pad"].as_str().expect("pad");
     assert_eq!(pad.len(), 20_000);
 }
+
+/// `req` sent in one write (the daemon serves it itself) or as its head
+/// and then its body, 100 ms apart (hyper serves it through the router).
+fn exchange(d: &Daemon, req: &[u8], whole: bool) -> Resp {
+    let (mut s, mut r) = connect(d);
+    if whole {
+        s.write_all(req).expect("send");
+    } else {
+        let head_end = req
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head end")
+            + 4;
+        s.write_all(&req[..head_end]).expect("send the head");
+        std::thread::sleep(Duration::from_millis(100));
+        // Refused on its head alone (another protocol, a media type that
+        // is not JSON), a request is answered without its body being
+        // read, and hyper closes the connection: the body may not go.
+        let _ = s.write_all(&req[head_end..]);
+    }
+    read_response(&mut r).expect("an answer")
+}
+
+/// `POST /v1/events` with `headers` (lines ending in CRLF) and `body`.
+fn append_with(headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/events HTTP/1.1\r\nHost: coord\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The header names of an answer, lowercased and sorted, less `date`.
+fn names(r: &Resp) -> Vec<String> {
+    let mut n: Vec<String> = r
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .filter(|k| k != "date")
+        .collect();
+    n.sort();
+    n
+}
+
+/// An append the daemon serves itself (`api::Appends`, past the router)
+/// is answered exactly as the router answers the same request: the same
+/// status, headers and error body for a good append, another protocol, a
+/// media type that is not JSON, none, malformed JSON, an unknown field, a
+/// payload that is not an object, a session's event without its token, an
+/// empty body and an idempotent retry; and both are timed into the same
+/// metric series.
+#[test]
+fn a_direct_append_is_answered_as_the_router_answers_it() {
+    let d = Daemon::start(&[]);
+    // Every answer's status, to check the metrics against.
+    let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut send = |req: &[u8], whole: bool| {
+        let resp = exchange(&d, req, whole);
+        *statuses.entry(resp.status).or_default() += 1;
+        resp
+    };
+    let json = "Content-Type: application/json\r\n";
+    let cases: Vec<(&str, String, String)> = vec![
+        ("good", json.to_string(), event(0)),
+        (
+            "another protocol",
+            format!("{json}Coord-Protocol: 99\r\n"),
+            event(1),
+        ),
+        ("not JSON", "Content-Type: text/plain\r\n".into(), event(2)),
+        ("no media type", String::new(), event(3)),
+        (
+            "malformed",
+            json.into(),
+            r#"{"tx_kind":"x.direct","payload":"#.into(),
+        ),
+        (
+            "unknown field",
+            json.into(),
+            r#"{"tx_kind":"x.direct","bogus":1}"#.into(),
+        ),
+        (
+            "payload not an object",
+            json.into(),
+            r#"{"tx_kind":"x.direct","payload":[1]}"#.into(),
+        ),
+        (
+            "a session's event without its token",
+            json.into(),
+            r#"{"tx_kind":"x.direct","session_id":"nobody"}"#.into(),
+        ),
+        ("empty body", json.into(), String::new()),
+    ];
+    for (what, headers, body) in &cases {
+        let req = append_with(headers, body);
+        let direct = send(&req, true);
+        let routed = send(&req, false);
+        assert_eq!(direct.status, routed.status, "{what}: status");
+        assert_eq!(names(&direct), names(&routed), "{what}: header names");
+        assert_eq!(direct.code(), routed.code(), "{what}: error code");
+        if direct.status >= 400 {
+            assert_eq!(direct.body, routed.body, "{what}: error body");
+        } else {
+            assert_eq!(direct.status, 201, "{what}");
+            assert_eq!(
+                routed.json()["seq"].as_u64(),
+                direct.json()["seq"].as_u64().map(|s| s + 1),
+                "{what}: seqs"
+            );
+        }
+        for h in [
+            "coord-protocol",
+            "coord-version",
+            "coord-log-id",
+            "content-type",
+        ] {
+            assert_eq!(direct.header(h), routed.header(h), "{what}: {h}");
+        }
+    }
+    assert_eq!(
+        logged(&d),
+        vec![0, 0, 3, 3],
+        "only the good appends appended"
+    );
+
+    // An idempotent retry: the first send appends, every later one (by
+    // either path) is a replay of it with the same seq.
+    let tx = r#"{"tx_kind":"x.direct","tx_id":"01JZZZZZZZZZZZZZZZZZZZZZZZ","payload":{"i":9}}"#;
+    let req = append_with(json, tx);
+    let first = send(&req, true);
+    assert_eq!(first.status, 201, "{:?}", first.json());
+    for whole in [true, false] {
+        let again = send(&req, whole);
+        assert_eq!(again.status, 200, "a replay (whole: {whole})");
+        assert_eq!(again.header("coord-replayed"), Some("true"));
+        assert_eq!(again.json()["seq"], first.json()["seq"]);
+    }
+    assert_eq!(logged(&d), vec![0, 0, 3, 3, 9]);
+
+    // Both paths were timed into the one series per status.
+    let metrics = String::from_utf8(d.http("GET", "/v1/metrics", &[], None).body).expect("utf-8");
+    assert!(statuses.len() >= 4, "{statuses:?}");
+    for (status, n) in statuses {
+        let line = format!(
+            "coord_http_request_duration_seconds_count{{route=\"/v1/events\",method=\"POST\",status=\"{status}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    }
+}
