@@ -201,8 +201,8 @@ impl Front {
 /// body the connection read whole ([`crate::direct`]): the same steps in
 /// the same order as the router's path — [`front`] (protocol check,
 /// answer headers, metrics under the route `/v1/events`), the body's
-/// media type, the body budget, the JSON parse and digest, then the
-/// handler's own checks and write — without the router's matching, its
+/// media type, the body budget, the JSON parse, then the handler's own
+/// checks, digest and write — without the router's matching, its
 /// boxed services and middleware, or a request body to poll. Why: those
 /// were about a sixth of the daemon's CPU per append under 16 writers
 /// (docs/BENCHMARKS.md, "The write path").

@@ -288,3 +288,65 @@ fn a_direct_append_is_answered_as_the_router_answers_it() {
         assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
     }
 }
+
+/// While a body in flight holds all but 8 bytes of the daemon's body
+/// budget, a direct append is refused `503 overloaded` exactly as a
+/// routed one is, and appends nothing; once that body is gone, appends
+/// are served again.
+#[test]
+fn a_direct_append_keeps_to_the_body_budget() {
+    let d = Daemon::start(&["--body-memory-mib", "1"]);
+    let len = 1 << 20;
+    let (mut hog, hog_answers) = connect(&d);
+    hog.write_all(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: coord\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("the hog's head");
+    hog.write_all(&vec![b' '; len - 8])
+        .expect("all but 8 bytes of the hog's body");
+    // The last of it may still be in the socket: a malformed append is
+    // refused `bad_json` while its body fits and `overloaded` once the
+    // daemon holds the hog's bytes (it appends nothing either way).
+    let probe = append_with("", r#"{"tx_kind":"x.direct""#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = exchange(&d, &probe, true);
+        if r.status == 503 {
+            break;
+        }
+        assert_eq!(r.code(), "bad_json");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hog's body never filled the budget"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let req = append(&event(0));
+    let direct = exchange(&d, &req, true);
+    let routed = exchange(&d, &req, false);
+    for r in [&direct, &routed] {
+        assert_eq!((r.status, r.code().as_str()), (503, "overloaded"));
+    }
+    assert_eq!(direct.body, routed.body);
+    assert!(logged(&d).is_empty());
+
+    // Both ends of the hog's connection: the daemon sees its body cut.
+    drop((hog, hog_answers));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = exchange(&d, &req, true);
+        if r.status == 201 {
+            break;
+        }
+        assert_eq!(r.code(), "overloaded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget was never given back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(logged(&d), vec![0]);
+}
