@@ -289,6 +289,24 @@ fn a_direct_append_is_answered_as_the_router_answers_it() {
     }
 }
 
+/// Sends `req` whole, every 50 ms for up to 30 s, until it is answered
+/// `status`; meanwhile every answer must be the error `meanwhile`.
+fn send_until(d: &Daemon, req: &[u8], status: u16, meanwhile: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = exchange(d, req, true);
+        if r.status == status {
+            return;
+        }
+        assert_eq!(r.code(), meanwhile, "before {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never answered {status}; still {meanwhile}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// While a body in flight holds all but 8 bytes of the daemon's body
 /// budget, a direct append is refused `503 overloaded` exactly as a
 /// routed one is, and appends nothing; once that body is gone, appends
@@ -311,19 +329,7 @@ fn a_direct_append_keeps_to_the_body_budget() {
     // refused `bad_json` while its body fits and `overloaded` once the
     // daemon holds the hog's bytes (it appends nothing either way).
     let probe = append_with("", r#"{"tx_kind":"x.direct""#);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = exchange(&d, &probe, true);
-        if r.status == 503 {
-            break;
-        }
-        assert_eq!(r.code(), "bad_json");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hog's body never filled the budget"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    send_until(&d, &probe, 503, "bad_json");
     let req = append(&event(0));
     let direct = exchange(&d, &req, true);
     let routed = exchange(&d, &req, false);
@@ -335,18 +341,6 @@ fn a_direct_append_keeps_to_the_body_budget() {
 
     // Both ends of the hog's connection: the daemon sees its body cut.
     drop((hog, hog_answers));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = exchange(&d, &req, true);
-        if r.status == 201 {
-            break;
-        }
-        assert_eq!(r.code(), "overloaded");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the budget was never given back"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    send_until(&d, &req, 201, "overloaded");
     assert_eq!(logged(&d), vec![0]);
 }
