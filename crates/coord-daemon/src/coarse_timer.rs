@@ -140,6 +140,9 @@ struct CoarseSleep {
     tick: u64,
     /// Holds an entry in the table.
     registered: bool,
+    /// The waker its entry holds: polled again by the same task, the
+    /// sleep needs no lock (a connection's sleep is polled once per read).
+    waker: Option<Waker>,
 }
 
 impl Future for CoarseSleep {
@@ -155,6 +158,10 @@ impl Future for CoarseSleep {
             }
             return Poll::Ready(());
         }
+        if this.registered && this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        this.waker = Some(cx.waker().clone());
         let rearm = {
             let mut t = s.lock();
             let slot = t.slots.entry(this.tick).or_default();
@@ -213,6 +220,7 @@ impl hyper::rt::Timer for CoarseTimer {
             id: s.next_id.fetch_add(1, Ordering::Relaxed),
             tick: s.tick_of(deadline),
             registered: false,
+            waker: None,
         })
     }
 
@@ -287,5 +295,40 @@ mod tests {
         s.await;
         let took = t0.elapsed();
         assert!(took >= Duration::from_millis(20) && took < Duration::from_secs(30));
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sleep_polled_by_another_task_wakes_that_one() {
+        let timer = CoarseTimer::new(Duration::from_millis(100)); // 10 ms grain
+        let mut s = timer.sleep(Duration::from_millis(30));
+        let first = Arc::new(Count(Default::default()));
+        let second = Arc::new(Count(Default::default()));
+        let w1 = Waker::from(first.clone());
+        let w2 = Waker::from(second.clone());
+        // The same task twice (the second poll takes no lock), then another.
+        assert!(s.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        assert!(s.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        assert!(s.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while second.0.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the second task was never woken");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            first.0.load(Ordering::SeqCst),
+            0,
+            "the first task was woken"
+        );
+        assert!(s.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
+        assert!(timer.shared.lock().slots.is_empty());
     }
 }

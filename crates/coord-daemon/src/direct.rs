@@ -204,18 +204,30 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
     // behind it (a parked subscriber holds no buffer).
     let mut buf = Vec::new();
     let mut filled = 0;
+    // The header timeout's sleep, kept from one request to the next and
+    // moved to each wait's deadline: deadlines are coarse (a tenth of the
+    // timeout), so most moves change nothing, and a connection registers
+    // with the shared timer about once per grain instead of per request
+    // (docs/BENCHMARKS.md, "The write path"). Let go before anything but
+    // an append is answered, so a long stream leaves no entry behind.
+    let mut sleep: Option<std::pin::Pin<Box<dyn hyper::rt::Sleep>>> = None;
     loop {
         if filled == 0 {
             buf.resize(READ_BYTES, 0);
             let Ok(own) = owned(&mut stream) else { return };
-            let read = {
-                let sleep = hyper::rt::Timer::sleep(timer, header_timeout);
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    r = own.read(&mut buf) => r,
-                    _ = sleep => return,
+            let deadline = std::time::Instant::now() + header_timeout;
+            let timeout = match &mut sleep {
+                Some(s) => {
+                    hyper::rt::Timer::reset(timer, s, deadline);
+                    s
                 }
+                None => sleep.insert(hyper::rt::Timer::sleep_until(timer, deadline)),
+            };
+            let read = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = own.read(&mut buf) => r,
+                _ = timeout.as_mut() => return,
             };
             match read {
                 Ok(0) | Err(_) => return,
@@ -229,8 +241,11 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
         // stays for the next turn.
         buf.copy_within(head.len..filled, 0);
         filled -= head.len;
-        if !head.append && filled == 0 {
-            buf = Vec::new();
+        if !head.append {
+            sleep = None;
+            if filled == 0 {
+                buf = Vec::new();
+            }
         }
         if !answer::<L>(&mut stream, &svc, &appends, head, &stop, filled > 0).await {
             return;

@@ -344,3 +344,35 @@ fn a_direct_append_keeps_to_the_body_budget() {
     send_until(&d, &req, 201, "overloaded");
     assert_eq!(logged(&d), vec![0]);
 }
+
+/// The header timeout on a connection the daemon serves itself: each
+/// wait for the next request has its own deadline, so appends sent every
+/// 300 ms keep a connection open past a 1 s timeout, and the same
+/// connection is closed once it stays idle longer than that.
+#[test]
+fn the_header_timeout_restarts_with_each_direct_append_and_closes_an_idle_connection() {
+    let d = Daemon::start(&["--header-timeout", "1s"]);
+    let (mut s, mut r) = connect(&d);
+    let started = std::time::Instant::now();
+    let mut seq = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        s.write_all(&append(&event(seq as usize))).expect("send");
+        seq += 1;
+        expect_append(&mut r, seq);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(seq >= 8, "{seq} appends");
+    // Idle now: closed within the timeout and its grain (1.1 s), allowed
+    // up to 30 s here for a slow machine.
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let closed = match std::io::Read::read_to_end(&mut r, &mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed && rest.is_empty(), "still open, or sent {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(32));
+    assert_eq!(logged(&d).len() as u64, seq);
+}
