@@ -5,15 +5,6 @@ use crate::support::{coord_cmd, Daemon};
 use std::io::Write;
 use std::process::Stdio;
 
-fn batch(d: &Daemon, body: &str) -> crate::support::Resp {
-    d.http(
-        "POST",
-        "/v1/events/batch",
-        &[("Content-Type", "application/x-ndjson")],
-        Some(body.as_bytes()),
-    )
-}
-
 #[test]
 fn a_batch_keeps_its_order_and_answers_every_seq() {
     let d = Daemon::start(&[]);
@@ -72,27 +63,22 @@ fn a_batch_keeps_its_order_and_answers_every_seq() {
 fn a_bad_line_refuses_the_whole_batch_and_names_its_line() {
     let d = Daemon::start(&[]);
     let head = d.head();
-    let r = batch(
-        &d,
-        "{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"lock.acquire\"}\n",
-    );
+    let r =
+        d.batch("{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"lock.acquire\"}\n");
     assert_eq!(r.status, 400);
     assert_eq!(r.code(), "unknown_kind");
     assert_eq!(r.json()["error"]["line"], 3);
-    let r = batch(&d, "{\"tx_kind\":\"x.ok\"}\n\n{\"tx_kind\": \n");
+    let r = d.batch("{\"tx_kind\":\"x.ok\"}\n\n{\"tx_kind\": \n");
     assert_eq!(r.code(), "bad_json");
     assert_eq!(r.json()["error"]["line"], 3);
-    let r = batch(&d, "{\"tx_kind\":\"x.ok\",\"payload\":[1]}\n");
+    let r = d.batch("{\"tx_kind\":\"x.ok\",\"payload\":[1]}\n");
     assert_eq!(r.code(), "invalid_field");
-    let r = batch(&d, "\n\n");
+    let r = d.batch("\n\n");
     assert_eq!(r.code(), "invalid_field", "an empty batch");
     // Acting for a session needs its token, for the whole batch.
     d.register("owner");
     let head2 = d.head();
-    let r = batch(
-        &d,
-        "{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.mine\",\"session_id\":\"owner\"}\n",
-    );
+    let r = d.batch("{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.mine\",\"session_id\":\"owner\"}\n");
     assert_eq!(r.status, 401, "{:?}", r.json());
     assert_eq!(d.head(), head2, "nothing of a refused batch was appended");
     assert!(head2 > head);
@@ -105,9 +91,9 @@ fn a_retried_batch_appends_each_line_once() {
     let body: String = (0..5)
         .map(|i| format!("{{\"tx_kind\":\"x.idem\",\"tx_id\":\"01J0000000000000000000000{i}\"}}\n"))
         .collect();
-    let first = batch(&d, &body);
+    let first = d.batch(&body);
     assert_eq!(first.status, 201);
-    let again = batch(&d, &body);
+    let again = d.batch(&body);
     assert_eq!(again.status, 200, "every line a replay");
     assert_eq!(again.json()["seqs"], first.json()["seqs"]);
     assert_eq!(again.json()["replayed"], 5);
@@ -115,7 +101,7 @@ fn a_retried_batch_appends_each_line_once() {
     let head = d.head();
     let mixed =
         format!("{body}{{\"tx_kind\":\"x.idem\",\"tx_id\":\"01J00000000000000000000009\"}}\n");
-    let r = batch(&d, &mixed);
+    let r = d.batch(&mixed);
     assert_eq!(r.status, 201);
     let seqs = r.json()["seqs"].clone();
     assert_eq!(seqs[0], first.json()["seqs"][0]);
@@ -137,14 +123,10 @@ fn a_retried_batch_appends_each_line_once() {
 fn a_line_the_writer_refuses_refuses_the_whole_batch() {
     let d = Daemon::start(&[]);
     let tx = "01J00000000000000000000B7A";
-    let first = batch(
-        &d,
-        &format!("{{\"tx_kind\":\"x.first\",\"tx_id\":\"{tx}\"}}\n"),
-    );
+    let first = d.batch(&format!("{{\"tx_kind\":\"x.first\",\"tx_id\":\"{tx}\"}}\n"));
     assert_eq!(first.status, 201, "{}", first.json());
     let head = d.head();
-    let r = batch(
-        &d,
+    let r = d.batch(
         &format!(
             "{{\"tx_kind\":\"x.ok\"}}\n\n{{\"tx_kind\":\"x.other\",\"tx_id\":\"{tx}\"}}\n{{\"tx_kind\":\"x.ok\"}}\n"
         ),
@@ -167,7 +149,7 @@ fn a_line_the_writer_refuses_refuses_the_whole_batch() {
         .and_then(|e| e["seq"].as_u64())
         .expect("the first event");
     // An event the daemon named itself, and its id sent back in a batch.
-    let plain = batch(&d, "{\"tx_kind\":\"x.plain\"}\n");
+    let plain = d.batch("{\"tx_kind\":\"x.plain\"}\n");
     assert_eq!(plain.status, 201);
     let copied = d
         .all_events()
@@ -176,10 +158,9 @@ fn a_line_the_writer_refuses_refuses_the_whole_batch() {
         .and_then(|e| e["tx_id"].as_str().map(str::to_string))
         .expect("its tx_id");
     let head = d.head();
-    let r = batch(
-        &d,
-        &format!("{{\"tx_kind\":\"x.ok\"}}\n{{\"tx_kind\":\"x.echo\",\"tx_id\":\"{copied}\"}}\n"),
-    );
+    let r = d.batch(&format!(
+        "{{\"tx_kind\":\"x.ok\"}}\n{{\"tx_kind\":\"x.echo\",\"tx_id\":\"{copied}\"}}\n"
+    ));
     assert_eq!(r.code(), "tx_id_reused", "{}", r.json());
     assert_eq!(r.json()["error"]["line"], 2);
     assert_eq!(d.head(), head);
@@ -187,7 +168,7 @@ fn a_line_the_writer_refuses_refuses_the_whole_batch() {
     assert!(named < head);
 
     // The same lines without the bad one go in, in one commit.
-    let r = batch(&d, "{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.ok\"}\n");
+    let r = d.batch("{\"tx_kind\":\"x.ok\"}\n{\"tx_kind\":\"x.ok\"}\n");
     assert_eq!(r.status, 201, "{}", r.json());
     assert_eq!(d.head(), head + 2);
 }

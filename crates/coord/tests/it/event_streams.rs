@@ -192,12 +192,7 @@ fn parked_streams_catch_up_after_a_burst_and_miss_nothing() {
     let batch: String = (0..1000)
         .map(|i| format!("{{\"tx_kind\":\"x.burst\",\"payload\":{{\"i\":{i}}}}}\n"))
         .collect();
-    let answer = d.http(
-        "POST",
-        "/v1/events/batch",
-        &[("Content-Type", "application/x-ndjson")],
-        Some(batch.as_bytes()),
-    );
+    let answer = d.batch(&batch);
     assert_eq!(answer.status, 201, "{:?}", answer.json());
     for _ in 0..10 {
         d.ok(&["publish", "x.after"]);

@@ -105,12 +105,7 @@ fn an_overflowing_or_malformed_tx_id_is_refused_not_rewritten() {
     }
     let lines =
         format!("{{\"tx_kind\":\"x.ok\"}}\n{{\"tx_kind\":\"x.b\",\"tx_id\":\"{overflow}\"}}\n");
-    let r = d.http(
-        "POST",
-        "/v1/events/batch",
-        &[("Content-Type", "application/x-ndjson")],
-        Some(lines.as_bytes()),
-    );
+    let r = d.batch(&lines);
     assert_eq!(r.status, 400, "{:?}", r.json());
     assert_eq!(r.json()["error"]["line"], 2, "{:?}", r.json());
     assert_eq!(d.head(), head, "a refused request appended");

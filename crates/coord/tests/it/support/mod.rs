@@ -120,6 +120,16 @@ impl Daemon {
         v["token"].as_str().expect("token").to_string()
     }
 
+    /// `POST /v1/events/batch` with an NDJSON `body`.
+    pub fn batch(&self, body: &str) -> Resp {
+        self.http(
+            "POST",
+            "/v1/events/batch",
+            &[("Content-Type", "application/x-ndjson")],
+            Some(body.as_bytes()),
+        )
+    }
+
     /// A raw HTTP request; panics if the daemon cannot be reached.
     pub fn http(
         &self,
