@@ -39,6 +39,13 @@ use ulid::Ulid;
 const MAX_BATCH: usize = 1024;
 /// Most yields before a commit while writes keep arriving.
 const MAX_YIELDS: usize = 3;
+/// A write that finds the writer idle for this long, after a commit that
+/// carried one write, commits without the group-commit yield: no group is
+/// forming, and the yield would only add a trip through the runtime (an
+/// `epoll_wait` and a pass over its queues) to a lone client's answer.
+/// Both conditions, because a writer preempted for this long under heavy
+/// load also finds itself "idle" with connections ready to be read.
+const LONE_WRITE_GAP: std::time::Duration = std::time::Duration::from_micros(250);
 /// Depth of the request queue before callers wait.
 const QUEUE: usize = 16_384;
 /// Most lease and lock-TTL expiries committed in one transaction: when
@@ -419,6 +426,9 @@ impl<L: EventLog + Clone> Writer<L> {
     async fn run(&mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
         self.measure_snapshot_distance().await;
         let mut stopping = false;
+        // When the last commit ended and how many writes it carried.
+        let mut last_commit = Instant::now();
+        let mut last_carried = 0;
         loop {
             let next = self.timers.next();
             let first = tokio::select! {
@@ -443,11 +453,11 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
             };
             let pids = &self.pids;
+            let now = Instant::now();
+            let lone = last_carried <= 1 && now.duration_since(last_commit) >= LONE_WRITE_GAP;
             let mut writes: Vec<Write> = self
                 .timers
-                .due(Instant::now(), EXPIRIES_PER_COMMIT, |sid| {
-                    pids.is_running(sid)
-                })
+                .due(now, EXPIRIES_PER_COMMIT, |sid| pids.is_running(sid))
                 .into_iter()
                 .map(internal)
                 .collect();
@@ -469,8 +479,11 @@ impl<L: EventLog + Clone> Writer<L> {
                 // Group commit needs a group: let the connection tasks that
                 // are ready on this thread run first and queue their
                 // writes, so one commit carries them all instead of each
-                // paying for a transaction of its own.
-                if matches!(r, Request::Write(_) | Request::Group(_)) {
+                // paying for a transaction of its own. Not for a write that
+                // found the writer idle (`LONE_WRITE_GAP`).
+                if matches!(r, Request::Write(_) | Request::Group(_))
+                    && !(lone && writes.is_empty())
+                {
                     tokio::task::yield_now().await;
                 }
                 let mut pending = Some(r);
@@ -513,7 +526,9 @@ impl<L: EventLog + Clone> Writer<L> {
                     }
                 }
             }
+            last_carried = writes.len();
             self.commit(writes).await;
+            last_commit = Instant::now();
         }
         // The queue is closed and drained: leave a snapshot so the next
         // start folds nothing. Not when the store is out of reach (a NATS
