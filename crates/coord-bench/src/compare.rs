@@ -22,6 +22,13 @@
 //! ack, an ordered push consumer per subscriber), Redis with the redis
 //! crate (`XADD`, `XREAD BLOCK`). A system that does not answer is left
 //! out and said so. Nothing here asserts: it measures.
+//!
+//! With `--runs N` the whole comparison is run N times, the systems taking
+//! turns within each run so the machine's drift falls on all of them
+//! alike; each run prints its own table, and a closing summary gives every
+//! ratio's median, its range and the runs in which coord was ahead
+//! ([`Spread`]). On a shared 2-core VM one run's delivery p99 moves by a
+//! third from run to run; the spread says whether a lead is one.
 
 use crate::{pct, Conn, Daemon};
 use anyhow::{anyhow, Context, Result};
@@ -71,6 +78,10 @@ pub struct Opts {
     /// The Redis server.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// Runs of the whole comparison (the systems take turns in each); with
+    /// more than one, a closing summary of each ratio's median and range.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
     /// Replicas of the JetStream stream and of coord's log (`--replicas`).
     #[arg(skip)]
     pub replicas: usize,
@@ -461,8 +472,25 @@ async fn measure(t: &Target, o: &Opts) -> Result<Figures> {
 }
 
 /// `coord-bench compare`: each system in turn, then one table and the
-/// ratios of coord to each peer.
+/// ratios of coord to each peer; `--runs` times, then the summary.
 pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
+    let mut runs = Vec::new();
+    for i in 0..o.runs {
+        if o.runs > 1 {
+            println!("== run {} of {}", i + 1, o.runs);
+        }
+        let results = one_run(coord, &o).await?;
+        print_table(&results, &o);
+        runs.push(results);
+    }
+    if o.runs > 1 {
+        print_summary(&runs, &o);
+    }
+    Ok(())
+}
+
+/// Every system once: its figures under its label, in `--systems` order.
+async fn one_run(coord: &Path, o: &Opts) -> Result<Vec<(String, Figures)>> {
     let run = crate::now_ns();
     let mut results: Vec<(String, Figures)> = Vec::new();
     for system in &o.systems {
@@ -479,24 +507,23 @@ pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
                 let t = Target::Coord {
                     socket: d.socket.clone(),
                 };
-                measure(&t, &o).await.map(|f| (label, f))
+                measure(&t, o).await.map(|f| (label, f))
             }
-            "jetstream" => jetstream(&o, run).await,
-            "redis" => redis_streams(&o, run).await,
+            "jetstream" => jetstream(o, run).await,
+            "redis" => redis_streams(o, run).await,
             other => Err(anyhow!(
                 "unknown system {other:?} (coord, jetstream, redis)"
             )),
         };
         match r {
             Ok((label, f)) => {
-                println!("{}", line(&label, &f, &o));
+                println!("{}", line(&label, &f, o));
                 results.push((label, f));
             }
             Err(e) => println!("{system}: left out: {e:#}"),
         }
     }
-    print_table(&results, &o);
-    Ok(())
+    Ok(results)
 }
 
 async fn jetstream(o: &Opts, run: u64) -> Result<(String, Figures)> {
@@ -608,22 +635,203 @@ fn print_table(results: &[(String, Figures)], o: &Opts) {
         return;
     };
     for (label, p) in results.iter().filter(|(l, _)| !l.starts_with("coord")) {
-        let lat = |mine: &[f64], theirs: &[f64], q: f64| pct(theirs, q) / pct(mine, q);
-        let mut s = format!(
-            "{coord_label} vs {label}: throughput {:.2}×, ack p50 {:.2}×, ack p99 {:.2}×, deliver p50 {:.2}×, deliver p99 {:.2}×",
-            c.throughput / p.throughput,
-            lat(&c.ack, &p.ack, 0.5),
-            lat(&c.ack, &p.ack, 0.99),
-            lat(&c.deliver, &p.deliver, 0.5),
-            lat(&c.deliver, &p.deliver, 0.99),
+        let r: Vec<String> = ratios(c, p, o.fanout.is_some())
+            .into_iter()
+            .map(|(name, v)| format!("{name} {v:.2}×"))
+            .collect();
+        println!(
+            "{coord_label} vs {label}: {}  (above 1: coord ahead)",
+            r.join(", ")
         );
-        if o.fanout.is_some() {
-            s.push_str(&format!(
-                ", fan-out p50 {:.2}×, p99 {:.2}×",
-                lat(&c.fanout, &p.fanout, 0.5),
-                lat(&c.fanout, &p.fanout, 0.99)
+    }
+}
+
+/// coord's ratios to one peer, by name: throughput coord ÷ peer, latency
+/// peer ÷ coord, so above 1 always means coord is ahead.
+fn ratios(c: &Figures, p: &Figures, fanout: bool) -> Vec<(&'static str, f64)> {
+    let lat = |mine: &[f64], theirs: &[f64], q: f64| pct(theirs, q) / pct(mine, q);
+    let mut r = vec![
+        ("throughput", c.throughput / p.throughput),
+        ("ack p50", lat(&c.ack, &p.ack, 0.5)),
+        ("ack p99", lat(&c.ack, &p.ack, 0.99)),
+        ("deliver p50", lat(&c.deliver, &p.deliver, 0.5)),
+        ("deliver p99", lat(&c.deliver, &p.deliver, 0.99)),
+    ];
+    if fanout {
+        r.push(("fan-out p50", lat(&c.fanout, &p.fanout, 0.5)));
+        r.push(("fan-out p99", lat(&c.fanout, &p.fanout, 0.99)));
+    }
+    r
+}
+
+/// One ratio over several runs: its median, least and greatest, and in how
+/// many runs coord was ahead (the ratio above 1). NaN (a figure missing)
+/// counts as a run, never as a lead.
+#[derive(Debug, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    ahead: usize,
+    runs: usize,
+}
+
+impl Spread {
+    /// `None` for no runs.
+    fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let mid = v.len() / 2;
+        let median = if v.len().is_multiple_of(2) {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+            ahead: v.iter().filter(|x| **x > 1.0).count(),
+            runs: values.len(),
+        })
+    }
+}
+
+/// The median over `runs` of one figure of one system (each run's own
+/// percentile first).
+fn median_of(runs: &[&Figures], f: impl Fn(&Figures) -> f64) -> f64 {
+    Spread::of(&runs.iter().map(|r| f(r)).collect::<Vec<_>>()).map_or(f64::NAN, |s| s.median)
+}
+
+/// After `--runs N` (N > 1): each system's figures as medians over the
+/// runs, then each of coord's ratios as median (least–greatest, the runs
+/// coord was ahead in).
+fn print_summary(runs: &[Vec<(String, Figures)>], o: &Opts) {
+    let mut labels: Vec<&str> = Vec::new();
+    for (label, _) in runs.iter().flatten() {
+        if !labels.contains(&label.as_str()) {
+            labels.push(label);
+        }
+    }
+    let of = |label: &str| -> Vec<&Figures> {
+        runs.iter()
+            .filter_map(|r| r.iter().find(|(l, _)| l == label).map(|(_, f)| f))
+            .collect()
+    };
+    println!();
+    println!("== {} runs: each figure the median of the runs", runs.len());
+    let fan = o.fanout.map(|n| format!(" fan-out to {n}, p50 / p99 |"));
+    println!(
+        "| system | ack p50 / p99 | deliver p50 / p99 | {}-writer throughput |{}",
+        o.writers,
+        fan.clone().unwrap_or_default()
+    );
+    println!(
+        "| --- | --- | --- | --- |{}",
+        if fan.is_some() { " --- |" } else { "" }
+    );
+    for label in &labels {
+        let f = of(label);
+        let m = |g: &dyn Fn(&Figures) -> f64| median_of(&f, g);
+        let mut row = format!(
+            "| {label} | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.0} ev/s |",
+            m(&|x| pct(&x.ack, 0.5)),
+            m(&|x| pct(&x.ack, 0.99)),
+            m(&|x| pct(&x.deliver, 0.5)),
+            m(&|x| pct(&x.deliver, 0.99)),
+            m(&|x| x.throughput),
+        );
+        if fan.is_some() {
+            row.push_str(&format!(
+                " {:.1} / {:.1} ms |",
+                m(&|x| pct(&x.fanout, 0.5)),
+                m(&|x| pct(&x.fanout, 0.99))
             ));
         }
-        println!("{s}  (above 1: coord ahead)");
+        println!("{row}");
+    }
+    let Some(coord_label) = labels.iter().find(|l| l.starts_with("coord")) else {
+        return;
+    };
+    for peer in labels.iter().filter(|l| !l.starts_with("coord")) {
+        // Each run's ratios, where both ran.
+        let per_run: Vec<Vec<(&'static str, f64)>> = runs
+            .iter()
+            .filter_map(|r| {
+                let c = r.iter().find(|(l, _)| l == coord_label)?;
+                let p = r.iter().find(|(l, _)| l == peer)?;
+                Some(ratios(&c.1, &p.1, o.fanout.is_some()))
+            })
+            .collect();
+        let Some(first) = per_run.first() else {
+            continue;
+        };
+        let parts: Vec<String> = first
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, _))| {
+                let v: Vec<f64> = per_run.iter().map(|r| r[i].1).collect();
+                let s = Spread::of(&v)?;
+                Some(format!(
+                    "{name} {:.2}× ({:.2}–{:.2}×, ahead in {} of {})",
+                    s.median, s.min, s.max, s.ahead, s.runs
+                ))
+            })
+            .collect();
+        println!(
+            "{coord_label} vs {peer}, {} runs: {}  (median, range, runs with coord ahead)",
+            per_run.len(),
+            parts.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_gives_the_median_the_range_and_the_leads() {
+        let s = Spread::of(&[0.83, 0.58, 0.94, 1.2, 0.58, 0.98]).expect("runs");
+        assert_eq!(s.runs, 6);
+        assert_eq!(s.ahead, 1);
+        assert_eq!((s.min, s.max), (0.58, 1.2));
+        assert!((s.median - (0.83 + 0.94) / 2.0).abs() < 1e-9);
+        let odd = Spread::of(&[3.0, 1.0, 2.0]).expect("runs");
+        assert_eq!(odd.median, 2.0);
+        assert_eq!(odd.ahead, 2, "exactly 1 is level, not ahead");
+    }
+
+    #[test]
+    fn a_missing_figure_is_a_run_but_never_a_lead() {
+        let s = Spread::of(&[f64::NAN, 1.5]).expect("one figure");
+        assert_eq!((s.runs, s.ahead, s.median), (2, 1, 1.5));
+        assert_eq!(Spread::of(&[f64::NAN]), None);
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn ratios_read_above_one_as_coord_ahead() {
+        let coord = Figures {
+            ack: vec![10.0, 20.0],
+            deliver: vec![100.0],
+            throughput: 200.0,
+            fanout: vec![],
+        };
+        let peer = Figures {
+            ack: vec![20.0, 40.0],
+            deliver: vec![50.0],
+            throughput: 100.0,
+            fanout: vec![],
+        };
+        let r = ratios(&coord, &peer, false);
+        let get = |n: &str| r.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        assert_eq!(get("throughput"), Some(2.0));
+        assert_eq!(get("ack p50"), Some(2.0));
+        assert_eq!(get("deliver p99"), Some(0.5));
+        assert_eq!(get("fan-out p99"), None, "no fan-out asked for");
     }
 }
