@@ -604,11 +604,29 @@ fn line(label: &str, f: &Figures, o: &Opts) -> String {
     s
 }
 
-/// A Markdown table of every system, then coord's ratios to each peer
-/// (above 1: coord is ahead; throughput coord ÷ peer, latency peer ÷ coord).
-fn print_table(results: &[(String, Figures)], o: &Opts) {
+/// One line of a table: ack and deliver p50 / p99 (µs), throughput
+/// (ev/s), fan-out p50 / p99 (ms).
+struct Row {
+    ack: (f64, f64),
+    deliver: (f64, f64),
+    throughput: f64,
+    fanout: (f64, f64),
+}
+
+impl Row {
+    fn of(f: &Figures) -> Row {
+        Row {
+            ack: p50_p99(&f.ack),
+            deliver: p50_p99(&f.deliver),
+            throughput: f.throughput,
+            fanout: p50_p99(&f.fanout),
+        }
+    }
+}
+
+/// The Markdown table of `rows` (the fan-out column only with `--fanout`).
+fn print_rows(rows: &[(&str, Row)], o: &Opts) {
     let fan = o.fanout.map(|n| format!(" fan-out to {n}, p50 / p99 |"));
-    println!();
     println!(
         "| system | ack p50 / p99 | deliver p50 / p99 | {}-writer throughput |{}",
         o.writers,
@@ -618,19 +636,27 @@ fn print_table(results: &[(String, Figures)], o: &Opts) {
         "| --- | --- | --- | --- |{}",
         if fan.is_some() { " --- |" } else { "" }
     );
-    for (label, f) in results {
-        let (a50, a99) = p50_p99(&f.ack);
-        let (d50, d99) = p50_p99(&f.deliver);
-        let mut row = format!(
-            "| {label} | {a50:.0} / {a99:.0} µs | {d50:.0} / {d99:.0} µs | {:.0} ev/s |",
-            f.throughput
+    for (label, r) in rows {
+        let mut line = format!(
+            "| {label} | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.0} ev/s |",
+            r.ack.0, r.ack.1, r.deliver.0, r.deliver.1, r.throughput
         );
         if fan.is_some() {
-            let (f50, f99) = p50_p99(&f.fanout);
-            row.push_str(&format!(" {f50:.1} / {f99:.1} ms |"));
+            line.push_str(&format!(" {:.1} / {:.1} ms |", r.fanout.0, r.fanout.1));
         }
-        println!("{row}");
+        println!("{line}");
     }
+}
+
+/// A Markdown table of every system, then coord's ratios to each peer
+/// (above 1: coord is ahead; throughput coord ÷ peer, latency peer ÷ coord).
+fn print_table(results: &[(String, Figures)], o: &Opts) {
+    println!();
+    let rows: Vec<(&str, Row)> = results
+        .iter()
+        .map(|(label, f)| (label.as_str(), Row::of(f)))
+        .collect();
+    print_rows(&rows, o);
     let Some((coord_label, c)) = results.iter().find(|(l, _)| l.starts_with("coord")) else {
         return;
     };
@@ -723,36 +749,21 @@ fn print_summary(runs: &[Vec<(String, Figures)>], o: &Opts) {
     };
     println!();
     println!("== {} runs: each figure the median of the runs", runs.len());
-    let fan = o.fanout.map(|n| format!(" fan-out to {n}, p50 / p99 |"));
-    println!(
-        "| system | ack p50 / p99 | deliver p50 / p99 | {}-writer throughput |{}",
-        o.writers,
-        fan.clone().unwrap_or_default()
-    );
-    println!(
-        "| --- | --- | --- | --- |{}",
-        if fan.is_some() { " --- |" } else { "" }
-    );
-    for label in &labels {
-        let f = of(label);
-        let m = |g: &dyn Fn(&Figures) -> f64| median_of(&f, g);
-        let mut row = format!(
-            "| {label} | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.0} ev/s |",
-            m(&|x| pct(&x.ack, 0.5)),
-            m(&|x| pct(&x.ack, 0.99)),
-            m(&|x| pct(&x.deliver, 0.5)),
-            m(&|x| pct(&x.deliver, 0.99)),
-            m(&|x| x.throughput),
-        );
-        if fan.is_some() {
-            row.push_str(&format!(
-                " {:.1} / {:.1} ms |",
-                m(&|x| pct(&x.fanout, 0.5)),
-                m(&|x| pct(&x.fanout, 0.99))
-            ));
-        }
-        println!("{row}");
-    }
+    let rows: Vec<(&str, Row)> = labels
+        .iter()
+        .map(|label| {
+            let f = of(label);
+            let m = |g: fn(&Figures) -> f64| median_of(&f, g);
+            let row = Row {
+                ack: (m(|x| pct(&x.ack, 0.5)), m(|x| pct(&x.ack, 0.99))),
+                deliver: (m(|x| pct(&x.deliver, 0.5)), m(|x| pct(&x.deliver, 0.99))),
+                throughput: m(|x| x.throughput),
+                fanout: (m(|x| pct(&x.fanout, 0.5)), m(|x| pct(&x.fanout, 0.99))),
+            };
+            (*label, row)
+        })
+        .collect();
+    print_rows(&rows, o);
     let Some(coord_label) = labels.iter().find(|l| l.starts_with("coord")) else {
         return;
     };
