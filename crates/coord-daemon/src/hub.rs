@@ -141,20 +141,30 @@ impl Hub {
         })
     }
 
-    /// Publishes committed events (in seq order, continuing the head).
-    pub fn publish(&self, events: Vec<Arc<Published>>) {
-        let Some(last) = events.last().map(|p| p.event.seq) else {
-            return;
-        };
-        if let Ok(mut ring) = self.ring.write() {
-            for p in events {
-                if ring.len() == self.capacity {
-                    ring.pop_front();
-                }
-                ring.push_back(p);
+    /// Publishes committed events (in seq order, continuing the head): each
+    /// goes into the ring, then the head moves to the last. Takes any
+    /// iterator, so a caller that still needs its events hands over clones
+    /// of the `Arc`s, not a copied `Vec`.
+    pub fn publish(&self, events: impl IntoIterator<Item = Arc<Published>>) {
+        let mut last = None;
+        // The ring only holds `Arc`s: a panic elsewhere while the lock was
+        // held cannot have left it half-changed, so a poisoned lock is used
+        // as is rather than the events dropped.
+        let mut ring = self
+            .ring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in events {
+            if ring.len() == self.capacity {
+                ring.pop_front();
             }
+            last = Some(p.event.seq);
+            ring.push_back(p);
         }
-        self.head.send_replace(last);
+        drop(ring);
+        if let Some(last) = last {
+            self.head.send_replace(last);
+        }
     }
 
     /// The seq of the last published event.

@@ -181,6 +181,22 @@ pub(crate) fn park(hub: &Arc<Hub>, parking: Parking) -> Option<(Ticket, oneshot:
     Some((ticket, rx))
 }
 
+/// Serves this thread's parked streams up to the hub's head now, from the
+/// caller: the writer, right after it publishes a commit, so a subscriber's
+/// line leaves before the writer's bookkeeping and without a trip through
+/// the scheduler to the lane's task (which then finds its lane at the head,
+/// with nothing to do). The same work on the same thread as the task's, one
+/// at a time, so the invariants above hold; a lane already borrowed (never,
+/// from the writer) is left to its task.
+pub(crate) fn serve_now(hub: &Hub) {
+    let head = hub.head();
+    with_lane(hub.addr(), |l| {
+        if head > l.pos && !l.entries.is_empty() {
+            step(l, hub, head);
+        }
+    });
+}
+
 /// The lane's task on this thread: follows the head while anything is
 /// parked, and ends when nothing is.
 async fn run(hub: Arc<Hub>) {
@@ -456,6 +472,46 @@ mod tests {
         let (_ta, mut back_a) = parked_a;
         assert!(back_a.try_recv().is_err());
         drop(parked_b);
+    }
+
+    /// `serve_now` writes a commit to the parked streams before the caller
+    /// yields (the lane's task has not run: the peer's bytes are there to
+    /// read without waiting), and the task, when it runs, writes nothing a
+    /// second time.
+    #[tokio::test]
+    async fn serve_now_writes_at_once_and_the_task_does_not_repeat_it() {
+        let hub = Hub::new(0, 64);
+        let filters = Filters::default();
+        let (a, mut peer_a) = pair();
+        let _parked = park(&hub, parking(&a, filters.everything(), 0)).expect("parks");
+        let e1 = published(1, "x.a");
+        hub.publish(vec![e1.clone()]);
+        serve_now(&hub);
+        // No await since the publish: only serve_now can have written.
+        // The peer read as a plain non-blocking socket: tokio's own
+        // `try_read` would wait for its reactor to report readiness first.
+        let want = chunk(&[&e1]);
+        let mut got = vec![0u8; want.len()];
+        let mut std_peer = peer_a.into_std().expect("into_std");
+        let n = std::io::Read::read(&mut std_peer, &mut got).expect("written before any yield");
+        assert_eq!(&got[..n], &want[..]);
+        assert_eq!(with_lane(hub.addr(), |l| l.pos), Some(1));
+        let mut peer_a = tokio::net::UnixStream::from_std(std_peer).expect("register");
+        // Let the lane's task see the head move; then the next commit
+        // arrives whole and alone, with nothing of the first again.
+        tokio::task::yield_now().await;
+        let e2 = published(2, "x.a");
+        hub.publish(vec![e2.clone()]);
+        assert_eq!(
+            read_n(&mut peer_a, chunk(&[&e2]).len()).await,
+            chunk(&[&e2])
+        );
+        let mut std_peer = peer_a.into_std().expect("into_std");
+        let mut extra = [0u8; 64];
+        assert!(
+            matches!(std::io::Read::read(&mut std_peer, &mut extra), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "nothing written twice"
+        );
     }
 
     /// A full socket, a peer that left and a taken-out ticket: the first

@@ -957,6 +957,12 @@ impl<L: EventLog + Clone> Writer<L> {
         for p in &published {
             self.after_commit(&p.event);
         }
+        let appended_events = published.len() as u64;
+        // Subscribers first: their lines leave before the bookkeeping
+        // below, which only the answers must wait for (a caller that
+        // reads /v1/status after its answer sees its commit counted).
+        self.hub.publish(published.iter().cloned());
+        crate::lane::serve_now(&self.hub);
         // The load that decides whether serving threads spin.
         crate::idle_spin::committed(answers.len());
         self.count(&published, &answers);
@@ -994,8 +1000,6 @@ impl<L: EventLog + Clone> Writer<L> {
                 }
             }
         }
-        let appended_events = published.len() as u64;
-        self.hub.publish(published);
         for (mut w, answer) in answers {
             if matches!(&answer, Ok(c) if c.reply == Reply::Unfinished) {
                 self.unfinished.push(w);
