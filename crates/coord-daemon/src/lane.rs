@@ -482,7 +482,7 @@ mod tests {
     async fn serve_now_writes_at_once_and_the_task_does_not_repeat_it() {
         let hub = Hub::new(0, 64);
         let filters = Filters::default();
-        let (a, mut peer_a) = pair();
+        let (a, peer_a) = pair();
         let _parked = park(&hub, parking(&a, filters.everything(), 0)).expect("parks");
         let e1 = published(1, "x.a");
         hub.publish(vec![e1.clone()]);
