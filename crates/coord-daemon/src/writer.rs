@@ -583,8 +583,18 @@ impl<L: EventLog + Clone> Writer<L> {
                 self.since_snapshot += 1;
                 published.push(Arc::new(Published::new(e, s.json)));
             }
-            self.hub.publish(published);
+            self.publish(published);
         }
+    }
+
+    /// Hands committed events to the hub, then serves this thread's parked
+    /// streams at once (`lane::serve_now`), so a subscriber's line leaves
+    /// before anything else the writer does for the events. Every publish
+    /// of the writer (a commit, a catch-up, a roll-back's replay) goes
+    /// through here.
+    fn publish(&self, events: impl IntoIterator<Item = Arc<Published>>) {
+        self.hub.publish(events);
+        crate::lane::serve_now(&self.hub);
     }
 
     /// Goes back to the last committed state after a refused append: the
@@ -614,7 +624,7 @@ impl<L: EventLog + Clone> Writer<L> {
                                 published.push(Arc::new(Published::new(e, s.json)));
                             }
                         }
-                        self.hub.publish(published);
+                        self.publish(published);
                     }
                 }
             }
@@ -961,8 +971,7 @@ impl<L: EventLog + Clone> Writer<L> {
         // Subscribers first: their lines leave before the bookkeeping
         // below, which only the answers must wait for (a caller that
         // reads /v1/status after its answer sees its commit counted).
-        self.hub.publish(published.iter().cloned());
-        crate::lane::serve_now(&self.hub);
+        self.publish(published.iter().cloned());
         // The load that decides whether serving threads spin.
         crate::idle_spin::committed(answers.len());
         self.count(&published, &answers);
