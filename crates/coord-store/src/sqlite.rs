@@ -442,7 +442,12 @@ fn append_blocking(conn: &Connection, batch: Batch, head: Option<u64>) -> Result
             });
         }
     }
-    {
+    // Each statement is fetched from the cache only when its table has
+    // rows in this batch: a fetch and its return to the cache cost about
+    // 1,700 instructions (hashing the SQL, the LRU, reset and clearing the
+    // bindings), and most commits touch two of the eight (callgrind,
+    // docs/BENCHMARKS.md, "The write path").
+    if !batch.expect.is_empty() {
         let mut get_key = tx.prepare_cached("SELECT seq FROM key_heads WHERE key = ?1")?;
         for e in &batch.expect {
             let found: Option<i64> = get_key.query_row([&e.key], |r| r.get(0)).optional()?;
@@ -456,7 +461,7 @@ fn append_blocking(conn: &Connection, batch: Batch, head: Option<u64>) -> Result
             }
         }
     }
-    {
+    if !batch.records.is_empty() {
         let mut ins = tx.prepare_cached(
             "INSERT INTO events (seq, source, tx_id, kind, ingress_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
@@ -482,18 +487,16 @@ fn append_blocking(conn: &Connection, batch: Batch, head: Option<u64>) -> Result
         }
     }
     {
-        let mut set = tx.prepare_cached(
-            "INSERT INTO key_heads (key, seq) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET seq = excluded.seq",
-        )?;
-        let mut del = tx.prepare_cached("DELETE FROM key_heads WHERE key = ?1")?;
+        let (mut set, mut del) = (None, None);
         for (key, seq) in &batch.key_updates {
             match seq {
-                Some(s) => set.execute(params![key, *s as i64])?,
-                None => del.execute([key])?,
+                Some(s) => cached(&mut set, &tx, "INSERT INTO key_heads (key, seq) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET seq = excluded.seq")?
+                    .execute(params![key, *s as i64])?,
+                None => cached(&mut del, &tx, "DELETE FROM key_heads WHERE key = ?1")?.execute([key])?,
             };
         }
     }
-    {
+    if !batch.txns.is_empty() {
         let mut ins = tx.prepare_cached(
             "INSERT OR IGNORE INTO txns (source, tx_id, seq, response) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -502,19 +505,30 @@ fn append_blocking(conn: &Connection, batch: Batch, head: Option<u64>) -> Result
         }
     }
     {
-        let mut put = tx.prepare_cached(
-            "INSERT INTO attachments (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )?;
-        let mut del = tx.prepare_cached("DELETE FROM attachments WHERE key = ?1")?;
+        let (mut put, mut del) = (None, None);
         for a in &batch.attachments {
             match a {
-                AttachmentOp::Put { key, value } => put.execute(params![key, value])?,
-                AttachmentOp::Delete { key } => del.execute([key])?,
+                AttachmentOp::Put { key, value } => cached(&mut put, &tx, "INSERT INTO attachments (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+                    .execute(params![key, value])?,
+                AttachmentOp::Delete { key } => cached(&mut del, &tx, "DELETE FROM attachments WHERE key = ?1")?.execute([key])?,
             };
         }
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The statement in `slot`, fetched from `conn`'s cache on first use: a
+/// batch that never uses it never pays for the fetch.
+fn cached<'s, 'c>(
+    slot: &'s mut Option<rusqlite::CachedStatement<'c>>,
+    conn: &'c Connection,
+    sql: &str,
+) -> Result<&'s mut rusqlite::CachedStatement<'c>, StoreError> {
+    Ok(match slot.take() {
+        Some(st) => slot.insert(st),
+        None => slot.insert(conn.prepare_cached(sql)?),
+    })
 }
 
 impl EventLog for SqliteLog {
