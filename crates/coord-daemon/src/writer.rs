@@ -26,6 +26,7 @@ use crate::waits::{WaitNotice, Waits};
 use coord_core::{apply, keys, validate, Command, Reply, State};
 use coord_proto::{ErrorBody, ErrorCode, Event, Payload, Timestamp};
 use coord_store::{AttachmentOp, Batch, EventLog, Expectation, Record, Retention, TxnRecord};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -311,6 +312,10 @@ struct Writer<L: EventLog> {
     unfinished: Vec<Write>,
     /// The snapshot being encoded and saved, if one is.
     snapshotting: Option<tokio::task::JoinHandle<()>>,
+    /// `coord_events_total`'s series by kind, then source, once seen: the
+    /// family's own lookup builds two `String` labels and takes a lock
+    /// per call. Grows as the family does, one entry per series.
+    event_counters: HashMap<String, HashMap<String, Counter>>,
 }
 
 /// Most times one batch is re-validated after other daemons appended
@@ -412,6 +417,7 @@ pub fn spawn<L: EventLog + Clone>(
         store_head,
         unfinished: Vec::new(),
         snapshotting: None,
+        event_counters: HashMap::new(),
     };
     w.restore_timers_and_watches();
     // No waiter survives a restart: whoever waited got an error when the
@@ -1032,15 +1038,35 @@ impl<L: EventLog + Clone> Writer<L> {
     }
 
     /// Feeds the metrics of one committed batch.
-    fn count(&self, events: &[Arc<Published>], answers: &[(Write, Result<Committed, WriteError>)]) {
+    fn count(
+        &mut self,
+        events: &[Arc<Published>],
+        answers: &[(Write, Result<Committed, WriteError>)],
+    ) {
         let m = &self.config.metrics;
         m.commits.inc();
         m.batch_size.observe(answers.len() as f64);
-        // One label lookup per (kind, source) of the batch, not per event.
-        let mut per: HashMap<(&str, &str), u64> = HashMap::new();
         for p in events {
             let e = &p.event;
-            *per.entry((e.kind(), e.source.as_str())).or_default() += 1;
+            let (kind, source) = (e.kind(), e.source.as_str());
+            let counter = match self.event_counters.get(kind).and_then(|s| s.get(source)) {
+                Some(c) => c,
+                None => {
+                    let c = m
+                        .events
+                        .get_or_create(&EventLabels {
+                            kind: kind.to_string(),
+                            source: source.to_string(),
+                        })
+                        .clone();
+                    self.event_counters
+                        .entry(kind.to_string())
+                        .or_default()
+                        .entry(source.to_string())
+                        .or_insert(c)
+                }
+            };
+            counter.inc();
             if let Payload::SessionProbeError(p) = &e.payload {
                 m.probe_errors
                     .get_or_create(&ProbeLabel {
@@ -1048,14 +1074,6 @@ impl<L: EventLog + Clone> Writer<L> {
                     })
                     .inc();
             }
-        }
-        for ((kind, source), n) in per {
-            m.events
-                .get_or_create(&EventLabels {
-                    kind: kind.to_string(),
-                    source: source.to_string(),
-                })
-                .inc_by(n);
         }
         for (w, a) in answers {
             if w.source.starts_with("fs-") {

@@ -17,9 +17,19 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// The current wall-clock time. The only clock read in this crate; the
     /// pure core never calls it (the daemon passes `now` in).
+    ///
+    /// Read from `SystemTime` as milliseconds, not through `time`'s
+    /// `OffsetDateTime::now_utc`, which works out the calendar date only
+    /// for this to throw it away: about 300 instructions per call, several
+    /// calls per write (callgrind, docs/BENCHMARKS.md, "The write path").
     pub fn now() -> Self {
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        Timestamp((nanos / 1_000_000) as i64)
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let ms = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+            // A clock set before 1970: the same instant, counted back.
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        Timestamp(ms)
     }
 
     /// Milliseconds since the Unix epoch.
@@ -117,6 +127,17 @@ mod tests {
         assert_eq!(t.to_string(), "2026-04-07T21:13:45.123Z");
         let t = Timestamp::parse("2026-04-07T23:13:45.5+02:00").expect("parse");
         assert_eq!(t.to_string(), "2026-04-07T21:13:45.500Z");
+    }
+
+    #[test]
+    fn now_agrees_with_the_time_crate() {
+        let before = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let now = Timestamp::now().as_millis() as i128;
+        let after = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
     }
 
     #[test]

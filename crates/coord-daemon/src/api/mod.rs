@@ -14,7 +14,7 @@ use crate::waits::WaitNotice;
 use crate::writer::{body_key, Committed, Extras, Write, WriterHandle};
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -27,8 +27,10 @@ use coord_proto::{
     MAX_DURATION_MS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, VERSION,
 };
 use coord_store::EventLog;
+use prometheus_client::metrics::histogram::Histogram;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -102,21 +104,47 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         // One layer, not two: each `from_fn` layer boxes a future and
         // clones the router's service per request.
         .layer(axum::middleware::from_fn_with_state(
-            Front {
-                metrics: app.metrics.clone(),
-                log_id: app.log_id.clone(),
-            },
+            Front::new(app.metrics.clone(), &app.log_id),
             front,
         ))
         .with_state(app)
 }
 
-/// What [`front`] needs: the metrics it times into and the log id it
+/// What [`front`] needs: the metrics it times into and the headers it
 /// stamps on every answer.
 #[derive(Clone)]
 pub(crate) struct Front {
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    pub(crate) log_id: String,
+    metrics: Arc<crate::metrics::Metrics>,
+    stamp: Arc<Stamp>,
+}
+
+/// The values of the headers every answer carries, made once: parsing
+/// and checking them per answer was about a tenth of a direct append's
+/// own CPU (callgrind, docs/BENCHMARKS.md, "The write path").
+struct Stamp {
+    protocol: HeaderValue,
+    version: HeaderValue,
+    /// `None` if the log id is not a valid header value (it always is: a
+    /// ULID), in which case answers go without it, as before.
+    log_id: Option<HeaderValue>,
+}
+
+const COORD_PROTOCOL: HeaderName = HeaderName::from_static("coord-protocol");
+const COORD_VERSION: HeaderName = HeaderName::from_static("coord-version");
+const COORD_LOG_ID: HeaderName = HeaderName::from_static("coord-log-id");
+
+impl Front {
+    /// The front of a daemon whose log is `log_id`, timing into `metrics`.
+    pub(crate) fn new(metrics: Arc<crate::metrics::Metrics>, log_id: &str) -> Self {
+        Front {
+            metrics,
+            stamp: Arc::new(Stamp {
+                protocol: HeaderValue::from(PROTOCOL_VERSION),
+                version: HeaderValue::from_static(VERSION),
+                log_id: HeaderValue::from_str(log_id).ok(),
+            }),
+        }
+    }
 }
 
 /// Every request passes here: a client that speaks another protocol is
@@ -146,7 +174,7 @@ pub(crate) async fn front(
 /// The answer to a client that speaks another protocol: a
 /// `Coord-Protocol` header that is there but is not ours (or unreadable).
 fn protocol_refusal(headers: &HeaderMap) -> Option<Response> {
-    let theirs = headers.get("coord-protocol").map(|v| {
+    let theirs = headers.get(COORD_PROTOCOL).map(|v| {
         v.to_str()
             .map(str::to_string)
             .unwrap_or_else(|_| format!("{:?}", v.as_bytes()))
@@ -177,14 +205,27 @@ impl Front {
         method: String,
         started: Instant,
     ) -> Response {
-        let h = resp.headers_mut();
-        h.insert("coord-protocol", HeaderValue::from(PROTOCOL_VERSION));
-        h.insert("coord-version", HeaderValue::from_static(VERSION));
-        if let Ok(v) = HeaderValue::from_str(&self.log_id) {
-            h.insert("coord-log-id", v);
-        }
+        self.stamp(&mut resp);
         let status = resp.status().as_u16();
         tracing::debug!(route = %route, method = %method, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+        self.timer(route, method, status)
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    /// Adds the protocol, version and log id headers to `resp`.
+    fn stamp(&self, resp: &mut Response) {
+        let h = resp.headers_mut();
+        h.insert(COORD_PROTOCOL, self.stamp.protocol.clone());
+        h.insert(COORD_VERSION, self.stamp.version.clone());
+        if let Some(v) = &self.stamp.log_id {
+            h.insert(COORD_LOG_ID, v.clone());
+        }
+    }
+
+    /// The request-duration histogram of one route, method and status
+    /// (a handle to the series, which it creates if new).
+    fn timer(&self, route: String, method: String, status: u16) -> Histogram {
         self.metrics
             .requests
             .get_or_create(&crate::metrics::RequestLabels {
@@ -192,8 +233,7 @@ impl Front {
                 method,
                 status: status.to_string(),
             })
-            .observe(started.elapsed().as_secs_f64());
-        resp
+            .clone()
     }
 }
 
@@ -210,16 +250,23 @@ pub(crate) struct Appends<L> {
     app: Arc<App<L>>,
     front: Front,
     budget: crate::http::BodyBudget,
+    /// The request-duration series of a `201` append, once one was timed.
+    created: OnceLock<Histogram>,
+    /// The same of a `200` (a replay).
+    replayed: OnceLock<Histogram>,
 }
 
 impl<L: EventLog + Clone> Appends<L> {
     /// The append path of `app`, under the daemon's body `budget`.
     pub(crate) fn new(app: Arc<App<L>>, budget: crate::http::BodyBudget) -> Self {
-        let front = Front {
-            metrics: app.metrics.clone(),
-            log_id: app.log_id.clone(),
-        };
-        Appends { app, front, budget }
+        let front = Front::new(app.metrics.clone(), &app.log_id);
+        Appends {
+            app,
+            front,
+            budget,
+            created: OnceLock::new(),
+            replayed: OnceLock::new(),
+        }
     }
 
     /// Answers one append: its head's `headers` and its `body`.
@@ -232,8 +279,31 @@ impl<L: EventLog + Clone> Appends<L> {
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         };
-        self.front
-            .finish(resp, "/v1/events".into(), "POST".into(), started)
+        // What `Front::finish` does, with the two usual answers' series
+        // looked up once instead of per append (the lookup builds three
+        // `String` labels and hashes them).
+        let mut resp = resp;
+        self.front.stamp(&mut resp);
+        let status = resp.status();
+        tracing::debug!(
+            route = "/v1/events",
+            method = "POST",
+            status = status.as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        let series = match status {
+            StatusCode::CREATED => Some(&self.created),
+            StatusCode::OK => Some(&self.replayed),
+            _ => None,
+        };
+        let timer = |status| self.front.timer("/v1/events".into(), "POST".into(), status);
+        let elapsed = started.elapsed().as_secs_f64();
+        match series {
+            Some(cell) => cell.get_or_init(|| timer(status.as_u16())).observe(elapsed),
+            None => timer(status.as_u16()).observe(elapsed),
+        }
+        resp
     }
 
     async fn append(&self, headers: &HeaderMap, body: &[u8]) -> ApiResult {
