@@ -1037,6 +1037,29 @@ impl<L: EventLog + Clone> Writer<L> {
         Attempt::Done
     }
 
+    /// `coord_events_total`'s series for (`kind`, `source`), from
+    /// `cache` or, the first time, from the family (then kept).
+    fn event_counter<'c>(
+        cache: &'c mut HashMap<String, HashMap<String, Counter>>,
+        m: &crate::metrics::Metrics,
+        (kind, source): (&str, &str),
+    ) -> &'c Counter {
+        if !cache.get(kind).is_some_and(|s| s.contains_key(source)) {
+            let c = m
+                .events
+                .get_or_create(&EventLabels {
+                    kind: kind.to_string(),
+                    source: source.to_string(),
+                })
+                .clone();
+            cache
+                .entry(kind.to_string())
+                .or_default()
+                .insert(source.to_string(), c);
+        }
+        &cache[kind][source]
+    }
+
     /// Feeds the metrics of one committed batch.
     fn count(
         &mut self,
@@ -1046,27 +1069,20 @@ impl<L: EventLog + Clone> Writer<L> {
         let m = &self.config.metrics;
         m.commits.inc();
         m.batch_size.observe(answers.len() as f64);
+        // One counter lookup per run of events of the same kind and
+        // source (a batch append is one run), not per event.
+        let mut run: Option<((&str, &str), u64)> = None;
         for p in events {
             let e = &p.event;
-            let (kind, source) = (e.kind(), e.source.as_str());
-            let counter = match self.event_counters.get(kind).and_then(|s| s.get(source)) {
-                Some(c) => c,
-                None => {
-                    let c = m
-                        .events
-                        .get_or_create(&EventLabels {
-                            kind: kind.to_string(),
-                            source: source.to_string(),
-                        })
-                        .clone();
-                    self.event_counters
-                        .entry(kind.to_string())
-                        .or_default()
-                        .entry(source.to_string())
-                        .or_insert(c)
+            let key = (e.kind(), e.source.as_str());
+            match &mut run {
+                Some((k, n)) if *k == key => *n += 1,
+                _ => {
+                    if let Some((k, n)) = run.replace((key, 1)) {
+                        Self::event_counter(&mut self.event_counters, m, k).inc_by(n);
+                    }
                 }
-            };
-            counter.inc();
+            }
             if let Payload::SessionProbeError(p) = &e.payload {
                 m.probe_errors
                     .get_or_create(&ProbeLabel {
@@ -1074,6 +1090,9 @@ impl<L: EventLog + Clone> Writer<L> {
                     })
                     .inc();
             }
+        }
+        if let Some((k, n)) = run {
+            Self::event_counter(&mut self.event_counters, m, k).inc_by(n);
         }
         for (w, a) in answers {
             if w.source.starts_with("fs-") {
