@@ -49,36 +49,75 @@ impl Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    /// Writes the fields into a stack buffer: every event carries two
-    /// timestamps, and `time`'s formatter allocates a `String` per call
-    /// (a measurable share of a batch append's CPU, docs/BENCHMARKS.md).
-    /// Same output as `time`'s `[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z` (a property test holds them together).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
-            .ok()
-            .filter(|t| (0..=9999).contains(&t.year()));
-        let Some(t) = t else {
-            // Outside what RFC 3339 can say (before year 0, after 9999):
-            // the raw ms, rather than a panic in `to_string`.
-            return write!(f, "{}ms", self.0);
-        };
+/// `0000-01-01T00:00:00.000Z`, the first instant RFC 3339 can write.
+const FIRST_MS: i64 = -62_167_219_200_000;
+/// `9999-12-31T23:59:59.999Z`, the last.
+const LAST_MS: i64 = 253_402_300_799_999;
+const DAY_MS: i64 = 86_400_000;
+
+impl Timestamp {
+    /// The wire form as ASCII bytes (`2026-04-07T21:13:45.123Z`, 24
+    /// bytes), or `None` outside the years 0–9999 that RFC 3339 can say.
+    /// No byte needs escaping in JSON: the event encoder writes them as
+    /// they are.
+    ///
+    /// The calendar date comes from arithmetic on the day number (Howard
+    /// Hinnant's `civil_from_days`, proleptic Gregorian), not from
+    /// `time`'s `OffsetDateTime`, whose accessors each work out the date
+    /// again: every event carries two timestamps, and that formatting was
+    /// 6 % of a batch append's instructions (docs/BENCHMARKS.md, "The
+    /// write path"). A property test holds the output to `time`'s.
+    pub fn rfc3339_bytes(self) -> Option<[u8; 24]> {
+        if !(FIRST_MS..=LAST_MS).contains(&self.0) {
+            return None;
+        }
+        let (year, month, day) = civil_from_days(self.0.div_euclid(DAY_MS));
+        let in_day = self.0.rem_euclid(DAY_MS);
         let mut b = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut v: u32| {
+        let mut put = |at: usize, width: usize, mut v: i64| {
             for i in (at..at + width).rev() {
                 b[i] = b'0' + (v % 10) as u8;
                 v /= 10;
             }
         };
-        put(0, 4, t.year() as u32);
-        put(5, 2, u8::from(t.month()).into());
-        put(8, 2, t.day().into());
-        put(11, 2, t.hour().into());
-        put(14, 2, t.minute().into());
-        put(17, 2, t.second().into());
-        put(20, 3, t.millisecond().into());
-        // Every byte written above is an ASCII digit or separator.
-        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, in_day / 3_600_000);
+        put(14, 2, in_day / 60_000 % 60);
+        put(17, 2, in_day / 1_000 % 60);
+        put(20, 3, in_day % 1_000);
+        Some(b)
+    }
+}
+
+/// `(year, month 1–12, day 1–31)` of the day `days` after 1970-01-01, in
+/// the proleptic Gregorian calendar (Howard Hinnant, "chrono-Compatible
+/// Low-Level Date Algorithms", `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+impl fmt::Display for Timestamp {
+    /// `2026-04-07T21:13:45.123Z` ([`Timestamp::rfc3339_bytes`]), the same
+    /// output as `time`'s `[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rfc3339_bytes() {
+            // Every byte is an ASCII digit or separator.
+            Some(b) => f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?),
+            // Outside what RFC 3339 can say (before year 0, after 9999):
+            // the raw ms, rather than a panic in `to_string`.
+            None => write!(f, "{}ms", self.0),
+        }
     }
 }
 
@@ -138,6 +177,26 @@ mod tests {
             before <= now && now <= after,
             "{before} <= {now} <= {after}"
         );
+    }
+
+    #[test]
+    fn formats_the_edges_of_rfc3339_and_falls_back_outside_them() {
+        assert_eq!(Timestamp(FIRST_MS).to_string(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp(LAST_MS).to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        // 2000 and 2024 are leap years, 2100 is not.
+        assert_eq!(
+            Timestamp(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp(4_107_542_400_000).to_string(),
+            "2100-03-01T00:00:00.000Z"
+        );
+        assert_eq!(Timestamp(FIRST_MS - 1).to_string(), "-62167219200001ms");
+        assert_eq!(Timestamp(LAST_MS + 1).to_string(), "253402300800000ms");
+        assert_eq!(Timestamp(LAST_MS + 1).rfc3339_bytes(), None);
     }
 
     #[test]
