@@ -474,6 +474,22 @@ async fn measure(t: &Target, o: &Opts) -> Result<Figures> {
 /// `coord-bench compare`: each system in turn, then one table and the
 /// ratios of coord to each peer; `--runs` times, then the summary.
 pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
+    // What a reader of the table needs to re-run it and to weigh it: the
+    // command as given and the machine it ran on.
+    // The program by its name only: a path says nothing about the run.
+    let command: Vec<String> = std::env::args()
+        .enumerate()
+        .map(|(i, a)| match Path::new(&a).file_name() {
+            Some(name) if i == 0 => name.to_string_lossy().into_owned(),
+            _ => a,
+        })
+        .collect();
+    println!(
+        "== {} | {} | {}",
+        command.join(" "),
+        machine(),
+        coord_version(coord)
+    );
     let mut runs = Vec::new();
     for i in 0..o.runs {
         if o.runs > 1 {
@@ -487,6 +503,53 @@ pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
         print_summary(&runs, &o);
     }
     Ok(())
+}
+
+/// The machine in one phrase, read from `/proc`:
+/// `2 CPUs (AMD EPYC), 23.4 GiB, Linux 6.18.0`. A part that cannot be read
+/// is left out, never guessed.
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string());
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / (1024.0 * 1024.0));
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let mut parts = vec![match model {
+        Some(m) => format!("{cpus} CPUs ({m})"),
+        None => format!("{cpus} CPUs"),
+    }];
+    if let Some(g) = mem_gib {
+        parts.push(format!("{g:.1} GiB"));
+    }
+    if !kernel.is_empty() {
+        parts.push(format!("Linux {kernel}"));
+    }
+    parts.join(", ")
+}
+
+/// `coord 0.1.0`, as the daemon binary under test says it, with the
+/// `COORD_THREADS` it inherits when one is set.
+fn coord_version(coord: &Path) -> String {
+    let version = std::process::Command::new(coord)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "coord (version unknown)".into());
+    match std::env::var("COORD_THREADS") {
+        Ok(t) => format!("{version}, COORD_THREADS={t}"),
+        Err(_) => version,
+    }
 }
 
 /// Every system once: its figures under its label, in `--systems` order.
@@ -803,6 +866,22 @@ fn print_summary(runs: &[Vec<(String, Figures)>], o: &Opts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_names_the_machine_and_says_when_it_cannot_read_the_binary() {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let m = machine();
+        assert!(m.starts_with(&format!("{cpus} CPUs")), "{m}");
+        if std::path::Path::new("/proc/sys/kernel/osrelease").exists() {
+            assert!(m.contains(", Linux "), "{m}");
+        }
+        assert_eq!(
+            coord_version(Path::new("/nonexistent/coord"))
+                .split(',')
+                .next(),
+            Some("coord (version unknown)")
+        );
+    }
 
     #[test]
     fn a_spread_gives_the_median_the_range_and_the_leads() {
