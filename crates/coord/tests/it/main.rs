@@ -19,6 +19,7 @@ mod exactly_once;
 mod full_disk;
 mod guard;
 mod idempotency;
+mod idle;
 mod lifecycle;
 mod lock_bounds;
 mod main_job;
