@@ -475,8 +475,8 @@ async fn measure(t: &Target, o: &Opts) -> Result<Figures> {
 /// ratios of coord to each peer; `--runs` times, then the summary.
 pub async fn compare(coord: &Path, o: Opts) -> Result<()> {
     // What a reader of the table needs to re-run it and to weigh it: the
-    // command as given and the machine it ran on.
-    // The program by its name only: a path says nothing about the run.
+    // command as given (the program by its name: a path says nothing
+    // about the run) and the machine it ran on.
     let command: Vec<String> = std::env::args()
         .enumerate()
         .map(|(i, a)| match Path::new(&a).file_name() {

@@ -122,8 +122,13 @@ impl fmt::Display for Timestamp {
 }
 
 impl Serialize for Timestamp {
+    /// The wire form as one string, without `collect_str`'s trip through
+    /// the formatter (views and API bodies carry many timestamps).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.rfc3339_bytes() {
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -185,7 +190,7 @@ mod tests {
         assert_eq!(Timestamp(LAST_MS).to_string(), "9999-12-31T23:59:59.999Z");
         assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999Z");
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        // 2000 and 2024 are leap years, 2100 is not.
+        // 2000 is a leap year (divisible by 400), 2100 is not (by 100).
         assert_eq!(
             Timestamp(951_782_400_000).to_string(),
             "2000-02-29T00:00:00.000Z"
@@ -197,6 +202,25 @@ mod tests {
         assert_eq!(Timestamp(FIRST_MS - 1).to_string(), "-62167219200001ms");
         assert_eq!(Timestamp(LAST_MS + 1).to_string(), "253402300800000ms");
         assert_eq!(Timestamp(LAST_MS + 1).rfc3339_bytes(), None);
+    }
+
+    #[test]
+    fn serializes_as_its_display_in_and_out_of_range() {
+        for ms in [
+            FIRST_MS - 1,
+            FIRST_MS,
+            -1,
+            0,
+            1_775_596_425_123,
+            LAST_MS,
+            LAST_MS + 1,
+        ] {
+            let t = Timestamp(ms);
+            assert_eq!(
+                serde_json::to_string(&t).expect("serialize"),
+                format!("\"{t}\"")
+            );
+        }
     }
 
     #[test]
