@@ -11,7 +11,10 @@
 //! It must not interpret the view or retry writes on its own.
 #![deny(missing_docs)]
 
+mod served;
+
 pub use coord_proto::render_event;
+pub use served::{read_served, served_path, Served};
 
 use bytes::Bytes;
 use coord_proto::api::*;
@@ -333,13 +336,23 @@ impl Client {
         self.get("/v1/locks").await
     }
 
-    /// `GET /v1/locks/check`: is fencing token `token` still a current
-    /// grant of `resource`?
+    /// `GET /v1/locks/check`: is fencing token `token` (issued by the log
+    /// `log_id`, when known) still a current grant of `resource`?
     ///
     /// # Errors
     /// See [`ClientError`]; `invalid_id` for a bad resource.
-    pub async fn check_lock(&self, resource: &str, token: u64) -> Result<LockCheckResponse> {
-        let q = query(&[("resource", resource), ("token", &token.to_string())])?;
+    pub async fn check_lock(
+        &self,
+        resource: &str,
+        token: u64,
+        log_id: Option<&str>,
+    ) -> Result<LockCheckResponse> {
+        let token = token.to_string();
+        let mut params = vec![("resource", resource), ("token", token.as_str())];
+        if let Some(l) = log_id {
+            params.push(("log_id", l));
+        }
+        let q = query(&params)?;
         self.get(&format!("/v1/locks/check?{q}")).await
     }
 

@@ -276,6 +276,8 @@ pub struct ExpiryPolicy {
     pub on_expiry: Option<OnExpiry>,
     /// ms from SIGTERM to SIGKILL (default 5,000).
     pub kill_grace_ms: Option<u64>,
+    /// `pid` leads a process group the daemon signals as a whole.
+    pub process_group: bool,
 }
 
 /// What the writer should answer, beyond the events. Serializable because

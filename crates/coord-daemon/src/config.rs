@@ -10,6 +10,11 @@ pub struct Config {
     pub store: PathBuf,
     /// The Unix socket to serve on.
     pub socket: PathBuf,
+    /// Whether `store` was named (`--store`, `COORD_STORE`) rather than
+    /// defaulted. A defaulted store that differs from the one the socket
+    /// last served is refused (`<socket>.store`, PROTOCOL §11.1); a named
+    /// one is served, and the change is logged as a warning.
+    pub store_named: bool,
     /// Commit durability.
     pub sync: SyncMode,
     /// What compaction keeps.
@@ -75,6 +80,7 @@ impl Config {
         Config {
             store,
             socket,
+            store_named: true,
             sync: SyncMode::Normal,
             retention: Retention::default(),
             snapshot_every: 10_000,

@@ -15,6 +15,8 @@ use tokio::task::AbortHandle;
 
 struct Watch {
     task: AbortHandle,
+    /// The watched pid: the id of its process group, when it leads one.
+    pid: u32,
     /// A duplicate of the watched pidfd, for liveness checks and signals.
     fd: Option<OwnedFd>,
 }
@@ -62,6 +64,7 @@ impl PidWatches {
             session_id.to_string(),
             Watch {
                 task: task.abort_handle(),
+                pid,
                 fd: dup,
             },
         );
@@ -81,12 +84,17 @@ impl PidWatches {
 
     /// The session ended: stop watching. With `terminate` (ms of grace),
     /// its process outlived the lease and is sent SIGTERM, then SIGKILL
-    /// after the grace if it still runs.
-    pub(crate) fn end(&mut self, session_id: &str, terminate: Option<u64>) {
+    /// after the grace if it still runs. With `group` (ms of grace), the
+    /// process group it leads gets the same, whether or not the leader
+    /// still runs: its children must not outlive the session.
+    pub(crate) fn end(&mut self, session_id: &str, terminate: Option<u64>, group: Option<u64>) {
         let Some(w) = self.watches.remove(session_id) else {
             return;
         };
         w.task.abort();
+        if let Some(grace_ms) = group {
+            terminate_group(w.pid, session_id.to_string(), grace_ms);
+        }
         if let (Some(fd), Some(grace_ms)) = (w.fd, terminate) {
             self::terminate(fd, session_id.to_string(), grace_ms);
         }
@@ -98,6 +106,33 @@ impl PidWatches {
             w.task.abort();
         }
     }
+}
+
+/// SIGTERM to every member of process group `pgid` now, SIGKILL after
+/// `grace_ms` to what is left. A group id cannot be handed to a new
+/// process while any member lives, so the signal reaches this tree or
+/// nobody (`ESRCH`: the group is empty).
+fn terminate_group(pgid: u32, session_id: String, grace_ms: u64) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill with a negative id signals a process group; no memory.
+    if unsafe { libc::kill(-pgid, libc::SIGTERM) } != 0 {
+        return; // ESRCH: nobody left in the group.
+    }
+    tracing::info!(session_id, pgid, grace_ms, "session ended: sent SIGTERM to its process group");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+        // SAFETY: as above; signal 0 only asks whether a member exists.
+        if unsafe { libc::kill(-pgid, 0) } == 0 {
+            // SAFETY: as above.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            tracing::info!(session_id, pgid, "process group still running after the kill grace: sent SIGKILL");
+        }
+    });
 }
 
 /// SIGTERM now, SIGKILL after `grace_ms` if it still runs. The pidfd makes

@@ -71,6 +71,20 @@ pub enum ServeError {
     /// The log could not be folded.
     #[error("cannot rebuild the state from the log: {0}")]
     Fold(String),
+    /// The socket last served another store, and this daemon's store was
+    /// only the default: serving it would put another log under the
+    /// socket's clients without a word (PROTOCOL §11.1).
+    #[error("{socket} last served the log {log_id} in {served}, not the default store {store}: pass --store {served} to serve it again, or --store {store} to serve another log on this socket")]
+    OtherLog {
+        /// The socket.
+        socket: PathBuf,
+        /// The store it last served.
+        served: String,
+        /// That store's log id.
+        log_id: String,
+        /// The default store this daemon would have opened.
+        store: String,
+    },
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -113,6 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .await
         }
         None => {
+            served_check(&config)?;
             let store = SqliteLog::open(&config.store, config.sync)?;
             // The writer commits on its own worker thread: no hop to the
             // blocking pool and back per batch (docs/BENCHMARKS.md, "the
@@ -208,6 +223,7 @@ async fn serve<L: EventLog + Clone>(
             listener
         }
     };
+    record_served(&socket, &app_store_name(&config), store.log_id());
     tracing::info!(socket = %socket.display(), activated = activated.is_some(), "listening");
     // A no-op unless a service manager asked (NOTIFY_SOCKET, Type=notify).
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
@@ -229,10 +245,7 @@ async fn serve<L: EventLog + Clone>(
         shutdown: stopping.clone(),
         started: Instant::now(),
         socket: socket.clone(),
-        store_path: match &config.nats {
-            Some(t) => PathBuf::from(format!("nats://{}/{}", t.servers.join(","), t.log)),
-            None => config.store.clone(),
-        },
+        store_path: PathBuf::from(app_store_name(&config)),
         sync: config.sync,
         stats,
         log_heartbeats: config.log_heartbeats,
@@ -507,6 +520,72 @@ impl AcceptErrors {
         self.last = Some(now);
         self.suppressed = 0;
         true
+    }
+}
+
+/// The store as clients see it and the socket's record names it: a NATS
+/// log's URL, or the SQLite file's resolved path.
+fn app_store_name(config: &Config) -> String {
+    match &config.nats {
+        Some(t) => format!("nats://{}/{}", t.servers.join(","), t.log),
+        None => coord_store::resolve_store_path(&config.store)
+            .unwrap_or_else(|_| config.store.clone())
+            .display()
+            .to_string(),
+    }
+}
+
+/// Refuses to put a defaulted SQLite store under a socket whose record
+/// names another one (`<socket>.store`): the socket's clients hold tokens
+/// and cursors of that log. A named store is served; the change is logged.
+fn served_check(config: &Config) -> Result<(), ServeError> {
+    let served = match coord_client::read_served(&config.socket) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the socket's record of the store it served");
+            return Ok(());
+        }
+    };
+    let store = app_store_name(config);
+    if served.store == store {
+        return Ok(());
+    }
+    if config.store_named {
+        tracing::warn!(
+            socket = %config.socket.display(),
+            served = %served.store,
+            log_id = %served.log_id,
+            store = %store,
+            "this socket last served another log; serving the named store instead (clients' tokens and cursors of the old log are refused)"
+        );
+        return Ok(());
+    }
+    Err(ServeError::OtherLog {
+        socket: config.socket.clone(),
+        served: served.store,
+        log_id: served.log_id,
+        store,
+    })
+}
+
+/// Writes `<socket>.store` (0600): what auto-start must serve on this
+/// socket next. A failure is logged, not fatal: the record only guards
+/// later starts.
+fn record_served(socket: &Path, store: &str, log_id: &str) {
+    let rec = coord_client::Served {
+        store: store.to_string(),
+        log_id: log_id.to_string(),
+    };
+    let path = coord_client::served_path(socket);
+    let body = serde_json::to_string(&rec).unwrap_or_default() + "\n";
+    // Written beside and renamed over, so a reader never sees half of it.
+    let tmp = path.with_extension("store.tmp");
+    let result = write_private(&tmp, &body).and_then(|()| {
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not record the store this socket serves");
     }
 }
 

@@ -1160,8 +1160,11 @@ impl<L: EventLog + Clone> Writer<L> {
         if let Payload::SessionDereg(d) = &e.payload {
             let sid = e.session_id.as_deref().unwrap_or_default();
             self.tokens.remove(sid);
-            self.pids
-                .end(sid, d.signal.as_ref().map(|_| d.kill_after_ms.unwrap_or(0)));
+            self.pids.end(
+                sid,
+                d.signal.as_ref().map(|_| d.kill_after_ms.unwrap_or(0)),
+                d.group_kill_after_ms,
+            );
         }
     }
 

@@ -53,6 +53,13 @@ pub struct RegisterRequest {
     /// ms between that SIGTERM and SIGKILL (default 5,000).
     #[serde(default)]
     pub kill_grace_ms: Option<u64>,
+    /// `pid` leads a process group of its own (it called `setpgid(0, 0)`
+    /// or was started so): when the session ends for any reason but its
+    /// own dereg, the daemon sends the whole group SIGTERM, then SIGKILL
+    /// after `kill_grace_ms` if a member remains (PROTOCOL §6.3). Refused
+    /// without `pid`, or when `pid` does not lead its group.
+    #[serde(default)]
+    pub process_group: bool,
     /// Token chosen by the client (32–128 of `A-Za-z0-9_-`).
     #[serde(default)]
     pub token: Option<String>,
@@ -179,6 +186,11 @@ pub struct AcquireResponse {
     pub already_held: bool,
     /// Time spent in the queue, ms.
     pub waited_ms: u64,
+    /// The log that issued the token (PROTOCOL §9.1): a token is only
+    /// current on its own log, so a fencing check passes it back. Empty
+    /// from a daemon older than the field.
+    #[serde(default)]
+    pub log_id: String,
 }
 
 /// `POST /v1/locks/release`.
@@ -708,6 +720,15 @@ pub struct LockCheckResponse {
     pub current: bool,
     /// The current holders with their tokens (empty when nobody holds it).
     pub holders: Vec<LockCheckHolder>,
+    /// This daemon's log (PROTOCOL §9.1).
+    #[serde(default)]
+    pub log_id: String,
+    /// Why the token is not current, when it is not: `not_held` (nobody
+    /// holds the lock), `moved_on` (others hold it under other tokens) or
+    /// `other_log` (the token was issued by another log than this one,
+    /// whatever its number: a store was replaced or another served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A current holder in a [`LockCheckResponse`].

@@ -106,6 +106,11 @@ pub struct SessionRegister {
     /// [`crate::DEFAULT_KILL_GRACE_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_ms: Option<u64>,
+    /// `pid` leads a process group of its own (`coord session run` puts
+    /// its agent in one): every end but the session's own dereg signals
+    /// the whole group, the agent's children included (PROTOCOL §6.3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub process_group: bool,
     /// The daemon the session registered with, on a log shared by many
     /// daemons (NATS JetStream; PROTOCOL §12): only that daemon renews and
     /// expires its lease and watches its pid. Absent on a single-daemon log.
@@ -203,6 +208,12 @@ pub struct SessionDereg {
     /// still runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_after_ms: Option<u64>,
+    /// The session's process group (registered `process_group`) is sent
+    /// SIGTERM by the daemon that watches it, and SIGKILL this many ms
+    /// later if any member still runs. Absent for the session's own
+    /// dereg and for sessions without a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_kill_after_ms: Option<u64>,
 }
 
 /// `session.state` (written by the lifecycle manager): one transition of
@@ -958,6 +969,7 @@ mod tests {
             process_alive: false,
             signal: None,
             kill_after_ms: None,
+            group_kill_after_ms: None,
         }));
         let bad = e.to_json().replace("expired", "bored");
         assert!(matches!(

@@ -64,6 +64,10 @@ pub struct Session {
     /// [`crate::DEFAULT_KILL_GRACE_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_ms: Option<u64>,
+    /// Its `pid` leads a process group of its own, which every end but
+    /// its own dereg signals (PROTOCOL §6.3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub process_group: bool,
     /// The daemon it registered with, on a log shared by many daemons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<String>,

@@ -25,6 +25,7 @@
 mod checkpoint;
 mod log;
 mod nats;
+mod path;
 mod sqlite;
 
 pub use log::{
@@ -32,4 +33,5 @@ pub use log::{
     StoredEvent, SyncMode, TxnRecord,
 };
 pub use nats::{JetStreamLog, NatsTarget, MIN_SERVER as MIN_NATS_SERVER};
+pub use path::resolve_store_path;
 pub use sqlite::{SqliteLog, StoreReader, StoredRow};

@@ -108,6 +108,13 @@ impl SqliteLog {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        // One daemon per store however it is spelled: the lock, the
+        // permission check and everything after act on the real file
+        // (crate::path).
+        let resolved = crate::path::resolve_store_path(path)?;
+        let path = resolved.as_path();
+        let dir = path.parent().unwrap_or(Path::new("/"));
         private_dir(dir)?;
         let lock_path = lock_path(path);
         let lock = OpenOptions::new()
@@ -260,11 +267,8 @@ fn set_private(path: &Path) {
     }
 }
 
-/// Creates the store's directory 0700 if missing; refuses one that its
-/// group or other users can write to (they could swap the database, plant
-/// a link at its lock or hold it), even a sticky one like /tmp: the error
-/// names the chmod that fixes it.
-fn private_dir(dir: &Path) -> Result<(), StoreError> {
+/// Creates the store's directory (and its parents) 0700 if missing.
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -275,6 +279,15 @@ fn private_dir(dir: &Path) -> Result<(), StoreError> {
                 source,
             })?;
     }
+    Ok(())
+}
+
+/// Refuses a store directory (the resolved one: a link into /tmp is
+/// judged as /tmp) that its
+/// group or other users can write to (they could swap the database, plant
+/// a link at its lock or hold it), even a sticky one like /tmp: the error
+/// names the chmod that fixes it.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
     let mode = std::fs::metadata(dir)
         .map_err(|source| StoreError::Io {
             context: format!("reading {}", dir.display()),

@@ -6,7 +6,9 @@
 //! the daemon's 0700 socket directory), looks again, and only the one that
 //! still finds nothing starts `coord daemon --socket S` in a new session
 //! (so a terminal's Ctrl-C does not reach it) with its log appended to
-//! `daemon.log` beside the store. The lock is held until the new daemon
+//! `daemon.log` beside the store. The store is the one the socket last
+//! served (`<socket>.store`, written by the daemon), so a crash never
+//! brings a socket back on another log. The lock is held until the new daemon
 //! answers, so the others then find it. The daemon's own rule (it refuses
 //! to start while another answers on its socket) is the second fence.
 //!
@@ -67,10 +69,7 @@ pub(crate) fn ensure(socket: &Path) -> Result<Option<u32>> {
     if answers(socket) {
         return Ok(None);
     }
-    let store = std::env::var_os("COORD_STORE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(coord_daemon::default_store_path);
+    let store = store_to_serve(socket)?;
     let log_path = store
         .parent()
         .map(|d| d.join("daemon.log"))
@@ -93,6 +92,8 @@ pub(crate) fn ensure(socket: &Path) -> Result<Option<u32>> {
     cmd.arg("daemon")
         .arg("--socket")
         .arg(socket)
+        .arg("--store")
+        .arg(&store)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log file")?)
         .stderr(log);
@@ -139,6 +140,56 @@ pub(crate) fn ensure(socket: &Path) -> Result<Option<u32>> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The store an auto-started daemon serves: the one the socket last
+/// served (`<socket>.store`), so a crash never brings the socket back on
+/// another log; else `COORD_STORE`, else the default.
+///
+/// # Errors
+/// A record that cannot be read, a `COORD_STORE` naming another store than
+/// the record, or a recorded SQLite store that is gone: each refused with
+/// the reason and what to run instead (exit 3), never guessed around.
+fn store_to_serve(socket: &Path) -> Result<PathBuf> {
+    let asked = std::env::var_os("COORD_STORE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let refuse = |why: String| anyhow!(Exit(code::UNREACHABLE, why));
+    let served = coord_client::read_served(socket)
+        .map_err(|e| refuse(format!("no daemon answers on {}, and {e}", socket.display())))?;
+    let Some(served) = served else {
+        return Ok(asked.unwrap_or_else(coord_daemon::default_store_path));
+    };
+    if let Some(asked) = asked {
+        let same = match asked.to_str() {
+            Some(url) if url.starts_with("nats://") => url == served.store,
+            _ => coord_store::resolve_store_path(&asked)
+                .is_ok_and(|p| p.as_os_str() == served.store.as_str()),
+        };
+        if !same {
+            return Err(refuse(format!(
+                "no daemon answers on {}; it last served the log {} in {}, and COORD_STORE names {}: \
+                 start the daemon yourself (`coord daemon --socket {} --store …`) to choose",
+                socket.display(),
+                served.log_id,
+                served.store,
+                asked.display(),
+                socket.display()
+            )));
+        }
+    }
+    let store = PathBuf::from(&served.store);
+    if !served.store.starts_with("nats://") && !store.exists() {
+        return Err(refuse(format!(
+            "no daemon answers on {}; it last served the log {} in {}, which no longer exists: \
+             start a daemon yourself (`coord daemon --socket {} --store …`) to serve a new log there",
+            socket.display(),
+            served.log_id,
+            served.store,
+            socket.display()
+        )));
+    }
+    Ok(store)
 }
 
 fn flock_exclusive(f: &std::fs::File) -> std::io::Result<()> {

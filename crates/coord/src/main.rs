@@ -14,6 +14,7 @@ mod output;
 mod paths;
 mod run;
 mod top;
+mod tree;
 
 use std::process::ExitCode;
 

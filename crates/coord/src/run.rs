@@ -15,6 +15,15 @@
 //! seen by the daemon's pidfd and its locks go to the next waiter. The
 //! wrapper dies with CMD: it exits with CMD's status. An agent is thus
 //! never left running, registered to nobody, without being told.
+//!
+//! CMD's children die with it too: CMD leads a process group of its own
+//! (registered as `process_group`, so the daemon signals the group on every
+//! end it sees first), and the wrapper, a child subreaper, ends the group
+//! and the orphans it adopted when CMD exits (crate::tree). A wrapper that
+//! cannot reach its daemon for a whole lease treats its session as lost and
+//! ends the tree the same way. When the wrapper runs in the terminal's
+//! foreground, it hands the foreground to CMD's group, so the agent reads
+//! the terminal and gets its Ctrl-C as if started by the shell.
 
 use crate::args::{new_token, SessionAbout};
 use crate::output::{code, Exit};
@@ -161,10 +170,29 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
         .env("COORD_SESSION_TOKEN", &token)
         .env("COORD_SOCKET", base.socket());
     let wrapper = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (close, fcntl, prctl, getppid)
-    // run between fork and exec.
+    if let Err(e) = crate::tree::become_subreaper() {
+        eprintln!("coord: cannot adopt the command's orphans ({e}); a child that calls setsid may outlive it");
+    }
+    // SAFETY: isatty, tcgetpgrp and getpgrp only read.
+    let foreground = unsafe {
+        libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp()
+    };
+    // SAFETY: only async-signal-safe calls (close, fcntl, prctl, getppid,
+    // setpgid, signal, tcsetpgrp, getpid) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // A process group of its own: one signal reaches the tree.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if foreground {
+                // Keep the terminal: the new group becomes the
+                // foreground one (a background group asking would be
+                // stopped by SIGTTOU, hence the ignore around it).
+                libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(0, libc::getpid());
+                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            }
             // Die with the wrapper (the death signal survives the exec into
             // the gate and then into CMD). If the wrapper died before this
             // line, the signal would never come: stop now instead.
@@ -200,15 +228,18 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
         ttl_ms: Some(args.ttl.as_millis() as u64),
         token: Some(token.clone()),
         phase: Some("running".into()),
+        process_group: true,
         ..Default::default()
     };
     let registered = match args.about.fill(&mut req) {
         Ok(()) => base.register(&req).await.map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
+    let grace = Duration::from_millis(req.kill_grace_ms.unwrap_or(coord_proto::DEFAULT_KILL_GRACE_MS));
     if let Err(e) = registered {
         drop(gate_w);
         let _ = child.wait();
+        take_back_terminal(foreground);
         return Err(e.context(format!("registering session {id}")));
     }
     // Open the gate: CMD execs now, already registered.
@@ -229,12 +260,14 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     tokio::pin!(exit);
     let mut signals = Signals::new()?;
     let mut beating = true;
+    let mut answered = tokio::time::Instant::now();
+    let pgid = pid as libc::pid_t;
     let status = loop {
         tokio::select! {
             r = &mut exit => break r?,
             _ = ticker.tick(), if beating => {
                 match client.heartbeat(&id, &HeartbeatRequest::default()).await {
-                    Ok(_) => {}
+                    Ok(_) => answered = tokio::time::Instant::now(),
                     Err(e) if e.code() == Some(ErrorCode::SessionNotFound) => {
                         beating = false;
                         let explicit = matches!(
@@ -250,22 +283,49 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
                             // command must not go on believing it holds
                             // its locks. Tell it the way the wrapper's own
                             // death would.
-                            eprintln!("coord: {e}; sending SIGTERM to {pid}");
-                            // SAFETY: kill with our own child's pid (not yet
-                            // reaped, so not reused) and a valid signal.
-                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                            eprintln!("coord: {e}; sending SIGTERM to {pid} and its process group");
+                            // SAFETY: kill of our own child's group (its
+                            // leader is not reaped, so the id is not reused).
+                            unsafe { libc::kill(-pgid, libc::SIGTERM) };
                         }
+                    }
+                    Err(e) if e.code().is_none() && answered.elapsed() >= args.ttl => {
+                        // Nobody has renewed the lease for a whole lease:
+                        // the daemon ends the session (or, on a shared log,
+                        // another daemon does, as `daemon_lost`) and hands
+                        // its locks on. The agent must not act on them.
+                        beating = false;
+                        eprintln!(
+                            "coord: the daemon has not answered for {} ms, the session's whole lease ({e}); \
+                             session {id} is lost: stopping {pid} and its process group",
+                            args.ttl.as_millis()
+                        );
+                        let pgid = pgid;
+                        tokio::spawn(async move {
+                            crate::tree::stop(pgid, pgid, grace).await;
+                        });
                     }
                     Err(e) => eprintln!("coord: heartbeat failed: {e}"),
                 }
             }
             sig = signals.next() => {
-                // Pass INT/TERM/HUP on to the command; its exit ends the run.
-                // SAFETY: kill with our child's pid and a valid signal number.
-                unsafe { libc::kill(pid as libc::pid_t, sig) };
+                if sig == libc::SIGCHLD {
+                    crate::tree::reap_adopted(pgid);
+                    continue;
+                }
+                // Pass INT/TERM/HUP on to the command's group; its exit
+                // ends the run.
+                // SAFETY: kill of our child's group with a valid signal.
+                unsafe { libc::kill(-pgid, sig) };
             }
         }
     };
+    // CMD is gone; what it started must not outlive its session.
+    let left = crate::tree::stop(pgid, pgid, grace).await;
+    if left > 0 {
+        eprintln!("coord: {left} process(es) of {program} ignored SIGTERM for {} ms: sent SIGKILL", grace.as_millis());
+    }
+    take_back_terminal(foreground);
     match client
         .dereg(
             &id,
@@ -285,7 +345,23 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
 }
 
+/// Makes the wrapper's group the terminal's foreground again after CMD's
+/// group had it (the shell reclaims it too; this keeps the wrapper's own
+/// last words from stopping it with SIGTTOU).
+fn take_back_terminal(foreground: bool) {
+    if foreground {
+        // SAFETY: signal, tcsetpgrp and getpgrp take plain integers.
+        unsafe {
+            let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+            libc::tcsetpgrp(0, libc::getpgrp());
+            libc::signal(libc::SIGTTOU, old);
+        }
+    }
+}
+
 struct Signals {
+    /// Orphans adopted as subreaper exit: reap them.
+    child: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -295,6 +371,7 @@ impl Signals {
     fn new() -> Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
+            child: signal(SignalKind::child()).context("installing SIGCHLD handler")?,
             int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
@@ -303,6 +380,7 @@ impl Signals {
 
     async fn next(&mut self) -> i32 {
         tokio::select! {
+            _ = self.child.recv() => libc::SIGCHLD,
             _ = self.int.recv() => libc::SIGINT,
             _ = self.term.recv() => libc::SIGTERM,
             _ = self.hup.recv() => libc::SIGHUP,

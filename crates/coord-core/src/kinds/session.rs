@@ -62,6 +62,12 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             if *pid == Some(0) {
                 return Err(invalid("pid", "must be a process id > 0".into()));
             }
+            if expiry.process_group && pid.is_none() {
+                return Err(invalid(
+                    "process_group",
+                    "needs a pid: the group is the one that pid leads".into(),
+                ));
+            }
             if view.sessions.contains_key(session_id) {
                 return Err(Rejection::new(
                     ErrorCode::SessionExists,
@@ -85,6 +91,7 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     transcript: probes.transcript.clone(),
                     on_expiry: expiry.on_expiry,
                     kill_grace_ms: expiry.kill_grace_ms,
+                    process_group: expiry.process_group,
                     daemon: None,
                     extra: extra.clone(),
                 }),
@@ -414,6 +421,10 @@ pub(crate) fn dereg_cascade(
             process_alive,
             signal: signal.map(str::to_string),
             kill_after_ms: signal.map(|_| s.kill_grace_ms.unwrap_or(DEFAULT_KILL_GRACE_MS)),
+            // The agent's tree goes with it, whoever ended it, unless it
+            // ended its session itself (PROTOCOL §6.3).
+            group_kill_after_ms: (s.process_group && reason != DeregReason::Explicit)
+                .then(|| s.kill_grace_ms.unwrap_or(DEFAULT_KILL_GRACE_MS)),
         }),
     });
     out
@@ -493,6 +504,7 @@ pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Sessi
         ended_children: BTreeSet::new(),
         on_expiry: p.on_expiry.unwrap_or_default(),
         kill_grace_ms: p.kill_grace_ms,
+        process_group: p.process_group,
         daemon: p.daemon.clone(),
         lease: None,
         waiting_on: Vec::new(),

@@ -83,6 +83,7 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
                 mode: req.mode,
                 already_held: already,
                 waited_ms: started.elapsed().as_millis() as u64,
+                log_id: app.log_id.clone(),
             },
         )
     };
@@ -201,11 +202,12 @@ pub(crate) async fn release<L: EventLog + Clone>(
 pub(crate) struct CheckQuery {
     resource: Option<String>,
     token: Option<u64>,
+    log_id: Option<String>,
 }
 
-/// `GET /v1/locks/check?resource=R&token=T`: whether fencing token T is
-/// still a current grant of R (PROTOCOL §7.2).
-#[utoipa::path(get, path = "/v1/locks/check", tag = "locks", params(("resource" = String, Query, description = "The lock (normalised)"), ("token" = u64, Query, description = "A fencing token")), responses((status = 200, description = "Whether the token is a current grant", body = LockCheckResponse)))]
+/// `GET /v1/locks/check?resource=R&token=T[&log_id=L]`: whether fencing
+/// token T (issued by log L) is still a current grant of R (PROTOCOL §7.2).
+#[utoipa::path(get, path = "/v1/locks/check", tag = "locks", params(("resource" = String, Query, description = "The lock (normalised)"), ("token" = u64, Query, description = "A fencing token"), ("log_id" = Option<String>, Query, description = "The log that issued the token (the acquire answer's log_id); another log's token is never current")), responses((status = 200, description = "Whether the token is a current grant", body = LockCheckResponse)))]
 pub(crate) async fn check_lock<L: EventLog + Clone>(
     State(app): AppState<L>,
     QueryParams(q): QueryParams<CheckQuery>,
@@ -225,6 +227,8 @@ pub(crate) async fn check_lock<L: EventLog + Clone>(
         )
         .with("field", "token")
     })?;
+    let other_log = q.log_id.filter(|l| !l.is_empty() && *l != app.log_id);
+    let log_id = app.log_id.clone();
     let r = app
         .writer
         .read(move |s| {
@@ -242,12 +246,24 @@ pub(crate) async fn check_lock<L: EventLog + Clone>(
                         .collect()
                 })
                 .unwrap_or_default();
+            let current = other_log.is_none() && holders.iter().any(|h| h.fencing_token == token);
+            let reason = if current {
+                None
+            } else if other_log.is_some() {
+                Some("other_log")
+            } else if holders.is_empty() {
+                Some("not_held")
+            } else {
+                Some("moved_on")
+            };
             LockCheckResponse {
                 seq: s.head,
-                current: holders.iter().any(|h| h.fencing_token == token),
+                current,
                 resource,
                 token,
                 holders,
+                log_id,
+                reason: reason.map(str::to_string),
             }
         })
         .await?;

@@ -38,6 +38,19 @@ pub(crate) async fn register<L: EventLog + Clone>(
         },
         _ => None,
     };
+    if let (true, Some(pid)) = (req.process_group, req.pid) {
+        // The daemon signals the group by its id later: it must be this
+        // process's own group, not its parent shell's or anyone's.
+        // SAFETY: getpgid only reads the process table.
+        let pgid = unsafe { libc::getpgid(pid as libc::pid_t) };
+        if pgid != pid as libc::pid_t {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("process_group: pid {pid} does not lead a process group of its own (its group is {pgid})"),
+            )
+            .with("field", "process_group"));
+        }
+    }
     let ttl_ms = req.ttl_ms.unwrap_or(DEFAULT_SESSION_TTL_MS);
     let mut w = write(
         Command::Register {
@@ -57,6 +70,7 @@ pub(crate) async fn register<L: EventLog + Clone>(
             expiry: coord_core::ExpiryPolicy {
                 on_expiry: req.on_expiry,
                 kill_grace_ms: req.kill_grace_ms,
+                process_group: req.process_group,
             },
             extra: Default::default(),
         },

@@ -171,6 +171,7 @@ pub(crate) async fn daemon(
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
+    let store_named = args.store.is_some();
     let store = args.store.unwrap_or_else(coord_daemon::default_store_path);
     let (socket, listener) = match SYSTEMD_SOCKET.get().copied().flatten() {
         Some(fd) => {
@@ -203,6 +204,7 @@ pub(crate) async fn daemon(
         }
     }
     let mut config = coord_daemon::Config::new(store, socket);
+    config.store_named = store_named;
     config.http = args.http;
     config.nats = nats;
     config.daemon_id = args.daemon_id.clone();

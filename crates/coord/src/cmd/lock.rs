@@ -62,6 +62,11 @@ pub(crate) enum LockCmd {
         /// The fencing token the holder presented (from `lock acquire`).
         #[arg(long)]
         token: u64,
+        /// The log that issued the token (`log_id` of `lock acquire
+        /// --json`): a token of another log is stale whatever its number,
+        /// e.g. after the daemon came back on a replaced store.
+        #[arg(long, value_name = "LOG_ID")]
+        log_id: Option<String>,
     },
 }
 
@@ -130,11 +135,21 @@ pub(crate) async fn lock(base: &Client, cmd: LockCmd, json: bool) -> Result<Exit
             }
             Ok(ExitCode::SUCCESS)
         }
-        LockCmd::Check { target, token } => {
+        LockCmd::Check {
+            target,
+            token,
+            log_id,
+        } => {
             let resource = target.resource()?;
-            let r = base.check_lock(&resource, token).await?;
+            let r = base.check_lock(&resource, token, log_id.as_deref()).await?;
             if json {
                 output::json(&r)?;
+            } else if r.reason.as_deref() == Some("other_log") {
+                output::line(&format!(
+                    "fencing token {token} is stale: it was issued by the log {}, and this daemon serves the log {}",
+                    log_id.as_deref().unwrap_or("?"),
+                    r.log_id
+                ))?;
             } else if r.current {
                 output::line(&format!(
                     "fencing token {token} is current for {}",
