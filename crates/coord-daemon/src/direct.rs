@@ -502,11 +502,20 @@ async fn write_stream<L: EventLog + Clone>(
             let parked = events
                 .parking(stream)
                 .and_then(|p| crate::lane::park(events.hub(), p));
-            if let Some((ticket, back)) = parked {
-                let outcome = wait_parked(stream, back, stop, &mut sent_more).await;
+            if let Some((ticket, mut back)) = parked {
+                let mut outcome = wait_parked(stream, &mut back, stop, &mut sent_more).await;
                 // Out of the lane (if it has not handed the stream back),
-                // so the socket is this task's again.
-                drop(ticket);
+                // so the socket is this task's again, going on after what
+                // the lane sent: a stop must not repeat it.
+                match ticket.withdraw() {
+                    Some(after) => events.resume(after),
+                    None if matches!(outcome, Parked::Stopping) => {
+                        if let Ok(b) = back.try_recv() {
+                            outcome = Parked::Back(b);
+                        }
+                    }
+                    None => {}
+                }
                 match outcome {
                     Parked::Back(Back::From { after }) => events.resume(after),
                     Parked::Back(Back::Partial { after, rest }) => {
@@ -585,13 +594,13 @@ enum Parked {
 /// Waits while the stream is parked in the lane.
 async fn wait_parked(
     stream: &Arc<ClientSocket>,
-    mut back: tokio::sync::oneshot::Receiver<Back>,
+    back: &mut tokio::sync::oneshot::Receiver<Back>,
     stop: &Stop,
     sent_more: &mut bool,
 ) -> Parked {
     let mut stopping = std::pin::pin!(stop.cancelled());
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = std::pin::Pin::new(&mut back).poll(cx) {
+        if let Poll::Ready(r) = std::pin::Pin::new(&mut *back).poll(cx) {
             // A lane that let its streams go without a word: its hub is
             // gone, so the daemon is stopping.
             return Poll::Ready(r.map_or(Parked::Stopping, Parked::Back));

@@ -119,6 +119,24 @@ pub(crate) struct Ticket {
     id: u64,
 }
 
+impl Ticket {
+    /// Takes the stream out of the lane and returns the last seq the lane
+    /// sent it (`None` when the lane has handed it back already: its
+    /// [`Back`] waits in the receiver). A stream that leaves without
+    /// asking would go on from where it parked and send again what the
+    /// lane sent meanwhile.
+    pub(crate) fn withdraw(self) -> Option<u64> {
+        with_lane(self.hub_addr, |l| {
+            if l.entries.get(self.key).is_some_and(|e| e.id == self.id) {
+                Some(l.entries.remove(self.key).parking.after)
+            } else {
+                None
+            }
+        })
+        .flatten()
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         with_lane(self.hub_addr, |l| {

@@ -123,14 +123,23 @@ fn terminate_group(pgid: u32, session_id: String, grace_ms: u64) {
     if unsafe { libc::kill(-pgid, libc::SIGTERM) } != 0 {
         return; // ESRCH: nobody left in the group.
     }
-    tracing::info!(session_id, pgid, grace_ms, "session ended: sent SIGTERM to its process group");
+    tracing::info!(
+        session_id,
+        pgid,
+        grace_ms,
+        "session ended: sent SIGTERM to its process group"
+    );
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(grace_ms)).await;
         // SAFETY: as above; signal 0 only asks whether a member exists.
         if unsafe { libc::kill(-pgid, 0) } == 0 {
             // SAFETY: as above.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            tracing::info!(session_id, pgid, "process group still running after the kill grace: sent SIGKILL");
+            tracing::info!(
+                session_id,
+                pgid,
+                "process group still running after the kill grace: sent SIGKILL"
+            );
         }
     });
 }

@@ -248,6 +248,22 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// `path` as the path part of an SQLite URI (RFC 3986 percent-encoding of
+/// every byte but unreserved ones and `/`).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = String::new();
+    for &b in abs.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The store holds token hashes and message bodies: owner-only.
 /// Makes the store's files 0600 (the database, its WAL and shared-memory
 /// index, which hold message bodies, and the lock file): SQLite creates
@@ -738,9 +754,11 @@ pub struct StoredRow {
 }
 
 /// A read-only handle on a SQLite store for offline checks (`coord
-/// verify`): it takes no lock and writes nothing, so it may look at the
-/// store of a running daemon (it sees the last committed transaction) or of
-/// a stopped or crashed one.
+/// verify`): it takes no lock and writes nothing — not even a -wal or -shm
+/// file beside a closed store — so it may look at the store of a running
+/// daemon or of a stopped or crashed one. It reads one snapshot: every
+/// call sees the store as of its first read, however the daemon commits
+/// meanwhile.
 pub struct StoreReader {
     conn: Connection,
 }
@@ -753,17 +771,35 @@ impl StoreReader {
     /// read; [`StoreError::TooNew`] is not checked (a newer store is read as
     /// far as its tables allow).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if !path.exists() {
+        if !path.is_file() {
             return Err(StoreError::Io {
-                context: format!("opening {}", path.display()),
+                context: format!("no store at {}", path.display()),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let name = path.as_os_str().to_string_lossy();
+        let live = [format!("{name}-wal"), format!("{name}-shm")]
+            .iter()
+            .any(|p| Path::new(p).exists());
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if live {
+            // A daemon's store (or a copy with its WAL): read through the
+            // WAL index it shares with the writer.
+            Connection::open_with_flags(path, flags)?
+        } else {
+            // A closed or copied store: `immutable` reads the file as it
+            // is and creates no -wal or -shm beside it (a read-only open in
+            // WAL mode would).
+            Connection::open_with_flags(
+                format!("file:{}?immutable=1", uri_path(path)),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )?
+        };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // One read transaction for the reader's life: every call sees the
+        // store as of the first read, so bounds, rows and the snapshot
+        // agree while a daemon goes on committing.
+        conn.execute_batch("BEGIN DEFERRED")?;
         Ok(StoreReader { conn })
     }
 

@@ -155,8 +155,12 @@ fn store_to_serve(socket: &Path) -> Result<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     let refuse = |why: String| anyhow!(Exit(code::UNREACHABLE, why));
-    let served = coord_client::read_served(socket)
-        .map_err(|e| refuse(format!("no daemon answers on {}, and {e}", socket.display())))?;
+    let served = coord_client::read_served(socket).map_err(|e| {
+        refuse(format!(
+            "no daemon answers on {}, and {e}",
+            socket.display()
+        ))
+    })?;
     let Some(served) = served else {
         return Ok(asked.unwrap_or_else(coord_daemon::default_store_path));
     };

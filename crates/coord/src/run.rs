@@ -174,9 +174,7 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
         eprintln!("coord: cannot adopt the command's orphans ({e}); a child that calls setsid may outlive it");
     }
     // SAFETY: isatty, tcgetpgrp and getpgrp only read.
-    let foreground = unsafe {
-        libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp()
-    };
+    let foreground = unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() };
     // SAFETY: only async-signal-safe calls (close, fcntl, prctl, getppid,
     // setpgid, signal, tcsetpgrp, getpid) run between fork and exec.
     unsafe {
@@ -235,7 +233,10 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
         Ok(()) => base.register(&req).await.map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
-    let grace = Duration::from_millis(req.kill_grace_ms.unwrap_or(coord_proto::DEFAULT_KILL_GRACE_MS));
+    let grace = Duration::from_millis(
+        req.kill_grace_ms
+            .unwrap_or(coord_proto::DEFAULT_KILL_GRACE_MS),
+    );
     if let Err(e) = registered {
         drop(gate_w);
         let _ = child.wait();
@@ -264,18 +265,26 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     let pgid = pid as libc::pid_t;
     let status = loop {
         tokio::select! {
-            r = &mut exit => break r?,
+            r = &mut exit => {
+                let status = r?;
+                if status > 128 && beating {
+                    // Killed by a signal: if the daemon ended the session
+                    // (and signalled the group) first, say so, as the
+                    // heartbeat that would have found it would.
+                    if let Err(e) = client.heartbeat(&id, &HeartbeatRequest::default()).await {
+                        if e.code() == Some(ErrorCode::SessionNotFound) && !ended_by_itself(&e) {
+                            eprintln!("coord: {e}; the daemon sent SIGTERM to {pid} and its process group");
+                        }
+                    }
+                }
+                break status;
+            }
             _ = ticker.tick(), if beating => {
                 match client.heartbeat(&id, &HeartbeatRequest::default()).await {
                     Ok(_) => answered = tokio::time::Instant::now(),
                     Err(e) if e.code() == Some(ErrorCode::SessionNotFound) => {
                         beating = false;
-                        let explicit = matches!(
-                            &e,
-                            coord_client::ClientError::Api { body, .. }
-                                if body.error.fields.get("reason").and_then(|r| r.as_str()) == Some("explicit")
-                        );
-                        if explicit {
+                        if ended_by_itself(&e) {
                             // The command ended its own session: it knows.
                             eprintln!("coord: session {id} was deregistered; heartbeats stop");
                         } else {
@@ -300,7 +309,6 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
                              session {id} is lost: stopping {pid} and its process group",
                             args.ttl.as_millis()
                         );
-                        let pgid = pgid;
                         tokio::spawn(async move {
                             crate::tree::stop(pgid, pgid, grace).await;
                         });
@@ -323,7 +331,10 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     // CMD is gone; what it started must not outlive its session.
     let left = crate::tree::stop(pgid, pgid, grace).await;
     if left > 0 {
-        eprintln!("coord: {left} process(es) of {program} ignored SIGTERM for {} ms: sent SIGKILL", grace.as_millis());
+        eprintln!(
+            "coord: {left} process(es) of {program} ignored SIGTERM for {} ms: sent SIGKILL",
+            grace.as_millis()
+        );
     }
     take_back_terminal(foreground);
     match client
@@ -343,6 +354,15 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
     }
     let _ = child.wait();
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
+}
+
+/// Whether a `session_not_found` says the session deregistered itself.
+fn ended_by_itself(e: &coord_client::ClientError) -> bool {
+    matches!(
+        e,
+        coord_client::ClientError::Api { body, .. }
+            if body.error.fields.get("reason").and_then(|r| r.as_str()) == Some("explicit")
+    )
 }
 
 /// Makes the wrapper's group the terminal's foreground again after CMD's

@@ -130,4 +130,3 @@ pub(crate) async fn stop(pgid: libc::pid_t, leader: libc::pid_t, grace: Duration
         tokio::time::sleep(POLL).await;
     }
 }
-

@@ -1,8 +1,10 @@
 //! `coord verify --store PATH`: an offline check of a SQLite store, for
 //! operators after an incident and for the chaos run after every kill.
 //!
-//! It reads the store read-only (no lock, no write; a running daemon's
-//! store is read at its last commit) and folds the log with the daemon's
+//! It reads the store read-only (no lock, no write, no -wal or -shm file
+//! made beside a closed store) in one read transaction, so a running
+//! daemon's store is read as of one commit however fast it writes; and it
+//! folds the log with the daemon's
 //! own `apply`, checking as it goes:
 //!
 //! * seqs are gap-free from the oldest retained event to the head;
@@ -20,7 +22,7 @@
 //! reports.
 
 use crate::output::{self, Exit};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use coord_core::{apply, audit, State};
 use coord_proto::Event;
 use coord_store::StoreReader;
@@ -37,9 +39,10 @@ const PAGE: usize = 4096;
 /// `coord verify` arguments.
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// The store to check (a coord.db file).
-    #[arg(long, value_name = "PATH")]
-    pub store: PathBuf,
+    /// The store to check (a coord.db file) [default: $COORD_STORE, else
+    /// the daemon's default store].
+    #[arg(long, value_name = "PATH", env = "COORD_STORE")]
+    pub store: Option<PathBuf>,
 }
 
 /// What a clean check found.
@@ -71,9 +74,15 @@ fn violation(seq: u64, what: impl std::fmt::Display) -> anyhow::Error {
 /// Checks the store at `path`; the report, or the first violation as an
 /// [`Exit`] with code 11 (other errors: the store could not be read).
 pub(crate) fn check(path: &Path) -> Result<Report> {
-    let store = StoreReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (oldest, head) = store.bounds().context("reading the log's bounds")?;
-    let snapshot = store.snapshot().context("reading the latest snapshot")?;
+    // StoreError's message names the file and the cause once; a context
+    // on top would say both again.
+    let store = StoreReader::open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (oldest, head) = store
+        .bounds()
+        .map_err(|e| anyhow::anyhow!("reading the log's bounds in {}: {e}", path.display()))?;
+    let snapshot = store
+        .snapshot()
+        .map_err(|e| anyhow::anyhow!("reading the latest snapshot in {}: {e}", path.display()))?;
     let snapshot: Option<(u64, State)> = match snapshot {
         Some((seq, bytes)) => {
             let state = serde_json::from_slice::<State>(&bytes)
@@ -119,7 +128,9 @@ pub(crate) fn check(path: &Path) -> Result<Report> {
         expected = oldest;
     }
     loop {
-        let rows = store.rows(cursor, PAGE).context("reading events")?;
+        let rows = store
+            .rows(cursor, PAGE)
+            .map_err(|e| anyhow::anyhow!("reading events after {cursor}: {e}"))?;
         let Some(last) = rows.last() else { break };
         cursor = last.seq;
         for row in rows {
@@ -197,7 +208,17 @@ pub(crate) fn check(path: &Path) -> Result<Report> {
 
 /// Runs `coord verify`.
 pub(crate) fn verify(args: VerifyArgs, json: bool) -> Result<ExitCode> {
-    let r = check(&args.store)?;
+    let store = args
+        .store
+        .filter(|s| !s.as_os_str().is_empty())
+        .unwrap_or_else(coord_daemon::default_store_path);
+    if store.to_str().is_some_and(|s| s.starts_with("nats://")) {
+        return Err(anyhow::anyhow!(
+            "coord verify reads a SQLite store; {} is a NATS log (its daemons check it as they fold)",
+            store.display()
+        ));
+    }
+    let r = check(&store)?;
     output::json_or_line(json, &r, || {
         let events = match r.events {
             0 => "no events".to_string(),

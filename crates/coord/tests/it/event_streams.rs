@@ -214,3 +214,74 @@ fn parked_streams_catch_up_after_a_burst_and_miss_nothing() {
         assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
     }
 }
+
+/// The reproduction: six followers from `since=0`, caught up by
+/// the fan-out lane; a graceful stop (SIGTERM) ends their streams, and
+/// none of them is sent an event it already had.
+#[test]
+fn a_graceful_stop_sends_no_follower_an_event_twice() {
+    let mut d = Daemon::start(&[]);
+    // Half follow from before the first event (the lane sends them
+    // everything), half start when the log holds events already.
+    let mut readers: Vec<_> = (0..6).map(|_| open_stream(&d, "since=0")).collect();
+    d.ok(&["publish", "x.first"]);
+    for round in 0..4 {
+        let batch: String = (0..265)
+            .map(|i| format!("{{\"tx_kind\":\"x.burst\",\"payload\":{{\"i\":{i}}}}}\n"))
+            .collect();
+        assert_eq!(d.batch(&batch).status, 201);
+        if round == 1 {
+            readers.extend((0..6).map(|_| open_stream(&d, "since=0")));
+        }
+    }
+    let head = d.head();
+    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); readers.len()];
+    for ((_s, r), seqs) in readers.iter_mut().zip(&mut seen) {
+        while seqs.last() != Some(&head) {
+            let mut line = String::new();
+            let n = std::io::BufRead::read_line(r, &mut line).expect("a line");
+            assert!(n > 0, "the daemon closed the stream at {:?}", seqs.last());
+            if line.starts_with('{') {
+                let v: serde_json::Value = serde_json::from_str(line.trim()).expect("an event");
+                seqs.push(v["seq"].as_u64().expect("seq"));
+            }
+        }
+    }
+    // And followers through the CLI, as a user runs them.
+    let followers: Vec<_> = (0..6)
+        .map(|_| crate::support::Follower::start(&d, &["--since", "0"]))
+        .collect();
+    for f in &followers {
+        f.wait_for_seq(head, Duration::from_secs(20));
+    }
+    d.terminate();
+    for mut f in followers {
+        let _ = f.finish();
+        let lines = f.stop();
+        let seqs: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=head).collect::<Vec<_>>(),
+            "a CLI follower got events again after the stop ({} lines for {head} events)",
+            seqs.len()
+        );
+    }
+    for ((_s, r), seqs) in readers.iter_mut().zip(&mut seen) {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(r, &mut rest);
+        for line in rest.lines().filter(|l| l.starts_with('{')) {
+            let v: serde_json::Value = serde_json::from_str(line.trim()).expect("an event");
+            seqs.push(v["seq"].as_u64().expect("seq"));
+        }
+        assert_eq!(
+            *seqs,
+            (1..=head).collect::<Vec<_>>(),
+            "a follower got events again after the stop ({} lines for {head} events)",
+            seqs.len()
+        );
+    }
+}

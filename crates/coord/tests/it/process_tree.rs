@@ -22,9 +22,11 @@ fn running(pid: u32) -> bool {
 
 /// The pid a script wrote into `path` (waits for a whole line).
 fn pid_in(path: &Path) -> u32 {
-    wait_until(&format!("{}", path.display()), Duration::from_secs(20), || {
-        std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'))
-    });
+    wait_until(
+        &format!("{}", path.display()),
+        Duration::from_secs(20),
+        || std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n')),
+    );
     std::fs::read_to_string(path)
         .expect("pid file")
         .trim()
@@ -42,7 +44,19 @@ fn run(d: &Daemon, id: &str, ttl: &str, script: &str) -> (Child, PathBuf) {
     );
     let err = d.dir.path().join(format!("{id}.err"));
     let child = coord_cmd()
-        .args(["session", "run", "--id", id, "--ttl", ttl, "--kill-grace", "2s", "--", "bash", "-c"])
+        .args([
+            "session",
+            "run",
+            "--id",
+            id,
+            "--ttl",
+            ttl,
+            "--kill-grace",
+            "2s",
+            "--",
+            "bash",
+            "-c",
+        ])
         .arg(script)
         .current_dir(d.dir.path())
         .env("COORD_SOCKET", &d.socket)
@@ -87,7 +101,9 @@ fn a_killed_wrapper_takes_the_agents_children_with_it() {
     let dereg = dereg_of(&d, "tree-a");
     assert_eq!(dereg["payload"]["reason"], "process_exited", "{dereg}");
     assert_eq!(dereg["payload"]["group_kill_after_ms"], 2000, "{dereg}");
-    wait_until("the agent's child is gone", Duration::from_secs(10), || !running(child));
+    wait_until("the agent's child is gone", Duration::from_secs(10), || {
+        !running(child)
+    });
 }
 
 /// The agent exits on its own and leaves a child behind, and another that
@@ -104,8 +120,16 @@ fn an_agent_that_exits_leaves_no_children_running() {
     let child = pid_in(&d.dir.path().join("child.pid"));
     let escaped = pid_in(&d.dir.path().join("escaped.pid"));
     let status = wrapper.wait().expect("wrapper exits");
-    assert_eq!(status.code(), Some(3), "{}", std::fs::read_to_string(&err).unwrap_or_default());
-    assert!(!running(child), "the agent's child {child} outlived the wrapper");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    assert!(
+        !running(child),
+        "the agent's child {child} outlived the wrapper"
+    );
     assert!(
         !running(escaped),
         "the child that called setsid ({escaped}) outlived the wrapper, its subreaper"
@@ -118,19 +142,16 @@ fn an_agent_that_exits_leaves_no_children_running() {
 #[test]
 fn an_expired_lease_ends_the_agents_tree() {
     let d = Daemon::start(&[]);
-    let (mut wrapper, _) = run(
-        &d,
-        "tree-c",
-        "1s",
-        "sleep 120 & echo $! > child.pid; wait",
-    );
+    let (mut wrapper, _) = run(&d, "tree-c", "1s", "sleep 120 & echo $! > child.pid; wait");
     let child = pid_in(&d.dir.path().join("child.pid"));
     // SAFETY: SIGSTOP to the wrapper this test spawned.
     unsafe { libc::kill(wrapper.id() as i32, libc::SIGSTOP) };
     let dereg = dereg_of(&d, "tree-c");
     assert_eq!(dereg["payload"]["reason"], "expired", "{dereg}");
     assert_eq!(dereg["payload"]["process_alive"], true, "{dereg}");
-    wait_until("the agent's child is gone", Duration::from_secs(10), || !running(child));
+    wait_until("the agent's child is gone", Duration::from_secs(10), || {
+        !running(child)
+    });
     // SAFETY: as above.
     unsafe { libc::kill(wrapper.id() as i32, libc::SIGCONT) };
     wrapper.wait().expect("wrapper exits");
@@ -142,12 +163,7 @@ fn an_expired_lease_ends_the_agents_tree() {
 #[test]
 fn a_wrapper_without_a_daemon_for_a_whole_lease_stops_its_agent() {
     let mut d = Daemon::start(&[]);
-    let (mut wrapper, err) = run(
-        &d,
-        "tree-d",
-        "2s",
-        "sleep 120 & echo $! > child.pid; wait",
-    );
+    let (mut wrapper, err) = run(&d, "tree-d", "2s", "sleep 120 & echo $! > child.pid; wait");
     let child = pid_in(&d.dir.path().join("child.pid"));
     d.kill9();
     let mut status = None;
@@ -158,5 +174,8 @@ fn a_wrapper_without_a_daemon_for_a_whole_lease_stops_its_agent() {
     let said = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(said.contains("is lost"), "{said}");
     assert_ne!(status.and_then(|s| s.code()), Some(0), "{said}");
-    assert!(!running(child), "the agent's child outlived its lost session");
+    assert!(
+        !running(child),
+        "the agent's child outlived its lost session"
+    );
 }

@@ -44,11 +44,15 @@ impl Drop for AutoDaemon {
         // SAFETY: SIGTERM to the daemon this test caused to start.
         unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
         let pid = self.0;
-        wait_until("the auto-started daemon exits", Duration::from_secs(20), || {
-            !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.contains(") Z"))
-        });
+        wait_until(
+            "the auto-started daemon exits",
+            Duration::from_secs(20),
+            || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| s.contains(") Z"))
+            },
+        );
     }
 }
 
@@ -59,28 +63,60 @@ impl Drop for AutoDaemon {
 #[test]
 fn a_crash_brings_the_socket_back_on_the_log_it_served() {
     if on_nats() {
-        return skip("a_crash_brings_the_socket_back_on_the_log_it_served", "SQLite store files");
+        return skip(
+            "a_crash_brings_the_socket_back_on_the_log_it_served",
+            "SQLite store files",
+        );
     }
     let mut d = Daemon::start(&[]);
     let holder = d.register("holder");
     let got = json_of(&d.coord_env(
-        &["--json", "lock", "acquire", "shared-res", "--session", "holder"],
+        &[
+            "--json",
+            "lock",
+            "acquire",
+            "shared-res",
+            "--session",
+            "holder",
+        ],
         &[("COORD_SESSION_TOKEN", &holder)],
     ));
-    let log_id = got["log_id"].as_str().expect("log_id in the acquire answer").to_string();
+    let log_id = got["log_id"]
+        .as_str()
+        .expect("log_id in the acquire answer")
+        .to_string();
     let token = got["fencing_token"].as_u64().expect("token");
     d.kill9();
 
     let data = d.dir.path().join("elsewhere");
     let status = coord_auto(&d.socket, &data, None, &["--json", "status"]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let st = json_of(&status);
     let _daemon = AutoDaemon(st["pid"].as_u64().expect("pid") as u32);
-    assert_eq!(st["log_id"], log_id.as_str(), "auto-start served another log: {st}");
-    assert!(!data.join("coord").join("coord.db").exists(), "a default store was created");
+    assert_eq!(
+        st["log_id"],
+        log_id.as_str(),
+        "auto-start served another log: {st}"
+    );
+    assert!(
+        !data.join("coord").join("coord.db").exists(),
+        "a default store was created"
+    );
 
-    let intruder = coord_auto(&d.socket, &data, None, &["--json", "session", "register", "--id", "intruder"]);
-    let itok = json_of(&intruder)["token"].as_str().expect("token").to_string();
+    let intruder = coord_auto(
+        &d.socket,
+        &data,
+        None,
+        &["--json", "session", "register", "--id", "intruder"],
+    );
+    let itok = json_of(&intruder)["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
     let mut c = Command::new(bin());
     let refused = c
         .args(["lock", "acquire", "shared-res", "--session", "intruder"])
@@ -89,14 +125,31 @@ fn a_crash_brings_the_socket_back_on_the_log_it_served() {
         .env("COORD_SESSION_TOKEN", &itok)
         .output()
         .expect("run");
-    assert_eq!(refused.status.code(), Some(4), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let check = coord_auto(
         &d.socket,
         &data,
         None,
-        &["lock", "check", "shared-res", "--token", &token.to_string(), "--log-id", &log_id],
+        &[
+            "lock",
+            "check",
+            "shared-res",
+            "--token",
+            &token.to_string(),
+            "--log-id",
+            &log_id,
+        ],
     );
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 /// What auto-start refuses, with the reason: `COORD_STORE` naming another
@@ -105,7 +158,10 @@ fn a_crash_brings_the_socket_back_on_the_log_it_served() {
 #[test]
 fn auto_start_refuses_another_log_on_a_socket_and_says_why() {
     if on_nats() {
-        return skip("auto_start_refuses_another_log_on_a_socket_and_says_why", "SQLite store files");
+        return skip(
+            "auto_start_refuses_another_log_on_a_socket_and_says_why",
+            "SQLite store files",
+        );
     }
     let mut d = Daemon::start(&[]);
     d.terminate();
@@ -114,7 +170,10 @@ fn auto_start_refuses_another_log_on_a_socket_and_says_why() {
     let out = coord_auto(&d.socket, &data, Some(&other), &["status"]);
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("last served the log") && err.contains("COORD_STORE names"), "{err}");
+    assert!(
+        err.contains("last served the log") && err.contains("COORD_STORE names"),
+        "{err}"
+    );
     assert!(!other.exists(), "the other store was created");
 
     let out = Command::new(bin())
@@ -126,7 +185,10 @@ fn auto_start_refuses_another_log_on_a_socket_and_says_why() {
         .expect("coord daemon");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("last served the log") && err.contains("--store"), "{err}");
+    assert!(
+        err.contains("last served the log") && err.contains("--store"),
+        "{err}"
+    );
 
     std::fs::remove_file(&d.store).expect("remove the store");
     let out = coord_auto(&d.socket, &data, None, &["status"]);
@@ -148,17 +210,48 @@ fn a_token_of_another_log_is_stale_and_says_why() {
             &["--json", "lock", "acquire", "r", "--session", "s"],
             &[("COORD_SESSION_TOKEN", &t)],
         ));
-        tokens.push((got["fencing_token"].as_u64().expect("token"), got["log_id"].as_str().expect("log").to_string()));
+        tokens.push((
+            got["fencing_token"].as_u64().expect("token"),
+            got["log_id"].as_str().expect("log").to_string(),
+        ));
     }
     assert_eq!(tokens[0].0, tokens[1].0, "the same seq on two fresh logs");
     let tok = tokens[0].0.to_string();
-    let same = b.coord(&["lock", "check", "r", "--token", &tok, "--log-id", &tokens[1].1]);
+    let same = b.coord(&[
+        "lock",
+        "check",
+        "r",
+        "--token",
+        &tok,
+        "--log-id",
+        &tokens[1].1,
+    ]);
     assert!(same.status.success());
-    let other = b.coord(&["lock", "check", "r", "--token", &tok, "--log-id", &tokens[0].1]);
+    let other = b.coord(&[
+        "lock",
+        "check",
+        "r",
+        "--token",
+        &tok,
+        "--log-id",
+        &tokens[0].1,
+    ]);
     assert_eq!(other.status.code(), Some(4));
     let said = String::from_utf8_lossy(&other.stdout);
-    assert!(said.contains("issued by the log") && said.contains(&tokens[0].1), "{said}");
-    let j = json_of(&b.coord(&["--json", "lock", "check", "r", "--token", &tok, "--log-id", &tokens[0].1]));
+    assert!(
+        said.contains("issued by the log") && said.contains(&tokens[0].1),
+        "{said}"
+    );
+    let j = json_of(&b.coord(&[
+        "--json",
+        "lock",
+        "check",
+        "r",
+        "--token",
+        &tok,
+        "--log-id",
+        &tokens[0].1,
+    ]));
     assert_eq!(j["current"], false);
     assert_eq!(j["reason"], "other_log");
 }
@@ -176,7 +269,8 @@ fn one_store_however_it_is_spelled() {
     let alias = t.path().join("alias");
     for dir in [&real, &alias] {
         std::fs::create_dir(dir).expect("mkdir");
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
     }
     std::os::unix::fs::symlink(real.join("coord.db"), alias.join("coord.db")).expect("link");
     let _first = Daemon::start_with_store(Some(real.join("coord.db")), &[]);
@@ -188,13 +282,20 @@ fn one_store_however_it_is_spelled() {
         .arg(&socket2)
         .output()
         .expect("coord daemon");
-    assert!(!out.status.success(), "a second daemon started on the same store");
+    assert!(
+        !out.status.success(),
+        "a second daemon started on the same store"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another coord daemon"), "{err}");
 
     let public = t.path().join("public");
     std::fs::create_dir(&public).expect("mkdir");
-    std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");
+    std::fs::set_permissions(
+        &public,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod");
     std::os::unix::fs::symlink(public.join("coord.db"), alias.join("pub.db")).expect("link");
     let out = Command::new(bin())
         .args(["daemon", "--store"])
@@ -203,7 +304,10 @@ fn one_store_however_it_is_spelled() {
         .arg(&socket2)
         .output()
         .expect("coord daemon");
-    assert!(!out.status.success(), "a store linked into a world-writable directory was accepted");
+    assert!(
+        !out.status.success(),
+        "a store linked into a world-writable directory was accepted"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("other users can write"), "{err}");
 }

@@ -284,7 +284,7 @@ fn session_run_tells_its_command_when_the_session_is_ended_for_it() {
     d.ok(&["session", "dereg", "--session", "told", "--force"]);
     let out = run.wait_with_output().expect("wrapper");
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
-    assert!(stderr(&out).contains("sending SIGTERM"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SIGTERM to"), "{}", stderr(&out));
 }
 
 #[test]

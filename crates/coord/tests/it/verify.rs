@@ -140,3 +140,99 @@ fn a_snapshot_that_is_not_the_fold_is_named() {
         "{msg}"
     );
 }
+
+/// The reproduction: `coord verify` on a running daemon's store
+/// while writers append: every check passes (it reads one snapshot, not
+/// bounds and pages at different commits).
+#[test]
+fn a_store_under_writes_verifies_every_time() {
+    if crate::support::on_nats() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let socket = d.socket.clone();
+        std::thread::spawn(move || {
+            let batch: String = (0..200)
+                .map(|i| format!("{{\"tx_kind\":\"x.load\",\"payload\":{{\"i\":{i}}}}}\n"))
+                .collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = crate::support::raw_http(
+                    &socket,
+                    "POST",
+                    "/v1/events/batch",
+                    &[("Content-Type", "application/x-ndjson")],
+                    Some(batch.as_bytes()),
+                )
+                .expect("batch");
+                assert_eq!(r.status, 201);
+            }
+        })
+    };
+    crate::support::wait_until("writes landed", std::time::Duration::from_secs(20), || {
+        d.head() > 2000
+    });
+    for _ in 0..5 {
+        let out = verify(&d.store);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+}
+
+/// On a closed copy of a store verify writes nothing beside it; without
+/// `--store` it checks `COORD_STORE`; a missing store is named once.
+#[test]
+fn verify_is_read_only_defaults_its_store_and_says_each_error_once() {
+    if crate::support::on_nats() {
+        return;
+    }
+    let mut d = busy_store();
+    d.terminate();
+    let copy_dir = tempfile::tempdir().expect("tempdir");
+    let copy = copy_dir.path().join("copy.db");
+    std::fs::copy(&d.store, &copy).expect("copy");
+    let out = verify(&copy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<String> = std::fs::read_dir(copy_dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        vec!["copy.db".to_string()],
+        "verify left files beside the copy"
+    );
+
+    let by_env = crate::support::coord_cmd()
+        .args(["verify", "--json"])
+        .env("COORD_STORE", &copy)
+        .output()
+        .expect("run");
+    assert!(
+        by_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_env.stderr)
+    );
+
+    let missing = copy_dir.path().join("nope.db");
+    let out = crate::support::coord_cmd()
+        .args(["verify", "--store"])
+        .arg(&missing)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("nope.db").count(), 1, "{err}");
+    assert_eq!(err.matches("not found").count(), 1, "{err}");
+}
