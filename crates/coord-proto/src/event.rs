@@ -378,8 +378,12 @@ pub struct LockWait {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitCancelReason {
-    /// Its `wait_ms` ran out or the client went away.
+    /// Its `wait_ms` ran out.
     Timeout,
+    /// The waiting client went away before its wait ended (it closed the
+    /// connection: Ctrl-C on `coord lock acquire --wait`, a killed
+    /// process).
+    ClientGone,
     /// The waiting session ended.
     OwnerGone,
     /// The daemon restarted; nobody was left to answer.

@@ -31,7 +31,7 @@ impl Drop for CancelOnDrop {
                 Command::CancelWait {
                     resource: self.resource.clone(),
                     session_id: self.session_id.clone(),
-                    reason: WaitCancelReason::Timeout,
+                    reason: WaitCancelReason::ClientGone,
                 },
                 None,
                 None,

@@ -37,5 +37,6 @@ mod systemd;
 mod threads;
 mod top;
 mod truth;
+mod untruths;
 mod verify;
 mod web;
