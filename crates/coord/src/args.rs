@@ -37,6 +37,8 @@ impl Acting {
 #[derive(Args, Debug)]
 pub(crate) struct Target {
     /// The resource: a name, a path (./a//b is a/b) or a pattern (src/**).
+    /// Taken as text: `src/a.rs` and `/repo/src/a.rs` are two different
+    /// locks; name files with --path so every agent agrees.
     #[arg(required_unless_present = "path", conflicts_with = "path")]
     pub(crate) resource: Option<String>,
     /// Name the resource after FILE, relative to its git work tree, so

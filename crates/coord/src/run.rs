@@ -273,7 +273,7 @@ pub async fn run(base: &Client, args: RunArgs) -> Result<ExitCode> {
                     // heartbeat that would have found it would.
                     if let Err(e) = client.heartbeat(&id, &HeartbeatRequest::default()).await {
                         if e.code() == Some(ErrorCode::SessionNotFound) && !ended_by_itself(&e) {
-                            eprintln!("coord: {e}; the daemon sent SIGTERM to {pid} and its process group");
+                            eprintln!("coord: {e}; the daemon ended it and signalled the process group of {pid}");
                         }
                     }
                 }

@@ -200,18 +200,7 @@ fn parked_streams_catch_up_after_a_burst_and_miss_nothing() {
     let head = d.head();
     assert_eq!(head, 1011);
     for (_s, r) in &mut readers {
-        let mut seqs = Vec::new();
-        while seqs.last() != Some(&head) {
-            let mut line = String::new();
-            let n = std::io::BufRead::read_line(r, &mut line).expect("a line");
-            assert!(n > 0, "the daemon closed the stream at {:?}", seqs.last());
-            // Chunk-size lines and the CRLF after each chunk are not events.
-            if line.starts_with('{') {
-                let v: serde_json::Value = serde_json::from_str(line.trim()).expect("an event");
-                seqs.push(v["seq"].as_u64().expect("seq"));
-            }
-        }
-        assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+        assert_eq!(seqs_up_to(r, head), (1..=head).collect::<Vec<_>>());
     }
 }
 
@@ -235,18 +224,10 @@ fn a_graceful_stop_sends_no_follower_an_event_twice() {
         }
     }
     let head = d.head();
-    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); readers.len()];
-    for ((_s, r), seqs) in readers.iter_mut().zip(&mut seen) {
-        while seqs.last() != Some(&head) {
-            let mut line = String::new();
-            let n = std::io::BufRead::read_line(r, &mut line).expect("a line");
-            assert!(n > 0, "the daemon closed the stream at {:?}", seqs.last());
-            if line.starts_with('{') {
-                let v: serde_json::Value = serde_json::from_str(line.trim()).expect("an event");
-                seqs.push(v["seq"].as_u64().expect("seq"));
-            }
-        }
-    }
+    let mut seen: Vec<Vec<u64>> = readers
+        .iter_mut()
+        .map(|(_s, r)| seqs_up_to(r, head))
+        .collect();
     // And followers through the CLI, as a user runs them.
     let followers: Vec<_> = (0..6)
         .map(|_| crate::support::Follower::start(&d, &["--since", "0"]))
@@ -284,4 +265,20 @@ fn a_graceful_stop_sends_no_follower_an_event_twice() {
             seqs.len()
         );
     }
+}
+
+/// Reads a raw stream's events until the one at `head`; their seqs.
+fn seqs_up_to(r: &mut BufReader<UnixStream>, head: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&head) {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(r, &mut line).expect("a line");
+        assert!(n > 0, "the daemon closed the stream at {:?}", seqs.last());
+        // Chunk-size lines and the CRLF after each chunk are not events.
+        if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line.trim()).expect("an event");
+            seqs.push(v["seq"].as_u64().expect("seq"));
+        }
+    }
+    seqs
 }

@@ -275,18 +275,7 @@ fn one_store_however_it_is_spelled() {
     std::os::unix::fs::symlink(real.join("coord.db"), alias.join("coord.db")).expect("link");
     let _first = Daemon::start_with_store(Some(real.join("coord.db")), &[]);
     let socket2 = t.path().join("s2/coord.sock");
-    let out = Command::new(bin())
-        .args(["daemon", "--store"])
-        .arg(alias.join("coord.db"))
-        .arg("--socket")
-        .arg(&socket2)
-        .output()
-        .expect("coord daemon");
-    assert!(
-        !out.status.success(),
-        "a second daemon started on the same store"
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_daemon(&alias.join("coord.db"), &socket2);
     assert!(err.contains("in use by another coord daemon"), "{err}");
 
     let public = t.path().join("public");
@@ -297,17 +286,24 @@ fn one_store_however_it_is_spelled() {
     )
     .expect("chmod");
     std::os::unix::fs::symlink(public.join("coord.db"), alias.join("pub.db")).expect("link");
+    let err = refused_daemon(&alias.join("pub.db"), &socket2);
+    assert!(err.contains("other users can write"), "{err}");
+}
+
+/// Runs `coord daemon --store STORE --socket SOCKET`, which must refuse to
+/// start; its stderr.
+fn refused_daemon(store: &Path, socket: &Path) -> String {
     let out = Command::new(bin())
         .args(["daemon", "--store"])
-        .arg(alias.join("pub.db"))
+        .arg(store)
         .arg("--socket")
-        .arg(&socket2)
+        .arg(socket)
         .output()
         .expect("coord daemon");
     assert!(
         !out.status.success(),
-        "a store linked into a world-writable directory was accepted"
+        "a daemon started on {}",
+        store.display()
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("other users can write"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -669,3 +669,15 @@ impl Drop for Reaped {
         }
     }
 }
+
+/// True while `pid` exists and is not a zombie (an orphan's zombie may
+/// linger when nothing reaps it; it no longer acts).
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
