@@ -463,6 +463,35 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/dispatch/{id}/cancel` (the issuer's token, or the admin
+    /// token without `session_id`).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `order_not_found`, `not_owner`.
+    pub async fn cancel_order(
+        &self,
+        id: &str,
+        req: &CancelOrderRequest,
+    ) -> Result<Answer<WriteResponse>> {
+        self.post(&format!("/v1/dispatch/{}/cancel", enc(id)), req)
+            .await
+    }
+
+    /// `POST /v1/dispatch/{id}/reassign` (the issuer's token, or the admin
+    /// token without `session_id`).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `order_not_found`, `not_owner`,
+    /// `session_not_found` (the new assignee), `order_state` (already its).
+    pub async fn reassign_order(
+        &self,
+        id: &str,
+        req: &ReassignOrderRequest,
+    ) -> Result<Answer<WriteResponse>> {
+        self.post(&format!("/v1/dispatch/{}/reassign", enc(id)), req)
+            .await
+    }
+
     /// `POST /v1/events`: publish an `x.*` event.
     ///
     /// # Errors

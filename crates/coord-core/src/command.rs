@@ -244,6 +244,27 @@ pub enum Command {
         /// Free JSON.
         result: Option<Value>,
     },
+    /// Withdraw an open order (its issuer, or the admin when `by` is
+    /// `None`).
+    CancelOrder {
+        /// Order id.
+        order_id: String,
+        /// The acting session, which must be the order's issuer; `None`:
+        /// the admin.
+        by: Option<String>,
+        /// Why (may be empty).
+        reason: String,
+    },
+    /// Give an open (or orphaned) order to another live session.
+    ReassignOrder {
+        /// Order id.
+        order_id: String,
+        /// The acting session, which must be the order's issuer; `None`:
+        /// the admin.
+        by: Option<String>,
+        /// The new assignee.
+        assignee: String,
+    },
     /// Publish an `x.*` event.
     Custom {
         /// Kind.

@@ -181,11 +181,11 @@ fn command() -> impl Strategy<Value = Command> {
             session_id: s,
             msg_id: m
         }),
-        ("o[0-2]", sid()).prop_map(|(o, a)| Command::Issue {
+        ("o[0-2]", sid(), proptest::option::of(sid())).prop_map(|(o, a, from)| Command::Issue {
             order_id: o,
             assignee: a,
             ticket: "T-1".into(),
-            from_session: None,
+            from_session: from,
             payload: None,
             extra: Default::default(),
         }),
@@ -197,6 +197,18 @@ fn command() -> impl Strategy<Value = Command> {
             order_id: o,
             session_id: s,
             result: None
+        }),
+        ("o[0-2]", proptest::option::of(sid())).prop_map(|(o, by)| Command::CancelOrder {
+            order_id: o,
+            by,
+            reason: String::new()
+        }),
+        ("o[0-2]", proptest::option::of(sid()), sid()).prop_map(|(o, by, a)| {
+            Command::ReassignOrder {
+                order_id: o,
+                by,
+                assignee: a,
+            }
         }),
         ("[a-z.]{0,6}", proptest::option::of(sid())).prop_map(|(k, s)| Command::Custom {
             kind: format!("x.{k}"),
@@ -256,6 +268,17 @@ fn fold(log: &[Event]) -> State {
 }
 
 fn check_invariants(state: &State) {
+    // No order is left open to nobody: an ended assignee's orders are
+    // orphaned, for their issuer to reassign or cancel.
+    for o in state.view.orders.values() {
+        assert!(
+            o.state == coord_proto::view::OrderState::Orphaned
+                || state.view.sessions.contains_key(&o.assignee),
+            "order {} open for the ended {}: {o:?}",
+            o.order_id,
+            o.assignee
+        );
+    }
     for (r, lock) in &state.view.locks {
         assert!(
             !lock.holders.is_empty() || !lock.waiters.is_empty(),

@@ -308,6 +308,48 @@ pub struct AckRequest {
     pub ts: Option<Timestamp>,
 }
 
+/// `POST /v1/dispatch/{order_id}/cancel`: withdraw an open order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CancelOrderRequest {
+    /// The acting session, which must be the order's issuer (its token
+    /// authorizes); absent: the admin token must.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Why (at most 256 bytes, no control characters).
+    #[serde(default)]
+    pub reason: String,
+    /// Idempotency key.
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
+/// `POST /v1/dispatch/{order_id}/reassign`: give an open or orphaned
+/// order to another live session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReassignOrderRequest {
+    /// The acting session, which must be the order's issuer (its token
+    /// authorizes); absent: the admin token must.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The new assignee (a live session).
+    pub assignee: String,
+    /// Idempotency key.
+    #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub tx_id: Option<Ulid>,
+    /// Source time.
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+}
+
 /// `POST /v1/dispatch`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,6 +4,9 @@
 //! [`Payload`] variant, so an event cannot carry a payload of the wrong
 //! shape. `x.*` kinds carry free JSON in [`Payload::Custom`].
 
+pub use crate::dispatch_events::{
+    DispatchAck, DispatchCancel, DispatchComplete, DispatchIssue, DispatchOrphan, DispatchReassign,
+};
 use crate::Timestamp;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -62,6 +65,9 @@ pub const KNOWN_KINDS: &[&str] = &[
     "dispatch.issue",
     "dispatch.ack",
     "dispatch.complete",
+    "dispatch.cancel",
+    "dispatch.reassign",
+    "dispatch.orphan",
 ];
 
 /// `session.register`.
@@ -474,48 +480,6 @@ pub struct InboxAck {
     pub msg_id: String,
 }
 
-/// `dispatch.issue`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DispatchIssue {
-    /// Order id.
-    pub order_id: String,
-    /// The session that must do it.
-    pub assignee: String,
-    /// The ticket it refers to.
-    pub ticket: String,
-    /// The issuing session, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_session: Option<String>,
-    /// Free JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    /// Fields a legacy file carried that coord does not model (kept, not
-    /// interpreted).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub extra: Map<String, Value>,
-}
-
-/// `dispatch.ack`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DispatchAck {
-    /// Order id.
-    pub order_id: String,
-    /// Its assignee.
-    pub assignee: String,
-}
-
-/// `dispatch.complete`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DispatchComplete {
-    /// Order id.
-    pub order_id: String,
-    /// Its assignee.
-    pub assignee: String,
-    /// Free JSON result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-}
-
 /// The typed body of an event; the variant decides `tx_kind`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -551,6 +515,12 @@ pub enum Payload {
     DispatchAck(DispatchAck),
     /// `dispatch.complete`
     DispatchComplete(DispatchComplete),
+    /// `dispatch.cancel`
+    DispatchCancel(DispatchCancel),
+    /// `dispatch.reassign`
+    DispatchReassign(DispatchReassign),
+    /// `dispatch.orphan`
+    DispatchOrphan(DispatchOrphan),
     /// `x.*`: an integrator's kind with a free JSON object.
     Custom {
         /// The kind, starting with `x.`.
@@ -599,6 +569,9 @@ impl Payload {
             Payload::DispatchIssue(_) => "dispatch.issue",
             Payload::DispatchAck(_) => "dispatch.ack",
             Payload::DispatchComplete(_) => "dispatch.complete",
+            Payload::DispatchCancel(_) => "dispatch.cancel",
+            Payload::DispatchReassign(_) => "dispatch.reassign",
+            Payload::DispatchOrphan(_) => "dispatch.orphan",
             Payload::Custom { kind, .. } => kind,
         }
     }
@@ -635,6 +608,9 @@ impl Payload {
             "dispatch.issue" => Payload::DispatchIssue(typed(kind, body)?),
             "dispatch.ack" => Payload::DispatchAck(typed(kind, body)?),
             "dispatch.complete" => Payload::DispatchComplete(typed(kind, body)?),
+            "dispatch.cancel" => Payload::DispatchCancel(typed(kind, body)?),
+            "dispatch.reassign" => Payload::DispatchReassign(typed(kind, body)?),
+            "dispatch.orphan" => Payload::DispatchOrphan(typed(kind, body)?),
             k if crate::ids::check_custom_kind(k).is_ok() => match body {
                 Value::Object(body) => Payload::Custom {
                     kind: k.to_string(),
@@ -666,6 +642,9 @@ impl Payload {
             Payload::DispatchIssue(p) => (Some(&p.assignee), p.from_session.as_deref()),
             Payload::DispatchAck(p) => (Some(&p.assignee), None),
             Payload::DispatchComplete(p) => (Some(&p.assignee), None),
+            Payload::DispatchCancel(p) => (Some(&p.assignee), p.by_session.as_deref()),
+            Payload::DispatchReassign(p) => (Some(&p.assignee), Some(&p.from_assignee)),
+            Payload::DispatchOrphan(p) => (Some(&p.assignee), p.from_session.as_deref()),
             Payload::SessionRegister(p) => (p.parent_session.as_deref(), None),
             Payload::SessionReport(p) => (
                 Some(p.parent_session.as_str()),
@@ -702,6 +681,9 @@ impl Serialize for PayloadRef<'_> {
             Payload::DispatchIssue(p) => p.serialize(s),
             Payload::DispatchAck(p) => p.serialize(s),
             Payload::DispatchComplete(p) => p.serialize(s),
+            Payload::DispatchCancel(p) => p.serialize(s),
+            Payload::DispatchReassign(p) => p.serialize(s),
+            Payload::DispatchOrphan(p) => p.serialize(s),
             Payload::Custom { body, .. } => body.serialize(s),
         }
     }

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod dispatch_events;
 mod error;
 mod event;
 pub mod ids;
@@ -28,10 +29,11 @@ pub mod view;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{
-    DeregReason, DispatchAck, DispatchComplete, DispatchIssue, Draft, Event, EventDecodeError,
-    InboxAck, InboxDeliver, LifeState, LockAcquire, LockDelegate, LockMode, LockRelease, LockWait,
-    LockWaitCancel, OnExpiry, Payload, ReleaseReason, Report, SessionDereg, SessionHeartbeat,
-    SessionProbeError, SessionRegister, SessionReport, SessionState, WaitCancelReason, KNOWN_KINDS,
+    DeregReason, DispatchAck, DispatchCancel, DispatchComplete, DispatchIssue, DispatchOrphan,
+    DispatchReassign, Draft, Event, EventDecodeError, InboxAck, InboxDeliver, LifeState,
+    LockAcquire, LockDelegate, LockMode, LockRelease, LockWait, LockWaitCancel, OnExpiry, Payload,
+    ReleaseReason, Report, SessionDereg, SessionHeartbeat, SessionProbeError, SessionRegister,
+    SessionReport, SessionState, WaitCancelReason, KNOWN_KINDS,
 };
 pub use render::render_event;
 pub use timestamp::Timestamp;

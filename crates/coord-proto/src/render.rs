@@ -87,6 +87,30 @@ pub fn render_event(e: &Event) -> String {
         }
         Payload::DispatchAck(p) => format!("{} took order {}", p.assignee, p.order_id),
         Payload::DispatchComplete(p) => format!("{} completed order {}", p.assignee, p.order_id),
+        Payload::DispatchCancel(p) => format!(
+            "order {} of {} cancelled by {}{}",
+            p.order_id,
+            p.assignee,
+            p.by_session.as_deref().unwrap_or("the admin"),
+            if p.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.reason)
+            }
+        ),
+        Payload::DispatchReassign(p) => format!(
+            "order {} reassigned from {} to {}",
+            p.order_id, p.from_assignee, p.assignee
+        ),
+        Payload::DispatchOrphan(p) => format!(
+            "order {} orphaned: its assignee {} ended{}",
+            p.order_id,
+            p.assignee,
+            p.from_session
+                .as_deref()
+                .map(|f| format!(" (issued by {f})"))
+                .unwrap_or_default()
+        ),
         Payload::Custom { kind, body } => {
             format!("{kind} {}", serde_json::Value::Object(body.clone()))
         }

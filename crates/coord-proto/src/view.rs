@@ -252,6 +252,9 @@ pub enum OrderState {
     Acked,
     /// Done (only seen in the event; the view drops completed orders).
     Completed,
+    /// Its assignee ended with the order open: it waits for its issuer
+    /// (or an admin) to reassign or cancel it.
+    Orphaned,
 }
 
 impl OrderState {
@@ -261,6 +264,7 @@ impl OrderState {
             OrderState::Issued => "issued",
             OrderState::Acked => "acked",
             OrderState::Completed => "completed",
+            OrderState::Orphaned => "orphaned",
         }
     }
 }

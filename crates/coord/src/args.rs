@@ -249,6 +249,8 @@ pub(crate) enum OrderStateArg {
     Issued,
     /// Taken by the assignee.
     Acked,
+    /// Its assignee ended with it open: waits for its issuer.
+    Orphaned,
 }
 
 impl OrderStateArg {
@@ -257,6 +259,7 @@ impl OrderStateArg {
         match self {
             OrderStateArg::Issued => "issued",
             OrderStateArg::Acked => "acked",
+            OrderStateArg::Orphaned => "orphaned",
         }
     }
 }

@@ -50,9 +50,11 @@ pub fn validate(state: &State, cmd: &Command) -> check::Result<Outcome> {
         | Command::CancelWait { .. }
         | Command::CancelAllWaits { .. } => lock::validate(state, cmd),
         Command::Deliver { .. } | Command::AckMessage { .. } => inbox::validate(state, cmd),
-        Command::Issue { .. } | Command::AckOrder { .. } | Command::Complete { .. } => {
-            dispatch::validate(state, cmd)
-        }
+        Command::Issue { .. }
+        | Command::AckOrder { .. }
+        | Command::Complete { .. }
+        | Command::CancelOrder { .. }
+        | Command::ReassignOrder { .. } => dispatch::validate(state, cmd),
         Command::Custom { .. } => custom::validate(state, cmd),
     }
 }
@@ -73,9 +75,12 @@ pub fn apply(state: &mut State, event: &Event) {
         | Payload::LockWaitCancel(_)
         | Payload::LockRelease(_) => lock::apply(state, event),
         Payload::InboxDeliver(_) | Payload::InboxAck(_) => inbox::apply(state, event),
-        Payload::DispatchIssue(_) | Payload::DispatchAck(_) | Payload::DispatchComplete(_) => {
-            dispatch::apply(state, event)
-        }
+        Payload::DispatchIssue(_)
+        | Payload::DispatchAck(_)
+        | Payload::DispatchComplete(_)
+        | Payload::DispatchCancel(_)
+        | Payload::DispatchReassign(_)
+        | Payload::DispatchOrphan(_) => dispatch::apply(state, event),
         Payload::SessionProbeError(_) | Payload::Custom { .. } => {}
     }
     after_apply(state, event);

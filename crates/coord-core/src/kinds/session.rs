@@ -412,6 +412,10 @@ pub(crate) fn dereg_cascade(
             &mut out,
         );
     }
+    // Its open orders go back to their issuers, never left `issued` to
+    // nobody.
+    out.drafts
+        .extend(crate::kinds::dispatch::orphans_of(&state.view, session_id));
     out.drafts.push(Draft {
         session_id: Some(session_id.to_string()),
         resource: None,

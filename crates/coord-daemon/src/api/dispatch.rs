@@ -1,5 +1,5 @@
 //! Dispatch orders (PROTOCOL §8, Dispatch orders): issue, list, show,
-//! wait for the next, ack, complete.
+//! wait for the next, ack, complete, cancel, reassign.
 
 use super::*;
 use crate::hub::LogCursor;
@@ -50,7 +50,7 @@ pub(crate) struct OrdersQuery {
     state: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/dispatch", tag = "dispatch", params(("assignee" = Option<String>, Query, description = "Only this session's orders"), ("state" = Option<String>, Query, description = "issued or acked")), responses((status = 200, description = "Open orders", body = OrdersResponse)))]
+#[utoipa::path(get, path = "/v1/dispatch", tag = "dispatch", params(("assignee" = Option<String>, Query, description = "Only this session's orders"), ("state" = Option<String>, Query, description = "issued, acked or orphaned")), responses((status = 200, description = "Open orders", body = OrdersResponse)))]
 pub(crate) async fn list_orders<L: EventLog + Clone>(
     State(app): AppState<L>,
     QueryParams(q): QueryParams<OrdersQuery>,
@@ -59,11 +59,12 @@ pub(crate) async fn list_orders<L: EventLog + Clone>(
         None | Some("") => None,
         Some("issued") => Some(OrderState::Issued),
         Some("acked") => Some(OrderState::Acked),
+        Some("orphaned") => Some(OrderState::Orphaned),
         Some(other) => {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
                 format!(
-                    "state {other:?}: expected issued or acked (completed orders leave the view)"
+                    "state {other:?}: expected issued, acked or orphaned (completed and cancelled orders leave the view)"
                 ),
             )
             .with("field", "state"))
@@ -161,7 +162,8 @@ pub(crate) async fn dispatch_next<L: EventLog + Clone>(
                 ));
             };
             if batch.iter().any(
-                |p| matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee),
+                |p| matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee)
+                    || matches!(&p.event.payload, Payload::DispatchReassign(d) if d.assignee == assignee),
             ) {
                 break;
             }
@@ -210,6 +212,59 @@ pub(crate) async fn order_complete<L: EventLog + Clone>(
         &digest,
     );
     submit_seq(&app, &headers, Auth::Anyone, w, false).await
+}
+
+#[utoipa::path(post, path = "/v1/dispatch/{id}/cancel", tag = "dispatch", summary = "Withdraw an open order (its issuer, or the admin)", params(("id" = String, Path, description = "An order id")), request_body = CancelOrderRequest, security(("session_token" = []), ("admin_token" = [])), responses((status = 200, description = "Cancelled: the order left the view", body = WriteResponse)))]
+pub(crate) async fn order_cancel<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req, digest): JsonBody<CancelOrderRequest>,
+) -> ApiResult {
+    check_id("order_id", &id)?;
+    let auth = issuer_auth(req.session_id.as_deref());
+    let w = write(
+        Command::CancelOrder {
+            order_id: id,
+            by: req.session_id.clone(),
+            reason: req.reason,
+        },
+        req.tx_id,
+        req.ts,
+        &digest,
+    );
+    submit_seq(&app, &headers, auth, w, false).await
+}
+
+#[utoipa::path(post, path = "/v1/dispatch/{id}/reassign", tag = "dispatch", summary = "Give an open or orphaned order to another session (its issuer, or the admin)", params(("id" = String, Path, description = "An order id")), request_body = ReassignOrderRequest, security(("session_token" = []), ("admin_token" = [])), responses((status = 200, description = "Reassigned: issued to the new assignee", body = WriteResponse)))]
+pub(crate) async fn order_reassign<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req, digest): JsonBody<ReassignOrderRequest>,
+) -> ApiResult {
+    check_id("order_id", &id)?;
+    let auth = issuer_auth(req.session_id.as_deref());
+    let w = write(
+        Command::ReassignOrder {
+            order_id: id,
+            by: req.session_id.clone(),
+            assignee: req.assignee,
+        },
+        req.tx_id,
+        req.ts,
+        &digest,
+    );
+    submit_seq(&app, &headers, auth, w, false).await
+}
+
+/// Who may cancel or reassign: the named session (its token; the state
+/// machine checks it issued the order), else the admin.
+fn issuer_auth(session_id: Option<&str>) -> Auth<'_> {
+    match session_id {
+        Some(s) => Auth::Session(s),
+        None => Auth::Admin,
+    }
 }
 
 /// The order's assignee, after checking the request carries its token.

@@ -84,6 +84,8 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/dispatch/{id}", get(get_order::<L>))
         .route("/v1/dispatch/{id}/ack", post(order_ack::<L>))
         .route("/v1/dispatch/{id}/complete", post(order_complete::<L>))
+        .route("/v1/dispatch/{id}/cancel", post(order_cancel::<L>))
+        .route("/v1/dispatch/{id}/reassign", post(order_reassign::<L>))
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
         .route("/v1/events/batch", post(custom_batch::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))

@@ -52,6 +52,8 @@ use utoipa::OpenApi;
         dispatch::get_order,
         dispatch::order_ack,
         dispatch::order_complete,
+        dispatch::order_cancel,
+        dispatch::order_reassign,
         events::custom_event,
         events::events,
     ),

@@ -1,5 +1,5 @@
-//! `coord dispatch ...`: issue, list, take, complete and wait for
-//! dispatch orders.
+//! `coord dispatch ...`: issue, list, take, complete, cancel, reassign and
+//! wait for dispatch orders.
 
 use crate::args::*;
 use crate::output::{self, print_write};
@@ -50,6 +50,34 @@ pub(crate) enum DispatchCmd {
         /// Free JSON result.
         #[arg(long)]
         result: Option<String>,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Withdraw an open order: as its issuer (--session / COORD_SESSION),
+    /// else with the admin token.
+    Cancel {
+        /// The order id.
+        order_id: String,
+        /// Why (shown in the event).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Act with the admin token even inside a session.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Give an open or orphaned order to another live session: as its
+    /// issuer (--session / COORD_SESSION), else with the admin token.
+    Reassign {
+        /// The order id.
+        order_id: String,
+        /// The new assignee.
+        #[arg(long)]
+        to: String,
+        /// Act with the admin token even inside a session.
+        #[arg(long)]
+        admin: bool,
         #[command(flatten)]
         acting: Acting,
     },
@@ -163,6 +191,44 @@ pub(crate) async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Res
                 .await?;
             print_write(json, &a.body, &format!("completed {order_id}"))
         }
+        DispatchCmd::Cancel {
+            order_id,
+            reason,
+            admin,
+            acting,
+        } => {
+            let (c, session_id) = as_issuer(base, acting, admin)?;
+            let a = c
+                .cancel_order(
+                    &order_id,
+                    &CancelOrderRequest {
+                        session_id,
+                        reason,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            print_write(json, &a.body, &format!("cancelled {order_id}"))
+        }
+        DispatchCmd::Reassign {
+            order_id,
+            to,
+            admin,
+            acting,
+        } => {
+            let (c, session_id) = as_issuer(base, acting, admin)?;
+            let a = c
+                .reassign_order(
+                    &order_id,
+                    &ReassignOrderRequest {
+                        session_id,
+                        assignee: to.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            print_write(json, &a.body, &format!("reassigned {order_id} to {to}"))
+        }
         DispatchCmd::Wait {
             timeout,
             ack,
@@ -190,5 +256,19 @@ pub(crate) async fn dispatch(base: &Client, cmd: DispatchCmd, json: bool) -> Res
             print_order(&order)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The client and acting session for a cancel or reassign: the session
+/// (its token) when one is named and `--admin` is not given, else the
+/// admin token read beside the socket.
+fn as_issuer(base: &Client, acting: Acting, admin: bool) -> Result<(Client, Option<String>)> {
+    match acting.session {
+        Some(s) if !admin => Ok((base.clone().with_token(acting.token), Some(s))),
+        _ => Ok((
+            base.clone()
+                .with_admin_token(Some(admin_token(base.socket())?)),
+            None,
+        )),
     }
 }

@@ -671,7 +671,9 @@ pub(crate) async fn mcp(base: &Client, args: McpArgs) -> Result<ExitCode> {
             loop {
                 let q = EventsQuery {
                     since: Some(since.to_string()),
-                    kinds: Some("inbox.deliver,dispatch.issue".into()),
+                    kinds: Some(
+                        "inbox.deliver,dispatch.issue,dispatch.reassign,dispatch.cancel".into(),
+                    ),
                     // The daemon sends only events naming this session;
                     // the payload check below tells recipient from sender.
                     session: Some(id.clone()),
@@ -689,7 +691,10 @@ pub(crate) async fn mcp(base: &Client, args: McpArgs) -> Result<ExitCode> {
                         let p = &v["payload"];
                         let uri = if p["to_session"] == id.as_str() {
                             INBOX
-                        } else if p["assignee"] == id.as_str() {
+                        } else if p["assignee"] == id.as_str() || p["from_assignee"] == id.as_str()
+                        {
+                            // An order came, went (reassigned away) or was
+                            // withdrawn.
                             ORDERS
                         } else {
                             continue;

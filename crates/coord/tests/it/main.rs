@@ -24,6 +24,7 @@ mod lifecycle;
 mod lock_bounds;
 mod main_job;
 mod metrics;
+mod orders;
 mod parity;
 mod pods;
 mod privacy;
