@@ -42,6 +42,8 @@ enum Feed {
     Lost(String),
     /// A session's events read from the log for its detail.
     Detail(String, Vec<coord_proto::Event>),
+    /// Every live session's lease, renewals included.
+    Leases(std::collections::BTreeMap<String, coord_proto::view::Lease>),
 }
 
 /// Runs the view until `q`.
@@ -51,6 +53,7 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
     let mut model = Model::new(&client.socket().display().to_string(), !args.no_bell);
     let (feed_tx, mut feed) = mpsc::channel::<Feed>(4096);
     let follower = tokio::spawn(follow(client.clone(), feed_tx.clone()));
+    let renewals = tokio::spawn(leases(client.clone(), feed_tx.clone()));
     let (key_tx, mut keys) = mpsc::unbounded_channel::<TermEvent>();
     // crossterm's read blocks: it gets a thread of its own.
     std::thread::spawn(move || {
@@ -116,6 +119,7 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
     .await;
     ratatui::restore();
     follower.abort();
+    renewals.abort();
     result.map(|()| std::process::ExitCode::SUCCESS)
 }
 
@@ -152,6 +156,32 @@ fn apply_feed(model: &mut Model, f: Feed) {
         Feed::Event(e) => model.apply(*e),
         Feed::Lost(why) => model.lost(Timestamp::now().as_millis(), why),
         Feed::Detail(sid, events) => model.detail_events = Some((sid, events)),
+        Feed::Leases(l) => model.leases = l,
+    }
+}
+
+/// How often the view asks for the leases (the HB column's resolution).
+const LEASE_POLL: Duration = Duration::from_secs(2);
+
+/// Asks the daemon for the sessions' leases every [`LEASE_POLL`]: bare
+/// renewals are not events (they would flood the log), so the stream alone
+/// cannot tell when a lease was last renewed. A failed ask is skipped; the
+/// follower reports a lost daemon.
+async fn leases(client: Client, tx: mpsc::Sender<Feed>) {
+    let mut tick = tokio::time::interval(LEASE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Ok(r) = client.sessions().await {
+            let map = r
+                .sessions
+                .into_iter()
+                .filter_map(|s| s.lease.map(|l| (s.session_id, l)))
+                .collect();
+            if tx.send(Feed::Leases(map)).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

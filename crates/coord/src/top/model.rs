@@ -132,6 +132,10 @@ pub struct Model {
     /// caller fetches them when a detail opens; newer ones come from the
     /// tail).
     pub detail_events: Option<(String, Vec<Event>)>,
+    /// Each session's lease as the daemon last reported it (`GET
+    /// /v1/sessions`): bare renewals are not events, so only this tells
+    /// when a lease was last renewed.
+    pub leases: BTreeMap<String, coord_proto::view::Lease>,
 }
 
 impl Model {
@@ -155,6 +159,16 @@ impl Model {
             bell,
             bells: 0,
             detail_events: None,
+            leases: BTreeMap::new(),
+        }
+    }
+
+    /// When `s`'s lease was last renewed: the later of its last logged
+    /// heartbeat and the renewal the daemon last reported (the HB column).
+    pub fn renewed_at(&self, s: &Session) -> Timestamp {
+        match self.leases.get(&s.session_id) {
+            Some(l) if l.renewed_at > s.last_heartbeat => l.renewed_at,
+            _ => s.last_heartbeat,
         }
     }
 

@@ -169,7 +169,7 @@ fn draw_sessions(f: &mut Frame, area: Rect, m: &Model, now: Timestamp, theme: Th
                     .map(age)
                     .unwrap_or_default(),
             ),
-            Cell::from(since(now, s.last_heartbeat)),
+            Cell::from(since(now, m.renewed_at(s))),
             Cell::from(m.held(&s.session_id).len().to_string()),
             Cell::from(m.unread(&s.session_id).to_string()),
         ]);

@@ -290,3 +290,36 @@ fn the_model_folds_exactly_like_the_daemon() {
     }
     assert_eq!(half.model.state.view, s.model.state.view);
 }
+
+/// The HB column shows the last renewal of the lease, which bare
+/// heartbeats make without an event, not only the last logged heartbeat.
+#[test]
+fn hb_shows_the_last_renewal_not_the_last_logged_heartbeat() {
+    let mut s = Script::new();
+    s.register(0, "quiet", "worker", "TOD-1", None);
+    s.clock += 120_000;
+    let sid = "quiet".to_string();
+    let last_logged = s.model.state.view.sessions[&sid].last_heartbeat;
+    let renewed = Timestamp(s.clock);
+    s.model.leases.insert(
+        sid.clone(),
+        coord_proto::view::Lease {
+            renewed_at: renewed,
+            expires_at: Timestamp(s.clock + 30_000),
+        },
+    );
+    let session = s.model.state.view.sessions[&sid].clone();
+    assert_eq!(s.model.renewed_at(&session), renewed);
+    assert!(renewed > last_logged);
+    // Drawn 10 s after the renewal: "10s", not the two minutes since the
+    // registration.
+    let screen = s.screen(100, 10, false);
+    let hb = |screen: &str| -> String {
+        let row = screen.lines().find(|l| l.contains("quiet")).expect("row");
+        // + SESSION ROLE TASK PHASE STATE FOR HB LOCKS MAIL
+        row.split_whitespace().nth(7).expect("HB cell").to_string()
+    };
+    assert_eq!(hb(&screen), "10s", "{screen}");
+    s.model.leases.clear();
+    assert_eq!(hb(&s.screen(100, 10, false)), "2m");
+}
