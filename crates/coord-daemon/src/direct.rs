@@ -601,8 +601,9 @@ async fn wait_parked(
     let mut stopping = std::pin::pin!(stop.cancelled());
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = std::pin::Pin::new(&mut *back).poll(cx) {
-            // A lane that let its streams go without a word: its hub is
-            // gone, so the daemon is stopping.
+            // A lane never lets a stream go without a word (it hands each
+            // back with its position); a closed channel means its thread
+            // is going away with the daemon.
             return Poll::Ready(r.map_or(Parked::Stopping, Parked::Back));
         }
         if stopping.as_mut().poll(cx).is_ready() {

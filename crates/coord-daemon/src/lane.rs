@@ -237,10 +237,17 @@ async fn run(hub: Arc<Hub>) {
             return;
         }
         if head.changed().await.is_err() {
-            // The hub is gone (the daemon stops): the streams end on
-            // their own; what is parked here is let go.
+            // The head's watch is gone (the daemon stops): every parked
+            // stream is handed back with what it was sent, so it ends (or
+            // drains up to the head) from there. Let go without a word, a
+            // stream would go on from where it parked and send again what
+            // the lane sent it since.
             with_lane(hub_addr, |l| {
-                l.entries.clear();
+                for e in l.entries.drain() {
+                    let _ = e.back.send(Back::From {
+                        after: e.parking.after,
+                    });
+                }
                 l.running = false;
             });
             return;

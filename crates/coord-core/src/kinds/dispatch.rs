@@ -159,14 +159,7 @@ pub(crate) fn orphans_of(view: &View, session_id: &str) -> Vec<Draft> {
 /// The open order `order_id`, if `by` may cancel or reassign it: its
 /// issuer, or the admin (`None`).
 fn issued_by<'v>(view: &'v View, order_id: &str, by: Option<&str>) -> Result<&'v Order> {
-    id("order_id", order_id)?;
-    let Some(order) = view.orders.get(order_id) else {
-        return Err(Rejection::new(
-            ErrorCode::OrderNotFound,
-            format!("no open order {order_id}"),
-        )
-        .with("order_id", order_id));
-    };
+    let order = open_order(view, order_id)?;
     if let Some(by) = by {
         if order.from_session.as_deref() != Some(by) {
             return Err(Rejection::new(
@@ -243,14 +236,7 @@ pub(crate) fn order_of<'v>(
     order_id: &str,
     session_id: &str,
 ) -> Result<&'v coord_proto::view::Order> {
-    id("order_id", order_id)?;
-    let Some(order) = view.orders.get(order_id) else {
-        return Err(Rejection::new(
-            ErrorCode::OrderNotFound,
-            format!("no open order {order_id}"),
-        )
-        .with("order_id", order_id));
-    };
+    let order = open_order(view, order_id)?;
     if order.assignee != session_id {
         return Err(Rejection::new(
             ErrorCode::NotAssignee,
@@ -259,4 +245,16 @@ pub(crate) fn order_of<'v>(
         .with("assignee", order.assignee.as_str()));
     }
     Ok(order)
+}
+
+/// The open (issued, acked or orphaned) order `order_id`.
+fn open_order<'v>(view: &'v View, order_id: &str) -> Result<&'v Order> {
+    id("order_id", order_id)?;
+    view.orders.get(order_id).ok_or_else(|| {
+        Rejection::new(
+            ErrorCode::OrderNotFound,
+            format!("no open order {order_id}"),
+        )
+        .with("order_id", order_id)
+    })
 }

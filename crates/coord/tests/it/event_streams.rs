@@ -214,12 +214,15 @@ fn a_graceful_stop_sends_no_follower_an_event_twice() {
     // everything), half start when the log holds events already.
     let mut readers: Vec<_> = (0..6).map(|_| open_stream(&d, "since=0")).collect();
     d.ok(&["publish", "x.first"]);
-    for round in 0..4 {
-        let batch: String = (0..265)
+    // Small batches, each one write of the lane to every parked stream
+    // (a batch over 256 events would hand them back to catch up on their
+    // own, and they would park again at the head).
+    for round in 0..20 {
+        let batch: String = (0..53)
             .map(|i| format!("{{\"tx_kind\":\"x.burst\",\"payload\":{{\"i\":{i}}}}}\n"))
             .collect();
         assert_eq!(d.batch(&batch).status, 201);
-        if round == 1 {
+        if round == 10 {
             readers.extend((0..6).map(|_| open_stream(&d, "since=0")));
         }
     }

@@ -3,18 +3,7 @@
 //! cancels it; nobody else may. Real daemon, real CLI, real processes.
 
 use crate::support::*;
-use std::process::Output;
 use std::time::Duration;
-
-fn json_of(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 fn order(d: &Daemon, id: &str) -> serde_json::Value {
     json_of(&d.coord(&["--json", "dispatch", "list"]))["orders"]

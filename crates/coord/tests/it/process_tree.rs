@@ -58,18 +58,6 @@ fn run(d: &Daemon, id: &str, ttl: &str, script: &str) -> (Child, PathBuf) {
     (child, err)
 }
 
-fn dereg_of(d: &Daemon, id: &str) -> serde_json::Value {
-    let mut found = None;
-    wait_until(&format!("{id} ended"), Duration::from_secs(20), || {
-        found = d
-            .all_events()
-            .into_iter()
-            .find(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == id);
-        found.is_some()
-    });
-    found.expect("dereg")
-}
-
 /// The reproduction: the agent takes a lock and starts a child;
 /// the wrapper is SIGKILLed. The agent dies of its death signal, the
 /// daemon sees the exit, ends the session, passes the lock, and signals

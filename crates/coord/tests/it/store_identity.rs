@@ -9,16 +9,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn json_of(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// `coord ARGS` with auto-start on, `COORD_STORE` as given (else unset)
 /// and the default store under `data`.
 fn coord_auto(socket: &Path, data: &Path, store: Option<&Path>, args: &[&str]) -> Output {
@@ -215,41 +205,22 @@ fn a_token_of_another_log_is_stale_and_says_why() {
     }
     assert_eq!(tokens[0].0, tokens[1].0, "the same seq on two fresh logs");
     let tok = tokens[0].0.to_string();
-    let same = b.coord(&[
-        "lock",
-        "check",
-        "r",
-        "--token",
-        &tok,
-        "--log-id",
-        &tokens[1].1,
-    ]);
-    assert!(same.status.success());
-    let other = b.coord(&[
-        "lock",
-        "check",
-        "r",
-        "--token",
-        &tok,
-        "--log-id",
-        &tokens[0].1,
-    ]);
+    let check = |log: &str, json: bool| {
+        let mut args = vec!["lock", "check", "r", "--token", &tok, "--log-id", log];
+        if json {
+            args.insert(0, "--json");
+        }
+        b.coord(&args)
+    };
+    assert!(check(&tokens[1].1, false).status.success());
+    let other = check(&tokens[0].1, false);
     assert_eq!(other.status.code(), Some(4));
     let said = String::from_utf8_lossy(&other.stdout);
     assert!(
         said.contains("issued by the log") && said.contains(&tokens[0].1),
         "{said}"
     );
-    let j = json_of(&b.coord(&[
-        "--json",
-        "lock",
-        "check",
-        "r",
-        "--token",
-        &tok,
-        "--log-id",
-        &tokens[0].1,
-    ]));
+    let j = json_of(&check(&tokens[0].1, true));
     assert_eq!(j["current"], false);
     assert_eq!(j["reason"], "other_log");
 }

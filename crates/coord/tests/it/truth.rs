@@ -10,16 +10,6 @@ use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn json_of(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -191,24 +181,13 @@ fn an_expired_lease_signals_the_process_that_outlived_it() {
         args.extend(extra);
         d.ok(&args);
     };
-    let dereg_of = |id: &str| {
-        let mut found = None;
-        wait_until(&format!("{id} expired"), Duration::from_secs(20), || {
-            found = d
-                .all_events()
-                .into_iter()
-                .find(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == id);
-            found.is_some()
-        });
-        found.expect("dereg")
-    };
 
     // A plain process: SIGTERM.
     let mut plain = spawn("exec sleep 600");
     register("plain", plain.id(), &[]);
     let st = plain.wait().expect("wait");
     assert_eq!(st.signal(), Some(libc::SIGTERM), "{st}");
-    let e = dereg_of("plain");
+    let e = dereg_of(&d, "plain");
     assert_eq!(e["payload"]["reason"], "expired");
     assert_eq!(e["payload"]["process_alive"], true, "{e}");
     assert_eq!(e["payload"]["signal"], "SIGTERM", "{e}");
@@ -224,7 +203,7 @@ fn an_expired_lease_signals_the_process_that_outlived_it() {
     // it was alive and that nothing was sent.
     let mut spared = spawn("exec sleep 600");
     register("spared", spared.id(), &["--on-expiry", "never"]);
-    let e = dereg_of("spared");
+    let e = dereg_of(&d, "spared");
     assert_eq!(e["payload"]["process_alive"], true, "{e}");
     assert!(e["payload"].get("signal").is_none(), "{e}");
     std::thread::sleep(Duration::from_millis(600));

@@ -681,3 +681,27 @@ pub fn running(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A command's stdout as JSON; panics with both streams when it is not.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The `session.dereg` of `id`, once it is in the log (waits up to 20 s).
+pub fn dereg_of(d: &Daemon, id: &str) -> serde_json::Value {
+    let mut found = None;
+    wait_until(&format!("{id} ended"), Duration::from_secs(20), || {
+        found = d
+            .all_events()
+            .into_iter()
+            .find(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == id);
+        found.is_some()
+    });
+    found.expect("dereg")
+}
