@@ -20,10 +20,17 @@ pub fn render_event(e: &Event) -> String {
         ),
         Payload::SessionHeartbeat(p) => format!("{who} is now {}", p.phase),
         Payload::SessionDereg(p) => format!(
-            "{who} deregistered ({}{})",
+            "{who} deregistered ({}{}){}{}",
             name(&p.reason),
             p.exit_code
                 .map(|c| format!(", exit {c}"))
+                .unwrap_or_default(),
+            p.signal
+                .as_deref()
+                .map(|s| format!("; its process was sent {s}"))
+                .unwrap_or_default(),
+            p.group_kill_after_ms
+                .map(|ms| format!("; its process group was sent SIGTERM (SIGKILL after {ms} ms)"))
                 .unwrap_or_default()
         ),
         Payload::SessionState(p) => format!(
