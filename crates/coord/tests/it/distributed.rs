@@ -3,7 +3,7 @@
 //! `nats://` store, the real CLI.
 
 use crate::support::nats::Nats;
-use crate::support::{coord_cmd, post, wait_until, Daemon, Follower};
+use crate::support::{coord_cmd, dereg_of, json_of, post, running, wait_until, Daemon, Follower};
 use coord_proto::{LockMode, Payload};
 use serde_json::json;
 use std::time::Duration;
@@ -558,5 +558,58 @@ fn a_daemon_cut_off_from_nats_stops_without_its_snapshot() {
     assert!(
         log.contains("no snapshot at shutdown") && !log.contains("snapshot failed"),
         "{log}"
+    );
+}
+
+/// The reproduction on a shared log: daemon A is SIGKILLed with a
+/// `session run` agent on it. A survivor ends the session (`daemon_lost`)
+/// after the daemon lease and hands its locks on; the agent's wrapper,
+/// which cannot renew for a whole TTL, stops the agent, so no agent goes
+/// on working for a session nobody holds (PROTOCOL §6.3).
+#[test]
+fn a_lost_daemons_agents_are_stopped_by_their_wrappers() {
+    let nats = Nats::single();
+    let url = nats.url("lost");
+    let lease = ["--daemon-lease", "1s"];
+    let mut a = daemon_on(&url, &lease);
+    let b = daemon_on(&url, &lease);
+    let err = a.dir.path().join("wrapper.err");
+    let mut wrapper = coord_cmd()
+        .args([
+            "session", "run", "--id", "far", "--ttl", "2s", "--", "sleep", "600",
+        ])
+        .env("COORD_SOCKET", &a.socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("session run");
+    wait_until("far is seen by b", Duration::from_secs(20), || {
+        b.coord(&["session", "show", "far"]).status.success()
+    });
+    let agent = json_of(&b.coord(&["--json", "session", "show", "far"]))["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    a.kill9();
+    let t0 = std::time::Instant::now();
+    let mut status = None;
+    wait_until(
+        "the wrapper stops its agent",
+        Duration::from_secs(30),
+        || {
+            status = wrapper.try_wait().expect("try_wait");
+            status.is_some()
+        },
+    );
+    let took = t0.elapsed();
+    let said = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(said.contains("is lost"), "{said}");
+    assert!(!running(agent), "the agent of a lost daemon still runs");
+    let dereg = dereg_of(&b, "far");
+    assert_eq!(dereg["payload"]["reason"], "daemon_lost", "{dereg}");
+    // The wrapper's TTL (2 s) plus a heartbeat period and the grace of a
+    // SIGTERM'd sleep: generous for a loaded machine.
+    assert!(
+        took < Duration::from_secs(20),
+        "the agent was stopped after {took:?}"
     );
 }
