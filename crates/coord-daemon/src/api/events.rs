@@ -103,6 +103,11 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
     // Each write's line number, for the error of a line the writer refuses.
     let mut line_of = Vec::with_capacity(writes.capacity());
     let mut sessions = std::collections::BTreeSet::new();
+    // tx_id → (line, digest): a tx_id twice in one batch must name the same
+    // event, or the batch is refused before anything is queued (§9.2: all
+    // or nothing).
+    let mut tx_ids: std::collections::HashMap<ulid::Ulid, (usize, Option<String>)> =
+        std::collections::HashMap::new();
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -157,6 +162,26 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
         } = &cmd
         {
             sessions.insert(s.clone());
+        }
+        if let Some(tx) = req.tx_id {
+            match tx_ids.get(&tx) {
+                Some((first, d)) if *d != digest.0 => {
+                    return Err(ApiError::new(
+                        ErrorCode::TxIdReused,
+                        format!(
+                            "line {n}: tx_id {tx} is used by line {first} for a different event; \
+                             nothing was appended"
+                        ),
+                    )
+                    .with("tx_id", tx.to_string())
+                    .with("line", n)
+                    .with("first_line", *first));
+                }
+                Some(_) => {}
+                None => {
+                    tx_ids.insert(tx, (n, digest.0.clone()));
+                }
+            }
         }
         writes.push(write(cmd, req.tx_id, req.ts, &digest));
         line_of.push(n);

@@ -172,3 +172,28 @@ fn a_line_the_writer_refuses_refuses_the_whole_batch() {
     assert_eq!(r.status, 201, "{}", r.json());
     assert_eq!(d.head(), head + 2);
 }
+
+/// The reproduction: two lines of one batch with one `tx_id` and
+/// different events refuse the whole batch, before anything is appended
+/// (head unchanged); the same line twice is one event, answered twice.
+#[test]
+fn one_tx_id_twice_in_a_batch_appends_nothing_or_one_event() {
+    let d = Daemon::start(&[]);
+    let tx = "01J00000000000000000000C7A";
+    let head = d.head();
+    let r = d.batch(&format!(
+        "{{\"tx_kind\":\"x.a\",\"tx_id\":\"{tx}\"}}\n{{\"tx_kind\":\"x.b\",\"tx_id\":\"{tx}\"}}\n"
+    ));
+    assert_eq!(r.status, 409, "{}", r.json());
+    assert_eq!(r.code(), "tx_id_reused");
+    assert_eq!(r.json()["error"]["line"], 2);
+    assert_eq!(r.json()["error"]["first_line"], 1);
+    assert_eq!(d.head(), head, "a line of a refused batch was appended");
+
+    let line = format!("{{\"tx_kind\":\"x.a\",\"tx_id\":\"{tx}\"}}\n");
+    let r = d.batch(&format!("{line}{line}"));
+    assert_eq!(r.status, 201, "{}", r.json());
+    let seqs = r.json()["seqs"].clone();
+    assert_eq!(seqs[0], seqs[1], "{seqs}");
+    assert_eq!(d.head(), head + 1);
+}
