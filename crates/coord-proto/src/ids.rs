@@ -146,7 +146,9 @@ pub fn check_custom_kind(kind: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a short text field: at most 256 bytes, no control characters.
+/// Checks a short text field: at most 256 bytes, no control characters
+/// and no bidirectional override or isolate (U+202A–U+202E,
+/// U+2066–U+2069), which would make a terminal show the text reordered.
 ///
 /// # Errors
 /// A sentence saying what is wrong.
@@ -157,7 +159,43 @@ pub fn check_text(s: &str) -> Result<(), String> {
     if s.chars().any(char::is_control) {
         return Err("contains a control character".into());
     }
+    if let Some(c) = s.chars().find(|c| is_bidi_control(*c)) {
+        return Err(format!(
+            "contains the bidirectional control U+{:04X}",
+            u32::from(c)
+        ));
+    }
     Ok(())
+}
+
+/// Whether `c` is a bidirectional embedding, override or isolate
+/// (U+202A–U+202E, U+2066–U+2069; Unicode TR9): invisible characters that
+/// make a terminal display the text around them in another order.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` made safe to print on a terminal: every control character (C0,
+/// DEL, C1 — so no escape sequence: no OSC title or clipboard write, no
+/// screen clear, no 8-bit CSI) and every bidirectional control is written
+/// as its escape (`\u{1b}`), so it shows and does nothing. With
+/// `keep_lines`, newlines and tabs stay (a multi-line message body).
+pub fn terminal_safe(s: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && !(keep_lines && (c == '\n' || c == '\t'))) || is_bidi_control(c)
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Matches `text` against a glob where `*` stands for any run of characters
@@ -188,6 +226,30 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn terminal_safe_shows_escape_sequences_and_bidi_controls_inert() {
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}]52;c;Y2xpcA==\u{7}\u{1b}[2J\u{9b}31m\u{1b}P1$r\u{1b}\\\u{202e}txt.exe";
+        let safe = terminal_safe(hostile, false);
+        assert!(
+            !safe.chars().any(|c| c.is_control() || is_bidi_control(c)),
+            "{safe}"
+        );
+        assert!(safe.contains("\\u{1b}]0;pwned\\u{7}"), "{safe}");
+        assert!(
+            safe.contains("\\u{9b}31m") && safe.contains("\\u{202e}txt.exe"),
+            "{safe}"
+        );
+        assert_eq!(terminal_safe("two\nlines\tok", true), "two\nlines\tok");
+        assert_eq!(terminal_safe("two\nlines", false), "two\\u{a}lines");
+        assert!(matches!(
+            terminal_safe("plain text", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(check_text("abc\u{202e}def").is_err());
+        assert!(check_text("naïve — ok").is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -295,14 +295,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
 }
 
 /// One human line for an event (`coord events --format text`): seq, time,
-/// kind and the summary.
+/// kind and the summary, with any control or bidirectional character in
+/// what another session wrote (a report, a payload) shown as its escape,
+/// never sent to the terminal.
 pub fn render(e: &Event) -> String {
     format!(
         "{:>6}  {}  {:<17}  {}",
         e.seq,
         e.ts,
         e.kind(),
-        coord_client::render_event(e)
+        coord_proto::ids::terminal_safe(&coord_client::render_event(e), false)
     )
 }
 

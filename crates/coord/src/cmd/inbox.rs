@@ -79,12 +79,14 @@ pub(crate) async fn inbox(base: &Client, cmd: InboxCmd, json: bool) -> Result<Ex
                 if json {
                     output::json(m)
                 } else {
+                    // Another session wrote the body: its escape sequences
+                    // are shown, not run by the terminal.
                     output::line(&format!(
                         "[{}] {} from {}: {}",
                         m.msg_id,
                         m.kind,
                         m.from_session.as_deref().unwrap_or("-"),
-                        m.body.as_deref().unwrap_or("")
+                        coord_proto::ids::terminal_safe(m.body.as_deref().unwrap_or(""), true)
                     ))
                 }
             };

@@ -35,6 +35,7 @@ mod slow_clients;
 mod slow_subscriber;
 mod store_identity;
 mod systemd;
+mod terminal;
 mod threads;
 mod top;
 mod truth;
