@@ -11,7 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[test]
 fn a_session_with_5000_patterns_ends_without_holding_up_other_writers() {
     let d = Daemon::start(&[]);
-    let tok = d.register("big");
+    // 5,000 acquires without a heartbeat can outlast the default 30 s lease
+    // on a loaded machine with a NATS log: a lease long enough for that.
+    let reg: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "--json", "session", "register", "--id", "big", "--ttl", "10m",
+    ]))
+    .expect("json");
+    let tok = reg["token"].as_str().expect("token").to_string();
     let n = 5000;
     for i in 0..n {
         let r = post(
