@@ -233,4 +233,101 @@ impl Metrics {
         }
         out
     }
+
+    /// Every metric in the Prometheus text format 0.0.4, for a scraper
+    /// that does not accept OpenMetrics (`promtool check metrics`, older
+    /// tools): [`Metrics::encode`] rewritten by [`to_text_004`].
+    pub fn encode_text_004(&self) -> String {
+        to_text_004(&self.encode())
+    }
+}
+
+/// Rewrites OpenMetrics text (as prometheus-client writes it) as the
+/// Prometheus text format 0.0.4, as the Prometheus client libraries serve
+/// it to a scraper that did not ask for OpenMetrics: a counter's `# HELP`
+/// and `# TYPE` name its `_total` series (OpenMetrics names the family
+/// without the suffix, which a 0.0.4 parser reads as a family with no
+/// samples and samples with no help), and `# UNIT` and `# EOF` go. Sample
+/// lines are the same in both formats (no exemplars or `_created` series
+/// are written here).
+pub fn to_text_004(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // A family's HELP comes before its TYPE: held until the type is known.
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let series = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some((_, text)) = help.take().filter(|(n, _)| *n == name) {
+                out.push_str(&format!("# HELP {series} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {series} {kind}\n"));
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_004_names_help_and_type_after_each_series() {
+        let m = Metrics::default();
+        m.commits.inc();
+        m.head_seq.set(7);
+        m.commit_seconds.observe(0.001);
+        let text = m.encode_text_004();
+        assert!(
+            text.contains("# HELP coord_commits_total Batches committed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE coord_commits_total counter\ncoord_commits_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE coord_head_seq gauge\ncoord_head_seq 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE coord_commit_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Every sample's family has help and a type (what promtool checks).
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap_or_default();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+                })
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "no help for {name}: {text}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "no type for {name}: {text}"
+            );
+        }
+    }
 }

@@ -40,7 +40,7 @@ const MAX_SOCKET_PATH: usize = 107;
 #[non_exhaustive]
 pub enum ServeError {
     /// A daemon already answers on the socket.
-    #[error("a coord daemon is already running on {0}")]
+    #[error("a coord daemon is already running on {0}: nothing to start (commands use it as it is; `coord daemon stop` stops it)")]
     AlreadyRunning(PathBuf),
     /// The socket's directory is open to other users.
     #[error("socket directory {dir} has mode {mode:o}; it must be 0700 (chmod 700 it, or pick another --socket)")]

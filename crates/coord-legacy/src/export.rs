@@ -45,11 +45,40 @@ impl<F: Fn(&str) -> bool> Skip for F {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+/// Refuses to write through a symlink planted at a directory between the
+/// export root and `dir` (`root/sessions -> /elsewhere` would put files
+/// outside the root): each such directory must be a real one, or absent.
+fn no_link_below(root: &Path, dir: &Path) -> io::Result<()> {
+    let Ok(rel) = dir.strip_prefix(root) else {
+        return Ok(());
+    };
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is a symlink inside the export root; coord does not write through it",
+                        at.display()
+                    ),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    no_link_below(root, dir)?;
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
@@ -160,7 +189,7 @@ impl Exporter {
 
         let mut report = ExportReport::default();
         for (path, bytes) in &want {
-            if write_atomic(path, bytes)? {
+            if write_atomic(&self.root, path, bytes)? {
                 report.written += 1;
             } else {
                 report.unchanged += 1;
@@ -205,6 +234,25 @@ fn message(m: &Message, bodies: &BTreeMap<(String, String), String>) -> Value {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_directory_link_planted_in_the_root_is_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        std::os::unix::fs::symlink(outside.path(), root.join("dispatch-orders")).expect("link");
+        let e = write_atomic(&root, &root.join("dispatch-orders/o1.json"), b"{}")
+            .expect_err("written through a link");
+        assert!(
+            e.to_string().contains("symlink inside the export root"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).expect("dir").count(), 0);
+        // A real directory is fine.
+        write_atomic(&root, &root.join("sessions/s1.json"), b"{}").expect("written");
+    }
+
     use super::*;
     use crate::layout::{scan, Root};
     use coord_proto::view::{Holder, Lock, Order, OrderState, Session};

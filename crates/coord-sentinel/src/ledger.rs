@@ -28,6 +28,7 @@
 
 use crate::source::SourceError;
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A batch handed to the sink but not yet finished.
@@ -125,8 +126,15 @@ impl Ledger {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         };
+        // The state names sessions and carries cursors: private to its
+        // user whatever the umask (a directory made here is 0700, the
+        // file 0600).
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
         }
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(".tmp");
@@ -135,7 +143,15 @@ impl Ledger {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&tmp, body).map_err(err)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        std::io::Write::write_all(&mut f, &body).map_err(err)?;
+        drop(f);
         std::fs::rename(&tmp, &self.path).map_err(err)
     }
 
@@ -177,6 +193,18 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state-dir").join("state");
+        let l = Ledger::open(&path).expect("fresh");
+        l.save().expect("save");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().expect("dir")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+    }
 
     #[test]
     fn a_batch_survives_a_reopen_until_it_is_finished() {

@@ -82,10 +82,12 @@ impl Sink {
     /// The file cannot be opened for appending.
     pub async fn open(spec: &SinkSpec) -> std::io::Result<Sink> {
         Ok(match spec {
+            // Observations carry message text: a new sink file is 0600.
             SinkSpec::Jsonl(p) => Sink::Jsonl(
                 tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(p)
                     .await?,
                 p.clone(),

@@ -501,7 +501,7 @@ pub(crate) async fn events<L: EventLog + Clone>(
                     return Err(ApiError::new(
                         ErrorCode::CursorAhead,
                         format!(
-                            "since={n} is past the head of this log (seq {head}, log {}): the cursor was saved from another log or the log was replaced; re-sync with since=start or snapshot=true",
+                            "since={n} is past the head of this log (seq {head}, log {}): a mistyped seq, or a cursor saved from another log or before this one was replaced; resume at most from {head}, or re-sync from the start (CLI --since start) or with a snapshot (CLI --snapshot)",
                             app.log_id
                         ),
                     )

@@ -197,10 +197,20 @@ pub(crate) async fn export_legacy<L: EventLog + Clone>(
     }
 }
 
-/// `GET /v1/metrics`: every metric in the OpenMetrics text format
-/// (Prometheus scrapes it); gauges are read now.
-#[utoipa::path(get, path = "/v1/metrics", tag = "status", responses((status = 200, description = "Metrics in the OpenMetrics text format (docs/OBSERVABILITY.md)", content_type = "application/openmetrics-text", body = String)))]
-pub(crate) async fn metrics<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+/// `GET /v1/metrics`: every metric, in the OpenMetrics text format when
+/// the scraper accepts it (`Accept: application/openmetrics-text`, as
+/// Prometheus sends), else in the Prometheus text format 0.0.4, as the
+/// Prometheus client libraries negotiate; gauges are read now.
+#[utoipa::path(get, path = "/v1/metrics", tag = "status", summary = "Metrics for Prometheus", params(("Accept" = Option<String>, Header, description = "application/openmetrics-text for OpenMetrics; anything else gets the text format 0.0.4")), responses((status = 200, description = "Metrics (docs/OBSERVABILITY.md)", content((String = "text/plain; version=0.0.4"), (String = "application/openmetrics-text")))))]
+pub(crate) async fn metrics<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let m = app.metrics.clone();
     let (by_state, locks, waiters) = app
         .writer
@@ -236,10 +246,21 @@ pub(crate) async fn metrics<L: EventLog + Clone>(State(app): AppState<L>) -> Api
     );
     m.queue_depth.set(app.writer.queue_depth() as i64);
     m.store_bytes.set(app.store.size_bytes() as i64);
-    let mut resp = Response::new(Body::from(m.encode()));
+    let (body, ctype) = if openmetrics {
+        (
+            m.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            m.encode_text_004(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(ctype),
     );
     Ok(resp)
 }

@@ -19,7 +19,12 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 }
 
 fn metrics(d: &Daemon) -> (String, BTreeMap<String, f64>) {
-    let r = d.http("GET", "/v1/metrics", &[], None);
+    let r = d.http(
+        "GET",
+        "/v1/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        None,
+    );
     assert_eq!(r.status, 200);
     assert!(
         r.header("content-type")
@@ -250,4 +255,33 @@ fn a_bridge_in_polling_fallback_says_so() {
     );
     let verbose = d.ok(&["status", "--verbose"]);
     assert!(verbose.contains("polling fallback"), "{verbose}");
+}
+
+/// Without `Accept: application/openmetrics-text` (promtool, curl) the
+/// text format 0.0.4 is served, where every sample's family has its help
+/// and type under the sample's own name (`coord_events_total`).
+#[test]
+fn a_scraper_without_openmetrics_gets_the_text_format_with_help_for_every_series() {
+    let d = Daemon::start(&[]);
+    d.register("m1");
+    let r = d.http(
+        "GET",
+        "/v1/metrics",
+        &[("Accept", "text/plain;version=0.0.4")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(text.contains("# HELP coord_events_total "), "{text}");
+    assert!(text.contains("# TYPE coord_events_total counter"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    let plain = d.http("GET", "/v1/metrics", &[], None);
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
 }
