@@ -135,6 +135,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
     headers.reserve(req.headers.len());
     let mut close = false;
     let mut length: Option<usize> = None;
+    let mut hosts = 0;
     // Names and values compared in place: this runs once per append.
     let is = |name: &str, want: &str| name.eq_ignore_ascii_case(want);
     for h in req.headers.iter() {
@@ -152,6 +153,8 @@ pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
             || (!append && is(h.name, "accept") && names_event_stream(value))
         {
             return None;
+        } else if is(h.name, "host") {
+            hosts += 1;
         } else if is(h.name, "connection")
             && value
                 .split(|&b| b == b',')
@@ -163,6 +166,10 @@ pub(crate) fn parse_head(buf: &[u8]) -> Option<Head> {
             HeaderName::from_bytes(h.name.as_bytes()).ok()?,
             HeaderValue::from_bytes(h.value).ok()?,
         );
+    }
+    // Not exactly one Host: the router's front refuses it (RFC 9112 §3.2).
+    if hosts != 1 {
+        return None;
     }
     let (body, len) = match (append, length.unwrap_or(0)) {
         (false, 0) => (bytes::Bytes::new(), len),
@@ -199,6 +206,7 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
     stream: ClientSocket,
     svc: TowerToHyperService<axum::Router>,
     appends: Arc<Appends<L>>,
+    stamp: crate::wire::Stamp,
     timer: &CoarseTimer,
     header_timeout: Duration,
     stop: Stop,
@@ -264,7 +272,7 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
             read: bytes::Bytes::from(buf),
             stream,
         };
-        crate::server::serve_http(stream, svc, timer, header_timeout, stop.watch()).await;
+        crate::server::serve_http(stream, svc, stamp, timer, header_timeout, stop.watch()).await;
     }
 }
 
@@ -657,14 +665,14 @@ mod tests {
 
     #[test]
     fn takes_whole_ndjson_event_stream_heads() {
-        let h = head("GET /v1/events?since=start&kinds=x.* HTTP/1.1\r\nhost: coord\r\naccept: application/x-ndjson\r\n\r\nPOST /v1/events HTTP/1.1\r\n")
+        let h = head("GET /v1/events?since=start&kinds=x.* HTTP/1.1\r\nhost: coord\r\naccept: application/x-ndjson\r\n\r\nPOST /v1/events HTTP/1.1\r\nhost: coord\r\n")
             .expect("an events head");
         assert_eq!(h.len, "GET /v1/events?since=start&kinds=x.* HTTP/1.1\r\nhost: coord\r\naccept: application/x-ndjson\r\n\r\n".len());
         assert_eq!(h.request.uri(), "/v1/events?since=start&kinds=x.*");
         assert_eq!(h.request.headers()["host"], "coord");
         assert!(!h.close);
         let h = head(
-            "GET /v1/events HTTP/1.1\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n",
         )
         .expect("an events head");
         assert!(h.close);
@@ -673,7 +681,10 @@ mod tests {
     #[test]
     fn takes_whole_appends_with_their_body() {
         let one = "POST /v1/events HTTP/1.1\r\nHost: coord\r\nContent-Length: 2\r\n\r\n{}";
-        let h = head(&format!("{one}GET /v1/status HTTP/1.1\r\n\r\n")).expect("an append");
+        let h = head(&format!(
+            "{one}GET /v1/status HTTP/1.1\r\nhost: coord\r\n\r\n"
+        ))
+        .expect("an append");
         assert!(h.append);
         assert_eq!(
             h.len,
@@ -683,10 +694,11 @@ mod tests {
         assert_eq!(h.request.method(), Method::POST);
         assert_eq!(h.request.headers()["host"], "coord");
         assert_eq!(&h.body[..], b"{}");
-        let h = head("POST /v1/events HTTP/1.1\r\nconnection: close\r\n\r\n").expect("no body");
+        let h = head("POST /v1/events HTTP/1.1\r\nhost: coord\r\nconnection: close\r\n\r\n")
+            .expect("no body");
         assert!(h.close);
         assert!(h.body.is_empty());
-        let h = head("GET /v1/events HTTP/1.1\r\n\r\n").expect("a stream");
+        let h = head("GET /v1/events HTTP/1.1\r\nhost: coord\r\n\r\n").expect("a stream");
         assert!(!h.append);
     }
 
@@ -694,29 +706,35 @@ mod tests {
     fn leaves_everything_else_to_hyper() {
         for s in [
             "GET /v1/events HTTP/1.1\r\nhost: coord\r\n",
-            "GET /v1/events HTTP/1.0\r\n\r\n",
-            "GET /v1/events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
-            "GET /v1/events HTTP/1.1\r\nAccept: application/json, Text/Event-Stream\r\n\r\n",
-            "GET /v1/events/batch HTTP/1.1\r\n\r\n",
-            "GET /v1/eventsx HTTP/1.1\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\ncontent-length: 3\r\n\r\n{}",
-            "POST /v1/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n{}",
-            "POST /v1/events HTTP/1.1\r\ncontent-length: +2\r\n\r\n{}",
-            "POST /v1/events HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n",
-            "POST /v1/events/batch HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
-            "POST /v1/events HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}",
-            "GET /v1/events HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
-            "GET /v1/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
-            "GET /v1/events HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
-            "GET /v1/events HTTP/1.1\r\nbad header\r\n\r\n",
-            "GET /v1/status HTTP/1.1\r\n\r\n",
-            "HEAD /v1/events HTTP/1.1\r\n\r\n",
+            "GET /v1/events HTTP/1.0\r\nhost: coord\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\nAccept: application/json, Text/Event-Stream\r\n\r\n",
+            "GET /v1/events/batch HTTP/1.1\r\nhost: coord\r\n\r\n",
+            "GET /v1/eventsx HTTP/1.1\r\nhost: coord\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nhost: coord\r\ncontent-length: 3\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\nhost: coord\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nhost: coord\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\nhost: coord\r\ncontent-length: +2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.1\r\nhost: coord\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n",
+            "POST /v1/events/batch HTTP/1.1\r\nhost: coord\r\ncontent-length: 2\r\n\r\n{}",
+            "POST /v1/events HTTP/1.0\r\nhost: coord\r\ncontent-length: 2\r\n\r\n{}",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\ncontent-length: 2\r\n\r\n{}",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\nexpect: 100-continue\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\nbad header\r\n\r\n",
+            "GET /v1/status HTTP/1.1\r\nhost: coord\r\n\r\n",
+            "HEAD /v1/events HTTP/1.1\r\nhost: coord\r\n\r\n",
             "",
+            // RFC 9112 §3.2: the front refuses these with 400.
+            "GET /v1/events HTTP/1.1\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nhost: a\r\nHost: b\r\ncontent-length: 2\r\n\r\n{}",
         ] {
             assert!(head(s).is_none(), "{s:?}");
         }
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: y\r\n")).collect();
-        assert!(head(&format!("GET /v1/events HTTP/1.1\r\n{many}\r\n")).is_none());
+        assert!(head(&format!(
+            "GET /v1/events HTTP/1.1\r\nhost: coord\r\n{many}\r\n"
+        ))
+        .is_none());
     }
 }

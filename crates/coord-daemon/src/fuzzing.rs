@@ -126,7 +126,13 @@ pub async fn serve_bytes(router: &axum::Router, input: &[u8], within: Duration) 
     let timer = crate::coarse_timer::CoarseTimer::new(Duration::from_millis(200));
     let conn = tokio::spawn(async move {
         let _ = crate::server::http1(&timer, Duration::from_millis(200))
-            .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(server)), svc)
+            .serve_connection(
+                TokioIo::new(crate::wire::JsonErrors::new(
+                    server,
+                    crate::wire::Stamp::new("01KB0000000000000000000000"),
+                )),
+                svc,
+            )
             .await;
     });
     let mut out = Vec::new();

@@ -48,7 +48,15 @@ impl IntoResponse for ApiError {
             .map(|c| c.status())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        json_response(status, &self.0)
+        let mut resp = json_response(status, &self.0);
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 MUST say how to authenticate.
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"coord\""),
+            );
+        }
+        resp
     }
 }
 
@@ -283,6 +291,9 @@ impl BodyBudget {
         n: usize,
         held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<(), ApiError> {
+        if n == 0 {
+            return Ok(());
+        }
         let Ok(n32) = u32::try_from(n) else {
             return Err(self.full());
         };
@@ -356,16 +367,26 @@ async fn read_body_within(
         .with("limit", limit)
     };
     // Sized once from the declared length (within the limit): a body
-    // grown by doubling leaves a trail of freed buffers behind it.
+    // grown by doubling leaves a trail of freed buffers behind it. The
+    // declared bytes are charged to the budget before they are allocated:
+    // a head that declares 10 MB and sends 16 bytes holds 10 MB of the
+    // budget, not 10 MB beside it.
     let declared = axum::body::HttpBody::size_hint(&body)
         .exact()
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n <= limit)
         .unwrap_or(0);
-    let mut buf = Vec::with_capacity(declared);
-    let mut seen = 0usize;
     let mut held = None;
     let mut refused: Option<ApiError> = None;
+    let mut charged = 0usize;
+    if declared > 0 {
+        match budget.as_ref().map(|b| b.take(declared, &mut held)) {
+            Some(Err(e)) => refused = Some(e),
+            _ => charged = declared,
+        }
+    }
+    let mut buf = Vec::with_capacity(if refused.is_none() { declared } else { 0 });
+    let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::new(ErrorCode::BadJson, format!("reading the body failed: {e}"))
@@ -378,7 +399,9 @@ async fn read_body_within(
             return Err(too_large());
         }
         if seen <= limit && refused.is_none() {
-            if let Some(Err(e)) = budget.as_ref().map(|b| b.take(data.len(), &mut held)) {
+            let more = seen.saturating_sub(charged);
+            charged += more;
+            if let Some(Err(e)) = budget.as_ref().map(|b| b.take(more, &mut held)) {
                 // Over budget: free what is held, drain the rest.
                 refused = Some(e);
                 buf = Vec::new();

@@ -259,6 +259,7 @@ async fn serve<L: EventLog + Clone>(
     });
     let budget = crate::http::BodyBudget::new(config.body_memory);
     let appends = Arc::new(api::Appends::new(app.clone(), budget.clone()));
+    let stamp = crate::wire::Stamp::new(&app.log_id);
     let router = api::router(app.clone())
         .layer(axum::Extension(crate::http::BodyTimeout(
             config.body_timeout,
@@ -288,6 +289,7 @@ async fn serve<L: EventLog + Clone>(
         background.spawn(crate::web::serve(
             listener,
             web_router,
+            crate::wire::Stamp::new(&app.log_id),
             stopping.token().clone(),
             config.header_timeout,
         ));
@@ -364,6 +366,7 @@ async fn serve<L: EventLog + Clone>(
         }
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let appends = appends.clone();
+        let stamp = stamp.clone();
         let stop = stopping.clone();
         let timer = timer.clone();
         let crate::conn_threads::Placement {
@@ -388,6 +391,7 @@ async fn serve<L: EventLog + Clone>(
                         stream,
                         svc,
                         appends,
+                        stamp,
                         &timer,
                         header_timeout,
                         stop,
@@ -446,14 +450,17 @@ async fn serve<L: EventLog + Clone>(
 pub(crate) async fn serve_http<S>(
     stream: S,
     svc: hyper_util::service::TowerToHyperService<axum::Router>,
+    stamp: crate::wire::Stamp,
     timer: &crate::coarse_timer::CoarseTimer,
     header_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http1(timer, header_timeout)
-        .serve_connection(TokioIo::new(crate::wire::JsonErrors::new(stream)), svc);
+    let conn = http1(timer, header_timeout).serve_connection(
+        TokioIo::new(crate::wire::JsonErrors::new(stream, stamp)),
+        svc,
+    );
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -482,6 +489,11 @@ const MAX_HEAD_BYTES: usize = 128 << 10;
 /// streams are bounded by their own rules (the hub's ring, the subscriber
 /// limit).
 ///
+///
+/// Half-closes are allowed: a client that sends its requests and then
+/// shuts its write side (`printf … | socat`, `nc -N`) is still answered,
+/// every pipelined request of it, before the connection closes.
+///
 /// [`CoarseTimer`]: crate::coarse_timer::CoarseTimer
 pub(crate) fn http1(
     timer: &crate::coarse_timer::CoarseTimer,
@@ -490,6 +502,7 @@ pub(crate) fn http1(
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(timer.clone())
         .header_read_timeout(header_timeout)
+        .half_close(true)
         .max_buf_size(MAX_HEAD_BYTES);
     b
 }

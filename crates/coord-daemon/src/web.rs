@@ -175,11 +175,15 @@ async fn guard<L: EventLog + Clone>(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let host = req
+    // An absolute-form target names the host itself, and then it is the
+    // one that counts (RFC 9112 §3.2.2): both must name this daemon.
+    let header_host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
-    if !auth.host_ok(host) {
+    let target_host = req.uri().authority().map(|a| a.as_str());
+    let host = target_host.or(header_host);
+    if !auth.host_ok(header_host) || target_host.is_some_and(|t| !auth.host_ok(Some(t))) {
         return ApiError::new(
             ErrorCode::HostNotAllowed,
             format!(
@@ -271,6 +275,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Ro
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    stamp: crate::wire::Stamp,
     stop: CancellationToken,
     header_timeout: std::time::Duration,
 ) {
@@ -291,8 +296,10 @@ pub async fn serve(
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         let timer = timer.clone();
+        let stamp = stamp.clone();
         tokio::spawn(async move {
-            crate::server::serve_http(stream, svc, &timer, header_timeout, stop.cancelled()).await;
+            crate::server::serve_http(stream, svc, stamp, &timer, header_timeout, stop.cancelled())
+                .await;
         });
     }
 }

@@ -7,8 +7,10 @@
 //! and an empty body, then closes the connection. [`JsonErrors`] wraps the
 //! socket and recognises that answer as it is written — a `400`, `414` or
 //! `431` head with `content-length: 0` and no `content-type` (every answer
-//! coord's handlers make has one) — and writes the JSON error in its place.
-//! Everything else passes through untouched, in the same write calls.
+//! coord's handlers make has one) — and writes the JSON error in its place,
+//! with hyper's `Date` and the `Coord-*` headers every answer carries
+//! (PROTOCOL §1). Everything else passes through untouched, in the same
+//! write calls.
 //!
 //! It must not buffer, reorder or inspect anything but the start of a write
 //! that begins a response head.
@@ -19,27 +21,52 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// The `Coord-Protocol`, `Coord-Version` and `Coord-Log-Id` header lines
+/// of one daemon, made once: what a parse-error answer carries as every
+/// other answer does.
+#[derive(Clone, Debug)]
+pub struct Stamp(std::sync::Arc<[u8]>);
+
+impl Stamp {
+    /// The header lines of a daemon serving the log `log_id` (a ULID; a
+    /// value that is not a valid header value is left out, as the router's
+    /// front leaves it out).
+    pub fn new(log_id: &str) -> Self {
+        let mut lines = format!(
+            "coord-protocol: {}\r\ncoord-version: {}\r\n",
+            coord_proto::PROTOCOL_VERSION,
+            coord_proto::VERSION
+        );
+        if axum::http::HeaderValue::from_str(log_id).is_ok() {
+            lines.push_str(&format!("coord-log-id: {log_id}\r\n"));
+        }
+        Stamp(lines.into_bytes().into())
+    }
+}
+
 /// A socket whose hyper-made parse-error answers become JSON errors.
 pub struct JsonErrors<S> {
     inner: S,
+    stamp: Stamp,
     /// A replacement being written: its bytes, how many are written, and
     /// how many bytes of hyper's own answer it stands for.
     pending: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl<S> JsonErrors<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
+    /// Wraps `inner`; replacements carry `stamp`.
+    pub fn new(inner: S, stamp: Stamp) -> Self {
         JsonErrors {
             inner,
+            stamp,
             pending: None,
         }
     }
 }
 
 /// The JSON answer that replaces hyper's bare one in `head`, if `head` is
-/// one (see the module comment).
-pub(crate) fn replacement(head: &[u8]) -> Option<Vec<u8>> {
+/// one (see the module comment), stamped with `stamp`.
+pub(crate) fn replacement(head: &[u8], stamp: &Stamp) -> Option<Vec<u8>> {
     let rest = head.strip_prefix(b"HTTP/1.1 ")?;
     let (code, message) = match rest.get(..3)? {
         b"400" => (
@@ -76,10 +103,21 @@ pub(crate) fn replacement(head: &[u8]) -> Option<Vec<u8>> {
         _ => "Bad Request",
     };
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     )
     .into_bytes();
+    out.extend_from_slice(&stamp.0);
+    // hyper's own `Date` (RFC 9110 §6.6.1: an origin server with a clock
+    // MUST send it), kept as hyper wrote it.
+    if let Some(date) = head[..end]
+        .split(|b| *b == b'\n')
+        .find(|l| l.len() > 5 && l[..5].eq_ignore_ascii_case(b"date:"))
+    {
+        out.extend_from_slice(date.strip_suffix(b"\r").unwrap_or(date));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     Some(out)
 }
@@ -124,7 +162,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
             if !buf.starts_with(b"HTTP/1.1 4") {
                 return Pin::new(&mut self.inner).poll_write(cx, buf);
             }
-            match replacement(buf) {
+            match replacement(buf, &self.stamp) {
                 Some(r) => self.pending = Some((r, 0, buf.len())),
                 None => return Pin::new(&mut self.inner).poll_write(cx, buf),
             }
@@ -143,7 +181,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
             // hyper's bare answer is one head and nothing else.
             let candidate = match first {
                 Some(b) if b.starts_with(b"HTTP/1.1 4") && live.next().is_none() => {
-                    replacement(b).map(|r| (r, b.len()))
+                    replacement(b, &self.stamp).map(|r| (r, b.len()))
                 }
                 _ => None,
             };
@@ -181,9 +219,20 @@ mod tests {
     #[test]
     fn only_a_bare_parse_error_head_is_replaced() {
         let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Mon, 23 Nov 2026 10:00:00 GMT\r\n\r\n";
-        let r = replacement(bare).expect("replaced");
+        let stamp = Stamp::new("01KB0000000000000000000000");
+        let r = replacement(bare, &stamp).expect("replaced");
         let text = String::from_utf8(r).expect("utf8");
         assert!(text.contains("content-type: application/json"), "{text}");
+        // RFC 9110 §6.6.1 and PROTOCOL §1: Date and the Coord-* headers.
+        assert!(
+            text.contains("\r\ndate: Mon, 23 Nov 2026 10:00:00 GMT\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\ncoord-protocol: 1\r\n"), "{text}");
+        assert!(
+            text.contains("\r\ncoord-log-id: 01KB0000000000000000000000\r\n"),
+            "{text}"
+        );
         let body = text.split("\r\n\r\n").nth(1).expect("body");
         let v: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(v["error"]["code"], "bad_request");
@@ -195,14 +244,22 @@ mod tests {
         assert_eq!(len, body.len());
 
         let big = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
-        assert!(String::from_utf8(replacement(big).expect("431"))
+        assert!(String::from_utf8(replacement(big, &stamp).expect("431"))
             .expect("utf8")
             .contains("headers_too_large"));
         // coord's own errors carry a content type; other statuses pass.
         let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n";
-        assert!(replacement(ours).is_none());
-        assert!(replacement(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(replacement(ours, &stamp).is_none());
+        assert!(replacement(
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            &stamp
+        )
+        .is_none());
         // A head followed by a body is not hyper's bare answer.
-        assert!(replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nx").is_none());
+        assert!(replacement(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nx",
+            &stamp
+        )
+        .is_none());
     }
 }

@@ -124,6 +124,9 @@ codes! {
     NoSuchProcess = ("no_such_process", 422),
     /// A bug in the daemon.
     Internal = ("internal", 500),
+    /// A request method HTTP does not define (RFC 9110 §9.1); a defined
+    /// one on the wrong path is `method_not_allowed`.
+    NotImplemented = ("not_implemented", 501),
     /// The store refused the write.
     StoreUnavailable = ("store_unavailable", 503),
     /// The daemon is stopping.

@@ -14,7 +14,7 @@ use crate::waits::WaitNotice;
 use crate::writer::{body_key, Committed, Extras, Write, WriterHandle};
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -166,11 +166,64 @@ pub(crate) async fn front(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
-    let resp = match protocol_refusal(req.headers()) {
+    let resp = match request_refusal(&req).or_else(|| protocol_refusal(req.headers())) {
         Some(refused) => refused,
         None => next.run(req).await,
     };
     front.finish(resp, route, method, started)
+}
+
+/// The methods of RFC 9110 §9 and PATCH (RFC 5789): any other is not
+/// implemented anywhere (`501`), where a known one on the wrong path is
+/// `405`.
+const KNOWN_METHODS: &[Method] = &[
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
+
+/// What HTTP itself requires of a request before any route sees it: an
+/// HTTP/1.1 request carries exactly one `Host` (RFC 9112 §3.2: else
+/// `400`), and its method is one HTTP defines (RFC 9110 §9.1: else `501`).
+fn request_refusal(req: &axum::extract::Request) -> Option<Response> {
+    if !KNOWN_METHODS.contains(req.method()) {
+        return Some(
+            ApiError::new(
+                ErrorCode::NotImplemented,
+                format!(
+                    "method {} is not one this daemon implements (GET, HEAD, POST)",
+                    coord_proto::ids::terminal_safe(req.method().as_str(), false)
+                ),
+            )
+            .into_response(),
+        );
+    }
+    if req.version() == axum::http::Version::HTTP_11 {
+        let hosts = req
+            .headers()
+            .get_all(axum::http::header::HOST)
+            .iter()
+            .count();
+        if hosts != 1 {
+            return Some(
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "an HTTP/1.1 request carries exactly one Host header; this one has {hosts}"
+                    ),
+                )
+                .with("hosts", hosts)
+                .into_response(),
+            );
+        }
+    }
+    None
 }
 
 /// The answer to a client that speaks another protocol: a

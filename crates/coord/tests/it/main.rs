@@ -18,6 +18,7 @@ mod event_streams;
 mod exactly_once;
 mod full_disk;
 mod guard;
+mod http_conformance;
 mod idempotency;
 mod idle;
 mod lifecycle;
