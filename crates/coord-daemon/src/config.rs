@@ -26,6 +26,10 @@ pub struct Config {
     pub log_heartbeats: bool,
     /// Events kept in memory for live subscribers.
     pub ring_capacity: usize,
+    /// Most bytes of events kept in memory for live subscribers (default
+    /// 64 MiB); the ring ends at this or at `ring_capacity` events,
+    /// whichever comes first.
+    pub ring_bytes: usize,
     /// Most connections served at once (streams included); more wait in
     /// the accept queue.
     pub max_connections: usize,
@@ -86,6 +90,7 @@ impl Config {
             snapshot_every: 10_000,
             log_heartbeats: false,
             ring_capacity: 8_192,
+            ring_bytes: crate::hub::DEFAULT_RING_BYTES,
             max_connections: 16_384,
             header_timeout: std::time::Duration::from_secs(10),
             body_timeout: std::time::Duration::from_secs(30),

@@ -5,8 +5,11 @@
 //! each keeps only its cursor, wakes on the watch, and copies the next batch
 //! out of the ring, or, when it has fallen behind the ring, out of the
 //! store. So the writer never waits for a subscriber, a slow subscriber is
-//! never dropped, and a subscriber holds at most one batch
-//! ([`BATCH`] events) in memory.
+//! never dropped, and a subscriber holds at most one batch ([`BATCH`]
+//! events, at most [`BATCH_BYTES`] of them but never less than one event)
+//! in memory. The ring is bounded twice: by events (`--ring-events`) and
+//! by bytes (`--ring-mib`), whichever is reached first, so large events
+//! cannot make it hold more than its bytes.
 
 use bytes::Bytes;
 use coord_proto::{ErrorCode, Event};
@@ -18,6 +21,36 @@ use tokio::sync::watch;
 
 /// Most events one subscriber takes per wake-up.
 pub const BATCH: usize = 1024;
+
+/// Most bytes of events one subscriber takes per wake-up (256 KiB): a
+/// batch ends at [`BATCH`] events or here, whichever comes first, but
+/// always holds at least one event.
+pub const BATCH_BYTES: usize = 256 << 10;
+
+/// The ring: its events in seq order and the sum of their lines' bytes.
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<Arc<Published>>,
+    bytes: usize,
+}
+
+/// How many of `events` (in order) make one batch: at most `most`, at
+/// most [`BATCH_BYTES`] of lines, at least one when there is one.
+fn batch_len<'a>(events: impl Iterator<Item = &'a Arc<Published>>, most: usize) -> usize {
+    let mut bytes = 0usize;
+    let mut n = 0usize;
+    for p in events.take(most) {
+        bytes += p.line.len();
+        if n > 0 && bytes > BATCH_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The ring's byte bound when none is configured (64 MiB).
+pub const DEFAULT_RING_BYTES: usize = 64 << 20;
 
 /// A committed event and its wire form, shared by every subscriber.
 #[derive(Debug)]
@@ -67,8 +100,10 @@ impl Published {
 
 /// See the module docs.
 pub struct Hub {
-    ring: RwLock<VecDeque<Arc<Published>>>,
+    ring: RwLock<Ring>,
     capacity: usize,
+    /// The most bytes of lines the ring holds (at least its last event).
+    capacity_bytes: usize,
     head: watch::Sender<u64>,
     subscribers: AtomicU64,
     /// Each open subscriber's cursor, for lag metrics.
@@ -129,11 +164,22 @@ impl Drop for SubscriberGuard {
 }
 
 impl Hub {
-    /// A hub whose log ends at `head`.
+    /// A hub whose log ends at `head`, its ring holding at most
+    /// `capacity` events and [`DEFAULT_RING_BYTES`] of them.
     pub fn new(head: u64, capacity: usize) -> Arc<Self> {
+        Self::with_bytes(head, capacity, DEFAULT_RING_BYTES)
+    }
+
+    /// A hub whose log ends at `head`, its ring holding at most `capacity`
+    /// events and at most `bytes` of their lines (but always the newest).
+    pub fn with_bytes(head: u64, capacity: usize, bytes: usize) -> Arc<Self> {
         Arc::new(Hub {
-            ring: RwLock::new(VecDeque::with_capacity(capacity.min(1 << 16))),
+            ring: RwLock::new(Ring {
+                events: VecDeque::with_capacity(capacity.min(1 << 16)),
+                bytes: 0,
+            }),
             capacity: capacity.max(1),
+            capacity_bytes: bytes.max(1),
             head: watch::Sender::new(head),
             subscribers: AtomicU64::new(0),
             cursors: Default::default(),
@@ -155,11 +201,19 @@ impl Hub {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for p in events {
-            if ring.len() == self.capacity {
-                ring.pop_front();
+            if ring.events.len() == self.capacity {
+                if let Some(old) = ring.events.pop_front() {
+                    ring.bytes -= old.line.len();
+                }
             }
             last = Some(p.event.seq);
-            ring.push_back(p);
+            ring.bytes += p.line.len();
+            ring.events.push_back(p);
+            while ring.bytes > self.capacity_bytes && ring.events.len() > 1 {
+                if let Some(old) = ring.events.pop_front() {
+                    ring.bytes -= old.line.len();
+                }
+            }
         }
         drop(ring);
         if let Some(last) = last {
@@ -214,7 +268,15 @@ impl Hub {
 
     /// The oldest seq still in the ring.
     pub fn ring_front(&self) -> Option<u64> {
-        self.ring.read().ok()?.front().map(|p| p.event.seq)
+        self.ring.read().ok()?.events.front().map(|p| p.event.seq)
+    }
+
+    /// The events and bytes of lines the ring holds now.
+    pub fn ring_size(&self) -> (usize, usize) {
+        self.ring
+            .read()
+            .map(|r| (r.events.len(), r.bytes))
+            .unwrap_or_default()
     }
 
     /// The lowest cursor of the open subscribers (the furthest behind).
@@ -237,6 +299,7 @@ impl Hub {
         }
         let want = usize::try_from(upto - after).ok().filter(|&n| n <= most)?;
         let ring = self.ring.read().ok()?;
+        let ring = &ring.events;
         let first = ring.front()?.event.seq;
         if first > after + 1 {
             return None;
@@ -266,19 +329,26 @@ impl Hub {
             return Ok(Vec::new());
         }
         let want = ((upto - cursor) as usize).min(BATCH);
+        // Events in the store are about the size of those in the ring: a
+        // read from the store asks for about a batch's bytes of them.
+        let mut store_want = want;
         if let Ok(ring) = self.ring.read() {
-            if let Some(front) = ring.front() {
+            let events = &ring.events;
+            if let Some(front) = events.front() {
                 let first = front.event.seq;
                 if first <= cursor + 1 {
                     let start = (cursor + 1 - first) as usize;
-                    if start < ring.len() {
-                        return Ok(ring.range(start..).take(want).cloned().collect());
+                    if start < events.len() {
+                        let n = batch_len(events.range(start..), want);
+                        return Ok(events.range(start..).take(n).cloned().collect());
                     }
                 }
+                let mean = ring.bytes / events.len().max(1);
+                store_want = (BATCH_BYTES / mean.max(1)).clamp(1, want);
             }
         }
         let stored = store
-            .read(cursor, want)
+            .read(cursor, store_want)
             .await
             .map_err(|e| HubError::Store(e.to_string()))?;
         match stored.first() {
@@ -291,9 +361,15 @@ impl Hub {
                 return Err(HubError::Compacted { oldest });
             }
         }
+        let mut bytes = 0usize;
         stored
             .into_iter()
             .take_while(|e| e.seq <= upto)
+            .take_while(|e| {
+                let first = bytes == 0;
+                bytes += e.json.len() + 1;
+                first || bytes <= BATCH_BYTES
+            })
             .map(|e| {
                 let event = Event::from_json(&e.json)
                     .map_err(|err| HubError::Store(format!("event {}: {err}", e.seq)))?;
@@ -395,5 +471,54 @@ impl<L: EventLog> LogCursor<L> {
             self.after = last.event.seq;
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A custom event at `seq` whose line is about `bytes` long.
+    fn sized(seq: u64, bytes: usize) -> Arc<Published> {
+        let mut p = Published::custom(seq, "x.big");
+        if let coord_proto::Payload::Custom { body, .. } = &mut p.event.payload {
+            body.insert("pad".into(), "p".repeat(bytes).into());
+        }
+        let json = p.event.to_json();
+        Arc::new(Published::new(p.event, json))
+    }
+
+    /// Issue 34 item 5: large events are bounded by the ring's bytes, not
+    /// only its count; the newest event always stays.
+    #[test]
+    fn the_ring_is_bounded_by_bytes_as_well_as_events() {
+        let hub = Hub::with_bytes(0, 1_000, 1 << 20);
+        hub.publish((1..=100).map(|s| sized(s, 100 << 10)));
+        let (events, bytes) = hub.ring_size();
+        assert!(bytes <= 1 << 20, "{bytes} bytes held");
+        assert_eq!(events, 10, "ten 100 KiB events fit in 1 MiB");
+        assert_eq!(hub.ring_front(), Some(91));
+        // One event over the whole bound is still kept, alone.
+        hub.publish([sized(101, 2 << 20)]);
+        assert_eq!(hub.ring_size().0, 1);
+        assert_eq!(hub.ring_front(), Some(101));
+        // Small events: the count bounds it.
+        let hub = Hub::with_bytes(0, 8, 1 << 20);
+        hub.publish((1..=20).map(|s| sized(s, 10)));
+        assert_eq!(hub.ring_size().0, 8);
+    }
+
+    /// A subscriber's batch ends at BATCH_BYTES (but holds one event at
+    /// least), so a stalled subscriber holds a bounded amount.
+    #[test]
+    fn a_batch_is_bounded_by_bytes() {
+        let small: Vec<_> = (1..=2_000).map(|s| sized(s, 10)).collect();
+        assert_eq!(batch_len(small.iter(), BATCH), BATCH);
+        let big: Vec<_> = (1..=50).map(|s| sized(s, 100 << 10)).collect();
+        let n = batch_len(big.iter(), BATCH);
+        assert_eq!(n, 2, "two 100 KiB events in 256 KiB");
+        let huge = [sized(1, 1 << 20), sized(2, 10)];
+        assert_eq!(batch_len(huge.iter(), BATCH), 1, "one event at least");
+        assert_eq!(batch_len(std::iter::empty(), BATCH), 0);
     }
 }

@@ -104,6 +104,10 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// Seq of the last event.
     pub head_seq: Gauge,
+    /// Events held in the fan-out ring.
+    pub ring_events: Gauge,
+    /// Bytes of events held in the fan-out ring.
+    pub ring_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -128,6 +132,8 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             store_bytes: Gauge::default(),
             head_seq: Gauge::default(),
+            ring_events: Gauge::default(),
+            ring_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -219,6 +225,17 @@ impl Default for Metrics {
             "coord_head_seq",
             "Seq of the last event in the log",
             m.head_seq.clone(),
+        );
+        r.register(
+            "coord_ring_events",
+            "Events held in memory for live subscribers",
+            m.ring_events.clone(),
+        );
+        r.register_with_unit(
+            "coord_ring",
+            "Events held in memory for live subscribers, by their size (at most --ring-mib)",
+            Unit::Bytes,
+            m.ring_bytes.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -158,7 +158,7 @@ async fn serve<L: EventLog + Clone>(
         "state loaded"
     );
 
-    let hub = Hub::new(state.head, config.ring_capacity);
+    let hub = Hub::with_bytes(state.head, config.ring_capacity, config.ring_bytes);
     let stats = Arc::new(Stats::default());
     let token_cache = Arc::new(TokenCache::default());
     let renewals = Arc::new(Renewals::default());

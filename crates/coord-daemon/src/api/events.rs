@@ -113,6 +113,19 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
             continue;
         }
         let n = i + 1;
+        // One line is one event: no larger than POST /v1/events takes.
+        if line.len() > coord_proto::MAX_REQUEST_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "line {n} is {} bytes; one event is at most {} bytes, as POST /v1/events takes",
+                    line.len(),
+                    coord_proto::MAX_REQUEST_BYTES
+                ),
+            )
+            .with("limit", coord_proto::MAX_REQUEST_BYTES)
+            .with("line", n));
+        }
         if writes.len() == coord_proto::MAX_BATCH_EVENTS {
             return Err(ApiError::new(
                 ErrorCode::BodyTooLarge,

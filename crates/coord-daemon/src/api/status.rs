@@ -246,6 +246,9 @@ pub(crate) async fn metrics<L: EventLog + Clone>(
     );
     m.queue_depth.set(app.writer.queue_depth() as i64);
     m.store_bytes.set(app.store.size_bytes() as i64);
+    let (ring_events, ring_bytes) = app.hub.ring_size();
+    m.ring_events.set(ring_events as i64);
+    m.ring_bytes.set(ring_bytes as i64);
     let (body, ctype) = if openmetrics {
         (
             m.encode(),

@@ -99,6 +99,10 @@ pub(crate) struct DaemonArgs {
     /// the store.
     #[arg(long, default_value_t = 8_192)]
     ring_events: usize,
+    /// MiB of recent events kept in memory for live subscribers: the ring
+    /// ends here or at --ring-events, whichever comes first.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    ring_mib: u64,
     /// Bridge this legacy coord root into the log (sessions, locks, inbox
     /// files and dispatch orders become events).
     #[arg(long)]
@@ -232,6 +236,7 @@ pub(crate) async fn daemon(
     config.body_timeout = args.body_timeout;
     config.body_memory = usize::try_from(args.body_memory_mib << 20).unwrap_or(usize::MAX);
     config.ring_capacity = args.ring_events.max(1);
+    config.ring_bytes = usize::try_from(args.ring_mib << 20).unwrap_or(usize::MAX);
     config.export_legacy = args.export_legacy;
     config.parent_socket = args.parent_socket;
     config.lifecycle.thresholds = coord_daemon::Thresholds {

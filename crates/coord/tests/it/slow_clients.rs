@@ -175,3 +175,45 @@ fn bodies_in_flight_hold_bounded_memory() {
         assert!(out.contains("\"code\""), "{out}");
     }
 }
+
+/// The value of one sample of `/v1/metrics` (text format).
+fn metric(d: &Daemon, name: &str) -> u64 {
+    let r = d.http("GET", "/v1/metrics", &[], None);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}")) as u64
+}
+
+/// Issue 34 item 5: large events are bounded by the ring's bytes (it held
+/// 1,500 events of 400 KB before, 2 GiB); one batch line is one event, at
+/// most 1 MiB like POST /v1/events; a subscriber from the start still gets
+/// every event, from the store.
+#[test]
+fn large_events_are_bounded_by_the_rings_bytes() {
+    let d = Daemon::start(&["--ring-mib", "2"]);
+    let pad = "p".repeat(400_000);
+    let line = format!("{{\"tx_kind\":\"x.big\",\"payload\":{{\"pad\":\"{pad}\"}}}}\n");
+    for _ in 0..3 {
+        let r = d.batch(&line.repeat(10));
+        assert_eq!(r.status, 201, "{}", r.json());
+    }
+    let bytes = metric(&d, "coord_ring_bytes");
+    let events = metric(&d, "coord_ring_events");
+    assert!(bytes <= 2 << 20, "the ring holds {bytes} bytes");
+    assert!((1..=5).contains(&events), "the ring holds {events} events");
+    // A line over 1 MiB refuses its batch, naming the line.
+    let huge = format!(
+        "{{\"tx_kind\":\"x.ok\"}}\n{{\"tx_kind\":\"x.big\",\"payload\":{{\"pad\":\"{}\"}}}}\n",
+        "p".repeat(1_100_000)
+    );
+    let head = d.head();
+    let r = d.batch(&huge);
+    assert_eq!(r.status, 413, "{}", r.json());
+    assert_eq!(r.json()["error"]["line"], 2);
+    assert_eq!(d.head(), head, "nothing of it appended");
+    // Every event is still there for a reader from the start.
+    let all = d.all_events();
+    assert_eq!(all.iter().filter(|e| e["tx_kind"] == "x.big").count(), 30);
+}
