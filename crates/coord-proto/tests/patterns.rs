@@ -24,6 +24,23 @@ fn pattern() -> impl Strategy<Value = String> {
     .prop_map(|parts| parts.concat())
 }
 
+/// Long patterns (up to 300 tokens), so the bit sets of `intersects` span
+/// several 64-bit words and their carries cross word boundaries.
+fn long_pattern() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            12 => Just("a"),
+            2 => Just("b"),
+            1 => Just("/"),
+            2 => Just("*"),
+            1 => Just("**"),
+            1 => Just("?"),
+        ],
+        0..300,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
 /// Every path over {a, b, /} up to `len` characters.
 fn paths(len: usize) -> Vec<String> {
     let mut out = vec![String::new()];
@@ -58,6 +75,11 @@ proptest! {
             prop_assert!(matches(&a, &p), "{a:?} does not match its witness {p:?}");
             prop_assert!(matches(&b, &p), "{b:?} does not match its witness {p:?}");
         }
+    }
+
+    #[test]
+    fn long_patterns_intersect_as_their_common_path_says(a in long_pattern(), b in long_pattern()) {
+        prop_assert_eq!(intersects(&a, &b), common_path(&a, &b).is_some());
     }
 
     #[test]

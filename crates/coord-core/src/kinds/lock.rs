@@ -250,18 +250,24 @@ impl<'s> Locks<'s> {
     /// literal ends fit `r`'s, so the cost does not grow with what else
     /// is held.
     pub(crate) fn overlapping(&self, r: &str) -> Vec<String> {
+        self.overlapping_where(r, |_| true)
+    }
+
+    /// [`Self::overlapping`] among the locks `keep` accepts: `keep` runs
+    /// first, so the conflict test is spent only on locks that matter to
+    /// the caller (not on the caller's own holds, say).
+    pub(crate) fn overlapping_where(&self, r: &str, keep: impl Fn(&Lock) -> bool) -> Vec<String> {
         let mut out: Vec<String> = self
             .state
             .lock_index
             .candidates(r)
             .into_iter()
             .chain(self.created.iter())
-            .filter(|k| k.as_str() != r && overlap(k, r))
+            .filter(|k| k.as_str() != r && self.get(k).is_some_and(&keep) && overlap(k, r))
             .cloned()
             .collect();
         out.sort();
         out.dedup();
-        out.retain(|k| self.get(k).is_some());
         out
     }
 
@@ -273,11 +279,12 @@ impl<'s> Locks<'s> {
         who: &str,
         mode: LockMode,
     ) -> Option<(String, Vec<String>)> {
-        for k in self.overlapping(r) {
+        let others = |l: &Lock| {
+            !(mode == LockMode::Shared && l.mode == LockMode::Shared)
+                && l.holders.iter().any(|h| h.session_id != who)
+        };
+        for k in self.overlapping_where(r, others) {
             let Some(l) = self.get(&k) else { continue };
-            if mode == LockMode::Shared && l.mode == LockMode::Shared {
-                continue;
-            }
             let bad: Vec<String> = l
                 .holders
                 .iter()
@@ -298,7 +305,12 @@ impl<'s> Locks<'s> {
         if !is_ancestor(&self.state.view, holder, who) {
             return false;
         }
-        let mut candidates = self.overlapping(r);
+        let delegated = |l: &Lock| {
+            l.holders
+                .iter()
+                .any(|h| h.session_id == who && h.delegated_from.is_some())
+        };
+        let mut candidates = self.overlapping_where(r, delegated);
         candidates.push(r.to_string());
         candidates.iter().any(|k| {
             self.get(k).is_some_and(|l| {
@@ -484,10 +496,8 @@ pub(crate) fn cancel_wait_into(
 /// of every lock that conflicts with it, may move.
 pub(crate) fn regrant(locks: &mut Locks<'_>, resource: &str, out: &mut Vec<Draft>) {
     grant_into(locks, resource, out);
-    for other in locks.overlapping(resource) {
-        if locks.get(&other).is_some_and(|l| !l.waiters.is_empty()) {
-            grant_into(locks, &other, out);
-        }
+    for other in locks.overlapping_where(resource, |l| !l.waiters.is_empty()) {
+        grant_into(locks, &other, out);
     }
 }
 

@@ -155,3 +155,63 @@ fn a_pattern_over_256_bytes_is_refused_with_its_own_code() {
     );
     assert_eq!(r.status, 200, "{}", r.json());
 }
+
+/// Issue 34 item 4: one session's 2,000 patterns with no literal ends
+/// (`*17*a*a*…*`, 246 bytes) made each acquire of another session's
+/// 254-byte pattern take 2–3.6 s, and every writer wait behind it. The
+/// conflict test is now a bit-parallel walk (and a count of `/` refutes
+/// patterns of different depths first): the acquires stay far under a
+/// second even in a debug build on a loaded machine.
+#[test]
+fn another_sessions_patterns_do_not_stall_an_acquire() {
+    let d = Daemon::start(&[]);
+    let reg: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "--json", "session", "register", "--id", "a", "--ttl", "10m",
+    ]))
+    .expect("json");
+    let a = reg["token"].as_str().expect("token").to_string();
+    for i in 0..2000 {
+        let mut p = format!("*{i}*");
+        while p.len() < 244 {
+            p.push_str("a*");
+        }
+        let r = post(
+            &d,
+            "/v1/locks/acquire",
+            Some(&a),
+            &json!({"session_id":"a","resource":p}),
+        );
+        assert_eq!(r.status, 200, "acquire {i}: {}", r.json());
+    }
+    let b = d.register("b");
+    let mut slowest = std::time::Duration::ZERO;
+    let mut path = "src/".to_string();
+    while path.len() < 248 {
+        path.push_str("d*/");
+    }
+    let plain_tail = format!("17{}?", "b".repeat(250));
+    for (i, resource) in [format!("{path}*.rs"), plain_tail].iter().enumerate() {
+        for round in 0..3 {
+            let started = std::time::Instant::now();
+            let r = post(
+                &d,
+                "/v1/locks/acquire",
+                Some(&b),
+                &json!({"session_id":"b","resource":resource}),
+            );
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(r.status, 200, "pattern {i} round {round}: {}", r.json());
+            let r = post(
+                &d,
+                "/v1/locks/release",
+                Some(&b),
+                &json!({"session_id":"b","resource":resource}),
+            );
+            assert_eq!(r.status, 200, "{}", r.json());
+        }
+    }
+    assert!(
+        slowest < std::time::Duration::from_secs(2),
+        "an acquire took {slowest:?} beside 2,000 patterns"
+    );
+}
