@@ -72,6 +72,20 @@ async def main(socket):
             assert not missing, f"tools missing: {missing}"
             for t in (await a.list_tools()).tools:
                 assert t.description and t.input_schema, t.name
+                # What strict validators (ajv) and typed clients take: no
+                # `null` in a type list, no non-standard `format`.
+                for name, prop in t.input_schema.get("properties", {}).items():
+                    assert "format" not in prop, (t.name, name, prop)
+                    assert not isinstance(prop.get("type"), list), (t.name, name, prop)
+
+            # Numbers as strings, as the official Inspector's CLI sends them.
+            r = await a.call_tool("events", {"limit": "3", "since": "0"})
+            assert not r.is_error, text_of(r)
+            r = await a.call_tool("events", {"limit": "three"})
+            assert r.is_error, text_of(r)
+
+            resources = (await a.list_resources()).resources
+            assert all(x.mime_type == "application/json" for x in resources), resources
 
             r = await a.call_tool("lock_acquire", {"resource": "src/**"})
             assert not r.is_error, text_of(r)

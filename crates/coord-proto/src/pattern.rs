@@ -192,7 +192,7 @@ pub fn intersects(a: &str, b: &str) -> bool {
     let mut next = vec![0u64; words];
     let mut compat = vec![0u64; words];
     let mut right = vec![0u64; words];
-    for (i, &tok) in a.iter().enumerate() {
+    for &tok in &a {
         // Row i, closed to the right.
         masks.compatible(tok, &mut compat);
         for w in 0..words {
@@ -311,8 +311,8 @@ impl Masks {
     /// Into `out`: the positions `j` of `b` where some character is taken
     /// by both `tok` and `b[j]`.
     fn compatible(&self, tok: Tok, out: &mut [u64]) {
-        for w in 0..self.words {
-            out[w] = match tok {
+        for (w, out) in out.iter_mut().enumerate() {
+            *out = match tok {
                 // Any character: everything in `b` takes one.
                 Tok::DStar => {
                     self.repeats[w] | self.one_or_star[w] | self.plain_lits[w] | self.lit_slash(w)

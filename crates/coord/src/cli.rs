@@ -276,7 +276,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Dispatch(cmd) => dispatch(&base, cmd, json).await,
         Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
-        Cmd::Service(cmd) => service(cmd),
+        Cmd::Service(cmd) => service(cmd, cli.socket.as_deref()),
         Cmd::Verify(args) => crate::cmd::verify::verify(args, json),
         Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Top(args) => crate::top::run(base.clone(), args).await,

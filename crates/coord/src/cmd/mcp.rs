@@ -67,12 +67,16 @@ struct LockArgs {
     /// pattern such as `src/**`.
     resource: String,
     /// Take it shared (readers) instead of exclusive.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::mcp_args::flag")]
+    #[schemars(schema_with = "super::mcp_args::flag_schema")]
     shared: bool,
     /// Wait in the queue this many ms for it (0: answer at once).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::mcp_args::count")]
+    #[schemars(schema_with = "super::mcp_args::count_schema")]
     wait_ms: u64,
     /// Release it automatically this many ms after the grant.
+    #[serde(default, deserialize_with = "super::mcp_args::some_count")]
+    #[schemars(schema_with = "super::mcp_args::count_schema")]
     ttl_ms: Option<u64>,
 }
 
@@ -89,13 +93,16 @@ struct SendArgs {
     /// The message text.
     body: String,
     /// A message kind (default `message`).
+    #[serde(default)]
+    #[schemars(with = "String")]
     kind: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct InboxArgs {
     /// Also ack (and so delete) every message returned.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::mcp_args::flag")]
+    #[schemars(schema_with = "super::mcp_args::flag_schema")]
     ack: bool,
 }
 
@@ -116,12 +123,16 @@ struct CompleteArgs {
     /// The dispatch order id.
     order_id: String,
     /// What came of it (any JSON).
+    #[serde(default)]
+    #[schemars(with = "Value")]
     result: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct WaitArgs {
     /// How long to wait for an order, ms.
+    #[serde(deserialize_with = "super::mcp_args::count")]
+    #[schemars(schema_with = "super::mcp_args::count_schema")]
     wait_ms: u64,
 }
 
@@ -142,17 +153,25 @@ struct ReportArgs {
     /// turn_ended, errored or shut_down.
     kind: ReportKindArg,
     /// What went wrong (required for errored).
+    #[serde(default)]
+    #[schemars(with = "String")]
     message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct EventsArgs {
     /// Start after this seq (default: the last `limit` events).
+    #[serde(default, deserialize_with = "super::mcp_args::some_count")]
+    #[schemars(schema_with = "super::mcp_args::count_schema")]
     since: Option<u64>,
     /// Comma-separated kinds or globs, e.g. `lock.*,inbox.deliver`.
+    #[serde(default)]
+    #[schemars(with = "String")]
     kinds: Option<String>,
     /// Most events returned (default 50, at most 1000).
-    limit: Option<usize>,
+    #[serde(default, deserialize_with = "super::mcp_args::some_count")]
+    #[schemars(schema_with = "super::mcp_args::count_schema")]
+    limit: Option<u64>,
 }
 
 /// A tool's answer: words for the model and the same facts as JSON.
@@ -438,7 +457,7 @@ impl CoordMcp {
         &self,
         Parameters(a): Parameters<EventsArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let limit = a.limit.unwrap_or(50).clamp(1, 1000);
+        let limit = usize::try_from(a.limit.unwrap_or(50).clamp(1, 1000)).unwrap_or(50);
         let since = match a.since {
             Some(s) => s,
             None => match self.client.status().await {
@@ -537,8 +556,12 @@ impl ServerHandler for CoordMcp {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         Ok(ListResourcesResult::with_all_items(vec![
-            Resource::new(INBOX, "inbox"),
-            Resource::new(ORDERS, "orders"),
+            Resource::new(INBOX, "inbox")
+                .with_description("this session's unread messages")
+                .with_mime_type("application/json"),
+            Resource::new(ORDERS, "orders")
+                .with_description("the dispatch orders assigned to this session")
+                .with_mime_type("application/json"),
         ]))
     }
 
@@ -567,8 +590,9 @@ impl ServerHandler for CoordMcp {
             }
         };
         Ok(
-            ReadResourceResult::new(vec![ResourceContents::text(text.to_string(), request.uri)])
-                .into(),
+            ReadResourceResult::new(vec![ResourceContents::text(text.to_string(), request.uri)
+                .with_mime_type("application/json")])
+            .into(),
         )
     }
 

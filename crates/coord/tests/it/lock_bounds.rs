@@ -165,9 +165,9 @@ fn a_pattern_over_256_bytes_is_refused_with_its_own_code() {
 #[test]
 fn another_sessions_patterns_do_not_stall_an_acquire() {
     let d = Daemon::start(&[]);
-    let reg: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "--json", "session", "register", "--id", "a", "--ttl", "10m",
-    ]))
+    let reg: serde_json::Value = serde_json::from_str(
+        &d.ok(&["--json", "session", "register", "--id", "a", "--ttl", "10m"]),
+    )
     .expect("json");
     let a = reg["token"].as_str().expect("token").to_string();
     for i in 0..2000 {

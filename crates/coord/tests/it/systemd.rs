@@ -116,6 +116,7 @@ fn service_install_writes_user_units_and_uninstall_removes_them() {
         coord_cmd()
             .args(args)
             .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("COORD_SOCKET")
             .output()
             .expect("coord")
     };
@@ -145,4 +146,31 @@ fn service_install_writes_user_units_and_uninstall_removes_them() {
     assert!(!units.join("coord.service").exists());
     // System units are not offered: --user is required.
     assert_eq!(run(&["service", "install"]).status.code(), Some(2));
+
+    // --socket is served, not ignored; `%` is doubled so systemd takes
+    // the path as written (systemd.unit(5), "Specifiers").
+    let out = run(&[
+        "--socket",
+        "/run/c%d/coord.sock",
+        "service",
+        "install",
+        "--user",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let socket = std::fs::read_to_string(units.join("coord.socket")).expect("coord.socket");
+    assert!(
+        socket.contains("ListenStream=/run/c%%d/coord.sock\n"),
+        "{socket}"
+    );
+    let service = std::fs::read_to_string(units.join("coord.service")).expect("coord.service");
+    assert!(
+        service.contains("--socket \"/run/c%%d/coord.sock\" daemon"),
+        "{service}"
+    );
+    let out = run(&["--socket", "rel.sock", "service", "install", "--user"]);
+    assert!(!out.status.success(), "a relative socket is refused");
 }
