@@ -543,6 +543,24 @@ impl Client {
             .body)
     }
 
+    /// `POST /v1/ui/revoke` (needs the admin token): ends the dashboard
+    /// login `viewer` (`*`: every login).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `not_found` when the daemon serves no
+    /// dashboard.
+    pub async fn ui_revoke(&self, viewer: &str) -> Result<coord_proto::api::UiRevokeResponse> {
+        Ok(self
+            .post(
+                "/v1/ui/revoke",
+                &coord_proto::api::UiRevokeRequest {
+                    viewer: viewer.to_string(),
+                },
+            )
+            .await?
+            .body)
+    }
+
     /// `GET /v1/snapshot`.
     ///
     /// # Errors

@@ -38,8 +38,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The page, embedded: no build step, no CDN; works offline.
+/// The page, its script and its style, embedded: no build step, no CDN;
+/// works offline. Script and style are files of their own so the page's
+/// Content-Security-Policy allows no inline script or style at all.
 const PAGE: &str = include_str!("web/index.html");
+const SCRIPT: &str = include_str!("web/app.js");
+const STYLE: &str = include_str!("web/app.css");
+
+/// The page's policy: its own script, style and API only; no inline code,
+/// no frames, no forms, no `<base>`.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// How long a login token from `coord ui` stays usable.
 const LOGIN_TTL: Duration = Duration::from_secs(120);
@@ -47,11 +55,17 @@ const LOGIN_TTL: Duration = Duration::from_secs(120);
 /// Most login tokens outstanding (older ones are dropped first).
 const MAX_LOGINS: usize = 64;
 
-/// The dashboard's secrets: the viewer secret (the cookie's value) and the
-/// one-time login tokens, kept as hashes.
+/// Most viewer logins live at once (the oldest is dropped first).
+const MAX_VIEWERS: usize = 256;
+
+/// The dashboard's secrets, kept as hashes: the one-time login tokens
+/// (each naming the viewer it will create) and one secret per redeemed
+/// login (the cookie's value), so each login can be revoked alone.
 pub struct WebAuth {
-    viewer: String,
-    logins: Mutex<HashMap<String, Instant>>,
+    /// Login token hash → when it was made, the viewer id it creates.
+    logins: Mutex<HashMap<String, (Instant, String)>>,
+    /// Viewer secret hash → its viewer id and when it logged in.
+    viewers: Mutex<HashMap<String, (String, Instant)>>,
     /// The address served, as `Host` must name it.
     pub addr: SocketAddr,
 }
@@ -60,40 +74,79 @@ impl WebAuth {
     /// New secrets for a dashboard on `addr`.
     pub fn new(addr: SocketAddr) -> Self {
         WebAuth {
-            viewer: tokens::generate(),
             logins: Mutex::new(HashMap::new()),
+            viewers: Mutex::new(HashMap::new()),
             addr,
         }
     }
 
     /// A one-time login URL (`http://ADDR/login?token=…`), valid for
-    /// [`LOGIN_TTL`].
-    pub fn login_url(&self) -> String {
+    /// [`LOGIN_TTL`], and the id of the viewer it will log in (for
+    /// [`Self::revoke`]).
+    pub fn login_url(&self) -> (String, String) {
         let token = tokens::generate();
+        let viewer = format!("v-{}", &tokens::hash(&token)[..12]);
         if let Ok(mut l) = self.logins.lock() {
             let now = Instant::now();
-            l.retain(|_, at| now.duration_since(*at) < LOGIN_TTL);
+            l.retain(|_, (at, _)| now.duration_since(*at) < LOGIN_TTL);
             while l.len() >= MAX_LOGINS {
-                let Some(oldest) = l.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+                let Some(oldest) = l
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
                 else {
                     break;
                 };
                 l.remove(&oldest);
             }
-            l.insert(tokens::hash(&token), now);
+            l.insert(tokens::hash(&token), (now, viewer.clone()));
         }
-        format!("http://{}/login?token={token}", self.addr)
+        (format!("http://{}/login?token={token}", self.addr), viewer)
     }
 
-    /// Consumes a login token: true once, within its lifetime.
-    fn redeem(&self, token: &str) -> bool {
-        let Ok(mut l) = self.logins.lock() else {
-            return false;
-        };
-        match l.remove(&tokens::hash(token)) {
-            Some(at) => at.elapsed() < LOGIN_TTL,
-            None => false,
+    /// Consumes a login token: once, within its lifetime, it becomes a
+    /// viewer secret of its own (the cookie's value).
+    fn redeem(&self, token: &str) -> Option<String> {
+        let (at, viewer) = self.logins.lock().ok()?.remove(&tokens::hash(token))?;
+        if at.elapsed() >= LOGIN_TTL {
+            return None;
         }
+        let secret = tokens::generate();
+        let mut v = self.viewers.lock().ok()?;
+        while v.len() >= MAX_VIEWERS {
+            let Some(oldest) = v
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            v.remove(&oldest);
+        }
+        v.insert(tokens::hash(&secret), (viewer, Instant::now()));
+        Some(secret)
+    }
+
+    /// Whether `secret` is a live viewer's.
+    fn is_viewer(&self, secret: &str) -> bool {
+        self.viewers
+            .lock()
+            .is_ok_and(|v| v.contains_key(&tokens::hash(secret)))
+    }
+
+    /// Ends viewer `id`'s login (`*`: every viewer's), and any login URL
+    /// for it not yet opened; returns how many logins it ended.
+    pub fn revoke(&self, id: &str) -> usize {
+        let all = id == "*";
+        if let Ok(mut l) = self.logins.lock() {
+            l.retain(|_, (_, v)| !(all || v == id));
+        }
+        let Ok(mut v) = self.viewers.lock() else {
+            return 0;
+        };
+        let before = v.len();
+        v.retain(|_, (viewer, _)| !(all || viewer == id));
+        before - v.len()
     }
 
     fn host_ok(&self, host: Option<&str>) -> bool {
@@ -152,7 +205,7 @@ fn who<L>(app: &App<L>, auth: &WebAuth, headers: &HeaderMap) -> Result<Who, ApiE
         };
     }
     if let Some(b) = bearer {
-        return if tokens::same(b, &auth.viewer) {
+        return if auth.is_viewer(b) {
             Ok(Who::Viewer)
         } else if tokens::same(b, &app.admin_token) {
             Ok(Who::Admin)
@@ -161,10 +214,10 @@ fn who<L>(app: &App<L>, auth: &WebAuth, headers: &HeaderMap) -> Result<Who, ApiE
         };
     }
     match jar {
-        Some(c) if tokens::same(c, &auth.viewer) => Ok(Who::Cookie),
+        Some(c) if auth.is_viewer(c) => Ok(Who::Cookie),
         _ => Err(ApiError::new(
             ErrorCode::BadToken,
-            "the login cookie is not this daemon's (it restarted?): open a new `coord ui` URL",
+            "the login cookie is not a live login of this daemon (revoked, or the daemon restarted): open a new `coord ui` URL",
         )),
     }
 }
@@ -218,22 +271,19 @@ struct LoginQuery {
 }
 
 async fn login(State(auth): State<Arc<WebAuth>>, Query(q): Query<LoginQuery>) -> Response {
-    if !auth.redeem(&q.token) {
+    let Some(secret) = auth.redeem(&q.token) else {
         return ApiError::new(
             ErrorCode::BadToken,
-            "this login link was used already or expired: run `coord ui` again",
+            "this login link was used already, expired or was revoked: run `coord ui` again",
         )
         .into_response();
-    }
+    };
     (
         StatusCode::SEE_OTHER,
         [
             (
                 header::SET_COOKIE,
-                format!(
-                    "coord_view={}; HttpOnly; SameSite=Strict; Path=/",
-                    auth.viewer
-                ),
+                format!("coord_view={secret}; HttpOnly; SameSite=Strict; Path=/"),
             ),
             (header::LOCATION, "/".to_string()),
             (header::CACHE_CONTROL, "no-store".to_string()),
@@ -243,26 +293,39 @@ async fn login(State(auth): State<Arc<WebAuth>>, Query(q): Query<LoginQuery>) ->
 }
 
 async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
-            ),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        PAGE,
+        body,
     )
         .into_response()
 }
 
-/// The dashboard's router: `/login`, `/` and the API, behind [`guard`].
+/// The dashboard's router: `/login`, `/` (with `/app.js` and `/app.css`)
+/// and the API, behind [`guard`].
 pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Router) -> Router {
     let own = Router::new()
         .route("/login", get(login))
         .route("/", get(page))
+        .route("/app.js", get(script))
+        .route("/app.css", get(style))
         .with_state(auth.clone());
     own.merge(api).layer(axum::middleware::from_fn_with_state(
         (app, auth),
@@ -311,12 +374,39 @@ mod tests {
     #[test]
     fn login_tokens_work_once() {
         let auth = WebAuth::new("127.0.0.1:8765".parse().expect("addr"));
-        let url = auth.login_url();
+        let (url, viewer) = auth.login_url();
         let token = url.rsplit('=').next().expect("token");
         assert!(url.starts_with("http://127.0.0.1:8765/login?token="));
-        assert!(auth.redeem(token));
-        assert!(!auth.redeem(token), "a login token is one-time");
-        assert!(!auth.redeem("forged"));
+        assert!(viewer.starts_with("v-"), "{viewer}");
+        let secret = auth.redeem(token).expect("redeemed");
+        assert!(auth.is_viewer(&secret));
+        assert!(auth.redeem(token).is_none(), "a login token is one-time");
+        assert!(auth.redeem("forged").is_none());
+    }
+
+    /// Issue 34 item 10: each login has its own cookie, and one can be
+    /// revoked without the others.
+    #[test]
+    fn each_login_is_its_own_viewer_and_revoked_alone() {
+        let auth = WebAuth::new("127.0.0.1:8765".parse().expect("addr"));
+        let login = |auth: &WebAuth| {
+            let (url, viewer) = auth.login_url();
+            let token = url.rsplit('=').next().expect("token").to_string();
+            (auth.redeem(&token).expect("redeemed"), viewer)
+        };
+        let (a, va) = login(&auth);
+        let (b, _) = login(&auth);
+        assert_ne!(a, b, "two logins, two cookies");
+        assert_eq!(auth.revoke(&va), 1);
+        assert!(!auth.is_viewer(&a), "revoked");
+        assert!(auth.is_viewer(&b), "the other login reads on");
+        // A login URL not yet opened is revoked too.
+        let (url, vc) = auth.login_url();
+        assert_eq!(auth.revoke(&vc), 0);
+        let token = url.rsplit('=').next().expect("token");
+        assert!(auth.redeem(token).is_none());
+        assert_eq!(auth.revoke("*"), 1);
+        assert!(!auth.is_viewer(&b));
     }
 
     #[test]

@@ -686,6 +686,28 @@ pub struct UiLoginResponse {
     /// `http://ADDR/login?token=…`: opening it sets the dashboard's
     /// cookie; usable once, within 120 s.
     pub url: String,
+    /// The id of the viewer login it makes (`v-` and 12 hex digits): each
+    /// login has a cookie of its own, which `POST /v1/ui/revoke` ends.
+    pub viewer: String,
+}
+
+/// `POST /v1/ui/revoke` (admin token): ends one dashboard login.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UiRevokeRequest {
+    /// A viewer id from `POST /v1/ui/login` (`coord ui`), or `*` for every
+    /// login.
+    pub viewer: String,
+}
+
+/// The answer to `POST /v1/ui/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UiRevokeResponse {
+    /// How many logged-in viewers lost their cookie (a login URL not yet
+    /// opened is ended too, and not counted).
+    pub revoked: u64,
 }
 
 /// Store part of the status.

@@ -106,6 +106,10 @@ enum Cmd {
         /// Open it in the browser (xdg-open).
         #[arg(long)]
         open: bool,
+        /// Instead, end the login of this viewer (the id `coord ui`
+        /// printed), or of every viewer with `all`.
+        #[arg(long, value_name = "VIEWER", conflicts_with = "open")]
+        revoke: Option<String>,
     },
     /// Install systemd user units that start the daemon on demand.
     #[command(subcommand)]
@@ -280,7 +284,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Verify(args) => crate::cmd::verify::verify(args, json),
         Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Top(args) => crate::top::run(base.clone(), args).await,
-        Cmd::Ui { open } => crate::top::ui(&base, open, json).await,
+        Cmd::Ui { open, revoke } => crate::top::ui(&base, open, revoke, json).await,
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: the generator panics on a closed pipe.

@@ -91,6 +91,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/snapshot", get(snapshot::<L>))
         .route("/v1/admin/export", post(export_legacy::<L>))
         .route("/v1/ui/login", post(ui_login::<L>))
+        .route("/v1/ui/revoke", post(ui_revoke::<L>))
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,

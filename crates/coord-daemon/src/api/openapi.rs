@@ -28,6 +28,7 @@ use utoipa::OpenApi;
         status::snapshot,
         status::export_legacy,
         status::ui_login,
+        status::ui_revoke,
         events::custom_batch,
         status::metrics,
         openapi_json,

@@ -275,10 +275,29 @@ pub(crate) async fn ui_login<L: EventLog + Clone>(
 ) -> ApiResult {
     require_admin(&app, &headers)?;
     match &app.web {
-        Some(w) => ok(&coord_proto::api::UiLoginResponse { url: w.login_url() }),
-        None => Err(ApiError::new(
-            ErrorCode::NotFound,
-            "this daemon serves no dashboard: start it with --http 127.0.0.1:PORT",
-        )),
+        Some(w) => {
+            let (url, viewer) = w.login_url();
+            ok(&coord_proto::api::UiLoginResponse { url, viewer })
+        }
+        None => Err(no_dashboard()),
     }
+}
+
+fn no_dashboard() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "this daemon serves no dashboard: start it with --http 127.0.0.1:PORT",
+    )
+}
+
+#[utoipa::path(post, path = "/v1/ui/revoke", tag = "status", security(("admin_token" = [])), request_body = UiRevokeRequest, responses((status = 200, description = "The viewer's login (or with `*` every login) is ended: its cookie no longer reads", body = UiRevokeResponse)))]
+pub(crate) async fn ui_revoke<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    headers: HeaderMap,
+    crate::http::JsonBody(req, _): crate::http::JsonBody<coord_proto::api::UiRevokeRequest>,
+) -> ApiResult {
+    require_admin(&app, &headers)?;
+    let web = app.web.as_ref().ok_or_else(no_dashboard)?;
+    let revoked = web.revoke(&req.viewer) as u64;
+    ok(&coord_proto::api::UiRevokeResponse { revoked })
 }

@@ -126,17 +126,39 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
 /// `coord ui`: asks the daemon (over its socket, with the admin token) for
 /// a one-time login URL to its web dashboard, prints it, and with `open`
 /// hands it to `xdg-open`.
-pub(crate) async fn ui(base: &Client, open: bool, json: bool) -> Result<std::process::ExitCode> {
+///
+/// With `revoke`, ends that viewer's login instead (`all`: every login).
+pub(crate) async fn ui(
+    base: &Client,
+    open: bool,
+    revoke: Option<String>,
+    json: bool,
+) -> Result<std::process::ExitCode> {
     let token = crate::args::admin_token(base.socket())?;
-    let answer = base
-        .clone()
-        .with_admin_token(Some(token))
-        .ui_login()
-        .await?;
+    let admin = base.clone().with_admin_token(Some(token));
+    if let Some(viewer) = revoke {
+        let viewer = if viewer == "all" {
+            "*".to_string()
+        } else {
+            viewer
+        };
+        let answer = admin.ui_revoke(&viewer).await?;
+        if json {
+            println!("{}", serde_json::to_string(&answer)?);
+        } else {
+            println!("revoked {} login(s)", answer.revoked);
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let answer = admin.ui_login().await?;
     if json {
         println!("{}", serde_json::to_string(&answer)?);
     } else {
         println!("{}", answer.url);
+        eprintln!(
+            "viewer {} (coord ui --revoke {} ends this login)",
+            answer.viewer, answer.viewer
+        );
     }
     if open {
         let status = std::process::Command::new("xdg-open")

@@ -183,6 +183,44 @@ fn the_dashboard_is_live_guarded_and_shows_who_needs_input() {
         if let Some(dir) = std::env::var_os("COORD_WRITE_SCREENSHOTS") {
             std::fs::write(PathBuf::from(dir).join("dashboard.png"), &png).expect("write screenshot");
         }
+
+        // The page allows no inline script or style (its own files only),
+        // and each login has its own cookie, which can be revoked alone.
+        let cookie = c
+            .get_named_cookie("coord_view")
+            .await
+            .expect("the login cookie")
+            .value()
+            .to_string();
+        let with_cookie = |path: &str| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: coord_view={cookie}\r\nConnection: close\r\n\r\n"
+            )
+            .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read");
+            out
+        };
+        let page = with_cookie("/");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        let csp = page
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-security-policy:"))
+            .expect("a CSP")
+            .to_string();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(with_cookie("/app.js").starts_with("HTTP/1.1 200"));
+        let other = d.ok(&["--json", "ui"]);
+        let other: serde_json::Value = serde_json::from_str(&other).expect("json");
+        let out = d.ok(&["ui", "--revoke", other["viewer"].as_str().expect("viewer")]);
+        assert!(out.contains("revoked 0"), "an unopened login: {out}");
+        assert!(with_cookie("/v1/status").starts_with("HTTP/1.1 200"), "another login's revoke leaves this one");
+        let out = d.ok(&["ui", "--revoke", "all"]);
+        assert!(out.contains("revoked 1"), "{out}");
+        assert!(with_cookie("/v1/status").starts_with("HTTP/1.1 403"), "a revoked cookie reads nothing");
         c.close().await.expect("close");
     });
     drop(driver);
