@@ -12,7 +12,9 @@ use coord_proto::view::{EndedSession, Holder, Lease, Lock, Message, Order, Sessi
 use coord_proto::{ErrorBody, ErrorDetail, LifeState, OnExpiry};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::OpenApi;
 
@@ -82,7 +84,37 @@ struct Contract;
 impl utoipa::Modify for Contract {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         doc.info.version = VERSION.to_string();
+        doc.info.license = Some(
+            utoipa::openapi::LicenseBuilder::new()
+                .name("MIT OR Apache-2.0")
+                .identifier(Some("MIT OR Apache-2.0"))
+                .build(),
+        );
+        doc.servers = Some(vec![utoipa::openapi::ServerBuilder::new()
+            .url("http://coord")
+            .description(Some(
+                "The daemon's Unix socket (curl --unix-socket SOCKET http://coord/…); with --http ADDR the same API over TCP at http://ADDR",
+            ))
+            .build()]);
         let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "viewer_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Over TCP (--http) only: a dashboard login's viewer secret (Authorization: Bearer); reads only",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "viewer_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "coord_view",
+                "Over TCP (--http) only: the cookie a `coord ui` login link sets; reads only",
+            ))),
+        );
         components.add_security_scheme(
             "session_token",
             SecurityScheme::Http(
@@ -124,7 +156,8 @@ impl utoipa::Modify for Contract {
                 ),
             );
         }
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let path = path.clone();
             let ops = [
                 &mut item.get,
                 &mut item.post,
@@ -132,7 +165,14 @@ impl utoipa::Modify for Contract {
                 &mut item.delete,
                 &mut item.patch,
             ];
-            for op in ops.into_iter().flatten() {
+            for (method, op) in ["get", "post", "put", "delete", "patch"]
+                .into_iter()
+                .zip(ops)
+                .filter_map(|(m, op)| op.as_mut().map(|op| (m, op)))
+            {
+                let text = op.summary.as_deref().or(op.description.as_deref());
+                op.summary = Some(summary_of(text, method, &path));
+                op.security = Some(security_of(method, &path, op.security.as_deref()));
                 for status in by_status.keys() {
                     op.responses
                         .responses
@@ -143,6 +183,64 @@ impl utoipa::Modify for Contract {
                 }
             }
         }
+    }
+}
+
+/// Writes that may act for a session or for nobody: a `session_id` in the
+/// body needs that session's token, an anonymous one needs none.
+const TOKEN_OPTIONAL: &[(&str, &str)] = &[
+    ("post", "/v1/inbox/{id}"),
+    ("post", "/v1/dispatch"),
+    ("post", "/v1/events"),
+    ("post", "/v1/events/batch"),
+];
+
+/// An operation's summary, one line: the first sentence of its doc text
+/// (`summary`, else `description`) without a leading "`METHOD path`:",
+/// else its method and path.
+fn summary_of(text: Option<&str>, method: &str, path: &str) -> String {
+    let plain = format!("{} {path}", method.to_ascii_uppercase());
+    let Some(text) = text else { return plain };
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ").replace('`', "");
+    let rest = joined
+        .strip_prefix(&plain)
+        .map(|r| r.trim_start_matches(|c: char| c == ':' || c == ' '))
+        .unwrap_or(&joined);
+    let first = rest.split(". ").next().unwrap_or(rest).trim_end_matches('.');
+    let mut chars = first.chars();
+    match chars.next() {
+        Some(c) if first.len() <= 100 => c.to_uppercase().chain(chars).collect(),
+        _ => plain,
+    }
+}
+
+/// Who may call an operation, on the socket (the peer's uid is the
+/// credential: no scheme, `{}`) and over TCP (PROTOCOL §13: reads with a
+/// viewer login or the admin token, writes with the admin token), with
+/// the session token where the call acts for a session.
+fn security_of(
+    method: &str,
+    path: &str,
+    annotated: Option<&[SecurityRequirement]>,
+) -> Vec<SecurityRequirement> {
+    let annotated = |name: &str| {
+        annotated.is_some_and(|a| {
+            serde_json::to_value(a).is_ok_and(|v| v.to_string().contains(&format!("\"{name}\"")))
+        })
+    };
+    let none = SecurityRequirement::default;
+    let one = |name: &str| SecurityRequirement::new(name, Vec::<String>::new());
+    let session_over_tcp = || one("session_token").add("admin_token", Vec::<String>::new());
+    if annotated("admin_token") {
+        vec![one("admin_token")]
+    } else if TOKEN_OPTIONAL.contains(&(method, path)) {
+        vec![none(), one("session_token"), one("admin_token"), session_over_tcp()]
+    } else if annotated("session_token") {
+        vec![one("session_token"), session_over_tcp()]
+    } else if method == "get" {
+        vec![none(), one("viewer_cookie"), one("viewer_token"), one("admin_token")]
+    } else {
+        vec![none(), one("admin_token")]
     }
 }
 
