@@ -25,53 +25,93 @@ pub(crate) struct DaemonArgs {
     store: Option<PathBuf>,
     /// Replicas of a NATS log's stream, KV bucket and snapshot store (1, or
     /// 3 on a 3-node cluster); used when the log is first created.
-    #[arg(long, default_value_t = 1)]
+    #[arg(help_heading = "Shared log", long, default_value_t = 1)]
     replicas: usize,
     /// This daemon's id on a shared (NATS) log [default: host name and a
     /// digest of the socket path].
-    #[arg(long, env = "COORD_DAEMON_ID")]
+    #[arg(help_heading = "Shared log", long, env = "COORD_DAEMON_ID")]
     daemon_id: Option<String>,
     /// On a shared log: how long this daemon's lease lasts unrenewed before
     /// other daemons end the sessions registered with it.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(help_heading = "Shared log", long, default_value = "10s", value_parser = duration)]
     daemon_lease: Duration,
     /// Also serve the API and the web dashboard over HTTP on this TCP
     /// address (loopback: 127.0.0.1:8765; port 0 picks one). Every request
     /// needs a token; `coord ui` prints a login URL.
-    #[arg(long)]
+    #[arg(help_heading = "Web dashboard", long)]
     http: Option<std::net::SocketAddr>,
     /// Allow --http on an address other than loopback (the dashboard is
     /// then reachable from other machines; it still needs a token).
-    #[arg(long)]
+    #[arg(help_heading = "Web dashboard", long)]
     http_allow_remote: bool,
     /// Commit durability: normal (survives a crash of the daemon) or full (fsync every commit).
     #[arg(long, value_enum, default_value_t = SyncArg::Normal)]
     sync: SyncArg,
     /// Keep at least the last N events when compacting.
-    #[arg(long)]
+    #[arg(help_heading = "Retention", long)]
     keep_events: Option<u64>,
     /// Keep at least the events of the last D days when compacting.
-    #[arg(long)]
+    #[arg(help_heading = "Retention", long)]
     keep_days: Option<u64>,
     /// Snapshot (and compact) every N events, counted from the log's latest
     /// snapshot (so restarts do not reset the count), and at shutdown.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(help_heading = "Retention", long, default_value_t = 10_000)]
     snapshot_every: u64,
     /// Append a session.heartbeat for every renewal, not only phase changes.
-    #[arg(long)]
+    #[arg(help_heading = "Retention", long)]
     log_heartbeats: bool,
+    /// Bridge this legacy coord root into the log (sessions, locks, inbox
+    /// files and dispatch orders become events).
+    #[arg(help_heading = "Legacy bridge", long)]
+    legacy_root: Option<PathBuf>,
+    /// How the bridge sees changes: watch (inotify) or poll.
+    #[arg(help_heading = "Legacy bridge", long, value_enum, default_value_t = LegacyModeArg::Watch)]
+    legacy_mode: LegacyModeArg,
+    /// Rescan interval of the bridge when polling.
+    #[arg(help_heading = "Legacy bridge", long, default_value = "2s", value_parser = duration)]
+    legacy_interval: Duration,
+    /// Lease of bridged sessions (renewed by their heartbeats).
+    #[arg(help_heading = "Legacy bridge", long, default_value = "24h", value_parser = duration)]
+    legacy_ttl: Duration,
+    /// Keep DIR a legacy-layout copy of the view (may be the --legacy-root:
+    /// bridged objects are left to their own writers, so nothing feeds back).
+    #[arg(help_heading = "Legacy bridge", long)]
+    export_legacy: Option<PathBuf>,
+    /// Forward the reports of top-level sessions (whose parent is not a
+    /// session here) to the daemon on this socket, fire-and-forget.
+    #[arg(help_heading = "Legacy bridge", long)]
+    parent_socket: Option<PathBuf>,
+    /// Lifecycle: a session with no activity for this long is idle.
+    #[arg(help_heading = "Lifecycle", long, default_value = "60s", value_parser = duration)]
+    idle_after: Duration,
+    /// Lifecycle: a session without a heartbeat for this percentage of its
+    /// lease is stale.
+    #[arg(help_heading = "Lifecycle", long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    stale_after_pct: u8,
+    /// Lifecycle: probe tmux sessions and activity files this often (only
+    /// while such sessions exist).
+    #[arg(help_heading = "Lifecycle", long, default_value = "5s", value_parser = duration)]
+    probe_interval: Duration,
+    /// tmux server socket name for liveness probes (tmux -L NAME).
+    #[arg(help_heading = "Lifecycle", long)]
+    tmux_socket: Option<String>,
     /// Most connections (event streams included) served at once.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(help_heading = "Limits and tuning", long, default_value_t = 16_384)]
     max_connections: usize,
-    /// Threads that serve connections. The first also runs the writer,
+    /// Threads that serve connections (default 2; 1 on one CPU or a NATS
+    /// log).
+    ///
+    /// The first also runs the writer,
     /// the hub and the timers and takes the first four connections; after
     /// that a new connection goes to the thread with the fewest open. The
     /// others hand writes to the writer and take the answers back once
     /// per commit. 1: everything on one thread. Default: 2; 1 on a
     /// one-CPU machine and on a NATS JetStream log (the writer waits on
     /// each publish's round trip there, and more threads only add hops).
-    #[arg(long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(help_heading = "Limits and tuning", long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: Option<u16>,
+    /// How long a serving thread polls after an answer before it sleeps.
+    ///
     /// After it writes to a client, a serving thread keeps polling for
     /// this long before it sleeps, so the client's next request finds it
     /// awake (only while the writer's commits carry at most two writes:
@@ -80,64 +120,29 @@ pub(crate) struct DaemonArgs {
     /// write in eight still spins, until one catches a commit again.
     /// Costs up to this much CPU per answer under light load, none while
     /// idle. 0 turns it off; at most 10ms.
-    #[arg(long, env = "COORD_SPIN", default_value = "50us", value_parser = spin_window)]
+    #[arg(help_heading = "Limits and tuning", long, env = "COORD_SPIN", default_value = "50us", value_parser = spin_window)]
     spin: Duration,
     /// Close a connection that takes longer than this to send a request's
     /// headers, or stays idle this long between requests (event streams
     /// being answered are not idle).
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(help_heading = "Limits and tuning", long, default_value = "10s", value_parser = duration)]
     header_timeout: Duration,
     /// Answer `408 timeout` when a request's body takes longer than this
     /// to arrive.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(help_heading = "Limits and tuning", long, default_value = "30s", value_parser = duration)]
     body_timeout: Duration,
     /// MiB of request bodies held at once while they arrive, over every
     /// connection; a body that does not fit is answered `503 overloaded`.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(help_heading = "Limits and tuning", long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     body_memory_mib: u64,
     /// Recent events kept in memory for live subscribers; slower ones read
     /// the store.
-    #[arg(long, default_value_t = 8_192)]
+    #[arg(help_heading = "Limits and tuning", long, default_value_t = 8_192)]
     ring_events: usize,
     /// MiB of recent events kept in memory for live subscribers: the ring
     /// ends here or at --ring-events, whichever comes first.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(help_heading = "Limits and tuning", long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     ring_mib: u64,
-    /// Bridge this legacy coord root into the log (sessions, locks, inbox
-    /// files and dispatch orders become events).
-    #[arg(long)]
-    legacy_root: Option<PathBuf>,
-    /// How the bridge sees changes: watch (inotify) or poll.
-    #[arg(long, value_enum, default_value_t = LegacyModeArg::Watch)]
-    legacy_mode: LegacyModeArg,
-    /// Rescan interval of the bridge when polling.
-    #[arg(long, default_value = "2s", value_parser = duration)]
-    legacy_interval: Duration,
-    /// Lease of bridged sessions (renewed by their heartbeats).
-    #[arg(long, default_value = "24h", value_parser = duration)]
-    legacy_ttl: Duration,
-    /// Keep DIR a legacy-layout copy of the view (may be the --legacy-root:
-    /// bridged objects are left to their own writers, so nothing feeds back).
-    #[arg(long)]
-    export_legacy: Option<PathBuf>,
-    /// Forward the reports of top-level sessions (whose parent is not a
-    /// session here) to the daemon on this socket, fire-and-forget.
-    #[arg(long)]
-    parent_socket: Option<PathBuf>,
-    /// Lifecycle: a session with no activity for this long is idle.
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    idle_after: Duration,
-    /// Lifecycle: a session without a heartbeat for this percentage of its
-    /// lease is stale.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
-    stale_after_pct: u8,
-    /// Lifecycle: probe tmux sessions and activity files this often (only
-    /// while such sessions exist).
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    probe_interval: Duration,
-    /// tmux server socket name for liveness probes (tmux -L NAME).
-    #[arg(long)]
-    tmux_socket: Option<String>,
 }
 
 /// What to do with a running daemon.

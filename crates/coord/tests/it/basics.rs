@@ -483,3 +483,21 @@ fn a_lock_ttl_counts_from_the_grant_across_a_restart() {
         "the lock expired at restart: {locks}"
     );
 }
+
+/// Issue 34 item 11: `coord daemon -h` leads with the common flags; the
+/// tuning knobs come last, each in one line.
+#[test]
+fn daemon_help_leads_with_the_common_flags() {
+    let out = crate::support::coord_cmd()
+        .args(["daemon", "-h"])
+        .output()
+        .expect("coord");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = |flag: &str| text.find(flag).unwrap_or_else(|| panic!("no {flag} in {text}"));
+    assert!(at("--store") < at("--http <"), "{text}");
+    assert!(at("--http <") < at("Limits and tuning:"), "{text}");
+    assert!(at("Limits and tuning:") < at("--spin"), "{text}");
+    let spin = text.lines().find(|l| l.contains("--spin")).expect("spin");
+    assert!(spin.len() < 160, "a short line under -h: {spin}");
+}
