@@ -201,12 +201,20 @@ const TOKEN_OPTIONAL: &[(&str, &str)] = &[
 fn summary_of(text: Option<&str>, method: &str, path: &str) -> String {
     let plain = format!("{} {path}", method.to_ascii_uppercase());
     let Some(text) = text else { return plain };
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ").replace('`', "");
+    let joined = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('`', "");
     let rest = joined
         .strip_prefix(&plain)
         .map(|r| r.trim_start_matches(|c: char| c == ':' || c == ' '))
         .unwrap_or(&joined);
-    let first = rest.split(". ").next().unwrap_or(rest).trim_end_matches('.');
+    let first = rest
+        .split(". ")
+        .next()
+        .unwrap_or(rest)
+        .trim_end_matches('.');
     let mut chars = first.chars();
     match chars.next() {
         Some(c) if first.len() <= 100 => c.to_uppercase().chain(chars).collect(),
@@ -234,11 +242,21 @@ fn security_of(
     if annotated("admin_token") {
         vec![one("admin_token")]
     } else if TOKEN_OPTIONAL.contains(&(method, path)) {
-        vec![none(), one("session_token"), one("admin_token"), session_over_tcp()]
+        vec![
+            none(),
+            one("session_token"),
+            one("admin_token"),
+            session_over_tcp(),
+        ]
     } else if annotated("session_token") {
         vec![one("session_token"), session_over_tcp()]
     } else if method == "get" {
-        vec![none(), one("viewer_cookie"), one("viewer_token"), one("admin_token")]
+        vec![
+            none(),
+            one("viewer_cookie"),
+            one("viewer_token"),
+            one("admin_token"),
+        ]
     } else {
         vec![none(), one("admin_token")]
     }
@@ -248,11 +266,66 @@ fn security_of(
 pub(crate) fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+            Ok(v) => v,
+            Err(e) => return format!("{{\"error\":\"{e}\"}}\n"),
+        };
+        flatten_report_request(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
             + "\n"
     })
+}
+
+/// `ReportRequest` as the one flat object it is on the wire: the report's
+/// fields (`kind` and what each kind carries) beside the request's own.
+/// The derived form, an `allOf` of the `Report` `oneOf` and an object, is
+/// the same set of bodies, but typed clients (openapi-python-client)
+/// cannot take an `allOf` of a `oneOf`.
+fn flatten_report_request(doc: &mut serde_json::Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let Some(variants) = schemas["Report"]["oneOf"].as_array().cloned() else {
+        return;
+    };
+    let mut props = serde_json::Map::new();
+    let mut kinds = Vec::new();
+    for v in &variants {
+        let Some(p) = v["properties"].as_object() else {
+            continue;
+        };
+        for (name, schema) in p {
+            if name == "kind" {
+                kinds.extend(schema["enum"].as_array().cloned().unwrap_or_default());
+            } else {
+                props.entry(name.clone()).or_insert_with(|| schema.clone());
+            }
+        }
+    }
+    props.insert(
+        "kind".into(),
+        serde_json::json!({"type": "string", "enum": kinds, "description": "What happened; the fields each kind carries are in PROTOCOL §6.2."}),
+    );
+    let request = &mut schemas["ReportRequest"];
+    let own = request["allOf"]
+        .as_array()
+        .and_then(|parts| {
+            parts
+                .iter()
+                .find_map(|p| p["properties"].as_object().cloned())
+        })
+        .unwrap_or_default();
+    props.extend(own);
+    let description = request["description"].clone();
+    // Nothing else names the report's own schema.
+    if let Some(all) = schemas.as_object_mut() {
+        all.remove("Report");
+    }
+    let request = &mut doc["components"]["schemas"]["ReportRequest"];
+    *request = serde_json::json!({
+        "type": "object",
+        "description": description,
+        "required": ["kind"],
+        "properties": props,
+    });
 }
 
 /// `GET /v1/openapi.json`: this contract.

@@ -494,7 +494,10 @@ fn daemon_help_leads_with_the_common_flags() {
         .expect("coord");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let at = |flag: &str| text.find(flag).unwrap_or_else(|| panic!("no {flag} in {text}"));
+    let at = |flag: &str| {
+        text.find(flag)
+            .unwrap_or_else(|| panic!("no {flag} in {text}"))
+    };
     assert!(at("--store") < at("--http <"), "{text}");
     assert!(at("--http <") < at("Limits and tuning:"), "{text}");
     assert!(at("Limits and tuning:") < at("--spin"), "{text}");
