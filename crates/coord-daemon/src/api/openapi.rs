@@ -208,7 +208,7 @@ fn summary_of(text: Option<&str>, method: &str, path: &str) -> String {
         .replace('`', "");
     let rest = joined
         .strip_prefix(&plain)
-        .map(|r| r.trim_start_matches(|c: char| c == ':' || c == ' '))
+        .map(|r| r.trim_start_matches([':', ' ']))
         .unwrap_or(&joined);
     let first = rest
         .split(". ")
