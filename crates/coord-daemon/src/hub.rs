@@ -22,10 +22,11 @@ use tokio::sync::watch;
 /// Most events one subscriber takes per wake-up.
 pub const BATCH: usize = 1024;
 
-/// Most bytes of events one subscriber takes per wake-up (256 KiB): a
+/// Most bytes of events one subscriber takes per wake-up (64 KiB): a
 /// batch ends at [`BATCH`] events or here, whichever comes first, but
-/// always holds at least one event.
-pub const BATCH_BYTES: usize = 256 << 10;
+/// always holds at least one event. A subscriber that stops reading holds
+/// about one batch.
+pub const BATCH_BYTES: usize = 64 << 10;
 
 /// The ring: its events in seq order and the sum of their lines' bytes.
 #[derive(Default)]
@@ -513,10 +514,22 @@ mod tests {
     #[test]
     fn a_batch_is_bounded_by_bytes() {
         let small: Vec<_> = (1..=2_000).map(|s| sized(s, 10)).collect();
-        assert_eq!(batch_len(small.iter(), BATCH), BATCH);
+        let n = batch_len(small.iter(), BATCH);
+        let bytes = |k: usize| small[..k].iter().map(|p| p.line.len()).sum::<usize>();
+        assert!(
+            bytes(n) <= BATCH_BYTES && bytes(n + 1) > BATCH_BYTES,
+            "{n} events"
+        );
+        assert_eq!(batch_len(small.iter(), 10), 10, "the count bounds it too");
         let big: Vec<_> = (1..=50).map(|s| sized(s, 100 << 10)).collect();
+        let mid: Vec<_> = (1..=50).map(|s| sized(s, 20 << 10)).collect();
+        assert_eq!(
+            batch_len(mid.iter(), BATCH),
+            3,
+            "three 20 KiB events in 64 KiB"
+        );
         let n = batch_len(big.iter(), BATCH);
-        assert_eq!(n, 2, "two 100 KiB events in 256 KiB");
+        assert_eq!(n, 1, "one 100 KiB event per 64 KiB batch");
         let huge = [sized(1, 1 << 20), sized(2, 10)];
         assert_eq!(batch_len(huge.iter(), BATCH), 1, "one event at least");
         assert_eq!(batch_len(std::iter::empty(), BATCH), 0);

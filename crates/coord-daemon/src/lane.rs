@@ -45,6 +45,11 @@ use tokio::sync::oneshot;
 /// is handed back to catch up in batches of its own.
 const MOST_EVENTS: usize = 256;
 
+/// Most bytes of events the lane writes to one stream at once (the hub's
+/// batch bound): more, and the stream's own task catches up batch by
+/// batch, so a stream that stops reading holds at most about this much.
+const MOST_BYTES: usize = crate::hub::BATCH_BYTES;
+
 /// What a stream leaves with the lane.
 pub(crate) struct Parking {
     /// Its socket, shared while parked.
@@ -317,6 +322,9 @@ fn serve(p: &mut Parking, events: &[Arc<Published>]) -> Option<Back> {
         p.read.store(last, Ordering::Relaxed);
         return None;
     }
+    if len > MOST_BYTES {
+        return Some(Back::From { after: p.after });
+    }
     let mut size = [0u8; 18];
     let size = chunk_size_line(len, &mut size);
     let written = match single {
@@ -345,16 +353,21 @@ fn serve(p: &mut Parking, events: &[Arc<Published>]) -> Option<Back> {
         }
         Ok(0) => Some(Back::From { after: p.after }),
         Ok(n) => {
-            let mut chunk = Vec::with_capacity(total);
-            chunk.extend_from_slice(size);
-            match single {
-                Some(line) => chunk.extend_from_slice(line),
-                None => lines.iter().for_each(|l| chunk.extend_from_slice(l)),
+            // Only what the socket did not take is kept.
+            let mut rest = Vec::with_capacity(total - n);
+            let mut skip = n;
+            let parts = std::iter::once(size)
+                .chain(single)
+                .chain(lines.iter().copied())
+                .chain(std::iter::once(&b"\r\n"[..]));
+            for part in parts {
+                let from = skip.min(part.len());
+                skip -= from;
+                rest.extend_from_slice(&part[from..]);
             }
-            chunk.extend_from_slice(b"\r\n");
             Some(Back::Partial {
                 after: last,
-                rest: Bytes::from(chunk).slice(n..),
+                rest: Bytes::from(rest),
             })
         }
         Err(e)
