@@ -122,8 +122,9 @@ def bodies(coord):
 
 
 def patterns(coord):
-    """Session A holds 2,000 patterns with no literal ends (246 bytes);
-    session B acquires and releases a 254-byte pattern 20 times."""
+    """Session A holds 2,000 patterns with no literal ends (`*17*a*a*…*`,
+    245 bytes); session B acquires and releases a 254-byte pattern that
+    conflicts with none of them 20 times."""
     d = Daemon(coord)
     before = d.rss()
     a = register(d.sock, "a")
@@ -136,16 +137,21 @@ def patterns(coord):
         assert st == 200, b
     b_tok = register(d.sock, "b")
     probe = Probe(d.sock)
-    target = "src/" + "d*/" * 81 + "*.rs"
+    # Like A's patterns but for a last `/x`, which none of them can
+    # match: the conflict test must see all of it to say no.
+    target = "*17*"
+    while len(target) < 250:
+        target += "a*"
+    target += "/x"
     times = []
     for _ in range(20):
         t0 = time.monotonic()
         st, body = request(d.sock, "POST", "/v1/locks/acquire",
-                           json.dumps({"session_id": "b", "resource": target[:254]}).encode(),
+                           json.dumps({"session_id": "b", "resource": target}).encode(),
                            [("Content-Type", "application/json"), ("Authorization", f"Bearer {b_tok}")], timeout=600)
         times.append(time.monotonic() - t0)
         assert st == 200, body
-        request(d.sock, "POST", "/v1/locks/release", json.dumps({"session_id": "b", "resource": target[:254]}).encode(),
+        request(d.sock, "POST", "/v1/locks/release", json.dumps({"session_id": "b", "resource": target}).encode(),
                 [("Content-Type", "application/json"), ("Authorization", f"Bearer {b_tok}")], timeout=600)
     peak = d.rss()
     wait = probe.finish()

@@ -185,12 +185,16 @@ fn another_sessions_patterns_do_not_stall_an_acquire() {
     }
     let b = d.register("b");
     let mut slowest = std::time::Duration::ZERO;
-    let mut path = "src/".to_string();
-    while path.len() < 248 {
-        path.push_str("d*/");
+    // Like A's patterns but for a last `/x` none of them can match: the
+    // conflict test must see it all to say no (the old search visited
+    // about 60,000 positions per held pattern for it).
+    let mut slash_tail = "*17*".to_string();
+    while slash_tail.len() < 250 {
+        slash_tail.push_str("a*");
     }
+    slash_tail.push_str("/x");
     let plain_tail = format!("17{}?", "b".repeat(250));
-    for (i, resource) in [format!("{path}*.rs"), plain_tail].iter().enumerate() {
+    for (i, resource) in [slash_tail, plain_tail].iter().enumerate() {
         for round in 0..3 {
             let started = std::time::Instant::now();
             let r = post(
