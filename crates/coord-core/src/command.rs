@@ -48,6 +48,8 @@ pub enum Command {
         at: Timestamp,
         /// Log even a bare renewal.
         log_always: bool,
+        /// The state the agent reports of itself (always logged).
+        reported: Option<coord_proto::ReportedState>,
     },
     /// End a session: release its locks, cancel its waits, drop its inbox.
     Dereg {

@@ -117,11 +117,18 @@ fn command() -> impl Strategy<Value = Command> {
             registered_seq: seq,
             reason: "gone".into(),
         }),
-        (sid(), proptest::option::of("[a-c]")).prop_map(|(s, phase)| Command::Heartbeat {
-            session_id: s,
-            phase,
-            at: Timestamp(5),
-            log_always: false,
+        (sid(), proptest::option::of("[a-c]"), any::<bool>()).prop_map(|(s, phase, hook)| {
+            Command::Heartbeat {
+                session_id: s,
+                phase,
+                at: Timestamp(5),
+                log_always: false,
+                reported: hook.then(|| coord_proto::ReportedState {
+                    state: coord_proto::LifeState::NeedsInput,
+                    reason: "Write a.rs".into(),
+                    source: "claude:PermissionRequest".into(),
+                }),
+            }
         }),
         sid().prop_map(|s| Command::Dereg {
             session_id: s,

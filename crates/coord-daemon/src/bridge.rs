@@ -138,6 +138,7 @@ fn command(change: Change, ttl_ms: u64) -> Option<(Command, Extras)> {
             phase: Some(p.phase),
             at: p.last_heartbeat,
             log_always: true,
+            reported: p.reported,
         },
         Payload::SessionDereg(_) => Command::Dereg {
             session_id: session,

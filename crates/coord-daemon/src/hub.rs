@@ -505,7 +505,10 @@ mod tests {
         hub.publish((1..=100).map(|s| sized(s, 100 << 10)));
         let (events, bytes) = hub.ring_size();
         assert!(bytes <= 1 << 20, "{bytes} bytes held");
-        assert_eq!(events, 5, "five 100 KiB events (and their decoded forms) fit in 1 MiB");
+        assert_eq!(
+            events, 5,
+            "five 100 KiB events (and their decoded forms) fit in 1 MiB"
+        );
         assert_eq!(hub.ring_front(), Some(96));
         // One event over the whole bound is still kept, alone.
         hub.publish([sized(101, 2 << 20)]);

@@ -81,6 +81,9 @@ pub struct Inputs {
     pub last_heartbeat_ms: i64,
     /// The transcript ends waiting for input.
     pub waiting_for_input: bool,
+    /// The state the agent last reported of itself (a hook), with its
+    /// reason: it holds until the next report.
+    pub reported: Option<(LifeState, String)>,
     /// Lease, ms.
     pub ttl_ms: u64,
 }
@@ -88,9 +91,10 @@ pub struct Inputs {
 /// The state a session should be in at `now_ms`, why, and when (ms) the
 /// answer would change by itself if nothing else happened.
 ///
-/// Order of precedence: `stale` (heartbeats stopped) over `needs_input`
-/// over `starting`/`active`/`idle`. `dead` is never derived here: it
-/// comes from the runtime.
+/// Order of precedence: `stale` (heartbeats stopped) over what the agent
+/// reported of itself (a hook: first-hand, so no guess overrides it) over
+/// `needs_input` from the transcript over `starting`/`active`/`idle`.
+/// `dead` is never derived here: it comes from the runtime.
 pub fn derive(i: &Inputs, now_ms: i64, th: &Thresholds) -> (LifeState, String, Option<i64>) {
     let stale_at = i.last_heartbeat_ms + th.stale_after_ms(i.ttl_ms);
     if now_ms >= stale_at {
@@ -100,6 +104,9 @@ pub fn derive(i: &Inputs, now_ms: i64, th: &Thresholds) -> (LifeState, String, O
             format!("no heartbeat for {silent} ms"),
             None,
         );
+    }
+    if let Some((state, why)) = &i.reported {
+        return (*state, why.clone(), Some(stale_at));
     }
     if i.waiting_for_input {
         return (
@@ -368,6 +375,7 @@ impl<L: EventLog + Clone> Run<L> {
             last_activity,
             last_heartbeat_ms: now,
             waiting_for_input: false,
+            reported: None,
             ttl_ms: s.ttl_ms,
         };
         let sid = s.session_id.clone();
@@ -443,9 +451,12 @@ impl<L: EventLog + Clone> Run<L> {
                     t.state = p.to;
                 }
             }
-            Payload::SessionHeartbeat(_) => {
+            Payload::SessionHeartbeat(p) => {
                 if let Some(t) = self.sessions.get_mut(sid) {
                     t.inputs.last_heartbeat_ms = now;
+                    if let Some(r) = &p.reported {
+                        t.inputs.reported = Some((r.state, format!("{}: {}", r.source, r.reason)));
+                    }
                 }
                 activity.push((sid, "heartbeat"));
             }
@@ -664,8 +675,43 @@ mod tests {
             last_activity: None,
             last_heartbeat_ms: 0,
             waiting_for_input: false,
+            reported: None,
             ttl_ms: 10_000,
         }
+    }
+
+    /// A state the agent reported of itself holds whatever the clock and
+    /// the transcript say, until the lease stops being renewed.
+    #[test]
+    fn a_reported_state_holds_until_the_next_report_or_staleness() {
+        let i = Inputs {
+            last_activity: Some((1_000, "heartbeat")),
+            last_heartbeat_ms: 1_000,
+            waiting_for_input: false,
+            reported: Some((
+                LifeState::NeedsInput,
+                "claude:PermissionRequest: Write a.rs".into(),
+            )),
+            ..inputs()
+        };
+        let (s, why, _) = derive(&i, 5_000, &TH);
+        assert_eq!(
+            s,
+            LifeState::NeedsInput,
+            "not idle after the idle threshold"
+        );
+        assert!(why.contains("PermissionRequest"), "{why}");
+        let idle = Inputs {
+            reported: Some((LifeState::Idle, "claude:Stop: turn ended".into())),
+            waiting_for_input: true,
+            ..i.clone()
+        };
+        assert_eq!(
+            derive(&idle, 1_100, &TH).0,
+            LifeState::Idle,
+            "no guess overrides it"
+        );
+        assert_eq!(derive(&i, 6_000, &TH).0, LifeState::Stale);
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl Rig {
             phase: None,
             at: Timestamp::now(),
             log_always: false,
+            reported: None,
         });
         w.source = writer::API.into();
         self.writer.write(w).await.expect("heartbeat");

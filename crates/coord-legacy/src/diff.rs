@@ -76,6 +76,7 @@ pub fn diff(prev: &Root, next: &Root) -> Vec<Change> {
                         Payload::SessionHeartbeat(SessionHeartbeat {
                             last_heartbeat: b.last_heartbeat.unwrap_or_default(),
                             phase: b.phase.clone(),
+                            reported: None,
                         }),
                     ),
                 )),

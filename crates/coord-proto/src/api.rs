@@ -94,6 +94,10 @@ pub struct HeartbeatRequest {
     /// New phase, if it changed.
     #[serde(default)]
     pub phase: Option<String>,
+    /// The state the agent reports of itself (a hook): always logged, and
+    /// the session's state until the next report (PROTOCOL §6.1).
+    #[serde(default)]
+    pub reported: Option<crate::ReportedState>,
     /// Idempotency key.
     #[serde(default, deserialize_with = "crate::ids::deserialize_opt_ulid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]

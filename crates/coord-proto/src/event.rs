@@ -169,6 +169,26 @@ pub struct SessionHeartbeat {
     pub last_heartbeat: Timestamp,
     /// The phase after it.
     pub phase: String,
+    /// The state the agent itself reported with it (its hook): it holds
+    /// until the next report, the process's exit or the lease (PROTOCOL
+    /// §6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<ReportedState>,
+}
+
+/// A state an agent reports of itself, first-hand (a hook): `active`,
+/// `idle` or `needs_input`, with what it is about and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportedState {
+    /// `active`, `idle` or `needs_input`.
+    pub state: LifeState,
+    /// What it is about: the tool and its path or command, the question
+    /// (at most 512 bytes of text).
+    pub reason: String,
+    /// The evidence: which agent and hook said so
+    /// (`claude:PermissionRequest`).
+    pub source: String,
 }
 
 /// Why a session ended.

@@ -32,8 +32,8 @@ pub use event::{
     DeregReason, DispatchAck, DispatchCancel, DispatchComplete, DispatchIssue, DispatchOrphan,
     DispatchReassign, Draft, Event, EventDecodeError, InboxAck, InboxDeliver, LifeState,
     LockAcquire, LockDelegate, LockMode, LockRelease, LockWait, LockWaitCancel, OnExpiry, Payload,
-    ReleaseReason, Report, SessionDereg, SessionHeartbeat, SessionProbeError, SessionRegister,
-    SessionReport, SessionState, WaitCancelReason, KNOWN_KINDS,
+    ReleaseReason, Report, ReportedState, SessionDereg, SessionHeartbeat, SessionProbeError,
+    SessionRegister, SessionReport, SessionState, WaitCancelReason, KNOWN_KINDS,
 };
 pub use render::render_event;
 pub use timestamp::Timestamp;

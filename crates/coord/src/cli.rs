@@ -111,6 +111,14 @@ enum Cmd {
         #[arg(long, value_name = "VIEWER", conflicts_with = "open")]
         revoke: Option<String>,
     },
+    /// Run as a coding agent's hook: read one hook event on stdin, tell
+    /// the daemon, refuse an edit under another session's lock
+    /// (docs/AGENTS.md). Never starts a daemon.
+    Hook(crate::hooks::run::HookArgs),
+    /// Install, uninstall or show coord's hooks in a coding agent's
+    /// settings (Claude Code, Codex, Gemini CLI).
+    #[command(subcommand)]
+    Hooks(crate::hooks::install::HooksCmd),
     /// Install systemd user units that start the daemon on demand.
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -175,6 +183,8 @@ impl Cli {
             self.cmd,
             Cmd::Daemon(_)
                 | Cmd::Guard(_)
+                | Cmd::Hook(_)
+                | Cmd::Hooks(_)
                 | Cmd::Service(_)
                 | Cmd::Verify(_)
                 | Cmd::Completions { .. }
@@ -281,6 +291,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Events(args) => events(&base, args, json).await,
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
         Cmd::Service(cmd) => service(cmd, cli.socket.as_deref()),
+        Cmd::Hook(args) => Ok(crate::hooks::run::hook(&socket, args).await),
+        Cmd::Hooks(cmd) => crate::hooks::install::hooks(cmd, cli.socket.as_deref(), json),
         Cmd::Verify(args) => crate::cmd::verify::verify(args, json),
         Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Top(args) => crate::top::run(base.clone(), args).await,

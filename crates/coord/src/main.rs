@@ -10,6 +10,7 @@ mod autostart;
 mod cli;
 mod cmd;
 mod follow;
+mod hooks;
 mod output;
 mod paths;
 mod run;

@@ -88,6 +88,40 @@ pub(crate) fn text(field: &str, value: &str) -> Result<()> {
     ids::check_text(value).map_err(|why| invalid(field, why))
 }
 
+/// Most bytes of a reported state's reason and source.
+const MAX_REPORTED_BYTES: usize = 512;
+
+/// A state an agent reports of itself: `active`, `idle` or `needs_input`
+/// (the others are the daemon's to find), with short plain text.
+pub(crate) fn reported_state(r: &coord_proto::ReportedState) -> Result<()> {
+    use coord_proto::LifeState;
+    if !matches!(
+        r.state,
+        LifeState::Active | LifeState::Idle | LifeState::NeedsInput
+    ) {
+        return Err(invalid(
+            "reported.state",
+            format!(
+                "is {}; an agent reports active, idle or needs_input",
+                r.state.as_str()
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("reported.reason", &r.reason),
+        ("reported.source", &r.source),
+    ] {
+        text(field, value)?;
+        if value.len() > MAX_REPORTED_BYTES {
+            return Err(invalid(
+                field,
+                format!("is {} bytes, at most {MAX_REPORTED_BYTES}", value.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn invalid(field: &str, why: String) -> Rejection {
     Rejection::new(ErrorCode::InvalidField, format!("{field} {why}")).with("field", field)
 }

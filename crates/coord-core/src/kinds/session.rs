@@ -102,13 +102,17 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             phase,
             at,
             log_always,
+            reported,
         } => {
             let s = session(view, session_id)?;
             if let Some(p) = phase {
                 text("phase", p)?;
             }
+            if let Some(r) = reported {
+                reported_state(r)?;
+            }
             let new_phase = phase.clone().unwrap_or_else(|| s.phase.clone());
-            if new_phase == s.phase && !log_always {
+            if new_phase == s.phase && !log_always && reported.is_none() {
                 return Ok(no_change());
             }
             Ok(done(vec![Draft {
@@ -117,6 +121,7 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 payload: Payload::SessionHeartbeat(SessionHeartbeat {
                     last_heartbeat: *at,
                     phase: new_phase,
+                    reported: reported.clone(),
                 }),
             }]))
         }

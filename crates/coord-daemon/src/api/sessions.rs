@@ -210,6 +210,7 @@ pub(crate) async fn heartbeat<L: EventLog + Clone>(
                 phase: req.phase,
                 at,
                 log_always: app.log_heartbeats,
+                reported: req.reported,
             },
             req.tx_id,
             Some(at),
