@@ -268,11 +268,24 @@ pub(crate) async fn serve_client<L: EventLog + Clone>(
     }
     buf.truncate(filled);
     if let Ok(stream) = Arc::try_unwrap(stream) {
+        let gone = stream
+            .gone()
+            .ok()
+            .map(|g| Box::pin(g) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>);
         let stream = Rewound {
             read: bytes::Bytes::from(buf),
             stream,
         };
-        crate::server::serve_http(stream, svc, stamp, timer, header_timeout, stop.watch()).await;
+        crate::server::serve_http(
+            stream,
+            svc,
+            stamp,
+            timer,
+            header_timeout,
+            stop.watch(),
+            gone,
+        )
+        .await;
     }
 }
 

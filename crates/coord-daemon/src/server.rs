@@ -454,6 +454,7 @@ pub(crate) async fn serve_http<S>(
     timer: &crate::coarse_timer::CoarseTimer,
     header_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
+    gone: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -462,6 +463,12 @@ pub(crate) async fn serve_http<S>(
         svc,
     );
     let mut conn = std::pin::pin!(conn);
+    let gone = async {
+        match gone {
+            Some(g) => g.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -472,6 +479,10 @@ pub(crate) async fn serve_http<S>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        // The client left with a request in flight (a lock wait, a long
+        // poll): dropping the connection drops its handler, which cancels
+        // what it waited for as `client_gone`.
+        _ = gone => tracing::debug!("the client closed the connection mid-request"),
     }
 }
 

@@ -82,6 +82,34 @@ impl ClientSocket {
         n < 0 || p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
     }
 
+    /// A future that completes once the peer has closed both directions
+    /// (not on a half-close): for a connection whose reads are hyper's,
+    /// which does not read while a request is in flight when half-closes
+    /// are allowed, so it would not notice a client that left. Watches a
+    /// duplicate of the descriptor for `EPOLLHUP`.
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated or registered.
+    pub fn gone(&self) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let dup = self.fd()?.get_ref().try_clone()?;
+        // Write interest only: a half-close (which makes read readiness
+        // final, so a read watch would wake forever) raises no event
+        // here; a full close raises `EPOLLHUP`, which reads as write
+        // closed.
+        let fd = register(dup, Interest::WRITABLE)?;
+        Ok(async move {
+            loop {
+                let Ok(mut ready) = fd.writable().await else {
+                    return;
+                };
+                if ready.ready().is_write_closed() {
+                    return;
+                }
+                ready.clear_ready();
+            }
+        })
+    }
+
     /// One non-blocking `writev` of `bufs`, never waiting and never
     /// changing the registration: the bytes written, or `WouldBlock` when
     /// the socket is full (the caller then writes through
@@ -255,6 +283,7 @@ impl AsyncWrite for ClientSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn pair() -> (ClientSocket, tokio::net::UnixStream) {
@@ -315,6 +344,23 @@ mod tests {
         assert!(!ours.peer_gone());
         drop(theirs);
         assert!(ours.peer_gone());
+    }
+
+    #[tokio::test]
+    async fn gone_is_a_full_close_not_a_half_close() {
+        let (ours, peer) = pair().await;
+        let gone = ours.gone().expect("watch");
+        let mut gone = std::pin::pin!(gone);
+        let mut peer = peer.into_std().expect("std");
+        std::io::Write::write_all(&mut peer, b"GET / HTTP/1.1\r\n\r\n").expect("write");
+        peer.shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let early = tokio::time::timeout(Duration::from_millis(300), gone.as_mut()).await;
+        assert!(early.is_err(), "a half-close is not gone");
+        drop(peer);
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("a full close is gone");
     }
 
     #[tokio::test]

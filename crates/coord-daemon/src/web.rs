@@ -361,8 +361,16 @@ pub async fn serve(
         let timer = timer.clone();
         let stamp = stamp.clone();
         tokio::spawn(async move {
-            crate::server::serve_http(stream, svc, stamp, &timer, header_timeout, stop.cancelled())
-                .await;
+            crate::server::serve_http(
+                stream,
+                svc,
+                stamp,
+                &timer,
+                header_timeout,
+                stop.cancelled(),
+                None,
+            )
+            .await;
         });
     }
 }

@@ -131,12 +131,7 @@ fn command(agent: Agent, mode: super::run::EditMode, socket: Option<&Path>) -> R
     if let Some(s) = socket {
         c.push_str(&format!(" --socket {}", word(&s.to_string_lossy())));
     }
-    let mode = match mode {
-        super::run::EditMode::Observe => "observe",
-        super::run::EditMode::Enforce => "enforce",
-        super::run::EditMode::Claim => "claim",
-    };
-    c.push_str(&format!(" hook {} --mode {mode}", agent.name()));
+    c.push_str(&format!(" hook {} --mode {}", agent.name(), mode.name()));
     Ok(c)
 }
 
@@ -316,10 +311,10 @@ fn install(p: &Place, socket: Option<&Path>) -> Result<ExitCode> {
         .with_context(|| format!("writing {}", saved.display()))?;
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     output::line(&format!(
-        "{}: coord's hooks installed ({} events, mode {:?}); each runs `coord hook {}`",
+        "{}: coord's hooks installed ({} events, mode {}); each runs `coord hook {}`",
         path.display(),
         events(p.agent).len(),
-        p.mode,
+        p.mode.name(),
         p.agent.name()
     ))?;
     if p.agent == Agent::Codex {

@@ -49,6 +49,17 @@ pub(crate) enum EditMode {
     Claim,
 }
 
+impl EditMode {
+    /// The mode as on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EditMode::Observe => "observe",
+            EditMode::Enforce => "enforce",
+            EditMode::Claim => "claim",
+        }
+    }
+}
+
 /// `coord hook AGENT`.
 #[derive(Args, Debug)]
 pub(crate) struct HookArgs {
@@ -364,7 +375,7 @@ impl Run {
                     Err(e) if api_code(&e) == Some("lock_held") => {
                         self.keep(&kept)?;
                         return Ok(Verdict::Deny(format!(
-                            "coord refused this edit: {rel} was just taken by another session ({e}); wait for it (coord lock acquire {rel} --wait 10m) or work elsewhere"
+                            "coord refused this edit: {rel} was just taken by another session ({e}); wait for it (coord lock acquire '{rel}' --wait 10m) or work elsewhere"
                         )));
                     }
                     Err(e) => return Err(e).context("claiming the path"),
@@ -525,7 +536,7 @@ fn refusal(hits: &[Blocked], locks: &[coord_proto::view::Lock]) -> String {
     }
     let first = &hits[0];
     out.push_str(&format!(
-        ". Do not write it now: work on something else, wait for the lock (coord lock acquire {} --wait 10m), or ask its holder (coord send {} \"…\").",
+        ". Do not write it now: work on something else, wait for the lock (coord lock acquire '{}' --wait 10m), or ask its holder (coord send {} \"…\").",
         first.resource, first.session_id
     ));
     out

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agents;
 mod autostart;
 mod bad_input;
 mod basics;
