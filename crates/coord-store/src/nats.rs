@@ -51,6 +51,12 @@ pub const MIN_SERVER: (u64, u64, u64) = (2, 10, 0);
 /// consumer rather than fetched one request each.
 const BULK_SYNC: u64 = 64;
 
+/// How long the log follower waits without a message before it asks the
+/// stream whether it missed some (2 s): a daemon whose follower's consumer
+/// died with its node sees the others' writes again within about this,
+/// whatever the client's heartbeat detection and backoff do.
+const FOLLOW_CHECK: Duration = Duration::from_secs(2);
+
 /// Batches kept decoded in memory for reads near the head.
 const RECENT: usize = 512;
 
@@ -537,6 +543,17 @@ impl JetStreamLog {
     /// up to the stream's current last sequence. Batches at or below the
     /// index's head only move the stream cursor; batches older than the
     /// snapshot still enter the seq → stream index for reads.
+    /// Whether the stream holds messages past what the index has: the
+    /// log follower asks when it has heard nothing for [`FOLLOW_CHECK`].
+    /// An unanswered question is not "ahead": the follower waits on.
+    async fn stream_is_ahead(&self) -> bool {
+        let mut stream = self.inner.stream.clone();
+        match stream.info().await {
+            Ok(info) => info.state.last_sequence > self.index().last_stream,
+            Err(_) => false,
+        }
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         let mut stream = self.inner.stream.clone();
         let info = stream
@@ -672,6 +689,21 @@ impl JetStreamLog {
                         () = log.inner.follower_kick.notified() => {
                             tracing::info!("re-creating the log follower's consumer after the cluster answered again");
                             break;
+                        }
+                        // Quiet for a while: a consumer whose node died
+                        // can stay silent until the client misses two
+                        // heartbeats, and its own re-creation backs off
+                        // further. Asking the stream how far it goes
+                        // tells a quiet log from a dead follower.
+                        () = tokio::time::sleep(FOLLOW_CHECK) => {
+                            if log.stream_is_ahead().await {
+                                tracing::info!("log follower fell behind the stream; catching up and re-creating it");
+                                if let Err(e) = log.sync().await {
+                                    tracing::warn!(error = %e, "log follower cannot catch up yet");
+                                }
+                                break;
+                            }
+                            continue;
                         }
                     };
                     let Some(m) = m else { break };
