@@ -14,7 +14,7 @@ use crate::waits::WaitNotice;
 use crate::writer::{body_key, Committed, Extras, Write, WriterHandle};
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -174,26 +174,18 @@ pub(crate) async fn front(
     front.finish(resp, route, method, started)
 }
 
-/// The methods of RFC 9110 §9 and PATCH (RFC 5789): any other is not
-/// implemented anywhere (`501`), where a known one on the wrong path is
-/// `405`.
-const KNOWN_METHODS: &[Method] = &[
-    Method::GET,
-    Method::HEAD,
-    Method::POST,
-    Method::PUT,
-    Method::DELETE,
-    Method::CONNECT,
-    Method::OPTIONS,
-    Method::TRACE,
-    Method::PATCH,
+/// The methods of RFC 9110 §9, PATCH (RFC 5789) and QUERY (the HTTP
+/// working group's safe method with a body): any other is not implemented
+/// anywhere (`501`), where a known one on the wrong path is `405`.
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY",
 ];
 
 /// What HTTP itself requires of a request before any route sees it: an
 /// HTTP/1.1 request carries exactly one `Host` (RFC 9112 §3.2: else
 /// `400`), and its method is one HTTP defines (RFC 9110 §9.1: else `501`).
 fn request_refusal(req: &axum::extract::Request) -> Option<Response> {
-    if !KNOWN_METHODS.contains(req.method()) {
+    if !KNOWN_METHODS.contains(&req.method().as_str()) {
         return Some(
             ApiError::new(
                 ErrorCode::NotImplemented,

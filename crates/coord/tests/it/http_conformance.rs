@@ -112,10 +112,15 @@ fn an_unknown_method_is_not_implemented_a_known_one_not_allowed() {
     let a = answers(&text);
     assert_eq!(a[0].0, 501, "{text}");
     assert!(text.contains("\"not_implemented\""), "{text}");
-    let text = half_closed(&d, b"DELETE /v1/status HTTP/1.1\r\nHost: coord\r\n\r\n");
-    let a = answers(&text);
-    assert_eq!(a[0].0, 405, "{text}");
-    assert!(a[0].1.contains("\r\nallow: "), "{text}");
+    for method in ["DELETE", "QUERY"] {
+        let text = half_closed(
+            &d,
+            format!("{method} /v1/status HTTP/1.1\r\nHost: coord\r\n\r\n").as_bytes(),
+        );
+        let a = answers(&text);
+        assert_eq!(a[0].0, 405, "{method}: {text}");
+        assert!(a[0].1.contains("\r\nallow: "), "{text}");
+    }
 }
 
 #[test]
