@@ -153,13 +153,18 @@ fn claude_code_cannot_write_under_another_sessions_lock() {
             "reply": "I could not write it."
         }),
     );
-    let out = d.coord(&[
-        "hooks",
-        "install",
-        "claude",
-        "--project",
-        repo.to_str().expect("utf8"),
-    ]);
+    // Where coord keeps the file as it was: the test's, not the user's.
+    let state = dir.path().join("state");
+    let out = d.coord_env(
+        &[
+            "hooks",
+            "install",
+            "claude",
+            "--project",
+            repo.to_str().expect("utf8"),
+        ],
+        &[("XDG_STATE_HOME", state.to_str().expect("utf8"))],
+    );
     assert!(
         out.status.success(),
         "{}",
