@@ -115,6 +115,12 @@ enum Cmd {
     /// the daemon, refuse an edit under another session's lock
     /// (docs/AGENTS.md). Never starts a daemon.
     Hook(crate::hooks::run::HookArgs),
+    /// Why a session is in its state: the evidence of the change that set
+    /// it (which hook or probe, when, about what), its liveness and lease.
+    Explain {
+        /// The session id.
+        session: String,
+    },
     /// Install, uninstall or show coord's hooks in a coding agent's
     /// settings (Claude Code, Codex, Gemini CLI).
     #[command(subcommand)]
@@ -292,6 +298,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Guard(cmd) => guard(&base, cmd, json).await,
         Cmd::Service(cmd) => service(cmd, cli.socket.as_deref()),
         Cmd::Hook(args) => Ok(crate::hooks::run::hook(&socket, args).await),
+        Cmd::Explain { session } => crate::cmd::explain::explain(&base, &session, json).await,
         Cmd::Hooks(cmd) => crate::hooks::install::hooks(cmd, cli.socket.as_deref(), json),
         Cmd::Verify(args) => crate::cmd::verify::verify(args, json),
         Cmd::Mcp(args) => mcp(&base, args).await,

@@ -5,6 +5,7 @@
 pub(crate) mod daemon;
 pub(crate) mod dispatch;
 pub(crate) mod events;
+pub(crate) mod explain;
 pub(crate) mod guard;
 pub(crate) mod inbox;
 pub(crate) mod lock;

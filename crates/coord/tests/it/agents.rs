@@ -309,6 +309,17 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
         "needs_input",
         "still waiting past the idle threshold"
     );
+    // `coord explain` says why, from the evidence.
+    let why = d.ok(&["explain", "claude-p-1"]);
+    for part in [
+        "needs_input since",
+        "claude:PermissionRequest",
+        "/tmp/src.txt",
+        "first-hand",
+        "pidfd",
+    ] {
+        assert!(why.contains(part), "{part} not in {why}");
+    }
 
     // Mail for the session is handed to the model with the next prompt.
     let out = d.coord(&["send", "claude-p-1", "please look at the failing test"]);
