@@ -45,6 +45,10 @@ def request(sock_path, method, path, body=b"", headers=(), timeout=60):
     return status, data.partition(b"\r\n\r\n")[2]
 
 
+# Every daemon started, so a failed attack leaves none running.
+STARTED = []
+
+
 class Daemon:
     def __init__(self, coord, *args):
         self.dir = tempfile.mkdtemp(prefix="coord-attack-")
@@ -55,6 +59,7 @@ class Daemon:
              "--max-connections", "4096", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        STARTED.append(self.proc)
         deadline = time.monotonic() + 30
         while not os.path.exists(self.sock):
             assert time.monotonic() < deadline
@@ -214,9 +219,15 @@ def main():
     names = sys.argv[2:] or list(ATTACKS)
     print("| attack | RSS before | RSS at peak | RSS after | probe's longest wait | notes |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name in names:
-        before, peak, after, wait, notes = ATTACKS[name](coord)
-        print(f"| {name} | {before:.0f} MiB | {peak:.0f} MiB | {after:.0f} MiB | {wait:.0f} ms | {notes} |", flush=True)
+    try:
+        for name in names:
+            before, peak, after, wait, notes = ATTACKS[name](coord)
+            print(f"| {name} | {before:.0f} MiB | {peak:.0f} MiB | {after:.0f} MiB | {wait:.0f} ms | {notes} |", flush=True)
+    finally:
+        for p in STARTED:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=60)
 
 
 if __name__ == "__main__":
