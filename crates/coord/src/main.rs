@@ -13,6 +13,7 @@ mod follow;
 mod hooks;
 mod output;
 mod paths;
+mod procfs;
 mod run;
 mod top;
 mod tree;

@@ -333,14 +333,7 @@ fn running(pid: libc::pid_t) -> bool {
     if unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    u32::try_from(pid).is_ok_and(crate::procfs::alive)
 }
 
 /// The first socket a service manager passed (`LISTEN_FDS`/`LISTEN_PID`,

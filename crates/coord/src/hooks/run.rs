@@ -617,24 +617,16 @@ fn git_info(cwd: &str) -> Option<(String, Option<String>)> {
 fn agent_pid() -> Option<u32> {
     let mut pid = std::os::unix::process::parent_id();
     for _ in 0..8 {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let comm = crate::procfs::comm(pid)?;
         if !matches!(
-            comm.trim(),
+            comm.as_str(),
             "sh" | "bash" | "dash" | "zsh" | "fish" | "env" | "timeout" | "coord"
         ) {
             return Some(pid);
         }
-        pid = parent_of(pid)?;
+        pid = crate::procfs::parent_of(pid)?;
     }
     Some(pid)
-}
-
-/// The parent of `pid`, from `/proc/PID/stat` (its fourth field, after
-/// the command name in parentheses).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
