@@ -105,6 +105,19 @@ fn edited_paths(agent: Agent, tool: &str, input: &Value) -> Vec<String> {
                 .unwrap_or_default();
             patch_paths(&patch)
         }
+        // Codex runs `apply_patch <<'EOF' … EOF` through its shell tool and
+        // reports it as `Bash` (seen with Codex 0.169).
+        (Agent::Codex, "Bash" | "shell" | "exec_command") => {
+            let command = field("command")
+                .or_else(|| field("cmd"))
+                .unwrap_or_default();
+            let first = command.split_whitespace().next().unwrap_or("");
+            if matches!(first, "apply_patch" | "applypatch") {
+                patch_paths(&command)
+            } else {
+                Vec::new()
+            }
+        }
         _ => Vec::new(),
     }
 }
@@ -320,6 +333,17 @@ mod tests {
         let codex = json!({"hook_event_name": "PreToolUse", "session_id": "c", "tool_name": "apply_patch", "tool_input": {"input": patch}});
         match parse(Agent::Codex, &codex).expect("parses").happened {
             Happened::ToolBefore { edits, .. } => assert_eq!(edits, ["src/a.rs", "b.md"]),
+            other => panic!("{other:?}"),
+        }
+        let heredoc = format!("apply_patch <<'EOF'\n{patch}\nEOF\n");
+        let shell = json!({"hook_event_name": "PreToolUse", "session_id": "c", "tool_name": "Bash", "tool_input": {"command": heredoc}});
+        match parse(Agent::Codex, &shell).expect("parses").happened {
+            Happened::ToolBefore { edits, .. } => assert_eq!(edits, ["src/a.rs", "b.md"]),
+            other => panic!("{other:?}"),
+        }
+        let echo = json!({"hook_event_name": "PreToolUse", "session_id": "c", "tool_name": "Bash", "tool_input": {"command": format!("echo '{patch}'")}});
+        match parse(Agent::Codex, &echo).expect("parses").happened {
+            Happened::ToolBefore { edits, .. } => assert!(edits.is_empty(), "{edits:?}"),
             other => panic!("{other:?}"),
         }
         let gemini = json!({"hook_event_name": "BeforeTool", "session_id": "g", "tool_name": "write_file", "tool_input": {"file_path": "/w/x.rs"}});

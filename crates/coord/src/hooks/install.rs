@@ -87,7 +87,9 @@ fn events(agent: Agent) -> &'static [(&'static str, bool)] {
             ("UserPromptSubmit", false),
             ("PreToolUse", true),
             ("PostToolUse", true),
+            ("PermissionRequest", true),
             ("Stop", false),
+            ("SessionEnd", false),
         ],
         Agent::Gemini => &[
             ("SessionStart", false),
@@ -283,6 +285,9 @@ fn install(p: &Place, socket: Option<&Path>) -> Result<ExitCode> {
             "{}: coord's hooks are already there",
             path.display()
         ))?;
+        if p.agent == Agent::Codex && !p.dry_run {
+            return codex_trust(p);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let text = render(&merged)?;
@@ -318,13 +323,60 @@ fn install(p: &Place, socket: Option<&Path>) -> Result<ExitCode> {
         p.agent.name()
     ))?;
     if p.agent == Agent::Codex {
-        output::line(&codex_trust_note())?;
+        return codex_trust(p);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn codex_trust_note() -> String {
-    "Codex runs a hook only after you trust it: start codex in this place once and accept coord's hooks in /hooks (coord cannot trust them for you)".to_string()
+/// Where Codex is asked about a place's hooks: the project, or (for the
+/// user's hooks, which every place sees) the current directory.
+fn codex_cwd(p: &Place) -> Result<PathBuf> {
+    match p.project.as_deref().filter(|_| !p.user) {
+        Some(dir) => {
+            std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))
+        }
+        None => std::env::current_dir().context("reading the current directory"),
+    }
+}
+
+/// Establishes Codex's trust in coord's hooks through Codex's own
+/// app-server, verifies it, and says exactly what is left to the user
+/// where it cannot (exit 1).
+fn codex_trust(p: &Place) -> Result<ExitCode> {
+    let cwd = codex_cwd(p)?;
+    let manual = format!(
+        "trust them by hand: run `codex` in {}, type /hooks and trust coord's {} hooks (or run codex with --dangerously-bypass-hook-trust)",
+        cwd.display(),
+        events(Agent::Codex).len()
+    );
+    let hooks = match super::codex_trust::trust_ours(&cwd, |c| is_ours(Agent::Codex, c)) {
+        Ok(h) => h,
+        Err(e) => {
+            output::line(&format!(
+                "Codex runs a hook only once it is trusted, and coord could not ask Codex ({e:#}); {manual}"
+            ))?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let runs = hooks.iter().filter(|h| h.runs()).count();
+    if hooks.is_empty() {
+        output::line(&format!(
+            "Codex does not load these hooks from {}: a project's .codex/ is read only once Codex trusts the project (run `codex` there once and trust it), then run this install again",
+            cwd.display()
+        ))?;
+        return Ok(ExitCode::from(1));
+    }
+    if runs < hooks.len() {
+        output::line(&format!(
+            "Codex trusts {runs} of coord's {} hooks after coord asked it to; {manual}",
+            hooks.len()
+        ))?;
+        return Ok(ExitCode::from(1));
+    }
+    output::line(&format!(
+        "Codex trusts coord's {runs} hooks (verified through codex app-server)"
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn uninstall(p: &Place) -> Result<ExitCode> {
@@ -398,9 +450,7 @@ fn status(project: Option<&Path>, json: bool) -> Result<ExitCode> {
                         let n = count_ours(&s, agent);
                         let runs = match (n, agent) {
                             (0, _) => "not installed".to_string(),
-                            (_, Agent::Codex) => {
-                                "installed; runs once trusted in codex /hooks".to_string()
-                            }
+                            (_, Agent::Codex) => codex_runs(place)?,
                             (n, _) if n < events(agent).len() => {
                                 "partly installed: run install again".to_string()
                             }
@@ -434,6 +484,34 @@ fn status(project: Option<&Path>, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether Codex will run coord's hooks seen from `place`, as Codex's
+/// app-server says.
+fn codex_runs(place: Option<&Path>) -> Result<String> {
+    let cwd = match place {
+        Some(p) => std::path::absolute(p)?,
+        None => std::env::current_dir()?,
+    };
+    Ok(
+        match super::codex_trust::ours(&cwd, |c| is_ours(Agent::Codex, c)) {
+            Err(e) => format!("installed; whether Codex trusts them is unknown ({e:#})"),
+            Ok(h) if h.is_empty() => {
+                "installed; Codex does not load them here (is the project trusted?)".to_string()
+            }
+            Ok(h) => {
+                let runs = h.iter().filter(|h| h.runs()).count();
+                if runs == h.len() {
+                    format!("installed; runs (Codex trusts all {runs})")
+                } else {
+                    format!(
+                        "installed; Codex trusts {runs} of {}: run install again",
+                        h.len()
+                    )
+                }
+            }
+        },
+    )
 }
 
 fn count_ours(settings: &IndexMap<String, Json>, agent: Agent) -> usize {

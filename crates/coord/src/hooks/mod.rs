@@ -3,9 +3,11 @@
 //!
 //! `event` turns an agent's hook payload into what happened (pure);
 //! `run` tells the daemon and answers the agent; `install` puts the
-//! entries that run it into each agent's settings file. It must not start a
+//! entries that run it into each agent's settings file; `codex_trust`
+//! asks Codex's app-server to trust them. It must not start a
 //! daemon or block an agent for a failure of coord's own.
 
+pub(crate) mod codex_trust;
 pub(crate) mod event;
 pub(crate) mod install;
 pub(crate) mod run;

@@ -78,6 +78,10 @@ struct Kept {
     token: String,
     #[serde(default)]
     claimed: Vec<String>,
+    /// Dispatch orders already handed to the model (each is handed once;
+    /// the agent acks it when it takes it).
+    #[serde(default)]
+    handed_orders: Vec<String>,
 }
 
 /// Runs one hook. Never fails in a way that blocks the agent: errors are
@@ -178,7 +182,7 @@ impl Run {
                 self.start(event).await?;
                 self.report_state(LifeState::Active, &format!("session {why}"), &source, None)
                     .await?;
-                self.mail().await?;
+                self.mail(event).await?;
             }
             Happened::Prompt => {
                 self.report_state(
@@ -188,7 +192,7 @@ impl Run {
                     Some("prompt"),
                 )
                 .await?;
-                self.mail().await?;
+                self.mail(event).await?;
             }
             Happened::ToolBefore { tool, edits, about } => {
                 self.report_state(LifeState::Active, about, &source, Some(tool))
@@ -205,6 +209,8 @@ impl Run {
                     Some(tool),
                 )
                 .await?;
+                // Mail reaches an agent in a long turn after its next tool.
+                self.mail(event).await?;
             }
             Happened::NeedsInput { about } => {
                 self.report_state(LifeState::NeedsInput, about, &source, Some("waiting"))
@@ -296,7 +302,7 @@ impl Run {
         }
         self.keep(&Kept {
             token,
-            claimed: Vec::new(),
+            ..Kept::default()
         })
     }
 
@@ -411,13 +417,14 @@ impl Run {
         self.keep(&kept)
     }
 
-    /// Prints the session's unread mail and open orders (the agent adds a
-    /// hook's output to the model's context), then acks the mail.
-    async fn mail(&self) -> Result<()> {
-        if self.agent != Agent::Claude {
-            return Ok(());
-        }
+    /// Hands the session's unread mail and open dispatch orders to the
+    /// model once, as added context at session start, prompt or after a
+    /// tool (Claude Code adds a start or prompt hook's plain stdout;
+    /// otherwise the agents read `hookSpecificOutput.additionalContext`),
+    /// then acks the mail.
+    async fn mail(&self, event: &HookEvent) -> Result<()> {
         let me = self.me()?;
+        let mut kept = self.kept()?;
         let inbox = me.inbox(&self.id).await.context("reading the inbox")?;
         let orders = me
             .orders(Some(&self.id), None)
@@ -427,6 +434,7 @@ impl Run {
         let open: Vec<_> = orders
             .iter()
             .filter(|o| o.state == coord_proto::view::OrderState::Issued)
+            .filter(|o| !kept.handed_orders.contains(&o.order_id))
             .collect();
         if inbox.messages.is_empty() && open.is_empty() {
             return Ok(());
@@ -453,11 +461,26 @@ impl Run {
                 o.order_id
             ));
         }
-        print!("{out}");
+        // Claude Code adds plain stdout at session start and prompt; after
+        // a tool, and for Codex and Gemini CLI always, the JSON form.
+        let plain =
+            self.agent == Agent::Claude && !matches!(event.happened, Happened::ToolAfter { .. });
+        match plain {
+            true => print!("{out}"),
+            false => println!(
+                "{}",
+                serde_json::json!({"hookSpecificOutput": {
+                    "hookEventName": event.name,
+                    "additionalContext": out,
+                }})
+            ),
+        }
         for m in &inbox.messages {
             me.ack_message(&self.id, &m.msg_id).await?;
         }
-        Ok(())
+        kept.handed_orders
+            .extend(open.iter().map(|o| o.order_id.clone()));
+        self.keep(&kept)
     }
 
     /// A client acting as the session.

@@ -34,10 +34,10 @@ fn claude_bin() -> PathBuf {
 }
 
 /// The scripted model server, and where it logs what the model was given.
-struct Model {
+pub(crate) struct Model {
     child: std::process::Child,
-    port: u16,
-    log: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
 }
 
 impl Drop for Model {
@@ -48,7 +48,7 @@ impl Drop for Model {
 }
 
 impl Model {
-    fn start(dir: &Path, script: serde_json::Value) -> Model {
+    pub(crate) fn start(dir: &Path, script: serde_json::Value) -> Model {
         let script_path = dir.join("script.json");
         std::fs::write(&script_path, script.to_string()).expect("script");
         let port_file = dir.join("model.port");
@@ -120,7 +120,7 @@ fn claude_p(
         .expect("claude")
 }
 
-fn git_repo(dir: &Path) -> PathBuf {
+pub(crate) fn git_repo(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     std::fs::create_dir_all(repo.join("src")).expect("repo");
     let ok = Command::new("git")

@@ -5,6 +5,7 @@
 mod support;
 
 mod agents;
+mod agents_codex;
 mod autostart;
 mod bad_input;
 mod basics;

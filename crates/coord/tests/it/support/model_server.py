@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """A scripted model server on loopback for the real coding agents' tests:
 it speaks the Anthropic Messages API (streamed server-sent events), which
-Claude Code calls at ANTHROPIC_BASE_URL.
+Claude Code calls at ANTHROPIC_BASE_URL, and the OpenAI Responses API
+(`POST /v1/responses`, streamed), which Codex calls at its model
+provider's base_url.
 
 Usage: model_server.py SCRIPT.json PORT_FILE LOG.jsonl
 
 SCRIPT.json: {"tool": {"name": "Write", "input": {...}} | null,
+              "shell": "command for Codex's exec_command" | null,
+              "wait_for": "a file whose existence releases that call" | null,
               "reply": "text of the final answer"}
 
 A request that carries tools and whose last message is the user's prompt
-is answered with the script's tool call (once per conversation); a request
+is answered with the script's tool call (Codex: an `exec_command` call
+running "shell"); a request
 whose last message holds a tool_result, or that carries no tools (the
 agent's side queries), is answered with the reply text. Every request body
 is appended to LOG.jsonl, so a test can read what the model was given.
@@ -17,7 +22,9 @@ The port it listens on is written to PORT_FILE.
 """
 
 import json
+import os
 import sys
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -61,6 +68,37 @@ def last_is_tool_result(body):
         isinstance(c, dict) and c.get("type") == "tool_result" for c in content)
 
 
+def responses(body):
+    """One streamed Responses API answer: Codex's exec_command call running
+    the script's shell command after a user message, else the reply."""
+    COUNT[0] += 1
+    n = COUNT[0]
+    items = body.get("input") or []
+    last = items[-1] if items else {}
+    shell = SCRIPT.get("shell")
+    if shell and body.get("tools") and last.get("type") == "message" and last.get("role") == "user":
+        # A test that must act while the agent waits for its model names a
+        # file to wait for (at most 60 s).
+        gate = SCRIPT.get("wait_for")
+        deadline = time.monotonic() + 60
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        item = {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}",
+                "name": "exec_command", "arguments": json.dumps({"cmd": shell})}
+    else:
+        item = {"type": "message", "role": "assistant", "id": f"msg_{n}",
+                "content": [{"type": "output_text", "text": SCRIPT.get("reply", "done"), "annotations": []}]}
+
+    def event(kind, data):
+        return f"event: {kind}\ndata: {json.dumps(dict(data, type=kind))}\n\n".encode()
+    out = event("response.created", {"response": {"id": f"resp_{n}"}})
+    out += event("response.output_item.done", {"output_index": 0, "item": item})
+    out += event("response.completed", {"response": {"id": f"resp_{n}", "usage": {
+        "input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
+        "input_tokens_details": None, "output_tokens_details": None}}})
+    return out
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -85,6 +123,14 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             with open(LOG, "a") as f:
                 f.write(json.dumps({"path": self.path, "body": body}) + "\n")
+        if self.path.startswith("/v1/responses"):
+            data = responses(body)
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if not self.path.startswith("/v1/messages") or "count_tokens" in self.path:
             data = json.dumps({"input_tokens": 10}).encode()
             self.send_response(200)
@@ -119,6 +165,5 @@ class Handler(BaseHTTPRequestHandler):
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(PORT_FILE + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os
 os.rename(PORT_FILE + ".tmp", PORT_FILE)
 server.serve_forever()
