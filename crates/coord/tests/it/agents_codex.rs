@@ -249,6 +249,14 @@ fn mail_reaches_codex_after_its_next_tool() {
             .unwrap_or_default();
         !sid.is_empty()
     });
+    // Past its prompt hook (which would hand mail over at once), the
+    // agent waits for the model.
+    wait_until("the prompt hook", Duration::from_secs(60), || {
+        d.all_events().iter().any(|e| {
+            e["session_id"] == sid.as_str()
+                && e["payload"]["reported"]["source"] == "codex:UserPromptSubmit"
+        })
+    });
     let out = d.coord(&["send", &sid, "the build on main is red, rebase first"]);
     assert!(out.status.success(), "{}", said(&out));
     std::fs::write(&gate, b"go").expect("gate");

@@ -6,6 +6,7 @@ mod support;
 
 mod agents;
 mod agents_codex;
+mod agents_gemini;
 mod autostart;
 mod bad_input;
 mod basics;

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """A scripted model server on loopback for the real coding agents' tests:
 it speaks the Anthropic Messages API (streamed server-sent events), which
-Claude Code calls at ANTHROPIC_BASE_URL, and the OpenAI Responses API
+Claude Code calls at ANTHROPIC_BASE_URL; the OpenAI Responses API
 (`POST /v1/responses`, streamed), which Codex calls at its model
-provider's base_url.
+provider's base_url; and the Gemini API (`:generateContent`,
+`:streamGenerateContent?alt=sse`), which Gemini CLI calls at
+GOOGLE_GEMINI_BASE_URL (its model router's request is answered with the
+JSON score it asks for).
 
 Usage: model_server.py SCRIPT.json PORT_FILE LOG.jsonl
 
 SCRIPT.json: {"tool": {"name": "Write", "input": {...}} | null,
               "shell": "command for Codex's exec_command" | null,
+              "call": {"name": "write_file", "args": {...}} | null  (Gemini),
               "wait_for": "a file whose existence releases that call" | null,
               "reply": "text of the final answer"}
 
@@ -99,6 +103,28 @@ def responses(body):
     return out
 
 
+def gemini(body):
+    """One Gemini API answer: the router's score, the script's function
+    call after the user's prompt, else the reply."""
+    config = body.get("generationConfig") or {}
+    contents = body.get("contents") or []
+    last = contents[-1] if contents else {}
+    user_text = last.get("role") == "user" and any("text" in p for p in last.get("parts") or [])
+    call = SCRIPT.get("call")
+    if "complexity_score" in json.dumps(config.get("responseJsonSchema") or {}):
+        parts = [{"text": json.dumps({"complexity_reasoning": "scripted", "complexity_score": 10})}]
+    elif call and body.get("tools") and user_text:
+        gate = SCRIPT.get("wait_for")
+        deadline = time.monotonic() + 60
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        parts = [{"functionCall": call}]
+    else:
+        parts = [{"text": SCRIPT.get("reply", "done")}]
+    return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2}}
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -123,6 +149,16 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             with open(LOG, "a") as f:
                 f.write(json.dumps({"path": self.path, "body": body}) + "\n")
+        if ":generateContent" in self.path or ":streamGenerateContent" in self.path:
+            answer_json = json.dumps(gemini(body))
+            sse_mode = "alt=sse" in self.path
+            data = (f"data: {answer_json}\r\n\r\n" if sse_mode else answer_json).encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream" if sse_mode else "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if self.path.startswith("/v1/responses"):
             data = responses(body)
             self.send_response(200)

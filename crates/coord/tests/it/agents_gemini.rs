@@ -1,0 +1,220 @@
+//! The real Gemini CLI seen first-hand (docs/AGENTS.md): `gemini -p`
+//! offline against the scripted model server's Gemini API, with coord's
+//! hooks installed in the project by `coord hooks install gemini`.
+//!
+//! Needs Gemini CLI from npm (scripts/test installs it under the cache
+//! directory); `COORD_GEMINI` names another binary.
+
+use super::agents::{git_repo, Model};
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn gemini_bin() -> PathBuf {
+    let p = std::env::var_os("COORD_GEMINI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("coord-agents/node_modules/.bin/gemini")
+        });
+    assert!(
+        p.exists(),
+        "{} not found: scripts/test installs Gemini CLI from npm; COORD_GEMINI names another",
+        p.display()
+    );
+    p
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A repository with coord's hooks in its `.gemini/settings.json`, and a
+/// private home whose Gemini CLI uses an API key.
+fn setup(d: &Daemon, dir: &Path) -> (PathBuf, PathBuf) {
+    let repo = git_repo(dir);
+    let home = dir.join("home");
+    std::fs::create_dir_all(home.join(".gemini")).expect("home");
+    std::fs::write(
+        home.join(".gemini/settings.json"),
+        r#"{"security":{"auth":{"selectedType":"gemini-api-key"}}}"#,
+    )
+    .expect("settings");
+    let out = d.coord_env(
+        &[
+            "hooks",
+            "install",
+            "gemini",
+            "--project",
+            repo.to_str().expect("utf8"),
+        ],
+        &[("XDG_STATE_HOME", home.to_str().expect("utf8"))],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    (repo, home)
+}
+
+/// `gemini --approval-mode yolo -p PROMPT` in `repo`, offline.
+fn gemini(d: &Daemon, repo: &Path, home: &Path, model: &Model, prompt: &str) -> Command {
+    let mut c = Command::new(gemini_bin());
+    c.args(["--approval-mode", "yolo", "-p", prompt])
+        .current_dir(repo)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GEMINI_API_KEY", "test")
+        .env(
+            "GOOGLE_GEMINI_BASE_URL",
+            format!("http://127.0.0.1:{}", model.port),
+        )
+        .env("GEMINI_CLI_TRUST_WORKSPACE", "true")
+        .env("COORD_SOCKET", &d.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn requests(model: &Model) -> Vec<String> {
+    std::fs::read_to_string(&model.log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Another session holds `src/**`; Gemini CLI's `write_file` of
+/// `src/a.rs` is refused before it happens and the model is told who
+/// holds it; the session registered, went idle on `AfterAgent` and ended
+/// with the agent.
+#[test]
+fn gemini_cannot_write_under_another_sessions_lock() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, home) = setup(&d, dir.path());
+    let target = repo.join("src/a.rs");
+    let model = Model::start(
+        dir.path(),
+        serde_json::json!({
+            "call": {"name": "write_file", "args": {"file_path": target, "content": "fn main() {}\n"}},
+            "reply": "I could not write it."
+        }),
+    );
+    let holder = d.register("holder");
+    let r = post(
+        &d,
+        "/v1/locks/acquire",
+        Some(&holder),
+        &serde_json::json!({"session_id": "holder", "resource": "src/**"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+
+    let out = gemini(&d, &repo, &home, &model, "write src/a.rs")
+        .output()
+        .expect("gemini");
+    assert!(out.status.success(), "gemini: {}", said(&out));
+    assert!(!target.exists(), "the refused write did not happen");
+    let refusal = requests(&model)
+        .into_iter()
+        .find(|r| r.contains("functionResponse") && r.contains("coord refused this edit"))
+        .unwrap_or_else(|| panic!("the model was not told: {}", said(&out)));
+    for part in ["src/a.rs", "src/**", "holder", "fencing token"] {
+        assert!(refusal.contains(part), "{part} not in {refusal}");
+    }
+    let events = d.all_events();
+    let reg = events
+        .iter()
+        .find(|e| {
+            e["tx_kind"] == "session.register"
+                && e["session_id"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("gemini-"))
+        })
+        .expect("the Gemini session registered");
+    let sid = reg["session_id"].as_str().expect("id").to_string();
+    assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
+    let reasons: Vec<String> = events
+        .iter()
+        .filter(|e| e["tx_kind"] == "session.state" && e["session_id"] == sid.as_str())
+        .map(|e| format!("{} {}", e["payload"]["to"], e["payload"]["reason"]))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("idle") && r.contains("gemini:AfterAgent")),
+        "{reasons:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == sid.as_str()),
+        "the session ended with the agent"
+    );
+}
+
+/// Mail sent to a Gemini CLI session while it works reaches the model
+/// after its next tool, once.
+#[test]
+fn mail_reaches_gemini_after_its_next_tool() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, home) = setup(&d, dir.path());
+    let gate = dir.path().join("gate");
+    let notes = repo.join("notes.md");
+    let model = Model::start(
+        dir.path(),
+        serde_json::json!({
+            "call": {"name": "write_file", "args": {"file_path": notes, "content": "notes\n"}},
+            "reply": "ok",
+            "wait_for": gate
+        }),
+    );
+    let child = gemini(&d, &repo, &home, &model, "take notes")
+        .spawn()
+        .expect("gemini");
+    let mut sid = String::new();
+    wait_until("the Gemini session", Duration::from_secs(60), || {
+        sid = d
+            .all_events()
+            .iter()
+            .find_map(|e| {
+                (e["tx_kind"] == "session.register")
+                    .then(|| e["session_id"].as_str().unwrap_or("").to_string())
+                    .filter(|s| s.starts_with("gemini-"))
+            })
+            .unwrap_or_default();
+        !sid.is_empty()
+    });
+    // Past its prompt hook (which would hand mail over at once), the
+    // agent waits for the model.
+    wait_until("the prompt hook", Duration::from_secs(60), || {
+        d.all_events().iter().any(|e| {
+            e["session_id"] == sid.as_str()
+                && e["payload"]["reported"]["source"] == "gemini:BeforeAgent"
+        })
+    });
+    let out = d.coord(&["send", &sid, "the build on main is red, rebase first"]);
+    assert!(out.status.success(), "{}", said(&out));
+    std::fs::write(&gate, b"go").expect("gate");
+    let out = child.wait_with_output().expect("gemini");
+    assert!(out.status.success(), "gemini: {}", said(&out));
+    assert!(notes.exists(), "the unlocked write happened");
+    let bodies = requests(&model);
+    let first = bodies
+        .iter()
+        .find(|r| r.contains("the build on main is red"))
+        .unwrap_or_else(|| panic!("the model never saw the mail: {}", said(&out)));
+    assert!(
+        first.contains("functionResponse"),
+        "after the tool call: {first}"
+    );
+}
