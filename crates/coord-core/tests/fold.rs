@@ -275,6 +275,16 @@ fn fold(log: &[Event]) -> State {
 }
 
 fn check_invariants(state: &State) {
+    // A session's state says since when and why, once it left `starting`.
+    for s in state.view.sessions.values() {
+        assert!(
+            s.state == LifeState::Starting
+                || (s.state_since.is_some() && !s.state_reason.is_empty()),
+            "{} is {:?} with no reason or time: {s:?}",
+            s.session_id,
+            s.state
+        );
+    }
     // No order is left open to nobody: an ended assignee's orders are
     // orphaned, for their issuer to reassign or cancel.
     for o in state.view.orders.values() {

@@ -40,6 +40,14 @@ pub struct Session {
     /// Where it stands in its life (the last `session.state`).
     #[serde(default)]
     pub state: LifeState,
+    /// Why it is in that state: the last `session.state`'s reason, with
+    /// its evidence (`claude:PermissionRequest: permission: Write
+    /// src/a.rs`); empty until its first change.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state_reason: String,
+    /// When it entered that state (absent until its first change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<Timestamp>,
     /// The tmux session it runs in, probed by the lifecycle manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmux: Option<String>,
@@ -83,6 +91,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// What a `needs_input` session waits for: its state reason without
+    /// the evidence before the first `": "` (`permission: Write src/a.rs`
+    /// of `claude:PermissionRequest: permission: Write src/a.rs`); `None`
+    /// in any other state or without a reason.
+    pub fn waits_for(&self) -> Option<&str> {
+        if self.state != LifeState::NeedsInput || self.state_reason.is_empty() {
+            return None;
+        }
+        Some(
+            self.state_reason
+                .split_once(": ")
+                .map_or(self.state_reason.as_str(), |(_, what)| what),
+        )
+    }
+
     /// The pid the daemon watches (pidfd), signals at expiry and probes:
     /// only a session registered through the API names a process of this
     /// machine (a bridged session's pid is whatever its file says, maybe of

@@ -314,6 +314,8 @@ pub(crate) fn apply(state: &mut State, event: &Event) {
                 .and_then(|id| view.sessions.get_mut(id))
             {
                 s.state = p.to;
+                s.state_reason.clone_from(&p.reason);
+                s.state_since = Some(event.ts);
             }
         }
         _ => {}
@@ -506,6 +508,8 @@ pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Sessi
         last_heartbeat: event.ts,
         source: event.source.clone(),
         state: LifeState::Starting,
+        state_reason: String::new(),
+        state_since: None,
         tmux: p.tmux.clone(),
         activity_file: p.activity_file.clone(),
         transcript: p.transcript.clone(),

@@ -32,9 +32,15 @@ function render() {
     tr.dataset.session = s.session_id;
     tr.dataset.state = s.state;
     if (s.state === "needs_input") tr.className = "needs";
-    const at = since[s.session_id] || Date.parse(s.registered_at);
+    const at = since[s.session_id] || Date.parse(s.state_since || s.registered_at);
+    // Waiting for a human: what for (the reason without its evidence),
+    // where the phase would be; the whole reason on hover.
+    const reason = s.state_reason || "";
+    const cut = reason.indexOf(": ");
+    const phase = s.state === "needs_input" && reason ? td(cut >= 0 ? reason.slice(cut + 2) : reason, "waits") : td(s.phase);
+    if (reason) phase.title = reason;
     tr.append(td(GLYPH[s.state] + " " + s.state, "state s-" + s.state), td(s.session_id), td(s.role), td(s.task),
-              td(s.phase), td(age(now - at)), td(String(held[s.session_id] || 0)),
+              phase, td(age(now - at)), td(String(held[s.session_id] || 0)),
               td(String((view.inboxes[s.session_id] || []).length)));
     return tr;
   }));

@@ -255,7 +255,9 @@ pub(crate) async fn session(
                             ),
                             None => ("-".into(), "-".into()),
                         };
-                        let waiting = if s.waiting_on.is_empty() {
+                        let waiting = if let Some(what) = s.waits_for() {
+                            format!("a human: {}", coord_proto::ids::terminal_safe(what, false))
+                        } else if s.waiting_on.is_empty() {
                             "-".to_string()
                         } else {
                             s.waiting_on

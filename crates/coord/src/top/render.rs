@@ -162,7 +162,13 @@ fn draw_sessions(f: &mut Frame, area: Rect, m: &Model, now: Timestamp, theme: Th
             Cell::from(name),
             Cell::from(s.role.clone()),
             Cell::from(s.task.clone()),
-            Cell::from(s.phase.clone()),
+            // A session waiting for a human shows what for, where its
+            // phase would be.
+            match s.waits_for() {
+                Some(what) => Cell::from(coord_proto::ids::terminal_safe(what, false).into_owned())
+                    .style(theme.fg(color)),
+                None => Cell::from(s.phase.clone()),
+            },
             Cell::from(s.state.as_str()).style(theme.fg(color)),
             Cell::from(
                 m.in_state_ms(&s.session_id, now)
@@ -201,7 +207,8 @@ fn draw_sessions(f: &mut Frame, area: Rect, m: &Model, now: Timestamp, theme: Th
         Constraint::Min(10),
         Constraint::Length(9),
         Constraint::Length(10),
-        Constraint::Length(8),
+        // Wide enough, where the terminal is, for what a session waits for.
+        Constraint::Fill(1),
         Constraint::Length(11),
         Constraint::Length(4),
         Constraint::Length(4),
@@ -380,6 +387,12 @@ fn draw_detail(f: &mut Frame, area: Rect, m: &Model, sid: &str, now: Timestamp, 
                     s.phase
                 )),
             ]));
+            if !s.state_reason.is_empty() {
+                lines.push(Line::from(format!(
+                    "why: {}",
+                    coord_proto::ids::terminal_safe(&s.state_reason, false)
+                )));
+            }
             lines.push(Line::from(format!(
                 "registered seq {} ({} ago)  pid {}  parent {}  lease {} ms",
                 s.registered_seq,

@@ -76,7 +76,11 @@ impl Script {
                 registered_seq,
                 from,
                 to,
-                reason: "scripted".into(),
+                reason: if to == LifeState::NeedsInput {
+                    "claude:PermissionRequest: permission: Write src/a.rs".into()
+                } else {
+                    "scripted".into()
+                },
             },
         );
     }

@@ -309,6 +309,12 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
         "needs_input",
         "still waiting past the idle threshold"
     );
+    // The session list says what it waits for.
+    let list = d.ok(&["session", "list"]);
+    assert!(
+        list.contains("a human: permission: Write /tmp/src.txt"),
+        "{list}"
+    );
     // `coord explain` says why, from the evidence.
     let why = d.ok(&["explain", "claude-p-1"]);
     for part in [

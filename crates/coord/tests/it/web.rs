@@ -167,6 +167,15 @@ fn the_dashboard_is_live_guarded_and_shows_who_needs_input() {
             .await
             .expect("attr");
         assert_eq!(first.as_deref(), Some("asks"));
+        // What it waits for stands where its phase would be.
+        let waits = c
+            .find(Locator::Css("tr[data-session=\"asks\"] td.waits"))
+            .await
+            .expect("what it waits for")
+            .text()
+            .await
+            .expect("text");
+        assert!(!waits.trim().is_empty(), "an empty reason");
 
         // The page's own API calls ride on the cookie; a write does not.
         let status: serde_json::Value = c
