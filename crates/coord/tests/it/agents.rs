@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn claude_bin() -> PathBuf {
+pub(crate) fn claude_bin() -> PathBuf {
     let p = std::env::var_os("COORD_CLAUDE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -133,16 +133,38 @@ pub(crate) fn git_repo(dir: &Path) -> PathBuf {
     repo
 }
 
-/// Two agents, one repository: `holder` holds `src/**`; Claude Code's
-/// Write of `src/a.rs` is refused before it happens, the file stays
-/// untouched, and what the model receives names the path, the lock, the
-/// holder and its fencing token. Its session registered with the agent's
+/// A second checkout of `repo` (`git worktree add`), beside it.
+pub(crate) fn worktree(repo: &Path, name: &str) -> PathBuf {
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(repo)
+            .status()
+            .expect("git")
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    std::fs::write(repo.join("src/lib.rs"), "").expect("a file");
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "start"]);
+    let wt = repo.parent().expect("parent").join(name);
+    git(&["worktree", "add", "-q", wt.to_str().expect("utf8")]);
+    wt
+}
+
+/// Two agents, two worktrees of one repository: `holder` holds `src/**`
+/// (named relative to the work tree, so in every checkout); Claude Code's
+/// Write of `src/a.rs` in the other worktree is refused before it
+/// happens, the file stays untouched, and what the model receives names
+/// the path, the lock, the holder and its fencing token. Its session registered with the agent's
 /// own process, went active then idle on its own hooks, and ended with it.
 #[test]
 fn claude_code_cannot_write_under_another_sessions_lock() {
     let d = Daemon::start(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let repo = git_repo(dir.path());
+    let first = git_repo(dir.path());
+    let repo = worktree(&first, "second");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let target = repo.join("src/a.rs");

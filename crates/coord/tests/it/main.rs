@@ -7,6 +7,7 @@ mod support;
 mod agents;
 mod agents_codex;
 mod agents_gemini;
+mod agents_tmux;
 mod autostart;
 mod bad_input;
 mod basics;
