@@ -375,7 +375,11 @@ impl<L: EventLog + Clone> Run<L> {
             last_activity,
             last_heartbeat_ms: now,
             waiting_for_input: false,
-            reported: None,
+            // What a hook said before a restart still holds.
+            reported: s
+                .reported
+                .as_ref()
+                .map(|r| (r.state, format!("{}: {}", r.source, r.reason))),
             ttl_ms: s.ttl_ms,
         };
         let sid = s.session_id.clone();

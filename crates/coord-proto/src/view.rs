@@ -48,6 +48,11 @@ pub struct Session {
     /// When it entered that state (absent until its first change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_since: Option<Timestamp>,
+    /// The state the agent last reported of itself (its hooks, PROTOCOL
+    /// §6.1), from its last heartbeat that carried one: it outlives a
+    /// daemon restart, so no guess overrides it after one either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<crate::ReportedState>,
     /// The tmux session it runs in, probed by the lifecycle manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmux: Option<String>,

@@ -271,6 +271,9 @@ pub(crate) fn apply(state: &mut State, event: &Event) {
             {
                 s.phase = p.phase.clone();
                 s.last_heartbeat = p.last_heartbeat;
+                if p.reported.is_some() {
+                    s.reported.clone_from(&p.reported);
+                }
             }
         }
         Payload::SessionDereg(d) => {
@@ -510,6 +513,7 @@ pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Sessi
         state: LifeState::Starting,
         state_reason: String::new(),
         state_since: None,
+        reported: None,
         tmux: p.tmux.clone(),
         activity_file: p.activity_file.clone(),
         transcript: p.transcript.clone(),

@@ -290,7 +290,7 @@ fn hook(
 /// the next hook moves it on. Mail reaches the model on the next prompt.
 #[test]
 fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
-    let d = Daemon::start(&["--idle-after", "1s"]);
+    let mut d = Daemon::start(&["--idle-after", "1s"]);
     let base = |name: &str| serde_json::json!({"hook_event_name": name, "session_id": "p-1", "cwd": "/tmp", "transcript_path": "/tmp/p-1.jsonl"});
     assert!(hook(&d, &d.socket, base("SessionStart"), &[])
         .status
@@ -300,14 +300,14 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
     perm["tool_input"] = serde_json::json!({"file_path": "/tmp/src.txt"});
     let asked = Instant::now();
     assert!(hook(&d, &d.socket, perm, &[]).status.success());
-    let state = || {
+    let state_of = |d: &Daemon| {
         d.http("GET", "/v1/sessions/claude-p-1", &[], None).json()["state"]
             .as_str()
             .unwrap_or("")
             .to_string()
     };
     wait_until("needs_input", Duration::from_secs(10), || {
-        state() == "needs_input"
+        state_of(&d) == "needs_input"
     });
     assert!(
         asked.elapsed() < Duration::from_secs(5),
@@ -327,10 +327,15 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
     );
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(
-        state(),
+        state_of(&d),
         "needs_input",
         "still waiting past the idle threshold"
     );
+    // A daemon restart forgets nothing the hook said.
+    d.kill9();
+    d.restart();
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(state_of(&d), "needs_input", "still waiting after a restart");
     // The session list says what it waits for.
     let list = d.ok(&["session", "list"]);
     assert!(
@@ -363,7 +368,9 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
         context.contains("please look at the failing test"),
         "{context}"
     );
-    wait_until("active", Duration::from_secs(10), || state() == "active");
+    wait_until("active", Duration::from_secs(10), || {
+        state_of(&d) == "active"
+    });
     let again = hook(&d, &d.socket, base("UserPromptSubmit"), &[]);
     assert!(
         !String::from_utf8_lossy(&again.stdout).contains("failing test"),
@@ -371,7 +378,7 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
     );
 
     assert!(hook(&d, &d.socket, base("Stop"), &[]).status.success());
-    wait_until("idle", Duration::from_secs(10), || state() == "idle");
+    wait_until("idle", Duration::from_secs(10), || state_of(&d) == "idle");
     assert!(hook(&d, &d.socket, base("SessionEnd"), &[])
         .status
         .success());
