@@ -2,13 +2,15 @@
 """How long `coord hook claude` takes an agent, process start included
 (issue 35: p99 ≤ 20 ms for a tool check of an unlocked path).
 
-Usage: hook_latency.py COORD_BINARY [RUNS]
+Usage: hook_latency.py COORD_BINARY [RUNS] [LOCKS]
 
-Starts a daemon on a temporary socket with 1,000 locks held by another
-session (none covering the path), registers one hook session through a
-SessionStart event, then times RUNS PreToolUse events for a Write of an
-unlocked file in a git work tree, each a fresh `coord hook claude` process
-fed on stdin, as the agent runs it. Prints p50, p90, p99 and max in ms.
+Starts a daemon on a temporary socket with LOCKS (default 1,000) locks
+held by another session (none covering the path), registers one hook
+session through a SessionStart event, then times RUNS PreToolUse events
+for a Write of an unlocked file in a git work tree, and RUNS PostToolUse
+events (which also look for mail), each a fresh `coord hook claude`
+process fed on stdin, as the agent runs it. Prints p50, p90, p99 and max
+in ms for each.
 """
 
 import json
@@ -21,6 +23,7 @@ import time
 
 def main():
     coord, runs = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 500
+    nlocks = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
     work = tempfile.mkdtemp(prefix="coord-hooklat-")
     os.chmod(work, 0o700)
     sock = os.path.join(work, "coord.sock")
@@ -37,24 +40,26 @@ def main():
         reg = json.loads(subprocess.run([coord, "--json", "session", "register", "--id", "other", "--ttl", "1h"],
                                         env=env, capture_output=True, text=True, check=True).stdout)
         tok_env = dict(env, COORD_SESSION="other", COORD_SESSION_TOKEN=reg["token"])
-        for i in range(1000):
+        for i in range(nlocks):
             subprocess.run([coord, "lock", "acquire", f"elsewhere/m{i}/**"], env=tok_env,
                            capture_output=True, check=True)
         start = {"hook_event_name": "SessionStart", "session_id": "lat-1", "cwd": repo, "source": "startup"}
         subprocess.run([coord, "hook", "claude"], input=json.dumps(start), env=env, text=True, check=True,
                        capture_output=True)
-        pre = json.dumps({"hook_event_name": "PreToolUse", "session_id": "lat-1", "cwd": repo,
-                          "tool_name": "Write", "tool_input": {"file_path": os.path.join(repo, "src/a.rs")}})
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            r = subprocess.run([coord, "hook", "claude"], input=pre, env=env, text=True, capture_output=True)
-            times.append((time.perf_counter() - t0) * 1000)
-            assert r.returncode == 0, r.stderr
-        times.sort()
-        pct = lambda p: times[min(len(times) - 1, int(len(times) * p))]
-        print(f"coord hook claude, PreToolUse Write of an unlocked path, 1,000 other locks held, {runs} runs: "
-              f"p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, p99 {pct(0.99):.1f} ms, max {times[-1]:.1f} ms")
+        tool = {"session_id": "lat-1", "cwd": repo, "tool_name": "Write",
+                "tool_input": {"file_path": os.path.join(repo, "src/a.rs")}}
+        for event in ["PreToolUse", "PostToolUse"]:
+            payload = json.dumps(dict(tool, hook_event_name=event))
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                r = subprocess.run([coord, "hook", "claude"], input=payload, env=env, text=True, capture_output=True)
+                times.append((time.perf_counter() - t0) * 1000)
+                assert r.returncode == 0, r.stderr
+            times.sort()
+            pct = lambda p: times[min(len(times) - 1, int(len(times) * p))]
+            print(f"coord hook claude, {event} Write of an unlocked path, {nlocks:,} other locks held, {runs} runs: "
+                  f"p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, p99 {pct(0.99):.1f} ms, max {times[-1]:.1f} ms")
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)

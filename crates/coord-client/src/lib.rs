@@ -336,6 +336,18 @@ impl Client {
         self.get("/v1/locks").await
     }
 
+    /// `GET /v1/locks?covering=…`: only the locks whose resource covers
+    /// one of `paths` (PROTOCOL §7.1; at most 64 paths).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `invalid_field` for more than 64 paths or a
+    /// path that is not a valid resource.
+    pub async fn locks_covering(&self, paths: &[String]) -> Result<LocksResponse> {
+        let params: Vec<(&str, &str)> = paths.iter().map(|p| ("covering", p.as_str())).collect();
+        let q = query(&params)?;
+        self.get(&format!("/v1/locks?{q}")).await
+    }
+
     /// `GET /v1/locks/check`: is fencing token `token` (issued by the log
     /// `log_id`, when known) still a current grant of `resource`?
     ///

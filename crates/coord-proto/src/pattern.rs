@@ -71,6 +71,17 @@ pub fn is_pattern(r: &str) -> bool {
     r.contains(['*', '?'])
 }
 
+/// Whether the lock resource `resource` covers `path` (PROTOCOL §7.1): a
+/// plain name covers exactly the one path it names, a pattern every path
+/// it matches.
+pub fn covers(resource: &str, path: &str) -> bool {
+    if is_pattern(resource) {
+        matches(resource, path)
+    } else {
+        resource == path
+    }
+}
+
 /// Whether `path` (taken literally) matches `pattern`.
 pub fn matches(pattern: &str, path: &str) -> bool {
     let p = tokens(pattern);
@@ -434,6 +445,16 @@ pub fn within(inner: &str, outer: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_name_covers_its_path_and_a_pattern_what_it_matches() {
+        assert!(super::covers("src/a.rs", "src/a.rs"));
+        assert!(!super::covers("src/a.rs", "src/a.rsx"));
+        assert!(super::covers("src/**", "src/x/y.rs"));
+        assert!(!super::covers("src/*", "src/x/y.rs"));
+        assert!(super::covers("/abs/*", "/abs/f"));
+    }
+
     use super::*;
 
     #[test]

@@ -3,13 +3,55 @@
 
 use super::*;
 
-#[utoipa::path(get, path = "/v1/locks", tag = "locks", responses((status = 200, description = "Held and awaited locks", body = LocksResponse)))]
-pub(crate) async fn list_locks<L: EventLog + Clone>(State(app): AppState<L>) -> ApiResult {
+/// At most this many `covering` paths in one `GET /v1/locks`.
+const MAX_COVERING: usize = 64;
+/// At most this many bytes in one `covering` path.
+const MAX_COVERING_BYTES: usize = 4096;
+
+/// The `covering` paths of a `GET /v1/locks` query (repeated keys, which
+/// the typed query extractor does not take), normalised; empty for none.
+fn covering(uri: &axum::http::Uri) -> Result<Vec<String>, ApiError> {
+    let bad = |why: String| ApiError::new(ErrorCode::InvalidField, why).with("field", "covering");
+    let mut out = Vec::new();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        if k != "covering" {
+            continue;
+        }
+        if out.len() == MAX_COVERING {
+            return Err(bad(format!("at most {MAX_COVERING} covering paths")));
+        }
+        if v.is_empty() || v.len() > MAX_COVERING_BYTES || v.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "covering {v:?}: a path of 1-{MAX_COVERING_BYTES} bytes without control characters"
+            )));
+        }
+        out.push(ids::normalize_resource(&v));
+    }
+    Ok(out)
+}
+
+#[utoipa::path(get, path = "/v1/locks", tag = "locks", params(("covering" = Option<Vec<String>>, Query, explode, description = "Only the locks whose resource covers one of these paths (repeatable, at most 64; PROTOCOL §7.1)")), responses((status = 200, description = "Held and awaited locks", body = LocksResponse)))]
+pub(crate) async fn list_locks<L: EventLog + Clone>(
+    State(app): AppState<L>,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    let paths = covering(&uri)?;
     let r = app
         .writer
-        .read(|s| LocksResponse {
+        .read(move |s| LocksResponse {
             seq: s.head,
-            locks: s.view.locks.values().cloned().collect(),
+            locks: s
+                .view
+                .locks
+                .values()
+                .filter(|l| {
+                    paths.is_empty()
+                        || paths
+                            .iter()
+                            .any(|p| coord_proto::pattern::covers(&l.resource, p))
+                })
+                .cloned()
+                .collect(),
         })
         .await?;
     ok(&r)

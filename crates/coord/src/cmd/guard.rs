@@ -16,6 +16,7 @@ use crate::output::{self, code, Exit};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use coord_client::{Client, ClientError};
+use coord_proto::pattern::covers;
 use coord_proto::view::Lock;
 use coord_proto::{LockMode, Timestamp};
 use serde::Serialize;
@@ -209,16 +210,6 @@ pub(crate) struct Blocked {
     pub(crate) session_id: String,
     /// When the holder was granted it.
     pub(crate) since: Timestamp,
-}
-
-/// Whether `resource` covers `path` by the daemon's rule (PROTOCOL §7.1):
-/// a plain name names exactly one path, a pattern every path it matches.
-fn covers(resource: &str, path: &str) -> bool {
-    if coord_proto::pattern::is_pattern(resource) {
-        coord_proto::pattern::matches(resource, path)
-    } else {
-        resource == path
-    }
 }
 
 /// The paths (relative to `root`, the work tree's absolute path) that lie

@@ -336,17 +336,34 @@ impl Run {
     /// another session's exclusive lock; claims the paths in `claim` mode.
     async fn check_edit(&self, event: &HookEvent, edits: &[String]) -> Result<Verdict> {
         let cwd = event.cwd.clone().unwrap_or_else(|| "/".into());
-        let locks = self
-            .client
-            .locks()
-            .await
-            .context("reading the locks")?
-            .locks;
+        // Each path as a lock may name it: relative to its work tree, or
+        // absolute. The daemon answers with the locks covering them only,
+        // so the check costs the same beside ten locks or ten thousand.
+        let places: Vec<(String, String, String)> = edits
+            .iter()
+            .map(|path| {
+                let abs = absolute(&cwd, path);
+                let (root, rel) = split_root(&abs);
+                (abs, root, rel)
+            })
+            .collect();
+        let asked: Vec<String> = places
+            .iter()
+            .flat_map(|(abs, _, rel)| [rel.clone(), abs.clone()])
+            .collect();
+        let mut locks = Vec::new();
+        for chunk in asked.chunks(64) {
+            locks.extend(
+                self.client
+                    .locks_covering(chunk)
+                    .await
+                    .context("reading the locks")?
+                    .locks,
+            );
+        }
         let mut refusals = Vec::new();
         let mut claims = Vec::new();
-        for path in edits {
-            let abs = absolute(&cwd, path);
-            let (root, rel) = split_root(&abs);
+        for (_, root, rel) in places {
             let hits = blocked(std::slice::from_ref(&rel), &root, &locks, Some(&self.id));
             if hits.is_empty() {
                 claims.push(rel);

@@ -329,3 +329,41 @@ fn set_exec(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// `GET /v1/locks?covering=…` (the hook's question before an edit)
+/// answers with the locks whose resource covers one of the paths, and
+/// nothing else; its bounds have their own error.
+#[test]
+fn locks_covering_answers_only_the_locks_over_the_paths() {
+    let d = Daemon::start(&[]);
+    hold(&d, "a", "src/**");
+    hold(&d, "b", "docs/a.md");
+    hold(&d, "c", "/abs/x/*");
+    hold(&d, "e", "lib/x.rs");
+    let names = |q: &str| -> Vec<String> {
+        let r = d.http("GET", &format!("/v1/locks?{q}"), &[], None);
+        assert_eq!(r.status, 200, "{q}: {}", r.json());
+        let mut v: Vec<String> = r.json()["locks"]
+            .as_array()
+            .expect("locks")
+            .iter()
+            .map(|l| l["resource"].as_str().unwrap_or("").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("covering=src/a.rs&covering=%2Fabs%2Fx%2Fy"),
+        ["/abs/x/*", "src/**"]
+    );
+    assert_eq!(names("covering=lib/x.rs&covering=src"), ["lib/x.rs"]);
+    assert!(names("covering=elsewhere.txt").is_empty());
+    assert_eq!(names("").len(), 4, "no covering: every lock");
+    let many: Vec<String> = (0..65).map(|i| format!("covering=f{i}")).collect();
+    let r = d.http("GET", &format!("/v1/locks?{}", many.join("&")), &[], None);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "invalid_field");
+    assert_eq!(r.json()["error"]["field"], "covering");
+    let r = d.http("GET", "/v1/locks?covering=a%0Ab", &[], None);
+    assert_eq!(r.status, 400, "{}", r.json());
+}
