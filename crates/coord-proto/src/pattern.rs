@@ -74,12 +74,18 @@ pub fn is_pattern(r: &str) -> bool {
 /// Whether the lock resource `resource` covers `path` (PROTOCOL §7.1): a
 /// plain name covers exactly the one path it names, a pattern every path
 /// it matches.
+///
+/// A pattern's literal head and tail ([`literal_prefix`],
+/// [`literal_suffix`]) must begin and end the path: a test of a few bytes
+/// that settles most locks a path is asked about without the matcher's
+/// allocation (a hook asks this of every lock held, on every edit).
 pub fn covers(resource: &str, path: &str) -> bool {
-    if is_pattern(resource) {
-        matches(resource, path)
-    } else {
-        resource == path
+    if !is_pattern(resource) {
+        return resource == path;
     }
+    path.starts_with(literal_prefix(resource))
+        && path.ends_with(literal_suffix(resource))
+        && matches(resource, path)
 }
 
 /// Whether `path` (taken literally) matches `pattern`.
@@ -453,6 +459,8 @@ mod tests {
         assert!(super::covers("src/**", "src/x/y.rs"));
         assert!(!super::covers("src/*", "src/x/y.rs"));
         assert!(super::covers("/abs/*", "/abs/f"));
+        assert!(super::covers("**/x.rs", "a/b/x.rs"));
+        assert!(!super::covers("src/*.rs", "lib/a.rs"));
     }
 
     use super::*;

@@ -4,7 +4,8 @@
 //! paths does, and `within` never claims an inclusion a path disproves.
 
 use coord_proto::pattern::{
-    common_path, intersects, literal_prefix, literal_suffix, matches, overlap, within,
+    common_path, covers, intersects, is_pattern, literal_prefix, literal_suffix, matches, overlap,
+    within,
 };
 use proptest::prelude::*;
 
@@ -80,6 +81,15 @@ proptest! {
     #[test]
     fn long_patterns_intersect_as_their_common_path_says(a in long_pattern(), b in long_pattern()) {
         prop_assert_eq!(intersects(&a, &b), common_path(&a, &b).is_some());
+    }
+
+    /// The literal-head shortcut of `covers` never changes its answer.
+    #[test]
+    fn covers_is_matches_for_a_pattern_and_equality_for_a_name(a in pattern(), b in pattern()) {
+        // `b` with its wildcards made literal is a path.
+        let path: String = b.chars().map(|c| if c == '*' || c == '?' { 'x' } else { c }).collect();
+        let expected = if is_pattern(&a) { matches(&a, &path) } else { a == path };
+        prop_assert_eq!(covers(&a, &path), expected);
     }
 
     #[test]

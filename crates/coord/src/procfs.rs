@@ -1,6 +1,7 @@
 //! What the CLI reads of other processes from `/proc`: a process's
-//! state and parent, from `/proc/PID/stat`. It owns that file's format;
-//! it must not signal or change any process.
+//! state and parent (`/proc/PID/stat`), name, command line and
+//! executable. It owns those files' formats; it must not signal or change
+//! any process.
 
 /// The fields of `/proc/PID/stat` after the command name (which is in
 /// parentheses and may itself hold spaces and parentheses): the state is
@@ -33,6 +34,23 @@ pub(crate) fn comm(pid: u32) -> Option<String> {
             .trim()
             .to_string(),
     )
+}
+
+/// The command line of `pid` (`/proc/PID/cmdline`, NUL-separated).
+pub(crate) fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The executable of `pid` (`/proc/PID/exe`), when it may be read.
+pub(crate) fn exe(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
 #[cfg(test)]

@@ -11,3 +11,4 @@ pub(crate) mod codex_trust;
 pub(crate) mod event;
 pub(crate) mod install;
 pub(crate) mod run;
+pub(crate) mod version;

@@ -266,8 +266,10 @@ impl Run {
         let cwd = event.cwd.clone().unwrap_or_default();
         let git = git_info(&cwd);
         let token = crate::args::new_token();
+        let pid = agent_pid();
         let blob = serde_json::json!({
             "agent": self.agent.name(),
+            "agent_version": super::version::agent_version(self.agent, pid),
             "agent_session": event.session_id,
             "cwd": cwd,
             "git_root": git.as_ref().map(|g| &g.0),
@@ -281,7 +283,7 @@ impl Run {
             task: String::new(),
             blob: Some(blob),
             phase: Some("starting".into()),
-            pid: agent_pid(),
+            pid,
             parent_session: std::env::var("COORD_SESSION")
                 .ok()
                 .filter(|s| !s.is_empty()),

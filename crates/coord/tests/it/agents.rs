@@ -230,6 +230,13 @@ fn claude_code_cannot_write_under_another_sessions_lock() {
         .expect("the Claude session registered");
     let sid = reg["session_id"].as_str().expect("id").to_string();
     assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
+    let version = reg["payload"]["blob"]["agent_version"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "the agent's version: {reg}"
+    );
     assert_eq!(reg["payload"]["blob"]["agent"], "claude");
     let states: Vec<(String, String)> = events
         .iter()

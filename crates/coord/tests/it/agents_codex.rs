@@ -186,6 +186,13 @@ fn codex_cannot_patch_under_another_sessions_lock() {
         .expect("the Codex session registered");
     let sid = reg["session_id"].as_str().expect("id").to_string();
     assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
+    let version = reg["payload"]["blob"]["agent_version"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "the agent's version: {reg}"
+    );
     assert_eq!(reg["payload"]["blob"]["agent"], "codex");
     let states: Vec<(String, String)> = events
         .iter()
