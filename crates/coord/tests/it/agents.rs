@@ -504,3 +504,28 @@ fn install_and_uninstall_round_trip_settings_with_user_hooks() {
     run(&["hooks", "uninstall", "gemini", "--project", p]);
     assert!(!project.join(".gemini/settings.json").exists());
 }
+
+/// An agent started under another coord session (`COORD_SESSION` in its
+/// environment) registers as that session's child, and its turn's end is
+/// reported to the parent (PROTOCOL §6.2).
+#[test]
+fn an_agent_started_under_a_coord_session_is_its_child() {
+    let d = Daemon::start(&[]);
+    d.register("lead");
+    let env = [("COORD_SESSION", "lead")];
+    let base = |name: &str| serde_json::json!({"hook_event_name": name, "session_id": "c-1", "cwd": "/tmp"});
+    let out = hook(&d, &d.socket, base("SessionStart"), &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = d.http("GET", "/v1/sessions/claude-c-1", &[], None).json();
+    assert_eq!(child["parent_session"], "lead", "{child}");
+    assert!(hook(&d, &d.socket, base("Stop"), &env).status.success());
+    wait_until("the parent heard", Duration::from_secs(10), || {
+        d.http("GET", "/v1/sessions/lead", &[], None).json()["children"]["claude-c-1"]
+            ["last_report"]
+            == "turn_ended"
+    });
+}

@@ -116,7 +116,7 @@ fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
 
     let tmux = Tmux(format!("coord-claude-{}", std::process::id()));
     let env = format!(
-        "env -i PATH={path} HOME={home} TERM=xterm-256color ANTHROPIC_BASE_URL=http://127.0.0.1:{port} \
+        "env -i PATH={path} HOME={home} TERM=xterm-256color TMUX_PANE=$TMUX_PANE ANTHROPIC_BASE_URL=http://127.0.0.1:{port} \
          ANTHROPIC_API_KEY=test CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 \
          DISABLE_AUTOUPDATER=1 COORD_SOCKET={socket} {claude} --permission-mode default",
         path = std::env::var("PATH").unwrap_or_default(),
@@ -158,6 +158,13 @@ fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
     wait_until("the session", Duration::from_secs(60), || {
         state(&d) == "active"
     });
+    let pane = session(&d).map(|s| s["blob"]["tmux_pane"].clone());
+    assert!(
+        pane.as_ref()
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p.starts_with('%')),
+        "the agent's tmux pane: {pane:?}"
+    );
     let pid = session(&d).and_then(|s| s["pid"].as_u64()).expect("a pid") as u32;
 
     type_prompt(&tmux, "write the file");
