@@ -14,23 +14,104 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) fn claude_bin() -> PathBuf {
-    let p = std::env::var_os("COORD_CLAUDE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("coord-agents/node_modules/.bin/claude")
-        });
+/// An agent's binary from npm: `$VAR`, else `coord-agents` under the
+/// cache directory (where scripts/test installs it).
+pub(crate) fn agent_bin(var: &str, name: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+            });
+        cache.join("coord-agents/node_modules/.bin").join(name)
+    });
     assert!(
         p.exists(),
-        "{} not found: scripts/test installs Claude Code from npm; COORD_CLAUDE names another",
+        "{} not found: scripts/test installs the coding agents from npm; {var} names another",
         p.display()
     );
     p
+}
+
+pub(crate) fn claude_bin() -> PathBuf {
+    agent_bin("COORD_CLAUDE", "claude")
+}
+
+/// What every agent's session must show in the log after a run of the
+/// real agent: registered (by its own process, with its name and version),
+/// `active` first, `idle` on the evidence `idle_evidence`, and ended.
+/// Returns its id.
+pub(crate) fn check_agent_session(d: &Daemon, agent: &str, idle_evidence: &str) -> String {
+    let events = d.all_events();
+    let prefix = format!("{agent}-");
+    let reg = events
+        .iter()
+        .find(|e| {
+            e["tx_kind"] == "session.register"
+                && e["session_id"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&prefix))
+        })
+        .unwrap_or_else(|| panic!("no {agent} session registered"));
+    let sid = reg["session_id"].as_str().expect("id").to_string();
+    assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
+    assert_eq!(reg["payload"]["blob"]["agent"], agent, "{reg}");
+    let version = reg["payload"]["blob"]["agent_version"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "the agent's version: {reg}"
+    );
+    let states: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["tx_kind"] == "session.state" && e["session_id"] == sid.as_str())
+        .map(|e| {
+            (
+                e["payload"]["to"].as_str().unwrap_or("").to_string(),
+                e["payload"]["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let to: Vec<&str> = states.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(to.first(), Some(&"active"), "{states:?}");
+    assert!(
+        states
+            .iter()
+            .any(|(to, why)| to == "idle" && why.contains(idle_evidence)),
+        "idle on {idle_evidence}: {states:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == sid.as_str()),
+        "the session ended with the agent"
+    );
+    sid
+}
+
+/// Waits for an `agent` session to register, then for its prompt hook
+/// (`source`, say `codex:UserPromptSubmit`) to have reported: past it,
+/// the agent waits for its model. Returns the session's id.
+pub(crate) fn past_the_prompt(d: &Daemon, agent: &str, source: &str) -> String {
+    let prefix = format!("{agent}-");
+    let mut sid = String::new();
+    wait_until("the agent's prompt hook", Duration::from_secs(60), || {
+        let events = d.all_events();
+        sid = events
+            .iter()
+            .find_map(|e| {
+                (e["tx_kind"] == "session.register")
+                    .then(|| e["session_id"].as_str().unwrap_or("").to_string())
+                    .filter(|s| s.starts_with(&prefix))
+            })
+            .unwrap_or_default();
+        !sid.is_empty()
+            && events.iter().any(|e| {
+                e["session_id"] == sid.as_str() && e["payload"]["reported"]["source"] == source
+            })
+    });
+    sid
 }
 
 /// The scripted model server, and where it logs what the model was given.
@@ -218,49 +299,7 @@ fn claude_code_cannot_write_under_another_sessions_lock() {
         assert!(refusal.contains(part), "{part} not in {refusal}");
     }
 
-    let events = d.all_events();
-    let reg = events
-        .iter()
-        .find(|e| {
-            e["tx_kind"] == "session.register"
-                && e["session_id"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("claude-"))
-        })
-        .expect("the Claude session registered");
-    let sid = reg["session_id"].as_str().expect("id").to_string();
-    assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
-    let version = reg["payload"]["blob"]["agent_version"]
-        .as_str()
-        .unwrap_or("");
-    assert!(
-        !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
-        "the agent's version: {reg}"
-    );
-    assert_eq!(reg["payload"]["blob"]["agent"], "claude");
-    let states: Vec<(String, String)> = events
-        .iter()
-        .filter(|e| e["tx_kind"] == "session.state" && e["session_id"] == sid.as_str())
-        .map(|e| {
-            (
-                e["payload"]["to"].as_str().unwrap_or("").to_string(),
-                e["payload"]["reason"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    let to: Vec<&str> = states.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(to.first(), Some(&"active"), "{states:?}");
-    assert!(to.contains(&"idle"), "{states:?}");
-    assert!(
-        states.iter().any(|(_, why)| why.contains("claude:Stop")),
-        "evidence: {states:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == sid.as_str()),
-        "the session ended with the agent"
-    );
+    check_agent_session(&d, "claude", "claude:Stop");
     // Nothing of the holder's changed.
     assert!(d.ok(&["lock", "list"]).contains("src/**"));
 }

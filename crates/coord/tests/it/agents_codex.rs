@@ -6,29 +6,13 @@
 //! Needs Codex from npm (scripts/test installs it under the cache
 //! directory); `COORD_CODEX` names another binary.
 
-use super::agents::{git_repo, Model};
+use super::agents::{agent_bin, check_agent_session, git_repo, past_the_prompt, Model};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 fn codex_bin() -> PathBuf {
-    let p = std::env::var_os("COORD_CODEX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("coord-agents/node_modules/.bin/codex")
-        });
-    assert!(
-        p.exists(),
-        "{} not found: scripts/test installs Codex from npm; COORD_CODEX names another",
-        p.display()
-    );
-    p
+    agent_bin("COORD_CODEX", "codex")
 }
 
 /// A private Codex home whose model provider is `model`, with coord's
@@ -174,49 +158,7 @@ fn codex_cannot_patch_under_another_sessions_lock() {
         assert!(refusal.contains(part), "{part} not in {refusal}");
     }
 
-    let events = d.all_events();
-    let reg = events
-        .iter()
-        .find(|e| {
-            e["tx_kind"] == "session.register"
-                && e["session_id"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("codex-"))
-        })
-        .expect("the Codex session registered");
-    let sid = reg["session_id"].as_str().expect("id").to_string();
-    assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
-    let version = reg["payload"]["blob"]["agent_version"]
-        .as_str()
-        .unwrap_or("");
-    assert!(
-        !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
-        "the agent's version: {reg}"
-    );
-    assert_eq!(reg["payload"]["blob"]["agent"], "codex");
-    let states: Vec<(String, String)> = events
-        .iter()
-        .filter(|e| e["tx_kind"] == "session.state" && e["session_id"] == sid.as_str())
-        .map(|e| {
-            (
-                e["payload"]["to"].as_str().unwrap_or("").to_string(),
-                e["payload"]["reason"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    let to: Vec<&str> = states.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(to.first(), Some(&"active"), "{states:?}");
-    assert!(to.contains(&"idle"), "{states:?}");
-    assert!(
-        states.iter().any(|(_, why)| why.contains("codex:Stop")),
-        "evidence: {states:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == sid.as_str()),
-        "the session ended with the agent"
-    );
+    check_agent_session(&d, "codex", "codex:Stop");
     assert!(d.ok(&["lock", "list"]).contains("src/**"));
 
     // Uninstall gives back the Codex home as it was: no hooks.json.
@@ -243,27 +185,7 @@ fn mail_reaches_codex_after_its_next_tool() {
         .spawn()
         .expect("codex");
     // The model holds its answer until the test has sent the mail.
-    let mut sid = String::new();
-    wait_until("the Codex session", Duration::from_secs(60), || {
-        sid = d
-            .all_events()
-            .iter()
-            .find_map(|e| {
-                (e["tx_kind"] == "session.register")
-                    .then(|| e["session_id"].as_str().unwrap_or("").to_string())
-                    .filter(|s| s.starts_with("codex-"))
-            })
-            .unwrap_or_default();
-        !sid.is_empty()
-    });
-    // Past its prompt hook (which would hand mail over at once), the
-    // agent waits for the model.
-    wait_until("the prompt hook", Duration::from_secs(60), || {
-        d.all_events().iter().any(|e| {
-            e["session_id"] == sid.as_str()
-                && e["payload"]["reported"]["source"] == "codex:UserPromptSubmit"
-        })
-    });
+    let sid = past_the_prompt(&d, "codex", "codex:UserPromptSubmit");
     let out = d.coord(&["send", &sid, "the build on main is red, rebase first"]);
     assert!(out.status.success(), "{}", said(&out));
     std::fs::write(&gate, b"go").expect("gate");

@@ -5,29 +5,13 @@
 //! Needs Gemini CLI from npm (scripts/test installs it under the cache
 //! directory); `COORD_GEMINI` names another binary.
 
-use super::agents::{git_repo, Model};
+use super::agents::{agent_bin, check_agent_session, git_repo, past_the_prompt, Model};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 fn gemini_bin() -> PathBuf {
-    let p = std::env::var_os("COORD_GEMINI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("coord-agents/node_modules/.bin/gemini")
-        });
-    assert!(
-        p.exists(),
-        "{} not found: scripts/test installs Gemini CLI from npm; COORD_GEMINI names another",
-        p.display()
-    );
-    p
+    agent_bin("COORD_GEMINI", "gemini")
 }
 
 fn said(out: &Output) -> String {
@@ -130,42 +114,7 @@ fn gemini_cannot_write_under_another_sessions_lock() {
     for part in ["src/a.rs", "src/**", "holder", "fencing token"] {
         assert!(refusal.contains(part), "{part} not in {refusal}");
     }
-    let events = d.all_events();
-    let reg = events
-        .iter()
-        .find(|e| {
-            e["tx_kind"] == "session.register"
-                && e["session_id"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("gemini-"))
-        })
-        .expect("the Gemini session registered");
-    let sid = reg["session_id"].as_str().expect("id").to_string();
-    assert!(reg["payload"]["pid"].as_u64().is_some(), "{reg}");
-    let version = reg["payload"]["blob"]["agent_version"]
-        .as_str()
-        .unwrap_or("");
-    assert!(
-        !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
-        "the agent's version: {reg}"
-    );
-    let reasons: Vec<String> = events
-        .iter()
-        .filter(|e| e["tx_kind"] == "session.state" && e["session_id"] == sid.as_str())
-        .map(|e| format!("{} {}", e["payload"]["to"], e["payload"]["reason"]))
-        .collect();
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("idle") && r.contains("gemini:AfterAgent")),
-        "{reasons:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e["tx_kind"] == "session.dereg" && e["session_id"] == sid.as_str()),
-        "the session ended with the agent"
-    );
+    check_agent_session(&d, "gemini", "gemini:AfterAgent");
 }
 
 /// Mail sent to a Gemini CLI session while it works reaches the model
@@ -188,27 +137,7 @@ fn mail_reaches_gemini_after_its_next_tool() {
     let child = gemini(&d, &repo, &home, &model, "take notes")
         .spawn()
         .expect("gemini");
-    let mut sid = String::new();
-    wait_until("the Gemini session", Duration::from_secs(60), || {
-        sid = d
-            .all_events()
-            .iter()
-            .find_map(|e| {
-                (e["tx_kind"] == "session.register")
-                    .then(|| e["session_id"].as_str().unwrap_or("").to_string())
-                    .filter(|s| s.starts_with("gemini-"))
-            })
-            .unwrap_or_default();
-        !sid.is_empty()
-    });
-    // Past its prompt hook (which would hand mail over at once), the
-    // agent waits for the model.
-    wait_until("the prompt hook", Duration::from_secs(60), || {
-        d.all_events().iter().any(|e| {
-            e["session_id"] == sid.as_str()
-                && e["payload"]["reported"]["source"] == "gemini:BeforeAgent"
-        })
-    });
+    let sid = past_the_prompt(&d, "gemini", "gemini:BeforeAgent");
     let out = d.coord(&["send", &sid, "the build on main is red, rebase first"]);
     assert!(out.status.success(), "{}", said(&out));
     std::fs::write(&gate, b"go").expect("gate");
