@@ -14,6 +14,43 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A process's stdout and stderr, for a failure message.
+pub(crate) fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `coord hooks install AGENT --project REPO`, keeping the file as it was
+/// in `state` (the test's, not the user's state directory).
+pub(crate) fn install_in_project(d: &Daemon, agent: &str, repo: &Path, state: &Path) {
+    let out = d.coord_env(
+        &[
+            "hooks",
+            "install",
+            agent,
+            "--project",
+            repo.to_str().expect("utf8"),
+        ],
+        &[("XDG_STATE_HOME", state.to_str().expect("utf8"))],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+}
+
+/// Registers `who` and has it take `resource` (exclusive).
+pub(crate) fn hold(d: &Daemon, who: &str, resource: &str) {
+    let token = d.register(who);
+    let r = post(
+        d,
+        "/v1/locks/acquire",
+        Some(&token),
+        &serde_json::json!({"session_id": who, "resource": resource}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+}
+
 /// An agent's binary from npm: `$VAR`, else `coord-agents` under the
 /// cache directory (where scripts/test installs it).
 pub(crate) fn agent_bin(var: &str, name: &str) -> PathBuf {
@@ -155,6 +192,15 @@ impl Model {
         Model { child, port, log }
     }
 
+    /// Every request the model was given, one JSON line each.
+    pub(crate) fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The tool results the model was given, as text.
     fn tool_results(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -256,31 +302,8 @@ fn claude_code_cannot_write_under_another_sessions_lock() {
             "reply": "I could not write it."
         }),
     );
-    // Where coord keeps the file as it was: the test's, not the user's.
-    let state = dir.path().join("state");
-    let out = d.coord_env(
-        &[
-            "hooks",
-            "install",
-            "claude",
-            "--project",
-            repo.to_str().expect("utf8"),
-        ],
-        &[("XDG_STATE_HOME", state.to_str().expect("utf8"))],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let holder = d.register("holder");
-    let r = post(
-        &d,
-        "/v1/locks/acquire",
-        Some(&holder),
-        &serde_json::json!({"session_id": "holder", "resource": "src/**"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.json());
+    install_in_project(&d, "claude", &repo, &dir.path().join("state"));
+    hold(&d, "holder", "src/**");
 
     let out = claude_p(&d, &repo, &home, &model, "write src/a.rs");
     assert!(

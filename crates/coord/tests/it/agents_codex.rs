@@ -6,10 +6,10 @@
 //! Needs Codex from npm (scripts/test installs it under the cache
 //! directory); `COORD_CODEX` names another binary.
 
-use super::agents::{agent_bin, check_agent_session, git_repo, past_the_prompt, Model};
+use super::agents::{agent_bin, check_agent_session, git_repo, hold, past_the_prompt, said, Model};
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 fn codex_bin() -> PathBuf {
     agent_bin("COORD_CODEX", "codex")
@@ -92,24 +92,6 @@ fn leak(s: &str) -> &'static str {
     Box::leak(s.to_string().into_boxed_str())
 }
 
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// What the model was given as tool output, and every request body, as
-/// text.
-fn requests(model: &Model) -> Vec<String> {
-    std::fs::read_to_string(&model.log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// Another session holds `src/**`; Codex's `apply_patch` of `src/a.rs` is
 /// refused before it happens, the file stays untouched, and the model is
 /// told the path, the lock, the holder and its fencing token. Codex's
@@ -134,14 +116,7 @@ fn codex_cannot_patch_under_another_sessions_lock() {
             .any(|l| l.starts_with("codex") && l.contains("runs (Codex trusts all 7)")),
         "{status}"
     );
-    let holder = d.register("holder");
-    let r = post(
-        &d,
-        "/v1/locks/acquire",
-        Some(&holder),
-        &serde_json::json!({"session_id": "holder", "resource": "src/**"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.json());
+    hold(&d, "holder", "src/**");
 
     let out = codex
         .exec(&d, &repo, "add src/a.rs")
@@ -150,7 +125,8 @@ fn codex_cannot_patch_under_another_sessions_lock() {
     assert!(out.status.success(), "codex: {}", said(&out));
     let target = repo.join("src/a.rs");
     assert!(!target.exists(), "the refused patch did not happen");
-    let refusal = requests(&model)
+    let refusal = model
+        .requests()
         .into_iter()
         .find(|r| r.contains("function_call_output") && r.contains("coord refused this edit"))
         .unwrap_or_else(|| panic!("the model was not told: {}", said(&out)));
@@ -191,7 +167,7 @@ fn mail_reaches_codex_after_its_next_tool() {
     std::fs::write(&gate, b"go").expect("gate");
     let out = child.wait_with_output().expect("codex");
     assert!(out.status.success(), "codex: {}", said(&out));
-    let bodies = requests(&model);
+    let bodies = model.requests();
     let with_mail: Vec<&String> = bodies
         .iter()
         .filter(|r| r.contains("the build on main is red"))

@@ -5,21 +5,16 @@
 //! Needs Gemini CLI from npm (scripts/test installs it under the cache
 //! directory); `COORD_GEMINI` names another binary.
 
-use super::agents::{agent_bin, check_agent_session, git_repo, past_the_prompt, Model};
+use super::agents::{
+    agent_bin, check_agent_session, git_repo, hold, install_in_project, past_the_prompt, said,
+    Model,
+};
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 fn gemini_bin() -> PathBuf {
     agent_bin("COORD_GEMINI", "gemini")
-}
-
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A repository with coord's hooks in its `.gemini/settings.json`, and a
@@ -33,17 +28,7 @@ fn setup(d: &Daemon, dir: &Path) -> (PathBuf, PathBuf) {
         r#"{"security":{"auth":{"selectedType":"gemini-api-key"}}}"#,
     )
     .expect("settings");
-    let out = d.coord_env(
-        &[
-            "hooks",
-            "install",
-            "gemini",
-            "--project",
-            repo.to_str().expect("utf8"),
-        ],
-        &[("XDG_STATE_HOME", home.to_str().expect("utf8"))],
-    );
-    assert!(out.status.success(), "{}", said(&out));
+    install_in_project(d, "gemini", &repo, &home);
     (repo, home)
 }
 
@@ -68,14 +53,6 @@ fn gemini(d: &Daemon, repo: &Path, home: &Path, model: &Model, prompt: &str) -> 
     c
 }
 
-fn requests(model: &Model) -> Vec<String> {
-    std::fs::read_to_string(&model.log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// Another session holds `src/**`; Gemini CLI's `write_file` of
 /// `src/a.rs` is refused before it happens and the model is told who
 /// holds it; the session registered, went idle on `AfterAgent` and ended
@@ -93,21 +70,15 @@ fn gemini_cannot_write_under_another_sessions_lock() {
             "reply": "I could not write it."
         }),
     );
-    let holder = d.register("holder");
-    let r = post(
-        &d,
-        "/v1/locks/acquire",
-        Some(&holder),
-        &serde_json::json!({"session_id": "holder", "resource": "src/**"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.json());
+    hold(&d, "holder", "src/**");
 
     let out = gemini(&d, &repo, &home, &model, "write src/a.rs")
         .output()
         .expect("gemini");
     assert!(out.status.success(), "gemini: {}", said(&out));
     assert!(!target.exists(), "the refused write did not happen");
-    let refusal = requests(&model)
+    let refusal = model
+        .requests()
         .into_iter()
         .find(|r| r.contains("functionResponse") && r.contains("coord refused this edit"))
         .unwrap_or_else(|| panic!("the model was not told: {}", said(&out)));
@@ -144,7 +115,7 @@ fn mail_reaches_gemini_after_its_next_tool() {
     let out = child.wait_with_output().expect("gemini");
     assert!(out.status.success(), "gemini: {}", said(&out));
     assert!(notes.exists(), "the unlocked write happened");
-    let bodies = requests(&model);
+    let bodies = model.requests();
     let first = bodies
         .iter()
         .find(|r| r.contains("the build on main is red"))

@@ -7,7 +7,7 @@
 //!
 //! Needs Claude Code from npm and tmux (scripts/test installs both).
 
-use super::agents::{claude_bin, git_repo, Model};
+use super::agents::{claude_bin, git_repo, install_in_project, Model};
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -98,21 +98,7 @@ fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
             "reply": "written"
         }),
     );
-    let out = d.coord_env(
-        &[
-            "hooks",
-            "install",
-            "claude",
-            "--project",
-            repo.to_str().expect("utf8"),
-        ],
-        &[("XDG_STATE_HOME", home.to_str().expect("utf8"))],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    install_in_project(&d, "claude", &repo, &home);
 
     let tmux = Tmux(format!("coord-claude-{}", std::process::id()));
     let env = format!(
