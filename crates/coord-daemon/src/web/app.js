@@ -8,7 +8,7 @@ const KINDS = ["session.register", "session.heartbeat", "session.dereg", "sessio
   "dispatch.cancel", "dispatch.reassign", "dispatch.orphan"];
 const GLYPH = {starting:"+", active:"●", idle:"○", needs_input:"!", stale:"?", dead:"✗"};
 const $ = (id) => document.getElementById(id);
-let view = null, head = 0, snapSeq = 0, since = {}, tail = [], refreshing = false, again = false, lost = null;
+let view = null, head = 0, snapSeq = 0, tail = [], refreshing = false, again = false, lost = null;
 
 function age(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
@@ -32,7 +32,7 @@ function render() {
     tr.dataset.session = s.session_id;
     tr.dataset.state = s.state;
     if (s.state === "needs_input") tr.className = "needs";
-    const at = since[s.session_id] || Date.parse(s.state_since || s.registered_at);
+    const at = Date.parse(s.state_since || s.registered_at);
     // Waiting for a human: what for (the reason without its evidence),
     // where the phase would be; the whole reason on hover.
     const reason = s.state_reason || "";
@@ -96,7 +96,6 @@ function connect() {
   const onEvent = (m) => {
     const e = JSON.parse(m.data);
     head = Math.max(head, e.seq);
-    if (e.tx_kind === "session.state" || e.tx_kind === "session.register") since[e.session_id] = Date.parse(e.ts);
     tail.push(e); if (tail.length > 1000) tail.shift();
     if (e.seq <= snapSeq) { render(); return; }
     notify(e);

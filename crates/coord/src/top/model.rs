@@ -100,8 +100,6 @@ pub struct Model {
     pub state: State,
     /// The socket or address shown in the title.
     pub origin: String,
-    /// When each live session entered its current state (ms).
-    pub state_since: BTreeMap<String, i64>,
     /// The recent events, oldest first.
     pub tail: VecDeque<Event>,
     /// The connection.
@@ -144,7 +142,6 @@ impl Model {
         Model {
             state: State::default(),
             origin: origin.to_string(),
-            state_since: BTreeMap::new(),
             tail: VecDeque::new(),
             link: Link::Connecting,
             pane: Pane::Sessions,
@@ -175,20 +172,7 @@ impl Model {
     /// Starts again from a snapshot at `seq` (first connection, a
     /// compacted cursor, another log). The tail is kept: it is history.
     pub fn reset(&mut self, view: coord_proto::view::View, seq: u64) {
-        let since: BTreeMap<String, i64> = view
-            .sessions
-            .values()
-            .map(|s| {
-                let at = self
-                    .state_since
-                    .get(&s.session_id)
-                    .copied()
-                    .unwrap_or(s.last_heartbeat.as_millis());
-                (s.session_id.clone(), at)
-            })
-            .collect();
         self.state = State::from_view(view, seq);
-        self.state_since = since;
         self.link = Link::Live;
     }
 
@@ -198,21 +182,10 @@ impl Model {
         if e.seq <= self.state.head {
             return;
         }
-        let sid = e.session_id.clone().unwrap_or_default();
-        match &e.payload {
-            Payload::SessionRegister(_) => {
-                self.state_since.insert(sid.clone(), e.ts.as_millis());
+        if let Payload::SessionState(p) = &e.payload {
+            if p.to == LifeState::NeedsInput && self.bell {
+                self.bells += 1;
             }
-            Payload::SessionState(p) => {
-                self.state_since.insert(sid.clone(), e.ts.as_millis());
-                if p.to == LifeState::NeedsInput && self.bell {
-                    self.bells += 1;
-                }
-            }
-            Payload::SessionDereg(_) => {
-                self.state_since.remove(&sid);
-            }
-            _ => {}
         }
         coord_core::apply(&mut self.state, &e);
         self.tail.push_back(e);
@@ -395,11 +368,15 @@ impl Model {
         out
     }
 
-    /// How long `session` has been in its state at `now` (ms).
+    /// How long `session` has been in its state at `now` (ms): since the
+    /// fold's `state_since`, or its registration while it is `starting`.
     pub fn in_state_ms(&self, session: &str, now: Timestamp) -> Option<u64> {
-        self.state_since
+        self.state
+            .view
+            .sessions
             .get(session)
-            .map(|at| (now.as_millis() - at).max(0) as u64)
+            .map(|s| s.state_since.unwrap_or(s.registered_at))
+            .map(|at| (now.as_millis() - at.as_millis()).max(0) as u64)
     }
 }
 
