@@ -8,6 +8,7 @@ use crate::tokens::TokenCache;
 use crate::writer::{Stats, WriterHandle};
 use coord_store::SyncMode;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,7 +54,24 @@ pub struct App<L> {
     pub daemon_id: Option<String>,
     /// The web dashboard's secrets, when `--http` serves one.
     pub web: Option<Arc<crate::web::WebAuth>>,
-    /// Open connections per thread serving them, the main one first
-    /// (`crate::conn_threads`).
-    pub connections: Arc<[std::sync::atomic::AtomicUsize]>,
+    /// Connections open now, event streams included.
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// One open connection, counted in [`App::connections`] for as long as it
+/// lives.
+pub(crate) struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    /// Counts one more connection in `n` until the guard drops.
+    pub(crate) fn count(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Open(n.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -68,14 +68,6 @@ pub struct Config {
     /// Serve the API and the web dashboard over HTTP/TCP on this address
     /// (PROTOCOL §13). Port 0 picks a free one (status reports it).
     pub http: Option<std::net::SocketAddr>,
-    /// Extra threads that serve client connections beside the main one
-    /// (which keeps the writer, the hub and the timers); 0: one thread
-    /// serves everything. Only for a daemon on a one-thread runtime
-    /// (`crate::conn_threads`).
-    pub conn_threads: usize,
-    /// How long a serving thread keeps polling after a write to a client
-    /// before it sleeps, under light load (`crate::idle_spin`); zero: never.
-    pub spin: std::time::Duration,
 }
 
 impl Config {
@@ -104,8 +96,6 @@ impl Config {
             daemon_id: None,
             daemon_lease_ms: 10_000,
             http: None,
-            conn_threads: 0,
-            spin: crate::idle_spin::DEFAULT_WINDOW,
         }
     }
 }

@@ -13,7 +13,6 @@ use crate::hub::Hub;
 use crate::writer::{self, Stats, WriterConfig};
 use coord_proto::api::*;
 use coord_store::{EventLog, Retention, SqliteLog, SyncMode};
-use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,7 +104,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         observed: Default::default(),
         daemon_id: None,
         web: None,
-        connections: crate::conn_threads::ConnThreads::counters(0),
+        connections: Default::default(),
     });
     Ok(
         api::router(app).layer(axum::Extension(crate::http::BodyTimeout(
@@ -122,17 +121,10 @@ pub async fn serve_bytes(router: &axum::Router, input: &[u8], within: Duration) 
     let Ok((mut client, server)) = tokio::net::UnixStream::pair() else {
         return Vec::new();
     };
-    let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-    let timer = crate::coarse_timer::CoarseTimer::new(Duration::from_millis(200));
+    let router = router.clone();
     let conn = tokio::spawn(async move {
-        let _ = crate::server::http1(&timer, Duration::from_millis(200))
-            .serve_connection(
-                TokioIo::new(crate::wire::JsonErrors::new(
-                    server,
-                    crate::wire::Stamp::new("01KB0000000000000000000000"),
-                )),
-                svc,
-            )
+        crate::conn::Http::new(Duration::from_millis(200))
+            .serve(server, router, std::future::pending(), None)
             .await;
     });
     let mut out = Vec::new();

@@ -149,12 +149,6 @@ impl<T: DeserializeOwned> JsonBody<T> {
         Ok(JsonBody(body, Digest::of(method, path, bytes)))
     }
 
-    /// Parses a body read whole, as [`Self::parse`] does, without its
-    /// digest (for a handler that binds its record otherwise).
-    pub(crate) fn parse_body(bytes: &[u8]) -> Result<T, ApiError> {
-        parse_json(Self::or_empty_object(bytes))
-    }
-
     fn or_empty_object(bytes: &[u8]) -> &[u8] {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -268,20 +262,6 @@ impl BodyBudget {
         BodyBudget {
             bytes,
             left: std::sync::Arc::new(tokio::sync::Semaphore::new(bytes)),
-        }
-    }
-
-    /// Whether a body of `n` bytes, already read whole (a direct append,
-    /// [`crate::direct`]), fits now: the same test a body read through
-    /// the extractors passes, with nothing held after it.
-    pub(crate) fn admit(&self, n: usize) -> Result<(), ApiError> {
-        let fits = u32::try_from(n)
-            .ok()
-            .is_some_and(|n| self.left.try_acquire_many(n).is_ok());
-        if fits {
-            Ok(())
-        } else {
-            Err(self.full())
         }
     }
 

@@ -151,12 +151,6 @@ pub struct SubscriberGuard {
 }
 
 impl SubscriberGuard {
-    /// Its cursor as shared with the lag metrics, for a writer that moves
-    /// it on the subscriber's behalf ([`crate::lane`]).
-    pub fn cursor(&self) -> Arc<AtomicU64> {
-        self.cursor.clone()
-    }
-
     /// Notes that the subscriber has read up to `seq`.
     pub fn read_up_to(&self, seq: u64) {
         self.cursor.store(seq, Ordering::Relaxed);
@@ -235,21 +229,9 @@ impl Hub {
         *self.head.borrow()
     }
 
-    /// A receiver that changes whenever the head moves. On a connection
-    /// thread, that thread's copy ([`crate::conn_threads`]), which follows
-    /// the hub's one relay hop behind.
+    /// A receiver that changes whenever the head moves.
     pub fn watch(&self) -> watch::Receiver<u64> {
-        crate::conn_threads::local_head(self.addr()).unwrap_or_else(|| self.head.subscribe())
-    }
-
-    /// The hub's own head watch, never a thread's copy.
-    pub(crate) fn watch_direct(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
-    }
-
-    /// This hub's address, naming it for [`crate::conn_threads`].
-    pub(crate) fn addr(&self) -> usize {
-        std::ptr::from_ref(self) as usize
     }
 
     /// Registers a subscriber for the status counter.
@@ -420,16 +402,6 @@ impl<L: EventLog> LogCursor<L> {
     pub fn until(mut self, upto: u64) -> Self {
         self.upto = Some(upto);
         self
-    }
-
-    /// Whether it follows the log (no `until` bound).
-    pub fn follows(&self) -> bool {
-        self.upto.is_none()
-    }
-
-    /// The hub it reads.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
     }
 
     /// The seq of the last event handed out.

@@ -19,7 +19,6 @@ use crate::tokens;
 use crate::tokens::TokenCache;
 use crate::writer::{self, Stats, WriterConfig};
 use coord_store::{EventLog, JetStreamLog, SqliteLog, StoreError};
-use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -255,11 +254,10 @@ async fn serve<L: EventLog + Clone>(
         log_id: store.log_id().to_string(),
         daemon_id: daemon_id.clone(),
         web: web.as_ref().map(|(_, a)| a.clone()),
-        connections: crate::conn_threads::ConnThreads::counters(config.conn_threads),
+        connections: Default::default(),
     });
     let budget = crate::http::BodyBudget::new(config.body_memory);
-    let appends = Arc::new(api::Appends::new(app.clone(), budget.clone()));
-    let stamp = crate::wire::Stamp::new(&app.log_id);
+    let http = Arc::new(crate::conn::Http::new(config.header_timeout));
     let router = api::router(app.clone())
         .layer(axum::Extension(crate::http::BodyTimeout(
             config.body_timeout,
@@ -289,9 +287,8 @@ async fn serve<L: EventLog + Clone>(
         background.spawn(crate::web::serve(
             listener,
             web_router,
-            crate::wire::Stamp::new(&app.log_id),
+            http.clone(),
             stopping.token().clone(),
-            config.header_timeout,
         ));
     }
     if let Some((log, id)) = shared {
@@ -318,20 +315,6 @@ async fn serve<L: EventLog + Clone>(
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut accept_errors = AcceptErrors::default();
-    let header_timeout = config.header_timeout;
-    let timer = crate::coarse_timer::CoarseTimer::new(header_timeout);
-    crate::idle_spin::set_window(config.spin);
-    let threads = crate::conn_threads::ConnThreads::start(
-        config.conn_threads,
-        app.hub.addr(),
-        app.hub.watch_direct(),
-        app.connections.clone(),
-    )
-    .map_err(|source| ServeError::Io {
-        context: "starting the connection threads".into(),
-        source,
-    })?;
-
     loop {
         while conns.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -364,47 +347,22 @@ async fn serve<L: EventLog + Clone>(
                 continue;
             }
         }
-        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
-        let appends = appends.clone();
-        let stamp = stamp.clone();
+        let router = router.clone();
+        let http = http.clone();
         let stop = stopping.clone();
-        let timer = timer.clone();
-        let crate::conn_threads::Placement {
-            handle,
-            guard: placed,
-        } = threads.pick();
-        // Registered with the epoll set of the thread that serves it, from
-        // that thread.
-        let std = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hand a connection over; closed");
-                continue;
-            }
-        };
-        let conn = async move {
-            let _placed = placed;
+        let connections = app.connections.clone();
+        conns.spawn(async move {
             let _permit = permit;
-            match crate::socket::ClientSocket::from_std(std) {
-                Ok(stream) => {
-                    crate::direct::serve_client::<L>(
-                        stream,
-                        svc,
-                        appends,
-                        stamp,
-                        &timer,
-                        header_timeout,
-                        stop,
-                    )
-                    .await
+            let _open = crate::app::Open::count(&connections);
+            let gone = match crate::conn::peer_gone(&stream) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch a connection for its close");
+                    None
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot register a connection; closed"),
-            }
-        };
-        match handle {
-            Some(handle) => conns.spawn_on(conn, &handle),
-            None => conns.spawn(conn),
-        };
+            };
+            http.serve(stream, router, stop.cancelled(), gone).await;
+        });
     }
 
     tracing::info!("shutting down");
@@ -430,92 +388,14 @@ async fn serve<L: EventLog + Clone>(
     background.wait().await;
     lifecycle.stop().await;
     drop(router);
-    drop(appends);
     drop(app);
     writer_stop.cancel();
     if let Err(e) = writer_join.await {
         tracing::error!(error = %e, "writer task failed");
     }
-    // Last: whatever a connection left running on its thread (a write
-    // queued as its client went away) has had the writer until now.
-    drop(threads);
     let _ = std::fs::remove_file(&admin_token_path);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Serves one HTTP/1 connection (the socket's or the dashboard's) until
-/// it ends, or until `stop` completes — then gracefully: the request in
-/// flight is answered.
-pub(crate) async fn serve_http<S>(
-    stream: S,
-    svc: hyper_util::service::TowerToHyperService<axum::Router>,
-    stamp: crate::wire::Stamp,
-    timer: &crate::coarse_timer::CoarseTimer,
-    header_timeout: Duration,
-    stop: impl std::future::Future<Output = ()>,
-    gone: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = http1(timer, header_timeout).serve_connection(
-        TokioIo::new(crate::wire::JsonErrors::new(stream, stamp)),
-        svc,
-    );
-    let mut conn = std::pin::pin!(conn);
-    let gone = async {
-        match gone {
-            Some(g) => g.await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
-        _ = stop => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-        // The client left with a request in flight (a lock wait, a long
-        // poll): dropping the connection drops its handler, which cancels
-        // what it waited for as `client_gone`.
-        _ = gone => tracing::debug!("the client closed the connection mid-request"),
-    }
-}
-
-/// A connection's read buffer, bytes (128 KiB): the most a request line and
-/// headers may take (more is `431 headers_too_large`), and with the body
-/// limit what one connection can make the daemon hold.
-const MAX_HEAD_BYTES: usize = 128 << 10;
-
-/// hyper's HTTP/1 server with the read timeout and the read buffer
-/// (`MAX_HEAD_BYTES`) set: a connection that takes longer than
-/// `header_timeout` (plus at most a tenth of it, the [`CoarseTimer`]'s
-/// grain) to send a request's headers — or stays idle that long between
-/// requests (hyper starts the timer when a response is done) — is closed.
-/// A response being streamed (an event stream) is not waiting for headers:
-/// streams are bounded by their own rules (the hub's ring, the subscriber
-/// limit).
-///
-///
-/// Half-closes are allowed: a client that sends its requests and then
-/// shuts its write side (`printf … | socat`, `nc -N`) is still answered,
-/// every pipelined request of it, before the connection closes.
-///
-/// [`CoarseTimer`]: crate::coarse_timer::CoarseTimer
-pub(crate) fn http1(
-    timer: &crate::coarse_timer::CoarseTimer,
-    header_timeout: Duration,
-) -> hyper::server::conn::http1::Builder {
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(timer.clone())
-        .header_read_timeout(header_timeout)
-        .half_close(true)
-        .max_buf_size(MAX_HEAD_BYTES);
-    b
 }
 
 /// How often a run of accept failures is logged.

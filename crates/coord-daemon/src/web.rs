@@ -333,17 +333,15 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Ro
     ))
 }
 
-/// Serves `router` on `listener` until `stop`, each connection with the
-/// same graceful end as the socket's.
-pub async fn serve(
+/// Serves `router` on `listener` until `stop`, each connection through
+/// `http` with the same graceful end as the socket's.
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    stamp: crate::wire::Stamp,
+    http: Arc<crate::conn::Http>,
     stop: CancellationToken,
-    header_timeout: std::time::Duration,
 ) {
     let mut accept_errors = crate::server::AcceptErrors::default();
-    let timer = crate::coarse_timer::CoarseTimer::new(header_timeout);
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -356,21 +354,11 @@ pub async fn serve(
                 }
             },
         };
-        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stop.clone();
-        let timer = timer.clone();
-        let stamp = stamp.clone();
+        let http = http.clone();
+        let router = router.clone();
         tokio::spawn(async move {
-            crate::server::serve_http(
-                stream,
-                svc,
-                stamp,
-                &timer,
-                header_timeout,
-                stop.cancelled(),
-                None,
-            )
-            .await;
+            http.serve(stream, router, stop.cancelled(), None).await;
         });
     }
 }

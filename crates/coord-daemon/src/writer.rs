@@ -111,8 +111,11 @@ pub struct Write {
     /// Extras.
     pub extras: Extras,
     /// Where the answer goes (`None` for fire-and-forget internal writes).
-    pub reply: Option<crate::conn_threads::Replier>,
+    pub reply: Option<Replier>,
 }
+
+/// Where a write's answer goes.
+pub type Replier = oneshot::Sender<Result<Committed, WriteError>>;
 
 /// A read of the committed state.
 pub type ReadFn = Box<dyn FnOnce(&State) + Send>;
@@ -188,7 +191,7 @@ impl WriterHandle {
     /// The rejection, `store_unavailable`, or `shutting_down`.
     pub async fn write(&self, mut w: Write) -> Result<Committed, WriteError> {
         let (tx, rx) = oneshot::channel();
-        w.reply = Some(crate::conn_threads::Replier::here(tx));
+        w.reply = Some(tx);
         self.tx
             .send(Request::Write(Box::new(w)))
             .await
@@ -211,7 +214,7 @@ impl WriterHandle {
             .into_iter()
             .map(|mut w| {
                 let (tx, rx) = oneshot::channel();
-                w.reply = Some(crate::conn_threads::Replier::here(tx));
+                w.reply = Some(tx);
                 rxs.push(rx);
                 w
             })
@@ -593,14 +596,10 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 
-    /// Hands committed events to the hub, then serves this thread's parked
-    /// streams at once (`lane::serve_now`), so a subscriber's line leaves
-    /// before anything else the writer does for the events. Every publish
-    /// of the writer (a commit, a catch-up, a roll-back's replay) goes
-    /// through here.
+    /// Hands committed events to the hub. Every publish of the writer (a
+    /// commit, a catch-up, a roll-back's replay) goes through here.
     fn publish(&self, events: impl IntoIterator<Item = Arc<Published>>) {
         self.hub.publish(events);
-        crate::lane::serve_now(&self.hub);
     }
 
     /// Goes back to the last committed state after a refused append: the
@@ -910,11 +909,6 @@ impl<L: EventLog + Clone> Writer<L> {
             .map(|(key, last_seq)| Expectation { key, last_seq })
             .collect();
 
-        // A remote append parks the thread until the server's ack: under
-        // light load, spin through the round trip (`crate::idle_spin`).
-        if self.store.remote_health().is_some() {
-            crate::idle_spin::appending();
-        }
         let started = std::time::Instant::now();
         let appended = self.store.append(batch).await;
         let commit_us = started.elapsed().as_micros() as u64;
@@ -978,8 +972,6 @@ impl<L: EventLog + Clone> Writer<L> {
         // below, which only the answers must wait for (a caller that
         // reads /v1/status after its answer sees its commit counted).
         self.publish(published.iter().cloned());
-        // The load that decides whether serving threads spin.
-        crate::idle_spin::committed(answers.len());
         self.count(&published, &answers);
         if let Ok(mut b) = self.stats.batches.lock() {
             let now = std::time::Instant::now();

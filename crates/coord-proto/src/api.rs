@@ -536,10 +536,10 @@ pub struct StatusResponse {
     /// The event streams.
     #[serde(default)]
     pub streams: StreamsStatus,
-    /// The threads serving connections (`coord daemon --threads`), the
-    /// main one (which also runs the writer and the hub) first.
+    /// Client connections open now (event streams included), on the
+    /// socket and the dashboard's listener.
     #[serde(default)]
-    pub threads: Vec<ThreadStatus>,
+    pub connections: u64,
     /// Sessions, leases and locks.
     #[serde(default)]
     pub leases: LeasesStatus,
@@ -637,14 +637,6 @@ pub struct WriterStatus {
     pub queue_depth: u64,
     /// Writes refused since start, by error code.
     pub refused: BTreeMap<String, u64>,
-}
-
-/// `/v1/status` `threads`: one thread serving connections.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ThreadStatus {
-    /// Connections open on it now (event streams included).
-    pub connections: u64,
 }
 
 /// `/v1/status` `streams`: the subscribers.

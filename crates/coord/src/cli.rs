@@ -178,6 +178,15 @@ impl Cli {
         matches!(self.cmd, Cmd::Daemon(_))
     }
 
+    /// The worker threads of the daemon's runtime, when the command runs
+    /// the daemon.
+    pub fn daemon_threads(&self) -> Option<usize> {
+        match &self.cmd {
+            Cmd::Daemon(a) => Some(crate::cmd::daemon::runtime_threads(a)),
+            _ => None,
+        }
+    }
+
     /// Whether the command talks to a daemon, so one is started when none
     /// answers. The guard has its own rule for a silent daemon (an empty
     /// new one would answer "no locks").

@@ -60,21 +60,21 @@ fn main() -> ExitCode {
     if args.is_daemon() {
         cmd::daemon::take_systemd_socket();
     }
-    // The daemon's main thread is a current-thread runtime: the writer,
-    // the hub and the connections placed there hand over through its
-    // local run queue, with no wake-up between threads
-    // (docs/BENCHMARKS.md, "The write path"). `--threads` adds connection
-    // threads beside it (coord_daemon's `conn_threads`); a client needs
-    // one worker.
-    let built = if args.is_daemon() {
-        tokio::runtime::Builder::new_current_thread()
+    // The daemon's runtime has `--threads` workers (one: a current-thread
+    // runtime, where the writer and the connections hand over through its
+    // local run queue); a client needs one worker.
+    let built = match args.daemon_threads() {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
-            .build()
+            .build(),
     };
     let rt = match built {
         Ok(rt) => rt,

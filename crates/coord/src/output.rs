@@ -357,18 +357,7 @@ pub fn verbose_status(s: &coord_proto::api::StatusResponse) -> anyhow::Result<()
             .map(|ms| format!(", {ms} ms old"))
             .unwrap_or_default()
     ))?;
-    if !s.threads.is_empty() {
-        let per: Vec<String> = s
-            .threads
-            .iter()
-            .map(|t| t.connections.to_string())
-            .collect();
-        line("threads")?;
-        line(&format!(
-            "  connections open per thread: {} (the first runs the writer)",
-            per.join(" / ")
-        ))?;
-    }
+    line(&format!("connections  {} open", s.connections))?;
     let l = &s.leases;
     line("sessions and locks")?;
     let states: Vec<String> = l

@@ -53,8 +53,7 @@ pub(crate) async fn custom_event<L: EventLog + Clone>(
     append_event(&app, &headers, req).await
 }
 
-/// The handler of `POST /v1/events` past its extractors: also the end of
-/// a direct append ([`crate::api::Appends`]).
+/// The handler of `POST /v1/events` past its extractors.
 pub(crate) async fn append_event<L: EventLog + Clone>(
     app: &App<L>,
     headers: &HeaderMap,
@@ -331,26 +330,6 @@ impl Filters {
         f
     }
 
-    /// A filter that takes every event, for tests elsewhere.
-    #[cfg(test)]
-    pub(crate) fn everything(&self) -> Arc<Filter> {
-        self.get(FilterKey {
-            kinds: Vec::new(),
-            session: None,
-            resource: None,
-        })
-    }
-
-    /// A filter that takes the kinds matching `glob`, for tests elsewhere.
-    #[cfg(test)]
-    pub(crate) fn kinds(&self, glob: &str) -> Arc<Filter> {
-        self.get(FilterKey {
-            kinds: vec![glob.to_string()],
-            session: None,
-            resource: None,
-        })
-    }
-
     #[cfg(test)]
     fn len(&self) -> usize {
         self.table.lock().map(|t| t.len()).unwrap_or(0)
@@ -419,7 +398,6 @@ pub(crate) struct EventsQuery {
 pub(crate) async fn events<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
-    direct: Option<axum::Extension<crate::direct::StreamSlot>>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> ApiResult {
     let sse = headers
@@ -575,21 +553,11 @@ pub(crate) async fn events<L: EventLog + Clone>(
         return Ok(Sse::new(stream).into_response());
     }
     let first = first.map(|json| Bytes::from(json + "\n"));
-    let mut resp = match direct {
-        // The connection writes the stream itself (crate::direct).
-        Some(axum::Extension(slot)) => {
-            slot.put(DirectStream { first, sub });
-            Response::new(Body::empty())
-        }
-        None => {
-            let chunks =
-                items(sub).map(|item| Ok::<_, std::convert::Infallible>(item.into_bytes()));
-            let first = first.map(Ok::<_, std::convert::Infallible>);
-            Response::new(Body::from_stream(
-                futures_util::stream::iter(first).chain(chunks),
-            ))
-        }
-    };
+    let chunks = items(sub).map(|item| Ok::<_, std::convert::Infallible>(item.into_bytes()));
+    let first = first.map(Ok::<_, std::convert::Infallible>);
+    let mut resp = Response::new(Body::from_stream(
+        futures_util::stream::iter(first).chain(chunks),
+    ));
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
@@ -624,54 +592,6 @@ impl Item {
             }
             Item::Error(json) => Bytes::from(json + "\n"),
         }
-    }
-}
-
-/// A live NDJSON stream left for the connection to write itself
-/// ([`crate::direct`]): the snapshot line, if one was asked for, then the
-/// subscription's.
-pub(crate) struct DirectStream<L> {
-    first: Option<Bytes>,
-    sub: Subscription<L>,
-}
-
-impl<L: EventLog + Clone> DirectStream<L> {
-    /// What the fan-out lane needs to write this stream for it
-    /// ([`crate::lane`]), when it may: the stream follows the log, its
-    /// snapshot line is sent, and it has not ended.
-    pub(crate) fn parking(
-        &self,
-        socket: &Arc<crate::socket::ClientSocket>,
-    ) -> Option<crate::lane::Parking> {
-        if self.first.is_some() || self.sub.done || !self.sub.log.follows() {
-            return None;
-        }
-        Some(crate::lane::Parking {
-            socket: socket.clone(),
-            filter: self.sub.filter.clone(),
-            after: self.sub.log.position(),
-            read: self.sub.guard.cursor(),
-        })
-    }
-
-    /// The hub the stream reads.
-    pub(crate) fn hub(&self) -> &Arc<crate::hub::Hub> {
-        self.sub.log.hub()
-    }
-
-    /// Goes on after `seq`, which the lane has sent.
-    pub(crate) fn resume(&mut self, seq: u64) {
-        self.sub.log.seek(seq);
-        self.sub.guard.read_up_to(seq);
-    }
-
-    /// The next lines to send; `None` when the stream ends. Cancel-safe, as
-    /// the subscription's cursor is.
-    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
-        if let Some(first) = self.first.take() {
-            return Some(first);
-        }
-        self.sub.next_item().await.map(Item::into_bytes)
     }
 }
 

@@ -30,13 +30,12 @@ use coord_store::EventLog;
 use prometheus_client::metrics::histogram::Histogram;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 mod dispatch;
 mod events;
-pub(crate) use events::{parse_query_and_cursor, DirectStream};
+pub(crate) use events::parse_query_and_cursor;
 mod inbox;
 mod locks;
 pub(crate) mod openapi;
@@ -54,7 +53,6 @@ use sessions::*;
 use status::*;
 
 pub use crate::app::App;
-pub(crate) use events::Filter;
 pub use events::Filters;
 
 pub(crate) type AppState<L> = State<Arc<App<L>>>;
@@ -121,9 +119,8 @@ pub(crate) struct Front {
     stamp: Arc<Stamp>,
 }
 
-/// The values of the headers every answer carries, made once: parsing
-/// and checking them per answer was about a tenth of a direct append's
-/// own CPU (callgrind, docs/BENCHMARKS.md, "The write path").
+/// The values of the headers every answer carries, made once rather than
+/// parsed and checked per answer.
 struct Stamp {
     protocol: HeaderValue,
     version: HeaderValue,
@@ -282,84 +279,6 @@ impl Front {
                 status: status.to_string(),
             })
             .clone()
-    }
-}
-
-/// `POST /v1/events` answered without the router, for an append whose
-/// body the connection read whole ([`crate::direct`]): the same steps in
-/// the same order as the router's path — [`front`] (protocol check,
-/// answer headers, metrics under the route `/v1/events`), the body's
-/// media type, the body budget, the JSON parse, then the handler's own
-/// checks, digest and write — without the router's matching, its
-/// boxed services and middleware, or a request body to poll. Why: those
-/// were about a sixth of the daemon's CPU per append under 16 writers
-/// (docs/BENCHMARKS.md, "The write path").
-pub(crate) struct Appends<L> {
-    app: Arc<App<L>>,
-    front: Front,
-    budget: crate::http::BodyBudget,
-    /// The request-duration series of a `201` append, once one was timed.
-    created: OnceLock<Histogram>,
-    /// The same of a `200` (a replay).
-    replayed: OnceLock<Histogram>,
-}
-
-impl<L: EventLog + Clone> Appends<L> {
-    /// The append path of `app`, under the daemon's body `budget`.
-    pub(crate) fn new(app: Arc<App<L>>, budget: crate::http::BodyBudget) -> Self {
-        let front = Front::new(app.metrics.clone(), &app.log_id);
-        Appends {
-            app,
-            front,
-            budget,
-            created: OnceLock::new(),
-            replayed: OnceLock::new(),
-        }
-    }
-
-    /// Answers one append: its head's `headers` and its `body`.
-    pub(crate) async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Response {
-        let started = Instant::now();
-        let resp = match protocol_refusal(headers) {
-            Some(refused) => refused,
-            None => self
-                .append(headers, body)
-                .await
-                .unwrap_or_else(IntoResponse::into_response),
-        };
-        // What `Front::finish` does, with the two usual answers' series
-        // looked up once instead of per append (the lookup builds three
-        // `String` labels and hashes them).
-        let mut resp = resp;
-        self.front.stamp(&mut resp);
-        let status = resp.status();
-        tracing::debug!(
-            route = "/v1/events",
-            method = "POST",
-            status = status.as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        );
-        let series = match status {
-            StatusCode::CREATED => Some(&self.created),
-            StatusCode::OK => Some(&self.replayed),
-            _ => None,
-        };
-        let timer = |status| self.front.timer("/v1/events".into(), "POST".into(), status);
-        let elapsed = started.elapsed().as_secs_f64();
-        match series {
-            Some(cell) => cell.get_or_init(|| timer(status.as_u16())).observe(elapsed),
-            None => timer(status.as_u16()).observe(elapsed),
-        }
-        resp
-    }
-
-    async fn append(&self, headers: &HeaderMap, body: &[u8]) -> ApiResult {
-        JsonBody::<CustomEventRequest>::check_type(headers)?;
-        self.budget.admit(body.len())?;
-        // The handler binds its record by its own digest (`custom_digest`).
-        let req = JsonBody::<CustomEventRequest>::parse_body(body)?;
-        append_event(&self.app, headers, req).await
     }
 }
 

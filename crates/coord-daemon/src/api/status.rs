@@ -127,13 +127,7 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
             queue_depth: app.writer.queue_depth() as u64,
             refused: batches.refused,
         },
-        threads: app
-            .connections
-            .iter()
-            .map(|n| ThreadStatus {
-                connections: n.load(std::sync::atomic::Ordering::Relaxed) as u64,
-            })
-            .collect(),
+        connections: app.connections.load(std::sync::atomic::Ordering::Relaxed) as u64,
         streams: StreamsStatus {
             subscribers: cursors.len() as u64,
             catching_up: cursors.iter().filter(|c| behind(c)).count() as u64,

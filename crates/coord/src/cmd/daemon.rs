@@ -98,30 +98,17 @@ pub(crate) struct DaemonArgs {
     /// Most connections (event streams included) served at once.
     #[arg(help_heading = "Limits and tuning", long, default_value_t = 16_384)]
     max_connections: usize,
-    /// Threads that serve connections (default 2; 1 on one CPU or a NATS
-    /// log).
+    /// Worker threads of the daemon's runtime (default 2; 1 on one CPU or
+    /// a NATS log).
     ///
-    /// The first also runs the writer,
-    /// the hub and the timers and takes the first four connections; after
-    /// that a new connection goes to the thread with the fewest open. The
-    /// others hand writes to the writer and take the answers back once
-    /// per commit. 1: everything on one thread. Default: 2; 1 on a
-    /// one-CPU machine and on a NATS JetStream log (the writer waits on
-    /// each publish's round trip there, and more threads only add hops).
+    /// The writer, the hub, the timers and every connection are tasks of
+    /// one tokio runtime; with more than one thread it is tokio's
+    /// work-stealing scheduler, with 1 a single thread runs everything.
+    /// Default: 2; 1 on a one-CPU machine and on a NATS JetStream log
+    /// (the writer waits on each publish's round trip there, and more
+    /// threads only add hops).
     #[arg(help_heading = "Limits and tuning", long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: Option<u16>,
-    /// How long a serving thread polls after an answer before it sleeps.
-    ///
-    /// After it writes to a client, a serving thread keeps polling for
-    /// this long before it sleeps, so the client's next request finds it
-    /// awake (only while the writer's commits carry at most two writes:
-    /// few clients, each waiting on its answer), and only while it pays:
-    /// after four windows in a row with no commit in them, only one
-    /// write in eight still spins, until one catches a commit again.
-    /// Costs up to this much CPU per answer under light load, none while
-    /// idle. 0 turns it off; at most 10ms.
-    #[arg(help_heading = "Limits and tuning", long, env = "COORD_SPIN", default_value = "50us", value_parser = spin_window)]
-    spin: Duration,
     /// Close a connection that takes longer than this to send a request's
     /// headers, or stays idle this long between requests (event streams
     /// being answered are not idle).
@@ -227,16 +214,6 @@ pub(crate) async fn daemon(
     config.snapshot_every = args.snapshot_every;
     config.log_heartbeats = args.log_heartbeats;
     config.max_connections = args.max_connections;
-    // On a JetStream log the writer waits for each publish's ack, so the
-    // round trip bounds it and a second thread only adds hops: one thread
-    // there (docs/BENCHMARKS.md, "Connection threads").
-    let threads = match args.threads {
-        Some(n) => usize::from(n),
-        None if config.nats.is_some() => 1,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
-    };
-    config.conn_threads = threads.saturating_sub(1);
-    config.spin = args.spin;
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
     config.body_memory = usize::try_from(args.body_memory_mib << 20).unwrap_or(usize::MAX);
@@ -369,13 +346,19 @@ fn passed_socket(fd: std::os::fd::RawFd) -> Result<(PathBuf, std::os::unix::net:
     Ok((path, l))
 }
 
-/// `--spin`: a duration of at most 10 ms.
-fn spin_window(s: &str) -> Result<Duration, String> {
-    let d = duration(s)?;
-    if d > Duration::from_millis(10) {
-        return Err(format!(
-            "{s} is longer than 10ms: a thread would burn a CPU that long after every answer"
-        ));
+/// The worker threads the daemon's runtime gets: `--threads`, else 1 on
+/// a NATS JetStream log (its writer waits on each publish's round trip,
+/// and a second thread only adds hops; docs/BENCHMARKS.md) and on a
+/// one-CPU machine, else 2.
+pub(crate) fn runtime_threads(args: &DaemonArgs) -> usize {
+    let nats = args
+        .store
+        .as_ref()
+        .and_then(|s| s.to_str())
+        .is_some_and(|s| s.starts_with("nats://"));
+    match args.threads {
+        Some(n) => usize::from(n),
+        None if nats => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
     }
-    Ok(d)
 }

@@ -500,7 +500,10 @@ fn daemon_help_leads_with_the_common_flags() {
     };
     assert!(at("--store") < at("--http <"), "{text}");
     assert!(at("--http <") < at("Limits and tuning:"), "{text}");
-    assert!(at("Limits and tuning:") < at("--spin"), "{text}");
-    let spin = text.lines().find(|l| l.contains("--spin")).expect("spin");
-    assert!(spin.len() < 160, "a short line under -h: {spin}");
+    assert!(at("Limits and tuning:") < at("--threads"), "{text}");
+    let threads = text
+        .lines()
+        .find(|l| l.contains("--threads"))
+        .expect("threads");
+    assert!(threads.len() < 160, "a short line under -h: {threads}");
 }

@@ -1,10 +1,8 @@
-//! `coord daemon --threads N`: a daemon whose connections are spread over
-//! its main thread and N−1 connection threads keeps every promise of the
-//! one-thread daemon — one total order seen by every stream (streams on
-//! every thread, fed by each thread's copy of the head), every
-//! acknowledged write in the log once (answers taken home through the
-//! threads' relays), lock state correct across threads, and a clean
-//! SIGTERM.
+//! `coord daemon --threads N`: a daemon on a runtime of N worker threads
+//! keeps every promise of the one-thread daemon — one total order seen by
+//! every stream, every acknowledged write in the log once, lock state
+//! correct whichever thread serves a connection, and a clean SIGTERM —
+//! and an idle one uses no CPU.
 
 use crate::support::{assert_gap_free, coord_cmd, Daemon, Follower};
 use std::time::Duration;
@@ -13,9 +11,6 @@ use std::time::Duration;
 fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     let mut d = Daemon::start(&["--threads", "3"]);
     let h0 = d.head();
-    // Streams first, then writers. The main thread takes the first
-    // MAIN_FIRST (4) connections, then each goes to the thread with the
-    // fewest: ten streams put some on every thread.
     let since = h0.to_string();
     let followers: Vec<Follower> = (0..10)
         .map(|_| Follower::start(&d, &["--since", &since]))
@@ -25,22 +20,11 @@ fn connections_on_several_threads_see_one_order_and_stop_cleanly() {
     for f in &followers {
         f.wait_for_seq(h0 + 1, Duration::from_secs(30));
     }
-    // Every thread serves some of the streams (the status request itself
-    // is one more connection somewhere).
+    // Every stream is an open connection (the status request itself is
+    // one more).
     let status = d.http("GET", "/v1/status", &[], None).json();
-    let per_thread: Vec<u64> = status["threads"]
-        .as_array()
-        .expect("threads")
-        .iter()
-        .map(|t| t["connections"].as_u64().expect("connections"))
-        .collect();
-    assert_eq!(per_thread.len(), 3, "{status}");
-    assert!(
-        per_thread[0] >= 4,
-        "the main thread fills first: {per_thread:?}"
-    );
-    assert!(per_thread.iter().all(|n| *n > 0), "{per_thread:?}");
-    assert!(per_thread.iter().sum::<u64>() >= 11, "{per_thread:?}");
+    let open = status["connections"].as_u64().expect("connections");
+    assert!(open >= 11, "{status}");
 
     // Six writers at once, each its own process and connections, so
     // writes arrive on several threads together and join
@@ -167,13 +151,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
 }
 
-/// `--spin` (crate coord-daemon, `idle_spin`): after it answers, a thread
-/// polls for a few µs before it sleeps — and then it does sleep. A daemon
-/// that served writes from several clients, then nothing, uses no CPU;
-/// a spin that never ended would burn a core (100 ticks a second).
+/// A daemon that served writes from several clients, then nothing, uses
+/// no CPU: no thread of its runtime polls while there is nothing to do,
+/// with or without a stream open.
 #[test]
-fn threads_that_spun_after_answers_sleep_once_the_clients_are_gone() {
-    let d = Daemon::start(&["--threads", "2", "--spin", "200us"]);
+fn an_idle_daemon_sleeps_once_the_clients_are_gone() {
+    let d = Daemon::start(&["--threads", "2"]);
     std::thread::scope(|s| {
         for w in 0..3 {
             let d = &d;
@@ -181,7 +164,7 @@ fn threads_that_spun_after_answers_sleep_once_the_clients_are_gone() {
                 for i in 0..20 {
                     d.ok(&[
                         "publish",
-                        "x.spin",
+                        "x.idle",
                         "--payload",
                         &format!("{{\"w\":{w},\"i\":{i}}}"),
                     ]);
@@ -195,7 +178,7 @@ fn threads_that_spun_after_answers_sleep_once_the_clients_are_gone() {
     // publish (a NATS log answers the first request later).
     let since = d.head().to_string();
     let f = Follower::start(&d, &["--since", &since]);
-    d.ok(&["publish", "x.spin"]);
+    d.ok(&["publish", "x.idle"]);
     f.wait_for_seq(d.head(), Duration::from_secs(30));
     assert_idle(&d, "with a follower open");
     drop(f);
@@ -210,17 +193,6 @@ fn assert_idle(d: &Daemon, when: &str) {
     let spent = cpu_ticks(d.pid()) - before;
     assert!(
         spent <= 5,
-        "{when}: an idle daemon used {spent} ticks of CPU in 2 s: a thread kept spinning"
+        "{when}: an idle daemon used {spent} ticks of CPU in 2 s: a thread kept polling"
     );
-}
-
-#[test]
-fn a_spin_longer_than_10ms_is_refused_with_the_reason() {
-    let out = coord_cmd()
-        .args(["daemon", "--spin", "1s", "--socket", "/nonexistent/c.sock"])
-        .output()
-        .expect("run coord");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--spin") && err.contains("10ms"), "{err}");
 }

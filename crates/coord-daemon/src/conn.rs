@@ -1,0 +1,135 @@
+//! One client connection, served by hyper — the daemon's only HTTP stack.
+//!
+//! Every connection, on the Unix socket or the dashboard's TCP listener,
+//! is handed to hyper-util's `auto` server: HTTP/1.1 (keep-alive,
+//! pipelining, half-closes) or HTTP/2 with prior knowledge (`curl
+//! --http2-prior-knowledge`), told apart by hyper from the first bytes.
+//! Appends, event streams and every other request go through the one
+//! router ([`crate::api::router`]); hyper frames the answers, chunks the
+//! streams and runs the header-read timeout on its own timer.
+//!
+//! It must not parse, frame or rewrite a byte itself, and it must not
+//! decide anything about a request: that is the router's.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// A connection's read buffer, bytes (128 KiB): the most a request line and
+/// headers may take over HTTP/1.1 (more is `431`), and with the body limit
+/// what one connection can make the daemon hold.
+pub(crate) const MAX_HEAD_BYTES: usize = 128 << 10;
+
+/// The most header bytes an HTTP/2 client may send in one request, bytes:
+/// the HTTP/1.1 limit, so both versions hold a connection to the same.
+const MAX_HEADER_LIST: u32 = MAX_HEAD_BYTES as u32;
+
+/// A future that completes when the client has left (see [`peer_gone`]).
+pub(crate) type Gone = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// hyper's server with the daemon's settings, shared by every connection.
+///
+/// HTTP/1.1: a connection that takes longer than `header_timeout` to send
+/// a request's headers — or stays idle that long between requests — is
+/// closed; a response being streamed is not waiting for headers. Half-closes
+/// are allowed: a client that sends its requests and then shuts its write
+/// side (`printf … | socat`, `nc -N`) is still answered, every pipelined
+/// request of it. HTTP/2: the same header budget, and hyper's own flow
+/// control per stream.
+pub(crate) struct Http {
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Http {
+    /// The server settings for connections whose headers must arrive within
+    /// `header_timeout`.
+    pub(crate) fn new(header_timeout: Duration) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .half_close(true)
+            .max_buf_size(MAX_HEAD_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_LIST);
+        Http { builder }
+    }
+
+    /// Serves `stream` with `router` until it ends, or until `stop`
+    /// completes — then gracefully: the request in flight is answered, a
+    /// stream ends at an event boundary — or until `gone` completes: the
+    /// client left with a request in flight (a lock wait, a long poll), and
+    /// dropping the connection drops its handler, which cancels what it
+    /// waited for as `client_gone`.
+    pub(crate) async fn serve<S>(
+        &self,
+        stream: S,
+        router: Router,
+        stop: impl Future<Output = ()>,
+        gone: Option<Gone>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = TowerToHyperService::new(router);
+        let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+        let mut conn = std::pin::pin!(conn);
+        let gone = async {
+            match gone {
+                Some(g) => g.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            _ = stop => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            _ = gone => tracing::debug!("the client closed the connection mid-request"),
+        }
+    }
+}
+
+/// A future that completes once the peer of `stream` has closed both
+/// directions — not on a half-close, after which it still reads what the
+/// daemon writes. hyper does not read while a request is in flight when
+/// half-closes are allowed, so it would not notice a client that left; this
+/// watches a duplicate of the descriptor for `EPOLLHUP` (write interest
+/// only: a half-close makes read readiness final and would wake a read
+/// watch forever, but raises no write event).
+///
+/// # Errors
+/// When the descriptor cannot be duplicated or registered with the reactor.
+pub(crate) fn peer_gone(stream: &impl AsFd) -> io::Result<Gone> {
+    let dup = stream.as_fd().try_clone_to_owned()?;
+    // SAFETY: the `AsyncFd` owns `dup`, so the descriptor stays open, and
+    // the same, for as long as it is registered.
+    let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+        .map_err(io::Error::from)?;
+    Ok(Box::pin(async move {
+        loop {
+            let Ok(mut ready) = fd.writable().await else {
+                return;
+            };
+            if ready.ready().is_write_closed() {
+                return;
+            }
+            ready.clear_ready();
+        }
+    }))
+}
