@@ -2,10 +2,10 @@
 //! the store for reads, tokens, counters, the shutdown notice). Shared by
 //! `api` (the handlers) and `http` (extraction and authentication).
 
-use crate::hub::Hub;
-use crate::timers::Leases;
-use crate::tokens::TokenCache;
-use crate::writer::{Stats, WriterHandle};
+use coord_engine::hub::Hub;
+use coord_engine::timers::Leases;
+use coord_engine::tokens::TokenCache;
+use coord_engine::writer::{Stats, WriterHandle};
 use coord_store::SyncMode;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +45,7 @@ pub struct App<L> {
     /// What the lifecycle manager, the bridge and the export report.
     pub observed: Arc<crate::observed::Observed>,
     /// What `/v1/metrics` reports.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<coord_engine::metrics::Metrics>,
     /// Every live session's lease (renewals included).
     pub leases: Arc<Leases>,
     /// The store's log identity (`Coord-Log-Id`).

@@ -17,8 +17,8 @@
 //! may come from another machine); their lease is `--legacy-ttl`.
 
 use crate::observed::Observed;
-use crate::writer::{Extras, Write, WriterHandle};
 use coord_core::Command;
+use coord_engine::writer::{Extras, Write, WriterHandle};
 use coord_legacy::layout::{encode_resource, LockFile, Root, SessionFile};
 use coord_legacy::{Change, Feed};
 use coord_proto::view::View;

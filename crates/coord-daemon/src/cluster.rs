@@ -13,9 +13,9 @@
 //! moved by the KV watch. It must not touch the state except through the
 //! writer.
 
-use crate::deadline::Deadlines;
-use crate::writer::{internal, WriterHandle};
 use coord_core::Command;
+use coord_engine::deadline::Deadlines;
+use coord_engine::writer::{internal, WriterHandle};
 use coord_store::JetStreamLog;
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -107,7 +107,7 @@ pub async fn run(
                     }
                     renew_at = Instant::now() + renew_every;
                 }
-                _ = crate::deadline::sleep_until(next_peer), if next_peer.is_some() => {
+                _ = coord_engine::deadline::sleep_until(next_peer), if next_peer.is_some() => {
                     for gone in peers.pop_due(Instant::now(), usize::MAX) {
                         end_sessions_of(&writer, &gone).await;
                     }

@@ -82,7 +82,7 @@ impl Config {
             snapshot_every: 10_000,
             log_heartbeats: false,
             ring_capacity: 8_192,
-            ring_bytes: crate::hub::DEFAULT_RING_BYTES,
+            ring_bytes: coord_engine::hub::DEFAULT_RING_BYTES,
             max_connections: 16_384,
             header_timeout: std::time::Duration::from_secs(10),
             body_timeout: std::time::Duration::from_secs(30),

@@ -3,8 +3,8 @@
 //! (debounced: one export after each burst of commits).
 
 use crate::bridge::is_bridged;
-use crate::hub::Hub;
-use crate::writer::{body_key, WriterHandle};
+use coord_engine::hub::Hub;
+use coord_engine::writer::{body_key, WriterHandle};
 use coord_legacy::{ExportReport, Exporter};
 use coord_proto::view::View;
 use coord_store::EventLog;

@@ -9,9 +9,9 @@
 //! appends nothing on the parent. Nothing is queued or retried beyond one
 //! attempt: the session list and lease expiry remain the real fallback.
 
-use crate::hub::{Hub, LogCursor};
-use crate::writer::WriterHandle;
 use coord_client::Client;
+use coord_engine::hub::{Hub, LogCursor};
+use coord_engine::writer::WriterHandle;
 use coord_proto::api::ReportRequest;
 use coord_proto::{Event, Payload};
 use coord_store::EventLog;

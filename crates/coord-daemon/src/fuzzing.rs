@@ -9,8 +9,8 @@
 
 use crate::api;
 use crate::app::App;
-use crate::hub::Hub;
-use crate::writer::{self, Stats, WriterConfig};
+use coord_engine::hub::Hub;
+use coord_engine::writer::{self, Stats, WriterConfig};
 use coord_proto::api::*;
 use coord_store::{EventLog, Retention, SqliteLog, SyncMode};
 use std::sync::Arc;
@@ -65,9 +65,9 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         SqliteLog::open(&dir.join("fuzz.db"), SyncMode::Normal).map_err(|e| e.to_string())?;
     let hub = Hub::new(0, 4096);
     let stats = Arc::new(Stats::default());
-    let tokens = Arc::new(crate::tokens::TokenCache::default());
-    let leases = Arc::new(crate::timers::Leases::default());
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let tokens = Arc::new(coord_engine::tokens::TokenCache::default());
+    let leases = Arc::new(coord_engine::timers::Leases::default());
+    let metrics = Arc::new(coord_engine::metrics::Metrics::default());
     let (writer, _join, _stop) = writer::spawn(
         coord_core::State::default(),
         store.on_caller_thread(),

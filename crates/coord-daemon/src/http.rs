@@ -3,10 +3,10 @@
 //! before it reaches the writer.
 
 use crate::app::App;
-use crate::tokens;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use coord_engine::tokens;
 use coord_proto::{ErrorBody, ErrorCode, MAX_REQUEST_BYTES};
 use coord_store::EventLog;
 use serde::de::DeserializeOwned;
@@ -22,8 +22,8 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
-impl From<crate::writer::WriteError> for ApiError {
-    fn from(e: crate::writer::WriteError) -> Self {
+impl From<coord_engine::writer::WriteError> for ApiError {
+    fn from(e: coord_engine::writer::WriteError) -> Self {
         ApiError(e.to_body())
     }
 }
@@ -115,7 +115,7 @@ impl Digest {
         h.update(path.as_bytes());
         h.update(b"\n");
         h.update(canonical.as_bytes());
-        Digest(Some(crate::tokens::hex(&h.finalize()[..16])))
+        Digest(Some(coord_engine::tokens::hex(&h.finalize()[..16])))
     }
 }
 

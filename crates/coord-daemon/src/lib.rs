@@ -36,36 +36,23 @@ mod bridge;
 pub mod cluster;
 mod config;
 mod conn;
-mod deadline;
-mod event_ids;
 mod export;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
-mod hub;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
-mod metrics;
 pub mod observed;
-mod pidfd;
-mod pidwatch;
 pub mod probes;
 mod server;
-mod stats;
 mod stop;
-mod timers;
-mod tokens;
-mod waits;
 pub mod web;
-mod writer;
-#[cfg(test)]
-mod writer_tests;
 
 pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};
+pub use coord_engine::timers::Renewals;
 pub use coord_store::NatsTarget;
 pub use lifecycle::{LifecycleConfig, LifecycleHandle, LifecycleManager, Thresholds};
 pub use server::{run, ServeError};
-pub use timers::Renewals;

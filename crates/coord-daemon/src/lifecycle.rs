@@ -25,12 +25,12 @@
 //! failure holds it up: the write is retried with backoff until it lands
 //! or the manager is stopped.
 
-use crate::deadline::{sleep_until, Deadlines};
-use crate::hub::{Hub, HubError, LogCursor};
 pub use crate::probes::{Activity, Agent, BoxFuture, ProbeError, Runtime};
-use crate::timers::Renewals;
-use crate::writer::{internal, WriterHandle};
 use coord_core::Command;
+use coord_engine::deadline::{sleep_until, Deadlines};
+use coord_engine::hub::{Hub, HubError, LogCursor};
+use coord_engine::timers::Renewals;
+use coord_engine::writer::{internal, WriterHandle};
 use coord_proto::view::Session;
 use coord_proto::{ErrorCode, Event, LifeState, Payload, Timestamp};
 use coord_store::EventLog;
@@ -518,7 +518,7 @@ impl<L: EventLog + Clone> Run<L> {
                     (None, Some(pid)) => Command::ProcessExited {
                         session_id: s.session_id.clone(),
                         registered_seq: s.registered_seq,
-                        exit_code: crate::pidfd::zombie_exit_code(pid),
+                        exit_code: coord_engine::pidfd::zombie_exit_code(pid),
                     },
                     (tmux, _) => Command::RuntimeGone {
                         session_id: s.session_id.clone(),

@@ -2,12 +2,12 @@
 //! mock runtime and agent: every transition, a probe error, and stop
 //! semantics.
 
-use crate::hub::Hub;
 use crate::lifecycle::*;
-use crate::timers::Renewals;
-use crate::tokens::TokenCache;
-use crate::writer::{self, internal, Stats, WriterConfig, WriterHandle};
 use coord_core::{Command, Probes};
+use coord_engine::hub::Hub;
+use coord_engine::timers::Renewals;
+use coord_engine::tokens::TokenCache;
+use coord_engine::writer::{self, internal, Stats, WriterConfig, WriterHandle};
 use coord_proto::view::Session;
 use coord_proto::{Event, LifeState, Payload, Timestamp};
 use coord_store::{EventLog, Retention, SqliteLog, SyncMode};
@@ -427,7 +427,7 @@ async fn a_wait_granted_in_its_own_batch_is_answered() {
         .expect("the waiter is answered, not left hanging")
         .expect("notice");
     assert!(
-        matches!(notice, crate::waits::WaitNotice::Granted(_)),
+        matches!(notice, coord_engine::waits::WaitNotice::Granted(_)),
         "{notice:?}"
     );
 }

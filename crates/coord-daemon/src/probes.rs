@@ -125,8 +125,8 @@ impl HostRuntime {
 }
 
 fn process_alive(pid: u32) -> Result<bool, ProbeError> {
-    match crate::pidfd::open(pid) {
-        Ok(fd) => Ok(crate::pidfd::is_running(&fd)),
+    match coord_engine::pidfd::open(pid) {
+        Ok(fd) => Ok(coord_engine::pidfd::is_running(&fd)),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
         Err(e) => Err(ProbeError::new(
             "process",

@@ -13,11 +13,11 @@
 
 use crate::api::{self, App};
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::timers::{Leases, Renewals};
-use crate::tokens;
-use crate::tokens::TokenCache;
-use crate::writer::{self, Stats, WriterConfig};
+use coord_engine::hub::Hub;
+use coord_engine::timers::{Leases, Renewals};
+use coord_engine::tokens;
+use coord_engine::tokens::TokenCache;
+use coord_engine::writer::{self, Stats, WriterConfig};
 use coord_store::{EventLog, JetStreamLog, SqliteLog, StoreError};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -162,7 +162,7 @@ async fn serve<L: EventLog + Clone>(
     let token_cache = Arc::new(TokenCache::default());
     let renewals = Arc::new(Renewals::default());
     let leases = Arc::new(Leases::default());
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(coord_engine::metrics::Metrics::default());
     let observed = config.lifecycle.observed.clone();
     let mut lifecycle_config = config.lifecycle.clone();
     lifecycle_config.daemon_id = daemon_id.clone();

@@ -24,12 +24,12 @@
 
 use crate::app::App;
 use crate::http::ApiError;
-use crate::tokens;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use coord_engine::tokens;
 use coord_proto::ErrorCode;
 use coord_store::EventLog;
 use std::collections::HashMap;

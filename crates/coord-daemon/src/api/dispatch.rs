@@ -2,7 +2,7 @@
 //! wait for the next, ack, complete, cancel, reassign.
 
 use super::*;
-use crate::hub::LogCursor;
+use coord_engine::hub::LogCursor;
 use coord_proto::view::Order;
 
 #[utoipa::path(post, path = "/v1/dispatch", tag = "dispatch", request_body = IssueRequest, security(("session_token" = [])), responses((status = 201, description = "Issued", body = IssueResponse), (status = 200, description = "A replay", body = IssueResponse)))]

@@ -2,8 +2,8 @@
 //! and a filter per subscriber, at most one batch held at a time.
 
 use super::*;
-use crate::hub::LogCursor;
 use axum::response::sse::{Event, Sse};
+use coord_engine::hub::LogCursor;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +41,7 @@ fn custom_digest(req: &CustomEventRequest) -> Digest {
     if serde_json::to_writer(&mut h, req.payload.as_ref().unwrap_or(&empty)).is_err() {
         return Digest(None);
     }
-    Digest(Some(crate::tokens::hex(&h.finalize()[..16])))
+    Digest(Some(coord_engine::tokens::hex(&h.finalize()[..16])))
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = CustomEventRequest, responses((status = 201, description = "Appended", body = WriteResponse), (status = 200, description = "A replay", body = WriteResponse)))]
@@ -159,7 +159,7 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
             req.session_id.as_deref(),
             req.resource.as_deref(),
         ) {
-            let e: ApiError = crate::writer::WriteError::Rejected(rej).into();
+            let e: ApiError = coord_engine::writer::WriteError::Rejected(rej).into();
             return Err(e.with("line", n));
         }
         let cmd = Command::Custom {
@@ -211,7 +211,7 @@ pub(crate) async fn custom_batch<L: EventLog + Clone>(
     // All or nothing: a refused line refused the whole batch; answer with
     // that line's own error (the others only say they went with it).
     if let Some((line, e)) = line_of.iter().zip(&answers).find_map(|(n, a)| match a {
-        Err(e) if !matches!(e, crate::writer::WriteError::GroupRefused) => Some((*n, e)),
+        Err(e) if !matches!(e, coord_engine::writer::WriteError::GroupRefused) => Some((*n, e)),
         _ => None,
     }) {
         let e: ApiError = e.clone().into();
@@ -598,7 +598,7 @@ impl Item {
 /// One open events stream: a cursor and a filter; it holds at most one
 /// batch at a time and reads only when the client has taken the last.
 pub(crate) struct Subscription<L> {
-    guard: crate::hub::SubscriberGuard,
+    guard: coord_engine::hub::SubscriberGuard,
     /// Polled on every wake-up, so a [`crate::stop::StopWatch`], not the
     /// token's own future.
     shutdown: crate::stop::StopWatch,

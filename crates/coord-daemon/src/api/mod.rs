@@ -6,12 +6,6 @@
 use crate::http::{
     json_response, require_admin, require_session, ApiError, Digest, Flag, JsonBody, QueryParams,
 };
-use crate::hub::{HubError, Published};
-use crate::pidfd;
-use crate::timers::Leases;
-use crate::tokens;
-use crate::waits::WaitNotice;
-use crate::writer::{body_key, Committed, Extras, Write, WriterHandle};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -20,6 +14,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::{BufMut, Bytes, BytesMut};
 use coord_core::{Command, Reply};
+use coord_engine::hub::{HubError, Published};
+use coord_engine::pidfd;
+use coord_engine::timers::Leases;
+use coord_engine::tokens;
+use coord_engine::waits::WaitNotice;
+use coord_engine::writer::{body_key, Committed, Extras, Write, WriterHandle};
 use coord_proto::api::*;
 use coord_proto::view::{Message, OrderState};
 use coord_proto::{
@@ -115,7 +115,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
 /// stamps on every answer.
 #[derive(Clone)]
 pub(crate) struct Front {
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<coord_engine::metrics::Metrics>,
     stamp: Arc<Stamp>,
 }
 
@@ -135,7 +135,7 @@ const COORD_LOG_ID: HeaderName = HeaderName::from_static("coord-log-id");
 
 impl Front {
     /// The front of a daemon whose log is `log_id`, timing into `metrics`.
-    pub(crate) fn new(metrics: Arc<crate::metrics::Metrics>, log_id: &str) -> Self {
+    pub(crate) fn new(metrics: Arc<coord_engine::metrics::Metrics>, log_id: &str) -> Self {
         Front {
             metrics,
             stamp: Arc::new(Stamp {
@@ -273,7 +273,7 @@ impl Front {
     fn timer(&self, route: String, method: String, status: u16) -> Histogram {
         self.metrics
             .requests
-            .get_or_create(&crate::metrics::RequestLabels {
+            .get_or_create(&coord_engine::metrics::RequestLabels {
                 route,
                 method,
                 status: status.to_string(),
@@ -350,7 +350,7 @@ pub(crate) fn write(
 ) -> Write {
     Write {
         cmd,
-        source: crate::writer::API.to_string(),
+        source: coord_engine::writer::API.to_string(),
         tx_id,
         digest: digest.0.clone(),
         ts: ts.unwrap_or_else(Timestamp::now),

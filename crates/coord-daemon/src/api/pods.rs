@@ -41,7 +41,7 @@ pub(crate) async fn report<L: EventLog + Clone>(
         &digest,
     );
     if !local {
-        w.source = crate::writer::PEER.to_string();
+        w.source = coord_engine::writer::PEER.to_string();
     }
     // Authenticated above: the admin token or the child's own.
     submit_seq(&app, &headers, Auth::Anyone, w, true).await

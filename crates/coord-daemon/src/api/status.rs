@@ -223,7 +223,7 @@ pub(crate) async fn metrics<L: EventLog + Clone>(
         .await?;
     for (state, n) in by_state {
         m.sessions
-            .get_or_create(&crate::metrics::StateLabel {
+            .get_or_create(&coord_engine::metrics::StateLabel {
                 state: state.to_string(),
             })
             .set(n);

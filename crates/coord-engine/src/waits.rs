@@ -21,7 +21,7 @@ pub enum WaitNotice {
 
 /// Open waits by (resource, session).
 #[derive(Default)]
-pub(crate) struct Waits {
+pub struct Waits {
     open: HashMap<(String, String), oneshot::Sender<WaitNotice>>,
 }
 
@@ -30,7 +30,7 @@ impl Waits {
     /// the same batch may already have granted or cancelled it (its event
     /// went by before this registration), so the state after the batch
     /// decides: held is answered now, gone is a cancel, still queued waits.
-    pub(crate) fn register(
+    pub fn register(
         &mut self,
         state: &State,
         resource: &str,
@@ -60,7 +60,7 @@ impl Waits {
     }
 
     /// Follows one committed event: a grant or a cancel answers its waiter.
-    pub(crate) fn on_event(&mut self, e: &Event) {
+    pub fn on_event(&mut self, e: &Event) {
         let (key, notice) = match &e.payload {
             Payload::LockAcquire(p) => (
                 (p.resource.clone(), p.owner_session.clone()),

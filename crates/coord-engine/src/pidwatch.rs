@@ -23,7 +23,7 @@ struct Watch {
 
 /// The watched processes, by session id.
 #[derive(Default)]
-pub(crate) struct PidWatches {
+pub struct PidWatches {
     watches: HashMap<String, Watch>,
 }
 
@@ -32,7 +32,7 @@ impl PidWatches {
     /// a pidfd opened earlier (at registration, before the pid could be
     /// reused), else one is opened now. `exited` runs once with the exit
     /// status when the process ends, or at once if it is already gone.
-    pub(crate) fn watch(
+    pub fn watch(
         &mut self,
         session_id: &str,
         pid: u32,
@@ -75,7 +75,7 @@ impl PidWatches {
 
     /// True while `session_id`'s watched process runs (exactly: its pidfd
     /// is not readable yet).
-    pub(crate) fn is_running(&self, session_id: &str) -> bool {
+    pub fn is_running(&self, session_id: &str) -> bool {
         self.watches
             .get(session_id)
             .and_then(|w| w.fd.as_ref())
@@ -87,7 +87,7 @@ impl PidWatches {
     /// after the grace if it still runs. With `group` (ms of grace), the
     /// process group it leads gets the same, whether or not the leader
     /// still runs: its children must not outlive the session.
-    pub(crate) fn end(&mut self, session_id: &str, terminate: Option<u64>, group: Option<u64>) {
+    pub fn end(&mut self, session_id: &str, terminate: Option<u64>, group: Option<u64>) {
         let Some(w) = self.watches.remove(session_id) else {
             return;
         };
@@ -101,7 +101,7 @@ impl PidWatches {
     }
 
     /// Stops every watch (shutdown).
-    pub(crate) fn abort_all(&mut self) {
+    pub fn abort_all(&mut self) {
         for (_, w) in self.watches.drain() {
             w.task.abort();
         }

@@ -26,22 +26,27 @@ use tokio::time::Instant;
 
 /// What a deadline is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum TimerKey {
+pub enum TimerKey {
     /// A session's lease, for one registration.
     Lease {
+        /// The session.
         session_id: String,
+        /// The seq of the registration the lease belongs to.
         registered_seq: u64,
     },
     /// A lock's TTL, for one grant.
     LockTtl {
+        /// The locked resource.
         resource: String,
+        /// The holder.
         session_id: String,
+        /// The seq of the grant the TTL belongs to.
         acquired_seq: u64,
     },
 }
 
 /// Lease and lock-TTL deadlines.
-pub(crate) struct Timers {
+pub struct Timers {
     due: Deadlines<Instant, TimerKey>,
     /// The registration whose lease timer is set, per session.
     lease_of: HashMap<String, u64>,
@@ -55,7 +60,7 @@ pub(crate) struct Timers {
 
 impl Timers {
     /// No deadlines; `leases` is kept in step with the lease timers.
-    pub(crate) fn new(leases: Arc<Leases>, daemon_id: Option<String>) -> Self {
+    pub fn new(leases: Arc<Leases>, daemon_id: Option<String>) -> Self {
         Timers {
             due: Deadlines::default(),
             lease_of: HashMap::new(),
@@ -66,14 +71,14 @@ impl Timers {
     }
 
     /// The earliest deadline.
-    pub(crate) fn next(&self) -> Option<Instant> {
+    pub fn next(&self) -> Option<Instant> {
         self.due.next()
     }
 
     /// The commands of at most `max` deadlines due at `now`, earliest
     /// first (the rest stay due). `running` says whether a session's
     /// watched process still runs (an expiry says so).
-    pub(crate) fn due(
+    pub fn due(
         &mut self,
         now: Instant,
         max: usize,
@@ -112,7 +117,7 @@ impl Timers {
     }
 
     /// Starts (or restarts) a lease: `ttl_ms` from now.
-    pub(crate) fn renew(&mut self, session_id: &str, registered_seq: u64, ttl_ms: u64) {
+    pub fn renew(&mut self, session_id: &str, registered_seq: u64, ttl_ms: u64) {
         self.leases.renew(session_id, ttl_ms);
         self.lease_of.insert(session_id.to_string(), registered_seq);
         self.due.set(
@@ -125,7 +130,7 @@ impl Timers {
     }
 
     /// Follows one committed event.
-    pub(crate) fn on_event(&mut self, e: &Event) {
+    pub fn on_event(&mut self, e: &Event) {
         let sid = e.session_id.as_deref().unwrap_or_default();
         match &e.payload {
             Payload::SessionRegister(p) if p.daemon == self.daemon_id => {
@@ -178,7 +183,7 @@ impl Timers {
     /// After a restart: every lease gets a fresh TTL (renewals are not
     /// logged, so the last one is unknown), lock TTLs resume from their
     /// grant time (the daemon's clock, `acquired_at`).
-    pub(crate) fn restore(&mut self, state: &State) {
+    pub fn restore(&mut self, state: &State) {
         let now_wall = Timestamp::now().as_millis();
         let now = Instant::now();
         for s in state.view.sessions.values() {
@@ -241,7 +246,8 @@ impl Leases {
 #[derive(Default)]
 pub struct Renewals {
     seen: Mutex<HashMap<String, i64>>,
-    pub(crate) notify: Notify,
+    /// Notified after each renewal noted.
+    pub notify: Notify,
 }
 
 impl Renewals {
@@ -255,7 +261,7 @@ impl Renewals {
 
     /// Takes every renewal noted since the last call (ms since the epoch,
     /// by session).
-    pub(crate) fn take(&self) -> HashMap<String, i64> {
+    pub fn take(&self) -> HashMap<String, i64> {
         self.seen
             .lock()
             .map(|mut m| std::mem::take(&mut *m))

@@ -86,9 +86,9 @@ impl Published {
         self.line.slice(..self.line.len().saturating_sub(1))
     }
 
-    /// A custom event of `kind` at `seq` with an empty payload, for tests.
-    #[cfg(test)]
-    pub(crate) fn custom(seq: u64, kind: &str) -> Self {
+    /// A custom event of `kind` at `seq` with an empty payload, source
+    /// `test`: for tests of what reads the hub.
+    pub fn custom(seq: u64, kind: &str) -> Self {
         let event = Event {
             seq,
             tx_id: ulid::Ulid::new(),

@@ -74,7 +74,7 @@ pub fn send_signal(fd: &OwnedFd, signal: i32) -> io::Result<()> {
 }
 
 /// Reads the wait status of a zombie from `/proc/<pid>/stat` (field 52).
-pub(crate) fn zombie_exit_code(pid: u32) -> Option<i32> {
+pub fn zombie_exit_code(pid: u32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses; the
     // fields after the last ')' are fixed.

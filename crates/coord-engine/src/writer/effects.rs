@@ -1,0 +1,224 @@
+//! What follows a commit, per kind of event, in one place: the counters,
+//! message-body attachments, lease and lock timers, waits answered, pid
+//! watches started or stopped.
+//!
+//! It must not append anything: effects that need a write queue one.
+
+use super::*;
+
+impl<L: EventLog + Clone> Writer<L> {
+    /// `coord_events_total`'s series for (`kind`, `source`), from
+    /// `cache` or, the first time, from the family (then kept).
+    pub(super) fn event_counter<'c>(
+        cache: &'c mut HashMap<String, HashMap<String, Counter>>,
+        m: &crate::metrics::Metrics,
+        (kind, source): (&str, &str),
+    ) -> &'c Counter {
+        if !cache.get(kind).is_some_and(|s| s.contains_key(source)) {
+            let c = m
+                .events
+                .get_or_create(&EventLabels {
+                    kind: kind.to_string(),
+                    source: source.to_string(),
+                })
+                .clone();
+            cache
+                .entry(kind.to_string())
+                .or_default()
+                .insert(source.to_string(), c);
+        }
+        &cache[kind][source]
+    }
+
+    /// Feeds the metrics of one committed batch.
+    pub(super) fn count(
+        &mut self,
+        events: &[Arc<Published>],
+        answers: &[(Write, Result<Committed, WriteError>)],
+    ) {
+        let m = &self.config.metrics;
+        m.commits.inc();
+        m.batch_size.observe(answers.len() as f64);
+        // One counter lookup per run of events of the same kind and
+        // source (a batch append is one run), not per event.
+        let mut run: Option<((&str, &str), u64)> = None;
+        for p in events {
+            let e = &p.event;
+            let key = (e.kind(), e.source.as_str());
+            match &mut run {
+                Some((k, n)) if *k == key => *n += 1,
+                _ => {
+                    if let Some((k, n)) = run.replace((key, 1)) {
+                        Self::event_counter(&mut self.event_counters, m, k).inc_by(n);
+                    }
+                }
+            }
+            if let Payload::SessionProbeError(p) = &e.payload {
+                m.probe_errors
+                    .get_or_create(&ProbeLabel {
+                        probe: p.probe.clone(),
+                    })
+                    .inc();
+            }
+        }
+        if let Some((k, n)) = run {
+            Self::event_counter(&mut self.event_counters, m, k).inc_by(n);
+        }
+        for (w, a) in answers {
+            if w.source.starts_with("fs-") {
+                m.bridge_changes.inc();
+            }
+            if let Err(e) = a {
+                m.refused
+                    .get_or_create(&CodeLabel {
+                        code: e.code().as_str().into(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Blobs that commit with an event: token hashes and message bodies.
+    pub(super) fn attachments_for(
+        &self,
+        payload: &Payload,
+        session_id: Option<&str>,
+        w: &Write,
+        body: Option<&String>,
+        batch: &mut Batch,
+    ) {
+        match payload {
+            Payload::SessionRegister(_) => {
+                if let (Some(sid), Some(hash)) = (session_id, &w.extras.token_hash) {
+                    batch.attachments.push(AttachmentOp::Put {
+                        key: format!("token/{sid}"),
+                        value: hash.as_bytes().to_vec(),
+                    });
+                }
+            }
+            Payload::SessionDereg(_) => {
+                if let Some(sid) = session_id {
+                    batch.attachments.push(AttachmentOp::Delete {
+                        key: format!("token/{sid}"),
+                    });
+                    for m in self.state.view.inboxes.get(sid).into_iter().flatten() {
+                        batch.attachments.push(AttachmentOp::Delete {
+                            key: body_key(sid, &m.msg_id),
+                        });
+                    }
+                }
+            }
+            Payload::InboxDeliver(p) => batch.attachments.push(AttachmentOp::Put {
+                key: body_key(&p.to_session, &p.msg_id),
+                value: body
+                    .or(w.extras.body.as_ref())
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_bytes(),
+            }),
+            Payload::InboxAck(p) => batch.attachments.push(AttachmentOp::Delete {
+                key: body_key(&p.to_session, &p.msg_id),
+            }),
+            _ => {}
+        }
+    }
+
+    /// Timers, watches and notifications that follow a committed event.
+    pub(super) fn after_commit(&mut self, e: &Event) {
+        self.timers.on_event(e);
+        self.waits.on_event(e);
+        if let Payload::SessionDereg(d) = &e.payload {
+            let sid = e.session_id.as_deref().unwrap_or_default();
+            self.tokens.remove(sid);
+            self.pids.end(
+                sid,
+                d.signal.as_ref().map(|_| d.kill_after_ms.unwrap_or(0)),
+                d.group_kill_after_ms,
+            );
+        }
+    }
+
+    /// Effects that need the request itself: lease renewal, pid watches,
+    /// token caching, queued-wait registration.
+    pub(super) fn after_answer(&mut self, w: &mut Write, c: &Committed) {
+        match &w.cmd {
+            Command::Register { session_id, .. } => {
+                if let Some(seq) = c.first_seq {
+                    if let Some(hash) = w.extras.token_hash.take() {
+                        self.tokens.put(session_id, hash);
+                    }
+                    let watched = self
+                        .state
+                        .view
+                        .sessions
+                        .get(session_id)
+                        .and_then(|s| s.watched_pid());
+                    if let Some(pid) = watched {
+                        let fd = w.extras.pidfd.take();
+                        self.watch_pid(session_id.clone(), seq, pid, fd);
+                    }
+                }
+            }
+            Command::Heartbeat { session_id, .. } => {
+                self.config.renewals.note(session_id);
+                if let Some(s) = self.state.view.sessions.get(session_id) {
+                    // Only the daemon a session registered with keeps its
+                    // lease (PROTOCOL §12).
+                    if s.daemon == self.config.daemon_id {
+                        self.timers.renew(session_id, s.registered_seq, s.ttl_ms);
+                    }
+                }
+            }
+            Command::Acquire {
+                session_id,
+                resource,
+                ..
+            } => {
+                if matches!(c.reply, Reply::Waiting | Reply::AlreadyWaiting) {
+                    if let Some(tx) = w.extras.wait.take() {
+                        self.waits.register(&self.state, resource, session_id, tx);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn watch_pid(
+        &mut self,
+        session_id: String,
+        registered_seq: u64,
+        pid: u32,
+        fd: Option<OwnedFd>,
+    ) {
+        let handle = self.handle.clone();
+        let sid = session_id.clone();
+        self.pids.watch(&session_id, pid, fd, move |exit_code| {
+            handle.spawn_write(internal(Command::ProcessExited {
+                session_id: sid,
+                registered_seq,
+                exit_code,
+            }))
+        });
+    }
+
+    /// After a restart: leases and lock TTLs are set again, pids are
+    /// watched again.
+    pub(super) fn restore_timers_and_watches(&mut self) {
+        self.timers.restore(&self.state);
+        let watched: Vec<(String, u64, u32)> = self
+            .state
+            .view
+            .sessions
+            .values()
+            .filter(|s| s.daemon == self.config.daemon_id)
+            .filter_map(|s| {
+                s.watched_pid()
+                    .map(|pid| (s.session_id.clone(), s.registered_seq, pid))
+            })
+            .collect();
+        for (sid, seq, pid) in watched {
+            self.watch_pid(sid, seq, pid, None);
+        }
+    }
+}
