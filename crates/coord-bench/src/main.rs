@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 mod chaos;
 mod compare;
+mod legacy;
 mod locks;
+mod shared;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks a coord daemon")]
@@ -183,7 +185,7 @@ fn main() -> Result<()> {
                 peers,
                 seconds,
                 idle,
-            } => legacy(&coord, &source, peers, seconds, idle).await,
+            } => legacy::legacy(&coord, &source, peers, seconds, idle).await,
             Bench::Batch {
                 size,
                 sync,
@@ -195,7 +197,7 @@ fn main() -> Result<()> {
                 seconds,
                 rate,
                 handovers,
-            } => shared(&coord, writers, seconds, rate, handovers).await,
+            } => shared::shared(&coord, writers, seconds, rate, handovers).await,
             Bench::Locks(o) => locks::locks(&coord, o).await,
             Bench::Chaos(o) => chaos::chaos(&coord, o).await,
             Bench::Compare(mut o) => {
@@ -665,155 +667,6 @@ async fn cold_start(coord: &Path, events: u64) -> Result<()> {
     Ok(())
 }
 
-fn write_session(root: &Path, i: usize, phase: &str) -> Result<()> {
-    let id = format!("claude-pid-{}", 10_000 + i);
-    let now = now_ns() / 1_000_000;
-    let body = format!(
-        r#"{{"session_id":"{id}","role":"worker","task":"TOD-{i}","blob":{{}},"phase":"{phase}","pid":{},"started_at":"2026-01-01T00:00:00.000Z","last_heartbeat":"{}"}}"#,
-        10_000 + i,
-        ms_to_rfc3339(now)
-    );
-    let dir = root.join("sessions");
-    let tmp = dir.join(format!(".{id}.json.tmp"));
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, dir.join(format!("{id}.json")))?;
-    Ok(())
-}
-
-fn ms_to_rfc3339(ms: u64) -> String {
-    // Seconds and millis are enough to make every heartbeat distinct.
-    let (s, m) = (ms / 1000, ms % 1000);
-    format!("2026-01-01T00:{:02}:{:02}.{m:03}Z", (s / 60) % 60, s % 60)
-}
-
-/// Watches a jsonl sink (or the daemon's stream) for "is now pN" and
-/// reports when each N arrived.
-async fn legacy(coord: &Path, source: &str, peers: usize, seconds: u64, idle: u64) -> Result<()> {
-    let dir = tempfile::Builder::new().prefix("cl").tempdir_in("/tmp")?;
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("sessions"))?;
-    for i in 0..peers {
-        write_session(&root, i, "start")?;
-    }
-    let sink = dir.path().join("obs.jsonl");
-    let arrivals: Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>> = Arc::default();
-    let (pid, _guard): (u32, Box<dyn std::any::Any>) = match source {
-        "fs-poll" | "fs-watch" => {
-            let child = Command::new(coord)
-                .args(["sentinel", "--source", source, "--coord-root"])
-                .arg(&root)
-                .arg("--sink")
-                .arg(format!("jsonl:{}", sink.display()))
-                .env("COORD_LOG", "error")
-                .spawn()?;
-            let pid = child.id();
-            struct Kill(Child);
-            impl Drop for Kill {
-                fn drop(&mut self) {
-                    let _ = self.0.kill();
-                    let _ = self.0.wait();
-                }
-            }
-            // Tail the sink every millisecond.
-            let (arrivals, sink) = (arrivals.clone(), sink.clone());
-            std::thread::spawn(move || {
-                let mut seen = 0usize;
-                loop {
-                    if let Ok(text) = std::fs::read_to_string(&sink) {
-                        let now = now_ns();
-                        for line in text[seen.min(text.len())..].lines() {
-                            if let Some(n) = line
-                                .split("is now p")
-                                .nth(1)
-                                .and_then(|r| r.split('"').next())
-                                .and_then(|n| n.parse().ok())
-                            {
-                                arrivals.lock().map(|mut a| a.insert(n, now)).ok();
-                            }
-                        }
-                        seen = text.len();
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            });
-            (pid, Box::new(Kill(child)))
-        }
-        "bridge" => {
-            let root_s = root.to_str().unwrap_or("").to_string();
-            let d =
-                Daemon::start(coord, &["--legacy-root", &root_s, "--legacy-mode", "watch"]).await?;
-            let mut c = Conn::open(&d.socket).await?;
-            let resp = c
-                .send(
-                    "GET",
-                    "/v1/events?since=0&kinds=session.heartbeat",
-                    Bytes::new(),
-                )
-                .await?;
-            let mut body = resp.into_body();
-            let arrivals = arrivals.clone();
-            tokio::spawn(async move {
-                let _keep = c;
-                let mut buf = Vec::new();
-                while let Some(Ok(frame)) = body.frame().await {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    let now = now_ns();
-                    buf.extend_from_slice(&data);
-                    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=pos).collect();
-                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
-                            if let Some(n) = v["payload"]["phase"]
-                                .as_str()
-                                .and_then(|p| p.strip_prefix('p'))
-                                .and_then(|n| n.parse().ok())
-                            {
-                                arrivals.lock().map(|mut a| a.insert(n, now)).ok();
-                            }
-                        }
-                    }
-                }
-            });
-            (d.pid(), Box::new(d))
-        }
-        other => bail!("source {other}: expected fs-poll, fs-watch or bridge"),
-    };
-    // Let the reader take in the initial state.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let hz = ticks_per_second();
-    let cpu0 = cpu_ticks(pid)?;
-    let mut sent = Vec::new();
-    let total = seconds * 10;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    for n in 0..total {
-        tick.tick().await;
-        let t = now_ns();
-        write_session(&root, (n as usize) % peers, &format!("p{n}"))?;
-        sent.push((n, t));
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let cpu1 = cpu_ticks(pid)?;
-    tokio::time::sleep(Duration::from_secs(idle)).await;
-    let cpu2 = cpu_ticks(pid)?;
-    let arrivals = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .filter_map(|(n, t)| arrivals.get(n).map(|a| a.saturating_sub(*t) as f64 / 1e6))
-        .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "legacy {source}, {peers} peers, {seconds}s at 10 changes/s: seen {}/{} p50={:.1} ms p99={:.1} ms; CPU {:.2} s active, {:.3} s over {idle}s idle",
-        lat.len(),
-        sent.len(),
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        (cpu1 - cpu0) as f64 / hz,
-        (cpu2 - cpu1) as f64 / hz
-    );
-    Ok(())
-}
-
 /// Registers `id` on the daemon behind `c`; returns its token.
 async fn register(c: &mut Conn, id: &str) -> Result<String> {
     let (s, b) = c
@@ -838,179 +691,6 @@ async fn metric(socket: &Path, name: &str) -> Result<f64> {
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
-}
-
-async fn shared(
-    coord: &Path,
-    writers: usize,
-    seconds: u64,
-    rate: u64,
-    handovers: usize,
-) -> Result<()> {
-    let Some(log) = fresh_nats_log() else {
-        bail!("shared needs --nats nats://HOST:PORT (a NATS server >= 2.10 with JetStream)");
-    };
-    let a = Daemon::start_on(coord, Some(log.clone()), &[]).await?;
-    let b = Daemon::start_on(coord, Some(log), &[]).await?;
-    let sockets = [a.socket.clone(), b.socket.clone()];
-
-    // 1. Throughput, writers split across the two daemons.
-    let count = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let mut c = Conn::open(&sockets[w % 2]).await?;
-        let count = count.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let body = format!(r#"{{"tx_kind":"x.tp","payload":{{"w":{w},"i":{i}}}}}"#);
-                match c.post("/v1/events", body).await {
-                    Ok((201, _)) => {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((s, b)) => eprintln!("write refused {s}: {}", String::from_utf8_lossy(&b)),
-                    Err(e) => {
-                        eprintln!("write failed: {e}");
-                        break;
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
-    let t0 = Instant::now();
-    for t in tasks {
-        t.await?;
-    }
-    let n = count.load(Ordering::Relaxed);
-    let conflicts = metric(&sockets[0], "coord_append_conflicts_total").await?
-        + metric(&sockets[1], "coord_append_conflicts_total").await?;
-    let commits = metric(&sockets[0], "coord_commits_total").await?
-        + metric(&sockets[1], "coord_commits_total").await?;
-    println!(
-        "shared log, 2 daemons, writers={writers}: {n} events in {:.1}s = {:.0} events/s; {commits:.0} commits, {conflicts:.0} conflicts (retried)",
-        t0.elapsed().as_secs_f64(),
-        n as f64 / t0.elapsed().as_secs_f64()
-    );
-
-    // 2. Written on A, received by a subscriber of B.
-    let mut sub = Conn::open(&sockets[1]).await?;
-    let resp = sub
-        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
-        .await?;
-    let mut body = resp.into_body();
-    let total = rate * seconds;
-    let reader = tokio::spawn(async move {
-        let mut samples = Vec::with_capacity(total as usize);
-        let mut buf = Vec::new();
-        while samples.len() < total as usize {
-            let Some(Ok(frame)) = body.frame().await else {
-                break;
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            let got = now_ns();
-            buf.extend_from_slice(&data);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
-                    if let Some(t) = v["payload"]["t_ns"].as_u64() {
-                        samples.push(got.saturating_sub(t) as f64 / 1e6);
-                    }
-                }
-            }
-        }
-        samples
-    });
-    let mut w = Conn::open(&sockets[0]).await?;
-    let mut ack = Vec::with_capacity(total as usize);
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
-    for _ in 0..total {
-        tick.tick().await;
-        let sent = Instant::now();
-        let body = format!(r#"{{"tx_kind":"x.lat","payload":{{"t_ns":{}}}}}"#, now_ns());
-        w.post("/v1/events", body).await?;
-        ack.push(sent.elapsed().as_secs_f64() * 1e3);
-    }
-    let mut samples = tokio::time::timeout(Duration::from_secs(30), reader).await??;
-    samples.sort_by(|a, b| a.total_cmp(b));
-    ack.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "shared log, write on A at {rate}/s: ack p50={:.3} ms p99={:.3} ms; received on B p50={:.3} ms p99={:.3} ms (n={})",
-        pct(&ack, 0.5),
-        pct(&ack, 0.99),
-        pct(&samples, 0.5),
-        pct(&samples, 0.99),
-        samples.len()
-    );
-
-    // 3. Lock hand-over: A's session releases, B's queued session is
-    // granted; timed from the release request to the grant's answer.
-    let mut ca = Conn::open(&sockets[0]).await?;
-    let mut cb = Conn::open(&sockets[1]).await?;
-    let ta = register(&mut ca, "hold-a").await?;
-    let tb = register(&mut cb, "hold-b").await?;
-    let mut times = Vec::with_capacity(handovers);
-    for i in 0..handovers {
-        let res = format!("/bench/lock{i}");
-        let (s, body) = ca
-            .post_auth(
-                "/v1/locks/acquire",
-                &ta,
-                format!(r#"{{"session_id":"hold-a","resource":"{res}"}}"#),
-            )
-            .await?;
-        if s != 200 && s != 201 {
-            bail!("acquire: {s} {}", String::from_utf8_lossy(&body));
-        }
-        let (tb2, res2, sock) = (tb.clone(), res.clone(), sockets[1].clone());
-        let waiter = tokio::spawn(async move {
-            let mut c = Conn::open(&sock).await?;
-            let r = c
-                .post_auth(
-                    "/v1/locks/acquire",
-                    &tb2,
-                    format!(r#"{{"session_id":"hold-b","resource":"{res2}","wait_ms":30000}}"#),
-                )
-                .await?;
-            Ok::<_, anyhow::Error>((r, Instant::now()))
-        });
-        // Queued once B's view shows the waiter.
-        loop {
-            let (_, l) = cb.get("/v1/locks").await?;
-            if String::from_utf8_lossy(&l).contains("\"hold-b\"") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let t0 = Instant::now();
-        ca.post_auth(
-            "/v1/locks/release",
-            &ta,
-            format!(r#"{{"session_id":"hold-a","resource":"{res}"}}"#),
-        )
-        .await?;
-        let ((s, body), at) = waiter.await??;
-        if s != 200 && s != 201 {
-            bail!("queued acquire: {s} {}", String::from_utf8_lossy(&body));
-        }
-        times.push(at.duration_since(t0).as_secs_f64() * 1e3);
-        cb.post_auth(
-            "/v1/locks/release",
-            &tb,
-            format!(r#"{{"session_id":"hold-b","resource":"{res}"}}"#),
-        )
-        .await?;
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "shared log, lock hand-over A→B ({handovers}): p50={:.3} ms p99={:.3} ms",
-        pct(&times, 0.5),
-        pct(&times, 0.99)
-    );
-    Ok(())
 }
 
 async fn batch(

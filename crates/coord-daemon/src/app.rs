@@ -19,7 +19,7 @@ pub struct App<L> {
     /// The fan-out hub.
     pub hub: Arc<Hub>,
     /// The open subscribers' filters, shared between equal ones.
-    pub filters: crate::api::Filters,
+    pub filters: coord_engine::filter::Filters,
     /// The store (reads only: catch-up, bodies, tokens).
     pub store: L,
     /// Token hashes.
@@ -53,7 +53,7 @@ pub struct App<L> {
     /// This daemon's id on a shared log.
     pub daemon_id: Option<String>,
     /// The web dashboard's secrets, when `--http` serves one.
-    pub web: Option<Arc<crate::web::WebAuth>>,
+    pub web: Option<Arc<crate::web_auth::WebAuth>>,
     /// Connections open now, event streams included.
     pub connections: Arc<AtomicUsize>,
 }

@@ -19,7 +19,8 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -46,6 +47,7 @@ pub(crate) type Gone = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// control per stream.
 pub(crate) struct Http {
     builder: auto::Builder<TokioExecutor>,
+    header_timeout: Duration,
 }
 
 impl Http {
@@ -63,7 +65,10 @@ impl Http {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEADER_LIST);
-        Http { builder }
+        Http {
+            builder,
+            header_timeout,
+        }
     }
 
     /// Serves `stream` with `router` until it ends, or until `stop`
@@ -82,6 +87,7 @@ impl Http {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let svc = TowerToHyperService::new(router);
+        let stream = FirstBytes::new(stream, self.header_timeout);
         let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
         let mut conn = std::pin::pin!(conn);
         let gone = async {
@@ -132,4 +138,140 @@ pub(crate) fn peer_gone(stream: &impl AsFd) -> io::Result<Gone> {
             ready.clear_ready();
         }
     }))
+}
+
+/// How often a run of accept failures is logged.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Accept failures (EMFILE under a connection flood, ENOMEM) logged at most
+/// once per [`ACCEPT_WARN_EVERY`] with the count suppressed since: the
+/// accept loop retries every 50 ms, and a flood must not flood the log.
+#[derive(Default)]
+pub(crate) struct AcceptErrors {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Notes one failure at `now`; returns whether it was logged.
+    pub(crate) fn note(&mut self, what: &str, e: &std::io::Error, now: Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < ACCEPT_WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        tracing::warn!(error = %e, suppressed = self.suppressed, "{what}");
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
+    }
+}
+
+/// Bytes of a connection read before hyper has told HTTP/1.1 from HTTP/2
+/// for sure: the length of the HTTP/2 preface, the most it reads to decide.
+const PREFACE_BYTES: u64 = 24;
+
+/// A connection whose first [`PREFACE_BYTES`] must arrive within the
+/// header timeout. hyper's own header-read timer starts only once it has
+/// decided which version the client speaks, and deciding waits for bytes
+/// without a timer of its own: a client that connects and sends nothing
+/// (or one byte of `PRI`) would hold a connection slot for ever. After
+/// those bytes, hyper's timers (the HTTP/1.1 header-read timeout, the idle
+/// keep-alive) govern the connection.
+struct FirstBytes<S> {
+    inner: S,
+    /// Bytes read so far, up to [`PREFACE_BYTES`].
+    read: u64,
+    /// When the first bytes must have arrived; `None` once they have.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> FirstBytes<S> {
+    fn new(inner: S, within: Duration) -> Self {
+        FirstBytes {
+            inner,
+            read: 0,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstBytes<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let n = (buf.filled().len() - before) as u64;
+            self.read = self.read.saturating_add(n);
+            if self.read >= PREFACE_BYTES || n == 0 {
+                self.deadline = None;
+            }
+            return r;
+        }
+        if r.is_pending() {
+            if let Some(d) = self.deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within the header timeout",
+                    )));
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstBytes<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_per_window() {
+        let mut errors = AcceptErrors::default();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let t0 = Instant::now();
+        let logged = (0..1000)
+            .filter(|i| errors.note("accept failed", &e, t0 + Duration::from_millis(*i)))
+            .count();
+        assert_eq!(logged, 1, "a 1 s flood of failures");
+        assert!(errors.note("accept failed", &e, t0 + ACCEPT_WARN_EVERY));
+        assert!(!errors.note("accept failed", &e, t0 + ACCEPT_WARN_EVERY));
+    }
 }

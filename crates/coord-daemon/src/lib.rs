@@ -49,6 +49,7 @@ pub mod probes;
 mod server;
 mod stop;
 pub mod web;
+mod web_auth;
 
 pub use bridge::{BridgeConfig, LegacyMode};
 pub use config::{default_socket_path, default_store_path, Config};

@@ -196,7 +196,7 @@ async fn serve<L: EventLog + Clone>(
                 .map_err(io(format!("binding --http {addr}")))?;
             let bound = l.local_addr().map_err(io("reading the --http address"))?;
             tracing::info!(http = %bound, "web dashboard listening");
-            Some((l, Arc::new(crate::web::WebAuth::new(bound))))
+            Some((l, Arc::new(crate::web_auth::WebAuth::new(bound))))
         }
         None => None,
     };
@@ -314,7 +314,7 @@ async fn serve<L: EventLog + Clone>(
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut accept_errors = AcceptErrors::default();
+    let mut accept_errors = crate::conn::AcceptErrors::default();
     loop {
         while conns.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -396,35 +396,6 @@ async fn serve<L: EventLog + Clone>(
     let _ = std::fs::remove_file(&admin_token_path);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// How often a run of accept failures is logged.
-const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Accept failures (EMFILE under a connection flood, ENOMEM) logged at most
-/// once per [`ACCEPT_WARN_EVERY`] with the count suppressed since: the
-/// accept loop retries every 50 ms, and a flood must not flood the log.
-#[derive(Default)]
-pub(crate) struct AcceptErrors {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl AcceptErrors {
-    /// Notes one failure at `now`; returns whether it was logged.
-    pub(crate) fn note(&mut self, what: &str, e: &std::io::Error, now: Instant) -> bool {
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < ACCEPT_WARN_EVERY)
-        {
-            self.suppressed += 1;
-            return false;
-        }
-        tracing::warn!(error = %e, suppressed = self.suppressed, "{what}");
-        self.last = Some(now);
-        self.suppressed = 0;
-        true
-    }
 }
 
 /// The store as clients see it and the socket's record names it: a NATS
@@ -560,22 +531,4 @@ fn check_socket(socket: &Path) -> Result<(), ServeError> {
         return Err(ServeError::AlreadyRunning(socket.to_path_buf()));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_failures_are_logged_once_per_window() {
-        let mut errors = AcceptErrors::default();
-        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
-        let t0 = Instant::now();
-        let logged = (0..1000)
-            .filter(|i| errors.note("accept failed", &e, t0 + Duration::from_millis(*i)))
-            .count();
-        assert_eq!(logged, 1, "a 1 s flood of failures");
-        assert!(errors.note("accept failed", &e, t0 + ACCEPT_WARN_EVERY));
-        assert!(!errors.note("accept failed", &e, t0 + ACCEPT_WARN_EVERY));
-    }
 }

@@ -14,7 +14,8 @@
 //! * [`waits`] — lock waits and long polls answered by commits;
 //! * [`pidfd`], [`pidwatch`] — process exits as commands;
 //! * [`hub`] — fan-out: a bounded ring of recent events, the head watch
-//!   and per-subscriber cursors that fall back to the store;
+//!   and per-subscriber cursors that fall back to the store; [`filter`]
+//!   — the subscribers' filters, shared between equal ones;
 //! * [`metrics`], [`stats`] — the counters the shell exposes;
 //! * [`tokens`], [`event_ids`] — session tokens and the writer's `tx_id`s.
 //!
@@ -27,6 +28,7 @@
 
 pub mod deadline;
 pub mod event_ids;
+pub mod filter;
 pub mod hub;
 pub mod metrics;
 pub mod pidfd;

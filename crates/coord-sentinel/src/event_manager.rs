@@ -1,7 +1,8 @@
 //! [`EventManagerSource`]: follow the daemon's log from a saved cursor.
 
+use crate::error::SourceError;
 use crate::ledger::Ledger;
-use crate::source::{SentinelEventSource, SourceError};
+use crate::source::SentinelEventSource;
 use coord_client::Client;
 use coord_proto::api::{EventsQuery, StreamItem};
 use coord_proto::Event;

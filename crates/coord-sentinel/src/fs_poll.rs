@@ -2,8 +2,9 @@
 //! scan. The scanning itself is `coord_legacy::Feed`; this module stamps
 //! its changes as events.
 
+use crate::error::SourceError;
 use crate::ledger::Ledger;
-use crate::source::{SentinelEventSource, SourceError};
+use crate::source::SentinelEventSource;
 use coord_legacy::{Change, Feed};
 use coord_proto::{Event, Payload, Timestamp};
 use std::path::PathBuf;

@@ -3,8 +3,9 @@
 //! window, storm coalescing, overflow rescans and the polling fallback,
 //! and for their tests).
 
+use crate::error::SourceError;
 use crate::fs_poll::FeedSource;
-use crate::source::{SentinelEventSource, SourceError};
+use crate::source::SentinelEventSource;
 use coord_legacy::Feed;
 use coord_proto::Event;
 use std::path::PathBuf;

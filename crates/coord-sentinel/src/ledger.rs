@@ -26,7 +26,7 @@
 //! Renames are atomic against a process crash (SIGKILL); the state file is
 //! not fsynced, so a power loss may replay the last batches.
 
-use crate::source::SourceError;
+use crate::error::SourceError;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@
 //! system; only the sources do.
 #![deny(missing_docs)]
 
+mod error;
 mod event_manager;
 mod fs_poll;
 mod fs_watch;
@@ -26,10 +27,11 @@ mod memory;
 pub mod sentinel;
 mod source;
 
+pub use error::SourceError;
 pub use event_manager::EventManagerSource;
 pub use fs_poll::FsPollSource;
 pub use fs_watch::FsWatchSource;
 #[cfg(feature = "testing")]
 pub use memory::{InMemoryHandle, InMemorySource};
 pub use sentinel::{handle_event, observe, Observation, Sink, SinkSpec};
-pub use source::{SentinelEventSource, SourceError};
+pub use source::SentinelEventSource;

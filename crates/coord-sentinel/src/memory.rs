@@ -1,6 +1,7 @@
 //! `InMemorySource`: a test double fed by a handle.
 
-use crate::source::{SentinelEventSource, SourceError};
+use crate::error::SourceError;
+use crate::source::SentinelEventSource;
 use coord_proto::Event;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -276,7 +276,7 @@ pub async fn run<S: SentinelEventSource>(
     }
 }
 
-fn state_error(e: crate::source::SourceError) -> std::io::Error {
+fn state_error(e: crate::error::SourceError) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 

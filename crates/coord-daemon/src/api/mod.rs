@@ -53,7 +53,6 @@ use sessions::*;
 use status::*;
 
 pub use crate::app::App;
-pub use events::Filters;
 
 pub(crate) type AppState<L> = State<Arc<App<L>>>;
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -62,7 +61,12 @@ pub(crate) type ApiResult = Result<Response, ApiError>;
 pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
     Router::new()
         .route("/v1/status", get(status::<L>))
-        .route("/v1/openapi.json", get(openapi_json))
+        .route(
+            "/v1/openapi.json",
+            get(openapi_json).layer(axum::Extension(openapi::Document(Bytes::from(
+                openapi::document(),
+            )))),
+        )
         .route("/v1/metrics", get(metrics::<L>))
         .route("/v1/sessions", post(register::<L>).get(list_sessions::<L>))
         .route("/v1/sessions/{id}", get(get_session::<L>))

@@ -11,7 +11,6 @@ use super::*;
 use coord_proto::view::{EndedSession, Holder, Lease, Lock, Message, Order, Session, View};
 use coord_proto::{ErrorBody, ErrorDetail, LifeState, OnExpiry};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -262,18 +261,15 @@ fn security_of(
     }
 }
 
-/// The document, built once.
-pub(crate) fn document() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
-            Ok(v) => v,
-            Err(e) => return format!("{{\"error\":\"{e}\"}}\n"),
-        };
-        flatten_report_request(&mut doc);
-        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            + "\n"
-    })
+/// The document: built once per router ([`super::router`]), which serves
+/// it from then on.
+pub(crate) fn document() -> String {
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(v) => v,
+        Err(e) => return format!("{{\"error\":\"{e}\"}}\n"),
+    };
+    flatten_report_request(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")) + "\n"
 }
 
 /// `ReportRequest` as the one flat object it is on the wire: the report's
@@ -328,10 +324,14 @@ fn flatten_report_request(doc: &mut serde_json::Value) {
     });
 }
 
+/// The document as the router built it, handed to [`openapi_json`].
+#[derive(Clone)]
+pub(crate) struct Document(pub(crate) bytes::Bytes);
+
 /// `GET /v1/openapi.json`: this contract.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "status", responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json", body = Object)))]
-pub(crate) async fn openapi_json() -> Response {
-    let mut resp = Response::new(Body::from(document()));
+pub(crate) async fn openapi_json(axum::Extension(doc): axum::Extension<Document>) -> Response {
+    let mut resp = Response::new(Body::from(doc.0));
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn every_error_code_is_a_documented_response_of_every_operation() {
-        let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
+        let doc: serde_json::Value = serde_json::from_str(&document()).expect("json");
         assert!(
             doc["openapi"]
                 .as_str()

@@ -1,8 +1,8 @@
-//! Appends the daemon serves on the socket itself (crate
-//! `coord_daemon::direct`): requests sent together are answered in order,
-//! a bad one among them is refused and loses nothing, and a request that
-//! does not arrive whole in one read (split across writes, longer than a
-//! read, or cut by the read's end) is served by hyper from its first byte.
+//! Appends on one connection, byte by byte from a raw socket: requests
+//! sent together (pipelined) are answered in order, a bad one among them
+//! is refused and loses nothing, and a request that does not arrive whole
+//! in one read (split across writes, longer than a read, or cut by the
+//! read's end) is served from its first byte.
 
 use crate::support::{connect, read_response, Daemon, Resp};
 use std::io::{BufReader, Write};

@@ -44,6 +44,7 @@ mod terminal;
 mod threads;
 mod top;
 mod truth;
+mod truth_cursors;
 mod untruths;
 mod verify;
 mod web;
