@@ -5,7 +5,7 @@
 use coord_engine::hub::Hub;
 use coord_engine::timers::Leases;
 use coord_engine::tokens::TokenCache;
-use coord_engine::writer::{Stats, WriterHandle};
+use coord_engine::writer::WriterHandle;
 use coord_store::SyncMode;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,8 +38,6 @@ pub struct App<L> {
     pub store_path: PathBuf,
     /// Sync mode.
     pub sync: SyncMode,
-    /// Counters.
-    pub stats: Arc<Stats>,
     /// Log bare heartbeats.
     pub log_heartbeats: bool,
     /// What the lifecycle manager, the bridge and the export report.

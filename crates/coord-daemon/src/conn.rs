@@ -97,6 +97,9 @@ impl Http {
             }
         };
         tokio::select! {
+            // The connection's own end first: a client that closes right
+            // after its answer has not left mid-request.
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -106,7 +109,7 @@ impl Http {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
-            _ = gone => tracing::debug!("the client closed the connection mid-request"),
+            _ = gone => tracing::debug!("the client closed the connection"),
         }
     }
 }

@@ -10,7 +10,7 @@
 use crate::api;
 use crate::app::App;
 use coord_engine::hub::Hub;
-use coord_engine::writer::{self, Stats, WriterConfig};
+use coord_engine::writer::{self, WriterConfig};
 use coord_proto::api::*;
 use coord_store::{EventLog, Retention, SqliteLog, SyncMode};
 use std::sync::Arc;
@@ -64,7 +64,6 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
     let store =
         SqliteLog::open(&dir.join("fuzz.db"), SyncMode::Normal).map_err(|e| e.to_string())?;
     let hub = Hub::new(0, 4096);
-    let stats = Arc::new(Stats::default());
     let tokens = Arc::new(coord_engine::tokens::TokenCache::default());
     let leases = Arc::new(coord_engine::timers::Leases::default());
     let metrics = Arc::new(coord_engine::metrics::Metrics::default());
@@ -72,7 +71,6 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         coord_core::State::default(),
         store.on_caller_thread(),
         hub.clone(),
-        stats.clone(),
         tokens.clone(),
         WriterConfig {
             snapshot_every: 1000,
@@ -97,7 +95,6 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         socket: dir.join("fuzz.sock"),
         store_path: dir.join("fuzz.db"),
         sync: SyncMode::Normal,
-        stats,
         log_heartbeats: false,
         leases,
         metrics,

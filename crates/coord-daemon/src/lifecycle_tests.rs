@@ -7,7 +7,7 @@ use coord_core::{Command, Probes};
 use coord_engine::hub::Hub;
 use coord_engine::timers::Renewals;
 use coord_engine::tokens::TokenCache;
-use coord_engine::writer::{self, internal, Stats, WriterConfig, WriterHandle};
+use coord_engine::writer::{self, internal, WriterConfig, WriterHandle};
 use coord_proto::view::Session;
 use coord_proto::{Event, LifeState, Payload, Timestamp};
 use coord_store::{EventLog, Retention, SqliteLog, SyncMode};
@@ -102,7 +102,6 @@ async fn rig() -> Rig {
         state,
         store.clone(),
         hub.clone(),
-        Arc::new(Stats::default()),
         Arc::new(TokenCache::default()),
         WriterConfig {
             snapshot_every: 10_000,

@@ -17,7 +17,7 @@ use coord_engine::hub::Hub;
 use coord_engine::timers::{Leases, Renewals};
 use coord_engine::tokens;
 use coord_engine::tokens::TokenCache;
-use coord_engine::writer::{self, Stats, WriterConfig};
+use coord_engine::writer::{self, WriterConfig};
 use coord_store::{EventLog, JetStreamLog, SqliteLog, StoreError};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -158,7 +158,6 @@ async fn serve<L: EventLog + Clone>(
     );
 
     let hub = Hub::with_bytes(state.head, config.ring_capacity, config.ring_bytes);
-    let stats = Arc::new(Stats::default());
     let token_cache = Arc::new(TokenCache::default());
     let renewals = Arc::new(Renewals::default());
     let leases = Arc::new(Leases::default());
@@ -170,7 +169,6 @@ async fn serve<L: EventLog + Clone>(
         state,
         writes,
         hub.clone(),
-        stats.clone(),
         token_cache.clone(),
         WriterConfig {
             snapshot_every: config.snapshot_every.max(1),
@@ -246,7 +244,6 @@ async fn serve<L: EventLog + Clone>(
         socket: socket.clone(),
         store_path: PathBuf::from(app_store_name(&config)),
         sync: config.sync,
-        stats,
         log_heartbeats: config.log_heartbeats,
         leases,
         metrics,

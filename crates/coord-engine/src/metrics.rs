@@ -1,35 +1,22 @@
 //! [`Metrics`]: what the daemon counts for Prometheus (`GET /v1/metrics`,
-//! OpenMetrics text from `prometheus-client`). Counters and histograms are
-//! fed where things happen (the writer's commits, the API's requests and
-//! lock waits); gauges are read from the state, the hub and the store when
-//! a scrape asks. Names follow Prometheus conventions (`coord_` prefix,
+//! OpenMetrics text from `prometheus-client`). The writer's counters live
+//! in [`Counts`] (shared with `/v1/status`) and are encoded from it at each
+//! scrape; histograms are fed where things happen (the writer's commits,
+//! the API's requests and lock waits); gauges are read from the state, the
+//! hub and the store when a scrape asks. Names follow Prometheus conventions (`coord_` prefix,
 //! `_total`, `_seconds`, `_bytes`), each with help text;
 //! `docs/OBSERVABILITY.md` lists them.
 //!
 //! It must not decide anything: it only counts.
 
+use crate::stats::{Counts, CountsCollector};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-
-/// `kind`, `source` of an event.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
-    /// `tx_kind`.
-    pub kind: String,
-    /// `api`, `lifecycle`, `fs-watch`, …
-    pub source: String,
-}
-
-/// One label naming a code, a state, a probe.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    /// The error code (`lock_held`, `store_unavailable`, …).
-    pub code: String,
-}
+use std::sync::Arc;
 
 /// A session state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,12 +54,9 @@ fn latency() -> Histogram {
 /// Every metric of the daemon, registered once.
 pub struct Metrics {
     registry: Registry,
-    /// Events appended, by kind and source.
-    pub events: Family<EventLabels, Counter>,
-    /// Writes refused, by error code.
-    pub refused: Family<CodeLabel, Counter>,
-    /// Commits (batches appended).
-    pub commits: Counter,
+    /// Events, commits and refusals, counted once for `/v1/status` and
+    /// `/v1/metrics` alike.
+    pub counts: Arc<Counts>,
     /// Appends refused because another daemon appended first (shared
     /// log), each followed by a catch-up and a retry.
     pub conflicts: Counter,
@@ -114,9 +98,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::default();
         let m = Metrics {
-            events: Family::default(),
-            refused: Family::default(),
-            commits: Counter::default(),
+            counts: Arc::new(Counts::default()),
             conflicts: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             commit_seconds: latency(),
@@ -136,21 +118,7 @@ impl Default for Metrics {
             ring_bytes: Gauge::default(),
             registry: Registry::default(),
         };
-        r.register(
-            "coord_events",
-            "Events appended to the log, by kind and source",
-            m.events.clone(),
-        );
-        r.register(
-            "coord_writes_refused",
-            "Writes refused, by error code (nothing was appended)",
-            m.refused.clone(),
-        );
-        r.register(
-            "coord_commits",
-            "Batches committed by the writer (one store transaction each)",
-            m.commits.clone(),
-        );
+        r.register_collector(Box::new(CountsCollector(m.counts.clone())));
         r.register(
             "coord_append_conflicts",
             "Appends refused because another daemon appended first (then caught up and retried)",
@@ -303,7 +271,7 @@ mod tests {
     #[test]
     fn text_004_names_help_and_type_after_each_series() {
         let m = Metrics::default();
-        m.commits.inc();
+        m.counts.commit(1, 100, std::time::Instant::now());
         m.head_seq.set(7);
         m.commit_seconds.observe(0.001);
         let text = m.encode_text_004();

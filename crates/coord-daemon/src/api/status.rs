@@ -56,18 +56,8 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
         .snapshot_info()
         .await
         .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
-    let events_by_kind = app
-        .stats
-        .events_by_kind
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
-    let batches = app
-        .stats
-        .batches
-        .lock()
-        .map(|b| b.clone())
-        .unwrap_or_default();
+    let batches = app.metrics.counts.read();
+    let events_by_kind = batches.events_by_kind();
     let (lifecycle, bridge, export) = app.observed.snapshot();
     let head = app.hub.head();
     let cursors = app.hub.cursors();

@@ -201,13 +201,7 @@ impl<L: EventLog + Clone> Writer<L> {
             self.roll_back(before).await;
             for (_, a) in &answers {
                 if let Err(e) = a {
-                    self.config
-                        .metrics
-                        .refused
-                        .get_or_create(&CodeLabel {
-                            code: e.code().as_str().into(),
-                        })
-                        .inc();
+                    self.config.metrics.counts.refused(e.code(), 1);
                 }
             }
             for (w, a) in answers {
@@ -278,13 +272,10 @@ impl<L: EventLog + Clone> Writer<L> {
                     Attempt::Conflict(again)
                 };
             }
-            self.config
-                .metrics
-                .refused
-                .get_or_create(&CodeLabel {
-                    code: ErrorCode::StoreUnavailable.as_str().into(),
-                })
-                .inc_by((answers.len() + deferred.len()) as u64);
+            self.config.metrics.counts.refused(
+                ErrorCode::StoreUnavailable,
+                (answers.len() + deferred.len()) as u64,
+            );
             tracing::error!(error = %e, "append failed; nothing of this batch is committed");
             // The state already holds the batch: go back to the last
             // committed state (rebuilt from the store if the cheap copy is
@@ -312,41 +303,7 @@ impl<L: EventLog + Clone> Writer<L> {
         // below, which only the answers must wait for (a caller that
         // reads /v1/status after its answer sees its commit counted).
         self.publish(published.iter().cloned());
-        self.count(&published, &answers);
-        if let Ok(mut b) = self.stats.batches.lock() {
-            let now = std::time::Instant::now();
-            b.commits += 1;
-            b.writes += answers.len() as u64;
-            b.max_batch = b.max_batch.max(answers.len() as u64);
-            for (_, a) in &answers {
-                if let Err(e) = a {
-                    *b.refused.entry(e.code().as_str().to_string()).or_default() += 1;
-                }
-            }
-            b.recent.push_back((now, commit_us));
-            while b
-                .recent
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > std::time::Duration::from_secs(60))
-                || b.recent.len() > 100_000
-            {
-                b.recent.pop_front();
-            }
-        }
-        if let Ok(mut by_kind) = self.stats.events_by_kind.lock() {
-            let mut per: HashMap<&str, u64> = HashMap::new();
-            for p in &published {
-                *per.entry(p.event.kind()).or_default() += 1;
-            }
-            for (kind, n) in per {
-                match by_kind.get_mut(kind) {
-                    Some(c) => *c += n,
-                    None => {
-                        by_kind.insert(kind.to_string(), n);
-                    }
-                }
-            }
-        }
+        self.count(&published, &answers, commit_us);
         for (mut w, answer) in answers {
             if matches!(&answer, Ok(c) if c.reply == Reply::Unfinished) {
                 self.unfinished.push(w);

@@ -7,53 +7,21 @@
 use super::*;
 
 impl<L: EventLog + Clone> Writer<L> {
-    /// `coord_events_total`'s series for (`kind`, `source`), from
-    /// `cache` or, the first time, from the family (then kept).
-    pub(super) fn event_counter<'c>(
-        cache: &'c mut HashMap<String, HashMap<String, Counter>>,
-        m: &crate::metrics::Metrics,
-        (kind, source): (&str, &str),
-    ) -> &'c Counter {
-        if !cache.get(kind).is_some_and(|s| s.contains_key(source)) {
-            let c = m
-                .events
-                .get_or_create(&EventLabels {
-                    kind: kind.to_string(),
-                    source: source.to_string(),
-                })
-                .clone();
-            cache
-                .entry(kind.to_string())
-                .or_default()
-                .insert(source.to_string(), c);
-        }
-        &cache[kind][source]
-    }
-
-    /// Feeds the metrics of one committed batch.
+    /// Counts one committed batch: its events, its writes and their
+    /// refusals, its time, and the bridge's and probes' shares.
     pub(super) fn count(
         &mut self,
         events: &[Arc<Published>],
         answers: &[(Write, Result<Committed, WriteError>)],
+        commit_us: u64,
     ) {
         let m = &self.config.metrics;
-        m.commits.inc();
         m.batch_size.observe(answers.len() as f64);
-        // One counter lookup per run of events of the same kind and
-        // source (a batch append is one run), not per event.
-        let mut run: Option<((&str, &str), u64)> = None;
+        m.counts.events(events.iter().map(|p| &p.event));
+        m.counts
+            .commit(answers.len(), commit_us, std::time::Instant::now());
         for p in events {
-            let e = &p.event;
-            let key = (e.kind(), e.source.as_str());
-            match &mut run {
-                Some((k, n)) if *k == key => *n += 1,
-                _ => {
-                    if let Some((k, n)) = run.replace((key, 1)) {
-                        Self::event_counter(&mut self.event_counters, m, k).inc_by(n);
-                    }
-                }
-            }
-            if let Payload::SessionProbeError(p) = &e.payload {
+            if let Payload::SessionProbeError(p) = &p.event.payload {
                 m.probe_errors
                     .get_or_create(&ProbeLabel {
                         probe: p.probe.clone(),
@@ -61,19 +29,12 @@ impl<L: EventLog + Clone> Writer<L> {
                     .inc();
             }
         }
-        if let Some((k, n)) = run {
-            Self::event_counter(&mut self.event_counters, m, k).inc_by(n);
-        }
         for (w, a) in answers {
             if w.source.starts_with("fs-") {
                 m.bridge_changes.inc();
             }
             if let Err(e) = a {
-                m.refused
-                    .get_or_create(&CodeLabel {
-                        code: e.code().as_str().into(),
-                    })
-                    .inc();
+                m.counts.refused(e.code(), 1);
             }
         }
     }

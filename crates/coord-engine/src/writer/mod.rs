@@ -25,16 +25,14 @@ mod tests;
 pub use snapshot::load_state;
 
 use crate::hub::{Hub, Published};
-use crate::metrics::{CodeLabel, EventLabels, ProbeLabel};
+use crate::metrics::ProbeLabel;
 use crate::pidwatch::PidWatches;
-pub use crate::stats::Stats;
 use crate::timers::{Leases, Renewals, Timers};
 use crate::tokens::TokenCache;
 use crate::waits::{WaitNotice, Waits};
 use coord_core::{apply, keys, validate, Command, Reply, State};
 use coord_proto::{ErrorBody, ErrorCode, Event, Payload, Timestamp};
 use coord_store::{AttachmentOp, Batch, EventLog, Expectation, Record, Retention, TxnRecord};
-use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -306,7 +304,6 @@ struct Writer<L: EventLog> {
     state: State,
     store: L,
     hub: Arc<Hub>,
-    stats: Arc<Stats>,
     tokens: Arc<TokenCache>,
     timers: Timers,
     pids: PidWatches,
@@ -323,10 +320,6 @@ struct Writer<L: EventLog> {
     unfinished: Vec<Write>,
     /// The snapshot being encoded and saved, if one is.
     snapshotting: Option<tokio::task::JoinHandle<()>>,
-    /// `coord_events_total`'s series by kind, then source, once seen: the
-    /// family's own lookup builds two `String` labels and takes a lock
-    /// per call. Grows as the family does, one entry per series.
-    event_counters: HashMap<String, HashMap<String, Counter>>,
 }
 
 /// Most times one batch is re-validated after other daemons appended
@@ -353,7 +346,6 @@ pub fn spawn<L: EventLog + Clone>(
     state: State,
     store: L,
     hub: Arc<Hub>,
-    stats: Arc<Stats>,
     tokens: Arc<TokenCache>,
     config: WriterConfig,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>, CancellationToken) {
@@ -369,7 +361,6 @@ pub fn spawn<L: EventLog + Clone>(
         state,
         store,
         hub,
-        stats,
         tokens,
         timers: Timers::new(config.leases.clone(), config.daemon_id.clone()),
         pids: PidWatches::default(),
@@ -381,7 +372,6 @@ pub fn spawn<L: EventLog + Clone>(
         store_head,
         unfinished: Vec::new(),
         snapshotting: None,
-        event_counters: HashMap::new(),
     };
     w.restore_timers_and_watches();
     // No waiter survives a restart: whoever waited got an error when the
@@ -547,9 +537,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 };
                 apply(&mut self.state, &e);
                 self.after_commit(&e);
-                if let Ok(mut by_kind) = self.stats.events_by_kind.lock() {
-                    *by_kind.entry(e.kind().to_string()).or_default() += 1;
-                }
+                self.config.metrics.counts.events([&e]);
                 self.since_snapshot += 1;
                 published.push(Arc::new(Published::new(e, s.json)));
             }

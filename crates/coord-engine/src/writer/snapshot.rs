@@ -87,7 +87,7 @@ impl<L: EventLog + Clone> Writer<L> {
             self.store.clone(),
             self.state.clone(),
             self.config.retention,
-            self.stats.clone(),
+            self.config.metrics.counts.clone(),
         )
         .await;
     }
@@ -106,7 +106,7 @@ impl<L: EventLog + Clone> Writer<L> {
             self.store.clone(),
             self.state.clone(),
             self.config.retention,
-            self.stats.clone(),
+            self.config.metrics.counts.clone(),
         )));
     }
 }
@@ -118,7 +118,7 @@ pub(super) async fn save_snapshot<L: EventLog>(
     store: L,
     state: State,
     retention: Retention,
-    stats: Arc<Stats>,
+    counts: Arc<crate::stats::Counts>,
 ) {
     let head = state.head;
     let bytes = match tokio::task::spawn_blocking(move || serde_json::to_vec(&state)).await {
@@ -144,13 +144,11 @@ pub(super) async fn save_snapshot<L: EventLog>(
             if r.deleted > 0 {
                 tracing::info!(deleted = r.deleted, oldest_seq = r.oldest_seq, "compacted");
             }
-            if let Ok(mut b) = stats.batches.lock() {
-                b.last_compaction = Some(coord_proto::api::CompactionStatus {
-                    at: Timestamp::now(),
-                    deleted: r.deleted,
-                    oldest_seq: r.oldest_seq,
-                });
-            }
+            counts.compacted(coord_proto::api::CompactionStatus {
+                at: Timestamp::now(),
+                deleted: r.deleted,
+                oldest_seq: r.oldest_seq,
+            });
         }
         Err(e) => tracing::warn!(error = %e, "compaction failed"),
     }

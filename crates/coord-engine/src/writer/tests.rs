@@ -162,24 +162,24 @@ async fn a_failed_append_rolls_back_a_large_state_by_reloading() {
 }
 
 /// A writer on `store` with snapshots out of the way.
-fn writer_on<L: EventLog + Clone>(store: L) -> (WriterHandle, Arc<Stats>) {
-    let stats = Arc::new(Stats::default());
+fn writer_on<L: EventLog + Clone>(store: L) -> (WriterHandle, Arc<crate::stats::Counts>) {
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let counts = metrics.counts.clone();
     let (writer, _join, _stop) = spawn(
         State::default(),
         store,
         Hub::new(0, 1 << 16),
-        stats.clone(),
         Arc::new(TokenCache::default()),
         WriterConfig {
             snapshot_every: 1_000_000,
             retention: Retention::default(),
             renewals: Default::default(),
             leases: Default::default(),
-            metrics: Default::default(),
+            metrics,
             daemon_id: None,
         },
     );
-    (writer, stats)
+    (writer, counts)
 }
 
 /// The single-threaded runtime lets both requests reach the writer's
@@ -264,7 +264,7 @@ async fn leases_that_expire_together_are_committed_a_bounded_number_at_a_time() 
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let max_batch = stats.batches.lock().map(|b| b.max_batch).unwrap_or(0);
+    let max_batch = stats.read().max_batch;
     assert!(max_batch >= 1);
     assert!(
         max_batch <= 128,
