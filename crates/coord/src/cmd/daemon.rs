@@ -98,15 +98,14 @@ pub(crate) struct DaemonArgs {
     /// Most connections (event streams included) served at once.
     #[arg(help_heading = "Limits and tuning", long, default_value_t = 16_384)]
     max_connections: usize,
-    /// Worker threads of the daemon's runtime (default 2; 1 on one CPU or
-    /// a NATS log).
+    /// Worker threads of the daemon's runtime (default 1).
     ///
     /// The writer, the hub, the timers and every connection are tasks of
-    /// one tokio runtime; with more than one thread it is tokio's
-    /// work-stealing scheduler, with 1 a single thread runs everything.
-    /// Default: 2; 1 on a one-CPU machine and on a NATS JetStream log
-    /// (the writer waits on each publish's round trip there, and more
-    /// threads only add hops).
+    /// one tokio runtime: with 1 a single thread runs everything and a
+    /// request reaches the writer and its answer comes back without a
+    /// wake-up between threads; with more it is tokio's work-stealing
+    /// scheduler, which spreads a large fan-out over the cores at the
+    /// cost of those wake-ups (docs/BENCHMARKS.md, "Engine and shell").
     #[arg(help_heading = "Limits and tuning", long, env = "COORD_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) threads: Option<u16>,
     /// Close a connection that takes longer than this to send a request's
@@ -346,19 +345,10 @@ fn passed_socket(fd: std::os::fd::RawFd) -> Result<(PathBuf, std::os::unix::net:
     Ok((path, l))
 }
 
-/// The worker threads the daemon's runtime gets: `--threads`, else 1 on
-/// a NATS JetStream log (its writer waits on each publish's round trip,
-/// and a second thread only adds hops; docs/BENCHMARKS.md) and on a
-/// one-CPU machine, else 2.
+/// The worker threads the daemon's runtime gets: `--threads`, else 1
+/// (measured on two cores: one thread answers sooner, commits more and
+/// holds less memory than two; two fan out to 10,000 subscribers sooner;
+/// docs/BENCHMARKS.md, "Engine and shell").
 pub(crate) fn runtime_threads(args: &DaemonArgs) -> usize {
-    let nats = args
-        .store
-        .as_ref()
-        .and_then(|s| s.to_str())
-        .is_some_and(|s| s.starts_with("nats://"));
-    match args.threads {
-        Some(n) => usize::from(n),
-        None if nats => 1,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
-    }
+    args.threads.map_or(1, usize::from)
 }
