@@ -31,8 +31,8 @@ pub struct Counts {
 /// A copy of the counters at one moment.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    /// Events appended (or folded from another daemon's appends) since
-    /// start, by (kind, source).
+    /// Events this daemon appended since start, by (kind, source) (on a
+    /// shared log, not those it folded from the other daemons' appends).
     pub events: BTreeMap<(String, String), u64>,
     /// Commits (one store transaction each).
     pub commits: u64,

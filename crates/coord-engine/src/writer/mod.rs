@@ -537,7 +537,8 @@ impl<L: EventLog + Clone> Writer<L> {
                 };
                 apply(&mut self.state, &e);
                 self.after_commit(&e);
-                self.config.metrics.counts.events([&e]);
+                // Not counted: another daemon appended it, and counts it
+                // (summed over the daemons of a log, each event once).
                 self.since_snapshot += 1;
                 published.push(Arc::new(Published::new(e, s.json)));
             }
