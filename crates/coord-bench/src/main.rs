@@ -348,15 +348,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn latency(coord: &Path, rate: u64, seconds: u64) -> Result<()> {
-    let d = Daemon::start(coord, &[]).await?;
-    let mut sub = Conn::open(&d.socket).await?;
-    let resp = sub
-        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
-        .await?;
-    let mut body = resp.into_body();
-    let total = rate * seconds;
-    let reader = tokio::spawn(async move {
+/// Reads a subscriber's stream of `x.lat` events until `total` arrived
+/// (or the stream ends): each one's latency from its `t_ns` payload to its
+/// arrival, in ms.
+pub(crate) fn latency_reader(
+    mut body: hyper::body::Incoming,
+    total: u64,
+) -> tokio::task::JoinHandle<Vec<f64>> {
+    tokio::spawn(async move {
         let mut samples = Vec::with_capacity(total as usize);
         let mut buf = Vec::new();
         while samples.len() < total as usize {
@@ -378,7 +377,18 @@ async fn latency(coord: &Path, rate: u64, seconds: u64) -> Result<()> {
             }
         }
         samples
-    });
+    })
+}
+
+async fn latency(coord: &Path, rate: u64, seconds: u64) -> Result<()> {
+    let d = Daemon::start(coord, &[]).await?;
+    let mut sub = Conn::open(&d.socket).await?;
+    let resp = sub
+        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
+        .await?;
+    let body = resp.into_body();
+    let total = rate * seconds;
+    let reader = latency_reader(body, total);
     let mut w = Conn::open(&d.socket).await?;
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
     for _ in 0..total {

@@ -62,31 +62,9 @@ pub(crate) async fn shared(
     let resp = sub
         .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
         .await?;
-    let mut body = resp.into_body();
+    let body = resp.into_body();
     let total = rate * seconds;
-    let reader = tokio::spawn(async move {
-        let mut samples = Vec::with_capacity(total as usize);
-        let mut buf = Vec::new();
-        while samples.len() < total as usize {
-            let Some(Ok(frame)) = body.frame().await else {
-                break;
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            let got = now_ns();
-            buf.extend_from_slice(&data);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
-                    if let Some(t) = v["payload"]["t_ns"].as_u64() {
-                        samples.push(got.saturating_sub(t) as f64 / 1e6);
-                    }
-                }
-            }
-        }
-        samples
-    });
+    let reader = latency_reader(body, total);
     let mut w = Conn::open(&sockets[0]).await?;
     let mut ack = Vec::with_capacity(total as usize);
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
