@@ -285,6 +285,7 @@ async fn serve<L: EventLog + Clone>(
             listener,
             web_router,
             http.clone(),
+            app.connections.clone(),
             stopping.token().clone(),
         ));
     }

@@ -222,11 +222,13 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Ro
 }
 
 /// Serves `router` on `listener` until `stop`, each connection through
-/// `http` with the same graceful end as the socket's.
+/// `http` with the same graceful end as the socket's, and counted in
+/// `connections` (`/v1/status`) while open.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     http: Arc<crate::conn::Http>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
 ) {
     let mut accept_errors = crate::conn::AcceptErrors::default();
@@ -245,7 +247,9 @@ pub(crate) async fn serve(
         let stop = stop.clone();
         let http = http.clone();
         let router = router.clone();
+        let open = crate::app::Open::count(&connections);
         tokio::spawn(async move {
+            let _open = open;
             http.serve(stream, router, stop.cancelled(), None).await;
         });
     }

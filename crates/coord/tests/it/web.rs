@@ -70,6 +70,19 @@ fn the_dashboard_is_live_guarded_and_shows_who_needs_input() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("host_not_allowed"));
 
+    // A dashboard connection counts in /v1/status `connections` like a
+    // socket's (the status request itself is one more).
+    let held = std::net::TcpStream::connect(&addr).expect("connect to the dashboard");
+    wait_until(
+        "the dashboard connection is counted",
+        Duration::from_secs(20),
+        || {
+            let st = d.http("GET", "/v1/status", &[], None).json();
+            st["connections"].as_u64().is_some_and(|n| n >= 2)
+        },
+    );
+    drop(held);
+
     let url = d.ok(&["ui"]).trim().to_string();
     assert!(
         url.starts_with(&format!("http://{addr}/login?token=")),
