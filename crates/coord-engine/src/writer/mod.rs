@@ -241,12 +241,21 @@ impl WriterHandle {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Queues a write nobody waits for (timers, pidfd, dropped waits).
+    /// Queues a write nobody waits for (timers, pidfd, dropped waits):
+    /// at once when the queue has room, so it keeps its place before any
+    /// write sent after this call (a process exit read from its pidfd
+    /// stays ahead of a later probe's view of the same exit); through a
+    /// task that waits for room when it is full.
     pub fn spawn_write(&self, w: Write) {
-        let tx = self.tx.clone();
-        self.rt.spawn(async move {
-            let _ = tx.send(Request::Write(Box::new(w))).await;
-        });
+        match self.tx.try_send(Request::Write(Box::new(w))) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                let tx = self.tx.clone();
+                self.rt.spawn(async move {
+                    let _ = tx.send(r).await;
+                });
+            }
+        }
     }
 
     /// Runs `f` on the committed state and returns its result.
