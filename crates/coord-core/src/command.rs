@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 /// One request to change the state. Auth has happened before a command is
 /// built; the state machine only checks what the view can decide.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Register a new session.
     Register {
@@ -281,7 +281,7 @@ pub enum Command {
 }
 
 /// What the lifecycle manager may probe for a session (all optional).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Probes {
     /// tmux session name.
     pub tmux: Option<String>,
@@ -293,7 +293,7 @@ pub struct Probes {
 
 /// What the daemon does to a session's process that outlives its lease
 /// (PROTOCOL §6.3); both default when absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExpiryPolicy {
     /// Signal it (default) or leave it.
     pub on_expiry: Option<OnExpiry>,

@@ -54,6 +54,8 @@ pub struct App<L> {
     pub web: Option<Arc<crate::web_auth::WebAuth>>,
     /// Connections open now, event streams included.
     pub connections: Arc<AtomicUsize>,
+    /// This daemon's part in its log's election (`Alone` on SQLite).
+    pub role: tokio::sync::watch::Receiver<coord_engine::writer::Role>,
 }
 
 /// One open connection, counted in [`App::connections`] for as long as it

@@ -79,6 +79,8 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
             leases: leases.clone(),
             metrics: metrics.clone(),
             daemon_id: None,
+            role: None,
+            forward: None,
         },
     );
     let app = Arc::new(App {
@@ -102,6 +104,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         daemon_id: None,
         web: None,
         connections: Default::default(),
+        role: tokio::sync::watch::channel(coord_engine::writer::Role::Alone).1,
     });
     Ok(
         api::router(app).layer(axum::Extension(crate::http::BodyTimeout(

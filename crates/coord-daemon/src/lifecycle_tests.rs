@@ -110,6 +110,8 @@ async fn rig() -> Rig {
             leases: Default::default(),
             metrics: Default::default(),
             daemon_id: None,
+            role: None,
+            forward: None,
         },
     );
     Rig {

@@ -165,6 +165,11 @@ async fn serve<L: EventLog + Clone>(
     let observed = config.lifecycle.observed.clone();
     let mut lifecycle_config = config.lifecycle.clone();
     lifecycle_config.daemon_id = daemon_id.clone();
+    let (role_tx, role_rx) = tokio::sync::watch::channel(if shared.is_some() {
+        writer::Role::Unknown
+    } else {
+        writer::Role::Alone
+    });
     let (writer, writer_join, writer_stop) = writer::spawn(
         state,
         writes,
@@ -177,6 +182,10 @@ async fn serve<L: EventLog + Clone>(
             leases: leases.clone(),
             metrics: metrics.clone(),
             daemon_id: daemon_id.clone(),
+            role: shared.as_ref().map(|_| role_rx.clone()),
+            forward: shared
+                .as_ref()
+                .map(|(log, _)| Arc::new(crate::cluster::NatsForward(log.clone())) as _),
         },
     );
     let lifecycle = crate::LifecycleManager::spawn(
@@ -252,6 +261,7 @@ async fn serve<L: EventLog + Clone>(
         daemon_id: daemon_id.clone(),
         web: web.as_ref().map(|(_, a)| a.clone()),
         connections: Default::default(),
+        role: role_rx,
     });
     let budget = crate::http::BodyBudget::new(config.body_memory);
     let http = Arc::new(crate::conn::Http::new(config.header_timeout));
@@ -295,6 +305,7 @@ async fn serve<L: EventLog + Clone>(
             id,
             config.daemon_lease_ms,
             app.writer.clone(),
+            role_tx,
             stopping.token().clone(),
         ));
     }

@@ -224,6 +224,21 @@ impl Hub {
         }
     }
 
+    /// Moves the head to `head` with an empty ring: the writer reloaded
+    /// its state from a snapshot past events it never published (it slept
+    /// through a compaction). Subscribers behind read on from the store,
+    /// which tells them what was compacted, as after any compaction.
+    pub fn jump(&self, head: u64) {
+        let mut ring = self
+            .ring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ring.events.clear();
+        ring.bytes = 0;
+        drop(ring);
+        self.head.send_replace(head);
+    }
+
     /// The seq of the last published event.
     pub fn head(&self) -> u64 {
         *self.head.borrow()

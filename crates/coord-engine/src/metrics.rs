@@ -60,6 +60,9 @@ pub struct Metrics {
     /// Appends refused because another daemon appended first (shared
     /// log), each followed by a catch-up and a retry.
     pub conflicts: Counter,
+    /// Writes this daemon sent to its log's leader instead of appending
+    /// them (shared log, follower).
+    pub forwarded: Counter,
     /// Writes per commit.
     pub batch_size: Histogram,
     /// Time of one append (the store's transaction), seconds.
@@ -100,6 +103,7 @@ impl Default for Metrics {
         let m = Metrics {
             counts: Arc::new(Counts::default()),
             conflicts: Counter::default(),
+            forwarded: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             commit_seconds: latency(),
             requests: Family::new_with_constructor(latency),
@@ -123,6 +127,11 @@ impl Default for Metrics {
             "coord_append_conflicts",
             "Appends refused because another daemon appended first (then caught up and retried)",
             m.conflicts.clone(),
+        );
+        r.register(
+            "coord_forwarded_writes",
+            "Writes sent to the log's leader daemon instead of appended here (shared log)",
+            m.forwarded.clone(),
         );
         r.register(
             "coord_commit_batch_size",

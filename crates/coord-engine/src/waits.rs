@@ -59,6 +59,15 @@ impl Waits {
         }
     }
 
+    /// Answers again every open wait against `state`, after the writer
+    /// reloaded it from a snapshot (the events that granted or cancelled
+    /// a wait may be compacted away).
+    pub fn recheck(&mut self, state: &State) {
+        for ((resource, session_id), tx) in std::mem::take(&mut self.open) {
+            self.register(state, &resource, &session_id, tx);
+        }
+    }
+
     /// Follows one committed event: a grant or a cancel answers its waiter.
     pub fn on_event(&mut self, e: &Event) {
         let (key, notice) = match &e.payload {

@@ -32,6 +32,6 @@ pub use log::{
     AttachmentOp, Batch, CompactReport, EventLog, Expectation, Record, Retention, StoreError,
     StoredEvent, SyncMode, TxnRecord,
 };
-pub use nats::{JetStreamLog, NatsTarget, MIN_SERVER as MIN_NATS_SERVER};
+pub use nats::{Claim, ForwardError, JetStreamLog, NatsTarget, MIN_SERVER as MIN_NATS_SERVER};
 pub use path::resolve_store_path;
 pub use sqlite::{SqliteLog, StoreReader, StoredRow};

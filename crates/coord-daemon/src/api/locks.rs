@@ -69,7 +69,7 @@ pub(crate) struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            self.writer.spawn_write(write(
+            let mut w = write(
                 Command::CancelWait {
                     resource: self.resource.clone(),
                     session_id: self.session_id.clone(),
@@ -78,7 +78,9 @@ impl Drop for CancelOnDrop {
                 None,
                 None,
                 &Digest::default(),
-            ));
+            );
+            w.extras.must_land = true;
+            self.writer.spawn_write(w);
         }
     }
 }
@@ -180,19 +182,38 @@ pub(crate) async fn acquire<L: EventLog + Clone>(
         )),
         None => {
             // Out of time: leave the queue, unless the grant won the race.
-            let c = app
-                .writer
-                .write(write(
-                    Command::CancelWait {
-                        resource: req.resource.clone(),
-                        session_id: req.session_id.clone(),
-                        reason: WaitCancelReason::Timeout,
-                    },
-                    None,
-                    None,
-                    &Digest::default(),
-                ))
-                .await?;
+            // If the log takes no write now the cancel is kept and lands
+            // first once it does: the wait can never be granted later to
+            // a caller told it failed (PROTOCOL §12).
+            let mut cancel = write(
+                Command::CancelWait {
+                    resource: req.resource.clone(),
+                    session_id: req.session_id.clone(),
+                    reason: WaitCancelReason::Timeout,
+                },
+                None,
+                None,
+                &Digest::default(),
+            );
+            cancel.extras.must_land = true;
+            let c = match app.writer.write(cancel).await {
+                Ok(c) => c,
+                Err(coord_engine::writer::WriteError::StoreUnavailable(why)) => {
+                    return Err(ApiError::new(
+                        ErrorCode::StoreUnavailable,
+                        format!(
+                            "{} was not granted within {} ms, and the log takes no write now ({why}): \
+                             the wait is cancelled as soon as it does, before any other write of \
+                             this daemon; it will not be granted to this request",
+                            req.resource,
+                            started.elapsed().as_millis()
+                        ),
+                    )
+                    .with("resource", req.resource.as_str())
+                    .with("wait_cancelled", "pending"))
+                }
+                Err(e) => return Err(e.into()),
+            };
             match c.reply {
                 Reply::NotWaiting {
                     held_seq: Some(seq),

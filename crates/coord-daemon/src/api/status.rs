@@ -1,6 +1,7 @@
 //! `GET /v1/status`, `GET /v1/snapshot` and `POST /v1/admin/export`:
 //! what the daemon and its view look like, and the view written out.
 
+use coord_engine::writer::Role;
 use super::*;
 use std::collections::BTreeMap;
 
@@ -93,6 +94,16 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
                 .remote_health()
                 .map(|(_, at)| (now.as_millis() - at).max(0) as u64),
             daemon_id: app.daemon_id.clone(),
+            role: app.daemon_id.as_ref().map(|_| app.role.borrow().name().to_string()),
+            leader: match &*app.role.borrow() {
+                Role::Leader { .. } => app.daemon_id.clone(),
+                Role::Follower { leader, .. } => Some(leader.clone()),
+                _ => None,
+            },
+            term: match &*app.role.borrow() {
+                Role::Leader { term } | Role::Follower { term, .. } => Some(*term),
+                _ => None,
+            },
             snapshot_seq: snapshot.map(|(seq, _)| seq),
             snapshot_age_ms: snapshot.map(|(_, at)| (now.as_millis() - at).max(0) as u64),
             last_compaction: batches.last_compaction.clone(),

@@ -25,6 +25,12 @@ impl<L: EventLog + Clone> Writer<L> {
     }
 
     pub(super) async fn commit_as(&mut self, mut writes: Vec<Write>, atomic: bool) {
+        if let Some(leader) = self.forward_to().filter(|_| !writes.is_empty()) {
+            match self.forward(&leader, writes, atomic).await {
+                Ok(()) => return,
+                Err(back) => writes = back,
+            }
+        }
         if self.store_head.is_some() {
             // Start from the newest view the store knows: fewer conflicts.
             self.catch_up().await;
@@ -122,7 +128,7 @@ impl<L: EventLog + Clone> Writer<L> {
             }
             let outcome = match validate(&self.state, &w.cmd) {
                 Ok(mut o) => {
-                    if let Some(id) = &self.config.daemon_id {
+                    if let Some(id) = w.extras.origin.as_ref().or(self.config.daemon_id.as_ref()) {
                         for d in &mut o.drafts {
                             if let Payload::SessionRegister(p) = &mut d.payload {
                                 p.daemon = Some(id.clone());
@@ -281,6 +287,7 @@ impl<L: EventLog + Clone> Writer<L> {
             // committed state (rebuilt from the store if the cheap copy is
             // not enough) and tell every caller nothing happened.
             self.roll_back(before).await;
+            self.keep_must_land(answers.iter().map(|(w, _)| w).chain(deferred.iter()));
             let msg = e.to_string();
             for (w, _) in answers {
                 if let Some(tx) = w.reply {
@@ -309,7 +316,9 @@ impl<L: EventLog + Clone> Writer<L> {
                 self.unfinished.push(w);
                 continue;
             }
-            if let Ok(c) = &answer {
+            // A forwarded write's request-bound effects happen at the
+            // daemon it came from, once it folded this commit.
+            if let (Ok(c), None) = (&answer, &w.extras.origin) {
                 self.after_answer(&mut w, c);
             }
             if let Some(tx) = w.reply.take() {

@@ -18,10 +18,15 @@
 
 mod commit;
 mod effects;
+mod forward;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use forward::{
+    serve_forwarded, Forward, ForwardFailure, ForwardReply, ForwardRequest, ForwardedWrite, Role,
+    WireError, FORWARD_TIMEOUT_MS, FORWARD_VERSION,
+};
 pub use snapshot::load_state;
 
 use crate::hub::{Hub, Published};
@@ -60,6 +65,15 @@ const QUEUE: usize = 16_384;
 /// write waits for one of them, not for all (each may end a session).
 const EXPIRIES_PER_COMMIT: usize = 128;
 
+/// How often writes that must land are tried again while the store
+/// refuses them.
+const MUST_LAND_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Most writes kept to land later; past it the oldest are dropped (with
+/// an error in the log), so an outage cannot grow the daemon without
+/// bound.
+const MUST_LAND_MAX: usize = 65_536;
+
 /// Source name of events the daemon makes itself (timers, pidfd, start).
 pub const LIFECYCLE: &str = "lifecycle";
 
@@ -78,8 +92,9 @@ pub struct Committed {
     pub seq: Option<u64>,
     /// What the state machine answered.
     pub reply: Reply,
-    /// The answer comes from an earlier identical write.
-    #[serde(skip)]
+    /// The answer comes from an earlier identical write. Kept between
+    /// daemons (a forwarded write's answer), never in a record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
     /// The digest of the request that made it (kept in its idempotency
     /// record, which a later write with the same `tx_id` must match).
@@ -98,6 +113,15 @@ pub struct Extras {
     pub body: Option<String>,
     /// Where to send the grant or cancel of a queued acquire.
     pub wait: Option<oneshot::Sender<WaitNotice>>,
+    /// Undoes something a caller was told failed (a timed-out wait's
+    /// cancel): when the store refuses it, the writer keeps it and commits
+    /// it first, before any other write, as soon as the log takes writes
+    /// again — so nothing acts later for a caller who was told no.
+    pub must_land: bool,
+    /// The daemon a forwarded write came from (`None`: this one). Its
+    /// register is stamped with it, and its request-bound effects (waits,
+    /// pid watches, renewals) stay with it.
+    pub origin: Option<String>,
 }
 
 /// A write request.
@@ -277,6 +301,40 @@ impl WriterHandle {
     }
 }
 
+impl Write {
+    /// A copy to commit later, without its reply channel: the caller has
+    /// its answer already.
+    fn to_land_later(&self) -> Write {
+        Write {
+            cmd: self.cmd.clone(),
+            source: self.source.clone(),
+            tx_id: self.tx_id,
+            digest: self.digest.clone(),
+            ts: self.ts,
+            extras: Extras {
+                must_land: true,
+                origin: self.extras.origin.clone(),
+                ..Extras::default()
+            },
+            reply: None,
+        }
+    }
+}
+
+impl<L: EventLog + Clone> Writer<L> {
+    /// Keeps the must-land writes of a batch the store refused.
+    fn keep_must_land<'a>(&mut self, refused: impl IntoIterator<Item = &'a Write>) {
+        for w in refused.into_iter().filter(|w| w.extras.must_land) {
+            if self.must_land.len() >= MUST_LAND_MAX {
+                let dropped = self.must_land.remove(0);
+                tracing::error!(cmd = ?dropped.cmd, "too many writes wait for the store; dropped the oldest");
+            }
+            tracing::info!(cmd = ?w.cmd, "the store refused a write that must land; it goes first once the log is writable");
+            self.must_land.push(w.to_land_later());
+        }
+    }
+}
+
 /// A write from the daemon itself.
 pub fn internal(cmd: Command) -> Write {
     Write {
@@ -307,6 +365,10 @@ pub struct WriterConfig {
     /// stamped on the sessions it registers, which are the only ones whose
     /// leases and waits it keeps. `None` on a log this daemon alone writes.
     pub daemon_id: Option<String>,
+    /// This daemon's role in its log's election (shared log only).
+    pub role: Option<tokio::sync::watch::Receiver<Role>>,
+    /// How batches reach the leader while this daemon follows.
+    pub forward: Option<Arc<dyn Forward>>,
 }
 
 struct Writer<L: EventLog> {
@@ -329,6 +391,10 @@ struct Writer<L: EventLog> {
     unfinished: Vec<Write>,
     /// The snapshot being encoded and saved, if one is.
     snapshotting: Option<tokio::task::JoinHandle<()>>,
+    /// Commit here, not at the leader, until then: a forward got no reply.
+    suspect_until: Option<Instant>,
+    /// Writes with [`Extras::must_land`] the store refused, oldest first.
+    must_land: Vec<Write>,
 }
 
 /// Most times one batch is re-validated after other daemons appended
@@ -381,6 +447,8 @@ pub fn spawn<L: EventLog + Clone>(
         store_head,
         unfinished: Vec::new(),
         snapshotting: None,
+        suspect_until: None,
+        must_land: Vec::new(),
     };
     w.restore_timers_and_watches();
     // No waiter survives a restart: whoever waited got an error when the
@@ -416,6 +484,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 },
                 _ = crate::deadline::sleep_until(next), if next.is_some() => None,
                 _ = std::future::ready(()), if !self.unfinished.is_empty() => None,
+                _ = tokio::time::sleep(MUST_LAND_RETRY), if !self.must_land.is_empty() => None,
                 _ = store_moved(&mut self.store_head) => {
                     self.catch_up().await;
                     continue;
@@ -424,12 +493,15 @@ impl<L: EventLog + Clone> Writer<L> {
             let pids = &self.pids;
             let now = Instant::now();
             let lone = last_carried <= 1 && now.duration_since(last_commit) >= LONE_WRITE_GAP;
-            let mut writes: Vec<Write> = self
-                .timers
-                .due(now, EXPIRIES_PER_COMMIT, |sid| pids.is_running(sid))
-                .into_iter()
-                .map(internal)
-                .collect();
+            // Writes that must land go first, in their order, ahead of
+            // anything that could act on what they undo.
+            let mut writes: Vec<Write> = std::mem::take(&mut self.must_land);
+            writes.extend(
+                self.timers
+                    .due(now, EXPIRIES_PER_COMMIT, |sid| pids.is_running(sid))
+                    .into_iter()
+                    .map(internal),
+            );
             writes.append(&mut self.unfinished);
             let first = match first {
                 // Going on with a command done in parts (a session ending
@@ -531,6 +603,16 @@ impl<L: EventLog + Clone> Writer<L> {
             for s in stored {
                 let e = match Event::from_json(&s.json) {
                     Ok(e) if e.seq == self.state.head + 1 => e,
+                    Ok(e) if e.seq > self.state.head + 1 && !published.is_empty() => {
+                        // Publish what continues the head first.
+                        self.publish(std::mem::take(&mut published));
+                        self.reload_past_compaction(e.seq).await;
+                        return;
+                    }
+                    Ok(e) if e.seq > self.state.head + 1 => {
+                        self.reload_past_compaction(e.seq).await;
+                        return;
+                    }
                     Ok(e) => {
                         tracing::error!(
                             expected = self.state.head + 1,
@@ -552,6 +634,37 @@ impl<L: EventLog + Clone> Writer<L> {
                 published.push(Arc::new(Published::new(e, s.json)));
             }
             self.publish(published);
+        }
+    }
+
+    /// The store holds nothing between this writer's head and `found`:
+    /// other daemons compacted the log while this one slept. The state is
+    /// loaded again from the snapshot and the tail (never folded across
+    /// the hole), the hub jumps to its head, timers and waits follow the
+    /// new state. Without this a follower that missed a compaction could
+    /// never catch up again.
+    async fn reload_past_compaction(&mut self, found: u64) {
+        let old = self.state.head;
+        match load_state(&self.store).await {
+            Ok(s) if s.head >= found => {
+                tracing::warn!(
+                    from = old,
+                    to = s.head,
+                    "the log was compacted past this daemon's view; reloaded from the snapshot"
+                );
+                self.state = s;
+                self.hub.jump(self.state.head);
+                self.timers.restore(&self.state);
+                self.waits.recheck(&self.state);
+                self.since_snapshot = 0;
+            }
+            Ok(s) => tracing::warn!(
+                head = old,
+                found,
+                snapshot_head = s.head,
+                "the shared log skipped a seq and its snapshot does not cover it yet"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot reload past a compaction yet"),
         }
     }
 

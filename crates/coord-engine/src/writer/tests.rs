@@ -177,6 +177,8 @@ fn writer_on<L: EventLog + Clone>(store: L) -> (WriterHandle, Arc<crate::stats::
             leases: Default::default(),
             metrics,
             daemon_id: None,
+            role: None,
+            forward: None,
         },
     );
     (writer, counts)

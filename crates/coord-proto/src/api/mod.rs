@@ -563,6 +563,18 @@ pub struct StoreStatus {
     /// Remote store only: this daemon's id on the shared log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon_id: Option<String>,
+    /// Remote store only: this daemon's part in the log's election,
+    /// `leader` (it appends), `follower` (it forwards writes to `leader`)
+    /// or `unknown` (no leader known: it appends on its own, conditionally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Remote store only: the daemon id of the log's leader, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Remote store only: the leader's term (the revision of the leader
+    /// key; it grows with every renewal and takeover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
 }
 
 /// One compaction: when, how many events it dropped, the oldest seq left.

@@ -79,8 +79,23 @@ impl EventLog for JetStreamLog {
                 if next > idx.head {
                     break;
                 }
-                let Some((first, (stream_seq, _, _))) = idx.batches.range(..=next).next_back()
-                else {
+                let found = idx.batches.range(..=next).next_back();
+                if let Some((_, (_, last, _))) = found.filter(|(_, (_, last, _))| *last < next) {
+                    // A hole in the index below the head (batches the
+                    // stream no longer has): go on from the next batch it
+                    // holds. Reading the batch ending at `last` again and
+                    // again is how a daemon that slept through a
+                    // compaction once spun at 100 % CPU here.
+                    match idx.batches.range(next..).next() {
+                        Some((first, _)) => {
+                            tracing::debug!(after = last, first, "skipping a hole in the log index");
+                            next = *first;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                let Some((first, (stream_seq, _, _))) = found else {
                     // Compacted away: continue from the oldest retained.
                     match idx.batches.keys().next() {
                         Some(first) if *first > next => {

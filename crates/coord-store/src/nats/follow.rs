@@ -95,9 +95,25 @@ impl JetStreamLog {
             }
             next += 1;
         }
+        if self.index().hole {
+            return Err(StoreError::Invalid(
+                "the log was compacted past this daemon's index".into(),
+            ));
+        }
         let head = self.index().head;
         self.inner.head_tx.send_replace(head);
         Ok(())
+    }
+
+    /// Throws the index away and builds it again from the latest snapshot
+    /// and the stream: the way back after the log was compacted past what
+    /// this daemon had indexed (it slept through a compaction). Readers
+    /// that were behind then find their seqs compacted, as after any
+    /// compaction; the writer reloads its state from the same snapshot.
+    pub(super) async fn reload(&self) -> Result<(), StoreError> {
+        tracing::warn!("the log was compacted past this daemon's index; reloading it from the snapshot");
+        *self.index() = Index::default();
+        self.rebuild().await
     }
 
     /// Indexes one message read by [`sync`](Self::sync): batches older
@@ -167,6 +183,13 @@ impl JetStreamLog {
         let log = self.clone();
         tokio::spawn(async move {
             loop {
+                if log.index().hole {
+                    if let Err(e) = log.reload().await {
+                        tracing::warn!(error = %e, "cannot reload the index yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
                 let start = log.index().last_stream + 1;
                 let consumer = log
                     .inner
@@ -262,12 +285,16 @@ impl JetStreamLog {
                                     break;
                                 }
                             }
-                            let added = {
+                            let (added, hole) = {
                                 let mut idx = log.index();
-                                idx.add(stream_seq, d).then_some(idx.head)
+                                let added = idx.add(stream_seq, d).then_some(idx.head);
+                                (added, idx.hole)
                             };
                             if let Some(head) = added {
                                 log.inner.head_tx.send_replace(head);
+                            }
+                            if hole {
+                                break;
                             }
                         }
                         Err(e) => {

@@ -30,6 +30,7 @@
 
 mod event_log;
 mod follow;
+mod leader;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +48,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
+
+pub use leader::{Claim, ForwardError};
 
 /// Oldest server coord accepts: 2.10 (stream metadata, reliable
 /// expected-last-sequence on R3; 2.9.15–2.9.20 had an R3 bug).
@@ -241,6 +244,10 @@ struct Index {
     txns: HashMap<(String, String), TxnRecord>,
     attachments: HashMap<String, Vec<u8>>,
     recent: BTreeMap<u64, Arc<Decoded>>,
+    /// A batch arrived that does not continue the head (the log was
+    /// compacted past this index while the daemon slept): the index must
+    /// be rebuilt from the snapshot, never read across the hole.
+    hole: bool,
 }
 
 impl Index {
@@ -249,6 +256,10 @@ impl Index {
     fn add(&mut self, stream_seq: u64, d: Decoded) -> bool {
         if stream_seq <= self.last_stream || d.header.last <= self.head {
             self.last_stream = self.last_stream.max(stream_seq);
+            return false;
+        }
+        if d.header.first > self.head + 1 {
+            self.hole = true;
             return false;
         }
         self.last_stream = stream_seq;
