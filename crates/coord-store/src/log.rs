@@ -310,6 +310,14 @@ pub trait EventLog: Send + Sync + 'static {
         None
     }
 
+    /// Asks a shared store to read what other processes appended now,
+    /// rather than when its live follower delivers it (which may be
+    /// re-creating itself after a node died). A no-op, the default, for a
+    /// store only this process writes.
+    fn refresh(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     /// `sqlite` or `nats` (for `/v1/status`).
     fn backend(&self) -> &'static str {
         "sqlite"

@@ -1,8 +1,8 @@
 //! `GET /v1/status`, `GET /v1/snapshot` and `POST /v1/admin/export`:
 //! what the daemon and its view look like, and the view written out.
 
-use coord_engine::writer::Role;
 use super::*;
+use coord_engine::writer::Role;
 use std::collections::BTreeMap;
 
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "The daemon and its log", body = StatusResponse)))]
@@ -94,7 +94,10 @@ pub(crate) async fn status<L: EventLog + Clone>(State(app): AppState<L>) -> ApiR
                 .remote_health()
                 .map(|(_, at)| (now.as_millis() - at).max(0) as u64),
             daemon_id: app.daemon_id.clone(),
-            role: app.daemon_id.as_ref().map(|_| app.role.borrow().name().to_string()),
+            role: app
+                .daemon_id
+                .as_ref()
+                .map(|_| app.role.borrow().name().to_string()),
             leader: match &*app.role.borrow() {
                 Role::Leader { .. } => app.daemon_id.clone(),
                 Role::Follower { leader, .. } => Some(leader.clone()),

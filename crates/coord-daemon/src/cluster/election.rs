@@ -55,7 +55,15 @@ impl Election {
             if *r == role {
                 return false;
             }
-            tracing::info!(from = r.name(), to = role.name(), ?role, "election");
+            // A renewal moves the term every tick: say only what changes
+            // hands.
+            let leader = |x: &Role| match x {
+                Role::Follower { leader, .. } => Some(leader.clone()),
+                _ => None,
+            };
+            if r.name() != role.name() || leader(r) != leader(&role) {
+                tracing::info!(from = r.name(), to = role.name(), ?role, "election");
+            }
             *r = role;
             true
         });

@@ -57,6 +57,10 @@ pub fn default_daemon_id(socket: &std::path::Path) -> String {
 /// Runs until `stop`: renews this daemon's lease, takes part in the
 /// election (its outcome goes to `role`), serves forwarded writes, and
 /// ends the sessions of peers the cluster shows lost.
+///
+/// The renewal runs on its own, with nothing before it that could wait
+/// (not the writer, not another read): a daemon whose writer is busy or
+/// whose reads hang in a NATS election must still renew on time.
 pub async fn run(
     log: JetStreamLog,
     daemon_id: String,
@@ -67,60 +71,97 @@ pub async fn run(
 ) {
     let lease = Duration::from_millis(lease_ms.max(300));
     let tick = lease / 3;
-    let value = serde_json::json!({
-        "pid": std::process::id(),
-        "lease_ms": lease_ms,
-    })
-    .to_string()
-    .into_bytes();
+    // Since when this daemon's view of the cluster is continuous: moved
+    // by a failed renewal and by a pause, read by the judge and the
+    // election.
+    let (distrust, trusted) = watch::channel(Instant::now());
     let serving = tokio::spawn(rpc::serve(
         log.clone(),
         daemon_id.clone(),
         writer.clone(),
         stop.clone(),
     ));
+    let renewing = tokio::spawn(renew(
+        log.clone(),
+        daemon_id.clone(),
+        lease_ms,
+        tick,
+        distrust,
+        stop.clone(),
+    ));
     let mut election = election::Election::new(daemon_id.clone(), lease, role);
     let mut judge = Judge::default();
-    let mut trusted_since = Instant::now();
-    let mut last_tick = Instant::now();
     let mut next_tick = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(next_tick) => {}
         }
-        let now = Instant::now();
-        // Woken late by more than a tick: this process was paused (or
-        // starved). What it remembers of the others is stale, so it
-        // trusts nothing older than now.
-        let late = now.duration_since(last_tick).saturating_sub(tick);
-        if late > tick {
-            tracing::warn!(late_ms = late.as_millis() as u64, "woke up late (paused?); judging no peer for a lease");
-            trusted_since = now;
+        let since = *trusted.borrow();
+        election.step(&log, Instant::now(), since).await;
+        let since = *trusted.borrow();
+        judge.step(&log, &daemon_id, &writer, since, lease).await;
+        next_tick = Instant::now() + tick;
+    }
+    election.resign(&log).await;
+    let _ = renewing.await;
+    let _ = serving.await;
+}
+
+/// Renews `daemon.<id>` every `tick` (a failure: again after [`RETRY`]),
+/// each put bounded by a tick so a hung request cannot delay the next.
+/// A failed renewal or a late wake-up (this process was paused or
+/// starved) moves `distrust` to now.
+async fn renew(
+    log: JetStreamLog,
+    daemon_id: String,
+    lease_ms: u64,
+    tick: Duration,
+    distrust: watch::Sender<Instant>,
+    stop: CancellationToken,
+) {
+    let value = serde_json::json!({
+        "pid": std::process::id(),
+        "lease_ms": lease_ms,
+    })
+    .to_string()
+    .into_bytes();
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
         }
-        last_tick = now;
-        let renewed = match log.put_daemon_lease(&daemon_id, value.clone()).await {
-            Ok(()) => true,
-            Err(e) => {
+        let late = Instant::now().saturating_duration_since(next);
+        if late > tick {
+            tracing::warn!(
+                late_ms = late.as_millis() as u64,
+                "woke up late (paused?); judging no peer for a lease"
+            );
+            distrust.send_replace(Instant::now());
+        }
+        let put = tokio::time::timeout(tick, log.put_daemon_lease(&daemon_id, value.clone())).await;
+        let renewed = match put {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "daemon lease not renewed; judging no peer until it is");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = tick.as_millis() as u64,
+                    "daemon lease renewal unanswered; judging no peer until it is"
+                );
                 false
             }
         };
         if !renewed {
-            trusted_since = Instant::now();
-        }
-        election.step(&log, Instant::now(), trusted_since).await;
-        if renewed {
-            judge
-                .step(&log, &daemon_id, &writer, Instant::now(), trusted_since, lease)
-                .await;
+            distrust.send_replace(Instant::now());
         }
         // A failed renewal is retried soon: a NATS leader election takes
         // a few seconds, and peers must not see this daemon go quiet.
-        next_tick = Instant::now() + if renewed { tick } else { RETRY.min(tick) };
+        next = Instant::now() + if renewed { tick } else { RETRY.min(tick) };
     }
-    election.resign(&log).await;
-    let _ = serving.await;
 }
 
 /// How soon a failed lease renewal is tried again.
@@ -142,7 +183,6 @@ impl Judge {
         log: &JetStreamLog,
         me: &str,
         writer: &WriterHandle,
-        now: Instant,
         trusted_since: Instant,
         lease: Duration,
     ) {
@@ -160,7 +200,12 @@ impl Judge {
             .unwrap_or_default();
         self.seen.retain(|d, _| owners.contains(d));
         for d in owners {
-            let rev = match log.daemon_lease_revision(&d).await {
+            let read = tokio::time::timeout(lease / 3, log.daemon_lease_revision(&d)).await;
+            // The time of the evidence: after the read, never before it.
+            let now = Instant::now();
+            let rev = match read
+                .unwrap_or_else(|_| Err(coord_store::StoreError::Unavailable("no answer".into())))
+            {
                 Ok(r) => r,
                 Err(e) => {
                     // No evidence either way: unknown, nothing ends.

@@ -29,7 +29,11 @@ pub const FORWARD_TIMEOUT_MS: u64 = 4_000;
 
 /// How long a follower waits for its own view to fold what the leader
 /// committed before it answers anyway (ms).
-const FOLD_PATIENCE: Duration = Duration::from_secs(5);
+const FOLD_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How long a follower waits for its live follower to deliver the
+/// leader's commit before it reads the stream itself.
+const FOLD_NUDGE: Duration = Duration::from_millis(200);
 
 /// After a forward that got no reply, how long this daemon commits on its
 /// own instead of forwarding again (the leader may be paused).
@@ -269,7 +273,11 @@ pub async fn serve_forwarded(writer: &WriterHandle, payload: &[u8]) -> Vec<u8> {
                 };
                 answers.push(a.map_err(|e| WireError::from(&e)));
             }
-            if !queued && answers.iter().all(|a| matches!(a, Err(WireError::ShuttingDown))) {
+            if !queued
+                && answers
+                    .iter()
+                    .all(|a| matches!(a, Err(WireError::ShuttingDown)))
+            {
                 ForwardReply {
                     refused: Some("the leader is shutting down".into()),
                     answers: Vec::new(),
@@ -337,7 +345,11 @@ impl<L: EventLog + Clone> Writer<L> {
                 return Err(writes);
             }
             Err(ForwardFailure::Unknown(why)) => {
-                tracing::warn!(leader, why, "the leader did not answer; its callers are told to retry");
+                tracing::warn!(
+                    leader,
+                    why,
+                    "the leader did not answer; its callers are told to retry"
+                );
                 self.suspect_until = Some(Instant::now() + SUSPECT_FOR);
                 // Applied or not, a write that must land is tried again:
                 // each one is idempotent (a second cancel finds no wait).
@@ -385,18 +397,33 @@ impl<L: EventLog + Clone> Writer<L> {
     }
 
     /// Folds what the store has until the state reaches `seq`, waiting
-    /// for the live follower to index it, within [`FOLD_PATIENCE`].
+    /// for the live follower to index it, within [`FOLD_PATIENCE`]; past
+    /// [`FOLD_NUDGE`] the store is asked to read the stream itself (the
+    /// follower may have died with a node).
     async fn fold_until(&mut self, seq: u64) {
-        let deadline = Instant::now() + FOLD_PATIENCE;
+        let started = Instant::now();
+        let deadline = started + FOLD_PATIENCE;
+        let mut nudged = false;
         while self.state.head < seq {
             self.catch_up().await;
             if self.state.head >= seq {
                 break;
             }
-            if tokio::time::timeout_at(deadline, store_moved(&mut self.store_head))
+            let wait_until = if nudged {
+                deadline
+            } else {
+                (started + FOLD_NUDGE).min(deadline)
+            };
+            if tokio::time::timeout_at(wait_until, store_moved(&mut self.store_head))
                 .await
                 .is_err()
+                && !nudged
             {
+                nudged = true;
+                self.store.refresh().await;
+                continue;
+            }
+            if Instant::now() >= deadline {
                 tracing::warn!(
                     seq,
                     head = self.state.head,

@@ -88,7 +88,11 @@ impl EventLog for JetStreamLog {
                     // compaction once spun at 100 % CPU here.
                     match idx.batches.range(next..).next() {
                         Some((first, _)) => {
-                            tracing::debug!(after = last, first, "skipping a hole in the log index");
+                            tracing::debug!(
+                                after = last,
+                                first,
+                                "skipping a hole in the log index"
+                            );
                             next = *first;
                             continue;
                         }
@@ -299,6 +303,21 @@ impl EventLog for JetStreamLog {
         "nats"
     }
 
+    async fn refresh(&self) {
+        let before = self.index().head;
+        match tokio::time::timeout(REFRESH_PATIENCE, self.sync()).await {
+            Ok(Ok(())) => {
+                if self.index().head > before {
+                    // The live follower missed these: it is likely dead
+                    // with its node, so start it again now.
+                    self.inner.follower_kick.notify_one();
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot refresh the log index"),
+            Err(_) => tracing::debug!("refreshing the log index timed out"),
+        }
+    }
+
     fn remote_health(&self) -> Option<(bool, i64)> {
         Some((self.connected(), self.last_contact_ms()))
     }
@@ -315,3 +334,6 @@ pub(super) fn check_contiguous(records: &[Record]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Longest a [`EventLog::refresh`] waits for the stream.
+const REFRESH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);

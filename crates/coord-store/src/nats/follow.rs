@@ -111,7 +111,9 @@ impl JetStreamLog {
     /// that were behind then find their seqs compacted, as after any
     /// compaction; the writer reloads its state from the same snapshot.
     pub(super) async fn reload(&self) -> Result<(), StoreError> {
-        tracing::warn!("the log was compacted past this daemon's index; reloading it from the snapshot");
+        tracing::warn!(
+            "the log was compacted past this daemon's index; reloading it from the snapshot"
+        );
         *self.index() = Index::default();
         self.rebuild().await
     }

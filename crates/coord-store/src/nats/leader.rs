@@ -63,7 +63,9 @@ impl JetStreamLog {
             .map_err(|e| nats_err("cannot read the leader key", e))?;
         self.touch();
         Ok(entry.and_then(|e| match e.operation {
-            kv::Operation::Put => Some((String::from_utf8_lossy(&e.value).into_owned(), e.revision)),
+            kv::Operation::Put => {
+                Some((String::from_utf8_lossy(&e.value).into_owned(), e.revision))
+            }
             _ => None,
         }))
     }
@@ -152,7 +154,11 @@ impl JetStreamLog {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    pub async fn respond(&self, reply: async_nats::Subject, payload: Vec<u8>) -> Result<(), StoreError> {
+    pub async fn respond(
+        &self,
+        reply: async_nats::Subject,
+        payload: Vec<u8>,
+    ) -> Result<(), StoreError> {
         self.inner
             .client
             .publish(reply, Bytes::from(payload))
@@ -175,7 +181,12 @@ impl JetStreamLog {
         let request = async_nats::Request::new()
             .payload(Bytes::from(payload))
             .timeout(Some(timeout));
-        match self.inner.client.send_request(subject.clone(), request).await {
+        match self
+            .inner
+            .client
+            .send_request(subject.clone(), request)
+            .await
+        {
             Ok(m) => Ok(m.payload),
             Err(e) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => ForwardError::NoResponders(subject),

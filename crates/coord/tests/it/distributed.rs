@@ -26,7 +26,7 @@ fn events_text(d: &Daemon) -> String {
 /// Replays the log through the real fold and checks, at every seq, that no
 /// exclusive lock has two holders and every grant to a waiter went to the
 /// head of its queue.
-fn check_locks(events: &[serde_json::Value]) {
+pub(crate) fn check_locks(events: &[serde_json::Value]) {
     let mut s = coord_core::State::default();
     for v in events {
         let e = coord_proto::Event::from_json(&v.to_string()).expect("decode event");

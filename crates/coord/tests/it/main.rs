@@ -13,6 +13,7 @@ mod bad_input;
 mod basics;
 mod batch;
 mod bridge;
+mod cluster;
 mod compaction;
 mod contract;
 mod crash;
