@@ -98,9 +98,10 @@ enum Bench {
         #[arg(long)]
         idempotent: bool,
     },
-    /// Two daemons on one NATS log (needs --nats): throughput with the
-    /// writers split across them, write-on-one to subscriber-on-the-other
-    /// latency, lock hand-over between them, and the conflicts counted.
+    /// Daemons on one NATS log (needs --nats): throughput with the
+    /// writers spread over them (with each write's p99 and the refusals),
+    /// write-on-one to subscriber-on-another latency, lock hand-over
+    /// between two of them, and the conflicts counted.
     Shared {
         #[arg(long, default_value_t = 16)]
         writers: usize,
@@ -112,6 +113,9 @@ enum Bench {
         /// Lock hand-overs measured.
         #[arg(long, default_value_t = 200)]
         handovers: usize,
+        /// Daemons on the log (1-3); the writers are spread over them.
+        #[arg(long, default_value_t = 2)]
+        daemons: usize,
     },
     /// The same workloads against coord, NATS JetStream and Redis Streams
     /// in one run (ack latency, delivery latency, N-writer throughput,
@@ -197,7 +201,8 @@ fn main() -> Result<()> {
                 seconds,
                 rate,
                 handovers,
-            } => shared::shared(&coord, writers, seconds, rate, handovers).await,
+                daemons,
+            } => shared::shared(&coord, writers, seconds, rate, handovers, daemons).await,
             Bench::Locks(o) => locks::locks(&coord, o).await,
             Bench::Chaos(o) => chaos::chaos(&coord, o).await,
             Bench::Compare(mut o) => {

@@ -9,30 +9,46 @@ pub(crate) async fn shared(
     seconds: u64,
     rate: u64,
     handovers: usize,
+    daemons: usize,
 ) -> Result<()> {
     let Some(log) = fresh_nats_log() else {
         bail!("shared needs --nats nats://HOST:PORT (a NATS server >= 2.10 with JetStream)");
     };
-    let a = Daemon::start_on(coord, Some(log.clone()), &[]).await?;
-    let b = Daemon::start_on(coord, Some(log), &[]).await?;
-    let sockets = [a.socket.clone(), b.socket.clone()];
+    if !(1..=3).contains(&daemons) {
+        bail!("--daemons {daemons}: 1 to 3");
+    }
+    let mut ds = Vec::with_capacity(daemons);
+    for _ in 0..daemons {
+        ds.push(Daemon::start_on(coord, Some(log.clone()), &[]).await?);
+    }
+    let sockets: Vec<PathBuf> = ds.iter().map(|d| d.socket.clone()).collect();
+    // The election settles within a tick of the last start.
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
-    // 1. Throughput, writers split across the two daemons.
+    // 1. Throughput, writers spread over the daemons; every write's
+    // latency and every refusal kept.
     let count = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let mut c = Conn::open(&sockets[w % 2]).await?;
-        let count = count.clone();
+        let mut c = Conn::open(&sockets[w % daemons]).await?;
+        let (count, refused) = (count.clone(), refused.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
+            let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let body = format!(r#"{{"tx_kind":"x.tp","payload":{{"w":{w},"i":{i}}}}}"#);
+                let sent = Instant::now();
                 match c.post("/v1/events", body).await {
                     Ok((201, _)) => {
+                        lat.push(sent.elapsed().as_secs_f64() * 1e3);
                         count.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok((s, b)) => eprintln!("write refused {s}: {}", String::from_utf8_lossy(&b)),
+                    Ok((s, b)) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("write refused {s}: {}", String::from_utf8_lossy(&b));
+                    }
                     Err(e) => {
                         eprintln!("write failed: {e}");
                         break;
@@ -40,25 +56,34 @@ pub(crate) async fn shared(
                 }
                 i += 1;
             }
+            lat
         }));
     }
     let t0 = Instant::now();
+    let mut lat = Vec::new();
     for t in tasks {
-        t.await?;
+        lat.extend(t.await?);
     }
+    lat.sort_by(|a, b| a.total_cmp(b));
     let n = count.load(Ordering::Relaxed);
-    let conflicts = metric(&sockets[0], "coord_append_conflicts_total").await?
-        + metric(&sockets[1], "coord_append_conflicts_total").await?;
-    let commits = metric(&sockets[0], "coord_commits_total").await?
-        + metric(&sockets[1], "coord_commits_total").await?;
+    let (mut conflicts, mut commits, mut forwarded) = (0.0, 0.0, 0.0);
+    for s in &sockets {
+        conflicts += metric(s, "coord_append_conflicts_total").await?;
+        commits += metric(s, "coord_commits_total").await?;
+        forwarded += metric(s, "coord_forwarded_writes_total").await?;
+    }
     println!(
-        "shared log, 2 daemons, writers={writers}: {n} events in {:.1}s = {:.0} events/s; {commits:.0} commits, {conflicts:.0} conflicts (retried)",
+        "shared log, {daemons} daemon(s), writers={writers}: {n} events in {:.1}s = {:.0} events/s; write p50={:.3} ms p99={:.3} ms; {commits:.0} commits, {conflicts:.0} conflicts, {forwarded:.0} forwarded, {} refused",
         t0.elapsed().as_secs_f64(),
-        n as f64 / t0.elapsed().as_secs_f64()
+        n as f64 / t0.elapsed().as_secs_f64(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        refused.load(Ordering::Relaxed)
     );
+    let other = 1 % daemons;
 
     // 2. Written on A, received by a subscriber of B.
-    let mut sub = Conn::open(&sockets[1]).await?;
+    let mut sub = Conn::open(&sockets[other]).await?;
     let resp = sub
         .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
         .await?;
@@ -90,7 +115,7 @@ pub(crate) async fn shared(
     // 3. Lock hand-over: A's session releases, B's queued session is
     // granted; timed from the release request to the grant's answer.
     let mut ca = Conn::open(&sockets[0]).await?;
-    let mut cb = Conn::open(&sockets[1]).await?;
+    let mut cb = Conn::open(&sockets[other]).await?;
     let ta = register(&mut ca, "hold-a").await?;
     let tb = register(&mut cb, "hold-b").await?;
     let mut times = Vec::with_capacity(handovers);
@@ -106,7 +131,7 @@ pub(crate) async fn shared(
         if s != 200 && s != 201 {
             bail!("acquire: {s} {}", String::from_utf8_lossy(&body));
         }
-        let (tb2, res2, sock) = (tb.clone(), res.clone(), sockets[1].clone());
+        let (tb2, res2, sock) = (tb.clone(), res.clone(), sockets[other].clone());
         let waiter = tokio::spawn(async move {
             let mut c = Conn::open(&sock).await?;
             let r = c

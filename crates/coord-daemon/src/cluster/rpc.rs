@@ -3,7 +3,7 @@
 //! [`Forward`] a follower's writer sends its batches through.
 //!
 //! It must not interpret a batch: the engine (`coord_engine::writer::
-//! serve_forwarded`) decodes, applies and answers.
+//! queue_forwarded`) decodes, applies and answers.
 
 use coord_engine::writer::{self, Forward, ForwardFailure, WriterHandle};
 use coord_store::{ForwardError, JetStreamLog};
@@ -60,13 +60,13 @@ pub async fn serve(log: JetStreamLog, me: String, writer: WriterHandle, stop: Ca
             };
             let Some(msg) = msg else { break };
             let Some(reply) = msg.reply else { continue };
-            let writer = writer.clone();
+            // Queued here, in the order the batches arrived (a follower's
+            // batches keep its order); answered by a task each, so the
+            // batches of several followers share the leader's commits.
+            let answer = writer::queue_forwarded(&writer, &msg.payload).await;
             let log = log.clone();
-            // One task per batch, so the batches of several followers
-            // queue their writes together and share a commit.
             tokio::spawn(async move {
-                let answer = writer::serve_forwarded(&writer, &msg.payload).await;
-                if let Err(e) = log.respond(reply, answer).await {
+                if let Err(e) = log.respond(reply, answer.await).await {
                     tracing::warn!(error = %e, "cannot answer a forwarded batch");
                 }
             });

@@ -31,6 +31,21 @@ impl<L: EventLog + Clone> Writer<L> {
                 Err(back) => writes = back,
             }
         }
+        if writes.is_empty() {
+            return;
+        }
+        // Batches still at the leader come first: this daemon's own
+        // order is kept across a change of role.
+        self.land_all().await;
+        self.commit_here(writes, atomic).await;
+    }
+
+    /// Validates and appends here (leader, no leader known, or a batch
+    /// the leader certainly did not apply).
+    pub(super) async fn commit_here(&mut self, mut writes: Vec<Write>, atomic: bool) {
+        if writes.is_empty() {
+            return;
+        }
         if self.store_head.is_some() {
             // Start from the newest view the store knows: fewer conflicts.
             self.catch_up().await;

@@ -225,28 +225,31 @@ impl ForwardedWrite {
     }
 }
 
-/// The leader's side: decodes a forwarded batch, puts its writes in this
-/// daemon's writer queue (where they join the group commit), and encodes
-/// the answers. Never fails: what cannot be applied is said in the reply.
-pub async fn serve_forwarded(writer: &WriterHandle, payload: &[u8]) -> Vec<u8> {
-    let reply = match serde_json::from_slice::<ForwardRequest>(payload) {
-        Err(e) => ForwardReply {
-            refused: Some(format!("unreadable forwarded batch: {e}")),
-            answers: Vec::new(),
-        },
-        Ok(r) if r.v != FORWARD_VERSION => ForwardReply {
-            refused: Some(format!(
-                "forwarded batch version {} (this daemon speaks {FORWARD_VERSION})",
-                r.v
-            )),
-            answers: Vec::new(),
-        },
-        Ok(r) if now_ms() > r.expires_ms => ForwardReply {
-            refused: Some("the forwarded batch expired before the leader read it".into()),
-            answers: Vec::new(),
-        },
+/// The leader's side, first half: decodes a forwarded batch and puts its
+/// writes in this daemon's writer queue (where they join the group
+/// commit), in the order the batches arrived — call it for each batch
+/// before taking the next. The returned future waits for the answers and
+/// encodes the reply; it never fails: what cannot be applied is said in
+/// the reply.
+pub async fn queue_forwarded(
+    writer: &WriterHandle,
+    payload: &[u8],
+) -> impl std::future::Future<Output = Vec<u8>> + Send + 'static {
+    let refused = |why: String| ForwardReply {
+        refused: Some(why),
+        answers: Vec::new(),
+    };
+    let mut rxs = Vec::new();
+    let early = match serde_json::from_slice::<ForwardRequest>(payload) {
+        Err(e) => Some(refused(format!("unreadable forwarded batch: {e}"))),
+        Ok(r) if r.v != FORWARD_VERSION => Some(refused(format!(
+            "forwarded batch version {} (this daemon speaks {FORWARD_VERSION})",
+            r.v
+        ))),
+        Ok(r) if now_ms() > r.expires_ms => Some(refused(
+            "the forwarded batch expired before the leader read it".into(),
+        )),
         Ok(r) => {
-            let mut rxs = Vec::with_capacity(r.writes.len());
             let writes: Vec<Write> = r
                 .writes
                 .into_iter()
@@ -265,33 +268,37 @@ pub async fn serve_forwarded(writer: &WriterHandle, payload: &[u8]) -> Vec<u8> {
                 }
                 ok
             };
-            let mut answers = Vec::with_capacity(rxs.len());
-            for rx in rxs {
-                let a = match rx.await {
-                    Ok(a) => a,
-                    Err(_) => Err(WriteError::ShuttingDown),
-                };
-                answers.push(a.map_err(|e| WireError::from(&e)));
-            }
-            if !queued
-                && answers
-                    .iter()
-                    .all(|a| matches!(a, Err(WireError::ShuttingDown)))
-            {
-                ForwardReply {
-                    refused: Some("the leader is shutting down".into()),
-                    answers: Vec::new(),
+            (!queued).then(|| refused("the leader is shutting down".into()))
+        }
+    };
+    async move {
+        let reply = match early {
+            Some(r) => r,
+            None => {
+                let mut answers = Vec::with_capacity(rxs.len());
+                for rx in rxs {
+                    let a = rx.await.unwrap_or(Err(WriteError::ShuttingDown));
+                    answers.push(a.map_err(|e| WireError::from(&e)));
                 }
-            } else {
                 ForwardReply {
                     refused: None,
                     answers,
                 }
             }
-        }
-    };
-    serde_json::to_vec(&reply).unwrap_or_default()
+        };
+        serde_json::to_vec(&reply).unwrap_or_default()
+    }
 }
+
+/// Most batches a follower has at its leader at once: the next batch goes
+/// out while earlier ones are being committed, so a follower's writes do
+/// not queue behind a round trip.
+const IN_FLIGHT: usize = 4;
+
+/// A forwarded batch on its way, as a task of its own: its writes (kept
+/// for their callers and effects) and what the leader said.
+pub(super) type Flight =
+    tokio::task::JoinHandle<(Vec<Write>, bool, Result<Vec<u8>, ForwardFailure>)>;
 
 impl<L: EventLog + Clone> Writer<L> {
     /// The daemon to forward to now, if any.
@@ -306,8 +313,9 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 
-    /// Sends `writes` to `leader` and answers their callers. Hands them
-    /// back when the leader certainly applied none (commit them here).
+    /// Sends `writes` to `leader` without waiting for the reply (at most
+    /// [`IN_FLIGHT`] batches out; past that the oldest is finished first).
+    /// Hands them back when they cannot be sent (commit them here).
     pub(super) async fn forward(
         &mut self,
         leader: &str,
@@ -328,8 +336,47 @@ impl<L: EventLog + Clone> Writer<L> {
             Ok(p) => p,
             Err(_) => return Err(writes),
         };
-        let started = std::time::Instant::now();
-        let reply = match fwd.forward(leader, payload).await {
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.land_one().await;
+        }
+        let leader = leader.to_string();
+        self.in_flight.push_back(tokio::spawn(async move {
+            let r = fwd.forward(&leader, payload).await;
+            (writes, atomic, r)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the oldest batch at the leader and finishes it.
+    pub(super) async fn land_one(&mut self) {
+        use futures_util::StreamExt;
+        match self.in_flight.next().await {
+            Some(Ok((writes, atomic, r))) => self.landed(writes, atomic, r).await,
+            // The task cannot panic short of a bug; its callers were
+            // answered `shutting_down` when their channels dropped.
+            Some(Err(e)) => tracing::error!(error = %e, "a forwarded batch's task failed"),
+            None => {}
+        }
+    }
+
+    /// Finishes every batch at the leader, oldest first: a read, a group
+    /// and a shutdown must see them all answered.
+    pub(super) async fn land_all(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.land_one().await;
+        }
+    }
+
+    /// Answers the callers of a forwarded batch from the leader's reply,
+    /// once this daemon's view has folded what it names; commits the
+    /// batch here instead when the leader certainly applied none of it.
+    pub(super) async fn landed(
+        &mut self,
+        writes: Vec<Write>,
+        atomic: bool,
+        reply: Result<Vec<u8>, ForwardFailure>,
+    ) {
+        let reply = match reply {
             Ok(bytes) => serde_json::from_slice::<ForwardReply>(&bytes)
                 .map_err(|e| ForwardFailure::Unknown(format!("unreadable reply: {e}"))),
             Err(f) => Err(f),
@@ -337,16 +384,15 @@ impl<L: EventLog + Clone> Writer<L> {
         let reply = match reply {
             Ok(r) if r.refused.is_none() && r.answers.len() == writes.len() => r,
             Ok(r) => {
-                tracing::debug!(leader, refused = ?r.refused, "the leader applied nothing; committing here");
-                return Err(writes);
+                tracing::debug!(refused = ?r.refused, "the leader applied nothing; committing here");
+                return self.commit_here(writes, atomic).await;
             }
             Err(ForwardFailure::NotDelivered(why)) => {
-                tracing::debug!(leader, why, "forward not delivered; committing here");
-                return Err(writes);
+                tracing::debug!(why, "forward not delivered; committing here");
+                return self.commit_here(writes, atomic).await;
             }
             Err(ForwardFailure::Unknown(why)) => {
                 tracing::warn!(
-                    leader,
                     why,
                     "the leader did not answer; its callers are told to retry"
                 );
@@ -355,7 +401,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 // each one is idempotent (a second cancel finds no wait).
                 self.keep_must_land(writes.iter());
                 let msg = format!(
-                    "the leader daemon {leader} did not answer ({why}); the write may or may not \
+                    "the leader daemon did not answer ({why}); the write may or may not \
                      have been applied: retry with the same tx_id"
                 );
                 self.config
@@ -367,14 +413,10 @@ impl<L: EventLog + Clone> Writer<L> {
                         let _ = tx.send(Err(WriteError::StoreUnavailable(msg.clone())));
                     }
                 }
-                return Ok(());
+                return;
             }
         };
         self.config.metrics.forwarded.inc_by(writes.len() as u64);
-        self.config
-            .metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
         let target = reply
             .answers
             .iter()
@@ -393,7 +435,6 @@ impl<L: EventLog + Clone> Writer<L> {
                 let _ = tx.send(a);
             }
         }
-        Ok(())
     }
 
     /// Folds what the store has until the state reaches `seq`, waiting

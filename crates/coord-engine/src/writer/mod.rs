@@ -24,7 +24,7 @@ mod snapshot;
 mod tests;
 
 pub use forward::{
-    serve_forwarded, Forward, ForwardFailure, ForwardReply, ForwardRequest, ForwardedWrite, Role,
+    queue_forwarded, Forward, ForwardFailure, ForwardReply, ForwardRequest, ForwardedWrite, Role,
     WireError, FORWARD_TIMEOUT_MS, FORWARD_VERSION,
 };
 pub use snapshot::load_state;
@@ -395,6 +395,8 @@ struct Writer<L: EventLog> {
     suspect_until: Option<Instant>,
     /// Writes with [`Extras::must_land`] the store refused, oldest first.
     must_land: Vec<Write>,
+    /// Batches sent to the leader and not answered yet, oldest first.
+    in_flight: futures_util::stream::FuturesOrdered<forward::Flight>,
 }
 
 /// Most times one batch is re-validated after other daemons appended
@@ -449,6 +451,7 @@ pub fn spawn<L: EventLog + Clone>(
         snapshotting: None,
         suspect_until: None,
         must_land: Vec::new(),
+        in_flight: Default::default(),
     };
     w.restore_timers_and_watches();
     // No waiter survives a restart: whoever waited got an error when the
@@ -485,6 +488,13 @@ impl<L: EventLog + Clone> Writer<L> {
                 _ = crate::deadline::sleep_until(next), if next.is_some() => None,
                 _ = std::future::ready(()), if !self.unfinished.is_empty() => None,
                 _ = tokio::time::sleep(MUST_LAND_RETRY), if !self.must_land.is_empty() => None,
+                Some(flight) = futures_util::StreamExt::next(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                    match flight {
+                        Ok((w, atomic, r)) => self.landed(w, atomic, r).await,
+                        Err(e) => tracing::error!(error = %e, "a forwarded batch's task failed"),
+                    }
+                    continue;
+                }
                 _ = store_moved(&mut self.store_head) => {
                     self.catch_up().await;
                     continue;
@@ -559,6 +569,7 @@ impl<L: EventLog + Clone> Writer<L> {
                         // the batch so far is committed first.
                         Request::Read(f) => {
                             self.commit(std::mem::take(&mut writes)).await;
+                            self.land_all().await;
                             f(&self.state);
                         }
                     }
@@ -571,6 +582,7 @@ impl<L: EventLog + Clone> Writer<L> {
             self.commit(writes).await;
             last_commit = Instant::now();
         }
+        self.land_all().await;
         // The queue is closed and drained: leave a snapshot so the next
         // start folds nothing. Not when the store is out of reach (a NATS
         // log whose servers are gone): the snapshot could only wait out
