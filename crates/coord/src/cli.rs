@@ -260,6 +260,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     s.locks,
                     s.subscribers
                 ))?;
+                if let Some(id) = &s.store.daemon_id {
+                    output::line(&format!(
+                        "cluster daemon {id}  role {}  leader {}  term {}  connected {}",
+                        s.store.role.as_deref().unwrap_or("-"),
+                        s.store.leader.as_deref().unwrap_or("-"),
+                        s.store.term.map_or("-".to_string(), |t| t.to_string()),
+                        s.store.connected.map_or("-", |c| if c { "yes" } else { "no" }),
+                    ))?;
+                }
                 for (k, n) in &s.events_by_kind {
                     output::line(&format!("  {k:<18} {n}"))?;
                 }

@@ -119,6 +119,9 @@ fn one_daemon_appends_and_the_others_forward_to_it() {
     let refs: Vec<&Daemon> = ds.iter().collect();
     let l = one_leader(&refs, Duration::from_secs(20));
     let f = (l + 1) % 3;
+    let said = ds[f].ok(&["status"]);
+    let line = format!("role follower  leader {}", daemon_id(&ds[l]));
+    assert!(said.contains(&line), "{said}");
 
     // Writers on every daemon at once: only the leader appends, so no
     // append is refused for another daemon's, whatever the load.
