@@ -266,7 +266,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                         s.store.role.as_deref().unwrap_or("-"),
                         s.store.leader.as_deref().unwrap_or("-"),
                         s.store.term.map_or("-".to_string(), |t| t.to_string()),
-                        s.store.connected.map_or("-", |c| if c { "yes" } else { "no" }),
+                        s.store
+                            .connected
+                            .map_or("-", |c| if c { "yes" } else { "no" }),
                     ))?;
                 }
                 for (k, n) in &s.events_by_kind {

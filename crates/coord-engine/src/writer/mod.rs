@@ -19,6 +19,7 @@
 mod commit;
 mod effects;
 mod forward;
+mod must_land;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -64,15 +65,6 @@ const QUEUE: usize = 16_384;
 /// thousands come due at once they go over several commits, so a caller's
 /// write waits for one of them, not for all (each may end a session).
 const EXPIRIES_PER_COMMIT: usize = 128;
-
-/// How often writes that must land are tried again while the store
-/// refuses them.
-const MUST_LAND_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Most writes kept to land later; past it the oldest are dropped (with
-/// an error in the log), so an outage cannot grow the daemon without
-/// bound.
-const MUST_LAND_MAX: usize = 65_536;
 
 /// Source name of events the daemon makes itself (timers, pidfd, start).
 pub const LIFECYCLE: &str = "lifecycle";
@@ -301,40 +293,6 @@ impl WriterHandle {
     }
 }
 
-impl Write {
-    /// A copy to commit later, without its reply channel: the caller has
-    /// its answer already.
-    fn to_land_later(&self) -> Write {
-        Write {
-            cmd: self.cmd.clone(),
-            source: self.source.clone(),
-            tx_id: self.tx_id,
-            digest: self.digest.clone(),
-            ts: self.ts,
-            extras: Extras {
-                must_land: true,
-                origin: self.extras.origin.clone(),
-                ..Extras::default()
-            },
-            reply: None,
-        }
-    }
-}
-
-impl<L: EventLog + Clone> Writer<L> {
-    /// Keeps the must-land writes of a batch the store refused.
-    fn keep_must_land<'a>(&mut self, refused: impl IntoIterator<Item = &'a Write>) {
-        for w in refused.into_iter().filter(|w| w.extras.must_land) {
-            if self.must_land.len() >= MUST_LAND_MAX {
-                let dropped = self.must_land.remove(0);
-                tracing::error!(cmd = ?dropped.cmd, "too many writes wait for the store; dropped the oldest");
-            }
-            tracing::info!(cmd = ?w.cmd, "the store refused a write that must land; it goes first once the log is writable");
-            self.must_land.push(w.to_land_later());
-        }
-    }
-}
-
 /// A write from the daemon itself.
 pub fn internal(cmd: Command) -> Write {
     Write {
@@ -487,7 +445,7 @@ impl<L: EventLog + Clone> Writer<L> {
                 },
                 _ = crate::deadline::sleep_until(next), if next.is_some() => None,
                 _ = std::future::ready(()), if !self.unfinished.is_empty() => None,
-                _ = tokio::time::sleep(MUST_LAND_RETRY), if !self.must_land.is_empty() => None,
+                _ = tokio::time::sleep(must_land::RETRY), if !self.must_land.is_empty() => None,
                 Some(flight) = futures_util::StreamExt::next(&mut self.in_flight), if !self.in_flight.is_empty() => {
                     match flight {
                         Ok((w, atomic, r)) => self.landed(w, atomic, r).await,

@@ -362,3 +362,80 @@ async fn a_tx_id_the_daemon_made_is_refused_when_a_client_sends_it_back() {
     ids.dedup();
     assert_eq!(ids.len(), log.len(), "every (source, tx_id) once");
 }
+
+/// A timed-out wait's cancel that the store refuses is kept, and lands
+/// first — before the holder's release that would have granted the wait —
+/// as soon as the store takes writes again: the caller told "no" is never
+/// granted later.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_cancel_lands_before_anything_else_once_the_store_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = FailingLog {
+        inner: inner.clone(),
+        fail: fail.clone(),
+    };
+    let (writer, _stats) = writer_on(store);
+    for id in ["holder", "waiter"] {
+        writer
+            .write(internal(register(id)))
+            .await
+            .expect("register");
+    }
+    writer
+        .write(internal(acquire("holder", "R")))
+        .await
+        .expect("acquire");
+    let mut wait = acquire("waiter", "R");
+    if let Command::Acquire { wait: w, .. } = &mut wait {
+        *w = true;
+    }
+    let queued = writer.write(internal(wait)).await.expect("wait");
+    assert_eq!(queued.reply, coord_core::Reply::Waiting);
+
+    fail.store(true, Ordering::SeqCst);
+    let mut cancel = internal(Command::CancelWait {
+        resource: "R".into(),
+        session_id: "waiter".into(),
+        reason: coord_proto::WaitCancelReason::Timeout,
+    });
+    cancel.extras.must_land = true;
+    let e = writer.write(cancel).await.expect_err("the store refuses");
+    assert_eq!(e.code(), ErrorCode::StoreUnavailable);
+
+    fail.store(false, Ordering::SeqCst);
+    writer
+        .write(internal(Command::Release {
+            session_id: "holder".into(),
+            resource: "R".into(),
+            force: false,
+        }))
+        .await
+        .expect("release");
+    let kinds: Vec<(String, String)> = inner
+        .read(0, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| {
+            let e = coord_proto::Event::from_json(&e.json).expect("event");
+            let owner = match &e.payload {
+                coord_proto::Payload::LockAcquire(p) => p.owner_session.clone(),
+                coord_proto::Payload::LockWaitCancel(p) => p.owner_session.clone(),
+                _ => String::new(),
+            };
+            (e.kind().to_string(), owner)
+        })
+        .collect();
+    let at = |kind: &str| kinds.iter().position(|(k, _)| k == kind);
+    let cancel = at("lock.wait_cancel").expect("the cancel landed");
+    let release = at("lock.release").expect("released");
+    assert!(cancel < release, "{kinds:?}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|(k, o)| k == "lock.acquire" && o == "waiter"),
+        "the waiter told no was granted: {kinds:?}"
+    );
+}

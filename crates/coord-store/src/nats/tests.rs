@@ -96,3 +96,26 @@ fn urls_and_versions_parse() {
     assert_eq!(parse_version("2.10.0-beta.1"), Some((2, 10, 0)));
     assert!(parse_version("2.9.10").expect("v") < MIN_SERVER);
 }
+
+fn decoded(first: u64, last: u64) -> Decoded {
+    let batch = Batch {
+        records: (first..=last).map(rec).collect(),
+        ..Default::default()
+    };
+    let (_, bytes) = encode(&batch).expect("encode");
+    decode(&bytes).expect("decode")
+}
+
+/// A batch that does not continue the head (the stream was compacted past
+/// what this index holds, while its daemon slept) is never indexed: the
+/// index says so and is rebuilt from the snapshot instead of holding a
+/// hole that reads would stop at.
+#[test]
+fn a_batch_past_a_hole_is_flagged_not_indexed() {
+    let mut idx = Index::default();
+    assert!(idx.add(1, decoded(1, 5)));
+    assert!(!idx.hole);
+    assert!(!idx.add(9, decoded(20, 30)), "indexed across a hole");
+    assert!(idx.hole);
+    assert_eq!(idx.head, 5, "the head did not jump past the hole");
+}
