@@ -551,7 +551,10 @@ fn losing_any_one_node_of_three_ends_no_session() {
         }
     }
     let acked = std::sync::Mutex::new(0usize);
+    // Each node in turn — so the stream's leader, the KV bucket's leader
+    // and a follower each go once — down for 10 s.
     for victim in 0..3 {
+        let killed = std::time::Instant::now();
         nats.nodes[victim].stop(libc::SIGKILL);
         // Writes go on through both daemons while the node is down
         // (retried with their tx_id across a leader election).
@@ -569,6 +572,7 @@ fn losing_any_one_node_of_three_ends_no_session() {
                 });
             }
         });
+        std::thread::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed()));
         nats.nodes[victim].restart();
         std::thread::sleep(Duration::from_secs(2));
     }
