@@ -56,7 +56,18 @@ pub struct Timers {
     /// This daemon's id on a shared log: only sessions registered with it
     /// get a lease timer here (the others' daemons keep theirs).
     daemon_id: Option<String>,
+    /// Leases given [`GRACE`] after a late wake-up, not to be given it
+    /// again before they are renewed.
+    postponed: std::collections::HashSet<TimerKey>,
 }
+
+/// How late past a lease's end the writer must wake to count as not
+/// having run (paused) rather than merely busy.
+pub const LATE: Duration = Duration::from_secs(1);
+
+/// How long a lease that ran out while the writer did not run waits for
+/// the renewals sent meanwhile.
+pub const GRACE: Duration = Duration::from_secs(2);
 
 impl Timers {
     /// No deadlines; `leases` is kept in step with the lease timers.
@@ -67,6 +78,7 @@ impl Timers {
             lock_ttls: HashMap::new(),
             leases,
             daemon_id,
+            postponed: Default::default(),
         }
     }
 
@@ -78,12 +90,42 @@ impl Timers {
     /// The commands of at most `max` deadlines due at `now`, earliest
     /// first (the rest stay due). `running` says whether a session's
     /// watched process still runs (an expiry says so).
+    ///
+    /// A writer that wakes more than [`LATE`] after a lease ran out was
+    /// not running (a SIGSTOP, a suspended VM, a starved process): the
+    /// renewals its sessions sent meanwhile wait unread in its sockets.
+    /// Such a lease gets [`GRACE`] from now, once, for them to arrive,
+    /// instead of ending a live session on the daemon's own stale clock.
     pub fn due(
         &mut self,
         now: Instant,
         max: usize,
         running: impl Fn(&str) -> bool,
     ) -> Vec<Command> {
+        if let Some(first) = self.due.next() {
+            let late = now.saturating_duration_since(first);
+            if late > LATE {
+                let mut postponed = 0;
+                for key in self.due.pop_due(now, usize::MAX) {
+                    let grace =
+                        matches!(key, TimerKey::Lease { .. }) && self.postponed.insert(key.clone());
+                    if grace {
+                        postponed += 1;
+                        self.due.set(key, now + GRACE);
+                    } else {
+                        self.due.set(key, now);
+                    }
+                }
+                if postponed > 0 {
+                    tracing::warn!(
+                        late_ms = late.as_millis() as u64,
+                        leases = postponed,
+                        grace_ms = GRACE.as_millis() as u64,
+                        "woke up late (paused?); leases that ran out meanwhile wait for the renewals sent during it"
+                    );
+                }
+            }
+        }
         self.due
             .pop_due(now, max)
             .into_iter()
@@ -92,6 +134,10 @@ impl Timers {
                     session_id,
                     registered_seq,
                 } => {
+                    self.postponed.remove(&TimerKey::Lease {
+                        session_id: session_id.clone(),
+                        registered_seq,
+                    });
                     self.lease_of.remove(&session_id);
                     Command::ExpireLease {
                         process_alive: running(&session_id),
@@ -118,15 +164,19 @@ impl Timers {
 
     /// Starts (or restarts) a lease: `ttl_ms` from now.
     pub fn renew(&mut self, session_id: &str, registered_seq: u64, ttl_ms: u64) {
+        self.renew_at(session_id, registered_seq, ttl_ms, Instant::now());
+    }
+
+    /// [`renew`](Self::renew) as of `now`.
+    pub fn renew_at(&mut self, session_id: &str, registered_seq: u64, ttl_ms: u64, now: Instant) {
         self.leases.renew(session_id, ttl_ms);
         self.lease_of.insert(session_id.to_string(), registered_seq);
-        self.due.set(
-            TimerKey::Lease {
-                session_id: session_id.to_string(),
-                registered_seq,
-            },
-            Instant::now() + Duration::from_millis(ttl_ms),
-        );
+        let key = TimerKey::Lease {
+            session_id: session_id.to_string(),
+            registered_seq,
+        };
+        self.postponed.remove(&key);
+        self.due.set(key, now + Duration::from_millis(ttl_ms));
     }
 
     /// Follows one committed event.
@@ -139,10 +189,12 @@ impl Timers {
             Payload::SessionDereg(_) => {
                 self.leases.remove(sid);
                 if let Some(registered_seq) = self.lease_of.remove(sid) {
-                    self.due.clear(&TimerKey::Lease {
+                    let key = TimerKey::Lease {
                         session_id: sid.to_string(),
                         registered_seq,
-                    });
+                    };
+                    self.postponed.remove(&key);
+                    self.due.clear(&key);
                 }
             }
             Payload::LockAcquire(p) => {
@@ -266,5 +318,54 @@ impl Renewals {
             .lock()
             .map(|mut m| std::mem::take(&mut *m))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expiries(cmds: &[Command]) -> usize {
+        cmds.iter()
+            .filter(|c| matches!(c, Command::ExpireLease { .. }))
+            .count()
+    }
+
+    /// On time, a lease ends when it runs out; woken late (paused), it
+    /// waits `GRACE` once for the renewals sent meanwhile, and a renewal
+    /// within it keeps the session.
+    #[test]
+    fn a_lease_that_ran_out_while_the_writer_slept_waits_for_its_renewals() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(Arc::default(), None);
+        t.renew_at("on-time", 1, 1_000, t0);
+        assert_eq!(
+            expiries(&t.due(t0 + Duration::from_millis(1_100), 10, |_| false)),
+            1
+        );
+
+        t.renew_at("slept", 2, 1_000, t0);
+        t.renew_at("renewed", 3, 1_000, t0);
+        let woke = t0 + Duration::from_secs(5);
+        assert_eq!(
+            expiries(&t.due(woke, 10, |_| false)),
+            0,
+            "ended on a stale clock"
+        );
+        t.renew_at("renewed", 3, 10_000, woke + Duration::from_millis(100));
+        let after = woke + GRACE + Duration::from_millis(10);
+        let ended = t.due(after, 10, |_| false);
+        assert_eq!(expiries(&ended), 1);
+        assert!(
+            matches!(&ended[0], Command::ExpireLease { session_id, .. } if session_id == "slept")
+        );
+        // The grace is given once: woken late again, it ends.
+        t.renew_at("again", 4, 1_000, after);
+        let late = after + Duration::from_secs(5);
+        assert_eq!(expiries(&t.due(late, 10, |_| false)), 0);
+        assert_eq!(
+            expiries(&t.due(late + Duration::from_secs(10), 10, |_| false)),
+            1
+        );
     }
 }

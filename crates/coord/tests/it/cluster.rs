@@ -601,3 +601,50 @@ fn losing_any_one_node_of_three_ends_no_session() {
         }
     }
 }
+
+/// A daemon paused past its sessions' leases (SIGSTOP) must not end them
+/// on waking from its own stale clock: their agents kept renewing, and
+/// the renewals wait unread in its socket. Any daemon, SQLite or shared.
+#[test]
+fn a_daemon_woken_from_a_pause_reads_the_renewals_before_ending_a_session() {
+    let d = Daemon::start(&[]);
+    let out = d.ok(&[
+        "--json", "session", "register", "--id", "live", "--ttl", "2s",
+    ]);
+    let token = serde_json::from_str::<Value>(&out).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // The agent's heartbeat, every 300 ms; each blocks while the
+        // daemon sleeps and goes through when it wakes.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let env = [
+                    ("COORD_SESSION", "live"),
+                    ("COORD_SESSION_TOKEN", token.as_str()),
+                ];
+                let _ = d.coord_env(&["--no-autostart", "session", "heartbeat"], &env);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        signal(&d, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_secs(5));
+        signal(&d, libc::SIGCONT);
+        std::thread::sleep(Duration::from_secs(4));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let gone = ended(&d);
+    assert!(
+        gone.is_empty(),
+        "a live session ended after the pause: {gone:?}\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("woke up late"),
+        "the pause was not noticed:\n{}",
+        d.log()
+    );
+}
