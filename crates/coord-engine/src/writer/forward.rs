@@ -475,3 +475,76 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a follower sends is what the leader applies: the command, its
+    /// idempotency key and digest, its origin and its attachments survive
+    /// the wire, and an answer's error keeps its code.
+    #[test]
+    fn a_forwarded_write_and_its_answer_cross_the_wire_unchanged() {
+        let cmd = Command::Release {
+            session_id: "s1".into(),
+            resource: "/db".into(),
+            force: false,
+        };
+        let tx = Ulid::new();
+        let mut w = internal(cmd.clone());
+        w.tx_id = Some(tx);
+        w.digest = Some("d".into());
+        w.extras.body = Some("hello\nthere".into());
+        let req = ForwardRequest {
+            v: FORWARD_VERSION,
+            atomic: true,
+            expires_ms: 42,
+            writes: vec![ForwardedWrite::of(&w, Some(&"daemon-b".to_string()))],
+        };
+        let back: ForwardRequest =
+            serde_json::from_slice(&serde_json::to_vec(&req).expect("encode")).expect("decode");
+        assert!(back.atomic);
+        let (tx_reply, _rx) = oneshot::channel();
+        let again = back
+            .writes
+            .into_iter()
+            .next()
+            .expect("one")
+            .into_write(tx_reply);
+        assert_eq!(again.cmd, cmd);
+        assert_eq!(again.tx_id, Some(tx));
+        assert_eq!(again.digest.as_deref(), Some("d"));
+        assert_eq!(again.extras.origin.as_deref(), Some("daemon-b"));
+        assert_eq!(again.extras.body.as_deref(), Some("hello\nthere"));
+
+        let refused = WriteError::Rejected(coord_core::Rejection(ErrorBody::new(
+            ErrorCode::LockHeld,
+            "held",
+        )));
+        let reply = ForwardReply {
+            refused: None,
+            answers: vec![
+                Err(WireError::from(&refused)),
+                Ok(Committed {
+                    first_seq: Some(7),
+                    seq: Some(8),
+                    reply: coord_core::Reply::Done,
+                    replayed: true,
+                    digest: None,
+                }),
+            ],
+        };
+        let back: ForwardReply =
+            serde_json::from_slice(&serde_json::to_vec(&reply).expect("encode")).expect("decode");
+        let mut answers = back.answers.into_iter();
+        let e = WriteError::from(answers.next().expect("err").expect_err("an error"));
+        assert_eq!(e.code(), ErrorCode::LockHeld);
+        let c = answers.next().expect("ok").expect("an answer");
+        assert_eq!((c.first_seq, c.seq, c.replayed), (Some(7), Some(8), true));
+        // A leader shutting down applied nothing: the caller may retry.
+        assert_eq!(
+            WriteError::from(WireError::ShuttingDown).code(),
+            ErrorCode::StoreUnavailable
+        );
+    }
+}

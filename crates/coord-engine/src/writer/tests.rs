@@ -95,7 +95,9 @@ fn acquire(id: &str, resource: &str) -> Command {
     }
 }
 
-async fn rollback_with(sessions_before: usize) {
+/// A writer on a SQLite log that fails while the flag is set; the log
+/// itself, to read what landed; the directory that holds it.
+fn failing_writer() -> (WriterHandle, SqliteLog, Arc<AtomicBool>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let inner = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
     let fail = Arc::new(AtomicBool::new(false));
@@ -104,6 +106,11 @@ async fn rollback_with(sessions_before: usize) {
         fail: fail.clone(),
     };
     let (writer, _stats) = writer_on(store);
+    (writer, inner, fail, dir)
+}
+
+async fn rollback_with(sessions_before: usize) {
+    let (writer, inner, fail, _dir) = failing_writer();
     for i in 0..sessions_before {
         writer
             .write(internal(register(&format!("s{i}"))))
@@ -369,14 +376,7 @@ async fn a_tx_id_the_daemon_made_is_refused_when_a_client_sends_it_back() {
 /// granted later.
 #[tokio::test(flavor = "current_thread")]
 async fn a_refused_cancel_lands_before_anything_else_once_the_store_is_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inner = SqliteLog::open(&dir.path().join("t.db"), SyncMode::Normal).expect("store");
-    let fail = Arc::new(AtomicBool::new(false));
-    let store = FailingLog {
-        inner: inner.clone(),
-        fail: fail.clone(),
-    };
-    let (writer, _stats) = writer_on(store);
+    let (writer, inner, fail, _dir) = failing_writer();
     for id in ["holder", "waiter"] {
         writer
             .write(internal(register(id)))

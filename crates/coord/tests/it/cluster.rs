@@ -3,14 +3,11 @@
 //! evidence (a node lost, a daemon paused), and outages that tell the
 //! truth. Real nats-server processes, real daemons, the real CLI.
 
+use crate::distributed::{daemon_on, events_text};
 use crate::support::nats::Nats;
 use crate::support::{post, wait_until, Daemon};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn daemon_on(url: &str, extra: &[&str]) -> Daemon {
-    Daemon::start_with_store(Some(url.into()), extra)
-}
 
 fn status(d: &Daemon) -> Value {
     d.http("GET", "/v1/status", &[], None).json()
@@ -221,24 +218,14 @@ fn one_daemon_appends_and_the_others_forward_to_it() {
     });
     let events = ds[f].all_events();
     crate::distributed::check_locks(&events);
-    let text = |d: &Daemon| {
-        d.ok(&[
-            "events",
-            "--since",
-            "start",
-            "--no-follow",
-            "--format",
-            "json",
-        ])
-    };
     let head = ds[l].head();
     for d in &ds {
         wait_until("every daemon at the head", Duration::from_secs(10), || {
             d.head() >= head
         });
     }
-    assert_eq!(text(&ds[0]), text(&ds[1]));
-    assert_eq!(text(&ds[1]), text(&ds[2]));
+    assert_eq!(events_text(&ds[0]), events_text(&ds[1]));
+    assert_eq!(events_text(&ds[1]), events_text(&ds[2]));
 }
 
 #[test]

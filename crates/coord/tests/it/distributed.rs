@@ -8,11 +8,11 @@ use coord_proto::{LockMode, Payload};
 use serde_json::json;
 use std::time::Duration;
 
-fn daemon_on(url: &str, extra: &[&str]) -> Daemon {
+pub(crate) fn daemon_on(url: &str, extra: &[&str]) -> Daemon {
     Daemon::start_with_store(Some(url.into()), extra)
 }
 
-fn events_text(d: &Daemon) -> String {
+pub(crate) fn events_text(d: &Daemon) -> String {
     d.ok(&[
         "events",
         "--since",
