@@ -359,8 +359,9 @@ impl<L: EventLog + Clone> Writer<L> {
         }
     }
 
-    /// Finishes every batch at the leader, oldest first: a read, a group
-    /// and a shutdown must see them all answered.
+    /// Finishes every batch at the leader, oldest first: a commit here
+    /// (this daemon's own order) and a shutdown must see them all answered.
+    /// Reads do not wait for them: their callers have no answer yet.
     pub(super) async fn land_all(&mut self) {
         while !self.in_flight.is_empty() {
             self.land_one().await;

@@ -524,10 +524,13 @@ impl<L: EventLog + Clone> Writer<L> {
                             self.commit_group(ws).await;
                         }
                         // A read must see every write queued before it, so
-                        // the batch so far is committed first.
+                        // the batch so far is committed first. Batches
+                        // still at the leader are not waited for: their
+                        // callers have no answer yet, so a read may come
+                        // before them, and must not hang on a paused
+                        // leader.
                         Request::Read(f) => {
                             self.commit(std::mem::take(&mut writes)).await;
-                            self.land_all().await;
                             f(&self.state);
                         }
                     }
