@@ -353,6 +353,20 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Subscribes to the `x.lat` events on `socket` from now on and reads
+/// them with [`latency_reader`]; the subscription is open when this
+/// returns, so no event written after it is missed.
+pub(crate) async fn subscribe_latency(
+    socket: &Path,
+    total: u64,
+) -> Result<(Conn, tokio::task::JoinHandle<Vec<f64>>)> {
+    let mut sub = Conn::open(socket).await?;
+    let resp = sub
+        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
+        .await?;
+    Ok((sub, latency_reader(resp.into_body(), total)))
+}
+
 /// Reads a subscriber's stream of `x.lat` events until `total` arrived
 /// (or the stream ends): each one's latency from its `t_ns` payload to its
 /// arrival, in ms.
@@ -387,13 +401,8 @@ pub(crate) fn latency_reader(
 
 async fn latency(coord: &Path, rate: u64, seconds: u64) -> Result<()> {
     let d = Daemon::start(coord, &[]).await?;
-    let mut sub = Conn::open(&d.socket).await?;
-    let resp = sub
-        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
-        .await?;
-    let body = resp.into_body();
     let total = rate * seconds;
-    let reader = latency_reader(body, total);
+    let (_sub, reader) = subscribe_latency(&d.socket, total).await?;
     let mut w = Conn::open(&d.socket).await?;
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
     for _ in 0..total {

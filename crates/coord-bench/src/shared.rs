@@ -83,13 +83,8 @@ pub(crate) async fn shared(
     let other = 1 % daemons;
 
     // 2. Written on A, received by a subscriber of B.
-    let mut sub = Conn::open(&sockets[other]).await?;
-    let resp = sub
-        .send("GET", "/v1/events?since=now&kinds=x.lat", Bytes::new())
-        .await?;
-    let body = resp.into_body();
     let total = rate * seconds;
-    let reader = latency_reader(body, total);
+    let (_sub, reader) = subscribe_latency(&sockets[other], total).await?;
     let mut w = Conn::open(&sockets[0]).await?;
     let mut ack = Vec::with_capacity(total as usize);
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
