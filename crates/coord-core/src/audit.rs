@@ -68,6 +68,48 @@ pub fn lock_safety(state: &State, resource: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Approvals are asked once and decided once (PROTOCOL §14), checked
+/// before `event` folds into `state`: an `approval.decide` must find its
+/// approval pending, an `approval.request` must not repeat a pending or
+/// recently decided one.
+///
+/// # Errors
+/// One sentence naming the approval and what is wrong.
+pub fn approval_order(state: &State, event: &coord_proto::Event) -> Result<(), String> {
+    use coord_proto::Payload;
+    match &event.payload {
+        Payload::ApprovalDecide(p) => {
+            if state.view.approvals.contains_key(&p.approval_id) {
+                return Ok(());
+            }
+            match crate::find_approval(state, &p.approval_id).and_then(|a| a.decision.as_ref()) {
+                Some(d) => Err(format!(
+                    "approval {} is decided twice: {} at seq {}, then {} by {}",
+                    p.approval_id,
+                    d.decision.as_str(),
+                    d.decided_seq,
+                    p.decision.as_str(),
+                    p.by
+                )),
+                None => Err(format!(
+                    "approval {} is decided ({} by {}) without a pending request",
+                    p.approval_id,
+                    p.decision.as_str(),
+                    p.by
+                )),
+            }
+        }
+        Payload::ApprovalRequest(p) => match crate::find_approval(state, &p.approval_id) {
+            Some(a) => Err(format!(
+                "approval {} is requested again (first at seq {})",
+                p.approval_id, a.requested_seq
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Where `a` and `b` first differ, as a JSON path into the state
 /// (`view.sessions.agent-1.phase`), or `None` when they are equal.
 pub fn first_difference(a: &State, b: &State) -> Option<String> {

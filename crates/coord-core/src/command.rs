@@ -267,6 +267,33 @@ pub enum Command {
         /// The new assignee.
         assignee: String,
     },
+    /// An agent asks for a permission (PROTOCOL §14).
+    RequestApproval {
+        /// The asking session.
+        session_id: String,
+        /// What it asks.
+        request: coord_proto::approval::ApprovalRequest,
+        /// The approvals policy in force (read by the daemon at the edge);
+        /// its first matching rule decides at once.
+        policy: Option<crate::policy::Policy>,
+    },
+    /// The one decision of a pending approval.
+    DecideApproval {
+        /// The approval.
+        approval_id: String,
+        /// What was decided.
+        decision: coord_proto::approval::Decision,
+        /// Why.
+        reason: String,
+        /// Who.
+        by: String,
+        /// From where.
+        via: String,
+        /// A coordinating session deciding for one of its descendants.
+        as_session: Option<String>,
+        /// The asking session itself withdrawing its own request.
+        requester: Option<String>,
+    },
     /// Publish an `x.*` event.
     Custom {
         /// Kind.
@@ -278,6 +305,18 @@ pub enum Command {
         /// Resource it is about.
         resource: Option<String>,
     },
+}
+
+/// The verdict a policy rule gave a request, carried on its command (the
+/// rules file is read at the edge, the verdict folded here).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RuleVerdict {
+    /// Allow or deny.
+    pub decision: coord_proto::approval::Decision,
+    /// The rule's name.
+    pub rule: String,
+    /// What the model reads (a deny's reason).
+    pub reason: String,
 }
 
 /// What the lifecycle manager may probe for a session (all optional).

@@ -19,9 +19,11 @@ pub mod audit;
 mod command;
 mod kinds;
 mod lock_index;
+pub mod policy;
 mod state;
 
-pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply};
+pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply, RuleVerdict};
+pub use kinds::approval::find as find_approval;
 pub use kinds::custom::check_custom;
 pub use kinds::session::registered_session;
 pub use kinds::{apply, validate, MAX_REPORT_MESSAGE_BYTES};

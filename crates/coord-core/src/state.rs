@@ -27,6 +27,10 @@ pub struct State {
     /// errors that name an ended session ("expired at …").
     #[serde(default)]
     pub ended: VecDeque<EndedSession>,
+    /// The last [`coord_proto::approval::DECIDED_APPROVALS_KEPT`] decided
+    /// approvals, oldest first, for `approvals log` (PROTOCOL §14).
+    #[serde(default)]
+    pub decided: VecDeque<coord_proto::approval::Approval>,
     /// Live locks by literal prefix, suffix and session, so that no lock
     /// command scans every lock (kept in step by the fold).
     #[serde(skip)]
@@ -43,6 +47,8 @@ struct Stored {
     key_heads: BTreeMap<String, u64>,
     #[serde(default)]
     ended: VecDeque<EndedSession>,
+    #[serde(default)]
+    decided: VecDeque<coord_proto::approval::Approval>,
 }
 
 impl From<Stored> for State {
@@ -53,6 +59,7 @@ impl From<Stored> for State {
             head: s.head,
             key_heads: s.key_heads,
             ended: s.ended,
+            decided: s.decided,
         }
     }
 }
@@ -70,6 +77,7 @@ impl State {
             head: seq,
             key_heads: BTreeMap::new(),
             ended: VecDeque::new(),
+            decided: VecDeque::new(),
         }
     }
 
@@ -106,6 +114,8 @@ fn keys_of(session_id: Option<&str>, resource: Option<&str>, payload: &Payload) 
         Payload::DispatchIssue(p) => out.push(format!("order/{}", p.order_id)),
         Payload::DispatchAck(p) => out.push(format!("order/{}", p.order_id)),
         Payload::DispatchComplete(p) => out.push(format!("order/{}", p.order_id)),
+        Payload::ApprovalRequest(p) => out.push(format!("approval/{}", p.approval_id)),
+        Payload::ApprovalDecide(p) => out.push(format!("approval/{}", p.approval_id)),
         _ => {}
     }
     out
@@ -136,6 +146,8 @@ fn live(view: &View, key: &str) -> bool {
         view.locks.contains_key(r)
     } else if let Some(id) = key.strip_prefix("order/") {
         view.orders.contains_key(id)
+    } else if let Some(id) = key.strip_prefix("approval/") {
+        view.approvals.contains_key(id)
     } else {
         false
     }

@@ -217,6 +217,40 @@ fn command() -> impl Strategy<Value = Command> {
                 assignee: a,
             }
         }),
+        ("ap-[0-2]", sid(), "(Write|Bash)", any::<bool>()).prop_map(|(a, s, tool, rules)| {
+            Command::RequestApproval {
+                session_id: s,
+                request: coord_proto::approval::ApprovalRequest {
+                    approval_id: a,
+                    agent: "claude".into(),
+                    tool,
+                    summary: "Write tmp/x".into(),
+                    paths: vec!["tmp/x".into()],
+                    command: None,
+                    cwd: None,
+                    tool_use_id: None,
+                    input_bytes: 2,
+                },
+                policy: rules.then(|| {
+                    coord_core::policy::Policy::parse(
+                        "[[rule]]\nname='scratch'\ndecision='allow'\ntool='Write'\npath='tmp/**'\n",
+                    )
+                    .expect("policy")
+                }),
+            }
+        }),
+        ("ap-[0-2]", 0usize..5, proptest::option::of(sid())).prop_map(|(a, d, coordinator)| {
+            use coord_proto::approval::Decision::*;
+            Command::DecideApproval {
+                approval_id: a,
+                decision: [Allow, Deny, Ask, Withdrawn, Expired][d],
+                reason: String::new(),
+                by: "t".into(),
+                via: "socket".into(),
+                as_session: coordinator,
+                requester: None,
+            }
+        }),
         ("[a-z.]{0,6}", proptest::option::of(sid())).prop_map(|(k, s)| Command::Custom {
             kind: format!("x.{k}"),
             body: serde_json::Map::new(),
@@ -275,6 +309,22 @@ fn fold(log: &[Event]) -> State {
 }
 
 fn check_invariants(state: &State) {
+    // No approval is pending for a session that ended, and none is both
+    // pending and decided.
+    for a in state.view.approvals.values() {
+        assert!(
+            state.view.sessions.contains_key(&a.session_id),
+            "approval {} pending for the ended {}",
+            a.approval_id,
+            a.session_id
+        );
+        assert!(a.decision.is_none(), "a pending approval with a decision: {a:?}");
+        assert!(
+            !state.decided.iter().any(|d| d.approval_id == a.approval_id),
+            "approval {} both pending and decided",
+            a.approval_id
+        );
+    }
     // A session's state says since when and why, once it left `starting`.
     for s in state.view.sessions.values() {
         assert!(
@@ -391,6 +441,12 @@ proptest! {
         let (live, log) = run(&cmds);
         let folded = fold(&log);
         prop_assert_eq!(&folded, &live);
+        // Every approval is asked once and decided at most once.
+        let mut audited = State::default();
+        for e in &log {
+            prop_assert_eq!(coord_core::audit::approval_order(&audited, e), Ok(()));
+            apply(&mut audited, e);
+        }
         prop_assert_eq!(fold(&log), folded);
         // seq is gap-free from 1.
         for (i, e) in log.iter().enumerate() {

@@ -81,6 +81,8 @@ codes! {
     MessageNotFound = ("message_not_found", 404),
     /// No such order.
     OrderNotFound = ("order_not_found", 404),
+    /// No pending or recently decided approval of that id.
+    ApprovalNotFound = ("approval_not_found", 404),
     /// Known path, wrong method.
     MethodNotAllowed = ("method_not_allowed", 405),
     /// A wait ran out.
@@ -101,6 +103,8 @@ codes! {
     MessageExists = ("message_exists", 409),
     /// An order id that exists.
     OrderExists = ("order_exists", 409),
+    /// Deciding an approval that is no longer pending.
+    ApprovalDecided = ("approval_decided", 409),
     /// An order in the wrong state for the transition.
     OrderState = ("order_state", 409),
     /// The cursor is past the head of this log (`head_seq`): it was saved

@@ -9,6 +9,7 @@
 //! * [`ids`] — the validation rules for session ids, resources, kinds;
 //! * [`pattern`] — lock patterns (`src/**`) and when two of them conflict;
 //! * [`render_event`] — one human line per event;
+//! * [`approval`] — approvals: their events and their shape;
 //! * [`view`] — the state objects (sessions, locks, messages, orders);
 //! * [`api`] — request and response bodies of every endpoint;
 //! * [`ErrorCode`] and [`ErrorBody`] — the error vocabulary.
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod approval;
 mod dispatch_events;
 mod error;
 mod event;

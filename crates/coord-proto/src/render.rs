@@ -118,6 +118,26 @@ pub fn render_event(e: &Event) -> String {
                 .map(|f| format!(" (issued by {f})"))
                 .unwrap_or_default()
         ),
+        Payload::ApprovalRequest(p) => format!(
+            "{who} asks to run {} ({})",
+            p.summary, p.approval_id
+        ),
+        Payload::ApprovalDecide(p) => format!(
+            "approval {} of {who}: {} by {} via {}{}{}",
+            p.approval_id,
+            p.decision.as_str(),
+            p.by,
+            p.via,
+            p.rule
+                .as_deref()
+                .map(|r| format!(" (rule {r})"))
+                .unwrap_or_default(),
+            if p.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.reason)
+            }
+        ),
         Payload::Custom { kind, body } => {
             format!("{kind} {}", serde_json::Value::Object(body.clone()))
         }

@@ -331,4 +331,7 @@ pub struct View {
     pub inboxes: BTreeMap<String, Vec<Message>>,
     /// Open (issued or acked) orders by id.
     pub orders: BTreeMap<String, Order>,
+    /// Pending approvals by id (PROTOCOL §14); a decided one leaves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvals: BTreeMap<String, crate::approval::Approval>,
 }

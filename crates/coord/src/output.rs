@@ -86,6 +86,7 @@ fn client_code(e: &ClientError) -> u8 {
                 | ErrorCode::SessionExists
                 | ErrorCode::OrderExists
                 | ErrorCode::OrderState
+                | ErrorCode::ApprovalDecided
                 | ErrorCode::MessageExists
                 | ErrorCode::NotOwner
                 | ErrorCode::NotAssignee
@@ -96,6 +97,7 @@ fn client_code(e: &ClientError) -> u8 {
                 ErrorCode::SessionNotFound
                 | ErrorCode::MessageNotFound
                 | ErrorCode::OrderNotFound
+                | ErrorCode::ApprovalNotFound
                 | ErrorCode::NotFound,
             ) => code::NOT_FOUND,
             Some(ErrorCode::TokenRequired | ErrorCode::BadToken | ErrorCode::AdminRequired) => {

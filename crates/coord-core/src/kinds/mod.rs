@@ -5,8 +5,10 @@
 //! [`crate::Command`] and its payloads to `coord_proto::Payload`.
 //!
 //! Dependencies point one way: `check` ← `lock` ← `pod` ← `session`;
-//! `inbox`, `dispatch` and `custom` use `check` only.
+//! `inbox`, `dispatch` and `custom` use `check` only; `session` uses
+//! `approval` (an ending or moving-on session withdraws its approvals).
 
+pub(crate) mod approval;
 pub(crate) mod check;
 pub(crate) mod custom;
 pub(crate) mod dispatch;
@@ -55,6 +57,9 @@ pub fn validate(state: &State, cmd: &Command) -> check::Result<Outcome> {
         | Command::Complete { .. }
         | Command::CancelOrder { .. }
         | Command::ReassignOrder { .. } => dispatch::validate(state, cmd),
+        Command::RequestApproval { .. } | Command::DecideApproval { .. } => {
+            approval::validate(state, cmd)
+        }
         Command::Custom { .. } => custom::validate(state, cmd),
     }
 }
@@ -81,6 +86,7 @@ pub fn apply(state: &mut State, event: &Event) {
         | Payload::DispatchCancel(_)
         | Payload::DispatchReassign(_)
         | Payload::DispatchOrphan(_) => dispatch::apply(state, event),
+        Payload::ApprovalRequest(_) | Payload::ApprovalDecide(_) => approval::apply(state, event),
         Payload::SessionProbeError(_) | Payload::Custom { .. } => {}
     }
     after_apply(state, event);

@@ -73,6 +73,8 @@ pub const KNOWN_KINDS: &[&str] = &[
     "dispatch.cancel",
     "dispatch.reassign",
     "dispatch.orphan",
+    "approval.request",
+    "approval.decide",
 ];
 
 /// Exclusive or shared hold.
@@ -270,6 +272,10 @@ pub enum Payload {
     DispatchReassign(DispatchReassign),
     /// `dispatch.orphan`
     DispatchOrphan(DispatchOrphan),
+    /// `approval.request`
+    ApprovalRequest(crate::approval::ApprovalRequest),
+    /// `approval.decide`
+    ApprovalDecide(crate::approval::ApprovalDecide),
     /// `x.*`: an integrator's kind with a free JSON object.
     Custom {
         /// The kind, starting with `x.`.
@@ -321,6 +327,8 @@ impl Payload {
             Payload::DispatchCancel(_) => "dispatch.cancel",
             Payload::DispatchReassign(_) => "dispatch.reassign",
             Payload::DispatchOrphan(_) => "dispatch.orphan",
+            Payload::ApprovalRequest(_) => "approval.request",
+            Payload::ApprovalDecide(_) => "approval.decide",
             Payload::Custom { kind, .. } => kind,
         }
     }
@@ -360,6 +368,8 @@ impl Payload {
             "dispatch.cancel" => Payload::DispatchCancel(typed(kind, body)?),
             "dispatch.reassign" => Payload::DispatchReassign(typed(kind, body)?),
             "dispatch.orphan" => Payload::DispatchOrphan(typed(kind, body)?),
+            "approval.request" => Payload::ApprovalRequest(typed(kind, body)?),
+            "approval.decide" => Payload::ApprovalDecide(typed(kind, body)?),
             k if crate::ids::check_custom_kind(k).is_ok() => match body {
                 Value::Object(body) => Payload::Custom {
                     kind: k.to_string(),
@@ -433,6 +443,8 @@ impl Serialize for PayloadRef<'_> {
             Payload::DispatchCancel(p) => p.serialize(s),
             Payload::DispatchReassign(p) => p.serialize(s),
             Payload::DispatchOrphan(p) => p.serialize(s),
+            Payload::ApprovalRequest(p) => p.serialize(s),
+            Payload::ApprovalDecide(p) => p.serialize(s),
             Payload::Custom { body, .. } => body.serialize(s),
         }
     }

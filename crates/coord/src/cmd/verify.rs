@@ -13,6 +13,8 @@
 //! * `(source, tx_id)` is unique;
 //! * lock safety (`coord_core::audit::lock_safety`) after every event
 //!   that touches a lock;
+//! * every `approval.decide` decides a pending approval: none without its
+//!   request, none twice (`coord_core::audit::approval_order`);
 //! * the latest snapshot equals the fold up to its seq — when the log still
 //!   holds every event up to it; after compaction the fold starts from the
 //!   snapshot instead, and that check is reported as not possible.
@@ -162,6 +164,8 @@ pub(crate) fn check(path: &Path) -> Result<Report> {
             if e.seq <= after {
                 continue;
             }
+            audit::approval_order(&state, &e)
+                .map_err(|why| violation(e.seq, format!("approvals: {why}")))?;
             apply(&mut state, &e);
             after = e.seq;
             if let Some(r) = e.resource.as_deref() {
