@@ -11,6 +11,7 @@
 //! It must not interpret the view or retry writes on its own.
 #![deny(missing_docs)]
 
+mod approvals;
 mod served;
 
 pub use coord_proto::render_event;

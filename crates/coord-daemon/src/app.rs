@@ -50,6 +50,8 @@ pub struct App<L> {
     pub log_id: String,
     /// This daemon's id on a shared log.
     pub daemon_id: Option<String>,
+    /// The approvals policy file (`approvals.toml`), read at each request.
+    pub approvals_policy: Option<PathBuf>,
     /// The web dashboard's secrets, when `--http` serves one.
     pub web: Option<Arc<crate::web_auth::WebAuth>>,
     /// Connections open now, event streams included.

@@ -68,6 +68,9 @@ pub struct Config {
     /// Serve the API and the web dashboard over HTTP/TCP on this address
     /// (PROTOCOL §13). Port 0 picks a free one (status reports it).
     pub http: Option<std::net::SocketAddr>,
+    /// The approvals policy (PROTOCOL §14); `None`: `approvals.toml`
+    /// beside the socket.
+    pub approvals: Option<PathBuf>,
 }
 
 impl Config {
@@ -96,6 +99,7 @@ impl Config {
             daemon_id: None,
             daemon_lease_ms: 10_000,
             http: None,
+            approvals: None,
         }
     }
 }

@@ -102,6 +102,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         metrics,
         observed: Default::default(),
         daemon_id: None,
+        approvals_policy: None,
         web: None,
         connections: Default::default(),
         role: tokio::sync::watch::channel(coord_engine::writer::Role::Alone).1,

@@ -17,14 +17,21 @@
 //! * **Writes need the admin token in a header.** A cookie (or the viewer
 //!   secret) only reads: a cross-site form or a script on another page
 //!   cannot write (no CSRF), and a viewer cannot either.
+//! * **One exception: an approver decides approvals.** A login made with
+//!   `coord ui --approver` may `POST /v1/approvals/{id}/decide` when the
+//!   request also carries its CSRF secret in `Coord-Csrf`, which only a
+//!   page of this origin can read (`GET /v1/ui/me`; no CORS). The guard
+//!   then hands the handler who decided and from where
+//!   ([`crate::api::approvals::WebDecider`]), never the client.
 //!
 //! It owns the TCP listener, the login tokens and the page; it must not
 //! change what the API does: requests that pass the guard go to the same
 //! router as on the socket.
 
+use crate::api::approvals::WebDecider;
 use crate::app::App;
 use crate::http::ApiError;
-pub use crate::web_auth::WebAuth;
+pub use crate::web_auth::{Login, WebAuth, WebRole};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,15 +56,18 @@ const STYLE: &str = include_str!("web/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Who a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Who {
     /// The admin token, in a header: may read and write.
     Admin,
-    /// The viewer secret, in a header: reads.
-    Viewer,
-    /// The viewer secret, from the cookie only: reads.
-    Cookie,
+    /// A login's secret, in a header or the cookie: reads (an approver
+    /// also decides, with its CSRF secret).
+    Login(Login),
 }
+
+/// The TCP peer of a dashboard connection.
+#[derive(Debug, Clone, Copy)]
+struct Peer(std::net::SocketAddr);
 
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -93,17 +103,17 @@ fn who<L>(app: &App<L>, auth: &WebAuth, headers: &HeaderMap) -> Result<Who, ApiE
         };
     }
     if let Some(b) = bearer {
-        return if auth.is_viewer(b) {
-            Ok(Who::Viewer)
+        return if let Some(l) = auth.login(b) {
+            Ok(Who::Login(l))
         } else if tokens::same(b, &app.admin_token) {
             Ok(Who::Admin)
         } else {
             Err(ApiError::new(ErrorCode::BadToken, "wrong token"))
         };
     }
-    match jar {
-        Some(c) if auth.is_viewer(c) => Ok(Who::Cookie),
-        _ => Err(ApiError::new(
+    match jar.and_then(|c| auth.login(c)) {
+        Some(l) => Ok(Who::Login(l)),
+        None => Err(ApiError::new(
             ErrorCode::BadToken,
             "the login cookie is not a live login of this daemon (revoked, or the daemon restarted): open a new `coord ui` URL",
         )),
@@ -143,14 +153,69 @@ async fn guard<L: EventLog + Clone>(
         Err(e) => return e.into_response(),
     };
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !reads && who != Who::Admin {
-        return ApiError::new(
-            ErrorCode::AdminRequired,
-            "over HTTP a write needs the admin token in the Coord-Admin-Token header; the login cookie only reads",
-        )
-        .into_response();
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map_or_else(|| "?".to_string(), |p| p.0.to_string());
+    let mut req = req;
+    match who {
+        Who::Admin => {
+            req.extensions_mut().insert(WebDecider {
+                by: "admin".into(),
+                via: format!("web admin from {peer}"),
+            });
+        }
+        Who::Login(_) if reads => {}
+        Who::Login(l) => {
+            let csrf = req
+                .headers()
+                .get("coord-csrf")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let deciding = *req.method() == Method::POST && is_decide(req.uri().path());
+            if !(deciding
+                && l.role == WebRole::Approver
+                && !csrf.is_empty()
+                && tokens::same(csrf, &l.csrf))
+            {
+                return ApiError::new(
+                    ErrorCode::AdminRequired,
+                    "over HTTP a write needs the admin token in the Coord-Admin-Token header; a login only reads, and an approver login decides approvals only with its Coord-Csrf secret",
+                )
+                .into_response();
+            }
+            req.extensions_mut().insert(WebDecider {
+                by: l.name.clone(),
+                via: format!("web {} from {peer}", l.viewer),
+            });
+        }
     }
     next.run(req).await
+}
+
+/// `/v1/approvals/{id}/decide`.
+fn is_decide(path: &str) -> bool {
+    path.strip_prefix("/v1/approvals/")
+        .and_then(|rest| rest.strip_suffix("/decide"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// `GET /v1/ui/me`: the login the request carries (its role, name and
+/// CSRF secret), for the page; the admin token is `admin`.
+async fn me(State(auth): State<Arc<WebAuth>>, headers: HeaderMap) -> Response {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| cookie(&headers, "coord_view"));
+    match secret.and_then(|s| auth.login(s)) {
+        Some(l) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(serde_json::json!(l)),
+        )
+            .into_response(),
+        None => axum::Json(serde_json::json!({"role": "admin"})).into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -214,6 +279,7 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>, auth: Arc<WebAuth>, api: Ro
         .route("/", get(page))
         .route("/app.js", get(script))
         .route("/app.css", get(style))
+        .route("/v1/ui/me", get(me))
         .with_state(auth.clone());
     own.merge(api).layer(axum::middleware::from_fn_with_state(
         (app, auth),
@@ -236,7 +302,7 @@ pub(crate) async fn serve(
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     accept_errors.note("http accept failed", &e, std::time::Instant::now());
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -244,9 +310,10 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let (stream, peer) = stream;
         let stop = stop.clone();
         let http = http.clone();
-        let router = router.clone();
+        let router = router.clone().layer(axum::Extension(Peer(peer)));
         let open = crate::app::Open::count(&connections);
         tokio::spawn(async move {
             let _open = open;
@@ -268,5 +335,14 @@ mod tests {
         );
         assert_eq!(cookie(&h, "coord_view"), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn only_the_decide_path_is_a_decision() {
+        assert!(is_decide("/v1/approvals/ap-0123456789abcdef/decide"));
+        assert!(!is_decide("/v1/approvals//decide"));
+        assert!(!is_decide("/v1/approvals/a/b/decide"));
+        assert!(!is_decide("/v1/approvals/ap-1/withdraw"));
+        assert!(!is_decide("/v1/sessions/x/dereg"));
     }
 }

@@ -1,6 +1,7 @@
 //! [`WebAuth`]: the web dashboard's secrets — one-time login tokens and
-//! one viewer secret per login, kept only as hashes — and the check of the
-//! `Host` a browser sent (PROTOCOL §13).
+//! one viewer secret per login, kept only as hashes, with each login's
+//! role (viewer or approver) and CSRF secret — and the check of the `Host`
+//! a browser sent (PROTOCOL §13).
 //!
 //! It must not see a request: the dashboard's guard ([`crate::web`]) asks
 //! it about the values it took out of one.
@@ -20,14 +21,39 @@ const MAX_LOGINS: usize = 64;
 /// Most viewer logins live at once (the oldest is dropped first).
 const MAX_VIEWERS: usize = 256;
 
+/// What a login may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebRole {
+    /// Reads.
+    Viewer,
+    /// Reads, and decides approvals (PROTOCOL §14) with its CSRF secret.
+    Approver,
+}
+
+/// One redeemed login.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Login {
+    /// `v-` and 12 hex digits.
+    pub viewer: String,
+    /// What it may do.
+    pub role: WebRole,
+    /// Who it is, as decisions record it (default: the viewer id).
+    pub name: String,
+    /// The secret a decision must carry in `Coord-Csrf` besides the cookie:
+    /// only a page of this origin can read it (`GET /v1/ui/me`).
+    pub csrf: String,
+}
+
 /// The dashboard's secrets, kept as hashes: the one-time login tokens
 /// (each naming the viewer it will create) and one secret per redeemed
 /// login (the cookie's value), so each login can be revoked alone.
 pub struct WebAuth {
-    /// Login token hash → when it was made, the viewer id it creates.
-    logins: Mutex<HashMap<String, (Instant, String)>>,
-    /// Viewer secret hash → its viewer id and when it logged in.
-    viewers: Mutex<HashMap<String, (String, Instant)>>,
+    /// Login token hash → when it was made, the viewer id it creates, its
+    /// role and name.
+    logins: Mutex<HashMap<String, (Instant, String, WebRole, String)>>,
+    /// Viewer secret hash → its login and when it logged in.
+    viewers: Mutex<HashMap<String, (Login, Instant)>>,
     /// The address served, as `Host` must name it.
     pub addr: SocketAddr,
 }
@@ -42,26 +68,32 @@ impl WebAuth {
         }
     }
 
-    /// A one-time login URL (`http://ADDR/login?token=…`), valid for
-    /// [`LOGIN_TTL`], and the id of the viewer it will log in (for
+    /// A one-time viewer login URL (`http://ADDR/login?token=…`), valid
+    /// for [`LOGIN_TTL`], and the id of the viewer it will log in (for
     /// [`Self::revoke`]).
     pub fn login_url(&self) -> (String, String) {
+        self.login_url_as(WebRole::Viewer, None)
+    }
+
+    /// [`Self::login_url`] for a login of `role`, recorded as `name`.
+    pub fn login_url_as(&self, role: WebRole, name: Option<&str>) -> (String, String) {
         let token = tokens::generate();
         let viewer = format!("v-{}", &tokens::hash(&token)[..12]);
         if let Ok(mut l) = self.logins.lock() {
             let now = Instant::now();
-            l.retain(|_, (at, _)| now.duration_since(*at) < LOGIN_TTL);
+            l.retain(|_, (at, ..)| now.duration_since(*at) < LOGIN_TTL);
             while l.len() >= MAX_LOGINS {
                 let Some(oldest) = l
                     .iter()
-                    .min_by_key(|(_, (at, _))| *at)
+                    .min_by_key(|(_, (at, ..))| *at)
                     .map(|(k, _)| k.clone())
                 else {
                     break;
                 };
                 l.remove(&oldest);
             }
-            l.insert(tokens::hash(&token), (now, viewer.clone()));
+            let name = name.map_or_else(|| viewer.clone(), str::to_string);
+            l.insert(tokens::hash(&token), (now, viewer.clone(), role, name));
         }
         (format!("http://{}/login?token={token}", self.addr), viewer)
     }
@@ -69,7 +101,7 @@ impl WebAuth {
     /// Consumes a login token: once, within its lifetime, it becomes a
     /// viewer secret of its own (the cookie's value).
     pub(crate) fn redeem(&self, token: &str) -> Option<String> {
-        let (at, viewer) = self.logins.lock().ok()?.remove(&tokens::hash(token))?;
+        let (at, viewer, role, name) = self.logins.lock().ok()?.remove(&tokens::hash(token))?;
         if at.elapsed() >= LOGIN_TTL {
             return None;
         }
@@ -85,15 +117,29 @@ impl WebAuth {
             };
             v.remove(&oldest);
         }
-        v.insert(tokens::hash(&secret), (viewer, Instant::now()));
+        let login = Login {
+            viewer,
+            role,
+            name,
+            csrf: tokens::generate(),
+        };
+        v.insert(tokens::hash(&secret), (login, Instant::now()));
         Some(secret)
     }
 
     /// Whether `secret` is a live viewer's.
+    #[cfg(test)]
     pub(crate) fn is_viewer(&self, secret: &str) -> bool {
+        self.login(secret).is_some()
+    }
+
+    /// The live login `secret` belongs to.
+    pub(crate) fn login(&self, secret: &str) -> Option<Login> {
         self.viewers
             .lock()
-            .is_ok_and(|v| v.contains_key(&tokens::hash(secret)))
+            .ok()?
+            .get(&tokens::hash(secret))
+            .map(|(l, _)| l.clone())
     }
 
     /// Ends viewer `id`'s login (`*`: every viewer's), and any login URL
@@ -101,13 +147,13 @@ impl WebAuth {
     pub fn revoke(&self, id: &str) -> usize {
         let all = id == "*";
         if let Ok(mut l) = self.logins.lock() {
-            l.retain(|_, (_, v)| !(all || v == id));
+            l.retain(|_, (_, v, ..)| !(all || v == id));
         }
         let Ok(mut v) = self.viewers.lock() else {
             return 0;
         };
         let before = v.len();
-        v.retain(|_, (viewer, _)| !(all || viewer == id));
+        v.retain(|_, (login, _)| !(all || login.viewer == id));
         before - v.len()
     }
 
@@ -163,6 +209,21 @@ mod tests {
         assert!(auth.redeem(token).is_none());
         assert_eq!(auth.revoke("*"), 1);
         assert!(!auth.is_viewer(&b));
+    }
+
+    #[test]
+    fn an_approver_login_has_a_csrf_secret_of_its_own() {
+        let auth = WebAuth::new("127.0.0.1:8765".parse().expect("addr"));
+        let (url, viewer) = auth.login_url_as(WebRole::Approver, Some("alice"));
+        let token = url.rsplit('=').next().expect("token");
+        let secret = auth.redeem(token).expect("redeemed");
+        let login = auth.login(&secret).expect("live");
+        assert_eq!((login.role, login.name.as_str()), (WebRole::Approver, "alice"));
+        assert_eq!(login.viewer, viewer);
+        assert!(login.csrf.len() >= 32 && login.csrf != secret);
+        let (url, _) = auth.login_url();
+        let plain = auth.redeem(url.rsplit('=').next().expect("token")).expect("redeemed");
+        assert_eq!(auth.login(&plain).expect("live").role, WebRole::Viewer);
     }
 
     #[test]

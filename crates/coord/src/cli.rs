@@ -110,7 +110,19 @@ enum Cmd {
         /// printed), or of every viewer with `all`.
         #[arg(long, value_name = "VIEWER", conflicts_with = "open")]
         revoke: Option<String>,
+        /// A login that may also decide approvals (allow/deny buttons),
+        /// not only read.
+        #[arg(long, conflicts_with = "revoke")]
+        approver: bool,
+        /// Who the login is, as its decisions record it (default: its
+        /// viewer id).
+        #[arg(long, requires = "approver")]
+        name: Option<String>,
     },
+    /// The fleet's permission prompts in one queue: list, show, allow,
+    /// deny, the decisions' log, and what the policy would do.
+    #[command(subcommand)]
+    Approvals(crate::cmd::approvals::ApprovalsCmd),
     /// Run as a coding agent's hook: read one hook event on stdin, tell
     /// the daemon, refuse an edit under another session's lock
     /// (docs/AGENTS.md). Never starts a daemon.
@@ -323,7 +335,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Verify(args) => crate::cmd::verify::verify(args, json),
         Cmd::Mcp(args) => mcp(&base, args).await,
         Cmd::Top(args) => crate::top::run(base.clone(), args).await,
-        Cmd::Ui { open, revoke } => crate::top::ui(&base, open, revoke, json).await,
+        Cmd::Ui {
+            open,
+            revoke,
+            approver,
+            name,
+        } => {
+            let login = approver.then_some(name);
+            crate::top::ui(&base, open, revoke, login, json).await
+        }
+        Cmd::Approvals(cmd) => crate::cmd::approvals::approvals(&base, cmd, json).await,
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: the generator panics on a closed pipe.

@@ -1,5 +1,5 @@
 //! The HTTP handlers of `docs/PROTOCOL.md` §8–9, one module per kind of
-//! request (sessions, pods, locks, inbox, dispatch, events, status). Each turns a request into
+//! request (sessions, pods, locks, inbox, dispatch, approvals, events, status). Each turns a request into
 //! a [`Command`] (or a read of the view) and the writer's answer into JSON;
 //! none of them decides what is valid.
 
@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+pub(crate) mod approvals;
 mod dispatch;
 mod events;
 pub(crate) use events::parse_query_and_cursor;
@@ -88,6 +89,11 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/dispatch/{id}/complete", post(order_complete::<L>))
         .route("/v1/dispatch/{id}/cancel", post(order_cancel::<L>))
         .route("/v1/dispatch/{id}/reassign", post(order_reassign::<L>))
+        .route("/v1/approvals", post(approvals::ask::<L>).get(approvals::list::<L>))
+        .route("/v1/approvals/{id}", get(approvals::show::<L>))
+        .route("/v1/approvals/{id}/wait", get(approvals::wait::<L>))
+        .route("/v1/approvals/{id}/decide", post(approvals::decide::<L>))
+        .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw::<L>))
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
         .route("/v1/events/batch", post(custom_batch::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))

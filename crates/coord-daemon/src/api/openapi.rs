@@ -56,12 +56,19 @@ use utoipa::OpenApi;
         dispatch::order_complete,
         dispatch::order_cancel,
         dispatch::order_reassign,
+        approvals::ask,
+        approvals::list,
+        approvals::show,
+        approvals::wait,
+        approvals::decide,
+        approvals::withdraw,
         events::custom_event,
         events::events,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Session, Lease, EndedSession, Lock, Holder, Message, Order, View,
-        LifeState, OnExpiry
+        LifeState, OnExpiry, coord_proto::approval::Approval, coord_proto::approval::Decided,
+        coord_proto::approval::Decision
     )),
     modifiers(&Contract),
     tags(
@@ -71,6 +78,7 @@ use utoipa::OpenApi;
         (name = "locks", description = "Locks, waits and fencing tokens"),
         (name = "inbox", description = "Messages between sessions"),
         (name = "dispatch", description = "Dispatch orders"),
+        (name = "approvals", description = "One queue for the fleet's permission prompts"),
         (name = "events", description = "The event log: follow it, publish x.* events"),
     )
 )]

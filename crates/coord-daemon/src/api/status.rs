@@ -266,19 +266,43 @@ pub(crate) async fn metrics<L: EventLog + Clone>(
     Ok(resp)
 }
 
-#[utoipa::path(post, path = "/v1/ui/login", tag = "status", security(("admin_token" = [])), responses((status = 200, description = "A one-time login URL for the web dashboard (`coord ui`)", body = UiLoginResponse)))]
+#[utoipa::path(post, path = "/v1/ui/login", tag = "status", params(("role" = Option<String>, Query, description = "viewer (default) or approver: an approver login also decides approvals (PROTOCOL §14)"), ("name" = Option<String>, Query, description = "Who the login is, as its decisions record it")), security(("admin_token" = [])), responses((status = 200, description = "A one-time login URL for the web dashboard (`coord ui`)", body = UiLoginResponse)))]
 pub(crate) async fn ui_login<L: EventLog + Clone>(
     State(app): AppState<L>,
     headers: HeaderMap,
+    QueryParams(q): QueryParams<LoginQuery>,
 ) -> ApiResult {
     require_admin(&app, &headers)?;
+    let role = match q.role.as_deref() {
+        None | Some("" | "viewer") => crate::web_auth::WebRole::Viewer,
+        Some("approver") => crate::web_auth::WebRole::Approver,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("role {other:?}: expected viewer or approver"),
+            )
+            .with("field", "role"))
+        }
+    };
+    if let Some(n) = &q.name {
+        coord_proto::ids::check_text(n).map_err(|why| {
+            ApiError::new(ErrorCode::InvalidField, format!("name {why}")).with("field", "name")
+        })?;
+    }
     match &app.web {
         Some(w) => {
-            let (url, viewer) = w.login_url();
+            let (url, viewer) = w.login_url_as(role, q.name.as_deref().filter(|n| !n.is_empty()));
             ok(&coord_proto::api::UiLoginResponse { url, viewer })
         }
         None => Err(no_dashboard()),
     }
+}
+
+/// `POST /v1/ui/login` query.
+#[derive(serde::Deserialize)]
+pub(crate) struct LoginQuery {
+    role: Option<String>,
+    name: Option<String>,
 }
 
 fn no_dashboard() -> ApiError {

@@ -80,6 +80,21 @@ impl<L: EventLog + Clone> Writer<L> {
             Payload::InboxAck(p) => batch.attachments.push(AttachmentOp::Delete {
                 key: body_key(&p.to_session, &p.msg_id),
             }),
+            // The tool's full input, fetched by id; kept while the
+            // approval is pending or among the last decided.
+            Payload::ApprovalRequest(p) => batch.attachments.push(AttachmentOp::Put {
+                key: approval_key(&p.approval_id),
+                value: w.extras.body.clone().unwrap_or_default().into_bytes(),
+            }),
+            Payload::ApprovalDecide(_) => {
+                if self.state.decided.len() >= coord_proto::approval::DECIDED_APPROVALS_KEPT {
+                    if let Some(oldest) = self.state.decided.front() {
+                        batch.attachments.push(AttachmentOp::Delete {
+                            key: approval_key(&oldest.approval_id),
+                        });
+                    }
+                }
+            }
             _ => {}
         }
     }

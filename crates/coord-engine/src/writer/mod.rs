@@ -101,7 +101,8 @@ pub struct Extras {
     pub token_hash: Option<String>,
     /// A pidfd opened by the handler, for a register with a pid.
     pub pidfd: Option<OwnedFd>,
-    /// The message body, for a deliver.
+    /// The message body, for a deliver; an approval's tool input (JSON),
+    /// for a request.
     pub body: Option<String>,
     /// Where to send the grant or cancel of a queued acquire.
     pub wait: Option<oneshot::Sender<WaitNotice>>,
@@ -731,6 +732,11 @@ async fn store_moved(head: &mut Option<tokio::sync::watch::Receiver<u64>>) {
         }
         None => std::future::pending::<()>().await,
     }
+}
+
+/// The attachment key of an approval's full tool input.
+pub fn approval_key(approval_id: &str) -> String {
+    format!("approval/{approval_id}")
 }
 
 /// The attachment key of a message body.

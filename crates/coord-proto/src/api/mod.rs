@@ -1,7 +1,9 @@
 //! Request and response bodies of every endpoint (PROTOCOL §8). Requests
 //! reject unknown fields so a typo is an error, not a silent default.
 
+mod approvals;
 mod status;
+pub use approvals::*;
 pub use status::*;
 
 use crate::view::{EndedSession, Lock, Message, Order, Session, View};

@@ -77,6 +77,10 @@ pub(crate) struct DaemonArgs {
     /// bridged objects are left to their own writers, so nothing feeds back).
     #[arg(help_heading = "Legacy bridge", long)]
     export_legacy: Option<PathBuf>,
+    /// The approvals policy (PROTOCOL §14; default: approvals.toml beside
+    /// the socket), read at each request.
+    #[arg(long, env = "COORD_APPROVALS")]
+    approvals: Option<PathBuf>,
     /// Forward the reports of top-level sessions (whose parent is not a
     /// session here) to the daemon on this socket, fire-and-forget.
     #[arg(help_heading = "Legacy bridge", long)]
@@ -219,6 +223,7 @@ pub(crate) async fn daemon(
     config.ring_capacity = args.ring_events.max(1);
     config.ring_bytes = usize::try_from(args.ring_mib << 20).unwrap_or(usize::MAX);
     config.export_legacy = args.export_legacy;
+    config.approvals = args.approvals;
     config.parent_socket = args.parent_socket;
     config.lifecycle.thresholds = coord_daemon::Thresholds {
         idle_after_ms: ms(args.idle_after).max(1),

@@ -2,6 +2,7 @@
 //! that runs it. Each calls the client or the daemon and prints through
 //! `crate::output`; none decides anything about sessions or locks.
 
+pub(crate) mod approvals;
 pub(crate) mod daemon;
 pub(crate) mod dispatch;
 pub(crate) mod events;

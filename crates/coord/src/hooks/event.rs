@@ -56,6 +56,20 @@ pub(crate) enum Happened {
         /// The tool's name.
         tool: String,
     },
+    /// The agent asks for permission to run a tool: an approval
+    /// (PROTOCOL §14) that someone may decide for it.
+    Permission {
+        /// The tool's name.
+        tool: String,
+        /// One line about it: its path or command.
+        about: String,
+        /// The files it would write, as the agent gives them.
+        edits: Vec<String>,
+        /// The command it would run (`Bash`).
+        command: Option<String>,
+        /// The tool's whole input.
+        input: Value,
+    },
     /// The agent waits for a human: a permission dialog or a question.
     NeedsInput {
         /// What it waits for.
@@ -84,6 +98,8 @@ pub(crate) struct HookEvent {
     pub(crate) cwd: Option<String>,
     /// Its transcript (JSONL), if it names one.
     pub(crate) transcript: Option<String>,
+    /// The agent's id of the tool call, when the payload has one.
+    pub(crate) tool_use_id: Option<String>,
     /// What happened.
     pub(crate) happened: Happened,
 }
@@ -203,8 +219,15 @@ pub(crate) fn parse(agent: Agent, payload: &Value) -> Result<HookEvent, String> 
             tool,
         },
         "PostToolUse" | "AfterTool" => Happened::ToolAfter { tool },
-        "PermissionRequest" => Happened::NeedsInput {
-            about: format!("permission: {}", about_tool(&tool, &input)),
+        "PermissionRequest" => Happened::Permission {
+            about: about_tool(&tool, &input),
+            edits: edited_paths(agent, &tool, &input),
+            command: input
+                .get("command")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            input,
+            tool,
         },
         "Notification" => {
             let kind = text("notification_type").unwrap_or_default();
@@ -230,6 +253,7 @@ pub(crate) fn parse(agent: Agent, payload: &Value) -> Result<HookEvent, String> 
         session_id,
         cwd: text("cwd"),
         transcript: text("transcript_path"),
+        tool_use_id: text("tool_use_id").filter(|t| !t.is_empty()),
         happened,
     })
 }
@@ -280,8 +304,12 @@ mod tests {
         perm["tool_input"] = json!({"file_path": "/w/src.txt"});
         assert_eq!(
             parse(Agent::Claude, &perm).expect("parses").happened,
-            Happened::NeedsInput {
-                about: "permission: Write /w/src.txt".into()
+            Happened::Permission {
+                tool: "Write".into(),
+                about: "Write /w/src.txt".into(),
+                edits: vec!["/w/src.txt".into()],
+                command: None,
+                input: json!({"file_path": "/w/src.txt"}),
             }
         );
         let mut note = base("Notification");

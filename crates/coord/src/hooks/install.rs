@@ -54,10 +54,19 @@ pub(crate) struct Place {
     /// or claim (docs/AGENTS.md).
     #[arg(long, value_enum, default_value_t = super::run::EditMode::Enforce)]
     mode: super::run::EditMode,
+    /// How long a permission request waits for a decision from the
+    /// approval queue before the agent's own prompt decides (0 s: no
+    /// queue). The entry's own timeout is set 30 s above it.
+    #[arg(long, default_value = "300s", value_parser = crate::args::duration)]
+    approval_wait: std::time::Duration,
     /// Print the file as it would be, and change nothing.
     #[arg(long)]
     dry_run: bool,
 }
+
+/// Seconds the agent gives the permission hook beyond its approval wait
+/// (asking, reporting, withdrawing on expiry).
+const HOOK_TIMEOUT_MARGIN_S: u64 = 30;
 
 /// A JSON value whose objects keep their key order.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -126,14 +135,24 @@ fn settings_path(agent: Agent, project: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// The command an entry runs.
-fn command(agent: Agent, mode: super::run::EditMode, socket: Option<&Path>) -> Result<String> {
+fn command(
+    agent: Agent,
+    mode: super::run::EditMode,
+    socket: Option<&Path>,
+    approval_wait: std::time::Duration,
+) -> Result<String> {
     let exe = std::env::current_exe().context("locating the coord binary")?;
     let word = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut c = word(&exe.to_string_lossy());
     if let Some(s) = socket {
         c.push_str(&format!(" --socket {}", word(&s.to_string_lossy())));
     }
-    c.push_str(&format!(" hook {} --mode {}", agent.name(), mode.name()));
+    c.push_str(&format!(
+        " hook {} --mode {} --approval-wait {}s",
+        agent.name(),
+        mode.name(),
+        approval_wait.as_secs()
+    ));
     Ok(c)
 }
 
@@ -167,6 +186,7 @@ fn with_ours(
     mut settings: IndexMap<String, Json>,
     agent: Agent,
     cmd: &str,
+    permission_timeout_s: u64,
 ) -> Result<IndexMap<String, Json>> {
     let hooks = settings
         .entry("hooks".into())
@@ -194,6 +214,11 @@ fn with_ours(
         let mut hook = IndexMap::new();
         hook.insert("type".into(), Json::Other("command".into()));
         hook.insert("command".into(), Json::Other(cmd.into()));
+        // The permission hook waits for a decision: the agent must give
+        // it longer than its default (60 s for Claude Code).
+        if *event == "PermissionRequest" {
+            hook.insert("timeout".into(), Json::Other(permission_timeout_s.into()));
+        }
         entry.insert("hooks".into(), Json::Array(vec![Json::Object(hook)]));
         list.push(Json::Object(entry));
     }
@@ -278,8 +303,13 @@ fn install(p: &Place, socket: Option<&Path>) -> Result<ExitCode> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let settings = parse(before.as_deref().unwrap_or(""), &path)?;
-    let cmd = command(p.agent, p.mode, socket)?;
-    let merged = with_ours(settings.clone(), p.agent, &cmd)?;
+    let cmd = command(p.agent, p.mode, socket, p.approval_wait)?;
+    let merged = with_ours(
+        settings.clone(),
+        p.agent,
+        &cmd,
+        p.approval_wait.as_secs() + HOOK_TIMEOUT_MARGIN_S,
+    )?;
     if merged == settings {
         output::line(&format!(
             "{}: coord's hooks are already there",
@@ -546,8 +576,12 @@ mod tests {
     fn merging_keeps_the_users_entries_and_order_and_is_idempotent() {
         let s = parse(USER, Path::new("x")).expect("parses");
         let cmd = "'/bin/coord' hook claude --mode enforce";
-        let once = with_ours(s.clone(), Agent::Claude, cmd).expect("merges");
-        let twice = with_ours(once.clone(), Agent::Claude, cmd).expect("merges");
+        let once = with_ours(s.clone(), Agent::Claude, cmd, 330).expect("merges");
+        let twice = with_ours(once.clone(), Agent::Claude, cmd, 330).expect("merges");
+        assert!(
+            render(&once).expect("renders").contains("\"timeout\": 330"),
+            "the permission hook outlives its approval wait"
+        );
         assert_eq!(once, twice, "installing twice is once");
         let keys: Vec<_> = once.keys().cloned().collect();
         assert_eq!(keys, ["permissions", "zeta", "hooks", "alpha"]);

@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The most a hook waits for the daemon, in all.
-const DAEMON_BUDGET: Duration = Duration::from_secs(2);
+/// The most a hook waits for the daemon, in all (a permission request's
+/// wait for a decision is its own budget, `--approval-wait`).
+pub(crate) const DAEMON_BUDGET: Duration = Duration::from_secs(2);
 
 /// Most bytes of hook input read (a tool input may carry a whole file).
 const MAX_INPUT_BYTES: u64 = 16 << 20;
@@ -69,12 +70,18 @@ pub(crate) struct HookArgs {
     /// What an edit under another session's lock meets.
     #[arg(long, value_enum, default_value_t = EditMode::Enforce)]
     pub(crate) mode: EditMode,
+    /// How long a permission request waits for a decision from the
+    /// approval queue before the agent's own prompt decides (0: no queue,
+    /// the prompt decides at once). Keep it below the agent's hook
+    /// timeout (`coord hooks install` sets that 30 s above it).
+    #[arg(long, env = "COORD_APPROVAL_WAIT", default_value = "300s", value_parser = crate::args::duration)]
+    pub(crate) approval_wait: Duration,
 }
 
 /// What a hook keeps between its runs, per session: the session's token
 /// (hooks are separate processes) and the locks `claim` took.
 #[derive(Serialize, Deserialize, Default)]
-struct Kept {
+pub(crate) struct Kept {
     token: String,
     #[serde(default)]
     claimed: Vec<String>,
@@ -82,6 +89,10 @@ struct Kept {
     /// the agent acks it when it takes it).
     #[serde(default)]
     handed_orders: Vec<String>,
+    /// The last tool call's name and id, from its PreToolUse hook: its
+    /// permission request (whose payload may lack the id) is the same call.
+    #[serde(default)]
+    pub(crate) last_tool: Option<(String, String)>,
 }
 
 /// Runs one hook. Never fails in a way that blocks the agent: errors are
@@ -113,6 +124,28 @@ pub(crate) async fn hook(socket: &Path, args: HookArgs) -> ExitCode {
         mode: args.mode,
         id: session_id(args.agent, &event.session_id),
     };
+    if let Happened::Permission {
+        tool,
+        about,
+        edits,
+        command,
+        input,
+    } = &event.happened
+    {
+        if !args.approval_wait.is_zero() {
+            let asked = super::approval::Asked {
+                tool,
+                about,
+                edits,
+                command: command.as_deref(),
+                input,
+            };
+            if let Some(out) = run.approval(&event, &asked, args.approval_wait).await {
+                println!("{out}");
+            }
+            return ExitCode::SUCCESS;
+        }
+    }
     match tokio::time::timeout(DAEMON_BUDGET, run.handle(&event)).await {
         Ok(Ok(Verdict::Allow)) => ExitCode::SUCCESS,
         Ok(Ok(Verdict::Deny(why))) => {
@@ -166,12 +199,13 @@ enum Verdict {
     Deny(String),
 }
 
-struct Run {
+/// One hook run: the daemon, the agent and the session it acts as.
+pub(crate) struct Run {
     client: Client,
     socket: PathBuf,
-    agent: Agent,
+    pub(crate) agent: Agent,
     mode: EditMode,
-    id: String,
+    pub(crate) id: String,
 }
 
 impl Run {
@@ -197,6 +231,11 @@ impl Run {
             Happened::ToolBefore { tool, edits, about } => {
                 self.report_state(LifeState::Active, about, &source, Some(tool))
                     .await?;
+                if let Some(call) = &event.tool_use_id {
+                    let mut kept = self.kept()?;
+                    kept.last_tool = Some((tool.clone(), call.clone()));
+                    self.keep(&kept)?;
+                }
                 if !edits.is_empty() {
                     return self.check_edit(event, edits).await;
                 }
@@ -211,6 +250,17 @@ impl Run {
                 .await?;
                 // Mail reaches an agent in a long turn after its next tool.
                 self.mail(event).await?;
+            }
+            // With the approval queue off (`--approval-wait 0`), a
+            // permission request is a question for the terminal only.
+            Happened::Permission { about, .. } => {
+                self.report_state(
+                    LifeState::NeedsInput,
+                    &format!("permission: {about}"),
+                    &source,
+                    Some("waiting"),
+                )
+                .await?;
             }
             Happened::NeedsInput { about } => {
                 self.report_state(LifeState::NeedsInput, about, &source, Some("waiting"))
@@ -309,7 +359,7 @@ impl Run {
     }
 
     /// Tells the daemon the state the agent is in, renewing the lease.
-    async fn report_state(
+    pub(crate) async fn report_state(
         &self,
         state: LifeState,
         reason: &str,
@@ -503,7 +553,7 @@ impl Run {
     }
 
     /// A client acting as the session.
-    fn me(&self) -> Result<Client> {
+    pub(crate) fn me(&self) -> Result<Client> {
         let kept = self.kept()?;
         Ok(self.client.clone().with_token(Some(kept.token)))
     }
@@ -516,7 +566,7 @@ impl Run {
         dir.join("hooks").join(format!("{}.json", self.id))
     }
 
-    fn kept(&self) -> Result<Kept> {
+    pub(crate) fn kept(&self) -> Result<Kept> {
         let p = self.kept_path();
         let text = std::fs::read_to_string(&p).with_context(|| {
             format!(
@@ -585,7 +635,7 @@ fn refusal(hits: &[Blocked], locks: &[coord_proto::view::Lock]) -> String {
 }
 
 /// `path` made absolute against `cwd`, with `.` and `..` taken out.
-fn absolute(cwd: &str, path: &str) -> String {
+pub(crate) fn absolute(cwd: &str, path: &str) -> String {
     let joined = if path.starts_with('/') {
         PathBuf::from(path)
     } else {
@@ -606,7 +656,7 @@ fn absolute(cwd: &str, path: &str) -> String {
 
 /// The git work tree `abs` lies in and the path relative to it; outside
 /// any work tree, `/` and the path without its leading `/`.
-fn split_root(abs: &str) -> (String, String) {
+pub(crate) fn split_root(abs: &str) -> (String, String) {
     let dir = Path::new(abs).parent().unwrap_or(Path::new("/"));
     let mut probe = Some(dir);
     while let Some(d) = probe {

@@ -132,6 +132,7 @@ pub(crate) async fn ui(
     base: &Client,
     open: bool,
     revoke: Option<String>,
+    approver: Option<Option<String>>,
     json: bool,
 ) -> Result<std::process::ExitCode> {
     let token = crate::args::admin_token(base.socket())?;
@@ -150,14 +151,23 @@ pub(crate) async fn ui(
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let answer = admin.ui_login().await?;
+    let answer = match &approver {
+        Some(name) => admin.ui_login_as("approver", name.as_deref()).await?,
+        None => admin.ui_login().await?,
+    };
     if json {
         println!("{}", serde_json::to_string(&answer)?);
     } else {
         println!("{}", answer.url);
         eprintln!(
-            "viewer {} (coord ui --revoke {} ends this login)",
-            answer.viewer, answer.viewer
+            "{} {} (coord ui --revoke {} ends this login)",
+            if approver.is_some() {
+                "approver"
+            } else {
+                "viewer"
+            },
+            answer.viewer,
+            answer.viewer
         );
     }
     if open {

@@ -1,0 +1,243 @@
+//! A permission request as an approval (PROTOCOL §14): the hook asks the
+//! daemon, waits for whoever decides first — a person at `coord
+//! approvals`, `coord top` or the dashboard, a coordinator over MCP, a
+//! policy rule — and hands the decision to the agent in its own format
+//! (`hookSpecificOutput.decision.behavior`, the same for Claude Code and
+//! Codex).
+//!
+//! Every failure leaves the agent at its own prompt: no output, exit 0.
+//! A daemon that cannot be asked within [`super::run::DAEMON_BUDGET`], a
+//! wait that runs out (the approval is then `expired`), a daemon that goes
+//! away while the hook waits, a decision of `ask`: the terminal decides.
+
+use super::event::HookEvent;
+use super::run::Run;
+use anyhow::{Context, Result};
+use coord_client::ClientError;
+use coord_proto::api::{ApprovalAsk, WithdrawRequest, Withdrawal};
+use coord_proto::approval::{Approval, Decision};
+use coord_proto::{ErrorCode, LifeState};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// The longest one wait request asks the daemon for; the hook asks again
+/// until its own budget ends (a long poll a proxy or a restart can cut).
+const ONE_WAIT: Duration = Duration::from_secs(60);
+
+/// What a permission request is about, as the hook read it.
+pub(crate) struct Asked<'a> {
+    pub(crate) tool: &'a str,
+    pub(crate) about: &'a str,
+    pub(crate) edits: &'a [String],
+    pub(crate) command: Option<&'a str>,
+    pub(crate) input: &'a Value,
+}
+
+impl Run {
+    /// Asks for an approval and waits up to `wait` for its decision: the
+    /// JSON line the agent reads, or `None` for its own prompt.
+    pub(crate) async fn approval(
+        &self,
+        event: &HookEvent,
+        asked: &Asked<'_>,
+        wait: Duration,
+    ) -> Option<String> {
+        let started = Instant::now();
+        let me = match self.me() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("coord hook: {e:#}; the terminal decides");
+                return None;
+            }
+        };
+        let first = tokio::time::timeout(super::run::DAEMON_BUDGET, self.ask(&me, event, asked)).await;
+        let a = match first {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                eprintln!("coord hook: could not ask for an approval ({e:#}); the terminal decides");
+                return None;
+            }
+            Err(_) => {
+                eprintln!("coord hook: the daemon did not answer in time; the terminal decides");
+                return None;
+            }
+        };
+        let decided = match a.decision.is_some() {
+            true => a,
+            false => match self.wait(&me, &a, wait.saturating_sub(started.elapsed())).await {
+                Some(a) => a,
+                None => return None,
+            },
+        };
+        answer(&decided)
+    }
+
+    async fn ask(&self, me: &coord_client::Client, event: &HookEvent, asked: &Asked<'_>) -> Result<Approval> {
+        let cwd = event.cwd.clone().unwrap_or_else(|| "/".into());
+        let paths: Vec<String> = asked
+            .edits
+            .iter()
+            .map(|p| super::run::split_root(&super::run::absolute(&cwd, p)).1)
+            .collect();
+        // The call's id: the payload's, else the one its PreToolUse hook
+        // kept for the same tool, so a retried hook is the same approval
+        // and two equal calls are two.
+        let tool_use_id = event.tool_use_id.clone().or_else(|| {
+            self.kept()
+                .ok()
+                .and_then(|k| k.last_tool)
+                .filter(|(tool, _)| tool == asked.tool)
+                .map(|(_, id)| id)
+        });
+        let a = me
+            .ask_approval(&ApprovalAsk {
+                approval_id: None,
+                session_id: self.id.clone(),
+                agent: self.agent.name().into(),
+                tool: asked.tool.into(),
+                summary: coord_proto::ids::terminal_safe(asked.about, false).into_owned(),
+                paths,
+                command: asked.command.map(str::to_string),
+                cwd: event.cwd.clone(),
+                tool_use_id,
+                input: asked.input.clone(),
+                tx_id: None,
+            })
+            .await
+            .context("asking for an approval")?
+            .body;
+        if a.decision.is_none() {
+            self.report_state(
+                LifeState::NeedsInput,
+                &format!("permission: {} (approval {})", asked.about, a.approval_id),
+                &format!("{}:{}", self.agent.name(), event.name),
+                Some("waiting"),
+            )
+            .await?;
+        }
+        Ok(a)
+    }
+
+    /// Waits up to `budget` for the decision; on running out, withdraws
+    /// the request as `expired` (the terminal decides). `None`: no
+    /// decision for the agent.
+    async fn wait(&self, me: &coord_client::Client, a: &Approval, budget: Duration) -> Option<Approval> {
+        let deadline = Instant::now() + budget;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let slice = left.min(ONE_WAIT);
+            let asked = tokio::time::timeout(
+                slice + Duration::from_secs(5),
+                me.wait_approval(&a.approval_id, slice.as_millis() as u64),
+            )
+            .await;
+            match asked {
+                Ok(Ok(a)) => return Some(a),
+                Ok(Err(e)) if matches!(e.code(), Some(ErrorCode::Timeout)) => continue,
+                Ok(Err(ClientError::Connect { .. })) => {
+                    eprintln!("coord hook: the daemon went away; the terminal decides");
+                    return None;
+                }
+                Ok(Err(e)) => {
+                    eprintln!("coord hook: waiting for approval {} failed ({e}); the terminal decides", a.approval_id);
+                    return None;
+                }
+                Err(_) => continue,
+            }
+        }
+        let gone = tokio::time::timeout(
+            super::run::DAEMON_BUDGET,
+            me.withdraw_approval(
+                &a.approval_id,
+                &WithdrawRequest {
+                    session_id: self.id.clone(),
+                    decision: Withdrawal::Expired,
+                    reason: format!("nobody decided within {} s", budget.as_secs()),
+                },
+            ),
+        )
+        .await;
+        match gone {
+            // Decided in the last instant: that decision counts.
+            Ok(Err(e)) if matches!(e.code(), Some(ErrorCode::ApprovalDecided)) => {
+                me.approval(&a.approval_id).await.ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The agent's answer for a decision (`None`: its own prompt decides).
+fn answer(a: &Approval) -> Option<String> {
+    let d = a.decision.as_ref()?;
+    let decision = match d.decision {
+        Decision::Allow => serde_json::json!({"behavior": "allow"}),
+        Decision::Deny => serde_json::json!({
+            "behavior": "deny",
+            "message": if d.reason.is_empty() {
+                format!("{} denied this ({})", d.by, a.approval_id)
+            } else {
+                d.reason.clone()
+            },
+        }),
+        Decision::Ask | Decision::Expired | Decision::Withdrawn => return None,
+    };
+    Some(
+        serde_json::json!({"hookSpecificOutput": {
+            "hookEventName": "PermissionRequest",
+            "decision": decision,
+        }})
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coord_proto::approval::Decided;
+    use coord_proto::Timestamp;
+
+    fn decided(decision: Decision, reason: &str) -> Approval {
+        Approval {
+            approval_id: "ap-1".into(),
+            session_id: "claude-1".into(),
+            agent: "claude".into(),
+            tool: "Write".into(),
+            summary: "Write a".into(),
+            paths: vec![],
+            command: None,
+            cwd: None,
+            tool_use_id: None,
+            input_bytes: 0,
+            requested_seq: 1,
+            requested_at: Timestamp(0),
+            decision: Some(Decided {
+                decision,
+                reason: reason.into(),
+                by: "alice".into(),
+                via: "socket".into(),
+                rule: None,
+                decided_seq: 2,
+                decided_at: Timestamp(5),
+                waited_ms: 5,
+            }),
+            input: None,
+        }
+    }
+
+    #[test]
+    fn decisions_in_the_agents_format() {
+        let allow: Value = serde_json::from_str(&answer(&decided(Decision::Allow, "")).expect("allow")).expect("json");
+        assert_eq!(allow["hookSpecificOutput"]["hookEventName"], "PermissionRequest");
+        assert_eq!(allow["hookSpecificOutput"]["decision"]["behavior"], "allow");
+        let deny: Value = serde_json::from_str(&answer(&decided(Decision::Deny, "use src2/")).expect("deny")).expect("json");
+        assert_eq!(deny["hookSpecificOutput"]["decision"]["behavior"], "deny");
+        assert_eq!(deny["hookSpecificOutput"]["decision"]["message"], "use src2/");
+        for d in [Decision::Ask, Decision::Expired, Decision::Withdrawn] {
+            assert!(answer(&decided(d, "")).is_none(), "{d:?} leaves it to the terminal");
+        }
+    }
+}
