@@ -134,9 +134,10 @@ impl Rule {
         self.agent.as_ref().is_none_or(|a| *a == r.agent)
             && self.tool.as_ref().is_none_or(|t| t.has(&r.tool))
             && self.role.as_ref().is_none_or(|x| x.has(role))
-            && self.path.as_ref().is_none_or(|p| {
-                !r.paths.is_empty() && r.paths.iter().all(|path| matches(p, path))
-            })
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|p| !r.paths.is_empty() && r.paths.iter().all(|path| matches(p, path)))
             && self.command.as_ref().is_none_or(|prefix| {
                 r.command
                     .as_deref()
@@ -195,29 +196,47 @@ role = ["claude", "worker"]
     #[test]
     fn the_first_matching_rule_decides() {
         let p = Policy::parse(RULES).expect("parses");
-        let v = p.decide(&ask("Write", &["tmp/a/b.rs"], None), "claude").expect("decides");
+        let v = p
+            .decide(&ask("Write", &["tmp/a/b.rs"], None), "claude")
+            .expect("decides");
         assert_eq!((v.decision, v.rule.as_str()), (Decision::Allow, "scratch"));
         // Every path must match.
-        assert!(p.decide(&ask("Write", &["tmp/a.rs", "src/b.rs"], None), "claude").is_none());
+        assert!(p
+            .decide(&ask("Write", &["tmp/a.rs", "src/b.rs"], None), "claude")
+            .is_none());
         // No paths: a path rule does not hold.
         assert!(p.decide(&ask("Write", &[], None), "claude").is_none());
-        let v = p.decide(&ask("Write", &["tmp/.env"], None), "claude").expect("deny");
+        let v = p
+            .decide(&ask("Write", &["tmp/.env"], None), "claude")
+            .expect("deny");
         assert_eq!(v.rule, "no secrets", "file order decides");
         assert_eq!(v.reason, "never touch .env files");
         // Command prefixes are whole words; the role counts.
-        assert!(p.decide(&ask("Bash", &[], Some("cargo test -p x")), "claude").is_some());
-        assert!(p.decide(&ask("Bash", &[], Some("cargo testify")), "claude").is_none());
-        assert!(p.decide(&ask("Bash", &[], Some("cargo test")), "reviewer").is_none());
+        assert!(p
+            .decide(&ask("Bash", &[], Some("cargo test -p x")), "claude")
+            .is_some());
+        assert!(p
+            .decide(&ask("Bash", &[], Some("cargo testify")), "claude")
+            .is_none());
+        assert!(p
+            .decide(&ask("Bash", &[], Some("cargo test")), "reviewer")
+            .is_none());
         assert!(p.decide(&ask("Read", &["tmp/x"], None), "claude").is_none());
     }
 
     #[test]
     fn bad_files_are_named() {
-        assert!(matches!(Policy::parse("[[rule]]\nname='a'\n"), Err(PolicyError::Syntax(_))));
-        let e = Policy::parse("[[rule]]\nname='a'\ndecision='allow'\ncolour='red'\n").expect_err("unknown field");
+        assert!(matches!(
+            Policy::parse("[[rule]]\nname='a'\n"),
+            Err(PolicyError::Syntax(_))
+        ));
+        let e = Policy::parse("[[rule]]\nname='a'\ndecision='allow'\ncolour='red'\n")
+            .expect_err("unknown field");
         assert!(e.to_string().contains("colour"), "{e}");
         assert_eq!(
-            Policy::parse("[[rule]]\nname='a'\ndecision='allow'\n[[rule]]\nname='a'\ndecision='deny'\n"),
+            Policy::parse(
+                "[[rule]]\nname='a'\ndecision='allow'\n[[rule]]\nname='a'\ndecision='deny'\n"
+            ),
             Err(PolicyError::DuplicateName("a".into()))
         );
         assert!(Policy::parse("[[rule]]\nname='a'\ndecision='maybe'\n").is_err());

@@ -318,7 +318,10 @@ fn check_invariants(state: &State) {
             a.approval_id,
             a.session_id
         );
-        assert!(a.decision.is_none(), "a pending approval with a decision: {a:?}");
+        assert!(
+            a.decision.is_none(),
+            "a pending approval with a decision: {a:?}"
+        );
         assert!(
             !state.decided.iter().any(|d| d.approval_id == a.approval_id),
             "approval {} both pending and decided",

@@ -260,9 +260,10 @@ async fn serve<L: EventLog + Clone>(
         log_id: store.log_id().to_string(),
         daemon_id: daemon_id.clone(),
         approvals_policy: Some(config.approvals.clone().unwrap_or_else(|| {
-            socket
-                .parent()
-                .map_or_else(|| PathBuf::from("approvals.toml"), |d| d.join("approvals.toml"))
+            socket.parent().map_or_else(
+                || PathBuf::from("approvals.toml"),
+                |d| d.join("approvals.toml"),
+            )
         })),
         web: web.as_ref().map(|(_, a)| a.clone()),
         connections: Default::default(),

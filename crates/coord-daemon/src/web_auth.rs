@@ -218,11 +218,16 @@ mod tests {
         let token = url.rsplit('=').next().expect("token");
         let secret = auth.redeem(token).expect("redeemed");
         let login = auth.login(&secret).expect("live");
-        assert_eq!((login.role, login.name.as_str()), (WebRole::Approver, "alice"));
+        assert_eq!(
+            (login.role, login.name.as_str()),
+            (WebRole::Approver, "alice")
+        );
         assert_eq!(login.viewer, viewer);
         assert!(login.csrf.len() >= 32 && login.csrf != secret);
         let (url, _) = auth.login_url();
-        let plain = auth.redeem(url.rsplit('=').next().expect("token")).expect("redeemed");
+        let plain = auth
+            .redeem(url.rsplit('=').next().expect("token"))
+            .expect("redeemed");
         assert_eq!(auth.login(&plain).expect("live").role, WebRole::Viewer);
     }
 

@@ -118,10 +118,9 @@ pub fn render_event(e: &Event) -> String {
                 .map(|f| format!(" (issued by {f})"))
                 .unwrap_or_default()
         ),
-        Payload::ApprovalRequest(p) => format!(
-            "{who} asks to run {} ({})",
-            p.summary, p.approval_id
-        ),
+        Payload::ApprovalRequest(p) => {
+            format!("{who} asks to run {} ({})", p.summary, p.approval_id)
+        }
         Payload::ApprovalDecide(p) => format!(
             "approval {} of {who}: {} by {} via {}{}{}",
             p.approval_id,

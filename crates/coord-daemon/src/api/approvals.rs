@@ -207,11 +207,10 @@ pub(crate) async fn wait<L: EventLog + Clone>(
             .read(move |s| (coord_core::find_approval(s, &key).cloned(), s.head))
             .await?;
         let Some(a) = found else {
-            return Err(ApiError::new(
-                ErrorCode::ApprovalNotFound,
-                format!("no approval {id}"),
-            )
-            .with("approval_id", id));
+            return Err(
+                ApiError::new(ErrorCode::ApprovalNotFound, format!("no approval {id}"))
+                    .with("approval_id", id),
+            );
         };
         if a.decision.is_some() {
             return ok(&a);
@@ -254,12 +253,18 @@ pub(crate) async fn decide<L: EventLog + Clone>(
     let (by, via) = match (&req.session_id, web) {
         (Some(s), _) => {
             require_session(&app, &headers, s).await?;
-            (given.unwrap_or_else(|| format!("session:{s}")), "mcp".to_string())
+            (
+                given.unwrap_or_else(|| format!("session:{s}")),
+                "mcp".to_string(),
+            )
         }
         (None, Some(axum::Extension(w))) => (w.by, w.via),
         (None, None) => {
             require_admin(&app, &headers)?;
-            (given.unwrap_or_else(|| "admin".into()), "socket".to_string())
+            (
+                given.unwrap_or_else(|| "admin".into()),
+                "socket".to_string(),
+            )
         }
     };
     let w = write(

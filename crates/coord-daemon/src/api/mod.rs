@@ -89,11 +89,17 @@ pub fn router<L: EventLog + Clone>(app: Arc<App<L>>) -> Router {
         .route("/v1/dispatch/{id}/complete", post(order_complete::<L>))
         .route("/v1/dispatch/{id}/cancel", post(order_cancel::<L>))
         .route("/v1/dispatch/{id}/reassign", post(order_reassign::<L>))
-        .route("/v1/approvals", post(approvals::ask::<L>).get(approvals::list::<L>))
+        .route(
+            "/v1/approvals",
+            post(approvals::ask::<L>).get(approvals::list::<L>),
+        )
         .route("/v1/approvals/{id}", get(approvals::show::<L>))
         .route("/v1/approvals/{id}/wait", get(approvals::wait::<L>))
         .route("/v1/approvals/{id}/decide", post(approvals::decide::<L>))
-        .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw::<L>))
+        .route(
+            "/v1/approvals/{id}/withdraw",
+            post(approvals::withdraw::<L>),
+        )
         .route("/v1/events", get(events::<L>).post(custom_event::<L>))
         .route("/v1/events/batch", post(custom_batch::<L>))
         .route("/v1/snapshot", get(snapshot::<L>))

@@ -150,9 +150,10 @@ pub(crate) async fn approvals(base: &Client, cmd: ApprovalsCmd, json: bool) -> R
             policy,
         } => {
             let file = policy.unwrap_or_else(|| {
-                base.socket()
-                    .parent()
-                    .map_or_else(|| PathBuf::from("approvals.toml"), |d| d.join("approvals.toml"))
+                base.socket().parent().map_or_else(
+                    || PathBuf::from("approvals.toml"),
+                    |d| d.join("approvals.toml"),
+                )
             });
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -202,9 +203,8 @@ pub(crate) async fn approvals(base: &Client, cmd: ApprovalsCmd, json: bool) -> R
 }
 
 async fn decide(base: &Client, d: Decide, verdict: Verdict, json: bool) -> Result<ExitCode> {
-    let by = d
-        .by
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()));
+    let by =
+        d.by.or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()));
     let client = match &d.as_session {
         Some(_) => base.clone().with_token(d.token.clone()),
         None => base
@@ -292,7 +292,9 @@ fn log_row(a: &Approval) -> Vec<String> {
         d.map_or("-", |d| d.decision.as_str()).to_string(),
         d.map_or_else(String::new, |d| d.by.clone()),
         d.map_or_else(String::new, |d| d.via.clone()),
-        d.map_or_else(String::new, |d| format!("{:.1}s", d.waited_ms as f64 / 1000.0)),
+        d.map_or_else(String::new, |d| {
+            format!("{:.1}s", d.waited_ms as f64 / 1000.0)
+        }),
         d.and_then(|d| d.rule.clone()).unwrap_or_default(),
     ]
 }

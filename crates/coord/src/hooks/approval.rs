@@ -50,11 +50,14 @@ impl Run {
                 return None;
             }
         };
-        let first = tokio::time::timeout(super::run::DAEMON_BUDGET, self.ask(&me, event, asked)).await;
+        let first =
+            tokio::time::timeout(super::run::DAEMON_BUDGET, self.ask(&me, event, asked)).await;
         let a = match first {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
-                eprintln!("coord hook: could not ask for an approval ({e:#}); the terminal decides");
+                eprintln!(
+                    "coord hook: could not ask for an approval ({e:#}); the terminal decides"
+                );
                 return None;
             }
             Err(_) => {
@@ -64,7 +67,10 @@ impl Run {
         };
         let decided = match a.decision.is_some() {
             true => a,
-            false => match self.wait(&me, &a, wait.saturating_sub(started.elapsed())).await {
+            false => match self
+                .wait(&me, &a, wait.saturating_sub(started.elapsed()))
+                .await
+            {
                 Some(a) => a,
                 None => return None,
             },
@@ -72,7 +78,12 @@ impl Run {
         answer(&decided)
     }
 
-    async fn ask(&self, me: &coord_client::Client, event: &HookEvent, asked: &Asked<'_>) -> Result<Approval> {
+    async fn ask(
+        &self,
+        me: &coord_client::Client,
+        event: &HookEvent,
+        asked: &Asked<'_>,
+    ) -> Result<Approval> {
         let cwd = event.cwd.clone().unwrap_or_else(|| "/".into());
         let paths: Vec<String> = asked
             .edits
@@ -121,7 +132,12 @@ impl Run {
     /// Waits up to `budget` for the decision; on running out, withdraws
     /// the request as `expired` (the terminal decides). `None`: no
     /// decision for the agent.
-    async fn wait(&self, me: &coord_client::Client, a: &Approval, budget: Duration) -> Option<Approval> {
+    async fn wait(
+        &self,
+        me: &coord_client::Client,
+        a: &Approval,
+        budget: Duration,
+    ) -> Option<Approval> {
         let deadline = Instant::now() + budget;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -142,7 +158,10 @@ impl Run {
                     return None;
                 }
                 Ok(Err(e)) => {
-                    eprintln!("coord hook: waiting for approval {} failed ({e}); the terminal decides", a.approval_id);
+                    eprintln!(
+                        "coord hook: waiting for approval {} failed ({e}); the terminal decides",
+                        a.approval_id
+                    );
                     return None;
                 }
                 Err(_) => continue,
@@ -230,14 +249,27 @@ mod tests {
 
     #[test]
     fn decisions_in_the_agents_format() {
-        let allow: Value = serde_json::from_str(&answer(&decided(Decision::Allow, "")).expect("allow")).expect("json");
-        assert_eq!(allow["hookSpecificOutput"]["hookEventName"], "PermissionRequest");
+        let allow: Value =
+            serde_json::from_str(&answer(&decided(Decision::Allow, "")).expect("allow"))
+                .expect("json");
+        assert_eq!(
+            allow["hookSpecificOutput"]["hookEventName"],
+            "PermissionRequest"
+        );
         assert_eq!(allow["hookSpecificOutput"]["decision"]["behavior"], "allow");
-        let deny: Value = serde_json::from_str(&answer(&decided(Decision::Deny, "use src2/")).expect("deny")).expect("json");
+        let deny: Value =
+            serde_json::from_str(&answer(&decided(Decision::Deny, "use src2/")).expect("deny"))
+                .expect("json");
         assert_eq!(deny["hookSpecificOutput"]["decision"]["behavior"], "deny");
-        assert_eq!(deny["hookSpecificOutput"]["decision"]["message"], "use src2/");
+        assert_eq!(
+            deny["hookSpecificOutput"]["decision"]["message"],
+            "use src2/"
+        );
         for d in [Decision::Ask, Decision::Expired, Decision::Withdrawn] {
-            assert!(answer(&decided(d, "")).is_none(), "{d:?} leaves it to the terminal");
+            assert!(
+                answer(&decided(d, "")).is_none(),
+                "{d:?} leaves it to the terminal"
+            );
         }
     }
 }

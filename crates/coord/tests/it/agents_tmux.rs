@@ -33,7 +33,7 @@ fn state(d: &Daemon) -> String {
 
 /// `HOME` for an interactive Claude Code that asks nothing before work:
 /// onboarding done, the test key approved, the project trusted.
-fn quiet_home(home: &Path, repo: &Path) {
+pub(crate) fn quiet_home(home: &Path, repo: &Path) {
     std::fs::create_dir_all(home).expect("home");
     let mut projects = serde_json::Map::new();
     projects.insert(
@@ -54,7 +54,7 @@ fn quiet_home(home: &Path, repo: &Path) {
 
 /// Types a prompt once the input box shows it (keys sent while the TUI
 /// starts are lost), then Enter.
-fn type_prompt(tmux: &Tmux, prompt: &str) {
+pub(crate) fn type_prompt(tmux: &Tmux, prompt: &str) {
     let screen = || {
         String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", "a"]).stdout).into_owned()
     };

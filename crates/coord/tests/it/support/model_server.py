@@ -11,6 +11,9 @@ JSON score it asks for).
 Usage: model_server.py SCRIPT.json PORT_FILE LOG.jsonl
 
 SCRIPT.json: {"tool": {"name": "Write", "input": {...}} | null,
+              "by_prompt": [["keyword", {"name": ..., "input": ...}], ...]
+                  (Claude Code: the first whose keyword is in the prompt
+                  decides the tool call; else "tool"),
               "shell": "command for Codex's exec_command" | null,
               "call": {"name": "write_file", "args": {...}} | null  (Gemini),
               "wait_for": "a file whose existence releases that call" | null,
@@ -63,13 +66,25 @@ def answer(block, stop):
     return out
 
 
+def last_message(body):
+    """The last message that is not the agent's own system note (Claude
+    Code 2.1 appends its environment as a trailing `system` message)."""
+    msgs = [m for m in body.get("messages") or [] if m.get("role") != "system"]
+    return msgs[-1] if msgs else {}
+
+
 def last_is_tool_result(body):
-    msgs = body.get("messages") or []
-    if not msgs:
-        return False
-    content = msgs[-1].get("content")
+    content = last_message(body).get("content")
     return isinstance(content, list) and any(
         isinstance(c, dict) and c.get("type") == "tool_result" for c in content)
+
+
+def last_text(body):
+    """The text of the last message (a prompt and what the agent added)."""
+    content = last_message(body).get("content")
+    if isinstance(content, str):
+        return content
+    return " ".join(c.get("text", "") for c in content or [] if isinstance(c, dict))
 
 
 def responses(body):
@@ -176,6 +191,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         tool = SCRIPT.get("tool")
+        prompt = last_text(body)
+        for keyword, t in SCRIPT.get("by_prompt") or []:
+            if keyword in prompt:
+                tool = t
+                break
         if body.get("tools") and tool and not last_is_tool_result(body):
             data = answer({"type": "tool_use", **tool}, "tool_use")
         else:
