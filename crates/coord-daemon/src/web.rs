@@ -178,6 +178,7 @@ async fn guard<L: EventLog + Clone>(
                 && !csrf.is_empty()
                 && tokens::same(csrf, &l.csrf))
             {
+                app.metrics.web_refused.inc();
                 return ApiError::new(
                     ErrorCode::AdminRequired,
                     "over HTTP a write needs the admin token in the Coord-Admin-Token header; a login only reads, and an approver login decides approvals only with its Coord-Csrf secret",

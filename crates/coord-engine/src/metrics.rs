@@ -63,6 +63,10 @@ pub struct Metrics {
     /// Writes this daemon sent to its log's leader instead of appending
     /// them (shared log, follower).
     pub forwarded: Counter,
+    /// Dashboard requests (HTTP/TCP) refused before any route: writes
+    /// without the admin token, decisions without an approver's CSRF
+    /// secret (a forged cross-site request lands here).
+    pub web_refused: Counter,
     /// Writes per commit.
     pub batch_size: Histogram,
     /// Time of one append (the store's transaction), seconds.
@@ -104,6 +108,7 @@ impl Default for Metrics {
             counts: Arc::new(Counts::default()),
             conflicts: Counter::default(),
             forwarded: Counter::default(),
+            web_refused: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             commit_seconds: latency(),
             requests: Family::new_with_constructor(latency),
@@ -132,6 +137,11 @@ impl Default for Metrics {
             "coord_forwarded_writes",
             "Writes sent to the log's leader daemon instead of appended here (shared log)",
             m.forwarded.clone(),
+        );
+        r.register(
+            "coord_web_refused_writes",
+            "Dashboard writes refused before any route: no admin token, or a decision without an approver's CSRF secret",
+            m.web_refused.clone(),
         );
         r.register(
             "coord_commit_batch_size",

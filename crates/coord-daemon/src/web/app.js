@@ -5,9 +5,12 @@
 const KINDS = ["session.register", "session.heartbeat", "session.dereg", "session.state", "session.probe_error",
   "session.report", "lock.acquire", "lock.wait", "lock.wait_cancel", "lock.release", "lock.delegate",
   "inbox.deliver", "inbox.ack", "dispatch.issue", "dispatch.ack", "dispatch.complete",
-  "dispatch.cancel", "dispatch.reassign", "dispatch.orphan"];
+  "dispatch.cancel", "dispatch.reassign", "dispatch.orphan", "approval.request", "approval.decide"];
 const GLYPH = {starting:"+", active:"●", idle:"○", needs_input:"!", stale:"?", dead:"✗"};
 const $ = (id) => document.getElementById(id);
+// Who this login is (GET /v1/ui/me): an approver gets allow/deny buttons
+// and sends its CSRF secret with each decision (PROTOCOL §13, §14).
+let me = {role: "viewer"};
 let view = null, head = 0, snapSeq = 0, tail = [], refreshing = false, again = false, lost = null;
 
 function age(ms) {
@@ -42,6 +45,29 @@ function render() {
     tr.append(td(GLYPH[s.state] + " " + s.state, "state s-" + s.state), td(s.session_id), td(s.role), td(s.task),
               phase, td(age(now - at)), td(String(held[s.session_id] || 0)),
               td(String((view.inboxes[s.session_id] || []).length)));
+    return tr;
+  }));
+  const pending = Object.values(view.approvals || {}).sort((a, b) => a.requested_seq - b.requested_seq);
+  rows($("approvals"), pending.map((a) => {
+    const tr = document.createElement("tr");
+    tr.tabIndex = 0;
+    tr.dataset.approval = a.approval_id;
+    tr.className = "needs";
+    const act = document.createElement("td");
+    if (me.role === "approver" || me.role === "admin") {
+      for (const [verdict, label] of [["allow", "Allow"], ["deny", "Deny"]]) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = label;
+        b.className = "decide " + verdict;
+        b.addEventListener("click", () => decide(a.approval_id, verdict));
+        act.append(b);
+      }
+    } else {
+      act.textContent = "view only";
+      act.className = "dim";
+    }
+    tr.append(td(a.approval_id), td(a.session_id), td(a.summary), td(age(now - Date.parse(a.requested_at))), act);
     return tr;
   }));
   rows($("locks"), Object.values(view.locks).map((l) => {
@@ -81,6 +107,26 @@ async function refresh() {
   }
 }
 
+async function decide(id, verdict) {
+  const body = {decision: verdict};
+  if (verdict === "deny") {
+    const why = window.prompt("Why? (the agent's model reads it)", "");
+    if (why === null) return;
+    body.reason = why;
+  }
+  const r = await fetch("/v1/approvals/" + encodeURIComponent(id) + "/decide", {
+    method: "POST", credentials: "same-origin",
+    headers: {"content-type": "application/json", "coord-csrf": me.csrf || ""},
+    body: JSON.stringify(body),
+  });
+  if (!r.ok) {
+    const e = await r.json().catch(() => ({}));
+    $("banner").textContent = "Not decided: " + ((e.error && e.error.message) || r.status);
+    $("banner").className = "on";
+  }
+  refresh();
+}
+
 function notify(e) {
   if (e.tx_kind !== "session.state" || !e.payload || e.payload.to !== "needs_input") return;
   if ("Notification" in window && Notification.permission === "granted") {
@@ -112,5 +158,8 @@ function connect() {
 
 $("notify").addEventListener("click", () => { if ("Notification" in window) Notification.requestPermission(); });
 $("filter").addEventListener("input", render);
+fetch("/v1/ui/me", {credentials: "same-origin"}).then((r) => r.ok ? r.json() : {role: "viewer"})
+  .then((m) => { me = m; $("role").textContent = "(" + (m.name ? m.name + ", " : "") + m.role + ")"; render(); })
+  .catch(() => {});
 refresh().then(connect);
 setInterval(render, 1000);

@@ -50,3 +50,4 @@ mod truth_cursors;
 mod untruths;
 mod verify;
 mod web;
+mod web_approvals;
