@@ -10,6 +10,7 @@
 //! It redraws only when something changed: an event, a key, the connection,
 //! or the once-a-second tick that moves the ages on screen.
 
+pub mod approvals;
 pub mod model;
 pub mod render;
 
@@ -44,6 +45,8 @@ enum Feed {
     Detail(String, Vec<coord_proto::Event>),
     /// Every live session's lease, renewals included.
     Leases(std::collections::BTreeMap<String, coord_proto::view::Lease>),
+    /// How a decision made with a key went.
+    Notice(String),
 }
 
 /// Runs the view until `q`.
@@ -101,6 +104,9 @@ pub(crate) async fn run(client: Client, args: TopArgs) -> Result<std::process::E
                         let outcome = model.key(key);
                         if let (Some(sid), true) = (&model.detail, model.detail != before) {
                             tokio::spawn(session_history(client.clone(), sid.clone(), feed_tx.clone()));
+                        }
+                        for d in model.decisions.drain(..) {
+                            tokio::spawn(send_decision(client.clone(), d, feed_tx.clone()));
                         }
                         match outcome {
                             Outcome::Quit => return Ok(()),
@@ -189,7 +195,42 @@ fn apply_feed(model: &mut Model, f: Feed) {
         Feed::Lost(why) => model.lost(Timestamp::now().as_millis(), why),
         Feed::Detail(sid, events) => model.detail_events = Some((sid, events)),
         Feed::Leases(l) => model.leases = l,
+        Feed::Notice(n) => model.notice = Some(n),
     }
+}
+
+/// Sends a decision made in the approvals pane, with the admin token, and
+/// says how it went.
+async fn send_decision(client: Client, d: approvals::Decision, tx: mpsc::Sender<Feed>) {
+    let by = std::env::var("USER").ok().filter(|u| !u.is_empty());
+    let sent = async {
+        let token = crate::args::admin_token(client.socket())?;
+        let a = client
+            .with_admin_token(Some(token))
+            .decide_approval(
+                &d.approval_id,
+                &coord_proto::api::DecideRequest {
+                    decision: d.verdict,
+                    reason: d.reason.clone(),
+                    by,
+                    session_id: None,
+                    tx_id: None,
+                },
+            )
+            .await?;
+        anyhow::Ok(a)
+    }
+    .await;
+    let note = match sent {
+        Ok(a) => format!(
+            "{} {} ({})",
+            a.decision.as_ref().map_or("?", |x| x.decision.as_str()),
+            a.approval_id,
+            a.summary
+        ),
+        Err(e) => format!("not decided: {e:#}"),
+    };
+    let _ = tx.send(Feed::Notice(note)).await;
 }
 
 /// How often the view asks for the leases (the HB column's resolution).

@@ -28,11 +28,19 @@ pub enum Pane {
     Work,
     /// The live tail of events.
     Events,
+    /// Pending approvals, with a key per decision.
+    Approvals,
 }
 
 impl Pane {
     /// Every pane, in tab order.
-    pub const ALL: [Pane; 4] = [Pane::Sessions, Pane::Locks, Pane::Work, Pane::Events];
+    pub const ALL: [Pane; 5] = [
+        Pane::Sessions,
+        Pane::Locks,
+        Pane::Work,
+        Pane::Events,
+        Pane::Approvals,
+    ];
 
     /// Its tab title.
     pub fn title(self) -> &'static str {
@@ -41,6 +49,7 @@ impl Pane {
             Pane::Locks => "Locks",
             Pane::Work => "Orders & inboxes",
             Pane::Events => "Events",
+            Pane::Approvals => "Approvals",
         }
     }
 }
@@ -134,6 +143,14 @@ pub struct Model {
     /// /v1/sessions`): bare renewals are not events, so only this tells
     /// when a lease was last renewed.
     pub leases: BTreeMap<String, coord_proto::view::Lease>,
+    /// Selected row of the approvals pane.
+    pub approval_selected: usize,
+    /// A deny's reason being typed.
+    pub reason: Option<String>,
+    /// Decisions made with keys, for the caller to send.
+    pub decisions: Vec<super::approvals::Decision>,
+    /// How the last decision went (the caller's word).
+    pub notice: Option<String>,
 }
 
 impl Model {
@@ -157,6 +174,10 @@ impl Model {
             bells: 0,
             detail_events: None,
             leases: BTreeMap::new(),
+            approval_selected: 0,
+            reason: None,
+            decisions: Vec::new(),
+            notice: None,
         }
     }
 
@@ -310,6 +331,11 @@ impl Model {
             }
             return Outcome::Redraw;
         }
+        if self.pane == Pane::Approvals && self.detail.is_none() && !self.help {
+            if let Some(o) = super::approvals::key(self, k) {
+                return o;
+            }
+        }
         if self.help {
             self.help = false;
             return match k {
@@ -323,8 +349,8 @@ impl Model {
             Key::Esc if self.detail.is_some() => self.detail = None,
             Key::Esc if self.filter.is_some() => self.filter = None,
             Key::Tab => self.pane = next_pane(self.pane, 1),
-            Key::BackTab => self.pane = next_pane(self.pane, 3),
-            Key::Char(c @ '1'..='4') => {
+            Key::BackTab => self.pane = next_pane(self.pane, Pane::ALL.len() - 1),
+            Key::Char(c @ '1'..='5') => {
                 self.pane = Pane::ALL[(c as usize) - ('1' as usize)];
                 self.detail = None;
             }

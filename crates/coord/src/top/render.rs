@@ -98,10 +98,11 @@ pub fn draw(f: &mut Frame, m: &Model, now: Timestamp, theme: Theme) {
         (None, Pane::Locks) => draw_locks(f, body, m, now),
         (None, Pane::Work) => draw_work(f, body, m, now),
         (None, Pane::Events) => draw_events(f, body, m),
+        (None, Pane::Approvals) => super::approvals::draw(f, body, m, now),
     }
     let hint = match &m.editing {
         Some(t) => format!("filter (kind glob, session or resource): {t}_   Enter apply · Esc cancel"),
-        None => "q quit · ? keys · Tab/1-4 panes · ↑↓ select · Enter detail · t tree · / filter · p pause"
+        None => "q quit · ? keys · Tab/1-5 panes · ↑↓ select · Enter detail · t tree · / filter · p pause"
             .to_string(),
     };
     f.render_widget(Paragraph::new(hint), footer);
@@ -136,6 +137,12 @@ fn draw_title(f: &mut Frame, area: Rect, m: &Model, now: Timestamp, theme: Theme
         v.locks.len(),
         v.orders.len()
     )));
+    if !v.approvals.is_empty() {
+        spans.push(Span::styled(
+            format!("  approvals {} (5)", v.approvals.len()),
+            theme.fg(Color::Magenta).add_modifier(Modifier::BOLD),
+        ));
+    }
     if m.link == Link::Connecting {
         spans.push(Span::styled(
             "  connecting…",
@@ -464,7 +471,8 @@ fn draw_help(f: &mut Frame, area: Rect) {
     let text = [
         "q        quit",
         "?        this help (any key closes it)",
-        "Tab 1-4  sessions, locks, orders & inboxes, events",
+        "Tab 1-5  sessions, locks, orders, events, approvals",
+        "a d x    approvals: allow, deny (type why), ask terminal",
         "↑ ↓ j k  select a session",
         "Enter    the selected session's detail (Esc back)",
         "t        sessions as a tree (children under parents)",

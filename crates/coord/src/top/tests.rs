@@ -327,3 +327,76 @@ fn hb_shows_the_last_renewal_not_the_last_logged_heartbeat() {
     s.model.leases.clear();
     assert_eq!(hb(&s.screen(100, 10, false)), "2m");
 }
+
+#[test]
+fn approvals_pane_decides_with_a_key_per_decision() {
+    let mut s = Script::fleet();
+    let sid = s
+        .model
+        .state
+        .view
+        .sessions
+        .keys()
+        .next()
+        .expect("a session")
+        .clone();
+    for (i, what) in ["src/db.rs", "src/lib.rs"].iter().enumerate() {
+        s.run(
+            2,
+            Command::RequestApproval {
+                session_id: sid.clone(),
+                request: coord_proto::approval::ApprovalRequest {
+                    approval_id: format!("ap-000000000000000{i}"),
+                    agent: "claude".into(),
+                    tool: "Write".into(),
+                    summary: format!("Write {what}"),
+                    paths: vec![what.to_string()],
+                    command: None,
+                    cwd: None,
+                    tool_use_id: None,
+                    input_bytes: 10,
+                },
+                policy: None,
+            },
+        );
+    }
+    s.model.key(Key::Char('5'));
+    assert_eq!(s.model.pane, Pane::Approvals);
+    let screen = s.screen(100, 12, true);
+    assert!(screen.contains("approvals 2 (5)"), "{screen}");
+    insta::assert_snapshot!(screen);
+    s.model.key(Key::Char('a'));
+    s.model.key(Key::Down);
+    s.model.key(Key::Char('d'));
+    for c in "use src2/".chars() {
+        s.model.key(Key::Char(c));
+    }
+    assert!(s
+        .screen(100, 12, true)
+        .contains("deny, because: use src2/_"));
+    s.model.key(Key::Enter);
+    let sent: Vec<(String, coord_proto::api::Verdict, String)> = s
+        .model
+        .decisions
+        .drain(..)
+        .map(|d| (d.approval_id, d.verdict, d.reason))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "ap-0000000000000000".into(),
+                coord_proto::api::Verdict::Allow,
+                String::new()
+            ),
+            (
+                "ap-0000000000000001".into(),
+                coord_proto::api::Verdict::Deny,
+                "use src2/".into()
+            ),
+        ]
+    );
+    // Keys of other panes still work from here.
+    s.model.key(Key::Char('1'));
+    assert_eq!(s.model.pane, Pane::Sessions);
+}

@@ -46,10 +46,17 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     // An agent's hooks: a session, then a permission request that waits.
     let hook = |payload: serde_json::Value| {
         let mut c = coord_cmd();
-        c.args(["--socket", d.socket.to_str().expect("utf8"), "hook", "claude", "--approval-wait", "120s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args([
+            "--socket",
+            d.socket.to_str().expect("utf8"),
+            "hook",
+            "claude",
+            "--approval-wait",
+            "120s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().expect("coord hook");
         child
             .stdin
@@ -59,7 +66,9 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
             .expect("write");
         child
     };
-    let started = hook(serde_json::json!({"hook_event_name": "SessionStart", "session_id": "w-1", "cwd": "/tmp"}));
+    let started = hook(
+        serde_json::json!({"hook_event_name": "SessionStart", "session_id": "w-1", "cwd": "/tmp"}),
+    );
     assert!(started.wait_with_output().expect("hook").status.success());
     let waiting = hook(serde_json::json!({
         "hook_event_name": "PermissionRequest", "session_id": "w-1", "cwd": "/tmp",
@@ -68,7 +77,10 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     let mut id = String::new();
     wait_until("a pending approval", Duration::from_secs(20), || {
         let list = d.http("GET", "/v1/approvals", &[], None).json();
-        id = list["approvals"][0]["approval_id"].as_str().unwrap_or("").to_string();
+        id = list["approvals"][0]["approval_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         !id.is_empty()
     });
     let pending = || {
@@ -80,14 +92,18 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     // Refused decisions, as the daemon counted them (so the forged
     // requests below are seen to arrive, and to be refused).
     let refused = || -> u64 {
-        let text = String::from_utf8_lossy(&d.http("GET", "/v1/metrics", &[], None).body).into_owned();
+        let text =
+            String::from_utf8_lossy(&d.http("GET", "/v1/metrics", &[], None).body).into_owned();
         text.lines()
             .filter(|l| l.starts_with("coord_web_refused_writes_total "))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
     let viewer_url = d.ok(&["ui"]).trim().to_string();
-    let approver_url = d.ok(&["ui", "--approver", "--name", "alice"]).trim().to_string();
+    let approver_url = d
+        .ok(&["ui", "--approver", "--name", "alice"])
+        .trim()
+        .to_string();
 
     // The attacker's page: another origin on the same site (another port
     // of 127.0.0.1), so a SameSite cookie rides along.
@@ -103,7 +119,13 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     .expect("evil page");
     let evil_port = free_port();
     let mut evil_server = Command::new("python3")
-        .args(["-m", "http.server", &evil_port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &evil_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .current_dir(evil.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -218,11 +240,19 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     let out = waiting.wait_with_output().expect("hook");
     let said: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("the hook's answer is JSON");
-    assert_eq!(said["hookSpecificOutput"]["decision"]["behavior"], "allow", "{said}");
-    let a = d.http("GET", &format!("/v1/approvals/{id}"), &[], None).json();
+    assert_eq!(
+        said["hookSpecificOutput"]["decision"]["behavior"], "allow",
+        "{said}"
+    );
+    let a = d
+        .http("GET", &format!("/v1/approvals/{id}"), &[], None)
+        .json();
     assert_eq!(a["decision"]["by"], "alice", "{a}");
     let via = a["decision"]["via"].as_str().unwrap_or("");
-    assert!(via.starts_with("web v-") && via.contains(" from 127.0.0.1:"), "{via}");
+    assert!(
+        via.starts_with("web v-") && via.contains(" from 127.0.0.1:"),
+        "{via}"
+    );
     let decides: Vec<_> = d
         .all_events()
         .into_iter()
@@ -234,12 +264,19 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     // is refused, as is the viewer secret as a bearer token.
     let login = d.ok(&["--json", "ui", "--approver"]);
     let login: serde_json::Value = serde_json::from_str(&login).expect("json");
-    let path = login["url"].as_str().expect("url").trim_start_matches(&format!("http://{addr}")).to_string();
+    let path = login["url"]
+        .as_str()
+        .expect("url")
+        .trim_start_matches(&format!("http://{addr}"))
+        .to_string();
     let (code, answer) = raw(&addr, &format!("GET {path} HTTP/1.1"), "");
     assert_eq!(code, 303, "{answer}");
     let cookie = answer
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: coord_view=").or_else(|| l.strip_prefix("Set-Cookie: coord_view=")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: coord_view=")
+                .or_else(|| l.strip_prefix("Set-Cookie: coord_view="))
+        })
         .and_then(|v| v.split(';').next())
         .expect("a cookie")
         .to_string();
@@ -250,16 +287,28 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
     let mut second = String::new();
     wait_until("a second pending approval", Duration::from_secs(20), || {
         let list = d.http("GET", "/v1/approvals", &[], None).json();
-        second = list["approvals"][0]["approval_id"].as_str().unwrap_or("").to_string();
+        second = list["approvals"][0]["approval_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         !second.is_empty()
     });
-    let head = format!("POST /v1/approvals/{second}/decide HTTP/1.1\r\nCookie: coord_view={cookie}");
+    let head =
+        format!("POST /v1/approvals/{second}/decide HTTP/1.1\r\nCookie: coord_view={cookie}");
     let (code, body) = raw(&addr, &head, r#"{"decision":"deny","reason":"no"}"#);
     assert_eq!(code, 403, "no CSRF secret: {body}");
     assert!(body.contains("admin_required"), "{body}");
-    let (code, body) = raw(&addr, &format!("{head}\r\nCoord-Csrf: wrong"), r#"{"decision":"deny","reason":"no"}"#);
+    let (code, body) = raw(
+        &addr,
+        &format!("{head}\r\nCoord-Csrf: wrong"),
+        r#"{"decision":"deny","reason":"no"}"#,
+    );
     assert_eq!(code, 403, "a wrong CSRF secret: {body}");
-    let (code, me) = raw(&addr, &format!("GET /v1/ui/me HTTP/1.1\r\nCookie: coord_view={cookie}"), "");
+    let (code, me) = raw(
+        &addr,
+        &format!("GET /v1/ui/me HTTP/1.1\r\nCookie: coord_view={cookie}"),
+        "",
+    );
     assert_eq!(code, 200, "{me}");
     let csrf = me
         .split("\"csrf\":\"")
@@ -267,9 +316,16 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
         .and_then(|r| r.split('"').next())
         .expect("the login's CSRF secret")
         .to_string();
-    let (code, body) = raw(&addr, &format!("{head}\r\nCoord-Csrf: {csrf}"), r#"{"decision":"deny","reason":"not on Fridays"}"#);
+    let (code, body) = raw(
+        &addr,
+        &format!("{head}\r\nCoord-Csrf: {csrf}"),
+        r#"{"decision":"deny","reason":"not on Fridays"}"#,
+    );
     assert_eq!(code, 200, "the cookie and its CSRF secret: {body}");
     let out = waiting.wait_with_output().expect("hook");
     let said: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(said["hookSpecificOutput"]["decision"]["message"], "not on Fridays", "{said}");
+    assert_eq!(
+        said["hookSpecificOutput"]["decision"]["message"], "not on Fridays",
+        "{said}"
+    );
 }
