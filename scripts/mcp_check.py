@@ -5,7 +5,9 @@
 Checks: initialize and the tool list; a lock taken through MCP shows in
 `coord lock list`; a second MCP server contending for it gets a tool error
 naming the holder; a client subscribed to coord://inbox is told at once when
-mail arrives, and reads it; when the client goes away the session ends.
+mail arrives, and reads it; when the client goes away the session ends; a
+coordinating agent lists and decides its own children's permission prompts
+(approvals) and no one else's.
 
 Usage: scripts/mcp_check.py PATH-TO-COORD
 """
@@ -27,6 +29,7 @@ WANT_TOOLS = {
     "status", "session_list", "lock_acquire", "lock_release", "lock_list",
     "send", "inbox", "inbox_ack", "dispatch_list", "dispatch_ack",
     "dispatch_complete", "dispatch_wait", "events", "report",
+    "approvals", "approval_decide",
 }
 
 
@@ -152,7 +155,63 @@ async def main(socket):
     while "wrapped" in live_sessions(socket):
         assert time.monotonic() < deadline, "the wrapper's session outlived its MCP server"
         time.sleep(0.05)
-    print("mcp: initialize, tools, locks, contention, push, report, adoption and session end all checked")
+    await coordinator(socket)
+    print("mcp: initialize, tools, locks, contention, push, report, adoption, session end and approvals all checked")
+
+
+def hook(socket, payload, parent=None):
+    """Runs `coord hook claude` with one payload; returns the process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COORD_")}
+    env.update(COORD_SOCKET=socket)
+    if parent:
+        env["COORD_SESSION"] = parent
+    p = subprocess.Popen([COORD, "hook", "claude", "--approval-wait", "60s"], env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write(json.dumps(payload))
+    p.stdin.close()
+    p.stdin = None
+    return p
+
+
+async def coordinator(socket):
+    """A coordinator decides its child's permission prompt over MCP, and
+    cannot decide a stranger's."""
+    async with stdio_client(server(socket, "boss")) as (r, w):
+        async with ClientSession(r, w) as boss:
+            await boss.initialize()
+            asks = []
+            for sid, parent, cmd in [("kid", "boss", "cargo test"), ("stranger", None, "rm -rf /")]:
+                start = {"hook_event_name": "SessionStart", "session_id": sid, "cwd": "/tmp"}
+                assert hook(socket, start, parent).wait(timeout=30) == 0
+                ask = {"hook_event_name": "PermissionRequest", "session_id": sid, "cwd": "/tmp",
+                       "tool_name": "Bash", "tool_input": {"command": cmd}}
+                asks.append(hook(socket, ask, parent))
+            deadline = time.monotonic() + 30
+            while len(coord(socket, "approvals", "list")["approvals"]) < 2:
+                assert time.monotonic() < deadline, "the approvals never showed"
+                time.sleep(0.05)
+            pending = {a["session_id"]: a["approval_id"] for a in coord(socket, "approvals", "list")["approvals"]}
+            r = await boss.call_tool("approvals", {})
+            assert not r.is_error, text_of(r)
+            mine = [a["session_id"] for a in r.structured_content["approvals"]]
+            assert mine == ["claude-kid"], r.structured_content
+            r = await boss.call_tool("approval_decide", {"approval_id": pending["claude-stranger"], "decision": "allow"})
+            assert r.is_error and "not_child" in text_of(r), text_of(r)
+            r = await boss.call_tool("approval_decide", {"approval_id": pending["claude-kid"], "decision": "allow"})
+            assert not r.is_error, text_of(r)
+            out, _ = asks[0].communicate(timeout=30)
+            said = json.loads(out)
+            assert said["hookSpecificOutput"]["decision"]["behavior"] == "allow", said
+            decided = coord(socket, "approvals", "show", pending["claude-kid"])["decision"]
+            assert decided["by"] == "session:boss" and decided["via"] == "mcp", decided
+            # The stranger's prompt is still pending; its hook gives up when
+            # the approval is withdrawn (its session ends).
+            assert [a["session_id"] for a in coord(socket, "approvals", "list")["approvals"]] == ["claude-stranger"]
+            end = {"hook_event_name": "SessionEnd", "session_id": "stranger", "cwd": "/tmp"}
+            assert hook(socket, end).wait(timeout=30) == 0
+            out, _ = asks[1].communicate(timeout=30)
+            assert out.strip() == "", f"a withdrawn approval leaves the terminal to decide: {out!r}"
+            print("mcp: a coordinator decided its child's permission prompt, and not a stranger's")
 
 
 if __name__ == "__main__":

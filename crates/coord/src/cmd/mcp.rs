@@ -54,9 +54,9 @@ const ORDERS: &str = "coord://orders";
 
 /// The MCP server: a client acting for one session.
 #[derive(Clone)]
-struct CoordMcp {
-    client: Client,
-    session: String,
+pub(super) struct CoordMcp {
+    pub(super) client: Client,
+    pub(super) session: String,
     subscribed: Arc<Mutex<BTreeSet<String>>>,
     tool_router: ToolRouter<Self>,
 }
@@ -183,7 +183,7 @@ fn done(words: String, data: Value) -> CallToolResult {
 
 /// The answer to a tool call: `words` about what the daemon answered (and
 /// the answer itself as structured content), or the refusal.
-fn reply<T: serde::Serialize>(
+pub(super) fn reply<T: serde::Serialize>(
     answer: Result<T, ClientError>,
     words: impl FnOnce(&T) -> String,
 ) -> Result<CallToolResult, ErrorData> {
@@ -665,7 +665,7 @@ pub(crate) async fn mcp(base: &Client, args: McpArgs) -> Result<ExitCode> {
         client: client.clone(),
         session: session.clone(),
         subscribed: Arc::new(Mutex::new(BTreeSet::new())),
-        tool_router: CoordMcp::tool_router(),
+        tool_router: CoordMcp::tool_router() + CoordMcp::approvals_router(),
     };
     let subscribed = server.subscribed.clone();
     let running = server

@@ -11,6 +11,7 @@ pub(crate) mod guard;
 pub(crate) mod inbox;
 pub(crate) mod lock;
 pub(crate) mod mcp;
+mod mcp_approvals;
 mod mcp_args;
 pub(crate) mod sentinel;
 pub(crate) mod service;
