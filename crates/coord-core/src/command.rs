@@ -294,6 +294,19 @@ pub enum Command {
         /// The asking session itself withdrawing its own request.
         requester: Option<String>,
     },
+    /// A session has waited for a human past the daemon's threshold
+    /// (sent by the daemon's notifier, with the clock's reading).
+    Notify {
+        /// The waiting session.
+        session_id: String,
+        /// The approval it waits on; `None`: its `needs_input` spell.
+        approval_id: Option<String>,
+        /// Since when it waits (the approval's `requested_at`, or the
+        /// session's `state_since`): a later spell is another notice.
+        since: Timestamp,
+        /// How long it has waited, ms.
+        waited_ms: u64,
+    },
     /// Publish an `x.*` event.
     Custom {
         /// Kind.

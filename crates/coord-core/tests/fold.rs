@@ -251,6 +251,14 @@ fn command() -> impl Strategy<Value = Command> {
                 requester: None,
             }
         }),
+        (sid(), proptest::option::of("ap-[0-2]"), 0i64..40).prop_map(|(s, a, since)| {
+            Command::Notify {
+                session_id: s,
+                approval_id: a,
+                since: Timestamp(since),
+                waited_ms: 30_000,
+            }
+        }),
         ("[a-z.]{0,6}", proptest::option::of(sid())).prop_map(|(k, s)| Command::Custom {
             kind: format!("x.{k}"),
             body: serde_json::Map::new(),
@@ -309,6 +317,23 @@ fn fold(log: &[Event]) -> State {
 }
 
 fn check_invariants(state: &State) {
+    // A notice is never repeated: each approval and each needs_input spell
+    // is notified at most once (validate refuses a second one).
+    for a in state.view.approvals.values() {
+        if a.notified {
+            let again = Command::Notify {
+                session_id: a.session_id.clone(),
+                approval_id: Some(a.approval_id.clone()),
+                since: a.requested_at,
+                waited_ms: 1,
+            };
+            assert!(
+                validate(state, &again).is_ok_and(|o| o.drafts.is_empty()),
+                "approval {} notified twice",
+                a.approval_id
+            );
+        }
+    }
     // No approval is pending for a session that ended, and none is both
     // pending and decided.
     for a in state.view.approvals.values() {

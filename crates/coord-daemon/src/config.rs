@@ -71,6 +71,9 @@ pub struct Config {
     /// The approvals policy (PROTOCOL §14); `None`: `approvals.toml`
     /// beside the socket.
     pub approvals: Option<PathBuf>,
+    /// A session waiting for a human (a pending approval, `needs_input`)
+    /// this long gets one `session.notify`; `None`: never.
+    pub notify_after: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             daemon_lease_ms: 10_000,
             http: None,
             approvals: None,
+            notify_after: Some(std::time::Duration::from_secs(30)),
         }
     }
 }

@@ -22,6 +22,8 @@
 //!   its runtime and agent, through the probe traits it holds;
 //! * [`probes`] — the real probes: tmux and processes, activity files and
 //!   transcripts;
+//! * `notify` — a session waiting for a human past `--notify-after` gets
+//!   one `session.notify`, for the sentinel's sinks;
 //! * `forward` — `--parent-socket`: reports of top-level sessions sent on
 //!   to a parent daemon, fire-and-forget;
 //! * `pidfd`, `tokens` — process-exit notification and session tokens.
@@ -44,6 +46,7 @@ mod http;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
+mod notify;
 pub mod observed;
 pub mod probes;
 mod server;

@@ -286,6 +286,13 @@ async fn serve<L: EventLog + Clone>(
             observed.clone(),
         ));
     }
+    if let Some(after) = config.notify_after.filter(|d| !d.is_zero()) {
+        background.spawn(crate::notify::run(
+            app.writer.clone(),
+            after,
+            stopping.token().clone(),
+        ));
+    }
     if let Some(parent) = config.parent_socket.clone() {
         background.spawn(crate::forward::run(
             parent,

@@ -93,6 +93,23 @@ pub struct ApprovalDecide {
     pub rule: Option<String>,
 }
 
+/// `session.notify`: a session has waited for a human longer than the
+/// daemon's `--notify-after` — on an approval, or in `needs_input` without
+/// one. Appended once per approval, once per `needs_input` spell, never
+/// for a turn that merely ended; the sentinel's sinks carry it to a phone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionNotify {
+    /// What it waits for, one line.
+    pub reason: String,
+    /// The approval it waits on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// Since when it waits (the approval's request, or its `needs_input`).
+    pub since: Timestamp,
+    /// How long it had waited, ms.
+    pub waited_ms: u64,
+}
+
 /// A decision as an approval carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -151,6 +168,9 @@ pub struct Approval {
     /// The decision, once there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decided>,
+    /// A `session.notify` was appended for it (once per approval).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notified: bool,
     /// The tool's full input (`GET /v1/approvals/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,

@@ -137,6 +137,11 @@ pub fn render_event(e: &Event) -> String {
                 format!(": {}", p.reason)
             }
         ),
+        Payload::SessionNotify(p) => format!(
+            "{who} has waited {}s for a human: {}",
+            p.waited_ms / 1000,
+            p.reason
+        ),
         Payload::Custom { kind, body } => {
             format!("{kind} {}", serde_json::Value::Object(body.clone()))
         }

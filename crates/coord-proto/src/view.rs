@@ -53,6 +53,10 @@ pub struct Session {
     /// daemon restart, so no guess overrides it after one either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<crate::ReportedState>,
+    /// The `state_since` of the `needs_input` spell a `session.notify`
+    /// was appended for (once per spell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_since: Option<Timestamp>,
     /// The tmux session it runs in, probed by the lifecycle manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmux: Option<String>,

@@ -3,6 +3,10 @@
 //! `approval.decide`. Pure: no I/O, no clock; the policy's verdict comes
 //! in on the command (the daemon reads the rules file at the edge).
 //!
+//! Also owns `session.notify`: a session that waited for a human past the
+//! daemon's threshold is told to people once per approval and once per
+//! `needs_input` spell.
+//!
 //! Invariants: an approval is decided exactly once (a second decision is
 //! `approval_decided`); a request whose id is pending or decided appends
 //! nothing (duplicates are one); a session that reports a state other than
@@ -14,7 +18,8 @@ use crate::kinds::check::*;
 use crate::kinds::MAX_POD_DEPTH;
 use crate::state::State;
 use coord_proto::approval::{
-    Approval, ApprovalDecide, ApprovalRequest, Decided, Decision, DECIDED_APPROVALS_KEPT,
+    Approval, ApprovalDecide, ApprovalRequest, Decided, Decision, SessionNotify,
+    DECIDED_APPROVALS_KEPT,
 };
 use coord_proto::{Draft, ErrorCode, Event, Payload};
 
@@ -128,6 +133,43 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                 via,
                 None,
             )]))
+        }
+        Command::Notify {
+            session_id,
+            approval_id,
+            since,
+            waited_ms,
+        } => {
+            let Some(s) = view.sessions.get(session_id) else {
+                return Ok(no_change());
+            };
+            let reason = match approval_id {
+                Some(id) => match view.approvals.get(id) {
+                    Some(a) if !a.notified && a.session_id == *session_id => {
+                        format!("approval {id}: {}", a.summary)
+                    }
+                    _ => return Ok(no_change()),
+                },
+                None => {
+                    let spell = s.state == coord_proto::LifeState::NeedsInput
+                        && s.state_since == Some(*since)
+                        && s.notified_since != Some(*since);
+                    if !spell {
+                        return Ok(no_change());
+                    }
+                    format!("needs input: {}", s.state_reason)
+                }
+            };
+            Ok(done(vec![Draft {
+                session_id: Some(session_id.clone()),
+                resource: None,
+                payload: Payload::SessionNotify(SessionNotify {
+                    reason: truncate(&reason, MAX_LINE_BYTES),
+                    approval_id: approval_id.clone(),
+                    since: *since,
+                    waited_ms: *waited_ms,
+                }),
+            }]))
         }
         other => Err(not_mine(other)),
     }
@@ -252,10 +294,27 @@ pub(crate) fn apply(state: &mut State, event: &Event) {
                     requested_seq: event.seq,
                     requested_at: event.ts,
                     decision: None,
+                    notified: false,
                     input: None,
                 },
             );
         }
+        Payload::SessionNotify(p) => match &p.approval_id {
+            Some(id) => {
+                if let Some(a) = state.view.approvals.get_mut(id) {
+                    a.notified = true;
+                }
+            }
+            None => {
+                if let Some(s) = event
+                    .session_id
+                    .as_deref()
+                    .and_then(|sid| state.view.sessions.get_mut(sid))
+                {
+                    s.notified_since = Some(p.since);
+                }
+            }
+        },
         Payload::ApprovalDecide(p) => {
             let Some(mut a) = state.view.approvals.remove(&p.approval_id) else {
                 return;

@@ -57,9 +57,9 @@ pub fn validate(state: &State, cmd: &Command) -> check::Result<Outcome> {
         | Command::Complete { .. }
         | Command::CancelOrder { .. }
         | Command::ReassignOrder { .. } => dispatch::validate(state, cmd),
-        Command::RequestApproval { .. } | Command::DecideApproval { .. } => {
-            approval::validate(state, cmd)
-        }
+        Command::RequestApproval { .. }
+        | Command::DecideApproval { .. }
+        | Command::Notify { .. } => approval::validate(state, cmd),
         Command::Custom { .. } => custom::validate(state, cmd),
     }
 }
@@ -86,7 +86,9 @@ pub fn apply(state: &mut State, event: &Event) {
         | Payload::DispatchCancel(_)
         | Payload::DispatchReassign(_)
         | Payload::DispatchOrphan(_) => dispatch::apply(state, event),
-        Payload::ApprovalRequest(_) | Payload::ApprovalDecide(_) => approval::apply(state, event),
+        Payload::ApprovalRequest(_) | Payload::ApprovalDecide(_) | Payload::SessionNotify(_) => {
+            approval::apply(state, event)
+        }
         Payload::SessionProbeError(_) | Payload::Custom { .. } => {}
     }
     after_apply(state, event);

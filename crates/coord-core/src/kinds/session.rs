@@ -532,6 +532,7 @@ pub fn registered_session(id: &str, event: &Event, p: &SessionRegister) -> Sessi
         state_reason: String::new(),
         state_since: None,
         reported: None,
+        notified_since: None,
         tmux: p.tmux.clone(),
         activity_file: p.activity_file.clone(),
         transcript: p.transcript.clone(),

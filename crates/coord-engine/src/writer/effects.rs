@@ -86,13 +86,15 @@ impl<L: EventLog + Clone> Writer<L> {
                 key: approval_key(&p.approval_id),
                 value: w.extras.body.clone().unwrap_or_default().into_bytes(),
             }),
-            Payload::ApprovalDecide(_) => {
-                if self.state.decided.len() >= coord_proto::approval::DECIDED_APPROVALS_KEPT {
-                    if let Some(oldest) = self.state.decided.front() {
-                        batch.attachments.push(AttachmentOp::Delete {
-                            key: approval_key(&oldest.approval_id),
-                        });
-                    }
+            // The decided approval that this decision pushes out of the
+            // kept ones takes its input with it.
+            Payload::ApprovalDecide(_)
+                if self.state.decided.len() >= coord_proto::approval::DECIDED_APPROVALS_KEPT =>
+            {
+                if let Some(oldest) = self.state.decided.front() {
+                    batch.attachments.push(AttachmentOp::Delete {
+                        key: approval_key(&oldest.approval_id),
+                    });
                 }
             }
             _ => {}

@@ -75,6 +75,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "dispatch.orphan",
     "approval.request",
     "approval.decide",
+    "session.notify",
 ];
 
 /// Exclusive or shared hold.
@@ -276,6 +277,8 @@ pub enum Payload {
     ApprovalRequest(crate::approval::ApprovalRequest),
     /// `approval.decide`
     ApprovalDecide(crate::approval::ApprovalDecide),
+    /// `session.notify`
+    SessionNotify(crate::approval::SessionNotify),
     /// `x.*`: an integrator's kind with a free JSON object.
     Custom {
         /// The kind, starting with `x.`.
@@ -329,6 +332,7 @@ impl Payload {
             Payload::DispatchOrphan(_) => "dispatch.orphan",
             Payload::ApprovalRequest(_) => "approval.request",
             Payload::ApprovalDecide(_) => "approval.decide",
+            Payload::SessionNotify(_) => "session.notify",
             Payload::Custom { kind, .. } => kind,
         }
     }
@@ -370,6 +374,7 @@ impl Payload {
             "dispatch.orphan" => Payload::DispatchOrphan(typed(kind, body)?),
             "approval.request" => Payload::ApprovalRequest(typed(kind, body)?),
             "approval.decide" => Payload::ApprovalDecide(typed(kind, body)?),
+            "session.notify" => Payload::SessionNotify(typed(kind, body)?),
             k if crate::ids::check_custom_kind(k).is_ok() => match body {
                 Value::Object(body) => Payload::Custom {
                     kind: k.to_string(),
@@ -445,6 +450,7 @@ impl Serialize for PayloadRef<'_> {
             Payload::DispatchOrphan(p) => p.serialize(s),
             Payload::ApprovalRequest(p) => p.serialize(s),
             Payload::ApprovalDecide(p) => p.serialize(s),
+            Payload::SessionNotify(p) => p.serialize(s),
             Payload::Custom { body, .. } => body.serialize(s),
         }
     }

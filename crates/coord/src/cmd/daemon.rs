@@ -81,6 +81,11 @@ pub(crate) struct DaemonArgs {
     /// the socket), read at each request.
     #[arg(long, env = "COORD_APPROVALS")]
     approvals: Option<PathBuf>,
+    /// A session waiting for a human this long (a pending approval, or
+    /// needs_input) gets one session.notify event, for the sentinel's
+    /// sinks (0s: never).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    notify_after: Duration,
     /// Forward the reports of top-level sessions (whose parent is not a
     /// session here) to the daemon on this socket, fire-and-forget.
     #[arg(help_heading = "Legacy bridge", long)]
@@ -224,6 +229,7 @@ pub(crate) async fn daemon(
     config.ring_bytes = usize::try_from(args.ring_mib << 20).unwrap_or(usize::MAX);
     config.export_legacy = args.export_legacy;
     config.approvals = args.approvals;
+    config.notify_after = Some(args.notify_after).filter(|d| !d.is_zero());
     config.parent_socket = args.parent_socket;
     config.lifecycle.thresholds = coord_daemon::Thresholds {
         idle_after_ms: ms(args.idle_after).max(1),

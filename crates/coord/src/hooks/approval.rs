@@ -243,6 +243,7 @@ mod tests {
                 decided_at: Timestamp(5),
                 waited_ms: 5,
             }),
+            notified: false,
             input: None,
         }
     }

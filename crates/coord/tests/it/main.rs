@@ -8,6 +8,7 @@ mod agents;
 mod agents_codex;
 mod agents_gemini;
 mod agents_tmux;
+mod approvals;
 mod approvals_tmux;
 mod autostart;
 mod bad_input;

@@ -236,3 +236,56 @@ fn verify_is_read_only_defaults_its_store_and_says_each_error_once() {
     assert_eq!(err.matches("nope.db").count(), 1, "{err}");
     assert_eq!(err.matches("not found").count(), 1, "{err}");
 }
+
+/// `x.tick` number `i` rewritten into an approval event of session b.
+fn approval_event(i: u32, kind: &str, payload: &str) -> String {
+    format!(
+        "UPDATE events SET body = replace(replace(body, '\"x.tick\"', '\"{kind}\"'), \
+         '\"payload\":{{\"i\":{i}}}', '\"session_id\":\"b\",\"payload\":{payload}') \
+         WHERE body LIKE '%\"payload\":{{\"i\":{i}}}%';"
+    )
+}
+
+#[test]
+fn an_approval_decided_without_its_request_is_named() {
+    let (msg, code) = damaged(&approval_event(
+        1,
+        "approval.decide",
+        r#"{"approval_id":"ap-1","decision":"allow","by":"mallory","via":"socket"}"#,
+    ));
+    assert_eq!(code, 11, "{msg}");
+    assert!(
+        msg.contains("approvals")
+            && msg.contains("ap-1")
+            && msg.contains("without a pending request"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_approval_decided_twice_is_named() {
+    let sql = [
+        approval_event(
+            1,
+            "approval.request",
+            r#"{"approval_id":"ap-2","agent":"claude","tool":"Bash","summary":"Bash ls"}"#,
+        ),
+        approval_event(
+            2,
+            "approval.decide",
+            r#"{"approval_id":"ap-2","decision":"deny","by":"alice","via":"socket"}"#,
+        ),
+        approval_event(
+            3,
+            "approval.decide",
+            r#"{"approval_id":"ap-2","decision":"allow","by":"mallory","via":"socket"}"#,
+        ),
+    ]
+    .concat();
+    let (msg, code) = damaged(&sql);
+    assert_eq!(code, 11, "{msg}");
+    assert!(
+        msg.contains("ap-2 is decided twice") && msg.contains("mallory"),
+        "{msg}"
+    );
+}

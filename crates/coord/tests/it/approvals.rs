@@ -1,0 +1,240 @@
+//! The approval queue without an agent's terminal (PROTOCOL §14): the hook
+//! driven with the payloads the agents send. A retried hook is one
+//! approval; a daemon that is not there leaves the terminal to decide; a
+//! session that ends withdraws what it asked; a session waiting for a
+//! human past `--notify-after` is one `session.notify`, which a sentinel
+//! carries to an ntfy-style HTTP endpoint, once per request and never for
+//! a turn that merely ended.
+
+use crate::support::{coord_cmd, wait_until, Daemon, Reaped};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+fn hook(socket: &Path, payload: serde_json::Value, wait: &str) -> Child {
+    let mut child = coord_cmd()
+        .args([
+            "--socket",
+            socket.to_str().expect("utf8"),
+            "hook",
+            "claude",
+            "--approval-wait",
+            wait,
+        ])
+        .env_remove("COORD_SESSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coord hook");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(payload.to_string().as_bytes())
+        .expect("write");
+    child
+}
+
+fn start(d: &Daemon, sid: &str) {
+    let out = hook(
+        &d.socket,
+        serde_json::json!({"hook_event_name": "SessionStart", "session_id": sid, "cwd": "/tmp"}),
+        "0s",
+    )
+    .wait_with_output()
+    .expect("hook");
+    assert!(out.status.success());
+}
+
+fn ask(sid: &str, command: &str) -> serde_json::Value {
+    serde_json::json!({
+        "hook_event_name": "PermissionRequest", "session_id": sid, "cwd": "/tmp",
+        "tool_name": "Bash", "tool_input": {"command": command}, "tool_use_id": format!("toolu-{command}"),
+        "a_field_from_a_newer_agent": {"anything": true}
+    })
+}
+
+fn pending(d: &Daemon) -> Vec<serde_json::Value> {
+    d.http("GET", "/v1/approvals", &[], None).json()["approvals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn duplicates_are_one_a_missing_daemon_leaves_the_terminal_and_an_end_withdraws() {
+    let d = Daemon::start(&[]);
+    start(&d, "dup");
+    // The hook retried (the same call twice): one approval, both wait on it.
+    let first = hook(&d.socket, ask("dup", "cargo test"), "60s");
+    let second = hook(&d.socket, ask("dup", "cargo test"), "60s");
+    wait_until("the approval", Duration::from_secs(20), || {
+        pending(&d).len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pending(&d).len(), 1, "a retried hook is the same approval");
+    let id = pending(&d)[0]["approval_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    d.ok(&["approvals", "allow", &id]);
+    for h in [first, second] {
+        let out = h.wait_with_output().expect("hook");
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(said["hookSpecificOutput"]["decision"]["behavior"], "allow");
+    }
+    let requests = d
+        .all_events()
+        .iter()
+        .filter(|e| e["tx_kind"] == "approval.request")
+        .count();
+    assert_eq!(requests, 1);
+
+    // The session ends while it asks: withdrawn; the hook leaves the
+    // decision to the terminal (no output).
+    let waiting = hook(&d.socket, ask("dup", "cargo publish"), "60s");
+    wait_until("the second approval", Duration::from_secs(20), || {
+        pending(&d).len() == 1
+    });
+    let end = hook(
+        &d.socket,
+        serde_json::json!({"hook_event_name": "SessionEnd", "session_id": "dup", "cwd": "/tmp"}),
+        "0s",
+    );
+    assert!(end.wait_with_output().expect("hook").status.success());
+    let out = waiting.wait_with_output().expect("hook");
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = d.ok(&["approvals", "log"]);
+    assert!(
+        log.contains("withdrawn") && log.contains("cargo publish"),
+        "{log}"
+    );
+
+    // No daemon at all: exit 0, no decision, a word on stderr, at once.
+    let gone = d.dir.path().join("nobody.sock");
+    let started = std::time::Instant::now();
+    let out = hook(&gone, ask("x", "ls"), "60s")
+        .wait_with_output()
+        .expect("hook");
+    assert!(out.status.success() && out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("terminal decides"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An ntfy-style receiver: each POST's `Title` header and body, one line.
+const RECEIVER: &str = r#"
+import http.server, sys
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        with open(sys.argv[2], "ab") as f:
+            f.write((self.headers.get("Title") or "").encode() + b" " + body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_port))
+s.serve_forever()
+"#;
+
+#[test]
+fn a_long_wait_is_one_notice_carried_to_an_ntfy_style_endpoint() {
+    let d = Daemon::start(&["--notify-after", "1s", "--idle-after", "1s"]);
+    // An ntfy-style receiver: each POST's Title header and body, one line.
+    let got = d.dir.path().join("notices.txt");
+    let port_file = d.dir.path().join("port");
+    let receiver = Reaped(
+        std::process::Command::new("python3")
+            .args(["-c", RECEIVER])
+            .arg(&port_file)
+            .arg(&got)
+            .spawn()
+            .expect("python3"),
+    );
+    let mut port = String::new();
+    wait_until("the receiver", Duration::from_secs(20), || {
+        port = std::fs::read_to_string(&port_file).unwrap_or_default();
+        !port.is_empty()
+    });
+    // What a user points at ntfy: POST the observation with a title.
+    let send = format!(
+        "exec:python3 -c \"import sys,urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:{port}/coord', data=sys.stdin.buffer.read(), headers={{'Title': 'coord'}}))\""
+    );
+    let sentinel = Reaped(
+        coord_cmd()
+            .args(["sentinel", "--kind", "session.notify", "--sink", &send])
+            .env("COORD_SOCKET", &d.socket)
+            .env("XDG_STATE_HOME", d.dir.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sentinel"),
+    );
+
+    start(&d, "asks");
+    start(&d, "works");
+    // A turn that ends is not a wait for a human.
+    let stop = hook(
+        &d.socket,
+        serde_json::json!({"hook_event_name": "Stop", "session_id": "works", "cwd": "/tmp"}),
+        "0s",
+    );
+    assert!(stop.wait_with_output().expect("hook").status.success());
+    let waiting = hook(&d.socket, ask("asks", "cargo publish"), "6s");
+    let lines = || {
+        std::fs::read_to_string(&got)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_until("the notice", Duration::from_secs(20), || {
+        !lines().is_empty()
+    });
+    let out = waiting.wait_with_output().expect("hook");
+    assert!(out.stdout.is_empty(), "it expired: the terminal decides");
+    std::thread::sleep(Duration::from_millis(2_500));
+    let all = lines();
+    assert_eq!(
+        all.len(),
+        1,
+        "one notice for one request, none for the idle turn: {all:?}"
+    );
+    assert!(
+        all[0].starts_with("coord ")
+            && all[0].contains("cargo publish")
+            && all[0].contains("claude-asks"),
+        "{all:?}"
+    );
+    let notices: Vec<_> = d
+        .all_events()
+        .into_iter()
+        .filter(|e| e["tx_kind"] == "session.notify")
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0]["payload"]["approval_id"].is_string(),
+        "{}",
+        notices[0]
+    );
+    drop(sentinel);
+    drop(receiver);
+}
