@@ -8,9 +8,11 @@ Starts a daemon on a temporary socket with LOCKS (default 1,000) locks
 held by another session (none covering the path), registers one hook
 session through a SessionStart event, then times RUNS PreToolUse events
 for a Write of an unlocked file in a git work tree, and RUNS PostToolUse
-events (which also look for mail), each a fresh `coord hook claude`
-process fed on stdin, as the agent runs it. Prints p50, p90, p99 and max
-in ms for each.
+events (which also look for mail), and RUNS PermissionRequest events for
+a Write under tmp/ that a policy rule (approvals.toml) allows — from the
+hook firing to the agent reading `{"behavior":"allow"}` (issue 38), each a
+new approval — each a fresh `coord hook claude` process fed on stdin, as
+the agent runs it. Prints p50, p90, p99 and max in ms for each.
 """
 
 import json
@@ -48,17 +50,28 @@ def main():
                        capture_output=True)
         tool = {"session_id": "lat-1", "cwd": repo, "tool_name": "Write",
                 "tool_input": {"file_path": os.path.join(repo, "src/a.rs")}}
-        for event in ["PreToolUse", "PostToolUse"]:
-            payload = json.dumps(dict(tool, hook_event_name=event))
+        with open(os.path.join(work, "approvals.toml"), "w") as f:
+            f.write('[[rule]]\nname = "scratch"\ndecision = "allow"\ntool = "Write"\npath = "tmp/**"\n')
+        scratch = dict(tool, tool_input={"file_path": os.path.join(repo, "tmp/a.rs"), "content": "x"})
+        for event in ["PreToolUse", "PostToolUse", "PermissionRequest"]:
             times = []
-            for _ in range(runs):
+            for i in range(runs):
+                if event == "PermissionRequest":
+                    payload = json.dumps(dict(scratch, hook_event_name=event, tool_use_id=f"toolu_{i}"))
+                else:
+                    payload = json.dumps(dict(tool, hook_event_name=event))
                 t0 = time.perf_counter()
                 r = subprocess.run([coord, "hook", "claude"], input=payload, env=env, text=True, capture_output=True)
                 times.append((time.perf_counter() - t0) * 1000)
                 assert r.returncode == 0, r.stderr
+                if event == "PermissionRequest":
+                    said = json.loads(r.stdout)
+                    assert said["hookSpecificOutput"]["decision"]["behavior"] == "allow", r.stdout
             times.sort()
             pct = lambda p: times[min(len(times) - 1, int(len(times) * p))]
-            print(f"coord hook claude, {event} Write of an unlocked path, {nlocks:,} other locks held, {runs} runs: "
+            what = ("PermissionRequest Write under tmp/, allowed by a policy rule" if event == "PermissionRequest"
+                    else f"{event} Write of an unlocked path")
+            print(f"coord hook claude, {what}, {nlocks:,} other locks held, {runs} runs: "
                   f"p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, p99 {pct(0.99):.1f} ms, max {times[-1]:.1f} ms")
     finally:
         daemon.terminate()
