@@ -320,18 +320,6 @@ pub enum Command {
     },
 }
 
-/// The verdict a policy rule gave a request, carried on its command (the
-/// rules file is read at the edge, the verdict folded here).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RuleVerdict {
-    /// Allow or deny.
-    pub decision: coord_proto::approval::Decision,
-    /// The rule's name.
-    pub rule: String,
-    /// What the model reads (a deny's reason).
-    pub reason: String,
-}
-
 /// What the lifecycle manager may probe for a session (all optional).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Probes {

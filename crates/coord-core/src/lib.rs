@@ -22,10 +22,11 @@ mod lock_index;
 pub mod policy;
 mod state;
 
-pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply, RuleVerdict};
+pub use command::{Command, ExpiryPolicy, Outcome, Probes, Rejection, Reply};
 pub use kinds::approval::find as find_approval;
 pub use kinds::custom::check_custom;
 pub use kinds::session::registered_session;
 pub use kinds::{apply, validate, MAX_REPORT_MESSAGE_BYTES};
 pub use lock_index::LockIndex;
+pub use policy::RuleVerdict;
 pub use state::{keys, State};

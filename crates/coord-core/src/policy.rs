@@ -6,10 +6,20 @@
 //! looks at a request; nothing here reads a file or a clock. The first
 //! rule, in file order, whose conditions all hold decides.
 
-use crate::command::RuleVerdict;
 use coord_proto::approval::{ApprovalRequest, Decision};
 use coord_proto::pattern::matches;
 use serde::{Deserialize, Serialize};
+
+/// The verdict a policy rule gives a request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RuleVerdict {
+    /// Allow or deny.
+    pub decision: coord_proto::approval::Decision,
+    /// The rule's name.
+    pub rule: String,
+    /// What the model reads (a deny's reason).
+    pub reason: String,
+}
 
 /// One name or a list of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
