@@ -131,10 +131,11 @@ impl Policy {
         Some(RuleVerdict {
             decision,
             rule: rule.name.clone(),
-            reason: rule
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("rule {:?} {}s it", rule.name, decision.as_str())),
+            reason: match (&rule.reason, decision) {
+                (Some(r), _) => r.clone(),
+                (None, Decision::Deny) => format!("denied by coord's approvals rule {:?}", rule.name),
+                (None, _) => String::new(),
+            },
         })
     }
 }

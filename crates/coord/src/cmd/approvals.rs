@@ -185,11 +185,15 @@ pub(crate) async fn approvals(base: &Client, cmd: ApprovalsCmd, json: bool) -> R
             });
             output::json_or_line(json, &answer, || match &verdict {
                 Some(v) => format!(
-                    "{}: rule {:?} in {} ({})",
+                    "{}: rule {:?} in {}{}",
                     v.decision.as_str(),
                     v.rule,
                     file.display(),
-                    v.reason
+                    if v.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", v.reason)
+                    }
                 ),
                 None => format!(
                     "no rule of {} decides ({} rules): the request waits for a person",
