@@ -133,7 +133,9 @@ impl Policy {
             rule: rule.name.clone(),
             reason: match (&rule.reason, decision) {
                 (Some(r), _) => r.clone(),
-                (None, Decision::Deny) => format!("denied by coord's approvals rule {:?}", rule.name),
+                (None, Decision::Deny) => {
+                    format!("denied by coord's approvals rule {:?}", rule.name)
+                }
                 (None, _) => String::new(),
             },
         })

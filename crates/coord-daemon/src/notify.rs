@@ -4,11 +4,12 @@
 //! sinks carry to a phone (`coord sentinel --kind session.notify --sink
 //! exec:…`).
 //!
-//! It owns the clock reading and the once-a-second look at the view; the
-//! state machine decides (a second notice for the same approval or
-//! `needs_input` spell appends nothing, so two daemons of a shared log
-//! racing here still notify once). It must not notify a turn that merely
-//! ended: idle is not waiting for a human.
+//! It owns the clock reading and the look at the view; the state machine
+//! decides (a second notice for the same approval or `needs_input` spell
+//! appends nothing, so two daemons of a shared log racing here still
+//! notify once). It must not notify a turn that merely ended (idle is not
+//! waiting for a human), and it must not poll: it sleeps until the next
+//! wait comes due or the log changes, so an idle daemon stays asleep.
 
 use coord_core::{Command, State};
 use coord_engine::writer::{internal, WriterHandle};
@@ -16,12 +17,43 @@ use coord_proto::{LifeState, Timestamp};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How often the view is looked at.
-const TICK: Duration = Duration::from_secs(1);
+/// Shortest time between two looks at the view while the log changes
+/// (a busy log is looked at after bursts, not after every commit).
+const SETTLE: Duration = Duration::from_millis(200);
 
-/// The notices due at `now` after `after`: (session, approval, since,
-/// waited ms).
-pub(crate) fn due(state: &State, now: Timestamp, after: Duration) -> Vec<Command> {
+/// The notices due at `now` after `after`, and when the next one will be
+/// (ms since the epoch), if any wait is still short of it.
+pub(crate) fn due(state: &State, now: Timestamp, after: Duration) -> (Vec<Command>, Option<i64>) {
+    let next = waits(state)
+        .into_iter()
+        .map(|since| since.as_millis() + after.as_millis() as i64)
+        .filter(|at| *at > now.as_millis())
+        .min();
+    (notices(state, now, after), next)
+}
+
+/// When each unnotified wait began.
+fn waits(state: &State) -> Vec<Timestamp> {
+    let mut out: Vec<Timestamp> = state
+        .view
+        .approvals
+        .values()
+        .filter(|a| !a.notified)
+        .map(|a| a.requested_at)
+        .collect();
+    out.extend(
+        state
+            .view
+            .sessions
+            .values()
+            .filter(|s| s.state == LifeState::NeedsInput && s.notified_since != s.state_since)
+            .filter_map(|s| s.state_since),
+    );
+    out
+}
+
+/// The notices due at `now`.
+fn notices(state: &State, now: Timestamp, after: Duration) -> Vec<Command> {
     let after_ms = after.as_millis() as i64;
     let waited = |since: Timestamp| now.as_millis() - since.as_millis();
     let mut out = Vec::new();
@@ -65,24 +97,46 @@ pub(crate) fn due(state: &State, now: Timestamp, after: Duration) -> Vec<Command
     out
 }
 
-/// Looks at the view every [`TICK`] until `stop`, and appends the notices
-/// that are due.
-pub(crate) async fn run(writer: WriterHandle, after: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Until `stop`: looks at the view, appends the notices that are due, and
+/// sleeps until the next one comes due or the log changes (`head`).
+pub(crate) async fn run(
+    writer: WriterHandle,
+    mut head: tokio::sync::watch::Receiver<u64>,
+    after: Duration,
+    stop: CancellationToken,
+) {
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
         let now = Timestamp::now();
-        let Ok(notices) = writer.read(move |s| due(s, now, after)).await else {
-            continue;
+        let Ok((notices, next)) = writer.read(move |s| due(s, now, after)).await else {
+            return;
         };
         for cmd in notices {
             if let Err(e) = writer.write(internal(cmd)).await {
-                tracing::warn!(error = %e, "a session.notify was not appended; retried next tick");
+                tracing::warn!(error = %e, "a session.notify was not appended; retried at the next change");
             }
+        }
+        let wake = next.map(|at| {
+            let ms = (at - Timestamp::now().as_millis()).max(0) as u64;
+            tokio::time::Instant::now() + Duration::from_millis(ms)
+        });
+        head.borrow_and_update();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(SETTLE) => {}
+                }
+            }
+            _ = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
     }
 }
@@ -170,8 +224,14 @@ mod tests {
             1_000,
         );
         let after = Duration::from_secs(30);
-        assert!(due(&s, Timestamp(20_000), after).is_empty(), "not yet");
-        let notices = due(&s, Timestamp(31_000), after);
+        let (none, next) = due(&s, Timestamp(20_000), after);
+        assert!(none.is_empty(), "not yet");
+        assert_eq!(
+            next,
+            Some(31_000),
+            "the next wait comes due 30 s after it began"
+        );
+        let (notices, _) = due(&s, Timestamp(31_000), after);
         let who: Vec<(String, Option<String>)> = notices
             .iter()
             .filter_map(|c| match c {
@@ -194,10 +254,12 @@ mod tests {
         for c in &notices {
             run(&mut s, c, 31_000);
         }
-        assert!(due(&s, Timestamp(90_000), after).is_empty(), "once each");
+        let (again, next) = due(&s, Timestamp(90_000), after);
+        assert!(again.is_empty(), "once each");
+        assert_eq!(next, None, "nothing left to wake for");
         // A new spell of needs_input is a new notice.
         set(&mut s, "waits", LifeState::Active, 91_000);
         set(&mut s, "waits", LifeState::NeedsInput, 92_000);
-        assert_eq!(due(&s, Timestamp(130_000), after).len(), 1);
+        assert_eq!(due(&s, Timestamp(130_000), after).0.len(), 1);
     }
 }

@@ -289,6 +289,7 @@ async fn serve<L: EventLog + Clone>(
     if let Some(after) = config.notify_after.filter(|d| !d.is_zero()) {
         background.spawn(crate::notify::run(
             app.writer.clone(),
+            app.hub.watch(),
             after,
             stopping.token().clone(),
         ));

@@ -9,9 +9,10 @@
 //!
 //! Invariants: an approval is decided exactly once (a second decision is
 //! `approval_decided`); a request whose id is pending or decided appends
-//! nothing (duplicates are one); a session that reports a state other than
-//! `needs_input`, or ends, withdraws its pending approvals in the same
-//! commit, so nothing stays pending for an agent that moved on.
+//! nothing (duplicates are one); a session that ends withdraws its pending
+//! approvals in the same commit, so nothing stays pending for an agent
+//! that is gone (one answered in its terminal is withdrawn by its next
+//! hook, `coord hook`).
 
 use crate::command::{Command, Outcome, Rejection};
 use crate::kinds::check::*;
@@ -250,7 +251,7 @@ fn descends(state: &State, session: &str, ancestor: &str) -> bool {
 }
 
 /// The `approval.decide` events that withdraw `session_id`'s pending
-/// approvals (it moved on, or it ends), for the command that does so.
+/// approvals as it ends, for the command that ends it.
 pub(crate) fn withdrawals(state: &State, session_id: &str, why: &str) -> Vec<Draft> {
     state
         .view

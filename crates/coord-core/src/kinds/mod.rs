@@ -6,7 +6,7 @@
 //!
 //! Dependencies point one way: `check` ← `lock` ← `pod` ← `session`;
 //! `inbox`, `dispatch` and `custom` use `check` only; `session` uses
-//! `approval` (an ending or moving-on session withdraws its approvals).
+//! `approval` (an ending session withdraws its approvals).
 
 pub(crate) mod approval;
 pub(crate) mod check;

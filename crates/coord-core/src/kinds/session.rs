@@ -115,19 +115,7 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
             if new_phase == s.phase && !log_always && reported.is_none() {
                 return Ok(no_change());
             }
-            // An agent that reports it works or idles again was answered in
-            // its own terminal: what it asked is no longer pending.
-            let mut drafts = match reported {
-                Some(r) if r.state != coord_proto::LifeState::NeedsInput => {
-                    crate::kinds::approval::withdrawals(
-                        state,
-                        session_id,
-                        "the agent moved on (answered in its terminal)",
-                    )
-                }
-                _ => Vec::new(),
-            };
-            drafts.push(Draft {
+            Ok(done(vec![Draft {
                 session_id: Some(session_id.clone()),
                 resource: None,
                 payload: Payload::SessionHeartbeat(SessionHeartbeat {
@@ -135,8 +123,7 @@ pub(crate) fn validate(state: &State, cmd: &Command) -> Result<Outcome> {
                     phase: new_phase,
                     reported: reported.clone(),
                 }),
-            });
-            Ok(done(drafts))
+            }]))
         }
         Command::Dereg {
             session_id,

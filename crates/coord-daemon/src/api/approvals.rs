@@ -4,7 +4,6 @@
 
 use super::*;
 use coord_core::policy::Policy;
-use coord_engine::hub::LogCursor;
 use coord_engine::writer::approval_key;
 use coord_proto::approval::{Approval, ApprovalRequest, Decision, MAX_APPROVAL_INPUT_BYTES};
 
@@ -216,27 +215,20 @@ pub(crate) async fn wait<L: EventLog + Clone>(
             return ok(&a);
         }
         // Sleep until a decision of this approval is published.
-        let mut log = LogCursor::new(&app.hub, app.store.clone(), head);
-        loop {
-            let batch = tokio::select! {
-                r = log.next() => r.map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?,
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    return Err(ApiError::new(ErrorCode::Timeout, format!("approval {id} is still pending after {} ms", q.wait_ms)).with("approval_id", id));
-                }
-                _ = app.shutdown.cancelled() => return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")),
-            };
-            let Some(batch) = batch else {
-                return Err(ApiError::new(
-                    ErrorCode::ShuttingDown,
-                    "the daemon is shutting down",
-                ));
-            };
-            if batch.iter().any(
-                |p| matches!(&p.event.payload, Payload::ApprovalDecide(d) if d.approval_id == id),
-            ) {
-                break;
-            }
-        }
+        until_event(
+            &app,
+            head,
+            deadline,
+            |p| matches!(p, Payload::ApprovalDecide(d) if d.approval_id == id),
+            || {
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("approval {id} is still pending after {} ms", q.wait_ms),
+                )
+                .with("approval_id", id.as_str())
+            },
+        )
+        .await?;
     }
 }
 

@@ -2,7 +2,6 @@
 //! wait for the next, ack, complete, cancel, reassign.
 
 use super::*;
-use coord_engine::hub::LogCursor;
 use coord_proto::view::Order;
 
 #[utoipa::path(post, path = "/v1/dispatch", tag = "dispatch", request_body = IssueRequest, security(("session_token" = [])), responses((status = 201, description = "Issued", body = IssueResponse), (status = 200, description = "A replay", body = IssueResponse)))]
@@ -146,28 +145,22 @@ pub(crate) async fn dispatch_next<L: EventLog + Clone>(
             return ok(&o);
         }
         // Sleep until an order for this assignee is published.
-        let mut log = LogCursor::new(&app.hub, app.store.clone(), head);
-        loop {
-            let batch = tokio::select! {
-                r = log.next() => r.map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?,
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    return Err(ApiError::new(ErrorCode::Timeout, format!("no order for {assignee} within {wait_ms} ms")));
-                }
-                _ = app.shutdown.cancelled() => return Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down")),
-            };
-            let Some(batch) = batch else {
-                return Err(ApiError::new(
-                    ErrorCode::ShuttingDown,
-                    "the daemon is shutting down",
-                ));
-            };
-            if batch.iter().any(
-                |p| matches!(&p.event.payload, Payload::DispatchIssue(d) if d.assignee == assignee)
-                    || matches!(&p.event.payload, Payload::DispatchReassign(d) if d.assignee == assignee),
-            ) {
-                break;
-            }
-        }
+        until_event(
+            &app,
+            head,
+            deadline,
+            |p| {
+                matches!(p, Payload::DispatchIssue(d) if d.assignee == assignee)
+                    || matches!(p, Payload::DispatchReassign(d) if d.assignee == assignee)
+            },
+            || {
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("no order for {assignee} within {wait_ms} ms"),
+                )
+            },
+        )
+        .await?;
     }
 }
 

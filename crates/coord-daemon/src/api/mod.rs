@@ -394,6 +394,33 @@ pub(crate) fn ok<T: serde::Serialize>(body: &T) -> ApiResult {
     Ok(json_response(StatusCode::OK, body))
 }
 
+/// A long poll's sleep: returns once an event published after `head`
+/// is `wanted`; `timeout()` once `deadline` passes first; `shutting_down`
+/// when the daemon stops. Callers read the view again after it returns.
+pub(crate) async fn until_event<L: EventLog + Clone>(
+    app: &App<L>,
+    head: u64,
+    deadline: Instant,
+    wanted: impl Fn(&Payload) -> bool,
+    timeout: impl FnOnce() -> ApiError,
+) -> Result<(), ApiError> {
+    let stopping = || ApiError::new(ErrorCode::ShuttingDown, "the daemon is shutting down");
+    let mut log = coord_engine::hub::LogCursor::new(&app.hub, app.store.clone(), head);
+    loop {
+        let batch = tokio::select! {
+            r = log.next() => r.map_err(|e| ApiError::new(e.code(), format!("{e:?}")))?,
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(timeout()),
+            _ = app.shutdown.cancelled() => return Err(stopping()),
+        };
+        let Some(batch) = batch else {
+            return Err(stopping());
+        };
+        if batch.iter().any(|p| wanted(&p.event.payload)) {
+            return Ok(());
+        }
+    }
+}
+
 pub(crate) fn check_id(field: &str, v: &str) -> Result<(), ApiError> {
     ids::check_id(v).map_err(|why| {
         ApiError::new(ErrorCode::InvalidId, format!("{field} {v:?} {why}")).with("field", field)

@@ -5,6 +5,10 @@
 //! (`hookSpecificOutput.decision.behavior`, the same for Claude Code and
 //! Codex).
 //!
+//! The dialog stays in the agent's terminal meanwhile; answered there, the
+//! agent's next hook (the tool's `PostToolUse`, a new prompt, the end of
+//! the turn) withdraws the request, so it is pending nowhere.
+//!
 //! Every failure leaves the agent at its own prompt: no output, exit 0.
 //! A daemon that cannot be asked within [`super::run::DAEMON_BUDGET`], a
 //! wait that runs out (the approval is then `expired`), a daemon that goes
@@ -186,6 +190,52 @@ impl Run {
             }
             _ => None,
         }
+    }
+}
+
+impl Run {
+    /// Withdraws this session's pending approvals that its terminal
+    /// answered: after a tool ran (`call`: the tool and its call id), the
+    /// approval of that call; at a new prompt or the end of a turn
+    /// (`None`), every one. Another tool's hook (a parallel read) leaves
+    /// an approval alone.
+    pub(crate) async fn withdraw_answered(&self, call: Option<(&str, Option<&str>)>) -> Result<()> {
+        let me = self.me()?;
+        let pending = me
+            .approvals("pending", Some(&self.id))
+            .await
+            .context("reading the session's approvals")?
+            .approvals;
+        for a in pending {
+            let answered = match call {
+                None => true,
+                Some((tool, Some(id))) => {
+                    a.tool_use_id.as_deref() == Some(id)
+                        || (a.tool_use_id.is_none() && a.tool == tool)
+                }
+                Some((tool, None)) => a.tool == tool,
+            };
+            if !answered {
+                continue;
+            }
+            let r = me
+                .withdraw_approval(
+                    &a.approval_id,
+                    &WithdrawRequest {
+                        session_id: self.id.clone(),
+                        decision: Withdrawal::Withdrawn,
+                        reason: "answered in the agent's terminal".into(),
+                    },
+                )
+                .await;
+            match r {
+                Ok(_) => {}
+                // Someone decided in the same instant: that decision stands.
+                Err(e) if matches!(e.code(), Some(ErrorCode::ApprovalDecided)) => {}
+                Err(e) => return Err(e).context("withdrawing an answered approval"),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -226,6 +226,7 @@ impl Run {
                     Some("prompt"),
                 )
                 .await?;
+                self.withdraw_answered(None).await?;
                 self.mail(event).await?;
             }
             Happened::ToolBefore { tool, edits, about } => {
@@ -248,6 +249,9 @@ impl Run {
                     Some(tool),
                 )
                 .await?;
+                // The tool ran: a prompt for it was answered in the terminal.
+                self.withdraw_answered(Some((tool, event.tool_use_id.as_deref())))
+                    .await?;
                 // Mail reaches an agent in a long turn after its next tool.
                 self.mail(event).await?;
             }
@@ -269,6 +273,7 @@ impl Run {
             Happened::TurnEnded => {
                 self.report_state(LifeState::Idle, "turn ended", &source, Some("idle"))
                     .await?;
+                self.withdraw_answered(None).await?;
                 self.release_claimed().await?;
                 let me = self.me()?;
                 // A child tells its parent; a top-level session has none.

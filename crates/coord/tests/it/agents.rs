@@ -368,7 +368,11 @@ fn a_permission_request_is_needs_input_until_the_agent_moves_on() {
     perm["tool_name"] = "Write".into();
     perm["tool_input"] = serde_json::json!({"file_path": "/tmp/src.txt"});
     let asked = Instant::now();
-    assert!(hook(&d, &d.socket, perm, &[]).status.success());
+    // The terminal alone decides here (the approval queue has its own
+    // tests, approvals.rs and approvals_tmux.rs).
+    assert!(hook(&d, &d.socket, perm, &[("COORD_APPROVAL_WAIT", "0s")])
+        .status
+        .success());
     let state_of = |d: &Daemon| {
         d.http("GET", "/v1/sessions/claude-p-1", &[], None).json()["state"]
             .as_str()

@@ -83,31 +83,17 @@ pub(crate) fn type_prompt(tmux: &Tmux, prompt: &str) {
         .success());
 }
 
-#[test]
-fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
-    let d = Daemon::start(&[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = git_repo(dir.path());
-    let home = dir.path().join("home");
-    quiet_home(&home, &repo);
-    let target = repo.join("src.txt");
-    let model = Model::start(
-        dir.path(),
-        serde_json::json!({
-            "tool": {"name": "Write", "input": {"file_path": target, "content": "hi\n"}},
-            "reply": "written"
-        }),
-    );
-    install_in_project(&d, "claude", &repo, &home);
-
-    let tmux = Tmux(format!("coord-claude-{}", std::process::id()));
+/// The real Claude Code, interactive in a tmux session `a` of a server of
+/// its own (`NAME-PID`), in `repo`, with `home`, talking to the scripted
+/// model on `port` and to `d`'s socket, asking before it writes.
+pub(crate) fn claude_in_tmux(name: &str, d: &Daemon, repo: &Path, home: &Path, port: u16) -> Tmux {
+    let tmux = Tmux(format!("{name}-{}", std::process::id()));
     let env = format!(
         "env -i PATH={path} HOME={home} TERM=xterm-256color TMUX_PANE=$TMUX_PANE ANTHROPIC_BASE_URL=http://127.0.0.1:{port} \
          ANTHROPIC_API_KEY=test CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 \
          DISABLE_AUTOUPDATER=1 COORD_SOCKET={socket} {claude} --permission-mode default",
         path = std::env::var("PATH").unwrap_or_default(),
         home = home.display(),
-        port = model.port,
         socket = d.socket.display(),
         claude = claude_bin().display(),
     );
@@ -125,6 +111,27 @@ fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
         &env,
     ]);
     assert!(started.status.success(), "tmux: {started:?}");
+    tmux
+}
+
+#[test]
+fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = git_repo(dir.path());
+    let home = dir.path().join("home");
+    quiet_home(&home, &repo);
+    let target = repo.join("src.txt");
+    let model = Model::start(
+        dir.path(),
+        serde_json::json!({
+            "tool": {"name": "Write", "input": {"file_path": target, "content": "hi\n"}},
+            "reply": "written"
+        }),
+    );
+    install_in_project(&d, "claude", &repo, &home);
+
+    let tmux = claude_in_tmux("coord-claude", &d, &repo, &home, model.port);
     let screen = || {
         String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", "a"]).stdout).into_owned()
     };

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-fn hook(socket: &Path, payload: serde_json::Value, wait: &str) -> Child {
+/// `coord hook claude --approval-wait WAIT` fed `payload`, running.
+pub(crate) fn hook(socket: &Path, payload: serde_json::Value, wait: &str) -> Child {
     let mut child = coord_cmd()
         .args([
             "--socket",
@@ -237,4 +238,146 @@ fn a_long_wait_is_one_notice_carried_to_an_ntfy_style_endpoint() {
     );
     drop(sentinel);
     drop(receiver);
+}
+
+#[test]
+fn bad_requests_get_precise_errors_and_append_nothing() {
+    use crate::support::post;
+    let d = Daemon::start(&[]);
+    let a = d.register("a");
+    let b = d.register("b");
+    let ask = |token: &str, body: serde_json::Value| post(&d, "/v1/approvals", Some(token), &body);
+    let base = serde_json::json!({"session_id": "a", "agent": "claude", "tool": "Bash", "summary": "Bash ls"});
+    let head = d.head();
+    // Another session's token, an unknown field, an input over 256 KiB.
+    let r = ask(&b, base.clone());
+    assert_eq!(r.status, 403, "{}", r.json());
+    let mut odd = base.clone();
+    odd["colour"] = "red".into();
+    let r = ask(&a, odd);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("unknown_field"))
+    );
+    let mut big = base.clone();
+    big["input"] = serde_json::json!({"content": "x".repeat(300 << 10)});
+    let r = ask(&a, big);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (413, Some("message_too_large"))
+    );
+    let mut bad_id = base.clone();
+    bad_id["approval_id"] = "no spaces please".into();
+    let r = ask(&a, bad_id);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("invalid_id"))
+    );
+    assert_eq!(d.head(), head, "refused requests append nothing");
+
+    // A real one; then bad decisions.
+    let r = ask(&a, base.clone());
+    assert_eq!(r.status, 201, "{}", r.json());
+    let id = r.json()["approval_id"].as_str().expect("id").to_string();
+    let again = ask(&a, base);
+    assert_eq!(again.status, 200, "a duplicate is the same approval");
+    assert_eq!(again.json()["approval_id"], id.as_str());
+    let head = d.head();
+    let r = post(
+        &d,
+        &format!("/v1/approvals/{id}/decide"),
+        None,
+        &serde_json::json!({"decision": "allow"}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("admin_required"))
+    );
+    let r = post(
+        &d,
+        &format!("/v1/approvals/{id}/decide"),
+        Some(&b),
+        &serde_json::json!({"decision": "allow", "session_id": "b"}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("not_child"))
+    );
+    let r = post(
+        &d,
+        &format!("/v1/approvals/{id}/withdraw"),
+        Some(&b),
+        &serde_json::json!({"session_id": "b", "decision": "withdrawn"}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("not_owner"))
+    );
+    let r = post(
+        &d,
+        "/v1/approvals/ap-0000000000000000/withdraw",
+        Some(&a),
+        &serde_json::json!({"session_id": "a", "decision": "expired"}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("approval_not_found"))
+    );
+    let out = d.coord(&["approvals", "allow", &id, "--reason", "x", "--by", ""]);
+    assert!(out.status.success());
+    let out = d.coord(&["approvals", "deny", &id]);
+    assert_eq!(out.status.code(), Some(4), "decided already is a conflict");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("approval_decided"));
+    let r = d.http(
+        "GET",
+        &format!("/v1/approvals/{id}/wait?wait_ms=700000"),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("invalid_field"))
+    );
+    assert_eq!(d.head(), head + 1, "one decision appended, nothing else");
+
+    // The policy checker names a file that does not parse; a good one
+    // says which rule decides.
+    let rules = d.dir.path().join("rules.toml");
+    std::fs::write(&rules, "[[rule]]\nname = \"x\"\ndecision = \"maybe\"\n").expect("rules");
+    let out = d.coord(&[
+        "approvals",
+        "test",
+        "--tool",
+        "Write",
+        "--policy",
+        rules.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not parse"),
+        "{out:?}"
+    );
+    std::fs::write(&rules, "[[rule]]\nname = \"no pushes\"\ndecision = \"deny\"\ntool = \"Bash\"\ncommand = \"git push\"\n").expect("rules");
+    let said = d.ok(&[
+        "approvals",
+        "test",
+        "--tool",
+        "Bash",
+        "--command",
+        "git push --force",
+        "--policy",
+        rules.to_str().expect("utf8"),
+    ]);
+    assert!(said.starts_with("deny: rule \"no pushes\""), "{said}");
+    let said = d.ok(&[
+        "approvals",
+        "test",
+        "--tool",
+        "Bash",
+        "--command",
+        "git pull",
+        "--policy",
+        rules.to_str().expect("utf8"),
+    ]);
+    assert!(said.starts_with("no rule"), "{said}");
 }

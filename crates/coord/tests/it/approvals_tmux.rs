@@ -9,8 +9,8 @@
 //!
 //! Needs Claude Code from npm and tmux (scripts/test installs both).
 
-use super::agents::{claude_bin, git_repo, said, Model};
-use super::agents_tmux::{quiet_home, type_prompt};
+use super::agents::{git_repo, said, Model};
+use super::agents_tmux::{claude_in_tmux, quiet_home, type_prompt};
 use crate::support::*;
 use std::time::{Duration, Instant};
 
@@ -94,31 +94,7 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
     let settings = std::fs::read_to_string(repo.join(".claude/settings.json")).expect("settings");
     assert!(settings.contains("\"timeout\": 38"), "{settings}");
 
-    let tmux = Tmux(format!("coord-approvals-{}", std::process::id()));
-    let env = format!(
-        "env -i PATH={path} HOME={home} TERM=xterm-256color ANTHROPIC_BASE_URL=http://127.0.0.1:{port} \
-         ANTHROPIC_API_KEY=test CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 \
-         DISABLE_AUTOUPDATER=1 COORD_SOCKET={socket} {claude} --permission-mode default",
-        path = std::env::var("PATH").unwrap_or_default(),
-        home = home.display(),
-        port = model.port,
-        socket = d.socket.display(),
-        claude = claude_bin().display(),
-    );
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "a",
-        "-x",
-        "160",
-        "-y",
-        "40",
-        "-c",
-        repo.to_str().expect("utf8"),
-        &env,
-    ]);
-    assert!(started.status.success(), "tmux: {started:?}");
+    let tmux = claude_in_tmux("coord-approvals", &d, &repo, &home, model.port);
     let screen = || {
         String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", "a"]).stdout).into_owned()
     };

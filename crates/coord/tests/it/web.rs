@@ -31,14 +31,12 @@ pub(crate) fn binary(var: &str, default: &str) -> PathBuf {
     p
 }
 
-fn raw_get(addr: &str, path: &str, host: &str) -> (u16, String) {
+/// One request's bytes sent over a fresh TCP connection; the status and
+/// the whole answer (the connection is closed by `Connection: close`).
+pub(crate) fn raw(addr: &str, request: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
+    s.write_all(request.as_bytes()).expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     let status = out
@@ -47,6 +45,13 @@ fn raw_get(addr: &str, path: &str, host: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, out)
+}
+
+fn raw_get(addr: &str, path: &str, host: &str) -> (u16, String) {
+    raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 #[test]

@@ -7,30 +7,20 @@
 //! secret is refused.
 
 use super::web::{binary, Driver};
-use crate::support::{coord_cmd, free_port, wait_until, Daemon};
+use crate::support::{free_port, wait_until, Daemon};
 use fantoccini::{ClientBuilder, Locator};
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// One HTTP/1.1 request over TCP; the status and the whole answer.
+/// One HTTP/1.1 request with a JSON body over TCP.
 fn raw(addr: &str, head: &str, body: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "{head}\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    super::web::raw(
+        addr,
+        &format!(
+            "{head}\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
     )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
 }
 
 #[test]
@@ -44,28 +34,7 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
         .to_string();
 
     // An agent's hooks: a session, then a permission request that waits.
-    let hook = |payload: serde_json::Value| {
-        let mut c = coord_cmd();
-        c.args([
-            "--socket",
-            d.socket.to_str().expect("utf8"),
-            "hook",
-            "claude",
-            "--approval-wait",
-            "120s",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("coord hook");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(payload.to_string().as_bytes())
-            .expect("write");
-        child
-    };
+    let hook = |payload: serde_json::Value| super::approvals::hook(&d.socket, payload, "120s");
     let started = hook(
         serde_json::json!({"hook_event_name": "SessionStart", "session_id": "w-1", "cwd": "/tmp"}),
     );
