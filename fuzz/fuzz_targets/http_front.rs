@@ -1,5 +1,6 @@
 //! The HTTP front end end to end (PROTOCOL §1, §3): any bytes sent on a
-//! connection get HTTP/1.1 answers, and every error answer is the
+//! connection get HTTP/1.1 answers (HTTP/2 frames after the HTTP/2
+//! preface), and every error answer is the
 //! documented JSON (`{"error":{"code":…,"message":…}}`) — but hyper's own
 //! answer to bytes that are not HTTP at all, which is its bare status (400,
 //! 414 or 431) with an empty body. The daemon (its router, writer and a
@@ -52,6 +53,17 @@ fuzz_target!(|data: &[u8]| {
     ));
     if out.is_empty() {
         // Nothing complete was sent (or a stream was still open): no answer.
+        return;
+    }
+    // The HTTP/2 connection preface (RFC 9113 §3.4) is prior-knowledge
+    // HTTP/2, which the socket speaks (PROTOCOL §1): the answer is HTTP/2
+    // frames, the first the server's SETTINGS (type 4, stream 0).
+    if data.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") {
+        assert!(
+            out.len() >= 9 && out[3] == 4 && out[5..9] == [0, 0, 0, 0],
+            "an HTTP/2 preface not answered with SETTINGS: {:?}",
+            &out[..out.len().min(32)]
+        );
         return;
     }
     // An HTTP/1.0 request is answered in HTTP/1.0.
