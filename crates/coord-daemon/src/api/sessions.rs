@@ -217,15 +217,29 @@ pub(crate) async fn heartbeat<L: EventLog + Clone>(
             &digest,
         ))
         .await?;
-    let ttl_ms = app
+    let (ttl_ms, pending_approvals) = app
         .writer
-        .read(move |s| s.view.sessions.get(&id).map(|s| s.ttl_ms))
-        .await?
-        .unwrap_or(0);
+        .read(move |s| {
+            let ttl = s.view.sessions.get(&id).map_or(0, |s| s.ttl_ms);
+            let mut pending: Vec<_> = s
+                .view
+                .approvals
+                .values()
+                .filter(|a| a.session_id == id)
+                .cloned()
+                .collect();
+            pending.sort_by_key(|a| a.requested_seq);
+            (ttl, pending)
+        })
+        .await?;
     Ok(written(
         &c,
         false,
-        &HeartbeatResponse { seq: c.seq, ttl_ms },
+        &HeartbeatResponse {
+            seq: c.seq,
+            ttl_ms,
+            pending_approvals,
+        },
     ))
 }
 

@@ -120,6 +120,10 @@ pub struct HeartbeatResponse {
     pub seq: Option<u64>,
     /// The renewed lease, ms.
     pub ttl_ms: u64,
+    /// The session's pending approvals (PROTOCOL §14), oldest first;
+    /// absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<crate::approval::Approval>,
 }
 
 /// `POST /v1/sessions/{id}/dereg`.

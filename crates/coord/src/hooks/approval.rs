@@ -199,13 +199,17 @@ impl Run {
     /// approval of that call; at a new prompt or the end of a turn
     /// (`None`), every one. Another tool's hook (a parallel read) leaves
     /// an approval alone.
-    pub(crate) async fn withdraw_answered(&self, call: Option<(&str, Option<&str>)>) -> Result<()> {
+    /// `pending` is what the hook's heartbeat answered (PROTOCOL §8), so
+    /// a tool call costs no extra request when nothing is pending.
+    pub(crate) async fn withdraw_answered(
+        &self,
+        pending: Vec<Approval>,
+        call: Option<(&str, Option<&str>)>,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
         let me = self.me()?;
-        let pending = me
-            .approvals("pending", Some(&self.id))
-            .await
-            .context("reading the session's approvals")?
-            .approvals;
         for a in pending {
             let answered = match call {
                 None => true,

@@ -219,14 +219,15 @@ impl Run {
                 self.mail(event).await?;
             }
             Happened::Prompt => {
-                self.report_state(
-                    LifeState::Active,
-                    "prompt submitted",
-                    &source,
-                    Some("prompt"),
-                )
-                .await?;
-                self.withdraw_answered(None).await?;
+                let pending = self
+                    .report_state(
+                        LifeState::Active,
+                        "prompt submitted",
+                        &source,
+                        Some("prompt"),
+                    )
+                    .await?;
+                self.withdraw_answered(pending, None).await?;
                 self.mail(event).await?;
             }
             Happened::ToolBefore { tool, edits, about } => {
@@ -242,16 +243,17 @@ impl Run {
                 }
             }
             Happened::ToolAfter { tool } => {
-                self.report_state(
-                    LifeState::Active,
-                    &format!("{tool} done"),
-                    &source,
-                    Some(tool),
-                )
-                .await?;
-                // The tool ran: a prompt for it was answered in the terminal.
-                self.withdraw_answered(Some((tool, event.tool_use_id.as_deref())))
+                let pending = self
+                    .report_state(
+                        LifeState::Active,
+                        &format!("{tool} done"),
+                        &source,
+                        Some(tool),
+                    )
                     .await?;
+                // The tool ran: a prompt for it was answered in the terminal.
+                let call = (tool.as_str(), event.tool_use_id.as_deref());
+                self.withdraw_answered(pending, Some(call)).await?;
                 // Mail reaches an agent in a long turn after its next tool.
                 self.mail(event).await?;
             }
@@ -271,9 +273,10 @@ impl Run {
                     .await?;
             }
             Happened::TurnEnded => {
-                self.report_state(LifeState::Idle, "turn ended", &source, Some("idle"))
+                let pending = self
+                    .report_state(LifeState::Idle, "turn ended", &source, Some("idle"))
                     .await?;
-                self.withdraw_answered(None).await?;
+                self.withdraw_answered(pending, None).await?;
                 self.release_claimed().await?;
                 let me = self.me()?;
                 // A child tells its parent; a top-level session has none.
@@ -363,30 +366,32 @@ impl Run {
         })
     }
 
-    /// Tells the daemon the state the agent is in, renewing the lease.
+    /// Tells the daemon the state the agent is in, renewing the lease;
+    /// answers the session's pending approvals.
     pub(crate) async fn report_state(
         &self,
         state: LifeState,
         reason: &str,
         source: &str,
         phase: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Vec<coord_proto::approval::Approval>> {
         let me = self.me()?;
-        me.heartbeat(
-            &self.id,
-            &HeartbeatRequest {
-                phase: phase.map(str::to_string),
-                reported: Some(ReportedState {
-                    state,
-                    reason: coord_proto::ids::terminal_safe(reason, false).into_owned(),
-                    source: source.to_string(),
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("reporting {} for {}", state.as_str(), self.id))?;
-        Ok(())
+        let answer = me
+            .heartbeat(
+                &self.id,
+                &HeartbeatRequest {
+                    phase: phase.map(str::to_string),
+                    reported: Some(ReportedState {
+                        state,
+                        reason: coord_proto::ids::terminal_safe(reason, false).into_owned(),
+                        source: source.to_string(),
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("reporting {} for {}", state.as_str(), self.id))?;
+        Ok(answer.body.pending_approvals)
     }
 
     /// Refuses (or, observing, warns about) an edit of a path under

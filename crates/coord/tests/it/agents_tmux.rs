@@ -114,6 +114,24 @@ pub(crate) fn claude_in_tmux(name: &str, d: &Daemon, repo: &Path, home: &Path, p
     tmux
 }
 
+/// What the agent's pane shows now.
+pub(crate) fn screen_of(tmux: &Tmux) -> String {
+    String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", "a"]).stdout).into_owned()
+}
+
+/// Like `wait_until` (60 s), but a timeout shows the agent's screen.
+pub(crate) fn wait_showing(tmux: &Tmux, what: &str, f: &mut dyn FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the screen:\n{}",
+            screen_of(tmux)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
     let d = Daemon::start(&[]);
@@ -132,21 +150,9 @@ fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
     install_in_project(&d, "claude", &repo, &home);
 
     let tmux = claude_in_tmux("coord-claude", &d, &repo, &home, model.port);
-    let screen = || {
-        String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", "a"]).stdout).into_owned()
-    };
-    // Like wait_until, but a timeout shows the agent's screen.
-    let wait = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !f() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the screen:\n{}",
-                screen()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let screen = || screen_of(&tmux);
+    let wait =
+        |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| wait_showing(&tmux, what, &mut *f);
     // SessionStart registered it with the agent's own process.
     wait_until("the session", Duration::from_secs(60), || {
         state(&d) == "active"

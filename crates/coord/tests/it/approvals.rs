@@ -283,46 +283,46 @@ fn bad_requests_get_precise_errors_and_append_nothing() {
     assert_eq!(again.status, 200, "a duplicate is the same approval");
     assert_eq!(again.json()["approval_id"], id.as_str());
     let head = d.head();
-    let r = post(
-        &d,
-        &format!("/v1/approvals/{id}/decide"),
-        None,
-        &serde_json::json!({"decision": "allow"}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (403, Some("admin_required"))
-    );
-    let r = post(
-        &d,
-        &format!("/v1/approvals/{id}/decide"),
-        Some(&b),
-        &serde_json::json!({"decision": "allow", "session_id": "b"}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (409, Some("not_child"))
-    );
-    let r = post(
-        &d,
-        &format!("/v1/approvals/{id}/withdraw"),
-        Some(&b),
-        &serde_json::json!({"session_id": "b", "decision": "withdrawn"}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (403, Some("not_owner"))
-    );
-    let r = post(
-        &d,
-        "/v1/approvals/ap-0000000000000000/withdraw",
-        Some(&a),
-        &serde_json::json!({"session_id": "a", "decision": "expired"}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (404, Some("approval_not_found"))
-    );
+    let decide = format!("/v1/approvals/{id}/decide");
+    let withdraw = format!("/v1/approvals/{id}/withdraw");
+    let refusals: [(&str, Option<&str>, serde_json::Value, u16, &str); 4] = [
+        (
+            &decide,
+            None,
+            serde_json::json!({"decision": "allow"}),
+            403,
+            "admin_required",
+        ),
+        (
+            &decide,
+            Some(&b),
+            serde_json::json!({"decision": "allow", "session_id": "b"}),
+            409,
+            "not_child",
+        ),
+        (
+            &withdraw,
+            Some(&b),
+            serde_json::json!({"session_id": "b", "decision": "withdrawn"}),
+            403,
+            "not_owner",
+        ),
+        (
+            "/v1/approvals/ap-0000000000000000/withdraw",
+            Some(&a),
+            serde_json::json!({"session_id": "a", "decision": "expired"}),
+            404,
+            "approval_not_found",
+        ),
+    ];
+    for (path, token, body, status, code) in refusals {
+        let r = post(&d, path, token, &body);
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (status, Some(code)),
+            "POST {path} {body}"
+        );
+    }
     let out = d.coord(&["approvals", "allow", &id, "--reason", "x", "--by", ""]);
     assert!(out.status.success());
     let out = d.coord(&["approvals", "deny", &id]);

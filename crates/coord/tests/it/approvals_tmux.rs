@@ -10,7 +10,7 @@
 //! Needs Claude Code from npm and tmux (scripts/test installs both).
 
 use super::agents::{git_repo, said, Model};
-use super::agents_tmux::{claude_in_tmux, quiet_home, type_prompt};
+use super::agents_tmux::{claude_in_tmux, quiet_home, screen_of, type_prompt, wait_showing};
 use crate::support::*;
 use std::time::{Duration, Instant};
 
@@ -95,20 +95,8 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
     assert!(settings.contains("\"timeout\": 38"), "{settings}");
 
     let tmux = claude_in_tmux("coord-approvals", &d, &repo, &home, model.port);
-    let screen = || {
-        String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", "a"]).stdout).into_owned()
-    };
-    let wait = |what: &str, f: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !f() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the screen:\n{}",
-                screen()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let screen = || screen_of(&tmux);
+    let wait = |what: &str, f: &mut dyn FnMut() -> bool| wait_showing(&tmux, what, f);
     wait("the session", &mut || session_state(&d) == "active");
     // Each scenario starts from an idle agent.
     let turn = |prompt: &str| {

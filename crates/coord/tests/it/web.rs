@@ -6,7 +6,7 @@
 
 use crate::support::{free_port, wait_until, Daemon};
 use fantoccini::{ClientBuilder, Locator};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -45,6 +45,41 @@ pub(crate) fn raw(addr: &str, request: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, out)
+}
+
+/// A chromedriver on a free port, and the port once it listens.
+pub(crate) fn chromedriver(binary: &Path) -> (Driver, u16) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    wait_until("chromedriver", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (driver, port)
+}
+
+/// A headless Chromium session through the chromedriver on `port`, its
+/// window `size` (`1280,800`).
+pub(crate) async fn browser(chromium: &Path, port: u16, size: &str) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", format!("--window-size={size}")]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session")
 }
 
 fn raw_get(addr: &str, path: &str, host: &str) -> (u16, String) {
@@ -94,36 +129,13 @@ fn the_dashboard_is_live_guarded_and_shows_who_needs_input() {
         "{url}"
     );
 
-    let port = free_port();
-    let driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    wait_until("chromedriver", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (driver, port) = self::chromedriver(&chromedriver);
 
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web");
     std::fs::create_dir_all(&out_dir).expect("output dir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"]
-            }),
-        );
-        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a WebDriver session");
+        let c = browser(&chromium, port, "1280,800").await;
         c.goto(&url).await.expect("login");
         // The login link set the cookie and sent us to the page.
         assert_eq!(c.current_url().await.expect("url").path(), "/");

@@ -6,9 +6,9 @@
 //! decides nothing; a request with the cookie and no or a wrong CSRF
 //! secret is refused.
 
-use super::web::{binary, Driver};
+use super::web::binary;
 use crate::support::{free_port, wait_until, Daemon};
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -104,34 +104,11 @@ fn an_approver_decides_in_the_browser_and_nobody_else_does() {
         std::net::TcpStream::connect(("127.0.0.1", evil_port)).is_ok()
     });
 
-    let port = free_port();
-    let driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    wait_until("chromedriver", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (driver, port) = super::web::chromedriver(&chromedriver);
     let row = format!("tr[data-approval=\"{id}\"]");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"]
-            }),
-        );
-        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a WebDriver session");
+        let c = super::web::browser(&chromium, port, "1280,900").await;
         let find = |css: String| {
             let c = c.clone();
             async move {
