@@ -5,9 +5,12 @@
 //! (`hookSpecificOutput.decision.behavior`, the same for Claude Code and
 //! Codex).
 //!
-//! The dialog stays in the agent's terminal meanwhile; answered there, the
-//! agent's next hook (the tool's `PostToolUse`, a new prompt, the end of
-//! the turn) withdraws the request, so it is pending nowhere.
+//! The dialog stays in the agent's terminal meanwhile. Answered there,
+//! Claude Code ends the waiting hook with `SIGTERM`: the hook withdraws
+//! the request before it exits, so it is pending nowhere, whether the
+//! answer was yes or no. A hook killed outright (or before it asked) is
+//! covered by the agent's next hook (the tool's `PostToolUse`, a new
+//! prompt, the end of the turn), which withdraws what is still pending.
 //!
 //! Every failure leaves the agent at its own prompt: no output, exit 0.
 //! A daemon that cannot be asked within [`super::run::DAEMON_BUDGET`], a
@@ -47,6 +50,9 @@ impl Run {
         wait: Duration,
     ) -> Option<String> {
         let started = Instant::now();
+        // Before the first request: a terminal answer that comes while
+        // the hook still asks is then seen as soon as it has asked.
+        let mut answered = Answered::watch();
         let me = match self.me() {
             Ok(c) => c,
             Err(e) => {
@@ -69,15 +75,15 @@ impl Run {
                 return None;
             }
         };
-        let decided = match a.decision.is_some() {
-            true => a,
-            false => match self
-                .wait(&me, &a, wait.saturating_sub(started.elapsed()))
-                .await
-            {
-                Some(a) => a,
-                None => return None,
-            },
+        if a.decision.is_some() {
+            return answer(&a);
+        }
+        let decided = tokio::select! {
+            d = self.wait(&me, &a, wait.saturating_sub(started.elapsed())) => d?,
+            () = answered.recv() => {
+                self.answered_in_terminal(&me, &a).await;
+                return None;
+            }
         };
         answer(&decided)
     }
@@ -189,6 +195,88 @@ impl Run {
                 me.approval(&a.approval_id).await.ok()
             }
             _ => None,
+        }
+    }
+
+    /// The agent ended the hook because its terminal answered: the
+    /// request is withdrawn (a decision made in the same instant stands)
+    /// and the session is no longer waiting for a permission. Whether the
+    /// answer was yes (the tool runs) or no (the prompt is back) the hook
+    /// cannot see: `active` says the agent is not waiting on coord, and
+    /// its next hook (`PostToolUse`, `Stop`, the idle notification) says
+    /// more. Bounded by [`super::run::DAEMON_BUDGET`], as the agent does
+    /// not wait long for a hook it ended.
+    async fn answered_in_terminal(&self, me: &coord_client::Client, a: &Approval) {
+        let withdraw = async {
+            let r = me
+                .withdraw_approval(
+                    &a.approval_id,
+                    &WithdrawRequest {
+                        session_id: self.id.clone(),
+                        decision: Withdrawal::Withdrawn,
+                        reason: "answered in the agent's terminal".into(),
+                    },
+                )
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(e) if matches!(e.code(), Some(ErrorCode::ApprovalDecided)) => return,
+                Err(e) => {
+                    eprintln!("coord hook: could not withdraw {}: {e}", a.approval_id);
+                    return;
+                }
+            }
+            let reason = format!("the terminal answered approval {}", a.approval_id);
+            let source = format!("{}:PermissionRequest", self.agent.name());
+            if let Err(e) = self
+                .report_state(LifeState::Active, &reason, &source, None)
+                .await
+            {
+                eprintln!("coord hook: {e:#}");
+            }
+        };
+        if tokio::time::timeout(super::run::DAEMON_BUDGET, withdraw)
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "coord hook: the daemon did not take the withdrawal of {} in time",
+                a.approval_id
+            );
+        }
+    }
+}
+
+/// The agent ending a waiting hook: `SIGTERM` (Claude Code, when its
+/// dialog is answered) or `SIGINT`. Where a handler cannot be installed
+/// the hook keeps the default (it dies, and the next hook withdraws).
+struct Answered {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Answered {
+    fn watch() -> Answered {
+        use tokio::signal::unix::{signal, SignalKind};
+        Answered {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Resolves at the first signal (at once if one came already).
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = one(&mut self.term) => {}
+            () = one(&mut self.int) => {}
         }
     }
 }

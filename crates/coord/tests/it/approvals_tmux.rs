@@ -3,8 +3,8 @@
 //! dialog is a pending approval at once; `coord approvals allow` makes it
 //! write without a key pressed in its terminal; `deny --reason` leaves the
 //! file unwritten and the model reads the reason; a policy rule decides
-//! writes under `tmp/**` with nothing pending; answering in the terminal
-//! withdraws the request; a wait that runs out falls back to the
+//! writes under `tmp/**` with nothing pending; answering in the terminal,
+//! yes or no, withdraws the request; a wait that runs out falls back to the
 //! terminal's own prompt.
 //!
 //! Needs Claude Code from npm and tmux (scripts/test installs both).
@@ -67,6 +67,7 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
                 ["DENY", write("src/denied.txt")],
                 ["SCRATCH", write("tmp/scratch.txt")],
                 ["TERMINAL", write("src/terminal.txt")],
+                ["REFUSE", write("src/refused.txt")],
                 ["EXPIRE", write("src/late.txt")],
             ],
             "reply": "done"
@@ -208,6 +209,36 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
     wait("idle after the terminal turn", &mut || {
         session_state(&d) == "idle"
     });
+
+    // 4b. Refused in the terminal: Claude Code fires no further hook
+    // (no `PostToolUse`, no `Stop`), but it ends the waiting hook, which
+    // withdraws the request and stops saying the session waits.
+    turn("REFUSE this");
+    wait("a pending approval to refuse in the terminal", &mut || {
+        pending_for(&d, "src/refused.txt").is_some() && screen().contains("Do you want to create")
+    });
+    assert_eq!(session_state(&d), "needs_input");
+    // A key the dialog is not ready for yet is lost: sent again while it shows.
+    let mut sent: Option<Instant> = None;
+    wait("the refusal withdrawn", &mut || {
+        if screen().contains("Do you want to create")
+            && sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+        {
+            assert!(tmux.run(&["send-keys", "-t", "a", "3"]).status.success());
+            sent = Some(Instant::now());
+        }
+        decided_for(&d, "src/refused.txt").is_some()
+    });
+    let a = decided_for(&d, "src/refused.txt").expect("decided");
+    assert_eq!(a["decision"]["decision"], "withdrawn", "{a}");
+    assert_eq!(
+        a["decision"]["reason"], "answered in the agent's terminal",
+        "{a}"
+    );
+    wait("the session no longer waiting", &mut || {
+        session_state(&d) != "needs_input"
+    });
+    assert!(!repo.join("src/refused.txt").exists(), "refused");
 
     // 5. Nobody decides: after the hook's wait (8 s) the agent's own
     // prompt decides, and the approval says it expired.

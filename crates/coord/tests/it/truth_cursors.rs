@@ -161,6 +161,12 @@ fn followers_notice_a_daemon_that_went_away_and_resume() {
     post(&d, "/v1/events", None, &json!({"tx_kind":"x.before"}));
     let head = d.head();
     f.wait_for_seq(head, Duration::from_secs(10));
+    // Both followers are on their streams before the daemon goes: on a
+    // loaded machine the inbox follower can still be starting, and one
+    // that first connects after the restart has nothing to notice.
+    wait_until("both followers streaming", Duration::from_secs(20), || {
+        d.http("GET", "/v1/status", &[], None).json()["subscribers"].as_u64() == Some(2)
+    });
 
     d.kill9();
     f.wait_for_stderr("lost the daemon", Duration::from_secs(10));

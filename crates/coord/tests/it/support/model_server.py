@@ -80,11 +80,16 @@ def last_is_tool_result(body):
 
 
 def last_text(body):
-    """The text of the last message (a prompt and what the agent added)."""
+    """The text of the last message after its last tool result: a prompt
+    and what the agent added. A prompt typed after a refused tool call
+    shares its message with the refusal's tool result."""
     content = last_message(body).get("content")
     if isinstance(content, str):
         return content
-    return " ".join(c.get("text", "") for c in content or [] if isinstance(c, dict))
+    blocks = [c for c in content or [] if isinstance(c, dict)]
+    results = [i for i, c in enumerate(blocks) if c.get("type") == "tool_result"]
+    after = blocks[results[-1] + 1:] if results else blocks
+    return " ".join(c.get("text", "") for c in after)
 
 
 def responses(body):
@@ -192,11 +197,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         tool = SCRIPT.get("tool")
         prompt = last_text(body)
+        prompted = False
         for keyword, t in SCRIPT.get("by_prompt") or []:
             if keyword in prompt:
-                tool = t
+                tool, prompted = t, True
                 break
-        if body.get("tools") and tool and not last_is_tool_result(body):
+        if body.get("tools") and tool and (prompted or not last_is_tool_result(body)):
             data = answer({"type": "tool_use", **tool}, "tool_use")
         else:
             data = answer({"type": "text", "text": SCRIPT.get("reply", "done")}, "end_turn")
