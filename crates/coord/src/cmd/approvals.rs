@@ -136,7 +136,7 @@ pub(crate) async fn approvals(base: &Client, cmd: ApprovalsCmd, json: bool) -> R
                 &r,
                 &[
                     "DECIDED", "APPROVAL", "SESSION", "WHAT", "DECISION", "BY", "VIA", "WAITED",
-                    "RULE",
+                    "RULE", "REASON",
                 ],
                 || r.approvals.iter().map(log_row).collect(),
             )?;
@@ -300,5 +300,10 @@ fn log_row(a: &Approval) -> Vec<String> {
             format!("{:.1}s", d.waited_ms as f64 / 1000.0)
         }),
         d.and_then(|d| d.rule.clone()).unwrap_or_default(),
+        // Another session (or a rule file) wrote the reason: its escape
+        // sequences are shown, not run by the terminal.
+        d.map_or_else(String::new, |d| {
+            coord_proto::ids::terminal_safe(&d.reason, false).into_owned()
+        }),
     ]
 }

@@ -5,7 +5,8 @@
 //! (`hookSpecificOutput.decision.behavior`, the same for Claude Code and
 //! Codex).
 //!
-//! The dialog stays in the agent's terminal meanwhile. Answered there,
+//! Claude Code draws its dialog while the hook waits; Codex draws its own
+//! only after the hook answers nothing (docs/AGENTS.md). Answered there,
 //! Claude Code ends the waiting hook with `SIGTERM`: the hook withdraws
 //! the request before it exits, so it is pending nowhere, whether the
 //! answer was yes or no. A hook killed outright (or before it asked) is

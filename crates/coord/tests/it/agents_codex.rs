@@ -1,4 +1,5 @@
-//! The real Codex CLI seen first-hand (docs/AGENTS.md): `codex exec`
+//! The real Codex CLI seen first-hand (docs/AGENTS.md): `codex exec`, and
+//! the interactive `codex` under tmux for its permission requests,
 //! offline against the scripted model server's Responses API, with
 //! coord's hooks installed by `coord hooks install codex` and trusted
 //! through Codex's own app-server (no `--dangerously-bypass-hook-trust`).
@@ -7,6 +8,7 @@
 //! directory); `COORD_CODEX` names another binary.
 
 use super::agents::{agent_bin, check_agent_session, git_repo, hold, past_the_prompt, said, Model};
+use super::agents_tmux::{screen_of, type_prompt, wait_showing};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +26,11 @@ struct Codex {
 
 impl Codex {
     fn new(d: &Daemon, dir: &Path, model: &Model) -> Codex {
+        Codex::with_install(d, dir, model, &[])
+    }
+
+    /// As [`Codex::new`], with more arguments for `coord hooks install`.
+    fn with_install(d: &Daemon, dir: &Path, model: &Model, install: &[&str]) -> Codex {
         let home = dir.join("codex-home");
         let user_home = dir.join("home");
         std::fs::create_dir_all(&home).expect("codex home");
@@ -37,7 +44,9 @@ impl Codex {
         )
         .expect("config.toml");
         let codex = Codex { home, user_home };
-        let out = d.coord_env(&["hooks", "install", "codex", "--user"], &codex.env());
+        let mut args = vec!["hooks", "install", "codex", "--user"];
+        args.extend_from_slice(install);
+        let out = d.coord_env(&args, &codex.env());
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -49,6 +58,50 @@ impl Codex {
             "{said}"
         );
         codex
+    }
+
+    /// Trusts `repo` as a project, so the interactive Codex does not ask.
+    fn trust_project(&self, repo: &Path) {
+        let config = self.home.join("config.toml");
+        let mut text = std::fs::read_to_string(&config).expect("config.toml");
+        text.push_str(&format!(
+            "\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n",
+            repo.display()
+        ));
+        std::fs::write(&config, text).expect("config.toml");
+    }
+
+    /// The interactive Codex in a tmux session `a` of a server of its
+    /// own, in `repo`, asking before a command leaves its sandbox.
+    fn in_tmux(&self, d: &Daemon, repo: &Path) -> Tmux {
+        let mut env = format!(
+            "env -i TERM=xterm-256color SCRIPTED_KEY=test PATH={} COORD_SOCKET={}",
+            std::env::var("PATH").unwrap_or_default(),
+            d.socket.display()
+        );
+        for (k, v) in self.env() {
+            env.push_str(&format!(" {k}={v}"));
+        }
+        env.push_str(&format!(
+            " {} -c approval_policy=on-request",
+            codex_bin().display()
+        ));
+        let tmux = Tmux(format!("codex-{}", std::process::id()));
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "a",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            "-c",
+            repo.to_str().expect("utf8"),
+            &env,
+        ]);
+        assert!(started.status.success(), "tmux: {started:?}");
+        tmux
     }
 
     fn env(&self) -> Vec<(&'static str, &str)> {
@@ -188,4 +241,170 @@ fn mail_reaches_codex_after_its_next_tool() {
             .any(|e| e["tx_kind"] == "inbox.ack" && e["session_id"] == sid.as_str()),
         "the mail was acked"
     );
+}
+
+/// The approval queue with the real Codex, interactive under tmux
+/// (PROTOCOL §14). Codex runs its `PermissionRequest` hook before it
+/// draws its own dialog: a command that asks to leave the sandbox is a
+/// pending approval at once; `coord approvals allow` runs it; `deny
+/// --reason` does not, and the model reads the reason; a wait that runs
+/// out (8 s) is `expired`, and Codex's own dialog then asks, a key
+/// answers it.
+#[test]
+fn codex_asks_the_approval_queue() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = git_repo(dir.path());
+    let escalate = |file: &str| {
+        serde_json::json!({"shell": format!("touch {file}"), "shell_args": {
+            "sandbox_permissions": "require_escalated", "justification": format!("to make {file}")}})
+    };
+    let model = Model::start(
+        dir.path(),
+        serde_json::json!({
+            "by_prompt": [
+                ["ALLOW", escalate("allowed.txt")],
+                ["DENY", escalate("denied.txt")],
+                ["EXPIRE", escalate("late.txt")],
+            ],
+            "reply": "done"
+        }),
+    );
+    let codex = Codex::with_install(&d, dir.path(), &model, &["--approval-wait", "8s"]);
+    codex.trust_project(&repo);
+    let tmux = codex.in_tmux(&d, &repo);
+    let screen = || screen_of(&tmux);
+    let wait = |what: &str, f: &mut dyn FnMut() -> bool| wait_showing(&tmux, what, f);
+    let pending = |cmd: &str| -> Option<serde_json::Value> {
+        d.http("GET", "/v1/approvals?state=pending", &[], None)
+            .json()["approvals"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["command"] == cmd).cloned())
+    };
+    let decided = |cmd: &str| -> Option<serde_json::Value> {
+        d.http("GET", "/v1/approvals?state=decided", &[], None)
+            .json()["approvals"]
+            .as_array()
+            .and_then(|a| a.iter().rev().find(|a| a["command"] == cmd).cloned())
+    };
+    // Codex takes keys that come fast as a paste, Enter included: the
+    // prompt is submitted once the model has it, Enter pressed again
+    // after a pause until then.
+    let submit = |prompt: &str| {
+        type_prompt(&tmux, prompt);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut pressed = std::time::Instant::now();
+        while !model.requests().iter().any(|r| r.contains(prompt)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never submitted:\n{}",
+                screen()
+            );
+            if pressed.elapsed() > std::time::Duration::from_secs(1) {
+                assert!(tmux
+                    .run(&["send-keys", "-t", "a", "Enter"])
+                    .status
+                    .success());
+                pressed = std::time::Instant::now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let state = || {
+        d.http("GET", "/v1/sessions", &[], None).json()["sessions"]
+            .as_array()
+            .and_then(|s| {
+                s.iter()
+                    .find(|s| {
+                        s["session_id"]
+                            .as_str()
+                            .is_some_and(|i| i.starts_with("codex-"))
+                    })
+                    .and_then(|s| s["state"].as_str().map(str::to_string))
+            })
+            .unwrap_or_default()
+    };
+
+    // 1. Allowed from the queue: Codex runs the command, no key pressed.
+    submit("ALLOW this");
+    wait("a pending approval", &mut || {
+        pending("touch allowed.txt").is_some()
+    });
+    let a = pending("touch allowed.txt").expect("pending");
+    assert_eq!(a["agent"], "codex", "{a}");
+    assert_eq!(a["tool"], "Bash", "{a}");
+    assert_eq!(state(), "needs_input");
+    let id = a["approval_id"].as_str().expect("id").to_string();
+    d.ok(&["approvals", "allow", &id, "--by", "alice"]);
+    wait("the allowed command's file", &mut || {
+        repo.join("allowed.txt").exists()
+    });
+    wait("idle after the allowed turn", &mut || state() == "idle");
+    assert_eq!(
+        decided("touch allowed.txt").expect("decided")["decision"]["by"],
+        "alice"
+    );
+
+    // 2. Denied with a reason: not run, and the model reads why.
+    submit("DENY this");
+    wait("a pending approval to deny", &mut || {
+        pending("touch denied.txt").is_some()
+    });
+    let id = pending("touch denied.txt").expect("pending")["approval_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    d.ok(&["approvals", "deny", &id, "--reason", "use src2/"]);
+    wait("the reason in the model's input", &mut || {
+        model
+            .requests()
+            .iter()
+            .any(|r| r.contains("function_call_output") && r.contains("use src2/"))
+    });
+    wait("idle after the denied turn", &mut || state() == "idle");
+    assert!(
+        !repo.join("denied.txt").exists(),
+        "a denied command never runs"
+    );
+
+    // 3. Nobody decides: after 8 s the approval expired and Codex's own
+    // dialog asks; a key there runs it.
+    submit("EXPIRE this");
+    wait("a pending approval nobody answers", &mut || {
+        pending("touch late.txt").is_some()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while decided("touch late.txt").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never expired:\n{}",
+            screen()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        decided("touch late.txt").expect("decided")["decision"]["decision"],
+        "expired"
+    );
+    assert!(!repo.join("late.txt").exists(), "nothing decided it yet");
+    wait("Codex's own dialog", &mut || {
+        screen().contains("Would you like to run")
+    });
+    assert_eq!(state(), "needs_input", "the dialog waits for a person");
+    let mut sent: Option<std::time::Instant> = None;
+    wait("the command the terminal allowed", &mut || {
+        if screen().contains("Would you like to run")
+            && sent.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(2))
+        {
+            assert!(tmux.run(&["send-keys", "-t", "a", "y"]).status.success());
+            sent = Some(std::time::Instant::now());
+        }
+        repo.join("late.txt").exists()
+    });
+    wait("idle after the terminal's turn", &mut || state() == "idle");
+
+    let log = d.ok(&["approvals", "log"]);
+    for part in ["alice", "deny", "use src2/", "expired", "codex-"] {
+        assert!(log.contains(part), "{part} not in {log}");
+    }
 }

@@ -13,8 +13,10 @@ Usage: model_server.py SCRIPT.json PORT_FILE LOG.jsonl
 SCRIPT.json: {"tool": {"name": "Write", "input": {...}} | null,
               "by_prompt": [["keyword", {"name": ..., "input": ...}], ...]
                   (Claude Code: the first whose keyword is in the prompt
-                  decides the tool call; else "tool"),
+                  decides the tool call; else "tool"; for Codex an entry
+                  {"shell": ..., "shell_args": ...} decides its command),
               "shell": "command for Codex's exec_command" | null,
+              "shell_args": {more arguments of that call} | null,
               "call": {"name": "write_file", "args": {...}} | null  (Gemini),
               "wait_for": "a file whose existence releases that call" | null,
               "reply": "text of the final answer"}
@@ -99,7 +101,12 @@ def responses(body):
     n = COUNT[0]
     items = body.get("input") or []
     last = items[-1] if items else {}
-    shell = SCRIPT.get("shell")
+    shell, args = SCRIPT.get("shell"), SCRIPT.get("shell_args") or {}
+    said = " ".join(c.get("text", "") for c in last.get("content") or [] if isinstance(c, dict))
+    for keyword, t in SCRIPT.get("by_prompt") or []:
+        if keyword in said and "shell" in t:
+            shell, args = t["shell"], t.get("shell_args") or {}
+            break
     if shell and body.get("tools") and last.get("type") == "message" and last.get("role") == "user":
         # A test that must act while the agent waits for its model names a
         # file to wait for (at most 60 s).
@@ -108,7 +115,8 @@ def responses(body):
         while gate and not os.path.exists(gate) and time.monotonic() < deadline:
             time.sleep(0.05)
         item = {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}",
-                "name": "exec_command", "arguments": json.dumps({"cmd": shell})}
+                "name": "exec_command",
+                "arguments": json.dumps({"cmd": shell, **args})}
     else:
         item = {"type": "message", "role": "assistant", "id": f"msg_{n}",
                 "content": [{"type": "output_text", "text": SCRIPT.get("reply", "done"), "annotations": []}]}
