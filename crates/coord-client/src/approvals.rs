@@ -37,13 +37,25 @@ impl Client {
     }
 
     /// `GET /v1/approvals/{id}/wait?wait_ms=N`: the approval once decided.
+    /// With `requester` (the asking session; this client carries its
+    /// token) it is the requester's wait: dropping this future before it
+    /// answers closes the connection, and the daemon withdraws the
+    /// approval (PROTOCOL §14).
     ///
     /// # Errors
     /// See [`ClientError`]; `timeout` (still pending after `wait_ms`),
-    /// `approval_not_found`.
-    pub async fn wait_approval(&self, id: &str, wait_ms: u64) -> Result<Approval> {
-        self.get(&format!("/v1/approvals/{}/wait?wait_ms={wait_ms}", enc(id)))
-            .await
+    /// `approval_not_found`, `not_owner`.
+    pub async fn wait_approval(
+        &self,
+        id: &str,
+        wait_ms: u64,
+        requester: Option<&str>,
+    ) -> Result<Approval> {
+        let mut path = format!("/v1/approvals/{}/wait?wait_ms={wait_ms}", enc(id));
+        if let Some(s) = requester {
+            path.push_str(&format!("&session_id={}", enc(s)));
+        }
+        self.get(&path).await
     }
 
     /// `POST /v1/approvals/{id}/decide`: the admin token, or a session's

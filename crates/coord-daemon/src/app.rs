@@ -52,6 +52,10 @@ pub struct App<L> {
     pub daemon_id: Option<String>,
     /// The approvals policy file (`approvals.toml`), read at each request.
     pub approvals_policy: Option<PathBuf>,
+    /// How many requesters' waits are open now, per approval id: a wait
+    /// cut off withdraws its approval only when it was the last one
+    /// (PROTOCOL §14; a retried hook waits beside the first).
+    pub requester_waits: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// The web dashboard's secrets, when `--http` serves one.
     pub web: Option<Arc<crate::web_auth::WebAuth>>,
     /// Connections open now, event streams included.

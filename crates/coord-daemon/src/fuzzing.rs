@@ -103,6 +103,7 @@ pub async fn router(dir: &std::path::Path) -> Result<axum::Router, String> {
         observed: Default::default(),
         daemon_id: None,
         approvals_policy: None,
+        requester_waits: Default::default(),
         web: None,
         connections: Default::default(),
         role: tokio::sync::watch::channel(coord_engine::writer::Role::Alone).1,

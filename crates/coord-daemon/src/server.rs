@@ -265,6 +265,7 @@ async fn serve<L: EventLog + Clone>(
                 |d| d.join("approvals.toml"),
             )
         })),
+        requester_waits: Default::default(),
         web: web.as_ref().map(|(_, a)| a.clone()),
         connections: Default::default(),
         role: role_rx,

@@ -6,6 +6,9 @@ use super::*;
 use coord_core::policy::Policy;
 use coord_engine::writer::approval_key;
 use coord_proto::approval::{Approval, ApprovalRequest, Decision, MAX_APPROVAL_INPUT_BYTES};
+use coord_proto::{LifeState, ReportedState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Longest wait for a decision one request may ask for, ms (10 minutes).
 const MAX_WAIT_MS: u64 = 600_000;
@@ -182,12 +185,140 @@ pub(crate) async fn show<L: EventLog + Clone>(
 pub(crate) struct WaitQuery {
     #[serde(default)]
     wait_ms: u64,
+    /// The requesting session: its wait withdraws the approval if the
+    /// client goes away in the middle of it.
+    session_id: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/approvals/{id}/wait", tag = "approvals", params(("id" = String, Path, description = "An approval id"), ("wait_ms" = Option<u64>, Query, description = "Longest wait, ms (default 0, at most 600000)")), responses((status = 200, description = "The decided approval", body = Approval)))]
+/// The requester's wait, cut off: the agent killed the hook that would
+/// have carried the decision, so the approval is withdrawn rather than
+/// left pending with nobody to answer (PROTOCOL §14). Armed while the
+/// handler waits; a handler that answers disarms it, one dropped by its
+/// closed connection does not.
+///
+/// The session then no longer waits on it: if its state is still the
+/// `needs_input` that names this approval, it is reported `idle` (an
+/// agent that kills a waiting hook has been interrupted: Codex on Esc).
+/// The check and the report are two steps through the one writer; a
+/// hook's report between them is rare and the next hook corrects it.
+struct WithdrawOnDrop {
+    writer: WriterHandle,
+    waits: Arc<Mutex<HashMap<String, usize>>>,
+    approval_id: String,
+    session_id: String,
+    armed: bool,
+}
+
+impl WithdrawOnDrop {
+    fn arm<L>(app: &App<L>, approval_id: String, session_id: String) -> Self {
+        *lock(&app.requester_waits)
+            .entry(approval_id.clone())
+            .or_default() += 1;
+        WithdrawOnDrop {
+            writer: app.writer.clone(),
+            waits: app.requester_waits.clone(),
+            approval_id,
+            session_id,
+            armed: true,
+        }
+    }
+}
+
+/// The map, also when a panicking holder poisoned it (a count is still a
+/// count).
+fn lock(m: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        let others = {
+            let mut waits = lock(&self.waits);
+            let left = waits
+                .get(&self.approval_id)
+                .map_or(0, |n| n.saturating_sub(1));
+            if left == 0 {
+                waits.remove(&self.approval_id);
+            } else {
+                waits.insert(self.approval_id.clone(), left);
+            }
+            left
+        };
+        if !self.armed || others > 0 {
+            return;
+        }
+        tracing::info!(approval = %self.approval_id, session = %self.session_id, "the requester's wait was cut off; withdrawing the approval");
+        let mut w = write(
+            Command::DecideApproval {
+                approval_id: self.approval_id.clone(),
+                decision: Decision::Withdrawn,
+                reason: "the agent ended its hook while it waited".into(),
+                by: self.session_id.clone(),
+                via: "hook".into(),
+                as_session: None,
+                requester: Some(self.session_id.clone()),
+            },
+            None,
+            None,
+            &Digest::default(),
+        );
+        w.extras.must_land = true;
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // The runtime is going down: the approval stays pending in
+            // the log, and the next daemon's hooks settle it.
+            return;
+        };
+        let (writer, id, sid) = (
+            self.writer.clone(),
+            self.approval_id.clone(),
+            self.session_id.clone(),
+        );
+        rt.spawn(async move {
+            if writer.write(w).await.is_err() {
+                return;
+            }
+            let named = format!("(approval {id})");
+            let key = sid.clone();
+            let waits = writer
+                .read(move |s| {
+                    s.view.sessions.get(&key).is_some_and(|s| {
+                        s.state == LifeState::NeedsInput && s.state_reason.contains(&named)
+                    })
+                })
+                .await
+                .unwrap_or(false);
+            if !waits {
+                return;
+            }
+            let at = Timestamp::now();
+            let report = write(
+                Command::Heartbeat {
+                    session_id: sid,
+                    phase: None,
+                    at,
+                    log_always: false,
+                    reported: Some(ReportedState {
+                        state: LifeState::Idle,
+                        reason: format!(
+                            "the agent ended its hook while it waited for approval {id}"
+                        ),
+                        source: "coord:approvals".into(),
+                    }),
+                },
+                None,
+                Some(at),
+                &Digest::default(),
+            );
+            let _ = writer.write(report).await;
+        });
+    }
+}
+
+#[utoipa::path(get, path = "/v1/approvals/{id}/wait", tag = "approvals", params(("id" = String, Path, description = "An approval id"), ("wait_ms" = Option<u64>, Query, description = "Longest wait, ms (default 0, at most 600000)"), ("session_id" = Option<String>, Query, description = "The requesting session (its token): a wait cut off by a closed connection withdraws the approval")), security((), ("session_token" = [])), responses((status = 200, description = "The decided approval", body = Approval)))]
 pub(crate) async fn wait<L: EventLog + Clone>(
     State(app): AppState<L>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     QueryParams(q): QueryParams<WaitQuery>,
 ) -> ApiResult {
     check_id("approval_id", &id)?;
@@ -198,9 +329,33 @@ pub(crate) async fn wait<L: EventLog + Clone>(
         )
         .with("field", "wait_ms"));
     }
-    let deadline = Instant::now() + Duration::from_millis(q.wait_ms);
+    let mut guard = match q.session_id {
+        Some(sid) => {
+            require_session(&app, &headers, &sid).await?;
+            let a = find(&app, &id).await?;
+            if a.session_id != sid {
+                return Err(ApiError::new(
+                    ErrorCode::NotOwner,
+                    format!("approval {id} was asked by {}, not {sid}", a.session_id),
+                )
+                .with("approval_id", id.as_str()));
+            }
+            Some(WithdrawOnDrop::arm(&app, id.clone(), sid))
+        }
+        None => None,
+    };
+    let answer = until_decided(&app, &id, q.wait_ms).await;
+    if let Some(g) = guard.as_mut() {
+        g.armed = false;
+    }
+    answer
+}
+
+/// The approval once decided, or `timeout` after `wait_ms`.
+async fn until_decided<L: EventLog + Clone>(app: &App<L>, id: &str, wait_ms: u64) -> ApiResult {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
     loop {
-        let key = id.clone();
+        let key = id.to_string();
         let (found, head) = app
             .writer
             .read(move |s| (coord_core::find_approval(s, &key).cloned(), s.head))
@@ -216,16 +371,16 @@ pub(crate) async fn wait<L: EventLog + Clone>(
         }
         // Sleep until a decision of this approval is published.
         until_event(
-            &app,
+            app,
             head,
             deadline,
             |p| matches!(p, Payload::ApprovalDecide(d) if d.approval_id == id),
             || {
                 ApiError::new(
                     ErrorCode::Timeout,
-                    format!("approval {id} is still pending after {} ms", q.wait_ms),
+                    format!("approval {id} is still pending after {wait_ms} ms"),
                 )
-                .with("approval_id", id.as_str())
+                .with("approval_id", id)
             },
         )
         .await?;

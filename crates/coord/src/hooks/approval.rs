@@ -6,8 +6,9 @@
 //! Codex).
 //!
 //! Claude Code draws its dialog while the hook waits; Codex draws its own
-//! only after the hook answers nothing (docs/AGENTS.md). Answered there,
-//! Claude Code ends the waiting hook with `SIGTERM`: the hook withdraws
+//! only after the hook answers nothing (docs/AGENTS.md). When its dialog
+//! is answered, Claude Code ends the waiting hook with `SIGTERM`; the
+//! hook then withdraws
 //! the request before it exits, so it is pending nowhere, whether the
 //! answer was yes or no. A hook killed outright (or before it asked) is
 //! covered by the agent's next hook (the tool's `PostToolUse`, a new
@@ -31,6 +32,10 @@ use std::time::{Duration, Instant};
 /// The longest one wait request asks the daemon for; the hook asks again
 /// until its own budget ends (a long poll a proxy or a restart can cut).
 const ONE_WAIT: Duration = Duration::from_secs(60);
+
+/// How long past a wait's end the hook still waits for the daemon's
+/// answer (`timeout` or the decision) before it asks again.
+const WAIT_MARGIN: Duration = Duration::from_secs(30);
 
 /// What a permission request is about, as the hook read it.
 pub(crate) struct Asked<'a> {
@@ -79,9 +84,14 @@ impl Run {
         if a.decision.is_some() {
             return answer(&a);
         }
+        let waiting = self.wait(&me, &a, wait.saturating_sub(started.elapsed()));
+        tokio::pin!(waiting);
         let decided = tokio::select! {
-            d = self.wait(&me, &a, wait.saturating_sub(started.elapsed())) => d?,
+            d = &mut waiting => d?,
             () = answered.recv() => {
+                // The wait stays open until the withdrawal has landed: a
+                // wait cut off first is withdrawn by the daemon as a hook
+                // that went away, and the reason would say so.
                 self.answered_in_terminal(&me, &a).await;
                 return None;
             }
@@ -156,9 +166,13 @@ impl Run {
                 break;
             }
             let slice = left.min(ONE_WAIT);
+            // The requester's wait: if the agent kills this hook, the
+            // daemon sees the connection close and withdraws the request.
+            // The margin is wide because giving up on a slow daemon cuts
+            // the wait off too.
             let asked = tokio::time::timeout(
-                slice + Duration::from_secs(5),
-                me.wait_approval(&a.approval_id, slice.as_millis() as u64),
+                slice + WAIT_MARGIN,
+                me.wait_approval(&a.approval_id, slice.as_millis() as u64, Some(&self.id)),
             )
             .await;
             match asked {

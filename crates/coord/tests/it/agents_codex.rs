@@ -249,7 +249,8 @@ fn mail_reaches_codex_after_its_next_tool() {
 /// pending approval at once; `coord approvals allow` runs it; `deny
 /// --reason` does not, and the model reads the reason; a wait that runs
 /// out (8 s) is `expired`, and Codex's own dialog then asks, a key
-/// answers it.
+/// answers it; Esc while the hook waits (Codex kills the hook, and fires
+/// no other) withdraws the request and leaves the session idle.
 #[test]
 fn codex_asks_the_approval_queue() {
     let d = Daemon::start(&[]);
@@ -266,6 +267,7 @@ fn codex_asks_the_approval_queue() {
                 ["ALLOW", escalate("allowed.txt")],
                 ["DENY", escalate("denied.txt")],
                 ["EXPIRE", escalate("late.txt")],
+                ["INTERRUPT", escalate("stopped.txt")],
             ],
             "reply": "done"
         }),
@@ -402,6 +404,28 @@ fn codex_asks_the_approval_queue() {
         repo.join("late.txt").exists()
     });
     wait("idle after the terminal's turn", &mut || state() == "idle");
+
+    // 4. Esc in the terminal while the hook waits: the turn stops, and
+    // the request is withdrawn, not left pending.
+    submit("INTERRUPT this");
+    wait("a pending approval to interrupt", &mut || {
+        pending("touch stopped.txt").is_some()
+    });
+    assert!(tmux
+        .run(&["send-keys", "-t", "a", "Escape"])
+        .status
+        .success());
+    wait("the interrupted request withdrawn", &mut || {
+        decided("touch stopped.txt").is_some()
+    });
+    let a = decided("touch stopped.txt").expect("decided");
+    assert_eq!(a["decision"]["decision"], "withdrawn", "{a}");
+    assert_eq!(
+        a["decision"]["reason"], "the agent ended its hook while it waited",
+        "{a}"
+    );
+    wait("the interrupted session idle", &mut || state() == "idle");
+    assert!(!repo.join("stopped.txt").exists(), "interrupted");
 
     let log = d.ok(&["approvals", "log"]);
     for part in ["alice", "deny", "use src2/", "expired", "codex-"] {

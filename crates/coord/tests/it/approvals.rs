@@ -1,7 +1,9 @@
 //! The approval queue without an agent's terminal (PROTOCOL §14): the hook
 //! driven with the payloads the agents send. A retried hook is one
 //! approval; a daemon that is not there leaves the terminal to decide; a
-//! session that ends withdraws what it asked; a session waiting for a
+//! session that ends withdraws what it asked; a hook killed while it
+//! waits withdraws it too (unless a retried one still waits), and an
+//! observer's wait that hangs up does not; a session waiting for a
 //! human past `--notify-after` is one `session.notify`, which a sentinel
 //! carries to an ntfy-style HTTP endpoint, once per request and never for
 //! a turn that merely ended.
@@ -241,6 +243,92 @@ fn a_long_wait_is_one_notice_carried_to_an_ntfy_style_endpoint() {
 }
 
 #[test]
+fn a_hook_the_agent_kills_withdraws_its_request_when_nobody_else_waits() {
+    let d = Daemon::start(&[]);
+    start(&d, "killed");
+    // A retried hook waits beside the first: killing one leaves the
+    // request to the other.
+    let mut first = hook(&d.socket, ask("killed", "make deploy"), "60s");
+    let mut second = hook(&d.socket, ask("killed", "make deploy"), "60s");
+    wait_until("a pending approval", Duration::from_secs(20), || {
+        pending(&d).len() == 1
+    });
+    let id = pending(&d)[0]["approval_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let state = || {
+        d.http("GET", "/v1/sessions/claude-killed", &[], None)
+            .json()["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_until("the session waits", Duration::from_secs(20), || {
+        state() == "needs_input"
+    });
+    // Both hooks are in their wait before one is killed.
+    std::thread::sleep(Duration::from_millis(500));
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+    // What the daemon does with a closed wait it does at once; a second
+    // is ample for the one left not to be withdrawn.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pending(&d).len(), 1, "the other hook still waits on it");
+
+    second.kill().expect("kill -9");
+    second.wait().expect("reaped");
+    wait_until("the request withdrawn", Duration::from_secs(20), || {
+        pending(&d).is_empty()
+    });
+    let a = d
+        .http("GET", &format!("/v1/approvals/{id}"), &[], None)
+        .json();
+    assert_eq!(a["decision"]["decision"], "withdrawn", "{a}");
+    assert_eq!(
+        a["decision"]["reason"], "the agent ended its hook while it waited",
+        "{a}"
+    );
+    assert_eq!(a["decision"]["by"], "claude-killed", "{a}");
+    wait_until(
+        "the session no longer waits",
+        Duration::from_secs(20),
+        || state() == "idle",
+    );
+    let s = d
+        .http("GET", "/v1/sessions/claude-killed", &[], None)
+        .json();
+    assert!(
+        s["state_reason"].as_str().is_some_and(|r| r.contains(&id)),
+        "{s}"
+    );
+
+    // Someone else's wait (no session_id) that goes away withdraws nothing.
+    let mut third = hook(&d.socket, ask("killed", "make release"), "60s");
+    wait_until("another pending approval", Duration::from_secs(20), || {
+        pending(&d).len() == 1
+    });
+    let other = pending(&d)[0]["approval_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    {
+        // An observer opens a long wait and hangs up in the middle of it.
+        let mut c = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+        write!(
+            c,
+            "GET /v1/approvals/{other}/wait?wait_ms=30000 HTTP/1.1\r\nHost: coord\r\n\r\n"
+        )
+        .expect("request");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pending(&d).len(), 1, "an observer's wait withdraws nothing");
+    third.kill().expect("kill -9");
+    third.wait().expect("reaped");
+}
+
+#[test]
 fn bad_requests_get_precise_errors_and_append_nothing() {
     use crate::support::post;
     let d = Daemon::start(&[]);
@@ -323,6 +411,18 @@ fn bad_requests_get_precise_errors_and_append_nothing() {
             "POST {path} {body}"
         );
     }
+    // Only the requester's own wait may withdraw on a hangup.
+    let bearer = format!("Bearer {b}");
+    let r = d.http(
+        "GET",
+        &format!("/v1/approvals/{id}/wait?wait_ms=10&session_id=b"),
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("not_owner"))
+    );
     let out = d.coord(&["approvals", "allow", &id, "--reason", "x", "--by", ""]);
     assert!(out.status.success());
     let out = d.coord(&["approvals", "deny", &id]);
