@@ -223,19 +223,9 @@ impl Run {
     /// not wait long for a hook it ended.
     async fn answered_in_terminal(&self, me: &coord_client::Client, a: &Approval) {
         let withdraw = async {
-            let r = me
-                .withdraw_approval(
-                    &a.approval_id,
-                    &WithdrawRequest {
-                        session_id: self.id.clone(),
-                        decision: Withdrawal::Withdrawn,
-                        reason: "answered in the agent's terminal".into(),
-                    },
-                )
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e) if matches!(e.code(), Some(ErrorCode::ApprovalDecided)) => return,
+            match self.withdraw_answered_one(me, &a.approval_id).await {
+                Ok(true) => {}
+                Ok(false) => return,
                 Err(e) => {
                     eprintln!("coord hook: could not withdraw {}: {e}", a.approval_id);
                     return;
@@ -325,24 +315,36 @@ impl Run {
             if !answered {
                 continue;
             }
-            let r = me
-                .withdraw_approval(
-                    &a.approval_id,
-                    &WithdrawRequest {
-                        session_id: self.id.clone(),
-                        decision: Withdrawal::Withdrawn,
-                        reason: "answered in the agent's terminal".into(),
-                    },
-                )
-                .await;
-            match r {
-                Ok(_) => {}
-                // Someone decided in the same instant: that decision stands.
-                Err(e) if matches!(e.code(), Some(ErrorCode::ApprovalDecided)) => {}
-                Err(e) => return Err(e).context("withdrawing an answered approval"),
-            }
+            self.withdraw_answered_one(&me, &a.approval_id)
+                .await
+                .context("withdrawing an answered approval")?;
         }
         Ok(())
+    }
+
+    /// Withdraws one approval the terminal answered: `true` if this took
+    /// it back, `false` if someone decided in the same instant (that
+    /// decision stands).
+    async fn withdraw_answered_one(
+        &self,
+        me: &coord_client::Client,
+        approval_id: &str,
+    ) -> Result<bool, ClientError> {
+        let r = me
+            .withdraw_approval(
+                approval_id,
+                &WithdrawRequest {
+                    session_id: self.id.clone(),
+                    decision: Withdrawal::Withdrawn,
+                    reason: "answered in the agent's terminal".into(),
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.code(), Some(ErrorCode::ApprovalDecided)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

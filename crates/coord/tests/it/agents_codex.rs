@@ -8,7 +8,7 @@
 //! directory); `COORD_CODEX` names another binary.
 
 use super::agents::{agent_bin, check_agent_session, git_repo, hold, past_the_prompt, said, Model};
-use super::agents_tmux::{screen_of, type_prompt, wait_showing};
+use super::agents_tmux::{press_until, screen_of, tmux_running, type_prompt, wait_showing};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -86,22 +86,7 @@ impl Codex {
             " {} -c approval_policy=on-request",
             codex_bin().display()
         ));
-        let tmux = Tmux(format!("codex-{}", std::process::id()));
-        let started = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "a",
-            "-x",
-            "160",
-            "-y",
-            "40",
-            "-c",
-            repo.to_str().expect("utf8"),
-            &env,
-        ]);
-        assert!(started.status.success(), "tmux: {started:?}");
-        tmux
+        tmux_running("codex", repo, &env)
     }
 
     fn env(&self) -> Vec<(&'static str, &str)> {
@@ -335,7 +320,8 @@ fn codex_asks_the_approval_queue() {
     let a = pending("touch allowed.txt").expect("pending");
     assert_eq!(a["agent"], "codex", "{a}");
     assert_eq!(a["tool"], "Bash", "{a}");
-    assert_eq!(state(), "needs_input");
+    // The hook reports the state right after it asked.
+    wait("the session waiting", &mut || state() == "needs_input");
     let id = a["approval_id"].as_str().expect("id").to_string();
     d.ok(&["approvals", "allow", &id, "--by", "alice"]);
     wait("the allowed command's file", &mut || {
@@ -393,14 +379,7 @@ fn codex_asks_the_approval_queue() {
         screen().contains("Would you like to run")
     });
     assert_eq!(state(), "needs_input", "the dialog waits for a person");
-    let mut sent: Option<std::time::Instant> = None;
-    wait("the command the terminal allowed", &mut || {
-        if screen().contains("Would you like to run")
-            && sent.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(2))
-        {
-            assert!(tmux.run(&["send-keys", "-t", "a", "y"]).status.success());
-            sent = Some(std::time::Instant::now());
-        }
+    press_until(&tmux, "y", "Would you like to run", &mut || {
         repo.join("late.txt").exists()
     });
     wait("idle after the terminal's turn", &mut || state() == "idle");

@@ -87,7 +87,6 @@ pub(crate) fn type_prompt(tmux: &Tmux, prompt: &str) {
 /// its own (`NAME-PID`), in `repo`, with `home`, talking to the scripted
 /// model on `port` and to `d`'s socket, asking before it writes.
 pub(crate) fn claude_in_tmux(name: &str, d: &Daemon, repo: &Path, home: &Path, port: u16) -> Tmux {
-    let tmux = Tmux(format!("{name}-{}", std::process::id()));
     let env = format!(
         "env -i PATH={path} HOME={home} TERM=xterm-256color TMUX_PANE=$TMUX_PANE ANTHROPIC_BASE_URL=http://127.0.0.1:{port} \
          ANTHROPIC_API_KEY=test CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1 \
@@ -97,6 +96,13 @@ pub(crate) fn claude_in_tmux(name: &str, d: &Daemon, repo: &Path, home: &Path, p
         socket = d.socket.display(),
         claude = claude_bin().display(),
     );
+    tmux_running(name, repo, &env)
+}
+
+/// `command` in a 160×40 tmux session `a` of a server of its own
+/// (`NAME-PID`), started in `repo`.
+pub(crate) fn tmux_running(name: &str, repo: &Path, command: &str) -> Tmux {
+    let tmux = Tmux(format!("{name}-{}", std::process::id()));
     let started = tmux.run(&[
         "new-session",
         "-d",
@@ -108,10 +114,26 @@ pub(crate) fn claude_in_tmux(name: &str, d: &Daemon, repo: &Path, home: &Path, p
         "40",
         "-c",
         repo.to_str().expect("utf8"),
-        &env,
+        command,
     ]);
     assert!(started.status.success(), "tmux: {started:?}");
     tmux
+}
+
+/// Presses `key` while the screen shows `showing` (again every 2 s: a
+/// key the agent's dialog is not ready for yet is lost) until `done`.
+pub(crate) fn press_until(tmux: &Tmux, key: &str, showing: &str, done: &mut dyn FnMut() -> bool) {
+    let mut sent: Option<Instant> = None;
+    let what = format!("{key:?} pressed at {showing:?} to take effect");
+    wait_showing(tmux, &what, &mut || {
+        if screen_of(tmux).contains(showing)
+            && sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+        {
+            assert!(tmux.run(&["send-keys", "-t", "a", key]).status.success());
+            sent = Some(Instant::now());
+        }
+        done()
+    });
 }
 
 /// What the agent's pane shows now.
@@ -212,19 +234,9 @@ fn an_interactive_claude_code_waits_works_reads_mail_and_dies() {
     // The human says yes: it writes, works on, and ends its turn idle.
     // (A dialog ignores keys for a moment after it opens, so a key that
     // came too early is sent again while the dialog stays.)
-    let mut sent: Option<Instant> = None;
-    wait(
-        "idle after the turn",
-        Box::new(|| {
-            if screen().contains("Do you want to create")
-                && sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
-            {
-                assert!(tmux.run(&["send-keys", "-t", "a", "1"]).status.success());
-                sent = Some(Instant::now());
-            }
-            state(&d) == "idle"
-        }),
-    );
+    press_until(&tmux, "1", "Do you want to create", &mut || {
+        state(&d) == "idle"
+    });
     assert!(target.exists(), "the approved Write happened");
     let reasons: Vec<String> = d
         .all_events()

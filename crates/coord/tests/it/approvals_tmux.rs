@@ -10,7 +10,9 @@
 //! Needs Claude Code from npm and tmux (scripts/test installs both).
 
 use super::agents::{git_repo, said, Model};
-use super::agents_tmux::{claude_in_tmux, quiet_home, screen_of, type_prompt, wait_showing};
+use super::agents_tmux::{
+    claude_in_tmux, press_until, quiet_home, screen_of, type_prompt, wait_showing,
+};
 use crate::support::*;
 use std::time::{Duration, Instant};
 
@@ -190,14 +192,7 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
     wait("a pending approval for the terminal", &mut || {
         pending_for(&d, "src/terminal.txt").is_some() && screen().contains("Do you want to create")
     });
-    let mut sent: Option<Instant> = None;
-    wait("the terminal's write", &mut || {
-        if screen().contains("Do you want to create")
-            && sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
-        {
-            assert!(tmux.run(&["send-keys", "-t", "a", "1"]).status.success());
-            sent = Some(Instant::now());
-        }
+    press_until(&tmux, "1", "Do you want to create", &mut || {
         repo.join("src/terminal.txt").exists()
     });
     wait("the request withdrawn", &mut || {
@@ -217,16 +212,10 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
     wait("a pending approval to refuse in the terminal", &mut || {
         pending_for(&d, "src/refused.txt").is_some() && screen().contains("Do you want to create")
     });
-    assert_eq!(session_state(&d), "needs_input");
-    // A key the dialog is not ready for yet is lost: sent again while it shows.
-    let mut sent: Option<Instant> = None;
-    wait("the refusal withdrawn", &mut || {
-        if screen().contains("Do you want to create")
-            && sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
-        {
-            assert!(tmux.run(&["send-keys", "-t", "a", "3"]).status.success());
-            sent = Some(Instant::now());
-        }
+    wait("the session waiting", &mut || {
+        session_state(&d) == "needs_input"
+    });
+    press_until(&tmux, "3", "Do you want to create", &mut || {
         decided_for(&d, "src/refused.txt").is_some()
     });
     let a = decided_for(&d, "src/refused.txt").expect("decided");
@@ -262,14 +251,7 @@ fn one_queue_decides_a_real_claude_codes_permission_prompts() {
     wait("the terminal's own prompt", &mut || {
         screen().contains("Do you want to create")
     });
-    let mut sent: Option<Instant> = None;
-    wait("the write the terminal allowed", &mut || {
-        if screen().contains("Do you want to create")
-            && sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
-        {
-            assert!(tmux.run(&["send-keys", "-t", "a", "1"]).status.success());
-            sent = Some(Instant::now());
-        }
+    press_until(&tmux, "1", "Do you want to create", &mut || {
         repo.join("src/late.txt").exists()
     });
 
