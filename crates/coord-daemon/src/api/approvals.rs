@@ -194,7 +194,8 @@ pub(crate) struct WaitQuery {
 /// have carried the decision, so the approval is withdrawn rather than
 /// left pending with nobody to answer (PROTOCOL §14). Armed while the
 /// handler waits; a handler that answers disarms it, one dropped by its
-/// closed connection does not.
+/// closed connection does not. A daemon that stops answers its waits
+/// (`shutting_down`, from `until_event`), so stopping withdraws nothing.
 ///
 /// The session then no longer waits on it: if its state is still the
 /// `needs_input` that names this approval, it is reported `idle` (an

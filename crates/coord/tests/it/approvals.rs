@@ -244,7 +244,7 @@ fn a_long_wait_is_one_notice_carried_to_an_ntfy_style_endpoint() {
 
 #[test]
 fn a_hook_the_agent_kills_withdraws_its_request_when_nobody_else_waits() {
-    let d = Daemon::start(&[]);
+    let mut d = Daemon::start(&[]);
     start(&d, "killed");
     // A retried hook waits beside the first: killing one leaves the
     // request to the other.
@@ -304,7 +304,7 @@ fn a_hook_the_agent_kills_withdraws_its_request_when_nobody_else_waits() {
     );
 
     // Someone else's wait (no session_id) that goes away withdraws nothing.
-    let mut third = hook(&d.socket, ask("killed", "make release"), "60s");
+    let third = hook(&d.socket, ask("killed", "make release"), "60s");
     wait_until("another pending approval", Duration::from_secs(20), || {
         pending(&d).len() == 1
     });
@@ -324,8 +324,16 @@ fn a_hook_the_agent_kills_withdraws_its_request_when_nobody_else_waits() {
     }
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(pending(&d).len(), 1, "an observer's wait withdraws nothing");
-    third.kill().expect("kill -9");
-    third.wait().expect("reaped");
+
+    // A daemon that stops cuts the hook's wait too; that is not the agent
+    // ending its hook: the terminal decides and nothing is withdrawn.
+    assert!(d.terminate().success());
+    let out = third.wait_with_output().expect("hook");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "the terminal decides: {out:?}");
+    d.restart();
+    let a = d.http("GET", &format!("/v1/approvals/{other}"), &[], None).json();
+    assert!(a["decision"].is_null(), "still pending: {a}");
 }
 
 #[test]
