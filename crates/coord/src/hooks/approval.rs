@@ -34,8 +34,11 @@ use std::time::{Duration, Instant};
 const ONE_WAIT: Duration = Duration::from_secs(60);
 
 /// How long past a wait's end the hook still waits for the daemon's
-/// answer (`timeout` or the decision) before it asks again.
-const WAIT_MARGIN: Duration = Duration::from_secs(30);
+/// answer (`timeout` or the decision) before it asks again. Wide, as
+/// giving up cuts the requester's wait off (the daemon then withdraws the
+/// approval), but well inside the 30 s the agent's own hook timeout
+/// leaves beyond the approval wait.
+const WAIT_MARGIN: Duration = Duration::from_secs(10);
 
 /// What a permission request is about, as the hook read it.
 pub(crate) struct Asked<'a> {
