@@ -332,7 +332,9 @@ fn a_hook_the_agent_kills_withdraws_its_request_when_nobody_else_waits() {
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty(), "the terminal decides: {out:?}");
     d.restart();
-    let a = d.http("GET", &format!("/v1/approvals/{other}"), &[], None).json();
+    let a = d
+        .http("GET", &format!("/v1/approvals/{other}"), &[], None)
+        .json();
     assert!(a["decision"].is_null(), "still pending: {a}");
 }
 
