@@ -7,12 +7,12 @@
 //!
 //! Claude Code draws its dialog while the hook waits; Codex draws its own
 //! only after the hook answers nothing (docs/AGENTS.md). When its dialog
-//! is answered, Claude Code ends the waiting hook with `SIGTERM`; the
-//! hook then withdraws
-//! the request before it exits, so it is pending nowhere, whether the
-//! answer was yes or no. A hook killed outright (or before it asked) is
-//! covered by the agent's next hook (the tool's `PostToolUse`, a new
-//! prompt, the end of the turn), which withdraws what is still pending.
+//! is answered, yes or no, Claude Code ends the waiting hook with
+//! `SIGTERM`; the hook then withdraws the request before it exits, so it
+//! is pending nowhere. A hook killed outright (Codex on Esc) cannot: the
+//! daemon sees its wait cut off and withdraws it (PROTOCOL §14). The
+//! agent's next hook (the tool's `PostToolUse`, a new prompt, the end of
+//! the turn) withdraws anything still pending.
 //!
 //! Every failure leaves the agent at its own prompt: no output, exit 0.
 //! A daemon that cannot be asked within [`super::run::DAEMON_BUDGET`], a

@@ -453,41 +453,28 @@ fn bad_requests_get_precise_errors_and_append_nothing() {
     // The policy checker names a file that does not parse; a good one
     // says which rule decides.
     let rules = d.dir.path().join("rules.toml");
+    let policy = rules.to_str().expect("utf8");
+    let test = |rest: &[&str]| {
+        let mut args = vec!["approvals", "test"];
+        args.extend_from_slice(rest);
+        args.extend_from_slice(&["--policy", policy]);
+        d.coord(&args)
+    };
     std::fs::write(&rules, "[[rule]]\nname = \"x\"\ndecision = \"maybe\"\n").expect("rules");
-    let out = d.coord(&[
-        "approvals",
-        "test",
-        "--tool",
-        "Write",
-        "--policy",
-        rules.to_str().expect("utf8"),
-    ]);
+    let out = test(&["--tool", "Write"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("does not parse"),
         "{out:?}"
     );
     std::fs::write(&rules, "[[rule]]\nname = \"no pushes\"\ndecision = \"deny\"\ntool = \"Bash\"\ncommand = \"git push\"\n").expect("rules");
-    let said = d.ok(&[
-        "approvals",
-        "test",
-        "--tool",
-        "Bash",
-        "--command",
-        "git push --force",
-        "--policy",
-        rules.to_str().expect("utf8"),
-    ]);
-    assert!(said.starts_with("deny: rule \"no pushes\""), "{said}");
-    let said = d.ok(&[
-        "approvals",
-        "test",
-        "--tool",
-        "Bash",
-        "--command",
-        "git pull",
-        "--policy",
-        rules.to_str().expect("utf8"),
-    ]);
-    assert!(said.starts_with("no rule"), "{said}");
+    for (command, said) in [
+        ("git push --force", "deny: rule \"no pushes\""),
+        ("git pull", "no rule"),
+    ] {
+        let out = test(&["--tool", "Bash", "--command", command]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with(said), "{command}: {text}");
+    }
 }
